@@ -1,0 +1,123 @@
+/*
+ * ai-sim: an OpenAI-compatible inference simulator on one libevent loop.
+ *
+ * Shared types: the command line configuration, the process context and
+ * the state of one request that waits on a timer (delayed or streamed).
+ */
+
+#ifndef _SIM_H_INCLUDED_
+#define _SIM_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/buffer.h>
+#include <cjson/cJSON.h>
+
+#include "sim_model.h"
+
+
+#define SIM_SERVICE          "ai-sim"
+#define SIM_SLOW_DELAY_MS    120
+#define SIM_HTTP_TIMEOUT     300                 /* s */
+#define SIM_MAX_HEADERS      (64 * 1024)         /* bytes */
+#define SIM_BACKLOG          4096
+
+
+typedef struct sim_ctx_s  sim_ctx_t;
+typedef struct sim_req_s  sim_req_t;
+
+typedef void (*sim_req_handler_pt)(sim_req_t *r);
+
+
+typedef struct {
+    const char               *host;
+    const char               *id;
+    int                       port;
+    double                    ttft_ms;
+    double                    tpot_ms;
+    double                    jitter;            /* 0..1 */
+    size_t                    max_body;          /* bytes */
+    double                    fail_rate;         /* 0..1 */
+    uint64_t                  seed;
+    unsigned                  seed_set:1;
+} sim_conf_t;
+
+
+struct sim_ctx_s {
+    sim_conf_t                conf;
+    struct event_base        *base;
+    struct evhttp            *http;
+    uint64_t                  start_ms;          /* monotonic */
+    uint64_t                  requests;          /* all but /healthz */
+    unsigned                  inflight;
+    sim_req_t                *inflight_head;
+    sim_rng_t                 rng;               /* jitter, failures */
+};
+
+
+/*
+ * One request waiting on a timer.  It is linked into ctx->inflight_head so
+ * that shutdown can free whatever is still pending, and registered as the
+ * connection's close callback so that a client going away mid-stream
+ * stops the timer before the request memory disappears.
+ */
+struct sim_req_s {
+    sim_req_t                *prev;
+    sim_req_t                *next;
+    sim_ctx_t                *ctx;
+    struct evhttp_request    *req;
+    struct evhttp_connection *evcon;
+    struct event             *timer;
+    sim_req_handler_pt        handler;
+    uint64_t                  start_ms;          /* monotonic */
+    long                      total_tokens;      /* -1: no header */
+
+    /* a delayed JSON answer; "latency_ms" is added when it is sent */
+    cJSON                    *reply;
+
+    /* streaming */
+    sim_rng_t                 words;
+    unsigned                  left;              /* tokens still to send */
+    unsigned                  sent;
+    double                    tpot_ms;           /* jitter applied */
+    char                     *prefix;            /* "data: {...\"delta\":" */
+    struct evbuffer          *chunk;
+};
+
+
+/* sim_http.c */
+int sim_http_init(sim_ctx_t *ctx, int fd);
+void sim_http_send_json(sim_ctx_t *ctx, struct evhttp_request *req,
+    int status, const char *reason, cJSON *json, long total_tokens);
+void sim_http_send_error(sim_ctx_t *ctx, struct evhttp_request *req,
+    int status, const char *reason, const char *type, const char *message);
+void sim_http_add_common_headers(sim_ctx_t *ctx, struct evhttp_request *req,
+    const char *content_type, long total_tokens);
+
+sim_req_t *sim_req_create(sim_ctx_t *ctx, struct evhttp_request *req,
+    sim_req_handler_pt handler);
+int sim_req_schedule(sim_req_t *r, double delay_ms);
+void sim_req_finalize(sim_req_t *r);
+void sim_req_free_all(sim_ctx_t *ctx);
+double sim_jitter(sim_ctx_t *ctx);
+uint64_t sim_now_ms(void);
+
+/* sim_stream.c */
+int sim_stream_start(sim_ctx_t *ctx, struct evhttp_request *req,
+    const char *model, uint64_t hash, unsigned prompt_tokens,
+    unsigned max_tokens);
+
+/* sim_json.c */
+cJSON *sim_json_parse_body(struct evhttp_request *req, const char **err);
+int sim_json_get_max_tokens(cJSON *root, unsigned *max_tokens,
+    const char **err);
+int sim_json_get_model(cJSON *root, const char **model, const char **err);
+char *sim_json_print(cJSON *json, size_t *len);
+cJSON *sim_json_usage(unsigned prompt_tokens, unsigned completion_tokens);
+
+
+#endif /* _SIM_H_INCLUDED_ */

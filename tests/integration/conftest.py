@@ -1,0 +1,78 @@
+"""Fixtures for the integration suite: real ai-sim, nginx (+module) and
+redis-server processes on free loopback ports, stopped after each test.
+
+After a test, every nginx it started is checked for [alert]/[emerg]/[crit]
+and sanitizer reports (a per-instance `skip_alerts` list whitelists the
+expected ones), and its error log is printed if the test failed.
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from harness.nginx import Nginx  # noqa: E402
+from harness.sim import Sim  # noqa: E402
+
+FAST_SIM = ("--ttft-ms", "1", "--tpot-ms", "0.2", "--jitter", "0")
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def sim_factory():
+    started = []
+
+    def start(sim_id="sim-1", *args, **kwargs):
+        s = Sim(None, sim_id, *args, **kwargs)
+        s.start()
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def sim(sim_factory):
+    return sim_factory("sim-1", *FAST_SIM)
+
+
+@pytest.fixture
+def sims(sim_factory):
+    """The three replicas of SPEC 2.1."""
+    return [sim_factory("sim-%d" % i, *FAST_SIM) for i in (1, 2, 3)]
+
+
+@pytest.fixture
+def nginx_factory(request):
+    """nginx_factory(http_block, main="", workers=1) -> started Nginx.
+    `%%PORT%%` in the block is replaced by the instance's listen port."""
+    started = []
+
+    def start(http, start=True, **kwargs):
+        n = Nginx(http, **kwargs)
+        started.append(n)
+        if start:
+            n.start()
+        return n
+
+    yield start
+    failed = getattr(request.node, "rep_call", None)
+    failed = failed is not None and failed.failed
+    problems = []
+    for n in started:
+        n.stop()
+        if failed:
+            sys.stderr.write("---- %s ----\n%s\n" % (n.error_log, n.log()[-20000:]))
+        problems += n.alerts()
+        n.cleanup(keep=failed)
+    assert not problems, "nginx logged:\n" + "\n".join(problems)
