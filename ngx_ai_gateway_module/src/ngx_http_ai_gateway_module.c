@@ -1,0 +1,130 @@
+/*
+ * ngx_http_ai_gateway_module: directives, configuration and the module
+ * definition.  Features live in their own files and are wired in here.
+ */
+
+#include "ngx_http_ai_gateway_module.h"
+
+
+static void *ngx_http_ai_gateway_create_main_conf(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r);
+
+
+static ngx_command_t  ngx_http_ai_gateway_commands[] = {
+
+    { ngx_string("ai_gateway_cachez"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ai_gateway_cachez,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_ai_gateway_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_ai_gateway_postconfiguration, /* postconfiguration */
+
+    ngx_http_ai_gateway_create_main_conf,  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_ai_gateway_module = {
+    NGX_MODULE_V1,
+    &ngx_http_ai_gateway_module_ctx,       /* module context */
+    ngx_http_ai_gateway_commands,          /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_ai_gateway_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ai_gateway_main_conf_t  *amcf;
+
+    amcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_main_conf_t));
+    if (amcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&amcf->caches, cf->pool, 4,
+                       sizeof(ngx_http_ai_gateway_cache_ref_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&amcf->limits, cf->pool, 4,
+                       sizeof(ngx_http_ai_gateway_limit_ref_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return amcf;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    if (ngx_http_ai_gateway_stats_zone_add(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /*
+     * PRECONTENT, not PREACCESS as limit_req: a POST's cache key needs the
+     * request body, which is read here (as the mirror module does), and the
+     * limiter must know whether the cache will answer before charging.
+     */
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ai_gateway_precontent_handler;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_ai_gateway_cache_lookup(r);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    rc = ngx_http_ai_gateway_limit_check(r);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    return ngx_http_ai_gateway_cache_serve(r);
+}

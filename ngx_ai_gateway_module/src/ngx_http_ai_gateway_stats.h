@@ -1,0 +1,78 @@
+/*
+ * Counters that /cachez reports, kept in shared memory so that every worker
+ * adds to the same figures and they survive "nginx -s reload".
+ *
+ * Each cache and limit zone keeps its own counter block inside its own zone;
+ * what belongs to no zone (start time, the Redis connection, the Redis cache)
+ * lives in one small module-wide zone, "ai_gateway_stats".  Counters are
+ * ngx_atomic_t bumped with ngx_atomic_fetch_add(), so /cachez reads them
+ * without taking a lock, as stub_status does.
+ */
+
+#ifndef _NGX_HTTP_AI_GATEWAY_STATS_H_INCLUDED_
+#define _NGX_HTTP_AI_GATEWAY_STATS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+
+typedef struct {
+    ngx_atomic_t                       hits;
+    ngx_atomic_t                       misses;
+    ngx_atomic_t                       bypasses;
+    ngx_atomic_t                       stores;
+    ngx_atomic_t                       evictions;
+    ngx_atomic_t                       expired;
+    ngx_atomic_t                       errors;
+    ngx_atomic_t                       too_large;  /* over max_entry_size */
+    ngx_atomic_t                       entries;    /* gauge */
+    ngx_atomic_t                       bytes_used; /* gauge, bytes */
+} ngx_http_ai_gateway_cache_stats_t;
+
+
+typedef struct {
+    ngx_atomic_t                       passed;
+    ngx_atomic_t                       rejected;
+    ngx_atomic_t                       keys;       /* gauge */
+} ngx_http_ai_gateway_limit_stats_t;
+
+
+/*
+ * A cache or limit zone as /cachez sees it: the conf-time description plus
+ * a pointer to its counters, set when the zone's shared memory is
+ * initialized (or taken over from the previous cycle on reload).
+ */
+typedef struct {
+    ngx_str_t                          name;
+    ngx_str_t                          backend;        /* "shm" or "redis" */
+    size_t                             bytes_capacity;
+    ngx_http_ai_gateway_cache_stats_t *stats;
+} ngx_http_ai_gateway_cache_ref_t;
+
+
+typedef struct {
+    ngx_str_t                          name;
+    ngx_str_t                          backend;        /* "shm" or "redis" */
+    ngx_http_ai_gateway_limit_stats_t *stats;
+} ngx_http_ai_gateway_limit_ref_t;
+
+
+/* the module-wide block in the "ai_gateway_stats" zone */
+typedef struct {
+    time_t                             started;    /* unix seconds */
+    ngx_http_ai_gateway_cache_stats_t  redis_cache;
+    ngx_atomic_t                       redis_connected; /* live workers */
+    ngx_atomic_t                       redis_errors;
+    ngx_atomic_t                       redis_timeouts;
+} ngx_http_ai_gateway_shared_stats_t;
+
+
+ngx_int_t ngx_http_ai_gateway_stats_zone_add(ngx_conf_t *cf);
+
+
+#define ngx_http_ai_gateway_count(counter, n)                                  \
+    (void) ngx_atomic_fetch_add(&(counter), (ngx_atomic_int_t) (n))
+
+
+#endif /* _NGX_HTTP_AI_GATEWAY_STATS_H_INCLUDED_ */
