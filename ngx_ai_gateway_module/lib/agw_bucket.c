@@ -1,0 +1,246 @@
+
+/*
+ * Token bucket in exact integer arithmetic.
+ *
+ * A bucket holds up to `burst` tokens and gains `rate` tokens per period
+ * (one second for "r/s", one minute for "r/m"); a request takes `cost`
+ * tokens or is rejected and takes none.  The only state is a level and the
+ * time it was computed.  Refill is lazy: nothing runs between requests, the
+ * next request adds what the elapsed time earned, so an idle key costs no
+ * CPU and a bucket can sit in shared memory or in a Redis hash unchanged.
+ *
+ * Units.  nginx's limit_req keeps its excess in thousandths of a request and
+ * multiplies elapsed milliseconds by a rate in thousandths per second, which
+ * is exact for r/s but rounds for r/m (1r/m is 16.66... per mille per
+ * second).  Here the level is kept in units where one token is period_ms
+ * units, so `rate` tokens per `period_ms` milliseconds is exactly `rate`
+ * units per millisecond: refill is `elapsed_ms * rate`, with no division and
+ * no float.  30r/m gains 30 units a ms and a token (60000 units) every
+ * 2000 ms exactly; a thousand 1 ms steps sum to the same level as one step
+ * of 1000 ms, so calling often never drifts and calling rarely never loses.
+ *
+ * Overflow.  Every product is guarded.  Capacity (burst * period_ms) is
+ * checked once, in agw_bucket_conf_valid().  Refill compares the elapsed
+ * time with the time still needed to fill, ceil((capacity - level) / rate),
+ * BEFORE multiplying: past that time the bucket is simply full, and below
+ * it elapsed * rate < capacity - level, which cannot overflow.  So a key
+ * idle for years, or a stamp of 0 against a clock near UINT64_MAX, yields a
+ * full bucket, never a wrapped one.  cost * period_ms is only formed once
+ * cost <= burst is known, and burst * period_ms fits.
+ *
+ * Time.  Each nginx worker caches its own ngx_current_msec, so the stamp
+ * another worker wrote may be slightly ahead of our "now".  As in limit_req,
+ * a negative elapsed time counts as zero, and the stamp only ever moves
+ * forward: otherwise a lagging worker would rewind the stamp and the next
+ * one would be credited the same milliseconds twice.
+ *
+ * Rounding, as the response headers want it:
+ *
+ *     remaining      = floor(level_after / period_ms)             tokens
+ *     reset_ms       = ceil((capacity - level_after) / rate)      ms
+ *     retry_after_ms = ceil((cost * period_ms - level) / rate)    ms
+ *
+ * Remaining rounds down (a fraction of a token cannot be spent), the two
+ * times round up (a client that waits that long is sure to succeed).
+ * A cost larger than burst can never be satisfied; such a request is always
+ * rejected and told to retry when the bucket is full, which is the longest
+ * wait that means anything (the module should rather refuse such a cost at
+ * configuration time).
+ *
+ * check() is separate from take(), and check() does not write, because a
+ * request may be limited by several zones and must pass all of them or
+ * spend nothing: the caller checks every zone, then takes from each.
+ *
+ * The Redis store runs this same algorithm in a Lua script.  Lua numbers
+ * are doubles, exact up to 2^53, so agw_bucket_conf_valid() also bounds
+ * rate and capacity by 2^53; with millisecond timestamps (about 2^41 today)
+ * every intermediate value of the algorithm stays below that bound, and
+ * the script reproduces these results bit for bit using math.floor for the
+ * divisions.  In pseudo-code, the whole algorithm is:
+ *
+ *     cap = burst * period
+ *     if now > stamp:
+ *         need = cap - level
+ *         if now - stamp >= ceil(need / rate): level = cap
+ *         else: level = level + (now - stamp) * rate
+ *         stamp = now
+ *     want = cost * period
+ *     if cost <= burst and want <= level: allow, level = level - want
+ *     else: reject, retry_after = ceil(((cost > burst ? cap : want) - level)
+ *                                      / rate)
+ */
+
+
+#include "agw_bucket.h"
+
+
+static uint64_t
+agw_div_ceil(uint64_t a, uint64_t b)
+{
+    /* not (a + b - 1) / b, which overflows for a near UINT64_MAX */
+    return a / b + (a % b != 0);
+}
+
+
+static uint64_t
+agw_bucket_refill(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t now_ms)
+{
+    uint64_t  cap, level, need, elapsed;
+
+    cap = conf->burst * conf->period_ms;
+    level = b->level;
+
+    /* a reload may have shrunk the burst under an existing bucket */
+
+    if (level >= cap) {
+        return cap;
+    }
+
+    if (now_ms <= b->stamp_ms) {
+        /* another worker's clock is ahead of ours: no time has passed */
+        return level;
+    }
+
+    elapsed = now_ms - b->stamp_ms;
+    need = cap - level;
+
+    if (elapsed >= agw_div_ceil(need, conf->rate)) {
+        return cap;
+    }
+
+    /* elapsed < ceil(need / rate), so elapsed * rate < need: no overflow */
+
+    return level + elapsed * conf->rate;
+}
+
+
+int
+agw_bucket_conf_valid(const agw_bucket_conf_t *conf)
+{
+    if (conf->rate < 1 || conf->rate > AGW_BUCKET_MAX_UNITS) {
+        return 0;
+    }
+
+    if (conf->period_ms != 1000 && conf->period_ms != 60000) {
+        return 0;
+    }
+
+    if (conf->burst < 1
+        || conf->burst > AGW_BUCKET_MAX_UNITS / conf->period_ms)
+    {
+        return 0;
+    }
+
+    return 1;
+}
+
+
+void
+agw_bucket_init(agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t now_ms)
+{
+    b->level = conf->burst * conf->period_ms;
+    b->stamp_ms = now_ms;
+}
+
+
+uint64_t
+agw_bucket_level(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t now_ms)
+{
+    return agw_bucket_refill(b, conf, now_ms);
+}
+
+
+void
+agw_bucket_check(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t cost, uint64_t now_ms, agw_bucket_result_t *res)
+{
+    uint64_t  cap, level, want;
+
+    cap = conf->burst * conf->period_ms;
+    level = agw_bucket_refill(b, conf, now_ms);
+
+    if (cost <= conf->burst) {
+        want = cost * conf->period_ms;
+
+        if (want <= level) {
+            level -= want;
+
+            res->allowed = 1;
+            res->remaining = level / conf->period_ms;
+            res->reset_ms = agw_div_ceil(cap - level, conf->rate);
+            res->retry_after_ms = 0;
+            return;
+        }
+
+    } else {
+        /* never satisfiable: wait for the fullest the bucket gets */
+        want = cap;
+    }
+
+    res->allowed = 0;
+    res->remaining = level / conf->period_ms;
+    res->reset_ms = agw_div_ceil(cap - level, conf->rate);
+    res->retry_after_ms = agw_div_ceil(want - level, conf->rate);
+}
+
+
+void
+agw_bucket_take(agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t cost, uint64_t now_ms)
+{
+    uint64_t  level, want;
+
+    level = agw_bucket_refill(b, conf, now_ms);
+
+    if (cost > conf->burst) {
+        want = level;
+
+    } else {
+        want = cost * conf->period_ms;
+
+        if (want > level) {
+            want = level;
+        }
+    }
+
+    b->level = level - want;
+
+    /* the stamp never moves backwards */
+
+    if (now_ms > b->stamp_ms) {
+        b->stamp_ms = now_ms;
+    }
+}
+
+
+uint64_t
+agw_ms_to_s_ceil(uint64_t ms)
+{
+    return agw_div_ceil(ms, 1000);
+}
+
+
+uint64_t
+agw_retry_after_s(uint64_t ms)
+{
+    uint64_t  s;
+
+    s = agw_div_ceil(ms, 1000);
+
+    return s ? s : 1;
+}
+
+
+uint64_t
+agw_bucket_window_s(const agw_bucket_conf_t *conf)
+{
+    uint64_t  s;
+
+    s = agw_ms_to_s_ceil(agw_div_ceil(conf->burst * conf->period_ms,
+                                      conf->rate));
+
+    return s ? s : 1;
+}

@@ -1,0 +1,82 @@
+
+/*
+ * Token bucket in exact integer arithmetic.  No clock reads: the caller
+ * passes "now" in milliseconds.  See the essay in agw_bucket.c.
+ */
+
+
+#ifndef _AGW_BUCKET_H_INCLUDED_
+#define _AGW_BUCKET_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+/*
+ * rate and burst * period_ms are bounded by 2^53 so that the Redis Lua port,
+ * whose numbers are doubles, computes exactly what this code computes
+ */
+#define AGW_BUCKET_MAX_UNITS  ((uint64_t) 1 << 53)
+
+
+typedef struct {
+    uint64_t  rate;              /* tokens added per period */
+    uint64_t  period_ms;         /* 1000 for r/s, 60000 for r/m */
+    uint64_t  burst;             /* capacity, tokens (>= 1) */
+} agw_bucket_conf_t;
+
+
+typedef struct {
+    uint64_t  level;             /* tokens scaled by period_ms:
+                                    1 token == period_ms units */
+    uint64_t  stamp_ms;          /* time the level was computed, ms */
+} agw_bucket_t;
+
+
+typedef struct {
+    unsigned  allowed:1;
+    uint64_t  remaining;         /* whole tokens left after the request
+                                    (or now, if rejected) */
+    uint64_t  reset_ms;          /* ms until the bucket is full again
+                                    (after the request if allowed) */
+    uint64_t  retry_after_ms;    /* rejected: ms until `cost` tokens are
+                                    available (cost > burst: until full);
+                                    0 if allowed */
+} agw_bucket_result_t;
+
+
+/* 1 if usable: rate >= 1, period 1000 or 60000, burst >= 1, no overflow */
+int agw_bucket_conf_valid(const agw_bucket_conf_t *conf);
+
+/* a new bucket starts full */
+void agw_bucket_init(agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t now_ms);
+
+/* the result of taking `cost` at now_ms, without changing *b; cost 0 peeks */
+void agw_bucket_check(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t cost, uint64_t now_ms, agw_bucket_result_t *res);
+
+/*
+ * refill to now_ms and take `cost`; the caller has checked that it is
+ * allowed, and if it is not (the level fell in between), the level
+ * saturates at 0 rather than going negative
+ */
+void agw_bucket_take(agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t cost, uint64_t now_ms);
+
+/* the level refilled to now_ms, in units (period_ms units per token) */
+uint64_t agw_bucket_level(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t now_ms);
+
+/* 0 -> 0, 1..1000 -> 1, 1001 -> 2 */
+uint64_t agw_ms_to_s_ceil(uint64_t ms);
+
+/* Retry-After seconds: agw_ms_to_s_ceil(), but at least 1 */
+uint64_t agw_retry_after_s(uint64_t ms);
+
+/* seconds to refill burst from empty, rounded up, >= 1 */
+uint64_t agw_bucket_window_s(const agw_bucket_conf_t *conf);
+
+
+#endif /* _AGW_BUCKET_H_INCLUDED_ */

@@ -1,0 +1,497 @@
+
+/*
+ * Cache entry codec.
+ *
+ * The shared-memory store keeps each response as one flat byte string, in
+ * the spirit of the header nginx's file cache writes in front of every
+ * cached file (ngx_http_file_cache_header_t): a version first, so a layout
+ * change is detected instead of misread, a CRC-32 of the key, fixed-width
+ * lengths, then the variable parts.
+ *
+ *     offset  size  field
+ *          0     4  magic "AGWE"
+ *          4     2  version (1)
+ *          6     2  status
+ *          8     8  created, unix seconds
+ *         16     4  CRC-32 of the key
+ *         20     4  key length
+ *         24     4  headers length
+ *         28     4  body length
+ *         32     -  key, headers blob, body
+ *
+ * Unlike nginx's header, which is a C struct written with its native byte
+ * order and padding, every field here is little-endian and written byte by
+ * byte: no struct punning, no alignment requirement on the buffer (a slab
+ * allocation or a Redis reply), and the same bytes on every platform.  The
+ * fixed part is exactly 32 bytes, no padding.
+ *
+ * The decoder trusts nothing: it checks the magic and version, then every
+ * length against the bytes actually left, adding in size_t only after
+ * checking for overflow, and accepts the entry only if the parts add up to
+ * exactly the input length (trailing garbage is corruption too), the key
+ * matches its CRC, the status is a real HTTP status and the headers blob
+ * parses.  On success the entry points into the input, nothing is copied.
+ * The libFuzzer target (tests/fuzz/fuzz_entry.c) holds the decoder to
+ * never reading out of bounds, and to re-encoding whatever it accepts to
+ * the same bytes: the encoding is canonical.
+ *
+ * The headers blob is HTTP/1.1 header lines, "Name: value\r\n" each, because
+ * the Redis store keeps it verbatim in the `headers` hash field and someone
+ * running HGETALL in redis-cli should be able to read it.  The format is
+ * strict so that it is canonical: a token name, a colon and exactly one
+ * space, a value with no CR, LF or other control (tabs and obs-text are
+ * fine) and no leading or trailing whitespace.  The encoder refuses what it
+ * could not write unambiguously rather than sanitize it silently: a value
+ * with a CR LF in it would otherwise inject a header into every response
+ * served from the cache.
+ */
+
+
+#include <string.h>
+
+#include "agw_crc32.h"
+#include "agw_entry.h"
+
+
+static const uint8_t  agw_entry_magic[4] = { 'A', 'G', 'W', 'E' };
+
+
+/* RFC 7230 tchar: "!#$%&'*+-.^_`|~", DIGIT, ALPHA */
+
+static int
+agw_tchar(uint8_t c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+        || (c >= '0' && c <= '9'))
+    {
+        return 1;
+    }
+
+    switch (c) {
+    case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
+    case '+': case '-': case '.': case '^': case '_': case '`': case '|':
+    case '~':
+        return 1;
+    }
+
+    return 0;
+}
+
+
+/* field-vchar / SP / HTAB: VCHAR, obs-text, SP, HTAB; no CTL, no DEL */
+
+static int
+agw_vchar(uint8_t c)
+{
+    return c == ' ' || c == '\t' || (c >= 0x21 && c != 0x7f);
+}
+
+
+int
+agw_header_name_valid(const uint8_t *name, size_t len)
+{
+    size_t  i;
+
+    if (len == 0) {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (!agw_tchar(name[i])) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+int
+agw_header_value_valid(const uint8_t *value, size_t len)
+{
+    size_t  i;
+
+    if (len == 0) {
+        return 1;
+    }
+
+    if (value[0] == ' ' || value[0] == '\t'
+        || value[len - 1] == ' ' || value[len - 1] == '\t')
+    {
+        return 0;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (!agw_vchar(value[i])) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+size_t
+agw_headers_size(const agw_header_t *h, size_t n)
+{
+    size_t  i, size, line;
+
+    size = 0;
+
+    for (i = 0; i < n; i++) {
+
+        /* name ": " value CRLF */
+
+        line = h[i].name_len;
+
+        if (line > SIZE_MAX - 4 || h[i].value_len > SIZE_MAX - 4 - line) {
+            return 0;
+        }
+
+        line += h[i].value_len + 4;
+
+        if (line > SIZE_MAX - size) {
+            return 0;
+        }
+
+        size += line;
+    }
+
+    return size;
+}
+
+
+size_t
+agw_headers_encode(uint8_t *buf, size_t len, const agw_header_t *h, size_t n)
+{
+    size_t    i, size;
+    uint8_t  *p;
+
+    size = agw_headers_size(h, n);
+
+    if (size == 0 || size > len) {
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!agw_header_name_valid(h[i].name, h[i].name_len)
+            || !agw_header_value_valid(h[i].value, h[i].value_len))
+        {
+            return 0;
+        }
+    }
+
+    p = buf;
+
+    for (i = 0; i < n; i++) {
+        memcpy(p, h[i].name, h[i].name_len);
+        p += h[i].name_len;
+        *p++ = ':';
+        *p++ = ' ';
+
+        if (h[i].value_len) {
+            memcpy(p, h[i].value, h[i].value_len);
+            p += h[i].value_len;
+        }
+
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+
+    return (size_t) (p - buf);
+}
+
+
+int
+agw_headers_next(const uint8_t *blob, size_t len, size_t *pos,
+    agw_header_t *h)
+{
+    size_t  i, start, colon;
+
+    start = *pos;
+
+    if (start >= len) {
+        return start == len ? 0 : -1;
+    }
+
+    /* name: token up to ':' */
+
+    for (i = start; i < len && blob[i] != ':'; i++) {
+        if (!agw_tchar(blob[i])) {
+            return -1;
+        }
+    }
+
+    if (i == start || i == len) {
+        return -1;
+    }
+
+    colon = i;
+
+    /* exactly one SP after the colon */
+
+    if (len - colon < 2 || blob[colon + 1] != ' ') {
+        return -1;
+    }
+
+    /* value up to CR, which must be followed by LF */
+
+    for (i = colon + 2; i < len && blob[i] != '\r'; i++) {
+        if (!agw_vchar(blob[i])) {
+            return -1;
+        }
+    }
+
+    if (len - i < 2 || blob[i + 1] != '\n') {
+        return -1;
+    }
+
+    if (!agw_header_value_valid(blob + colon + 2, i - colon - 2)) {
+        return -1;
+    }
+
+    h->name = blob + start;
+    h->name_len = colon - start;
+    h->value = blob + colon + 2;
+    h->value_len = i - colon - 2;
+
+    *pos = i + 2;
+
+    return 1;
+}
+
+
+int
+agw_headers_valid(const uint8_t *blob, size_t len)
+{
+    int           rc;
+    size_t        pos;
+    agw_header_t  h;
+
+    pos = 0;
+
+    do {
+        rc = agw_headers_next(blob, len, &pos, &h);
+    } while (rc == 1);
+
+    return rc;
+}
+
+
+int
+agw_status_valid(unsigned status)
+{
+    return status >= 100 && status <= 599;
+}
+
+
+static uint8_t *
+agw_put_u16(uint8_t *p, uint16_t v)
+{
+    *p++ = (uint8_t) v;
+    *p++ = (uint8_t) (v >> 8);
+
+    return p;
+}
+
+
+static uint8_t *
+agw_put_u32(uint8_t *p, uint32_t v)
+{
+    *p++ = (uint8_t) v;
+    *p++ = (uint8_t) (v >> 8);
+    *p++ = (uint8_t) (v >> 16);
+    *p++ = (uint8_t) (v >> 24);
+
+    return p;
+}
+
+
+static uint8_t *
+agw_put_u64(uint8_t *p, uint64_t v)
+{
+    p = agw_put_u32(p, (uint32_t) v);
+    return agw_put_u32(p, (uint32_t) (v >> 32));
+}
+
+
+static uint16_t
+agw_get_u16(const uint8_t *p)
+{
+    return (uint16_t) (p[0] | p[1] << 8);
+}
+
+
+static uint32_t
+agw_get_u32(const uint8_t *p)
+{
+    return (uint32_t) p[0] | (uint32_t) p[1] << 8
+           | (uint32_t) p[2] << 16 | (uint32_t) p[3] << 24;
+}
+
+
+static uint64_t
+agw_get_u64(const uint8_t *p)
+{
+    return (uint64_t) agw_get_u32(p) | (uint64_t) agw_get_u32(p + 4) << 32;
+}
+
+
+size_t
+agw_entry_size(const agw_entry_t *e)
+{
+    size_t  size;
+
+    /* via uint64_t: with a 32-bit size_t the test is always false */
+
+    if ((uint64_t) e->key_len > AGW_ENTRY_MAX_FIELD
+        || (uint64_t) e->headers_len > AGW_ENTRY_MAX_FIELD
+        || (uint64_t) e->body_len > AGW_ENTRY_MAX_FIELD)
+    {
+        return 0;
+    }
+
+    size = AGW_ENTRY_HEADER_SIZE;
+
+    if (e->key_len > SIZE_MAX - size) {
+        return 0;
+    }
+
+    size += e->key_len;
+
+    if (e->headers_len > SIZE_MAX - size) {
+        return 0;
+    }
+
+    size += e->headers_len;
+
+    if (e->body_len > SIZE_MAX - size) {
+        return 0;
+    }
+
+    return size + e->body_len;
+}
+
+
+size_t
+agw_entry_encode(uint8_t *buf, size_t len, const agw_entry_t *e)
+{
+    size_t    size;
+    uint8_t  *p;
+
+    size = agw_entry_size(e);
+
+    if (size == 0 || size > len) {
+        return 0;
+    }
+
+    if (!agw_status_valid(e->status)
+        || agw_headers_valid(e->headers, e->headers_len) != 0)
+    {
+        return 0;
+    }
+
+    p = buf;
+
+    memcpy(p, agw_entry_magic, sizeof(agw_entry_magic));
+    p += sizeof(agw_entry_magic);
+
+    p = agw_put_u16(p, AGW_ENTRY_VERSION);
+    p = agw_put_u16(p, e->status);
+    p = agw_put_u64(p, e->created);
+    p = agw_put_u32(p, agw_crc32(e->key, e->key_len));
+    p = agw_put_u32(p, (uint32_t) e->key_len);
+    p = agw_put_u32(p, (uint32_t) e->headers_len);
+    p = agw_put_u32(p, (uint32_t) e->body_len);
+
+    /* memcpy() wants non-NULL pointers even for 0 bytes */
+
+    if (e->key_len) {
+        memcpy(p, e->key, e->key_len);
+        p += e->key_len;
+    }
+
+    if (e->headers_len) {
+        memcpy(p, e->headers, e->headers_len);
+        p += e->headers_len;
+    }
+
+    if (e->body_len) {
+        memcpy(p, e->body, e->body_len);
+        p += e->body_len;
+    }
+
+    return (size_t) (p - buf);
+}
+
+
+int
+agw_entry_decode(const uint8_t *buf, size_t len, agw_entry_t *out)
+{
+    size_t          left, key_len, headers_len, body_len;
+    uint16_t        status;
+    uint32_t        crc;
+    const uint8_t  *p;
+
+    if (len < AGW_ENTRY_HEADER_SIZE) {
+        return -1;
+    }
+
+    if (memcmp(buf, agw_entry_magic, sizeof(agw_entry_magic)) != 0
+        || agw_get_u16(buf + 4) != AGW_ENTRY_VERSION)
+    {
+        return -1;
+    }
+
+    status = agw_get_u16(buf + 6);
+
+    if (!agw_status_valid(status)) {
+        return -1;
+    }
+
+    crc = agw_get_u32(buf + 16);
+    key_len = agw_get_u32(buf + 20);
+    headers_len = agw_get_u32(buf + 24);
+    body_len = agw_get_u32(buf + 28);
+
+    /* each length against what is left; no sum that could wrap */
+
+    p = buf + AGW_ENTRY_HEADER_SIZE;
+    left = len - AGW_ENTRY_HEADER_SIZE;
+
+    if (key_len > left) {
+        return -1;
+    }
+
+    left -= key_len;
+
+    if (headers_len > left) {
+        return -1;
+    }
+
+    left -= headers_len;
+
+    if (body_len != left) {
+        /* truncated, or trailing garbage */
+        return -1;
+    }
+
+    if (agw_crc32(p, key_len) != crc) {
+        return -1;
+    }
+
+    if (agw_headers_valid(p + key_len, headers_len) != 0) {
+        return -1;
+    }
+
+    out->status = status;
+    out->created = agw_get_u64(buf + 8);
+    out->key = p;
+    out->key_len = key_len;
+    out->headers = p + key_len;
+    out->headers_len = headers_len;
+    out->body = p + key_len + headers_len;
+    out->body_len = body_len;
+
+    return 0;
+}

@@ -1,0 +1,91 @@
+
+/*
+ * Cache entry codec (the shared-memory store's layout) and the headers blob
+ * (also stored verbatim as the Redis `headers` field).  See agw_entry.c.
+ */
+
+
+#ifndef _AGW_ENTRY_H_INCLUDED_
+#define _AGW_ENTRY_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+#define AGW_ENTRY_VERSION      1
+#define AGW_ENTRY_HEADER_SIZE  32        /* bytes before the key */
+#define AGW_ENTRY_MAX_FIELD    0xffffffffULL /* u32 length fields, bytes */
+
+
+typedef struct {
+    uint16_t        status;
+    uint64_t        created;             /* unix seconds */
+    const uint8_t  *key;                 /* cache key text */
+    size_t          key_len;
+    const uint8_t  *headers;             /* headers blob, see below */
+    size_t          headers_len;
+    const uint8_t  *body;
+    size_t          body_len;
+} agw_entry_t;
+
+
+typedef struct {
+    const uint8_t  *name;
+    size_t          name_len;
+    const uint8_t  *value;
+    size_t          value_len;
+} agw_header_t;
+
+
+/* 1 if 100..599 */
+int agw_status_valid(unsigned status);
+
+/* exact encoded size, 0 on overflow */
+size_t agw_entry_size(const agw_entry_t *e);
+
+/*
+ * bytes written, 0 if buf is too small or the entry cannot be encoded
+ * (a length over 4 GB, an invalid status or headers blob)
+ */
+size_t agw_entry_encode(uint8_t *buf, size_t len, const agw_entry_t *e);
+
+/*
+ * 0 ok, -1 bad magic or version, truncated, trailing garbage, key CRC
+ * mismatch, invalid status or headers blob; on success the pointers in
+ * *out point into buf
+ */
+int agw_entry_decode(const uint8_t *buf, size_t len, agw_entry_t *out);
+
+
+/*
+ * The headers blob is a sequence of lines "Name: value\r\n": the name an
+ * RFC 7230 token, one space after the colon, the value visible characters,
+ * spaces, tabs and obs-text, neither starting nor ending with whitespace
+ * (possibly empty).  An empty blob holds no headers.
+ */
+
+/* bytes needed (validity is not checked here), 0 on overflow or if n == 0 */
+size_t agw_headers_size(const agw_header_t *h, size_t n);
+
+/*
+ * bytes written, 0 if buf is too small or a name or value would break the
+ * format (empty name, non-token name, CR, LF or other controls in a value);
+ * n == 0 also returns 0, an empty blob
+ */
+size_t agw_headers_encode(uint8_t *buf, size_t len, const agw_header_t *h,
+    size_t n);
+
+/* 0 ok, -1 malformed */
+int agw_headers_valid(const uint8_t *blob, size_t len);
+
+/* iterate: *pos starts at 0; 1 and *h filled, 0 at the end, -1 malformed */
+int agw_headers_next(const uint8_t *blob, size_t len, size_t *pos,
+    agw_header_t *h);
+
+/* 1 if name (a token) and value may be encoded */
+int agw_header_name_valid(const uint8_t *name, size_t len);
+int agw_header_value_valid(const uint8_t *value, size_t len);
+
+
+#endif /* _AGW_ENTRY_H_INCLUDED_ */

@@ -1,0 +1,111 @@
+
+/*
+ * Cache key digests.
+ *
+ * A cache entry is named by a digest of everything that must match for a
+ * stored response to be the right answer: the configured key text (by
+ * default method, scheme, host and URI), for a POST the whole request body,
+ * and, when caching of authorized requests is on, the Authorization value.
+ * proxy_cache hashes the key string alone and leaves the rest to
+ * `$request_body` in the key, which is empty once the body is buffered to a
+ * temp file, so two large prompts share one key.  Here the body enters as
+ * its own SHA-256, computed over every buffer wherever nginx keeps it.
+ *
+ * Hashing a plain concatenation would be ambiguous: key "ab" with body
+ * digest D is one string, key "a" followed by "b" || D another, and an
+ * absent body and an empty one would look alike.  So every field is encoded
+ * as a one-byte tag, an 8-byte little-endian length and the bytes:
+ *
+ *     'V' len "agw-key-v1"   always first: bump it to retire every old key
+ *     'K' len key text       always
+ *     'B' 32  body digest    only when the location keys on the body
+ *     'A' 32  auth digest    only when Authorization is part of the key
+ *
+ * The tags make a missing field different from an empty one and stop the
+ * fields from sliding into each other; the lengths make the split of the
+ * key text unambiguous.  The encoding is prefix-free, so distinct inputs
+ * give distinct hash inputs and only a SHA-256 collision could merge them.
+ *
+ * The Authorization value goes in as a digest, not verbatim, so the key
+ * material the module may log or keep around never holds a credential.
+ * The hex form of the digest is the Redis key suffix (`gw:v1:<hex>`) and
+ * the shared-memory tree key.
+ */
+
+
+#include "agw_key.h"
+
+
+#define AGW_KEY_VERSION  "agw-key-v1"
+
+
+static void
+agw_key_field(agw_sha256_t *ctx, uint8_t tag, const uint8_t *data, size_t len)
+{
+    uint8_t   hdr[9];
+    uint64_t  n;
+    unsigned  i;
+
+    hdr[0] = tag;
+    n = len;
+
+    for (i = 0; i < 8; i++) {
+        hdr[1 + i] = (uint8_t) (n >> (8 * i));
+    }
+
+    agw_sha256_update(ctx, hdr, sizeof(hdr));
+    agw_sha256_update(ctx, data, len);
+}
+
+
+void
+agw_key_digest(agw_digest_t *out, const uint8_t *key, size_t key_len,
+    const agw_digest_t *body, const agw_digest_t *auth)
+{
+    agw_sha256_t  ctx;
+
+    agw_sha256_init(&ctx);
+
+    agw_key_field(&ctx, 'V', (const uint8_t *) AGW_KEY_VERSION,
+                  sizeof(AGW_KEY_VERSION) - 1);
+    agw_key_field(&ctx, 'K', key, key_len);
+
+    if (body != NULL) {
+        agw_key_field(&ctx, 'B', body->bytes, AGW_DIGEST_LEN);
+    }
+
+    if (auth != NULL) {
+        agw_key_field(&ctx, 'A', auth->bytes, AGW_DIGEST_LEN);
+    }
+
+    agw_sha256_final(&ctx, out->bytes);
+}
+
+
+void
+agw_digest_buf(agw_digest_t *out, const uint8_t *data, size_t len)
+{
+    agw_sha256(data, len, out->bytes);
+}
+
+
+void
+agw_digest_final(agw_digest_t *out, agw_sha256_t *ctx)
+{
+    agw_sha256_final(ctx, out->bytes);
+}
+
+
+void
+agw_digest_hex(const agw_digest_t *d, char out[AGW_DIGEST_HEX_LEN + 1])
+{
+    unsigned           i;
+    static const char  hex[] = "0123456789abcdef";
+
+    for (i = 0; i < AGW_DIGEST_LEN; i++) {
+        out[2 * i] = hex[d->bytes[i] >> 4];
+        out[2 * i + 1] = hex[d->bytes[i] & 0xf];
+    }
+
+    out[AGW_DIGEST_HEX_LEN] = '\0';
+}

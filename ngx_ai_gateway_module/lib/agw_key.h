@@ -1,0 +1,45 @@
+
+/*
+ * Cache key digest: what names a cache entry in shared memory and in Redis.
+ */
+
+
+#ifndef _AGW_KEY_H_INCLUDED_
+#define _AGW_KEY_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agw_sha256.h"
+
+
+#define AGW_DIGEST_LEN      32           /* bytes */
+#define AGW_DIGEST_HEX_LEN  64           /* chars, without the NUL */
+
+
+typedef struct {
+    uint8_t  bytes[AGW_DIGEST_LEN];
+} agw_digest_t;
+
+
+/*
+ * digest = SHA-256 over tagged, length-prefixed fields: the version string
+ * "agw-key-v1", the key text, the body digest if keyed on the body, the
+ * Authorization digest if keyed on it; a missing field differs from an
+ * empty one, and no two different inputs meet by concatenation
+ */
+void agw_key_digest(agw_digest_t *out, const uint8_t *key, size_t key_len,
+    const agw_digest_t *body, const agw_digest_t *auth);
+
+/* SHA-256 of one buffer, e.g. an Authorization value, as an agw_digest_t */
+void agw_digest_buf(agw_digest_t *out, const uint8_t *data, size_t len);
+
+/* finish a streaming body hash into an agw_digest_t */
+void agw_digest_final(agw_digest_t *out, agw_sha256_t *ctx);
+
+/* lowercase hex, NUL-terminated */
+void agw_digest_hex(const agw_digest_t *d, char out[AGW_DIGEST_HEX_LEN + 1]);
+
+
+#endif /* _AGW_KEY_H_INCLUDED_ */

@@ -1,0 +1,130 @@
+
+/*
+ * libFuzzer target for the cache entry decoder and the headers blob parser,
+ * in the shape of nginx/unit's fuzzing/nxt_json_fuzz.c: bounded input,
+ * decode, and for anything accepted, encode again and require the very
+ * same bytes (the encoding is canonical).
+ *
+ * The input is used twice: as an entry (the shared-memory layout) and as a
+ * bare headers blob (the Redis `headers` field, which arrives without the
+ * entry around it).  ASan catches any read past the input, which libFuzzer
+ * hands over in a heap block of exactly `size` bytes.
+ */
+
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agw_entry.h"
+
+
+#define FUZZ_MAX_SIZE     (1024 * 1024)  /* bytes */
+#define FUZZ_MAX_HEADERS  4096
+
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+
+static void
+fuzz_headers(const uint8_t *blob, size_t len)
+{
+    int           rc;
+    size_t        n, pos, out_len;
+    uint8_t      *out;
+    agw_header_t  h[FUZZ_MAX_HEADERS];
+
+    pos = 0;
+    n = 0;
+
+    while ((rc = agw_headers_next(blob, len, &pos, &h[n % FUZZ_MAX_HEADERS]))
+           == 1)
+    {
+        if (pos > len) {
+            abort();
+        }
+
+        n++;
+    }
+
+    if ((rc == 0) != (agw_headers_valid(blob, len) == 0)) {
+        abort();
+    }
+
+    if (rc != 0 || n == 0 || n > FUZZ_MAX_HEADERS) {
+        return;
+    }
+
+    /* a valid blob re-encodes to itself */
+
+    if (agw_headers_size(h, n) != len) {
+        abort();
+    }
+
+    out = malloc(len);
+    if (out == NULL) {
+        return;
+    }
+
+    out_len = agw_headers_encode(out, len, h, n);
+
+    if (out_len != len || memcmp(out, blob, len) != 0) {
+        abort();
+    }
+
+    free(out);
+}
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    size_t       n;
+    uint8_t     *out;
+    agw_entry_t  e;
+
+    if (size > FUZZ_MAX_SIZE) {
+        return 0;
+    }
+
+    fuzz_headers(data, size);
+
+    if (agw_entry_decode(data, size, &e) != 0) {
+        return 0;
+    }
+
+    /* what the decoder accepted is internally consistent */
+
+    if (e.key + e.key_len > data + size
+        || e.headers + e.headers_len > data + size
+        || e.body + e.body_len != data + size
+        || agw_headers_valid(e.headers, e.headers_len) != 0
+        || !agw_status_valid(e.status))
+    {
+        abort();
+    }
+
+    fuzz_headers(e.headers, e.headers_len);
+
+    /* round trip: encode again, the same bytes */
+
+    if (agw_entry_size(&e) != size) {
+        abort();
+    }
+
+    out = malloc(size);
+    if (out == NULL) {
+        return 0;
+    }
+
+    n = agw_entry_encode(out, size, &e);
+
+    if (n != size || memcmp(out, data, size) != 0) {
+        abort();
+    }
+
+    free(out);
+
+    return 0;
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Write the seed corpus for fuzz_entry into tests/fuzz/corpus/entry/.
+
+Each seed is a valid cache entry in the agw_entry.c layout (magic "AGWE",
+u16 version, u16 status, u64 created, u32 CRC-32 of the key, u32 key,
+headers and body lengths, all little-endian, then key, headers, body), plus
+a few bare headers blobs and near-misses, so the fuzzer starts from inputs
+that reach deep into the decoder.  Run from anywhere; it rewrites the
+directory's seeds deterministically.
+"""
+
+import os
+import struct
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "corpus", "entry")
+
+
+def entry(status, created, key, headers, body, version=1):
+    fixed = b"AGWE" + struct.pack("<HHQIIII", version, status, created,
+                                  zlib.crc32(key) & 0xffffffff, len(key),
+                                  len(headers), len(body))
+    return fixed + key + headers + body
+
+
+def blob(*pairs):
+    return b"".join(n + b": " + v + b"\r\n" for n, v in pairs)
+
+
+JSON = blob((b"Content-Type", b"application/json"),
+            (b"X-Request-Id", b"req-1"))
+
+SEEDS = {
+    "minimal": entry(200, 0, b"", b"", b""),
+    "get-models": entry(200, 1700000000, b"GEThttplocalhost/v1/models",
+                        JSON, b'{"object":"list","data":[]}'),
+    "post-chat": entry(200, 1700000123,
+                       b"POSThttpapi.local/v1/chat/completions",
+                       blob((b"Content-Type", b"application/json"),
+                            (b"X-Empty", b""),
+                            (b"Link", b"<https://x/y>; rel=next"),
+                            (b"ETag", b'"abc"')),
+                       b'{"id":"cmpl-1","choices":[{"text":"hi"}]}'),
+    "binary-body": entry(200, 1, b"k", blob((b"A", b"b\tc")),
+                         bytes(range(256))),
+    "status-404": entry(404, 2, b"key\r\n\x00", b"", b"not found"),
+    "obs-text": entry(599, 2**64 - 1, b"\xff" * 8,
+                      blob((b"X-Caf", b"caf\xc3\xa9")), b""),
+    "headers-only": blob((b"Content-Type", b"text/plain"),
+                         (b"Cache-Control", b"max-age=60, public")),
+    "bad-version": entry(200, 0, b"k", b"", b"", version=2),
+    "bad-crc": entry(200, 0, b"k", b"", b"")[:16] + b"\0\0\0\0"
+               + entry(200, 0, b"k", b"", b"")[20:],
+    "truncated": entry(200, 5, b"key", JSON, b"body")[:-1],
+    "trailing": entry(200, 5, b"key", JSON, b"body") + b"x",
+    "bad-header": entry(200, 5, b"key", b"A:b\r\n", b""),
+}
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+
+    for name, data in sorted(SEEDS.items()):
+        with open(os.path.join(OUT, name), "wb") as f:
+            f.write(data)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,631 @@
+
+/*
+ * Token bucket: exact refill, rounding of the header figures, clock skew,
+ * overflow at the extremes, and no drift between many small steps and one
+ * big one.
+ */
+
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "agw_bucket.h"
+
+
+#define RPS(r, b)  { (r), 1000, (b) }
+#define RPM(r, b)  { (r), 60000, (b) }
+
+#define nitems(a)  (sizeof(a) / sizeof((a)[0]))
+
+
+static const agw_bucket_conf_t  rps1_b5 = RPS(1, 5);
+
+
+static void
+test_bucket_conf_valid(void **state)
+{
+    size_t  i;
+    int     got;
+
+    static const struct {
+        agw_bucket_conf_t  conf;
+        int                valid;
+    } rows[] = {
+        { RPS(1, 1), 1 },
+        { RPM(1, 1), 1 },
+        { RPS(0, 1), 0 },
+        { RPS(1, 0), 0 },
+        { { 1, 500, 1 }, 0 },
+        { { 1, 0, 1 }, 0 },
+        { { 1, 3600000, 1 }, 0 },
+        { RPS(AGW_BUCKET_MAX_UNITS, 1), 1 },
+        { RPS(AGW_BUCKET_MAX_UNITS + 1, 1), 0 },
+        { RPS(1, AGW_BUCKET_MAX_UNITS / 1000), 1 },
+        { RPS(1, AGW_BUCKET_MAX_UNITS / 1000 + 1), 0 },
+        { RPM(1, AGW_BUCKET_MAX_UNITS / 60000), 1 },
+        { RPM(1, AGW_BUCKET_MAX_UNITS / 60000 + 1), 0 },
+        { RPS(1, UINT64_MAX), 0 },
+        { RPS(UINT64_MAX, 1), 0 },
+    };
+
+    for (i = 0; i < nitems(rows); i++) {
+        got = agw_bucket_conf_valid(&rows[i].conf);
+
+        if (got != rows[i].valid) {
+            print_error("conf_valid failed: rate %llu period %llu "
+                        "burst %llu: expected %d, got %d\n",
+                        (unsigned long long) rows[i].conf.rate,
+                        (unsigned long long) rows[i].conf.period_ms,
+                        (unsigned long long) rows[i].conf.burst,
+                        rows[i].valid, got);
+            fail();
+        }
+    }
+}
+
+
+static void
+test_bucket_starts_full(void **state)
+{
+    agw_bucket_t         b;
+    agw_bucket_result_t  res;
+
+    agw_bucket_init(&b, &rps1_b5, 12345);
+    agw_bucket_check(&b, &rps1_b5, 0, 12345, &res);
+
+    assert_true(res.allowed);
+    assert_int_equal(res.remaining, 5);
+    assert_int_equal(res.reset_ms, 0);
+    assert_int_equal(res.retry_after_ms, 0);
+}
+
+
+static void
+test_bucket_refill(void **state)
+{
+    agw_bucket_t         b;
+    agw_bucket_result_t  res;
+
+    agw_bucket_init(&b, &rps1_b5, 0);
+    agw_bucket_take(&b, &rps1_b5, 5, 0);
+
+    agw_bucket_check(&b, &rps1_b5, 1, 0, &res);
+    assert_false(res.allowed);
+    assert_int_equal(res.remaining, 0);
+    assert_int_equal(res.retry_after_ms, 1000);
+    assert_int_equal(res.reset_ms, 5000);
+
+    agw_bucket_check(&b, &rps1_b5, 1, 999, &res);
+    assert_false(res.allowed);
+    assert_int_equal(res.retry_after_ms, 1);
+
+    agw_bucket_check(&b, &rps1_b5, 1, 1000, &res);
+    assert_true(res.allowed);
+    assert_int_equal(res.remaining, 0);
+    assert_int_equal(res.reset_ms, 5000);
+
+    agw_bucket_check(&b, &rps1_b5, 1, 3500, &res);
+    assert_true(res.allowed);
+    assert_int_equal(res.remaining, 2);
+    assert_int_equal(res.reset_ms, 2500);
+
+    /* capped at burst */
+
+    agw_bucket_check(&b, &rps1_b5, 0, 5000, &res);
+    assert_int_equal(res.remaining, 5);
+    assert_int_equal(res.reset_ms, 0);
+
+    agw_bucket_check(&b, &rps1_b5, 0, 99000, &res);
+    assert_int_equal(res.remaining, 5);
+
+    agw_bucket_take(&b, &rps1_b5, 0, 99000);
+    assert_int_equal(b.level, 5000);
+    assert_int_equal(b.stamp_ms, 99000);
+
+    agw_bucket_take(&b, &rps1_b5, 1, 99000);
+    agw_bucket_check(&b, &rps1_b5, 0, 99000, &res);
+    assert_int_equal(res.remaining, 4);
+}
+
+
+static void
+test_bucket_cost(void **state)
+{
+    agw_bucket_t             b;
+    agw_bucket_result_t      res;
+    static const agw_bucket_conf_t  conf = RPS(10, 10);
+
+    agw_bucket_init(&b, &conf, 0);
+
+    agw_bucket_check(&b, &conf, 4, 0, &res);
+    assert_true(res.allowed);
+    assert_int_equal(res.remaining, 6);
+    assert_int_equal(res.reset_ms, 400);
+    agw_bucket_take(&b, &conf, 4, 0);
+
+    agw_bucket_check(&b, &conf, 7, 0, &res);
+    assert_false(res.allowed);
+    assert_int_equal(res.remaining, 6);
+    assert_int_equal(res.retry_after_ms, 100);
+
+    agw_bucket_check(&b, &conf, 10, 0, &res);
+    assert_false(res.allowed);
+    assert_int_equal(res.retry_after_ms, 400);
+
+    agw_bucket_check(&b, &conf, 10, 400, &res);
+    assert_true(res.allowed);
+    assert_int_equal(res.remaining, 0);
+    assert_int_equal(res.reset_ms, 1000);
+
+    /* more than burst: never, retry when full */
+
+    agw_bucket_check(&b, &conf, 11, 0, &res);
+    assert_false(res.allowed);
+    assert_int_equal(res.remaining, 6);
+    assert_int_equal(res.retry_after_ms, 400);
+
+    agw_bucket_check(&b, &conf, 11, 1000000, &res);
+    assert_false(res.allowed);
+    assert_int_equal(res.remaining, 10);
+    assert_int_equal(res.retry_after_ms, 0);
+
+    agw_bucket_check(&b, &conf, UINT64_MAX, 0, &res);
+    assert_false(res.allowed);
+    assert_int_equal(res.retry_after_ms, 400);
+}
+
+
+/* the figures for the response headers, rounded as documented */
+
+typedef struct {
+    agw_bucket_conf_t  conf;
+    uint64_t           level;            /* units at now */
+    uint64_t           cost;
+    unsigned           allowed;
+    uint64_t           remaining;
+    uint64_t           reset_ms;
+    uint64_t           retry_after_ms;
+} agw_bucket_round_test_t;
+
+
+static const agw_bucket_round_test_t  round_rows[] = {
+    /* conf         level   cost  ok rem reset   retry */
+    { RPS(1, 10),       0,   1,   0, 0, 10000,  1000 },
+    { RPS(3, 10),       0,   1,   0, 0,  3334,   334 },
+    { RPS(3, 10),     999,   1,   0, 0,  3001,     1 },
+    { RPS(3, 10),    1000,   1,   1, 0,  3334,     0 },
+    { RPS(3, 10),    2500,   1,   1, 1,  2834,     0 },
+    { RPS(3, 10),    2999,   2,   1, 0,  3001,     0 },
+    { RPS(3, 10),    2999,   3,   0, 2,  2334,     1 },
+    { RPS(3, 10),   10000,  10,   1, 0,  3334,     0 },
+    { RPS(10, 5),    5000,   5,   1, 0,   500,     0 },
+    { RPS(10, 5),    4999,   5,   0, 4,     1,     1 },
+    { RPS(10, 5),       0,   6,   0, 0,   500,   500 },
+    { RPS(10, 5),       0,   0,   1, 0,   500,     0 },
+    { RPS(1000, 1),     0,   1,   0, 0,     1,     1 },
+    { RPS(7000, 1),     1,   1,   0, 0,     1,     1 },
+    { RPM(30, 1),       0,   1,   0, 0,  2000,  2000 },
+    { RPM(30, 1),   59999,   1,   0, 0,     1,     1 },
+    { RPM(1, 1),        0,   1,   0, 0, 60000, 60000 },
+    { RPM(1, 5),    59999,   1,   0, 0, 240001,    1 },
+    { RPM(1, 5),   120000,   1,   1, 1, 240000,    0 },
+    { RPM(7, 3),        1,   1,   0, 0, 25715,  8572 },
+};
+
+
+static void
+test_bucket_rounding(void **state)
+{
+    size_t                          i;
+    agw_bucket_t                    b;
+    agw_bucket_result_t             res;
+    const agw_bucket_round_test_t  *t;
+
+    for (i = 0; i < nitems(round_rows); i++) {
+        t = &round_rows[i];
+
+        b.level = t->level;
+        b.stamp_ms = 1000;
+
+        agw_bucket_check(&b, &t->conf, t->cost, 1000, &res);
+
+        if (res.allowed != t->allowed
+            || res.remaining != t->remaining
+            || res.reset_ms != t->reset_ms
+            || res.retry_after_ms != t->retry_after_ms)
+        {
+            print_error("rounding failed: row %zu: %llur/%llums burst %llu "
+                        "level %llu cost %llu: expected "
+                        "{%u, %llu, %llu, %llu}, got {%u, %llu, %llu, %llu}\n",
+                        i,
+                        (unsigned long long) t->conf.rate,
+                        (unsigned long long) t->conf.period_ms,
+                        (unsigned long long) t->conf.burst,
+                        (unsigned long long) t->level,
+                        (unsigned long long) t->cost,
+                        t->allowed,
+                        (unsigned long long) t->remaining,
+                        (unsigned long long) t->reset_ms,
+                        (unsigned long long) t->retry_after_ms,
+                        (unsigned) res.allowed,
+                        (unsigned long long) res.remaining,
+                        (unsigned long long) res.reset_ms,
+                        (unsigned long long) res.retry_after_ms);
+            fail();
+        }
+    }
+}
+
+
+static void
+test_bucket_seconds(void **state)
+{
+    size_t    i;
+    uint64_t  got;
+
+    static const struct {
+        uint64_t  ms;
+        uint64_t  s;
+        uint64_t  retry_s;
+    } ms_rows[] = {
+        { 0, 0, 1 },
+        { 1, 1, 1 },
+        { 999, 1, 1 },
+        { 1000, 1, 1 },
+        { 1001, 2, 2 },
+        { 59999, 60, 60 },
+        { UINT64_MAX, UINT64_MAX / 1000 + 1, UINT64_MAX / 1000 + 1 },
+    };
+
+    static const struct {
+        agw_bucket_conf_t  conf;
+        uint64_t           window_s;
+    } window_rows[] = {
+        { RPS(1, 10), 10 },
+        { RPS(3, 10), 4 },
+        { RPS(100, 1), 1 },
+        { RPS(AGW_BUCKET_MAX_UNITS, 1), 1 },
+        { RPM(30, 1), 2 },
+        { RPM(1, 5), 300 },
+        { RPM(7, 3), 26 },
+        { RPM(1, AGW_BUCKET_MAX_UNITS / 60000),
+          (AGW_BUCKET_MAX_UNITS / 60000) * 60 },
+    };
+
+    for (i = 0; i < nitems(ms_rows); i++) {
+        got = agw_ms_to_s_ceil(ms_rows[i].ms);
+
+        if (got != ms_rows[i].s) {
+            print_error("ms_to_s_ceil failed: %llu: expected %llu, got %llu\n",
+                        (unsigned long long) ms_rows[i].ms,
+                        (unsigned long long) ms_rows[i].s,
+                        (unsigned long long) got);
+            fail();
+        }
+
+        got = agw_retry_after_s(ms_rows[i].ms);
+
+        if (got != ms_rows[i].retry_s) {
+            print_error("retry_after_s failed: %llu: expected %llu, "
+                        "got %llu\n",
+                        (unsigned long long) ms_rows[i].ms,
+                        (unsigned long long) ms_rows[i].retry_s,
+                        (unsigned long long) got);
+            fail();
+        }
+    }
+
+    for (i = 0; i < nitems(window_rows); i++) {
+        got = agw_bucket_window_s(&window_rows[i].conf);
+
+        if (got != window_rows[i].window_s) {
+            print_error("window_s failed: row %zu: expected %llu, got %llu\n",
+                        i, (unsigned long long) window_rows[i].window_s,
+                        (unsigned long long) got);
+            fail();
+        }
+    }
+}
+
+
+static void
+test_bucket_clock_backwards(void **state)
+{
+    agw_bucket_t         b;
+    agw_bucket_result_t  res;
+    static const agw_bucket_conf_t  conf = RPS(1, 2);
+
+    agw_bucket_init(&b, &conf, 10000);
+    agw_bucket_take(&b, &conf, 2, 10000);
+
+    /* a lagging worker sees no time passed and does not rewind the stamp */
+
+    agw_bucket_check(&b, &conf, 1, 9000, &res);
+    assert_false(res.allowed);
+    assert_int_equal(res.retry_after_ms, 1000);
+
+    agw_bucket_take(&b, &conf, 0, 5000);
+    assert_int_equal(b.stamp_ms, 10000);
+    assert_int_equal(b.level, 0);
+
+    agw_bucket_check(&b, &conf, 1, 0, &res);
+    assert_false(res.allowed);
+
+    /* time from 10000 is credited once, not from the lagging 5000 */
+
+    agw_bucket_check(&b, &conf, 1, 10999, &res);
+    assert_false(res.allowed);
+    assert_int_equal(res.retry_after_ms, 1);
+
+    agw_bucket_check(&b, &conf, 1, 11000, &res);
+    assert_true(res.allowed);
+    assert_int_equal(res.remaining, 0);
+
+    /* a take while lagging spends tokens but keeps the stamp */
+
+    agw_bucket_take(&b, &conf, 0, 11500);
+    assert_int_equal(b.level, 1500);
+    agw_bucket_take(&b, &conf, 1, 11400);
+    assert_int_equal(b.level, 500);
+    assert_int_equal(b.stamp_ms, 11500);
+
+    agw_bucket_check(&b, &conf, 1, 12000, &res);
+    assert_true(res.allowed);
+}
+
+
+static void
+test_bucket_huge_idle(void **state)
+{
+    size_t               i;
+    uint64_t             gap, cap;
+    agw_bucket_t         b;
+    agw_bucket_result_t  res;
+
+    static const agw_bucket_conf_t  confs[] = {
+        RPS(1, 1),
+        RPM(1, 1),
+        RPS(3, 10),
+        RPS(AGW_BUCKET_MAX_UNITS, 1),
+        RPS(1, AGW_BUCKET_MAX_UNITS / 1000),
+        RPM(1, AGW_BUCKET_MAX_UNITS / 60000),
+        RPM(AGW_BUCKET_MAX_UNITS, AGW_BUCKET_MAX_UNITS / 60000),
+    };
+
+    static const struct {
+        uint64_t  stamp;
+        uint64_t  now;
+    } gaps[] = {
+        { 0, UINT64_MAX },
+        { 1, UINT64_MAX },
+        { 0, UINT64_MAX / 2 },
+        { 1700000000000ULL, 1700000000000ULL + 10 * 365 * 86400000ULL },
+        { UINT64_MAX - 1, UINT64_MAX },
+    };
+
+    for (i = 0; i < nitems(confs) * nitems(gaps); i++) {
+        const agw_bucket_conf_t  *conf = &confs[i / nitems(gaps)];
+
+        b.level = 0;
+        b.stamp_ms = gaps[i % nitems(gaps)].stamp;
+
+        agw_bucket_check(&b, conf, 1, gaps[i % nitems(gaps)].now, &res);
+
+        /* short gaps (one ms, ten years at 1r/s) fill slow buckets partly */
+
+        gap = gaps[i % nitems(gaps)].now - b.stamp_ms;
+        cap = conf->burst * conf->period_ms;
+
+        if (gap < cap / conf->rate + (cap % conf->rate != 0)) {
+            agw_bucket_take(&b, conf, 0, gaps[i % nitems(gaps)].now);
+            assert_int_equal(b.level, gap * conf->rate);
+            continue;
+        }
+
+        if (!res.allowed || res.remaining != conf->burst - 1) {
+            print_error("huge idle failed: conf %zu gap %zu: allowed %u "
+                        "remaining %llu\n", i / nitems(gaps),
+                        i % nitems(gaps), (unsigned) res.allowed,
+                        (unsigned long long) res.remaining);
+            fail();
+        }
+
+        agw_bucket_take(&b, conf, 0, gaps[i % nitems(gaps)].now);
+        assert_int_equal(b.level, conf->burst * conf->period_ms);
+        assert_int_equal(b.stamp_ms, gaps[i % nitems(gaps)].now);
+    }
+
+    /* a level above capacity (burst lowered by a reload) is clamped */
+
+    b.level = UINT64_MAX;
+    b.stamp_ms = 0;
+    agw_bucket_check(&b, &rps1_b5, 0, 0, &res);
+    assert_int_equal(res.remaining, 5);
+    assert_int_equal(res.reset_ms, 0);
+}
+
+
+static void
+test_bucket_per_minute(void **state)
+{
+    uint64_t             now, taken, last;
+    agw_bucket_t         b;
+    agw_bucket_result_t  res;
+    static const agw_bucket_conf_t  rpm30 = RPM(30, 1);
+    static const agw_bucket_conf_t  rpm1 = RPM(1, 1);
+
+    /* 30r/m: a token every 2000 ms exactly, over ten minutes */
+
+    agw_bucket_init(&b, &rpm30, 0);
+    agw_bucket_take(&b, &rpm30, 1, 0);
+
+    taken = 0;
+    last = 0;
+
+    for (now = 1; now <= 600000; now++) {
+        agw_bucket_check(&b, &rpm30, 1, now, &res);
+
+        if (res.allowed) {
+            assert_int_equal(now - last, 2000);
+            agw_bucket_take(&b, &rpm30, 1, now);
+            taken++;
+            last = now;
+
+        } else {
+            assert_int_equal(res.retry_after_ms, last + 2000 - now);
+        }
+    }
+
+    assert_int_equal(taken, 300);
+
+    /* 1r/m */
+
+    agw_bucket_init(&b, &rpm1, 0);
+    agw_bucket_take(&b, &rpm1, 1, 0);
+
+    agw_bucket_check(&b, &rpm1, 1, 59999, &res);
+    assert_false(res.allowed);
+    assert_int_equal(res.retry_after_ms, 1);
+    assert_int_equal(agw_retry_after_s(res.retry_after_ms), 1);
+
+    agw_bucket_check(&b, &rpm1, 1, 1, &res);
+    assert_int_equal(res.retry_after_ms, 59999);
+    assert_int_equal(agw_retry_after_s(res.retry_after_ms), 60);
+
+    agw_bucket_check(&b, &rpm1, 1, 60000, &res);
+    assert_true(res.allowed);
+    assert_int_equal(res.reset_ms, 60000);
+}
+
+
+static void
+test_bucket_no_drift(void **state)
+{
+    size_t        i, c;
+    uint64_t      now, step;
+    agw_bucket_t  small, big;
+
+    static const agw_bucket_conf_t  confs[] = {
+        RPS(3, 10),
+        RPS(7, 100),
+        RPM(7, 100),
+        RPM(1, 3),
+        RPM(13, 1000),
+    };
+
+    /* 1000 steps of 1 ms against one of 1000 ms, at 3r/s */
+
+    agw_bucket_init(&small, &confs[0], 0);
+    agw_bucket_take(&small, &confs[0], 10, 0);
+    big = small;
+
+    for (now = 1; now <= 1000; now++) {
+        agw_bucket_take(&small, &confs[0], 0, now);
+    }
+
+    agw_bucket_take(&big, &confs[0], 0, 1000);
+
+    assert_int_equal(small.level, 3000);
+    assert_int_equal(big.level, 3000);
+    assert_int_equal(small.stamp_ms, big.stamp_ms);
+
+    /* uneven steps, with the same total, for several rates */
+
+    for (c = 0; c < nitems(confs); c++) {
+        agw_bucket_init(&small, &confs[c], 0);
+        agw_bucket_take(&small, &confs[c], confs[c].burst, 0);
+        big = small;
+
+        now = 0;
+
+        for (i = 0; i < 500; i++) {
+            step = (i * 7919) % 37 + 1;
+            now += step;
+            agw_bucket_take(&small, &confs[c], 0, now);
+        }
+
+        agw_bucket_take(&big, &confs[c], 0, now);
+
+        if (small.level != big.level) {
+            print_error("drift: conf %zu at %llu ms: steps %llu, "
+                        "one %llu\n", c, (unsigned long long) now,
+                        (unsigned long long) small.level,
+                        (unsigned long long) big.level);
+            fail();
+        }
+
+        assert_int_equal(small.level,
+                         now * confs[c].rate < confs[c].burst
+                                               * confs[c].period_ms
+                         ? now * confs[c].rate
+                         : confs[c].burst * confs[c].period_ms);
+    }
+}
+
+
+static void
+test_bucket_check_does_not_mutate(void **state)
+{
+    size_t               i;
+    agw_bucket_t         b, copy;
+    agw_bucket_result_t  res;
+
+    static const uint64_t  costs[] = { 0, 1, 2, 5, 6, UINT64_MAX };
+    static const uint64_t  nows[] = { 0, 500, 1000, 2500, 99999,
+                                      UINT64_MAX };
+
+    for (i = 0; i < nitems(costs) * nitems(nows); i++) {
+        b.level = 1234;
+        b.stamp_ms = 1000;
+        copy = b;
+
+        agw_bucket_check(&b, &rps1_b5, costs[i % nitems(costs)],
+                         nows[i / nitems(costs)], &res);
+
+        assert_memory_equal(&b, &copy, sizeof(agw_bucket_t));
+    }
+}
+
+
+static void
+test_bucket_take_saturates(void **state)
+{
+    agw_bucket_t  b;
+
+    /* a take the caller did not check (the level fell meanwhile) */
+
+    b.level = 1500;
+    b.stamp_ms = 0;
+    agw_bucket_take(&b, &rps1_b5, 2, 0);
+    assert_int_equal(b.level, 0);
+
+    b.level = 1500;
+    agw_bucket_take(&b, &rps1_b5, UINT64_MAX, 0);
+    assert_int_equal(b.level, 0);
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_bucket_conf_valid),
+        cmocka_unit_test(test_bucket_starts_full),
+        cmocka_unit_test(test_bucket_refill),
+        cmocka_unit_test(test_bucket_cost),
+        cmocka_unit_test(test_bucket_rounding),
+        cmocka_unit_test(test_bucket_seconds),
+        cmocka_unit_test(test_bucket_clock_backwards),
+        cmocka_unit_test(test_bucket_huge_idle),
+        cmocka_unit_test(test_bucket_per_minute),
+        cmocka_unit_test(test_bucket_no_drift),
+        cmocka_unit_test(test_bucket_check_does_not_mutate),
+        cmocka_unit_test(test_bucket_take_saturates),
+    };
+
+    return cmocka_run_group_tests_name("bucket", tests, NULL, NULL);
+}

@@ -1,0 +1,254 @@
+
+/*
+ * Cache key digests: equal inputs agree, every difference in key text,
+ * body or Authorization (including absent against empty, and a different
+ * split of the same bytes) gives a different digest; hex format.
+ */
+
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "agw_key.h"
+#include "agw_sha256.h"
+
+
+#define nitems(a)  (sizeof(a) / sizeof((a)[0]))
+
+
+/* a key case: key text, body digest of body text or none, same for auth */
+
+typedef struct {
+    const char  *key;
+    const char  *body;                   /* NULL: not keyed on the body */
+    const char  *auth;                   /* NULL: no Authorization */
+} agw_key_case_t;
+
+
+static const agw_key_case_t  cases[] = {
+    { "GEThttplocalhost/v1/models", NULL, NULL },
+    { "GEThttplocalhost/v1/model", NULL, NULL },
+    { "GEThttplocalhost/v1/models ", NULL, NULL },
+    { "gethttplocalhost/v1/models", NULL, NULL },
+    { "", NULL, NULL },
+    { "POSThttplocalhost/v1/chat", NULL, NULL },
+    { "POSThttplocalhost/v1/chat", "", NULL },
+    { "POSThttplocalhost/v1/chat", "{\"prompt\":\"hi\"}", NULL },
+    { "POSThttplocalhost/v1/chat", "{\"prompt\":\"ho\"}", NULL },
+    { "POSThttplocalhost/v1/chat", "{\"prompt\":\"hi\"}", "Bearer a" },
+    { "POSThttplocalhost/v1/chat", "{\"prompt\":\"hi\"}", "Bearer b" },
+    { "POSThttplocalhost/v1/chat", "{\"prompt\":\"hi\"}", "" },
+    { "POSThttplocalhost/v1/chat", NULL, "Bearer a" },
+    { "POSThttplocalhost/v1/chat", NULL, "" },
+    { "", "", NULL },
+    { "", NULL, "" },
+    { "", "", "" },
+    { "ab", NULL, NULL },
+    { "abc", NULL, NULL },
+    { "ab", "c", NULL },
+    { "a", "bc", NULL },
+    { "ab", NULL, "c" },
+    { "a", NULL, "bc" },
+    { "ab", "c", "d" },
+    { "ab", "cd", NULL },
+    { "ab", "c", "" },
+};
+
+
+static void
+digest_case(const agw_key_case_t *c, agw_digest_t *out)
+{
+    agw_digest_t  body, auth;
+
+    if (c->body) {
+        agw_digest_buf(&body, (const uint8_t *) c->body, strlen(c->body));
+    }
+
+    if (c->auth) {
+        agw_digest_buf(&auth, (const uint8_t *) c->auth, strlen(c->auth));
+    }
+
+    agw_key_digest(out, (const uint8_t *) c->key, strlen(c->key),
+                   c->body ? &body : NULL, c->auth ? &auth : NULL);
+}
+
+
+static const char *
+show(const char *s)
+{
+    return s ? s : "(none)";
+}
+
+
+static void
+test_key_deterministic(void **state)
+{
+    size_t        i;
+    agw_digest_t  a, b;
+
+    for (i = 0; i < nitems(cases); i++) {
+        digest_case(&cases[i], &a);
+        digest_case(&cases[i], &b);
+        assert_memory_equal(a.bytes, b.bytes, AGW_DIGEST_LEN);
+    }
+}
+
+
+static void
+test_key_all_differ(void **state)
+{
+    size_t        i, j;
+    agw_digest_t  d[nitems(cases)];
+
+    for (i = 0; i < nitems(cases); i++) {
+        digest_case(&cases[i], &d[i]);
+    }
+
+    for (i = 0; i < nitems(cases); i++) {
+        for (j = i + 1; j < nitems(cases); j++) {
+            if (memcmp(d[i].bytes, d[j].bytes, AGW_DIGEST_LEN) == 0) {
+                print_error("key digests collide: rows %zu and %zu: "
+                            "\"%s\" body %s auth %s, \"%s\" body %s "
+                            "auth %s\n", i, j,
+                            cases[i].key, show(cases[i].body),
+                            show(cases[i].auth),
+                            cases[j].key, show(cases[j].body),
+                            show(cases[j].auth));
+                fail();
+            }
+        }
+    }
+}
+
+
+static void
+test_key_body_vs_auth_slot(void **state)
+{
+    agw_digest_t  x, a, b;
+
+    /* the same digest as body or as Authorization names different entries */
+
+    agw_digest_buf(&x, (const uint8_t *) "x", 1);
+
+    agw_key_digest(&a, (const uint8_t *) "k", 1, &x, NULL);
+    agw_key_digest(&b, (const uint8_t *) "k", 1, NULL, &x);
+
+    assert_memory_not_equal(a.bytes, b.bytes, AGW_DIGEST_LEN);
+}
+
+
+static void
+test_key_known_answer(void **state)
+{
+    char          hex[AGW_DIGEST_HEX_LEN + 1];
+    uint8_t       buf[128];
+    size_t        n;
+    agw_digest_t  d, e;
+
+    /*
+     * pin the encoding: 'V' u64le(10) "agw-key-v1" 'K' u64le(3) "abc",
+     * so a change to the field layout (which would orphan every cached
+     * entry in Redis) cannot slip in unnoticed
+     */
+
+    n = 0;
+    buf[n++] = 'V';
+    memcpy(buf + n, "\x0a\0\0\0\0\0\0\0", 8);
+    n += 8;
+    memcpy(buf + n, "agw-key-v1", 10);
+    n += 10;
+    buf[n++] = 'K';
+    memcpy(buf + n, "\x03\0\0\0\0\0\0\0", 8);
+    n += 8;
+    memcpy(buf + n, "abc", 3);
+    n += 3;
+
+    agw_digest_buf(&e, buf, n);
+    agw_key_digest(&d, (const uint8_t *) "abc", 3, NULL, NULL);
+
+    assert_memory_equal(d.bytes, e.bytes, AGW_DIGEST_LEN);
+
+    agw_digest_hex(&d, hex);
+    assert_int_equal(strlen(hex), AGW_DIGEST_HEX_LEN);
+}
+
+
+static void
+test_key_streaming_body(void **state)
+{
+    agw_digest_t  a, b;
+    agw_sha256_t  ctx;
+
+    /* a body hashed buffer by buffer equals the body hashed at once */
+
+    agw_sha256_init(&ctx);
+    agw_sha256_update(&ctx, "{\"prompt\":", 10);
+    agw_sha256_update(&ctx, "\"hi\"}", 5);
+    agw_digest_final(&a, &ctx);
+
+    agw_digest_buf(&b, (const uint8_t *) "{\"prompt\":\"hi\"}", 15);
+
+    assert_memory_equal(a.bytes, b.bytes, AGW_DIGEST_LEN);
+}
+
+
+static void
+test_digest_hex(void **state)
+{
+    size_t        i;
+    char          out[AGW_DIGEST_HEX_LEN + 1];
+    agw_digest_t  d;
+
+    static const struct {
+        uint8_t      fill;
+        const char  *hex;
+    } rows[] = {
+        { 0x00, "00000000000000000000000000000000"
+                "00000000000000000000000000000000" },
+        { 0xff, "ffffffffffffffffffffffffffffffff"
+                "ffffffffffffffffffffffffffffffff" },
+        { 0xa5, "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5"
+                "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5" },
+        { 0x0f, "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f"
+                "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f" },
+    };
+
+    for (i = 0; i < nitems(rows); i++) {
+        memset(d.bytes, rows[i].fill, sizeof(d.bytes));
+        memset(out, 'X', sizeof(out));
+        agw_digest_hex(&d, out);
+
+        if (strcmp(out, rows[i].hex) != 0) {
+            print_error("digest_hex failed: 0x%02x: expected %s, got %.65s\n",
+                        rows[i].fill, rows[i].hex, out);
+            fail();
+        }
+    }
+
+    /* byte order: the first byte is the first pair; SHA-256("abc") */
+
+    agw_digest_buf(&d, (const uint8_t *) "abc", 3);
+    agw_digest_hex(&d, out);
+    assert_string_equal(out, "ba7816bf8f01cfea414140de5dae2223"
+                             "b00361a396177a9cb410ff61f20015ad");
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_key_deterministic),
+        cmocka_unit_test(test_key_all_differ),
+        cmocka_unit_test(test_key_body_vs_auth_slot),
+        cmocka_unit_test(test_key_known_answer),
+        cmocka_unit_test(test_key_streaming_body),
+        cmocka_unit_test(test_digest_hex),
+    };
+
+    return cmocka_run_group_tests_name("key", tests, NULL, NULL);
+}
