@@ -12,7 +12,8 @@ ASAN_SO    := $(BUILD)/asan/ngx_ai_gateway_module.so
 AI_SIM     := $(BUILD)/ai-sim
 CC         ?= cc
 SIM_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror
-PYTEST     := python3 -m pytest
+# Debian's python3 has the Debian test packages (an earlier python3 on PATH may not)
+PYTEST     := /usr/bin/python3 -m pytest
 CACHE      ?= shm
 
 MODULE_SRCS := $(wildcard ngx_ai_gateway_module/config \

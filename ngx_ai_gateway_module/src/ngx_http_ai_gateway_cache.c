@@ -1,0 +1,677 @@
+/*
+ * The response cache policy: directives, the lookup and serve steps of the
+ * PRECONTENT handler, and $ai_gateway_cache_status.  What is stored is
+ * decided in cache_filter.c; where it is stored is the store's business
+ * (ngx_http_ai_gateway_store.h).
+ *
+ * A request is looked up after the access phase: bypass rules first (no
+ * body read, nothing counted but the bypass), then, for POST, the whole
+ * body is read and digested (cache_body.c), then the store is asked.  The
+ * key digest covers the key text, the body digest and, with authorized
+ * caching, a digest of the Authorization value (lib/agw_key.c), so one
+ * credential or one prompt never meets another's answer.
+ */
+
+#include "ngx_http_ai_gateway_cache.h"
+#include "agw_policy.h"
+
+
+static ngx_int_t ngx_http_ai_gateway_cache_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ai_gateway_cache_init(ngx_conf_t *cf);
+static void *ngx_http_ai_gateway_cache_create_conf(ngx_conf_t *cf);
+static char *ngx_http_ai_gateway_cache_merge_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static char *ngx_http_ai_gateway_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ai_gateway_cache_ttl_check(ngx_conf_t *cf, void *post,
+    void *data);
+static ngx_int_t ngx_http_ai_gateway_cache_status_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_conf_bitmask_t  ngx_http_ai_gateway_cache_methods_mask[] = {
+    { ngx_string("GET"), NGX_HTTP_GET },
+    { ngx_string("HEAD"), NGX_HTTP_HEAD },
+    { ngx_string("POST"), NGX_HTTP_POST },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_post_t  ngx_http_ai_gateway_cache_ttl_post = {
+    ngx_http_ai_gateway_cache_ttl_check
+};
+
+
+static ngx_command_t  ngx_http_ai_gateway_cache_commands[] = {
+
+    { ngx_string("ai_gateway_cache_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_ai_gateway_store_shm_zone,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ai_gateway_cache,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_cache_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_cache_conf_t, ttl),
+      &ngx_http_ai_gateway_cache_ttl_post },
+
+    { ngx_string("ai_gateway_cache_methods"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_bitmask_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_cache_conf_t, methods),
+      &ngx_http_ai_gateway_cache_methods_mask },
+
+    { ngx_string("ai_gateway_cache_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_cache_conf_t, key),
+      NULL },
+
+    { ngx_string("ai_gateway_cache_bypass"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_set_predicate_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_cache_conf_t, bypass),
+      NULL },
+
+    { ngx_string("ai_gateway_cache_authorized"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_cache_conf_t, authorized),
+      NULL },
+
+    { ngx_string("ai_gateway_cache_max_body"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_off_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_cache_conf_t, max_body),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_ai_gateway_cache_module_ctx = {
+    ngx_http_ai_gateway_cache_add_variables, /* preconfiguration */
+    ngx_http_ai_gateway_cache_init,          /* postconfiguration */
+
+    NULL,                                    /* create main configuration */
+    NULL,                                    /* init main configuration */
+
+    NULL,                                    /* create server configuration */
+    NULL,                                    /* merge server configuration */
+
+    ngx_http_ai_gateway_cache_create_conf,   /* create location configuration */
+    ngx_http_ai_gateway_cache_merge_conf     /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_ai_gateway_cache_module = {
+    NGX_MODULE_V1,
+    &ngx_http_ai_gateway_cache_module_ctx, /* module context */
+    ngx_http_ai_gateway_cache_commands,    /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+ngx_str_t  ngx_http_ai_gateway_cache_status_names[] = {
+    ngx_null_string,
+    ngx_string("BYPASS"),
+    ngx_string("MISS"),
+    ngx_string("HIT")
+};
+
+
+static ngx_str_t  ngx_http_ai_gateway_cache_default_key =
+    ngx_string("$request_method$scheme$host$request_uri");
+
+
+static ngx_http_variable_t  ngx_http_ai_gateway_cache_vars[] = {
+
+    { ngx_string("ai_gateway_cache_status"), NULL,
+      ngx_http_ai_gateway_cache_status_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_ai_gateway_cache_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_init(ngx_conf_t *cf)
+{
+    return ngx_http_ai_gateway_cache_filter_init(cf);
+}
+
+
+static void *
+ngx_http_ai_gateway_cache_create_conf(ngx_conf_t *cf)
+{
+    ngx_http_ai_gateway_cache_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_cache_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->methods = 0;
+     */
+
+    conf->store = NGX_CONF_UNSET_PTR;
+    conf->ttl = NGX_CONF_UNSET;
+    conf->key = NGX_CONF_UNSET_PTR;
+    conf->bypass = NGX_CONF_UNSET_PTR;
+    conf->authorized = NGX_CONF_UNSET;
+    conf->max_body = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ai_gateway_cache_merge_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_ai_gateway_cache_conf_t  *prev = parent;
+    ngx_http_ai_gateway_cache_conf_t  *conf = child;
+
+    ngx_http_compile_complex_value_t   ccv;
+
+    ngx_conf_merge_ptr_value(conf->store, prev->store, NULL);
+    ngx_conf_merge_sec_value(conf->ttl, prev->ttl, 300);
+
+    /* GET and HEAD are always cacheable, as with proxy_cache_methods */
+    ngx_conf_merge_bitmask_value(conf->methods, prev->methods,
+                                 NGX_CONF_BITMASK_SET);
+    conf->methods |= NGX_HTTP_GET|NGX_HTTP_HEAD;
+
+    ngx_conf_merge_ptr_value(conf->key, prev->key, NULL);
+
+    if (conf->key == NULL) {
+        conf->key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+        if (conf->key == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+        ccv.cf = cf;
+        ccv.value = &ngx_http_ai_gateway_cache_default_key;
+        ccv.complex_value = conf->key;
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        /* inherit the compiled default instead of compiling it again */
+        if (prev->key == NGX_CONF_UNSET_PTR || prev->key == NULL) {
+            prev->key = conf->key;
+        }
+    }
+
+    ngx_conf_merge_ptr_value(conf->bypass, prev->bypass, NULL);
+    ngx_conf_merge_value(conf->authorized, prev->authorized, 0);
+    ngx_conf_merge_off_value(conf->max_body, prev->max_body, 1024 * 1024);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ai_gateway_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ai_gateway_cache_conf_t *acf = conf;
+
+    ngx_str_t  *value;
+
+    if (acf->store != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        acf->store = NULL;
+        return NGX_CONF_OK;
+    }
+
+    acf->store = ngx_http_ai_gateway_store_shm_find(cf, &value[1]);
+
+    if (acf->store == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown cache zone \"%V\" (declare it with "
+                           "ai_gateway_cache_zone before use)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ai_gateway_cache_ttl_check(ngx_conf_t *cf, void *post, void *data)
+{
+    time_t  *ttl = data;
+
+    if (*ttl < 1) {
+        return "must be at least 1s";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_ai_gateway_cache_request_header(ngx_http_request_t *r,
+    const char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+static agw_bypass_t
+ngx_http_ai_gateway_cache_bypass(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_conf_t *conf)
+{
+    ngx_table_elt_t      *h;
+    agw_request_facts_t   facts;
+
+    ngx_memzero(&facts, sizeof(agw_request_facts_t));
+
+    /* HEAD is looked up as GET (see lookup_key) */
+    facts.method_listed = (r->method & conf->methods) ? 1 : 0;
+    facts.has_authorization = (r->headers_in.authorization != NULL);
+    facts.authorized_caching = conf->authorized ? 1 : 0;
+    facts.bypass_variable =
+        (ngx_http_test_predicates(r, conf->bypass) == NGX_DECLINED);
+
+    h = ngx_http_ai_gateway_cache_request_header(r, "Cache-Control", 13);
+    if (h) {
+        facts.cache_control = h->value.data;
+        facts.cache_control_len = h->value.len;
+    }
+
+    h = ngx_http_ai_gateway_cache_request_header(r, "Pragma", 6);
+    if (h) {
+        facts.pragma = h->value.data;
+        facts.pragma_len = h->value.len;
+    }
+
+    facts.max_body = conf->max_body;
+
+    if (r->headers_in.content_length_n >= 0) {
+        facts.body_len_known = 1;
+        facts.body_len = r->headers_in.content_length_n;
+    }
+
+    return agw_request_bypass(&facts);
+}
+
+
+static void
+ngx_http_ai_gateway_cache_count(ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_cache_stats_t  *stats;
+
+    stats = ctx->store->ref.stats;
+
+    switch (ctx->status) {
+
+    case NGX_HTTP_AI_GATEWAY_CACHE_HIT:
+        ngx_http_ai_gateway_count(stats->hits, 1);
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_CACHE_MISS:
+        ngx_http_ai_gateway_count(stats->misses, 1);
+        break;
+
+    default: /* BYPASS */
+        ngx_http_ai_gateway_count(stats->bypasses, 1);
+    }
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_cache_lookup(ngx_http_request_t *r)
+{
+    agw_bypass_t                       bypass;
+    ngx_http_ai_gateway_cache_ctx_t   *ctx;
+    ngx_http_ai_gateway_cache_conf_t  *conf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    if (ctx) {
+        /* the phases run again after a suspended step */
+        return ctx->waiting ? NGX_DONE : NGX_DECLINED;
+    }
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+
+    if (conf->store == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_cache_ctx_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_cache_module);
+
+    ctx->store = conf->store;
+
+    bypass = ngx_http_ai_gateway_cache_bypass(r, conf);
+
+    if (bypass != AGW_BYPASS_NONE) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ai_gateway cache bypass: %s",
+                       agw_bypass_reason(bypass));
+
+        ctx->status = NGX_HTTP_AI_GATEWAY_CACHE_BYPASS;
+        ctx->done = 1;
+        ngx_http_ai_gateway_cache_count(ctx);
+        return NGX_DECLINED;
+    }
+
+    if (r->method == NGX_HTTP_POST) {
+        return ngx_http_ai_gateway_cache_read_body(r, ctx);
+    }
+
+    return ngx_http_ai_gateway_cache_lookup_key(r, ctx);
+}
+
+
+/* the key digest, then the store; NGX_DECLINED to go on, NGX_DONE pending */
+ngx_int_t
+ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    off_t                              size;
+    ngx_int_t                          rc;
+    ngx_str_t                          method;
+    agw_digest_t                       body, auth, *pbody, *pauth;
+    ngx_http_ai_gateway_cache_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+
+    /*
+     * HEAD is keyed as GET, as proxy_cache_convert_head does, so a HEAD is
+     * answered from the entry a GET stored; a HEAD MISS stores nothing.
+     */
+    method = r->method_name;
+
+    if (r->method == NGX_HTTP_HEAD) {
+        ngx_str_set(&r->method_name, "GET");
+    }
+
+    rc = ngx_http_complex_value(r, conf->key, &ctx->key);
+
+    r->method_name = method;
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    pbody = NULL;
+    pauth = NULL;
+
+    if (r->method == NGX_HTTP_POST) {
+        if (ngx_http_ai_gateway_cache_body_digest(r, &body, &size) != NGX_OK) {
+            /* the body could not be read back: forward, don't cache */
+            ngx_http_ai_gateway_count(ctx->store->ref.stats->errors, 1);
+            ctx->status = NGX_HTTP_AI_GATEWAY_CACHE_BYPASS;
+            ctx->done = 1;
+            ngx_http_ai_gateway_cache_count(ctx);
+            return NGX_DECLINED;
+        }
+
+        if (size > conf->max_body) {
+            /* a chunked body turned out larger than allowed */
+            ctx->status = NGX_HTTP_AI_GATEWAY_CACHE_BYPASS;
+            ctx->done = 1;
+            ngx_http_ai_gateway_cache_count(ctx);
+            return NGX_DECLINED;
+        }
+
+        pbody = &body;
+    }
+
+    if (r->headers_in.authorization) {
+        /* only reached with ai_gateway_cache_authorized on */
+        agw_digest_buf(&auth, r->headers_in.authorization->value.data,
+                       r->headers_in.authorization->value.len);
+        pauth = &auth;
+    }
+
+    agw_key_digest(&ctx->digest, ctx->key.data, ctx->key.len, pbody, pauth);
+
+    rc = ctx->store->lookup(r, ctx->store, &ctx->digest, &ctx->found);
+
+    if (rc == NGX_AGAIN) {
+        ctx->waiting = 1;
+        return NGX_DONE;
+    }
+
+    ngx_http_ai_gateway_cache_lookup_done(r, rc);
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * The store's answer: NGX_OK found, anything else a MISS (a failing store
+ * counted its own error).  Called directly by stores that complete at once,
+ * and by asynchronous stores, after which the phases resume.
+ */
+void
+ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_uint_t                        resume;
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    resume = ctx->waiting;
+
+    ctx->waiting = 0;
+    ctx->done = 1;
+    ctx->status = (rc == NGX_OK) ? NGX_HTTP_AI_GATEWAY_CACHE_HIT
+                                 : NGX_HTTP_AI_GATEWAY_CACHE_MISS;
+
+    ngx_http_ai_gateway_cache_count(ctx);
+
+    if (resume) {
+        r->write_event_handler = ngx_http_core_run_phases;
+        ngx_http_core_run_phases(r);
+        ngx_http_run_posted_requests(r->connection);
+    }
+}
+
+
+ngx_flag_t
+ngx_http_ai_gateway_cache_is_hit(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_cache_module);
+
+    return ctx && ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_HIT;
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_cache_serve(ngx_http_request_t *r)
+{
+    size_t                            pos;
+    ngx_int_t                         rc;
+    ngx_buf_t                        *b;
+    ngx_chain_t                       out;
+    agw_header_t                      hdr;
+    agw_entry_t                      *e;
+    ngx_table_elt_t                  *h;
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    if (ctx == NULL || ctx->status != NGX_HTTP_AI_GATEWAY_CACHE_HIT
+        || r != r->main)
+    {
+        return NGX_DECLINED;
+    }
+
+    e = &ctx->found.entry;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    r->headers_out.status = e->status;
+    r->headers_out.content_length_n = e->body_len;
+
+    pos = 0;
+
+    /* the entry decoded, so its headers blob is known to be well formed */
+    while (agw_headers_next(e->headers, e->headers_len, &pos, &hdr) == 1) {
+
+        if (hdr.name_len == sizeof("Content-Type") - 1
+            && ngx_strncasecmp((u_char *) hdr.name, (u_char *) "Content-Type",
+                               hdr.name_len) == 0)
+        {
+            r->headers_out.content_type.data = (u_char *) hdr.value;
+            r->headers_out.content_type.len = hdr.value_len;
+            r->headers_out.content_type_len = hdr.value_len;
+            continue;
+        }
+
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        h->key.data = (u_char *) hdr.name;
+        h->key.len = hdr.name_len;
+        h->value.data = (u_char *) hdr.value;
+        h->value.len = hdr.value_len;
+        h->lowcase_key = NULL;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = (u_char *) e->body;
+    b->last = (u_char *) e->body + e->body_len;
+    b->memory = e->body_len ? 1 : 0;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    ngx_http_finalize_request(r, ngx_http_output_filter(r, &out));
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_cache_module);
+
+    if (ctx == NULL || ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_NONE) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = ngx_http_ai_gateway_cache_status_names[ctx->status].len;
+    v->data = ngx_http_ai_gateway_cache_status_names[ctx->status].data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}

@@ -1,0 +1,75 @@
+/*
+ * The response cache policy: configuration and per-request state shared by
+ * cache.c (directives, lookup, serving HITs), cache_body.c (the request
+ * body digest) and cache_filter.c (capturing and storing MISSes).
+ */
+
+#ifndef _NGX_HTTP_AI_GATEWAY_CACHE_H_INCLUDED_
+#define _NGX_HTTP_AI_GATEWAY_CACHE_H_INCLUDED_
+
+
+#include "ngx_http_ai_gateway_module.h"
+#include "ngx_http_ai_gateway_store.h"
+#include "agw_key.h"
+
+
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_CACHE_NONE = 0,   /* not a cached location */
+    NGX_HTTP_AI_GATEWAY_CACHE_BYPASS,
+    NGX_HTTP_AI_GATEWAY_CACHE_MISS,
+    NGX_HTTP_AI_GATEWAY_CACHE_HIT
+} ngx_http_ai_gateway_cache_status_e;
+
+
+typedef struct {
+    ngx_http_ai_gateway_store_t       *store;     /* NULL: off */
+    time_t                             ttl;       /* seconds */
+    ngx_uint_t                         methods;   /* NGX_HTTP_GET|... */
+    ngx_http_complex_value_t          *key;
+    ngx_array_t                       *bypass;    /* complex values */
+    ngx_flag_t                         authorized;
+    off_t                              max_body;  /* bytes */
+} ngx_http_ai_gateway_cache_conf_t;
+
+
+typedef struct {
+    ngx_http_ai_gateway_cache_status_e status;
+    ngx_http_ai_gateway_store_t       *store;
+    ngx_str_t                          key;       /* cache key text */
+    agw_digest_t                       digest;    /* of key+body+auth */
+
+    /* lookup progress across suspensions */
+    unsigned                           started:1;
+    unsigned                           waiting:1; /* body or store pending */
+    unsigned                           done:1;
+
+    /* HIT */
+    ngx_http_ai_gateway_found_t        found;
+
+    /* MISS: the response being captured for the store */
+    unsigned                           capture:1;
+    u_char                            *headers;   /* agw headers blob */
+    size_t                             headers_len;
+    size_t                             headers_overhead; /* entry bytes
+                                                     besides the body */
+    ngx_buf_t                         *body;      /* grows up to max */
+} ngx_http_ai_gateway_cache_ctx_t;
+
+
+/* cache_body.c */
+ngx_int_t ngx_http_ai_gateway_cache_read_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_cache_body_digest(ngx_http_request_t *r,
+    agw_digest_t *digest, off_t *size);
+
+/* cache.c, for the body reader: carry on once the body is in */
+ngx_int_t ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
+
+/* cache_filter.c */
+ngx_int_t ngx_http_ai_gateway_cache_filter_init(ngx_conf_t *cf);
+
+extern ngx_str_t  ngx_http_ai_gateway_cache_status_names[];
+
+
+#endif /* _NGX_HTTP_AI_GATEWAY_CACHE_H_INCLUDED_ */

@@ -1,0 +1,361 @@
+/*
+ * The cache's response filters.  The header filter labels every response of
+ * a cached location (X-Cache, and Age on a HIT) and decides whether a MISS
+ * may be stored (lib/agw_policy.c); if so the body filter copies the body
+ * as it passes — never holding it back, so streams stay unbuffered — and
+ * hands the complete entry to the store at the last buffer.
+ */
+
+#include "ngx_http_ai_gateway_cache.h"
+#include "agw_policy.h"
+
+
+#define NGX_HTTP_AI_GATEWAY_MAX_HEADERS  64
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_add_header(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value = *value;
+    h->lowcase_key = NULL;
+
+    return NGX_OK;
+}
+
+
+/* the end-to-end headers of the response as an agw headers blob */
+static ngx_int_t
+ngx_http_ai_gateway_cache_capture_headers(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, agw_response_facts_t *facts)
+{
+    u_char           *p;
+    size_t            n, len;
+    ngx_uint_t        i;
+    agw_header_t      hdrs[NGX_HTTP_AI_GATEWAY_MAX_HEADERS];
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    n = 0;
+    len = 0;
+
+    if (r->headers_out.content_type.len) {
+        hdrs[n].name = (const uint8_t *) "Content-Type";
+        hdrs[n].name_len = sizeof("Content-Type") - 1;
+        hdrs[n].value = r->headers_out.content_type.data;
+        hdrs[n].value_len = r->headers_out.content_type.len;
+        n++;
+
+        facts->content_type = r->headers_out.content_type.data;
+        facts->content_type_len = r->headers_out.content_type.len;
+    }
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0) {
+            continue;
+        }
+
+        if (h[i].key.len == sizeof("Set-Cookie") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Set-Cookie",
+                               h[i].key.len) == 0)
+        {
+            facts->has_set_cookie = 1;
+        }
+
+        if (h[i].key.len == sizeof("Cache-Control") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Cache-Control",
+                               h[i].key.len) == 0
+            && (agw_cc_has(h[i].value.data, h[i].value.len, "no-store")
+                || agw_cc_has(h[i].value.data, h[i].value.len, "private")))
+        {
+            facts->cache_control = h[i].value.data;
+            facts->cache_control_len = h[i].value.len;
+        }
+
+        if (agw_header_is_hop_by_hop(h[i].key.data, h[i].key.len)
+            || !agw_header_name_valid(h[i].key.data, h[i].key.len)
+            || !agw_header_value_valid(h[i].value.data, h[i].value.len))
+        {
+            continue;
+        }
+
+        if (n == NGX_HTTP_AI_GATEWAY_MAX_HEADERS) {
+            /* an answer with this many headers is not worth caching */
+            return NGX_DECLINED;
+        }
+
+        hdrs[n].name = h[i].key.data;
+        hdrs[n].name_len = h[i].key.len;
+        hdrs[n].value = h[i].value.data;
+        hdrs[n].value_len = h[i].value.len;
+        n++;
+    }
+
+    len = agw_headers_size(hdrs, n);
+
+    p = ngx_pnalloc(r->pool, len ? len : 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (agw_headers_encode(p, len, hdrs, n) != len) {
+        return NGX_DECLINED;
+    }
+
+    ctx->headers = p;
+    ctx->headers_len = len;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_cache_start_capture(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    size_t                 overhead;
+    agw_store_verdict_t    verdict;
+    agw_response_facts_t   facts;
+
+    if (r->header_only) {
+        /* a HEAD MISS has no body to store */
+        return;
+    }
+
+    ngx_memzero(&facts, sizeof(agw_response_facts_t));
+
+    facts.status = r->headers_out.status;
+    facts.max_entry_size = ctx->store->max_entry_size;
+
+    if (ngx_http_ai_gateway_cache_capture_headers(r, ctx, &facts) != NGX_OK) {
+        return;
+    }
+
+    overhead = agw_entry_size(&(agw_entry_t) {
+                                  .key = ctx->key.data,
+                                  .key_len = ctx->key.len,
+                                  .headers = ctx->headers,
+                                  .headers_len = ctx->headers_len });
+
+    facts.size = overhead;
+
+    if (r->headers_out.content_length_n > 0) {
+        facts.size += r->headers_out.content_length_n;
+    }
+
+    verdict = agw_response_storable(&facts);
+
+    if (verdict == AGW_STORE_TOO_LARGE) {
+        ngx_http_ai_gateway_count(ctx->store->ref.stats->too_large, 1);
+    }
+
+    if (verdict != AGW_STORE_OK) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ai_gateway cache not storing: %s",
+                       agw_store_reason(verdict));
+        return;
+    }
+
+    ctx->capture = 1;
+    ctx->headers_overhead = overhead;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_header_filter(ngx_http_request_t *r)
+{
+    ngx_str_t                         age;
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    if (ctx == NULL || r != r->main
+        || ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_NONE)
+    {
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (ngx_http_ai_gateway_cache_add_header(r, "X-Cache",
+            &ngx_http_ai_gateway_cache_status_names[ctx->status])
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_HIT) {
+        age.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+        if (age.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        age.len = ngx_sprintf(age.data, "%T",
+                     ngx_max(ngx_time() - (time_t) ctx->found.entry.created, 0))
+                  - age.data;
+
+        if (ngx_http_ai_gateway_cache_add_header(r, "Age", &age) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_MISS) {
+        ngx_http_ai_gateway_cache_start_capture(r, ctx);
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_append(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_buf_t *in)
+{
+    size_t      len, limit, size;
+    ngx_buf_t  *b;
+
+    len = in->last - in->pos;
+    limit = ctx->store->max_entry_size - ctx->headers_overhead;
+    b = ctx->body;
+
+    if ((b ? (size_t) (b->last - b->pos) : 0) + len > limit) {
+        ngx_http_ai_gateway_count(ctx->store->ref.stats->too_large, 1);
+        return NGX_DECLINED;
+    }
+
+    if (b == NULL || (size_t) (b->end - b->last) < len) {
+        size = b ? (size_t) (b->end - b->start) * 2 : 4096;
+
+        if (r->headers_out.content_length_n > 0 && b == NULL) {
+            size = r->headers_out.content_length_n;
+        }
+
+        size = ngx_min(ngx_max(size, (b ? (size_t) (b->last - b->pos) : 0)
+                                     + len),
+                       limit);
+
+        b = ngx_create_temp_buf(r->pool, size);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ctx->body) {
+            b->last = ngx_cpymem(b->last, ctx->body->pos,
+                                 ctx->body->last - ctx->body->pos);
+        }
+
+        ctx->body = b;
+    }
+
+    b->last = ngx_cpymem(b->last, in->pos, len);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    agw_entry_t                        entry;
+    ngx_http_ai_gateway_cache_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+
+    ngx_memzero(&entry, sizeof(agw_entry_t));
+
+    entry.status = (uint16_t) r->headers_out.status;
+    entry.created = ngx_time();
+    entry.key = ctx->key.data;
+    entry.key_len = ctx->key.len;
+    entry.headers = ctx->headers;
+    entry.headers_len = ctx->headers_len;
+
+    if (ctx->body) {
+        entry.body = ctx->body->pos;
+        entry.body_len = ctx->body->last - ctx->body->pos;
+    }
+
+    (void) ctx->store->save(r, ctx->store, &ctx->digest, &entry, conf->ttl);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_int_t                         rc;
+    ngx_chain_t                      *cl;
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    if (ctx == NULL || !ctx->capture || r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+
+        if (ngx_buf_in_memory(cl->buf)) {
+            rc = ngx_http_ai_gateway_cache_append(r, ctx, cl->buf);
+
+            if (rc != NGX_OK) {
+                ctx->capture = 0;
+                break;
+            }
+
+        } else if (cl->buf->in_file) {
+            /*
+             * proxy buffering spilled the answer to a temp file; reading it
+             * back here would block the worker: not stored
+             */
+            ctx->capture = 0;
+            break;
+        }
+
+        if (cl->buf->last_buf) {
+            ctx->capture = 0;
+            ngx_http_ai_gateway_cache_save(r, ctx);
+            break;
+        }
+    }
+
+    return ngx_http_next_body_filter(r, in);
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_cache_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_ai_gateway_cache_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_ai_gateway_cache_body_filter;
+
+    return NGX_OK;
+}

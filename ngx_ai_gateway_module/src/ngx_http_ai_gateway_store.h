@@ -1,0 +1,65 @@
+/*
+ * The boundary between the cache policy (cache.c: keys, bypass rules,
+ * HIT/MISS/BYPASS, headers, counters) and the stores that hold entries.
+ *
+ * A store may complete at once (shared memory) or later (Redis), so lookup
+ * may return NGX_AGAIN and report through
+ * ngx_http_ai_gateway_cache_lookup_done() when the answer arrives.  Stores
+ * are best effort: a store that fails counts an error and the request is
+ * served from upstream as if it were a MISS.
+ */
+
+#ifndef _NGX_HTTP_AI_GATEWAY_STORE_H_INCLUDED_
+#define _NGX_HTTP_AI_GATEWAY_STORE_H_INCLUDED_
+
+
+#include "ngx_http_ai_gateway_module.h"
+#include "agw_entry.h"
+#include "agw_key.h"
+
+
+typedef struct ngx_http_ai_gateway_store_s  ngx_http_ai_gateway_store_t;
+
+
+/* what a lookup found: an entry decoded into memory the request owns */
+typedef struct {
+    agw_entry_t                          entry;
+    time_t                               expires;  /* unix seconds */
+} ngx_http_ai_gateway_found_t;
+
+
+/*
+ * lookup: NGX_OK (found, *found filled), NGX_DECLINED (not there),
+ * NGX_ERROR (store failed: counted by the store), NGX_AGAIN (pending: the
+ * store calls ngx_http_ai_gateway_cache_lookup_done() later).
+ */
+typedef ngx_int_t (*ngx_http_ai_gateway_store_lookup_pt)(
+    ngx_http_request_t *r, ngx_http_ai_gateway_store_t *store,
+    const agw_digest_t *digest, ngx_http_ai_gateway_found_t *found);
+
+/* store: fire and forget; NGX_OK once written or handed over */
+typedef ngx_int_t (*ngx_http_ai_gateway_store_save_pt)(
+    ngx_http_request_t *r, ngx_http_ai_gateway_store_t *store,
+    const agw_digest_t *digest, const agw_entry_t *entry, time_t ttl);
+
+
+struct ngx_http_ai_gateway_store_s {
+    ngx_http_ai_gateway_cache_ref_t      ref;          /* what /cachez shows */
+    ngx_http_ai_gateway_store_lookup_pt  lookup;
+    ngx_http_ai_gateway_store_save_pt    save;
+    size_t                               max_entry_size; /* bytes */
+    void                                *data;         /* the store's own */
+};
+
+
+/* the shared-memory store: ai_gateway_cache_zone */
+char *ngx_http_ai_gateway_store_shm_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_http_ai_gateway_store_t *ngx_http_ai_gateway_store_shm_find(
+    ngx_conf_t *cf, ngx_str_t *name);
+
+void ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r,
+    ngx_int_t rc);
+
+
+#endif /* _NGX_HTTP_AI_GATEWAY_STORE_H_INCLUDED_ */
