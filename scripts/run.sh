@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# `make run`: the local stack of SPEC 2.1 in the foreground.
+#
+#   three ai-sim replicas   127.0.0.1:9001..9003 (sim-1..3)
+#   nginx + the module      127.0.0.1:8080, config rendered from
+#                           nginx-conf/gateway.conf.template
+#
+# Everything lives in a fresh run directory /tmp/ai-gateway-run.XXXXXX
+# (config, logs, pid, nginx's temp files); run/current in the repository
+# points at the latest one.  It is under /tmp, not the repository, because
+# nginx's workers drop to www-data (or nobody) when started by root and
+# must reach their temp paths even when the clone sits in a 0700 home.
+#
+# Ctrl-C (SIGINT) or SIGTERM stops nginx gracefully (SIGQUIT) and every
+# ai-sim this script started, by PID.
+#
+# Environment: CACHE=shm (default; the only store so far), AGW_MODULE and
+# AGW_SIM_BIN to run other builds.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cache=${CACHE:-shm}
+nginx_bin=${AGW_NGINX:-/usr/sbin/nginx}
+sim_bin=${AGW_SIM_BIN:-$repo/build/ai-sim}
+module=${AGW_MODULE:-$repo/build/ngx_ai_gateway_module.so}
+listen_port=8080
+sim_ports=(9001 9002 9003)
+
+say() { printf 'run: %s\n' "$*"; }
+die() { printf 'run: %s\n' "$*" >&2; exit 1; }
+
+case $cache in
+    shm) ;;
+    redis)
+        echo "run: CACHE=redis: the Redis store arrives with the Redis issue;" \
+             "use CACHE=shm (the default) for now" >&2
+        exit 2 ;;
+    *)
+        echo "run: unknown CACHE=\"$cache\" (shm or redis)" >&2
+        exit 2 ;;
+esac
+
+[ -x "$nginx_bin" ] || die "no nginx at $nginx_bin (make deps)"
+[ -x "$sim_bin" ] || die "no ai-sim at $sim_bin (run: make)"
+[ -f "$module" ] || die "no module at $module (run: make)"
+case $module in /*) ;; *) module=$(cd "$(dirname "$module")" && pwd)/$(basename "$module") ;; esac
+
+
+# 1. the ports must be free before anything starts
+
+busy=0
+for port in "$listen_port" "${sim_ports[@]}"; do
+    holder=$(ss -Hltnp "sport = :$port" 2>/dev/null || true)
+    if [ -n "$holder" ]; then
+        echo "run: port $port is already in use:" >&2
+        printf '%s\n' "$holder" | sed 's/^/run:     /' >&2
+        busy=1
+    fi
+done
+[ "$busy" -eq 0 ] || die "free the port(s) above (or stop the other stack) and retry"
+
+
+# 2. run directory
+
+rundir=$(mktemp -d /tmp/ai-gateway-run.XXXXXX)
+chmod 755 "$rundir"
+mkdir -p "$repo/run"
+ln -sfn "$rundir" "$repo/run/current"
+
+
+# 3. cleanup: by PID, only what we started
+
+sim_pids=()
+nginx_pid=
+
+# shellcheck disable=SC2317  # called from traps
+stop_all() {
+    local pid i
+
+    trap - INT TERM EXIT
+
+    if [ -n "$nginx_pid" ] && kill -0 "$nginx_pid" 2>/dev/null; then
+        say "stopping nginx (pid $nginx_pid, graceful)"
+        kill -QUIT "$nginx_pid" 2>/dev/null || true
+        for i in $(seq 100); do
+            kill -0 "$nginx_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$nginx_pid" 2>/dev/null; then
+            say "nginx still running after 10s, sending TERM"
+            kill -TERM "$nginx_pid" 2>/dev/null || true
+        fi
+        wait "$nginx_pid" 2>/dev/null || true
+    fi
+
+    for pid in "${sim_pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${sim_pids[@]}"; do
+        for i in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    [ ${#sim_pids[@]} -eq 0 ] || say "stopped ai-sim (pids ${sim_pids[*]})"
+    say "logs kept in $rundir"
+}
+
+# shellcheck disable=SC2317  # called from traps
+on_signal() {
+    echo
+    stop_all
+    exit 0
+}
+
+trap on_signal INT TERM
+trap stop_all EXIT
+
+
+# 4. three ai-sim replicas
+#
+# setsid: children get their own session, so a Ctrl-C at the terminal
+# reaches only this script, which then stops them in order (nginx first,
+# with QUIT, so streams in flight finish).
+
+for i in 1 2 3; do
+    port=${sim_ports[$((i - 1))]}
+    setsid "$sim_bin" --port "$port" --id "sim-$i" \
+        > "$rundir/sim-$i.log" 2>&1 < /dev/null &
+    sim_pids+=($!)
+done
+
+for i in 1 2 3; do
+    port=${sim_ports[$((i - 1))]}
+    pid=${sim_pids[$((i - 1))]}
+    ok=0
+    for _ in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            break
+        fi
+        if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/healthz"; then
+            ok=1
+            break
+        fi
+        sleep 0.05
+    done
+    if [ "$ok" -ne 1 ]; then
+        echo "run: ai-sim sim-$i did not come up on 127.0.0.1:$port:" >&2
+        sed 's/^/run:     /' "$rundir/sim-$i.log" >&2
+        exit 1
+    fi
+    say "sim-$i up on 127.0.0.1:$port (pid $pid)"
+done
+
+
+# 5. nginx: render, test, run in the foreground (daemon off)
+
+AGW_MODULE=$module \
+AGW_LISTEN=127.0.0.1:$listen_port \
+AGW_SIM1=127.0.0.1:${sim_ports[0]} \
+AGW_SIM2=127.0.0.1:${sim_ports[1]} \
+AGW_SIM3=127.0.0.1:${sim_ports[2]} \
+AGW_ERROR_LOG=error.log \
+AGW_ACCESS_LOG=access.log \
+    "$repo/scripts/render-conf.sh" "$rundir/nginx.conf"
+
+nginx_args=(-p "$rundir/" -c "$rundir/nginx.conf" -e "$rundir/error.log")
+
+if ! out=$("$nginx_bin" -t "${nginx_args[@]}" 2>&1); then
+    echo "run: nginx -t failed:" >&2
+    printf '%s\n' "$out" | sed 's/^/run:     /' >&2
+    exit 1
+fi
+
+setsid "$nginx_bin" "${nginx_args[@]}" < /dev/null &
+nginx_pid=$!
+
+ok=0
+for _ in $(seq 100); do
+    kill -0 "$nginx_pid" 2>/dev/null || break
+    if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$listen_port/healthz"; then
+        ok=1
+        break
+    fi
+    sleep 0.05
+done
+if [ "$ok" -ne 1 ]; then
+    echo "run: nginx did not come up on 127.0.0.1:$listen_port:" >&2
+    tail -20 "$rundir/error.log" 2>/dev/null | sed 's/^/run:     /' >&2
+    exit 1
+fi
+
+gw=http://127.0.0.1:$listen_port
+cat <<EOF
+
+  ai-gateway is up (cache: $cache)
+
+  gateway   $gw          nginx pid $nginx_pid, module $module
+  replicas  http://127.0.0.1:${sim_ports[0]}  http://127.0.0.1:${sim_ports[1]}  http://127.0.0.1:${sim_ports[2]}
+  run dir   $rundir  (also $repo/run/current)
+            nginx.conf, error.log, access.log, sim-N.log
+
+  Try:
+    curl -s $gw/healthz
+    curl -si $gw/infer -H 'Content-Type: application/json' \\
+         -d '{"prompt":"hello","max_tokens":16}'
+    curl -si $gw/slow
+    curl -s $gw/v1/models
+    curl -s $gw/v1/chat/completions -H 'Content-Type: application/json' \\
+         -d '{"model":"sim-small","messages":[{"role":"user","content":"hi"}],"max_tokens":8}'
+    curl -sN $gw/v1/chat/completions -H 'Content-Type: application/json' \\
+         -d '{"model":"sim-small","stream":true,"messages":[{"role":"user","content":"hi"}],"max_tokens":8}'
+    curl -s $gw/cachez
+    curl -s '$gw/cachez?format=prometheus'
+
+  Ctrl-C stops nginx and the three replicas.
+
+EOF
+
+# nginx exiting on its own (crash, `nginx -s stop`) ends the run too
+set +e
+wait "$nginx_pid"
+rc=$?
+set -e
+nginx_pid=
+say "nginx exited (status $rc)"
+tail -5 "$rundir/error.log" 2>/dev/null | sed 's/^/run:     /' >&2 || true
+exit "$rc"

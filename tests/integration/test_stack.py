@@ -1,0 +1,404 @@
+"""The stack of SPEC 2.1, as `make run` brings it up: the SHIPPED config
+(nginx-conf/gateway.conf.template rendered by scripts/render-conf.sh) in
+front of three ai-sim replicas, everything on free loopback ports.
+
+nginx runs from a 0755 temp prefix (workers drop to www-data or nobody and
+must reach their temp paths), two workers, and its error log is checked for
+[alert]/[emerg]/[crit] and sanitizer reports after every test.
+"""
+
+import concurrent.futures
+import glob
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from harness.nginx import (ALERT_RE, NGINX, SANITIZE, asan_env, free_port,
+                           private_dir, wait_port)
+from test_configs import render_shipped
+
+WORKERS = 2
+
+
+class Gateway:
+    """nginx running the rendered shipped config against three replicas."""
+
+    def __init__(self, sims, workers=WORKERS):
+        self.sims = sims
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.dir = private_dir("agw-stack-")
+        self.conf = render_shipped(
+            self.dir, LISTEN="127.0.0.1:%d" % self.port,
+            SIM1="127.0.0.1:%d" % sims[0].port,
+            SIM2="127.0.0.1:%d" % sims[1].port,
+            SIM3="127.0.0.1:%d" % sims[2].port,
+            WORKERS=workers)
+        self.error_log = os.path.join(self.dir, "error.log")
+        self.env = asan_env()
+        if SANITIZE:
+            self.env["ASAN_OPTIONS"] = (
+                "log_path=%s/asan:detect_leaks=0:abort_on_error=0" % self.dir)
+        self.args = ["-p", self.dir + "/", "-c", self.conf,
+                     "-e", self.error_log]
+        self.proc = None
+
+    def start(self):
+        t = subprocess.run([NGINX, "-t"] + self.args, capture_output=True,
+                           text=True, env=self.env)
+        assert t.returncode == 0, "nginx -t failed:\n" + t.stdout + t.stderr
+        self.proc = subprocess.Popen([NGINX] + self.args,
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, env=self.env)
+        if not wait_port(self.port, proc=self.proc):
+            self.stop()
+            raise RuntimeError("nginx did not start:\n" + self.log())
+        return self
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self):
+        try:
+            with open(self.error_log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def alerts(self):
+        bad = [l for l in self.log().splitlines() if ALERT_RE.search(l)]
+        for path in glob.glob(os.path.join(self.dir, "asan*")):
+            with open(path, errors="replace") as f:
+                bad.append("%s:\n%s" % (path, f.read()))
+        return bad
+
+    def get(self, path, **kw):
+        kw.setdefault("timeout", 10)
+        return requests.get(self.url + path, **kw)
+
+    def post(self, path, body, **kw):
+        kw.setdefault("timeout", 10)
+        return requests.post(self.url + path, json=body, **kw)
+
+
+@pytest.fixture
+def gateway_factory(request):
+    started = []
+
+    def start(sims, **kw):
+        g = Gateway(sims, **kw)
+        started.append(g)
+        return g.start()
+
+    yield start
+    rep = getattr(request.node, "rep_call", None)
+    failed = rep is not None and rep.failed
+    problems = []
+    for g in started:
+        g.stop()
+        if failed:
+            sys.stderr.write("---- %s ----\n%s\n" % (g.error_log,
+                                                     g.log()[-20000:]))
+        problems += g.alerts()
+        if not failed:
+            shutil.rmtree(g.dir, ignore_errors=True)
+    assert not problems, "nginx logged:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def gateway(sims, gateway_factory):
+    return gateway_factory(sims)
+
+
+# the stack caches /v1/models: tests about the upstream path bypass it
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def sim_requests(sims):
+    return sum(s.healthz()["requests"] for s in sims)
+
+
+def test_healthz_is_answered_by_nginx_itself(gateway, sims):
+    before = sim_requests(sims)
+    r = gateway.get("/healthz")
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.json() == {"ok": True, "service": "ai-gateway"}
+    assert "X-Server-Id" not in r.headers, "/healthz reached a replica"
+    assert sim_requests(sims) == before, "/healthz reached a replica"
+
+
+def test_load_balancing_reaches_every_replica(gateway):
+    seen = {}
+    for _ in range(30):
+        r = gateway.get("/v1/models", headers=NO_CACHE)
+        assert r.status_code == 200, r.text
+        sid = r.headers["X-Server-Id"]
+        seen[sid] = seen.get(sid, 0) + 1
+    assert set(seen) == {"sim-1", "sim-2", "sim-3"}, seen
+
+
+def upstream_client_ports(sim_ports):
+    """Local ports of every TCP connection to a replica that the kernel
+    still knows about (ESTABLISHED, and TIME-WAIT for closed ones), seen
+    from either end: one entry per connection nginx opened lately."""
+    out = subprocess.run(["ss", "-tanH"], capture_output=True,
+                         text=True).stdout
+    ports = set()
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) < 5 or f[0] == "LISTEN":
+            continue
+        local, peer = f[3].rpartition(":"), f[4].rpartition(":")
+        if not (local[0].endswith("127.0.0.1")
+                and peer[0].endswith("127.0.0.1")):
+            continue
+        lport, pport = int(local[2]), int(peer[2])
+        if pport in sim_ports:
+            ports.add(lport)
+        elif lport in sim_ports:
+            ports.add(pport)
+    return ports
+
+
+def test_upstream_keepalive_reuses_connections(gateway, sims):
+    """60 sequential requests through nginx must ride a handful of upstream
+    connections (at most one per worker and replica, with slack).  Without
+    HTTP/1.1 and `Connection ""` in proxy-upstream.conf, every request
+    opens its own connection and leaves a TIME-WAIT entry behind: 60."""
+    sim_ports = {s.port for s in sims}
+    before = upstream_client_ports(sim_ports)
+    n = 60
+    with requests.Session() as client:
+        for _ in range(n):
+            r = client.get(gateway.url + "/v1/models", headers=NO_CACHE,
+                           timeout=10)
+            assert r.status_code == 200, r.text
+    used = upstream_client_ports(sim_ports) - before
+    assert 0 < len(used) <= 2 * WORKERS * len(sims), \
+        "%d requests used %d upstream connections" % (n, len(used))
+
+    # the idle pooled connections are still open
+    est = subprocess.run(["ss", "-tnH", "state", "established"],
+                         capture_output=True, text=True).stdout
+    idle = [l for l in est.splitlines()
+            if any(l.split()[-1].endswith(":%d" % p) for p in sim_ports)]
+    assert idle, "no idle keepalive connection to any replica"
+
+
+def test_killed_replica_costs_no_request(gateway, sims):
+    failures = []
+
+    def infer(i):
+        try:
+            r = gateway.post("/infer", {"prompt": "kill %d" % i,
+                                        "max_tokens": 4})
+            if r.status_code != 200:
+                failures.append((i, r.status_code, r.text[:200]))
+            return r.headers.get("X-Server-Id")
+        except requests.RequestException as e:
+            failures.append((i, "exception", str(e)))
+
+    for i in range(10):
+        infer(i)
+
+    # sequential: the replica goes away between two requests
+    sims[0].stop()
+    after = [infer(i) for i in range(10, 40)]
+    assert not failures, failures
+    assert "sim-1" not in after, after
+
+    # concurrent: a burst right after the loss, GETs and POSTs mixed
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(infer, range(40, 120)))
+        models = list(pool.map(lambda _: gateway.get("/v1/models",
+                                                          headers=NO_CACHE),
+                               range(40)))
+    assert not failures, failures
+    assert [m.status_code for m in models] == [200] * 40
+
+
+def test_replica_killed_under_concurrent_load(sim_factory, gateway_factory):
+    """A replica is SIGKILLed while requests are in flight on it: nginx
+    retries each one on another replica.  These are POSTs already sent, so
+    only `non_idempotent` in proxy_next_upstream allows the retry; a ttft of
+    30 ms keeps a few requests in flight on every replica at any moment."""
+    sims = [sim_factory("sim-%d" % i, "--ttft-ms", "30", "--tpot-ms", "1",
+                        "--jitter", "0") for i in (1, 2, 3)]
+    gateway = gateway_factory(sims)
+    stop = threading.Event()
+    results, failures = [], []
+
+    def worker(t):
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                r = gateway.post("/infer", {"prompt": "load %d %d" % (t, i),
+                                            "max_tokens": 8})
+                results.append(r.status_code)
+                if r.status_code != 200:
+                    failures.append((r.status_code, r.text[:200]))
+            except requests.RequestException as e:
+                failures.append(("exception", str(e)))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(0.4)
+    sims[0].proc.kill()
+    time.sleep(1.0)
+    stop.set()
+    for t in threads:
+        t.join(15)
+    assert len(results) > 50, "too little traffic to mean anything"
+    assert not failures, failures[:5]
+
+
+def test_sse_stream_passes_through_token_by_token(sim_factory,
+                                                  gateway_factory):
+    """20 tokens at ttft 20 ms and tpot 20 ms take ~420 ms to generate.
+    Unbuffered, the first event reaches the client after ~20 ms and the
+    last after ~420 ms; a buffering proxy would deliver them together.
+    The bound (200 ms apart) is half the generation time, loose enough
+    for a loaded machine and still impossible if nginx buffered.  (ai-sim
+    also sends X-Accel-Buffering: no; test_configs.py checks that the /v1/
+    location turns buffering off for upstreams that don't.)"""
+    slow = [sim_factory("sim-%d" % i, "--ttft-ms", "20", "--tpot-ms", "20",
+                        "--jitter", "0") for i in (1, 2, 3)]
+    g = gateway_factory(slow)
+
+    conn = http.client.HTTPConnection("127.0.0.1", g.port, timeout=10)
+    body = json.dumps({"model": "sim-small", "stream": True, "max_tokens": 20,
+                       "messages": [{"role": "user", "content": "stream"}]})
+    start = time.monotonic()
+    conn.request("POST", "/v1/chat/completions", body,
+                 {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    assert r.status == 200
+    assert r.getheader("Content-Type", "").startswith("text/event-stream")
+    assert r.getheader("X-Server-Id") in ("sim-1", "sim-2", "sim-3")
+
+    events = []
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        if line.startswith(b"data:"):
+            events.append((time.monotonic() - start, line.strip()))
+    conn.close()
+
+    assert events, "no data: events"
+    assert events[-1][1] == b"data: [DONE]", events[-1]
+    tokens = [e for e in events
+              if e[1] != b"data: [DONE]"
+              and json.loads(e[1][5:])["choices"][0]["delta"].get("content")]
+    assert len(tokens) == 20, "expected 20 token events, got %d" % len(tokens)
+    first, last = events[0][0], events[-1][0]
+    assert last - first >= 0.2, \
+        "events arrived together (first %.3fs, last %.3fs): buffered" \
+        % (first, last)
+
+
+def test_routes_are_proxied(gateway):
+    r = gateway.get("/v1/models")
+    assert r.status_code == 200, r.text
+    assert r.headers.get("X-Server-Id") in ("sim-1", "sim-2", "sim-3")
+    assert r.json()["object"] == "list"
+
+    r = gateway.post("/infer", {"prompt": "hello gateway", "max_tokens": 8})
+    assert r.status_code == 200, r.text
+    assert r.json()["server_id"] == r.headers["X-Server-Id"]
+    assert r.headers.get("X-Usage-Total-Tokens")
+
+    t = time.monotonic()
+    r = gateway.get("/slow?x=1")
+    assert r.status_code == 200, r.text
+    assert r.headers.get("X-Server-Id") in ("sim-1", "sim-2", "sim-3")
+    assert time.monotonic() - t >= 0.08, "/slow answered too fast"
+
+    r = gateway.post("/v1/chat/completions",
+                     {"messages": [{"role": "user", "content": "hi"}],
+                      "max_tokens": 4})
+    assert r.status_code == 200, r.text
+    assert r.headers.get("X-Server-Id") in ("sim-1", "sim-2", "sim-3")
+
+    # anything else is nginx's own JSON 404, not forwarded
+    r = gateway.get("/nope")
+    assert r.status_code == 404
+    assert "X-Server-Id" not in r.headers
+
+
+def test_cachez_json_and_prometheus(gateway):
+    r = gateway.get("/cachez")
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("application/json")
+    j = r.json()
+    assert set(j) >= {"hits", "misses", "bypasses", "hit_ratio", "caches",
+                      "limits", "redis", "uptime_s"}, sorted(j)
+    assert isinstance(j["caches"], dict) and isinstance(j["limits"], dict)
+    assert set(j["redis"]) >= {"configured", "connected", "errors",
+                               "timeouts"}, j["redis"]
+    assert isinstance(j["uptime_s"], int) and j["uptime_s"] >= 0
+    assert 0.0 <= j["hit_ratio"] <= 1.0
+
+    # uptime is whole seconds since start: wait for it to tick
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        later = gateway.get("/cachez").json()["uptime_s"]
+        if later > j["uptime_s"]:
+            break
+    assert later > j["uptime_s"], "uptime_s does not grow"
+
+    r = gateway.get("/cachez?format=prometheus")
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("text/plain")
+    assert "# TYPE ai_gateway_uptime_seconds gauge" in r.text, r.text
+    assert re.search(r"^ai_gateway_uptime_seconds \d+$", r.text, re.M), r.text
+    assert re.search(r"^# TYPE ai_gateway_\w+ (counter|gauge)$", r.text, re.M)
+
+
+def test_cachez_denied_to_public_addresses(gateway):
+    """realip.conf trusts X-Forwarded-For from loopback, so a loopback test
+    can present itself as any client; /cachez then sees that address."""
+    assert gateway.get("/cachez").status_code == 200
+    for addr in ("10.1.2.3", "192.168.7.7", "172.20.0.1"):
+        r = gateway.get("/cachez", headers={"X-Forwarded-For": addr})
+        assert r.status_code == 200, "private %s refused" % addr
+    r = gateway.get("/cachez", headers={"X-Forwarded-For": "203.0.113.7"})
+    assert r.status_code == 403, "public client reached /cachez"
+    # the rest of the gateway stays open to everybody
+    r = gateway.get("/healthz", headers={"X-Forwarded-For": "203.0.113.7"})
+    assert r.status_code == 200
+    assert "client: 203.0.113.7" in gateway.log(), \
+        "realip did not rewrite the client address"
+
+
+def test_large_post_goes_through_the_body_temp_file(gateway):
+    """A 200 KiB prompt is larger than client_body_buffer_size (16k), so
+    the worker (www-data/nobody) writes it to client_body_temp under the
+    run directory before proxying it."""
+    prompt = ("lorem ipsum " * 20000)[:200 * 1024]
+    r = gateway.post("/infer", {"prompt": prompt, "max_tokens": 4})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] > 1000
+    assert "buffered to a temporary file" in gateway.log(), \
+        "the body did not go through client_body_temp"
