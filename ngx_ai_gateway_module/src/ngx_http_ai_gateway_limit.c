@@ -1,0 +1,1315 @@
+/*
+ * ngx_http_ai_gateway_limit_module: token-bucket rate limiting (SPEC 3.1).
+ *
+ *     ai_gateway_limit_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m burst=N;
+ *     ai_gateway_limit zone=NAME [cost=N|$var] [dry_run] [charge_hits];
+ *     ai_gateway_limit_status CODE;
+ *     ai_gateway_limit_headers on|off;
+ *
+ * The check is a step of the core module's PRECONTENT handler, after the
+ * cache lookup, so that a cache HIT can be let through uncharged.  Each
+ * request is decided once (the decision is kept in a ctx that also survives
+ * internal redirects, found through a pool cleanup as the realip module
+ * does), and a header filter adds the RateLimit-* fields to whatever
+ * response the request gets.
+ *
+ * Several zones are all-or-nothing: every zone that applies is locked (in
+ * one global order, so two requests can never wait for each other), all
+ * are checked, and tokens are taken from each only if all allow.  Under
+ * those locks no other worker can spend the tokens between the check and
+ * the take, so a rejected request changes no bucket and a passed one never
+ * overdraws.  The locks are held only for tree lookups and arithmetic.
+ */
+
+#include "ngx_http_ai_gateway_limit.h"
+
+
+#define NGX_HTTP_AI_GATEWAY_LIMIT_PASSED            1
+#define NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED          2
+#define NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN  3
+
+
+/* one ai_gateway_limit line */
+typedef struct {
+    ngx_shm_zone_t                     *shm_zone;
+    ngx_http_complex_value_t           *cost_cv;  /* NULL: cost is fixed */
+    ngx_uint_t                          cost;     /* tokens */
+    unsigned                            dry_run:1;
+    unsigned                            charge_hits:1;
+} ngx_http_ai_gateway_limit_t;
+
+
+/* where an ai_gateway_limit line is, checked once all zones are known */
+typedef struct {
+    ngx_shm_zone_t                     *shm_zone;
+    ngx_uint_t                          cost;     /* NGX_CONF_UNSET_UINT
+                                                     if variable */
+    ngx_str_t                           file;
+    ngx_uint_t                          line;
+} ngx_http_ai_gateway_limit_use_t;
+
+
+typedef struct {
+    ngx_array_t                         uses;     /* limit_use_t */
+} ngx_http_ai_gateway_limit_main_conf_t;
+
+
+typedef struct {
+    ngx_array_t                         limits;   /* limit_t */
+    ngx_uint_t                          status;
+    ngx_flag_t                          headers;
+} ngx_http_ai_gateway_limit_loc_conf_t;
+
+
+/* a request's decision, and the figures of its most constrained zone */
+typedef struct {
+    ngx_uint_t                          status;   /* 0: no zone applied */
+    ngx_str_t                           name;
+    uint64_t                            burst;     /* tokens */
+    uint64_t                            remaining; /* tokens */
+    uint64_t                            reset;     /* s */
+    uint64_t                            window;    /* s */
+} ngx_http_ai_gateway_limit_ctx_t;
+
+
+/* per zone of a request, while it is being decided */
+typedef struct {
+    ngx_http_ai_gateway_limit_zone_t   *zone;
+    ngx_http_ai_gateway_limit_node_t   *node;
+    uint64_t                            cost;     /* 0: only read */
+    agw_bucket_result_t                 res;
+    u_char                              key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
+} ngx_http_ai_gateway_limit_state_t;
+
+
+static ngx_int_t ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_t *limit, uint64_t *cost);
+static void ngx_http_ai_gateway_limit_decide(
+    ngx_http_ai_gateway_limit_t *limits, ngx_http_ai_gateway_limit_state_t *st,
+    ngx_uint_t n, ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_int_t *scope);
+static ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_state_t *st);
+static ngx_http_ai_gateway_limit_ctx_t *ngx_http_ai_gateway_limit_get_ctx(
+    ngx_http_request_t *r);
+static void ngx_http_ai_gateway_limit_cleanup(void *data);
+static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
+    char *name, size_t len, u_char *value, size_t value_len);
+static ngx_int_t ngx_http_ai_gateway_limit_header_filter(
+    ngx_http_request_t *r);
+
+static ngx_int_t ngx_http_ai_gateway_limit_status_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ai_gateway_limit_remaining_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+
+static void *ngx_http_ai_gateway_limit_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_ai_gateway_limit_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static char *ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_ai_gateway_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ai_gateway_limit_status_check(ngx_conf_t *cf,
+    void *post, void *data);
+static ngx_int_t ngx_http_ai_gateway_limit_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ai_gateway_limit_init(ngx_conf_t *cf);
+
+
+static ngx_conf_post_t  ngx_http_ai_gateway_limit_status_post = {
+    ngx_http_ai_gateway_limit_status_check
+};
+
+
+static ngx_command_t  ngx_http_ai_gateway_limit_commands[] = {
+
+    { ngx_string("ai_gateway_limit_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ai_gateway_limit_zone,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ai_gateway_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_limit_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_limit_loc_conf_t, status),
+      &ngx_http_ai_gateway_limit_status_post },
+
+    { ngx_string("ai_gateway_limit_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_limit_loc_conf_t, headers),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_ai_gateway_limit_module_ctx = {
+    ngx_http_ai_gateway_limit_add_variables,  /* preconfiguration */
+    ngx_http_ai_gateway_limit_init,           /* postconfiguration */
+
+    ngx_http_ai_gateway_limit_create_main_conf, /* create main conf */
+    NULL,                                     /* init main configuration */
+
+    NULL,                                     /* create server configuration */
+    NULL,                                     /* merge server configuration */
+
+    ngx_http_ai_gateway_limit_create_loc_conf, /* create location conf */
+    ngx_http_ai_gateway_limit_merge_loc_conf  /* merge location conf */
+};
+
+
+ngx_module_t  ngx_http_ai_gateway_limit_module = {
+    NGX_MODULE_V1,
+    &ngx_http_ai_gateway_limit_module_ctx,    /* module context */
+    ngx_http_ai_gateway_limit_commands,       /* module directives */
+    NGX_HTTP_MODULE,                          /* module type */
+    NULL,                                     /* init master */
+    NULL,                                     /* init module */
+    NULL,                                     /* init process */
+    NULL,                                     /* init thread */
+    NULL,                                     /* exit thread */
+    NULL,                                     /* exit process */
+    NULL,                                     /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_ai_gateway_limit_vars[] = {
+
+    { ngx_string("ai_gateway_limit_status"), NULL,
+      ngx_http_ai_gateway_limit_status_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_gateway_limit_remaining"), NULL,
+      ngx_http_ai_gateway_limit_remaining_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_str_t  ngx_http_ai_gateway_limit_status_names[] = {
+    ngx_null_string,
+    ngx_string("PASSED"),
+    ngx_string("REJECTED"),
+    ngx_string("REJECTED_DRY_RUN")
+};
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+
+ngx_int_t
+ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
+{
+    uint64_t                               now;
+    ngx_int_t                              scope;
+    ngx_str_t                              key;
+    ngx_uint_t                             i, j, k, n, hit;
+    ngx_time_t                            *tp;
+    ngx_pool_cleanup_t                    *cln;
+    ngx_http_ai_gateway_limit_t           *limits;
+    ngx_http_ai_gateway_limit_ctx_t       *ctx;
+    ngx_http_ai_gateway_limit_state_t     *st, **order, *tmp;
+    ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
+
+    if (lcf->limits.nelts == 0) {
+        return NGX_DECLINED;
+    }
+
+    /* decided already: the phases ran again, or an internal redirect */
+
+    if (ngx_http_ai_gateway_limit_get_ctx(r)) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_limit_ctx_t));
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_ai_gateway_limit_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_limit_module);
+
+    limits = lcf->limits.elts;
+    n = lcf->limits.nelts;
+
+    st = ngx_pcalloc(r->pool, n * sizeof(ngx_http_ai_gateway_limit_state_t));
+    order = ngx_palloc(r->pool,
+                       n * sizeof(ngx_http_ai_gateway_limit_state_t *));
+    if (st == NULL || order == NULL) {
+        return NGX_ERROR;
+    }
+
+    hit = ngx_http_ai_gateway_cache_is_hit(r);
+
+    /* keys and costs first, outside of any lock */
+
+    for (i = 0, j = 0; i < n; i++) {
+
+        if (ngx_http_complex_value(r, &((ngx_http_ai_gateway_limit_zone_t *)
+                                        limits[i].shm_zone->data)->key,
+                                   &key)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (key.len == 0) {
+            /* an empty key: this zone does not apply */
+            continue;
+        }
+
+        st[i].zone = limits[i].shm_zone->data;
+
+        agw_sha256(key.data, key.len, st[i].key);
+
+        if (hit && !limits[i].charge_hits) {
+            st[i].cost = 0;
+
+        } else if (ngx_http_ai_gateway_limit_cost(r, &limits[i], &st[i].cost)
+                   != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        order[j++] = &st[i];
+    }
+
+    if (j == 0) {
+        return NGX_DECLINED;
+    }
+
+    /*
+     * lock in the order of the zones' addresses in shared memory: the same
+     * in every worker, including the old cycle's workers during a reload
+     * (a zone kept across a reload keeps its mapping), so two requests can
+     * never each hold a lock the other waits for
+     */
+
+    for (i = 1; i < j; i++) {
+        tmp = order[i];
+
+        for (k = i;
+             k > 0 && order[k - 1]->zone->shpool > tmp->zone->shpool;
+             k--)
+        {
+            order[k] = order[k - 1];
+        }
+
+        order[k] = tmp;
+    }
+
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    for (i = 0; i < j; i++) {
+        ngx_http_ai_gateway_limit_zone_lock(order[i]->zone);
+    }
+
+    for (i = 0; i < n; i++) {
+        if (st[i].zone == NULL) {
+            continue;
+        }
+
+        st[i].node = ngx_http_ai_gateway_limit_zone_lookup(st[i].zone,
+                                                           st[i].key);
+
+        ngx_http_ai_gateway_limit_zone_check(st[i].zone, st[i].node,
+                                             st[i].cost, now, &st[i].res);
+    }
+
+    ngx_http_ai_gateway_limit_decide(limits, st, n, ctx, &scope);
+
+    if (ctx->status == NGX_HTTP_AI_GATEWAY_LIMIT_PASSED) {
+
+        for (i = 0; i < n; i++) {
+            if (st[i].zone == NULL || st[i].cost == 0) {
+                continue;
+            }
+
+            (void) ngx_http_ai_gateway_limit_zone_take(st[i].zone, st[i].node,
+                                                       st[i].key, st[i].cost,
+                                                       now,
+                                                       r->connection->log);
+        }
+
+    } else {
+
+        /*
+         * nothing is taken: report what the zones that would have allowed
+         * hold now, not what they would have held after this request
+         */
+
+        for (i = 0; i < n; i++) {
+            if (st[i].zone && st[i].res.allowed && st[i].cost) {
+                ngx_http_ai_gateway_limit_zone_check(st[i].zone, st[i].node,
+                                                     0, now, &st[i].res);
+            }
+        }
+    }
+
+    for (i = j; i > 0; i--) {
+        ngx_http_ai_gateway_limit_zone_unlock(order[i - 1]->zone);
+    }
+
+    /* the figures of the most constrained zone, the first on a tie */
+
+    for (i = 0, j = n; i < n; i++) {
+        if (st[i].zone
+            && (j == n || st[i].res.remaining < st[j].res.remaining))
+        {
+            j = i;
+        }
+    }
+
+    ctx->name = st[j].zone->name;
+    ctx->burst = st[j].zone->bucket.burst;
+    ctx->remaining = st[j].res.remaining;
+    ctx->reset = agw_ms_to_s_ceil(st[j].res.reset_ms);
+    ctx->window = agw_bucket_window_s(&st[j].zone->bucket);
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway limit: %V, \"%V\" remaining:%uL reset:%uL",
+                   &ngx_http_ai_gateway_limit_status_names[ctx->status],
+                   &ctx->name, ctx->remaining, ctx->reset);
+
+    if (ctx->status != NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_ai_gateway_limit_reject(r, lcf, &st[scope]);
+}
+
+
+/*
+ * The request's status from the zones' answers, and the counters.  A zone
+ * counts "passed" when it charges the request and "rejected" when it
+ * refuses it, dry_run or not (a dry run is meant to show how much would be
+ * rejected); a zone that allowed a request another zone rejected, or that
+ * only read its bucket for a cache HIT, counts neither.  In a dry run a
+ * would-be rejection takes nothing from any zone, as a real one would not.
+ */
+
+static void
+ngx_http_ai_gateway_limit_decide(ngx_http_ai_gateway_limit_t *limits,
+    ngx_http_ai_gateway_limit_state_t *st,
+    ngx_uint_t n, ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_int_t *scope)
+{
+    ngx_uint_t                          i, rejected, dry;
+    ngx_http_ai_gateway_limit_stats_t  *stats;
+
+    rejected = 0;
+    dry = 0;
+    *scope = -1;
+
+    for (i = 0; i < n; i++) {
+        if (st[i].zone == NULL || st[i].res.allowed) {
+            continue;
+        }
+
+        if (limits[i].dry_run) {
+            dry = 1;
+
+        } else if (!rejected) {
+            rejected = 1;
+            *scope = i;
+        }
+    }
+
+    if (rejected) {
+        ctx->status = NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED;
+
+    } else if (dry) {
+        ctx->status = NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN;
+
+    } else {
+        ctx->status = NGX_HTTP_AI_GATEWAY_LIMIT_PASSED;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (st[i].zone == NULL) {
+            continue;
+        }
+
+        stats = &st[i].zone->sh->stats;
+
+        if (!st[i].res.allowed) {
+            ngx_http_ai_gateway_count(stats->rejected, 1);
+
+        } else if (st[i].cost
+                   && ctx->status == NGX_HTTP_AI_GATEWAY_LIMIT_PASSED)
+        {
+            ngx_http_ai_gateway_count(stats->passed, 1);
+        }
+    }
+}
+
+
+/*
+ * cost=N, or cost=$var evaluated per request: an empty value is the default
+ * cost 1, a value that is not a number is logged and counts as 1 too (a
+ * client must not be able to escape the limit by sending garbage)
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_t *limit, uint64_t *cost)
+{
+    ngx_int_t  n;
+    ngx_str_t  value;
+
+    if (limit->cost_cv == NULL) {
+        *cost = limit->cost;
+        return NGX_OK;
+    }
+
+    if (ngx_http_complex_value(r, limit->cost_cv, &value) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    *cost = 1;
+
+    if (value.len == 0) {
+        return NGX_OK;
+    }
+
+    n = ngx_atoi(value.data, value.len);
+
+    if (n == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "ai_gateway_limit cost \"%V\" is not a number, "
+                      "using 1", &value);
+        return NGX_OK;
+    }
+
+    *cost = n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Answer the request here: it must never reach the upstream, and the body
+ * is ours, not an error page.  The header filter adds the RateLimit-*
+ * fields, as it does to every response.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_state_t *st)
+{
+    u_char       *p, *last;
+    uint64_t      retry;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+    u_char        num[NGX_INT64_LEN];
+
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    retry = agw_retry_after_s(st->res.retry_after_ms);
+
+    last = ngx_sprintf(num, "%uL", retry);
+
+    if (ngx_http_ai_gateway_limit_header(r, "Retry-After", 11, num,
+                                         last - num)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    last = ngx_sprintf(num, "%uL", st->res.retry_after_ms);
+
+    if (ngx_http_ai_gateway_limit_header(r, "retry-after-ms", 14, num,
+                                         last - num)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Scope", 15,
+                                         st->zone->name.data,
+                                         st->zone->name.len)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    b = ngx_create_temp_buf(r->pool,
+                            sizeof("{\"error\":\"rate_limited\",\"scope\":\"")
+                            - 1
+                            + ngx_escape_json(NULL, st->zone->name.data,
+                                              st->zone->name.len)
+                            + st->zone->name.len
+                            + sizeof("\",\"retry_after\":}\n") - 1
+                            + NGX_INT64_LEN);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(b->last, "{\"error\":\"rate_limited\",\"scope\":\"",
+                   sizeof("{\"error\":\"rate_limited\",\"scope\":\"") - 1);
+    p = (u_char *) ngx_escape_json(p, st->zone->name.data,
+                                   st->zone->name.len);
+    b->last = ngx_sprintf(p, "\",\"retry_after\":%uL}\n", retry);
+
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = lcf->status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = sizeof("application/json") - 1;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    ngx_http_finalize_request(r, ngx_http_output_filter(r, &out));
+
+    return NGX_DONE;
+}
+
+
+static ngx_http_ai_gateway_limit_ctx_t *
+ngx_http_ai_gateway_limit_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_ai_gateway_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_limit_module);
+
+    /*
+     * an internal redirect (error_page, try_files...) clears module ctxs,
+     * but the request must not be charged twice, nor lose its headers
+     */
+
+    if (ctx == NULL && (r->internal || r->filter_finalize)) {
+        for (cln = r->pool->cleanup; cln; cln = cln->next) {
+            if (cln->handler == ngx_http_ai_gateway_limit_cleanup) {
+                ctx = cln->data;
+                ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_limit_module);
+                break;
+            }
+        }
+    }
+
+    return ctx;
+}
+
+
+static void
+ngx_http_ai_gateway_limit_cleanup(void *data)
+{
+    /* nothing to free: the handler only marks where the ctx is */
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, char *name,
+    size_t len, u_char *value, size_t value_len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->value.data = ngx_pnalloc(r->pool, value_len);
+    if (h->value.data == NULL) {
+        h->hash = 0;
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(h->value.data, value, value_len);
+    h->value.len = value_len;
+
+    h->hash = 1;
+    h->key.len = len;
+    h->key.data = (u_char *) name;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
+{
+    u_char                                *buf, *last;
+    ngx_http_ai_gateway_limit_ctx_t       *ctx;
+    ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
+
+    if (ctx == NULL || ctx->status == 0) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
+
+    if (!lcf->headers) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    buf = ngx_pnalloc(r->pool, sizeof("\"\";q=;w=") - 1 + ctx->name.len
+                               + 2 * NGX_INT64_LEN);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    last = ngx_sprintf(buf, "%uL", ctx->burst);
+    if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Limit", 15, buf,
+                                         last - buf)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    last = ngx_sprintf(buf, "%uL", ctx->remaining);
+    if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Remaining", 19, buf,
+                                         last - buf)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    last = ngx_sprintf(buf, "%uL", ctx->reset);
+    if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Reset", 15, buf,
+                                         last - buf)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /*
+     * the structured fields quote the zone name; names are checked at
+     * configuration time to hold no quote or backslash
+     */
+
+    last = ngx_sprintf(buf, "\"%V\";q=%uL;w=%uL",
+                       &ctx->name, ctx->burst, ctx->window);
+    if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Policy", 16, buf,
+                                         last - buf)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    last = ngx_sprintf(buf, "\"%V\";r=%uL;t=%uL",
+                       &ctx->name, ctx->remaining, ctx->reset);
+    if (ngx_http_ai_gateway_limit_header(r, "RateLimit", 9, buf, last - buf)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ai_gateway_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->status == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = ngx_http_ai_gateway_limit_status_names[ctx->status].len;
+    v->data = ngx_http_ai_gateway_limit_status_names[ctx->status].data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_remaining_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                           *p;
+    ngx_http_ai_gateway_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->status == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%uL", ctx->remaining) - p;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_ai_gateway_limit_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
+
+    lmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_limit_main_conf_t));
+    if (lmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&lmcf->uses, cf->pool, 4,
+                       sizeof(ngx_http_ai_gateway_limit_use_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return lmcf;
+}
+
+
+static void *
+ngx_http_ai_gateway_limit_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ai_gateway_limit_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_limit_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->limits.elts = NULL;
+     */
+
+    conf->status = NGX_CONF_UNSET_UINT;
+    conf->headers = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_ai_gateway_limit_loc_conf_t *prev = parent;
+    ngx_http_ai_gateway_limit_loc_conf_t *conf = child;
+
+    /* as limit_req: a level with its own lines inherits none */
+
+    if (conf->limits.elts == NULL) {
+        conf->limits = prev->limits;
+    }
+
+    ngx_conf_merge_uint_value(conf->status, prev->status,
+                              NGX_HTTP_TOO_MANY_REQUESTS);
+
+    ngx_conf_merge_value(conf->headers, prev->headers, 1);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    u_char                             *p;
+    size_t                              len;
+    ssize_t                             size;
+    ngx_int_t                           rate, burst;
+    ngx_str_t                          *value, name, s;
+    ngx_uint_t                          i, period;
+    ngx_shm_zone_t                     *shm_zone;
+    ngx_http_ai_gateway_limit_ref_t    *ref, **refp;
+    ngx_http_ai_gateway_limit_zone_t   *zone;
+    ngx_http_ai_gateway_main_conf_t    *amcf;
+    ngx_http_compile_complex_value_t    ccv;
+
+    value = cf->args->elts;
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_limit_zone_t));
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = &zone->key;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    size = 0;
+    rate = 0;
+    burst = 0;
+    period = 0;
+    name.len = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+
+            name.data = value[i].data + 5;
+
+            p = (u_char *) ngx_strchr(name.data, ':');
+
+            if (p == NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone size \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            name.len = p - name.data;
+
+            /* the name is quoted in RateLimit-Policy and RateLimit */
+
+            if (name.len == 0
+                || ngx_strlchr(name.data, p, '"')
+                || ngx_strlchr(name.data, p, '\\'))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone name \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            s.data = p + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            size = ngx_parse_size(&s);
+
+            if (size == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone size \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (size < (ssize_t) (8 * ngx_pagesize)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "zone \"%V\" is too small", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+
+            len = value[i].len;
+            p = value[i].data + len - 3;
+
+            if (len > 8 && ngx_strncmp(p, "r/s", 3) == 0) {
+                period = 1000;
+
+            } else if (len > 8 && ngx_strncmp(p, "r/m", 3) == 0) {
+                period = 60000;
+
+            } else {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid rate \"%V\", "
+                                   "it must be \"Nr/s\" or \"Nr/m\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rate = ngx_atoi(value[i].data + 5, len - 8);
+
+            if (rate == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid rate \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (rate < 1) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "rate must be at least 1 in \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+
+            burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
+
+            if (burst == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid burst \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (burst < 1) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "burst must be at least 1 in \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        /* the "redis" flag (buckets in Redis) arrives with the Redis store */
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"zone\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (period == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"rate\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (burst == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"burst\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    zone->name = name;
+    zone->backend = NGX_HTTP_AI_GATEWAY_LIMIT_SHM;
+    zone->bucket.rate = rate;
+    zone->bucket.period_ms = period;
+    zone->bucket.burst = burst;
+
+    if (!agw_bucket_conf_valid(&zone->bucket)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rate or burst of zone \"%V\" is too large",
+                           &name);
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                     &ngx_http_ai_gateway_limit_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    ref = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_limit_ref_t));
+    if (ref == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ref->name = name;
+    ngx_str_set(&ref->backend, "shm");
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ai_gateway_module);
+
+    refp = ngx_array_push(&amcf->limits);
+    if (refp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *refp = ref;
+
+    zone->ref = ref;
+    zone->shm_zone = shm_zone;
+
+    shm_zone->init = ngx_http_ai_gateway_limit_zone_init;
+    shm_zone->data = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ai_gateway_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf = conf;
+
+    ngx_int_t                               cost;
+    ngx_str_t                              *value, s;
+    ngx_uint_t                              i;
+    ngx_http_ai_gateway_limit_t            *limit, *limits;
+    ngx_http_ai_gateway_limit_use_t        *use;
+    ngx_http_compile_complex_value_t        ccv;
+    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
+
+    value = cf->args->elts;
+
+    if (lcf->limits.elts == NULL) {
+        if (ngx_array_init(&lcf->limits, cf->pool, 2,
+                           sizeof(ngx_http_ai_gateway_limit_t))
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    limit = ngx_array_push(&lcf->limits);
+    if (limit == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(limit, sizeof(ngx_http_ai_gateway_limit_t));
+    limit->cost = 1;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+
+            s.len = value[i].len - 5;
+            s.data = value[i].data + 5;
+
+            if (s.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            /* the zone may be declared further down: size 0 finds or adds */
+
+            limit->shm_zone = ngx_shared_memory_add(cf, &s, 0,
+                                             &ngx_http_ai_gateway_limit_module);
+            if (limit->shm_zone == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "cost=", 5) == 0) {
+
+            s.len = value[i].len - 5;
+            s.data = value[i].data + 5;
+
+            if (ngx_http_script_variables_count(&s)) {
+                limit->cost_cv = ngx_palloc(cf->pool,
+                                        sizeof(ngx_http_complex_value_t));
+                if (limit->cost_cv == NULL) {
+                    return NGX_CONF_ERROR;
+                }
+
+                ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+                ccv.cf = cf;
+                ccv.value = &s;
+                ccv.complex_value = limit->cost_cv;
+
+                if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+                    return NGX_CONF_ERROR;
+                }
+
+                continue;
+            }
+
+            cost = ngx_atoi(s.data, s.len);
+
+            if (cost == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid cost \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            limit->cost = cost;
+
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "dry_run") == 0) {
+            limit->dry_run = 1;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "charge_hits") == 0) {
+            limit->charge_hits = 1;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (limit->shm_zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"zone\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    limits = lcf->limits.elts;
+
+    for (i = 0; i < lcf->limits.nelts - 1; i++) {
+        if (limits[i].shm_zone == limit->shm_zone) {
+            return "is duplicate";
+        }
+    }
+
+    /* the zone and the cost are checked once the whole http{} is read */
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf,
+                                            ngx_http_ai_gateway_limit_module);
+
+    use = ngx_array_push(&lmcf->uses);
+    if (use == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    use->shm_zone = limit->shm_zone;
+    use->cost = limit->cost_cv ? NGX_CONF_UNSET_UINT : limit->cost;
+    use->file = cf->conf_file->file.name;
+    use->line = cf->conf_file->line;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * not ngx_conf_check_num_bounds(): its message does not name the
+ * directive, while a string returned here is logged after its name
+ */
+
+static char *
+ngx_http_ai_gateway_limit_status_check(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_uint_t  *np = data;
+
+    if (*np < 400 || *np > 599) {
+        return "must be between 400 and 599";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_ai_gateway_limit_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
+{
+    ngx_uint_t                              i;
+    ngx_http_ai_gateway_limit_use_t        *use;
+    ngx_http_ai_gateway_limit_zone_t       *zone;
+    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf,
+                                            ngx_http_ai_gateway_limit_module);
+
+    use = lmcf->uses.elts;
+
+    for (i = 0; i < lmcf->uses.nelts; i++) {
+        zone = use[i].shm_zone->data;
+
+        if (zone == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "unknown ai_gateway_limit_zone \"%V\" in %V:%ui",
+                          &use[i].shm_zone->shm.name, &use[i].file,
+                          use[i].line);
+            return NGX_ERROR;
+        }
+
+        /* agw_bucket rejects such a request forever: refuse it now */
+
+        if (use[i].cost != NGX_CONF_UNSET_UINT
+            && use[i].cost > zone->bucket.burst)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "cost %ui exceeds burst %uL of zone \"%V\" "
+                          "in %V:%ui", use[i].cost, zone->bucket.burst,
+                          &zone->name, &use[i].file, use[i].line);
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_ai_gateway_limit_header_filter;
+
+    return NGX_OK;
+}

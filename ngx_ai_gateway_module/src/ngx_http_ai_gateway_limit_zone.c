@@ -1,0 +1,355 @@
+/*
+ * The buckets of an ai_gateway_limit_zone in shared memory: a red-black
+ * tree keyed by the digest of the key value, and an LRU queue threaded
+ * through the same nodes, as ngx_http_limit_req_module keeps them.
+ *
+ * Every function but init_zone runs with the zone's slab mutex held (the
+ * caller takes it with ngx_http_ai_gateway_limit_zone_lock(), so that a
+ * request limited by several zones can check all of them and take from all
+ * of them under the same locks).
+ *
+ * When the slab allocator has no room for a new bucket, the least recently
+ * used ones are freed until it has; since all nodes have the same size, the
+ * first one freed is enough.  Buckets that have refilled to full are freed
+ * on the way as well: a full bucket is exactly what a missing key means, so
+ * forgetting it changes no answer and keeps the "keys" gauge meaningful.
+ */
+
+#include "ngx_http_ai_gateway_limit.h"
+
+
+/* LRU tail buckets freed on each allocation if they have refilled */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_EXPIRE  2
+
+
+static void ngx_http_ai_gateway_limit_rbtree_insert_value(
+    ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *sentinel);
+static ngx_uint_t ngx_http_ai_gateway_limit_zone_expire(
+    ngx_http_ai_gateway_limit_zone_t *zone, ngx_uint_t n, uint64_t now);
+
+
+/*
+ * nginx's ngx_cycle.c hands a zone to the new cycle only when its name, tag
+ * and size are unchanged, so a reload that resizes a zone starts it empty
+ * (data is NULL then).  "nginx -t" runs this too, so it only sets up memory.
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_ai_gateway_limit_zone_t  *ozone = data;
+
+    size_t                             len;
+    ngx_http_ai_gateway_limit_zone_t  *zone;
+
+    zone = shm_zone->data;
+
+    if (ozone) {
+        if (zone->key.value.len != ozone->key.value.len
+            || ngx_strncmp(zone->key.value.data, ozone->key.value.data,
+                           zone->key.value.len)
+               != 0)
+        {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "ai_gateway_limit_zone \"%V\" uses the \"%V\" key "
+                          "while previously it used the \"%V\" key",
+                          &shm_zone->shm.name, &zone->key.value,
+                          &ozone->key.value);
+            return NGX_ERROR;
+        }
+
+        if (ozone->sh->version != NGX_HTTP_AI_GATEWAY_LIMIT_VERSION) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "ai_gateway_limit_zone \"%V\" holds buckets of "
+                          "version %ui, this module uses version %ui",
+                          &shm_zone->shm.name, ozone->sh->version,
+                          (ngx_uint_t) NGX_HTTP_AI_GATEWAY_LIMIT_VERSION);
+            return NGX_ERROR;
+        }
+
+        /* reload: adopt the buckets and counters of the previous cycle */
+
+        zone->sh = ozone->sh;
+        zone->shpool = ozone->shpool;
+        zone->ref->stats = &zone->sh->stats;
+
+        return NGX_OK;
+    }
+
+    zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        zone->sh = zone->shpool->data;
+        zone->ref->stats = &zone->sh->stats;
+
+        return NGX_OK;
+    }
+
+    zone->sh = ngx_slab_calloc(zone->shpool,
+                               sizeof(ngx_http_ai_gateway_limit_shctx_t));
+    if (zone->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->shpool->data = zone->sh;
+
+    zone->sh->version = NGX_HTTP_AI_GATEWAY_LIMIT_VERSION;
+
+    ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
+                    ngx_http_ai_gateway_limit_rbtree_insert_value);
+
+    ngx_queue_init(&zone->sh->queue);
+
+    zone->ref->stats = &zone->sh->stats;
+
+    len = sizeof(" in ai_gateway_limit_zone \"\"") + shm_zone->shm.name.len;
+
+    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
+    if (zone->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(zone->shpool->log_ctx, " in ai_gateway_limit_zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    /* a full zone is normal: the LRU bucket is evicted, nothing is logged */
+    zone->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_ai_gateway_limit_zone_lock(ngx_http_ai_gateway_limit_zone_t *zone)
+{
+    ngx_shmtx_lock(&zone->shpool->mutex);
+}
+
+
+void
+ngx_http_ai_gateway_limit_zone_unlock(ngx_http_ai_gateway_limit_zone_t *zone)
+{
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+static ngx_rbtree_key_t
+ngx_http_ai_gateway_limit_hash(u_char *key)
+{
+    ngx_rbtree_key_t  hash;
+
+    /* the digest is uniform, its first bytes make a good tree key */
+    ngx_memcpy(&hash, key, sizeof(ngx_rbtree_key_t));
+
+    return hash;
+}
+
+
+ngx_http_ai_gateway_limit_node_t *
+ngx_http_ai_gateway_limit_zone_lookup(ngx_http_ai_gateway_limit_zone_t *zone,
+    u_char *key)
+{
+    ngx_int_t                          rc;
+    ngx_rbtree_key_t                   hash;
+    ngx_rbtree_node_t                 *node, *sentinel;
+    ngx_http_ai_gateway_limit_node_t  *ln;
+
+    hash = ngx_http_ai_gateway_limit_hash(key);
+
+    node = zone->sh->rbtree.root;
+    sentinel = zone->sh->rbtree.sentinel;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        /* hash == node->key */
+
+        ln = (ngx_http_ai_gateway_limit_node_t *) &node->color;
+
+        rc = ngx_memcmp(key, ln->key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+
+        if (rc == 0) {
+            ngx_queue_remove(&ln->queue);
+            ngx_queue_insert_head(&zone->sh->queue, &ln->queue);
+
+            return ln;
+        }
+
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+void
+ngx_http_ai_gateway_limit_zone_check(ngx_http_ai_gateway_limit_zone_t *zone,
+    ngx_http_ai_gateway_limit_node_t *node, uint64_t cost, uint64_t now,
+    agw_bucket_result_t *res)
+{
+    agw_bucket_t  fresh;
+
+    if (node == NULL) {
+        /* a key never seen (or forgotten when full) has a full bucket */
+        agw_bucket_init(&fresh, &zone->bucket, now);
+        agw_bucket_check(&fresh, &zone->bucket, cost, now, res);
+        return;
+    }
+
+    agw_bucket_check(&node->bucket, &zone->bucket, cost, now, res);
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_limit_zone_take(ngx_http_ai_gateway_limit_zone_t *zone,
+    ngx_http_ai_gateway_limit_node_t *node, u_char *key, uint64_t cost,
+    uint64_t now, ngx_log_t *log)
+{
+    size_t              size;
+    ngx_rbtree_node_t  *rn;
+
+    if (node) {
+        agw_bucket_take(&node->bucket, &zone->bucket, cost, now);
+        return NGX_OK;
+    }
+
+    (void) ngx_http_ai_gateway_limit_zone_expire(zone,
+                                       NGX_HTTP_AI_GATEWAY_LIMIT_EXPIRE, now);
+
+    size = offsetof(ngx_rbtree_node_t, color)
+           + sizeof(ngx_http_ai_gateway_limit_node_t);
+
+    rn = ngx_slab_alloc_locked(zone->shpool, size);
+
+    while (rn == NULL) {
+
+        /* the zone is full: forget the least recently used bucket */
+
+        if (ngx_http_ai_gateway_limit_zone_expire(zone, 0, now) == 0) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "ai_gateway_limit_zone \"%V\" has no room for "
+                          "a bucket, request not charged", &zone->name);
+            return NGX_DECLINED;
+        }
+
+        rn = ngx_slab_alloc_locked(zone->shpool, size);
+    }
+
+    node = (ngx_http_ai_gateway_limit_node_t *) &rn->color;
+
+    rn->key = ngx_http_ai_gateway_limit_hash(key);
+    ngx_memcpy(node->key, key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+
+    agw_bucket_init(&node->bucket, &zone->bucket, now);
+    agw_bucket_take(&node->bucket, &zone->bucket, cost, now);
+
+    ngx_rbtree_insert(&zone->sh->rbtree, rn);
+    ngx_queue_insert_head(&zone->sh->queue, &node->queue);
+
+    ngx_http_ai_gateway_count(zone->sh->stats.keys, 1);
+
+    return NGX_OK;
+}
+
+
+/*
+ * n == 0: free the least recently used bucket, whatever its level, and
+ * return 1 (0 if there is none).  n > 0: free up to n buckets from the LRU
+ * tail as long as they have refilled to full; return how many were freed.
+ */
+
+static ngx_uint_t
+ngx_http_ai_gateway_limit_zone_expire(ngx_http_ai_gateway_limit_zone_t *zone,
+    ngx_uint_t n, uint64_t now)
+{
+    ngx_uint_t                         freed;
+    ngx_queue_t                       *q;
+    ngx_rbtree_node_t                 *rn;
+    ngx_http_ai_gateway_limit_node_t  *node;
+
+    freed = 0;
+
+    while (!ngx_queue_empty(&zone->sh->queue)) {
+
+        q = ngx_queue_last(&zone->sh->queue);
+        node = ngx_queue_data(q, ngx_http_ai_gateway_limit_node_t, queue);
+
+        if (n
+            && agw_bucket_level(&node->bucket, &zone->bucket, now)
+               < zone->bucket.burst * zone->bucket.period_ms)
+        {
+            break;
+        }
+
+        ngx_queue_remove(q);
+
+        rn = (ngx_rbtree_node_t *)
+                 ((u_char *) node - offsetof(ngx_rbtree_node_t, color));
+
+        ngx_rbtree_delete(&zone->sh->rbtree, rn);
+        ngx_slab_free_locked(zone->shpool, rn);
+
+        ngx_http_ai_gateway_count(zone->sh->stats.keys, -1);
+
+        freed++;
+
+        if (n == 0 || freed == n) {
+            break;
+        }
+    }
+
+    return freed;
+}
+
+
+static void
+ngx_http_ai_gateway_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t                 **p;
+    ngx_http_ai_gateway_limit_node_t   *ln, *lnt;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+
+            p = &temp->right;
+
+        } else { /* node->key == temp->key */
+
+            ln = (ngx_http_ai_gateway_limit_node_t *) &node->color;
+            lnt = (ngx_http_ai_gateway_limit_node_t *) &temp->color;
+
+            p = (ngx_memcmp(ln->key, lnt->key,
+                            NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN)
+                 < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
