@@ -18,7 +18,6 @@ typedef struct {
 } ngx_http_ai_gateway_field_t;
 
 
-static ngx_int_t ngx_http_ai_gateway_cachez_handler(ngx_http_request_t *r);
 static size_t ngx_http_ai_gateway_cachez_size(
     ngx_http_ai_gateway_main_conf_t *amcf);
 static u_char *ngx_http_ai_gateway_cachez_json(u_char *p,
@@ -80,7 +79,7 @@ ngx_http_ai_gateway_cachez(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ai_gateway_cachez_handler(ngx_http_request_t *r)
 {
     size_t                            size;

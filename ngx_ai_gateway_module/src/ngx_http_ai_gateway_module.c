@@ -114,7 +114,19 @@ ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
 {
-    ngx_int_t  rc;
+    ngx_int_t                  rc;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    /*
+     * /cachez is never cached or limited, even where ai_gateway_cache or
+     * ai_gateway_limit is inherited from the server or http level: reading
+     * the figures must not change them
+     */
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->handler == ngx_http_ai_gateway_cachez_handler) {
+        return NGX_DECLINED;
+    }
 
     rc = ngx_http_ai_gateway_cache_lookup(r);
     if (rc != NGX_DECLINED) {

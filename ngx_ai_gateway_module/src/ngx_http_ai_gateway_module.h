@@ -56,6 +56,7 @@ ngx_http_ai_gateway_shared_stats_t *ngx_http_ai_gateway_shared_stats(
     ngx_http_ai_gateway_main_conf_t *amcf);
 char *ngx_http_ai_gateway_cachez(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+ngx_int_t ngx_http_ai_gateway_cachez_handler(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_MODULE_H_INCLUDED_ */

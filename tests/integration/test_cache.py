@@ -530,3 +530,26 @@ def test_config_errors_name_the_directive(nginx_factory):
         assert rc != 0, block
         assert message in out, (block, out)
         assert re.search(r"nginx\.conf:\d+", out), out
+
+
+def test_cachez_is_never_cached_or_limited(nginx_factory, sim):
+    # cache and limit inherited from the server level must not touch /cachez
+    n = nginx_factory("""
+        ai_gateway_cache_zone zone=main:1m;
+        ai_gateway_limit_zone global zone=all:1m rate=1r/m burst=1;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            ai_gateway_cache main;
+            ai_gateway_limit zone=all;
+            location = /cachez { ai_gateway_cachez; }
+        }
+    """)
+    first = requests.get(n.url + "/cachez")
+    for _ in range(5):
+        r = requests.get(n.url + "/cachez")
+        assert r.status_code == 200, r.text
+        assert "X-Cache" not in r.headers and "RateLimit-Limit" not in r.headers
+    z = r.json()
+    assert z["caches"]["main"]["misses"] == 0 and z["hits"] == 0
+    assert z["limits"]["all"]["passed"] == 0
+    assert first.json()["limits"] == z["limits"]
