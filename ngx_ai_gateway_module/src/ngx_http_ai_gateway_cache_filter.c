@@ -337,7 +337,16 @@ ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             break;
         }
 
-        if (cl->buf->last_buf) {
+        /*
+         * Store before the last bytes go out: once a client has read
+         * Content-Length bytes it may ask again at once, while the upstream
+         * module only sends the closing empty buffer after that.
+         */
+        if (cl->buf->last_buf
+            || (r->headers_out.content_length_n >= 0 && ctx->body
+                && ctx->body->last - ctx->body->pos
+                   == r->headers_out.content_length_n))
+        {
             ctx->capture = 0;
             ngx_http_ai_gateway_cache_save(r, ctx);
             break;

@@ -89,13 +89,25 @@ class Gateway:
                 bad.append("%s:\n%s" % (path, f.read()))
         return bad
 
-    def get(self, path, **kw):
+    def spread(self, kw):
+        """Each request from its own client address (realip trusts
+        X-Forwarded-For from loopback), as load scripts spread virtual
+        users, so the per-client limit of the stack stays out of the way
+        of tests about the upstream path."""
         kw.setdefault("timeout", 10)
-        return requests.get(self.url + path, **kw)
+        headers = kw["headers"] = dict(kw.get("headers") or {})
+        if "X-Forwarded-For" not in headers:
+            self.clients = getattr(self, "clients", 0) + 1
+            headers["X-Forwarded-For"] = "10.%d.%d.%d" % (
+                self.clients >> 16 & 255, self.clients >> 8 & 255,
+                self.clients & 255)
+        return kw
+
+    def get(self, path, **kw):
+        return requests.get(self.url + path, **self.spread(kw))
 
     def post(self, path, body, **kw):
-        kw.setdefault("timeout", 10)
-        return requests.post(self.url + path, json=body, **kw)
+        return requests.post(self.url + path, json=body, **self.spread(kw))
 
 
 @pytest.fixture
@@ -188,8 +200,8 @@ def test_upstream_keepalive_reuses_connections(gateway, sims):
     n = 60
     with requests.Session() as client:
         for _ in range(n):
-            r = client.get(gateway.url + "/v1/models", headers=NO_CACHE,
-                           timeout=10)
+            r = client.get(gateway.url + "/v1/models",
+                           **gateway.spread({"headers": NO_CACHE}))
             assert r.status_code == 200, r.text
     used = upstream_client_ports(sim_ports) - before
     assert 0 < len(used) <= 2 * WORKERS * len(sims), \
@@ -402,3 +414,71 @@ def test_large_post_goes_through_the_body_temp_file(gateway):
     assert r.json()["usage"]["prompt_tokens"] > 1000
     assert "buffered to a temporary file" in gateway.log(), \
         "the body did not go through client_body_temp"
+
+
+def test_shipped_cache_answers_repeated_prompts(gateway, sims):
+    prompt = {"prompt": "cache me through the stack", "max_tokens": 8}
+    first = gateway.post("/infer", prompt)
+    assert first.headers["X-Cache"] == "MISS"
+    before = sim_requests(sims)
+    second = gateway.post("/infer", prompt)
+    assert second.headers["X-Cache"] == "HIT"
+    assert second.json() == first.json()
+    assert sim_requests(sims) == before, "a HIT never reaches a replica"
+
+    assert gateway.get("/slow?stack=1").headers["X-Cache"] == "MISS"
+    assert gateway.get("/slow?stack=1").headers["X-Cache"] == "HIT"
+    assert gateway.get("/slow?stack=2").headers["X-Cache"] == "MISS"
+
+    chat = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    assert gateway.post("/v1/chat/completions", chat).headers["X-Cache"] \
+        == "MISS"
+    assert gateway.post("/v1/chat/completions", chat).headers["X-Cache"] \
+        == "HIT"
+
+
+def test_shipped_streams_are_never_stored(gateway):
+    chat = {"messages": [{"role": "user", "content": "stream"}],
+            "max_tokens": 4, "stream": True}
+    for _ in range(2):
+        r = gateway.post("/v1/chat/completions", chat)
+        assert r.headers["X-Cache"] == "MISS"
+        assert r.text.rstrip().endswith("data: [DONE]")
+
+
+def test_shipped_per_client_limit(gateway, sims):
+    # one client, 50 distinct prompts at once: burst 40 passes (plus what
+    # refills at 20r/s while they run), the rest is 429 and never upstream
+    client = {"X-Forwarded-For": "192.168.7.7"}
+    before = sim_requests(sims)
+    codes = []
+    with requests.Session() as s:
+        for i in range(50):
+            r = s.post(gateway.url + "/infer",
+                       json={"prompt": "limit %d" % i, "max_tokens": 1},
+                       headers=client, timeout=10)
+            codes.append(r.status_code)
+            if r.status_code == 429:
+                last = r
+    passed = codes.count(200)
+    assert 40 <= passed <= 47, codes
+    assert codes.count(429) == 50 - passed
+    assert last.headers["RateLimit-Scope"] == "per_client"
+    assert last.headers["RateLimit-Limit"] == "40"
+    assert int(last.headers["Retry-After"]) >= 1
+    assert last.json()["error"] == "rate_limited"
+    assert sim_requests(sims) - before == passed, \
+        "rejected requests never reach a replica"
+
+    other = gateway.post("/infer", {"prompt": "another client"})
+    assert other.status_code == 200, "another client is unaffected"
+    assert other.headers["RateLimit-Policy"].startswith('"per_client";q=40')
+
+
+def test_shipped_health_stats_and_slow_are_never_limited(gateway):
+    client = {"X-Forwarded-For": "192.168.8.8"}
+    for path in ("/healthz", "/cachez", "/slow?unlimited"):
+        for _ in range(45):
+            r = gateway.get(path, headers=client)
+            assert r.status_code == 200, (path, r.status_code)
+        assert "RateLimit-Limit" not in r.headers, path
