@@ -1,0 +1,292 @@
+#!/usr/bin/python3
+"""make bench: every row of SPEC 5 side by side in one run, on loopback.
+
+One nginx (one worker, so its CPU time is one process to read) serves every
+row from its own location; wrk drives each row in turn, and the whole set
+is repeated REPS times interleaved, so a slow moment of this shared machine
+lands on all rows alike.  For each row: median requests/s and the spread
+(min..max) over the repetitions, median p50/p99 latency, and the worker's
+CPU time per request read from /proc/PID/stat before and after each run
+(steadier than requests/s when the other core is busy).  Ratios compare
+each row's requests/s with the ceiling (`return 200`, or the static file
+for the limiter rows, which need a content phase) and with its stock-nginx
+peer.  The table goes to stdout and docs/BENCHMARKS.md.
+
+    scripts/bench.py [--seconds 4] [--reps 5] [--connections 32]
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+
+from harness.nginx import Nginx, private_dir  # noqa: E402
+from harness.sim import Sim  # noqa: E402
+try:
+    from harness.redis import RedisServer  # noqa: E402
+except ImportError:  # the Redis store is not built in
+    RedisServer = None
+
+KIB = "k" * 1024
+
+HTTP = """
+    access_log off;
+    keepalive_requests 1000000;
+    ai_gateway_cache_zone zone=bench:16m;
+    proxy_cache_path {dir}/stock_cache levels=1:2 keys_zone=stock:16m;
+    ai_gateway_limit_zone $binary_remote_addr zone=agw_pass:1m
+                          rate=100000000r/s burst=100000000;
+    ai_gateway_limit_zone $binary_remote_addr zone=agw_429:1m
+                          rate=1r/m burst=1;
+    limit_req_zone $binary_remote_addr zone=stock_pass:1m rate=100000000r/s;
+    limit_req_zone $binary_remote_addr zone=stock_429:1m rate=1r/m;
+    limit_req_status 429;
+    {redis_conf}
+
+    upstream sim {{ server 127.0.0.1:{sim}; keepalive 64; }}
+    upstream origin {{ server 127.0.0.1:%%PORT%%; keepalive 64; }}
+
+    server {{
+        listen 127.0.0.1:%%PORT%%;
+        root {dir}/www;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+
+        location = /origin {{ default_type text/plain; return 200 "{kib}"; }}
+        location = /ceiling {{ default_type text/plain; return 200 "{kib}"; }}
+        location = /proxy {{ proxy_pass http://sim/v1/models; }}
+        location = /shm {{ ai_gateway_cache bench; proxy_pass http://origin/origin; }}
+        {redis_location}
+        location = /proxy_cache {{
+            proxy_cache stock; proxy_cache_valid 200 1h;
+            proxy_pass http://origin/origin;
+        }}
+        location = /static.txt {{ }}
+        location = /limit/static.txt {{
+            alias {dir}/www/static.txt; ai_gateway_limit zone=agw_pass; }}
+        location = /limit_noheaders/static.txt {{
+            alias {dir}/www/static.txt; ai_gateway_limit zone=agw_pass;
+            ai_gateway_limit_headers off; }}
+        location = /limit_req/static.txt {{
+            alias {dir}/www/static.txt; limit_req zone=stock_pass burst=100000000 nodelay; }}
+        location = /limit429/static.txt {{
+            alias {dir}/www/static.txt; ai_gateway_limit zone=agw_429; }}
+        location = /limit_req429/static.txt {{
+            alias {dir}/www/static.txt; limit_req zone=stock_429; }}
+        location = /cachez {{ ai_gateway_cachez; }}
+    }}
+"""
+
+REDIS_LOCATION = """location = /redis {{ ai_gateway_cache redis;
+            proxy_pass http://origin/origin; }}"""
+
+# name, path, ceiling row, stock peer row, status expected
+ROWS = [
+    ("nginx return 200 (ceiling)", "/ceiling", None, None, 200),
+    ("plain proxy to ai-sim", "/proxy", "nginx return 200 (ceiling)", None, 200),
+    ("module shm-cache HIT", "/shm", "nginx return 200 (ceiling)",
+     "stock proxy_cache HIT", 200),
+    ("module Redis-cache HIT", "/redis", "nginx return 200 (ceiling)",
+     "module shm-cache HIT", 200),
+    ("stock proxy_cache HIT", "/proxy_cache", "nginx return 200 (ceiling)",
+     None, 200),
+    ("static file (limiter ceiling)", "/static.txt", None, None, 200),
+    ("module limiter, passing", "/limit/static.txt",
+     "static file (limiter ceiling)", "stock limit_req, passing", 200),
+    ("module limiter, passing, headers off", "/limit_noheaders/static.txt",
+     "static file (limiter ceiling)", "stock limit_req, passing", 200),
+    ("stock limit_req, passing", "/limit_req/static.txt",
+     "static file (limiter ceiling)", None, 200),
+    ("module limiter, 429 path", "/limit429/static.txt",
+     "static file (limiter ceiling)", "stock limit_req, 429 path", 429),
+    ("stock limit_req, 429 path", "/limit_req429/static.txt",
+     "static file (limiter ceiling)", None, 429),
+]
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def parse_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" \
+        else value
+
+
+def wrk(url, seconds, connections):
+    out = subprocess.run(["wrk", "-t1", "-c%d" % connections,
+                          "-d%ds" % seconds, "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    p50 = parse_ms(re.search(r"50%\s+(\S+)", out).group(1))
+    p99 = parse_ms(re.search(r"99%\s+(\S+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, total, p50, p99, int(non2xx.group(1)) if non2xx else 0
+
+
+def redis_benchmark(port, seconds):
+    """redis-benchmark GET of a 1 KiB value: the floor a Redis HIT sits on."""
+    n = max(20000, seconds * 20000)
+    out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "get",
+                          "-d", "1024", "-n", str(n), "-c", "32", "-q"],
+                         capture_output=True, text=True).stdout
+    m = re.search(r"GET: ([\d.]+) requests per second", out)
+    return float(m.group(1)) if m else None
+
+
+def fmt_ratio(a, b):
+    return "%.2f" % (a / b) if a and b else "-"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=4)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--out", default=os.path.join(REPO, "docs",
+                                                  "BENCHMARKS.md"))
+    args = ap.parse_args()
+
+    work = private_dir("agw-bench-")
+    os.makedirs(work + "/www")
+    with open(work + "/www/static.txt", "w") as f:
+        f.write(KIB)
+
+    sim = Sim(None, "sim-bench", "--ttft-ms", "0", "--tpot-ms", "0",
+              "--jitter", "0").start()
+    redis = None
+    rows = list(ROWS)
+    if RedisServer is not None and shutil.which("redis-server"):
+        redis = RedisServer().start()
+        redis_conf = "ai_gateway_redis 127.0.0.1:%d timeout=200ms;" % \
+            redis.port
+        redis_location = REDIS_LOCATION.format()
+    else:
+        redis_conf = redis_location = ""
+        rows = [r for r in rows if r[1] != "/redis"]
+
+    n = Nginx(HTTP.format(dir=work, sim=sim.port, kib=KIB,
+                          redis_conf=redis_conf,
+                          redis_location=redis_location), workers=1)
+    results = {r[0]: [] for r in rows}
+    try:
+        n.start()
+        worker = n.worker_pids()[0]
+        # warm the caches and the 429 buckets, and check every row answers
+        for name, path, _, _, status in rows:
+            for _ in range(3):
+                subprocess.run(["curl", "-s", "-o", "/dev/null",
+                                n.url + path])
+            got = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
+                                  "%{http_code}", n.url + path],
+                                 capture_output=True, text=True).stdout
+            if int(got) != status:
+                raise SystemExit("bench: %s answered %s, expected %d"
+                                 % (path, got, status))
+        for rep in range(args.reps):
+            for name, path, _, _, _ in rows:
+                before = cpu_seconds(worker)
+                rps, total, p50, p99, non2xx = wrk(n.url + path,
+                                                   args.seconds,
+                                                   args.connections)
+                cpu = cpu_seconds(worker) - before
+                results[name].append((rps, p50, p99,
+                                      cpu / total * 1e6 if total else 0))
+                print("rep %d %-32s %10.0f req/s  p50 %.2f ms  p99 %.2f ms"
+                      % (rep + 1, name, rps, p50, p99), flush=True)
+        redis_get = redis_benchmark(redis.port, args.seconds) if redis \
+            else None
+        cachez = subprocess.run(["curl", "-s", n.url + "/cachez"],
+                                capture_output=True, text=True).stdout
+    finally:
+        n.stop()
+        sim.stop()
+        if redis:
+            redis.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        n.cleanup()
+
+    med = {k: {"rps": statistics.median(x[0] for x in v),
+               "lo": min(x[0] for x in v), "hi": max(x[0] for x in v),
+               "p50": statistics.median(x[1] for x in v),
+               "p99": statistics.median(x[2] for x in v),
+               "cpu": statistics.median(x[3] for x in v),
+               "cpu_lo": min(x[3] for x in v),
+               "cpu_hi": max(x[3] for x in v)}
+           for k, v in results.items()}
+
+    lines = [
+        "| row | req/s (median) | spread min..max | p50 ms | p99 ms "
+        "| worker CPU µs/req (min..max) | vs ceiling | vs stock peer |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, path, ceiling, peer, _ in rows:
+        m = med[name]
+        c = med.get(ceiling)
+        p = med.get(peer)
+        peer_txt = "-"
+        if p:
+            peer_txt = "%s req/s, %s CPU (vs %s)" % (
+                fmt_ratio(m["rps"], p["rps"]),
+                fmt_ratio(m["cpu"], p["cpu"]), peer)
+        lines.append("| %s `%s` | %.0f | %.0f..%.0f | %.2f | %.2f "
+                     "| %.1f (%.1f..%.1f) | %s | %s |" % (
+                         name, path, m["rps"], m["lo"], m["hi"], m["p50"],
+                         m["p99"], m["cpu"], m["cpu_lo"], m["cpu_hi"],
+                         fmt_ratio(m["rps"], c["rps"]) if c else "-",
+                         peer_txt))
+    if redis_get:
+        lines.append("")
+        lines.append("redis-benchmark GET, 1 KiB value, 32 clients, same "
+                     "machine: %.0f req/s" % redis_get)
+
+    versions = subprocess.run(["/usr/sbin/nginx", "-v"], capture_output=True,
+                              text=True).stderr.strip()
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True,
+                           text=True).stdout.splitlines()[0]
+    header = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (scripts/bench.py) on %s: %s, %d cores, "
+        "%s; %s; %s. wrk -t1 -c%d, %d s per run, %d interleaved "
+        "repetitions; nginx with one worker; 1 KiB answers; all on "
+        "loopback, so client, server and backend share the cores." % (
+            datetime.date.today().isoformat(), platform.machine(),
+            os.cpu_count(), platform.platform(), versions, wrk_v,
+            args.connections, args.seconds, args.reps),
+        "",
+        "`vs ceiling` divides the row's median requests/s by `nginx return "
+        "200` with the same body (cache rows) or by the same static file "
+        "without a limiter (limiter rows, which need a content phase: "
+        "`return` runs before any access-phase module). `vs stock peer` "
+        "gives the requests/s ratio and the worker-CPU-per-request ratio "
+        "(below 1.00 = cheaper than the peer).",
+        "",
+    ]
+    text = "\n".join(header + lines) + "\n"
+    print()
+    print(text)
+    print("/cachez after the run: " + cachez)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
