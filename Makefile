@@ -62,7 +62,7 @@ test-asan: all $(ASAN_SO)
 	AGW_SANITIZE=asan $(PYTEST) -q -ra tests/integration
 
 bench: all
-	scripts/bench.sh
+	/usr/bin/python3 scripts/bench.py
 
 clean:
 	rm -rf $(BUILD) run .pytest_cache
