@@ -20,7 +20,11 @@ packages=(
     wrk                    # make bench
     clang libclang-rt-14-dev   # libFuzzer target
     valgrind               # leak checks of ai-sim
+    docker-compose         # static check of compose.yaml (no engine needed)
 )
+
+# k6 scripts are syntax-checked with node; any node on PATH will do
+command -v node >/dev/null || packages+=(nodejs)
 
 missing=()
 for p in "${packages[@]}"; do
