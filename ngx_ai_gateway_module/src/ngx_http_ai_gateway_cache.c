@@ -277,7 +277,15 @@ ngx_http_ai_gateway_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
+    /* the Redis store is registered as "redis" by ai_gateway_redis */
     acf->store = ngx_http_ai_gateway_store_shm_find(cf, &value[1]);
+
+    if (acf->store == NULL && ngx_strcmp(value[1].data, "redis") == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ai_gateway_cache redis\" requires "
+                           "\"ai_gateway_redis\" (declare it before use)");
+        return NGX_CONF_ERROR;
+    }
 
     if (acf->store == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -537,6 +545,7 @@ void
 ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r, ngx_int_t rc)
 {
     ngx_uint_t                        resume;
+    ngx_connection_t                 *c;
     ngx_http_ai_gateway_cache_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
@@ -551,9 +560,12 @@ ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r, ngx_int_t rc)
     ngx_http_ai_gateway_cache_count(ctx);
 
     if (resume) {
+        /* r may be freed by the time the phases return */
+        c = r->connection;
+
         r->write_event_handler = ngx_http_core_run_phases;
         ngx_http_core_run_phases(r);
-        ngx_http_run_posted_requests(r->connection);
+        ngx_http_run_posted_requests(c);
     }
 }
 

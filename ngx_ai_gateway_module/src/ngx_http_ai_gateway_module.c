@@ -4,6 +4,7 @@
  */
 
 #include "ngx_http_ai_gateway_module.h"
+#include "ngx_http_ai_gateway_redis.h"
 
 
 static void *ngx_http_ai_gateway_create_main_conf(ngx_conf_t *cf);
@@ -17,6 +18,13 @@ static ngx_command_t  ngx_http_ai_gateway_commands[] = {
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_ai_gateway_cachez,
       NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_ai_gateway_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
@@ -46,10 +54,10 @@ ngx_module_t  ngx_http_ai_gateway_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_ai_gateway_redis_init_process, /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_ai_gateway_redis_exit_process, /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };

@@ -18,11 +18,16 @@
 #include "ngx_http_ai_gateway_stats.h"
 
 
+typedef struct ngx_http_ai_gateway_redis_conf_s
+    ngx_http_ai_gateway_redis_conf_t;
+
+
 typedef struct {
     ngx_shm_zone_t                      *stats_zone;
     ngx_array_t                          caches;  /* cache_ref_t * */
     ngx_array_t                          limits;  /* limit_ref_t * */
     ngx_flag_t                           redis_configured;
+    ngx_http_ai_gateway_redis_conf_t    *redis;   /* ai_gateway_redis */
 } ngx_http_ai_gateway_main_conf_t;
 
 
