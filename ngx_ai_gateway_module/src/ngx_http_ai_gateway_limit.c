@@ -1,10 +1,12 @@
 /*
  * ngx_http_ai_gateway_limit_module: token-bucket rate limiting (SPEC 3.1).
  *
- *     ai_gateway_limit_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m burst=N;
+ *     ai_gateway_limit_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m burst=N
+ *                           [redis];
  *     ai_gateway_limit zone=NAME [cost=N|$var] [dry_run] [charge_hits];
  *     ai_gateway_limit_status CODE;
  *     ai_gateway_limit_headers on|off;
+ *     ai_gateway_limit_redis_fail open|closed;
  *
  * The check is a step of the core module's PRECONTENT handler, after the
  * cache lookup, so that a cache HIT can be let through uncharged.  Each
@@ -19,24 +21,32 @@
  * those locks no other worker can spend the tokens between the check and
  * the take, so a rejected request changes no bucket and a passed one never
  * overdraws.  The locks are held only for tree lookups and arithmetic.
+ *
+ * Zones with the "redis" flag keep their buckets in Redis, shared by every
+ * nginx that uses the same Redis, and are checked and charged together by
+ * one script (ngx_http_ai_gateway_limit_redis.c), all-or-nothing among
+ * themselves.  No lock can be held across a Redis round trip, so a request
+ * with zones of both kinds is decided in this order:
+ *
+ *   1. the shared-memory zones are checked and, if all allow, charged at
+ *      once under their locks (a reservation); if one refuses, the request
+ *      is decided there and Redis is not asked (its zones do not apply);
+ *   2. the script checks the redis zones and charges all or none;
+ *   3. if the request is not passed after all (a redis zone refused, or
+ *      Redis failed with ai_gateway_limit_redis_fail closed), the
+ *      reservation is given back, which leaves each bucket where it would
+ *      be had nothing been taken.
+ *
+ * Nothing is ever overdrawn: each side is charged atomically and only
+ * after it allowed.  The price is that while a request waits for Redis
+ * (a round trip, at most its timeout), its reserved tokens are unavailable to
+ * others, so a concurrent request may be refused that a sequential order
+ * would have passed; the error is on the safe side and confined to that
+ * window.  Charging Redis first instead would need a second, compensating
+ * Redis call that can itself fail.
  */
 
 #include "ngx_http_ai_gateway_limit.h"
-
-
-#define NGX_HTTP_AI_GATEWAY_LIMIT_PASSED            1
-#define NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED          2
-#define NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN  3
-
-
-/* one ai_gateway_limit line */
-typedef struct {
-    ngx_shm_zone_t                     *shm_zone;
-    ngx_http_complex_value_t           *cost_cv;  /* NULL: cost is fixed */
-    ngx_uint_t                          cost;     /* tokens */
-    unsigned                            dry_run:1;
-    unsigned                            charge_hits:1;
-} ngx_http_ai_gateway_limit_t;
 
 
 /* where an ai_gateway_limit line is, checked once all zones are known */
@@ -51,6 +61,7 @@ typedef struct {
 
 typedef struct {
     ngx_array_t                         uses;     /* limit_use_t */
+    ngx_array_t                         zones;    /* limit_zone_t * */
 } ngx_http_ai_gateway_limit_main_conf_t;
 
 
@@ -58,30 +69,14 @@ typedef struct {
     ngx_array_t                         limits;   /* limit_t */
     ngx_uint_t                          status;
     ngx_flag_t                          headers;
+    ngx_uint_t                          redis_fail;
 } ngx_http_ai_gateway_limit_loc_conf_t;
 
 
-/* a request's decision, and the figures of its most constrained zone */
-typedef struct {
-    ngx_uint_t                          status;   /* 0: no zone applied */
-    ngx_str_t                           name;
-    uint64_t                            burst;     /* tokens */
-    uint64_t                            remaining; /* tokens */
-    uint64_t                            reset;     /* s */
-    uint64_t                            window;    /* s */
-} ngx_http_ai_gateway_limit_ctx_t;
-
-
-/* per zone of a request, while it is being decided */
-typedef struct {
-    ngx_http_ai_gateway_limit_zone_t   *zone;
-    ngx_http_ai_gateway_limit_node_t   *node;
-    uint64_t                            cost;     /* 0: only read */
-    agw_bucket_result_t                 res;
-    u_char                              key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
-} ngx_http_ai_gateway_limit_state_t;
-
-
+static ngx_int_t ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t nshm);
+static ngx_int_t ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_t *limit, uint64_t *cost);
 static void ngx_http_ai_gateway_limit_decide(
@@ -111,6 +106,8 @@ static char *ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_ai_gateway_limit(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_ai_gateway_limit_redis_fail(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_ai_gateway_limit_status_check(ngx_conf_t *cf,
     void *post, void *data);
 static ngx_int_t ngx_http_ai_gateway_limit_add_variables(ngx_conf_t *cf);
@@ -120,6 +117,8 @@ static ngx_int_t ngx_http_ai_gateway_limit_init(ngx_conf_t *cf);
 static ngx_conf_post_t  ngx_http_ai_gateway_limit_status_post = {
     ngx_http_ai_gateway_limit_status_check
 };
+
+
 
 
 static ngx_command_t  ngx_http_ai_gateway_limit_commands[] = {
@@ -150,6 +149,13 @@ static ngx_command_t  ngx_http_ai_gateway_limit_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ai_gateway_limit_loc_conf_t, headers),
+      NULL },
+
+    { ngx_string("ai_gateway_limit_redis_fail"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ai_gateway_limit_redis_fail,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
       ngx_null_command
@@ -215,15 +221,13 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 ngx_int_t
 ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
 {
-    uint64_t                               now;
-    ngx_int_t                              scope;
+    ngx_int_t                              rc;
     ngx_str_t                              key;
-    ngx_uint_t                             i, j, k, n, hit;
-    ngx_time_t                            *tp;
+    ngx_uint_t                             i, n, nshm, nredis, hit;
     ngx_pool_cleanup_t                    *cln;
     ngx_http_ai_gateway_limit_t           *limits;
     ngx_http_ai_gateway_limit_ctx_t       *ctx;
-    ngx_http_ai_gateway_limit_state_t     *st, **order, *tmp;
+    ngx_http_ai_gateway_limit_state_t     *st;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
     if (r != r->main) {
@@ -236,9 +240,23 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    /* decided already: the phases ran again, or an internal redirect */
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
 
-    if (ngx_http_ai_gateway_limit_get_ctx(r)) {
+    if (ctx) {
+        /*
+         * the phases ran again: while Redis is asked (a stray write
+         * event), once it answered, or after an internal redirect
+         */
+
+        if (ctx->waiting) {
+            return NGX_DONE;
+        }
+
+        if (ctx->replied) {
+            ctx->replied = 0;
+            return ngx_http_ai_gateway_limit_finish(r, ctx);
+        }
+
         return NGX_DECLINED;
     }
 
@@ -261,17 +279,24 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
     n = lcf->limits.nelts;
 
     st = ngx_pcalloc(r->pool, n * sizeof(ngx_http_ai_gateway_limit_state_t));
-    order = ngx_palloc(r->pool,
-                       n * sizeof(ngx_http_ai_gateway_limit_state_t *));
-    if (st == NULL || order == NULL) {
+    if (st == NULL) {
         return NGX_ERROR;
     }
+
+    ctx->request = r;
+    ctx->limits = limits;
+    ctx->st = st;
+    ctx->n = n;
+    ctx->fail = lcf->redis_fail;
 
     hit = ngx_http_ai_gateway_cache_is_hit(r);
 
     /* keys and costs first, outside of any lock */
 
-    for (i = 0, j = 0; i < n; i++) {
+    nshm = 0;
+    nredis = 0;
+
+    for (i = 0; i < n; i++) {
 
         if (ngx_http_complex_value(r, &((ngx_http_ai_gateway_limit_zone_t *)
                                         limits[i].shm_zone->data)->key,
@@ -299,11 +324,78 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
             return NGX_ERROR;
         }
 
-        order[j++] = &st[i];
+        if (st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+            nredis++;
+
+        } else {
+            nshm++;
+        }
     }
 
-    if (j == 0) {
+    if (nshm + nredis == 0) {
         return NGX_DECLINED;
+    }
+
+    if (nshm) {
+        rc = ngx_http_ai_gateway_limit_shm(r, ctx, nshm);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    /* a shared-memory zone that refused decided the request (step 1) */
+
+    if (nredis && (nshm == 0 || ctx->reserved)) {
+        rc = ngx_http_ai_gateway_limit_redis_check(r, ctx);
+
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_AGAIN) {
+            /* the reply resumes the phases: see limit_redis.c */
+            ctx->waiting = 1;
+            r->read_event_handler = ngx_http_test_reading;
+            return NGX_DONE;
+        }
+    }
+
+    return ngx_http_ai_gateway_limit_finish(r, ctx);
+}
+
+
+/*
+ * Step 1: check the request's shared-memory zones and, if all allow, charge
+ * them.  If one refuses, the request is not passed whatever Redis would
+ * say, so its redis zones are dropped (not asked, not counted) and the
+ * request is decided by these zones alone.  NGX_OK to go on.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t nshm)
+{
+    uint64_t                            now;
+    ngx_uint_t                          i, j, k, n, allowed;
+    ngx_time_t                         *tp;
+    ngx_http_ai_gateway_limit_state_t  *st, **order, *tmp;
+
+    st = ctx->st;
+    n = ctx->n;
+
+    order = ngx_palloc(r->pool,
+                       nshm * sizeof(ngx_http_ai_gateway_limit_state_t *));
+    if (order == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0, j = 0; i < n; i++) {
+        if (st[i].zone
+            && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_SHM)
+        {
+            order[j++] = &st[i];
+        }
     }
 
     /*
@@ -333,32 +425,36 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
         ngx_http_ai_gateway_limit_zone_lock(order[i]->zone);
     }
 
-    for (i = 0; i < n; i++) {
-        if (st[i].zone == NULL) {
-            continue;
+    allowed = 1;
+
+    for (i = 0; i < j; i++) {
+        order[i]->node = ngx_http_ai_gateway_limit_zone_lookup(order[i]->zone,
+                                                               order[i]->key);
+
+        ngx_http_ai_gateway_limit_zone_check(order[i]->zone, order[i]->node,
+                                             order[i]->cost, now,
+                                             &order[i]->res);
+
+        if (!order[i]->res.allowed) {
+            allowed = 0;
         }
-
-        st[i].node = ngx_http_ai_gateway_limit_zone_lookup(st[i].zone,
-                                                           st[i].key);
-
-        ngx_http_ai_gateway_limit_zone_check(st[i].zone, st[i].node,
-                                             st[i].cost, now, &st[i].res);
     }
 
-    ngx_http_ai_gateway_limit_decide(limits, st, n, ctx, &scope);
+    if (allowed) {
 
-    if (ctx->status == NGX_HTTP_AI_GATEWAY_LIMIT_PASSED) {
-
-        for (i = 0; i < n; i++) {
-            if (st[i].zone == NULL || st[i].cost == 0) {
+        for (i = 0; i < j; i++) {
+            if (order[i]->cost == 0) {
                 continue;
             }
 
-            (void) ngx_http_ai_gateway_limit_zone_take(st[i].zone, st[i].node,
-                                                       st[i].key, st[i].cost,
-                                                       now,
+            (void) ngx_http_ai_gateway_limit_zone_take(order[i]->zone,
+                                                       order[i]->node,
+                                                       order[i]->key,
+                                                       order[i]->cost, now,
                                                        r->connection->log);
         }
+
+        ctx->reserved = 1;
 
     } else {
 
@@ -367,10 +463,11 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
          * hold now, not what they would have held after this request
          */
 
-        for (i = 0; i < n; i++) {
-            if (st[i].zone && st[i].res.allowed && st[i].cost) {
-                ngx_http_ai_gateway_limit_zone_check(st[i].zone, st[i].node,
-                                                     0, now, &st[i].res);
+        for (i = 0; i < j; i++) {
+            if (order[i]->res.allowed && order[i]->cost) {
+                ngx_http_ai_gateway_limit_zone_check(order[i]->zone,
+                                                     order[i]->node, 0, now,
+                                                     &order[i]->res);
             }
         }
     }
@@ -379,21 +476,98 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
         ngx_http_ai_gateway_limit_zone_unlock(order[i - 1]->zone);
     }
 
-    /* the figures of the most constrained zone, the first on a tie */
+    if (!allowed) {
+        for (i = 0; i < n; i++) {
+            if (st[i].zone
+                && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+            {
+                st[i].zone = NULL;
+            }
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Step 3: the decision over all zones, the counters, the reservation given
+ * back if the request is not passed, the figures for the headers, and the
+ * rejection.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    uint64_t                               now;
+    ngx_int_t                              scope;
+    ngx_uint_t                             i, j, n;
+    ngx_time_t                            *tp;
+    ngx_http_ai_gateway_limit_state_t     *st;
+    ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
+
+    st = ctx->st;
+    n = ctx->n;
+
+    ngx_http_ai_gateway_limit_decide(ctx->limits, st, n, ctx, &scope);
+
+    if (ctx->reserved && ctx->status != NGX_HTTP_AI_GATEWAY_LIMIT_PASSED) {
+
+        /*
+         * a redis zone refused: give the shared-memory zones back what
+         * step 1 took, and report what they hold now; one lock at a time,
+         * as nothing here needs two zones to agree
+         */
+
+        tp = ngx_timeofday();
+        now = (uint64_t) tp->sec * 1000 + tp->msec;
+
+        for (i = 0; i < n; i++) {
+            if (st[i].zone == NULL
+                || st[i].zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_SHM
+                || st[i].cost == 0)
+            {
+                continue;
+            }
+
+            ngx_http_ai_gateway_limit_zone_lock(st[i].zone);
+
+            st[i].node = ngx_http_ai_gateway_limit_zone_lookup(st[i].zone,
+                                                               st[i].key);
+
+            ngx_http_ai_gateway_limit_zone_refund(st[i].zone, st[i].node,
+                                                  st[i].cost, now);
+
+            ngx_http_ai_gateway_limit_zone_check(st[i].zone, st[i].node, 0,
+                                                 now, &st[i].res);
+
+            ngx_http_ai_gateway_limit_zone_unlock(st[i].zone);
+        }
+
+        ctx->reserved = 0;
+    }
+
+    /*
+     * the figures of the most constrained zone, the first on a tie; a zone
+     * that Redis could not answer for has none
+     */
 
     for (i = 0, j = n; i < n; i++) {
-        if (st[i].zone
+        if (st[i].zone && !st[i].blind
             && (j == n || st[i].res.remaining < st[j].res.remaining))
         {
             j = i;
         }
     }
 
-    ctx->name = st[j].zone->name;
-    ctx->burst = st[j].zone->bucket.burst;
-    ctx->remaining = st[j].res.remaining;
-    ctx->reset = agw_ms_to_s_ceil(st[j].res.reset_ms);
-    ctx->window = agw_bucket_window_s(&st[j].zone->bucket);
+    if (j < n) {
+        ctx->name = st[j].zone->name;
+        ctx->burst = st[j].zone->bucket.burst;
+        ctx->remaining = st[j].res.remaining;
+        ctx->reset = agw_ms_to_s_ceil(st[j].res.reset_ms);
+        ctx->window = agw_bucket_window_s(&st[j].zone->bucket);
+    }
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ai_gateway limit: %V, \"%V\" remaining:%uL reset:%uL",
@@ -403,6 +577,8 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
     if (ctx->status != NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED) {
         return NGX_DECLINED;
     }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
 
     return ngx_http_ai_gateway_limit_reject(r, lcf, &st[scope]);
 }
@@ -415,6 +591,11 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
  * rejected); a zone that allowed a request another zone rejected, or that
  * only read its bucket for a cache HIT, counts neither.  In a dry run a
  * would-be rejection takes nothing from any zone, as a real one would not.
+ *
+ * A redis zone that Redis could not answer for counts like the others
+ * with what ai_gateway_limit_redis_fail made of it: "open" lets the
+ * request through (counted passed if it charges), "closed" refuses it
+ * (counted rejected).
  */
 
 static void
@@ -685,7 +866,9 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_ai_gateway_limit_get_ctx(r);
 
-    if (ctx == NULL || ctx->status == 0) {
+    /* no zone applied, or none could say (Redis failed open) */
+
+    if (ctx == NULL || ctx->status == 0 || ctx->name.len == 0) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -783,7 +966,7 @@ ngx_http_ai_gateway_limit_remaining_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
 
-    if (ctx == NULL || ctx->status == 0) {
+    if (ctx == NULL || ctx->status == 0 || ctx->name.len == 0) {
         v->not_found = 1;
         return NGX_OK;
     }
@@ -820,6 +1003,13 @@ ngx_http_ai_gateway_limit_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&lmcf->zones, cf->pool, 4,
+                       sizeof(ngx_http_ai_gateway_limit_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     return lmcf;
 }
 
@@ -842,6 +1032,7 @@ ngx_http_ai_gateway_limit_create_loc_conf(ngx_conf_t *cf)
 
     conf->status = NGX_CONF_UNSET_UINT;
     conf->headers = NGX_CONF_UNSET;
+    conf->redis_fail = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -865,6 +1056,9 @@ ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     ngx_conf_merge_value(conf->headers, prev->headers, 1);
 
+    ngx_conf_merge_uint_value(conf->redis_fail, prev->redis_fail,
+                              NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_OPEN);
+
     return NGX_CONF_OK;
 }
 
@@ -872,17 +1066,18 @@ ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static char *
 ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    u_char                             *p;
-    size_t                              len;
-    ssize_t                             size;
-    ngx_int_t                           rate, burst;
-    ngx_str_t                          *value, name, s;
-    ngx_uint_t                          i, period;
-    ngx_shm_zone_t                     *shm_zone;
-    ngx_http_ai_gateway_limit_ref_t    *ref, **refp;
-    ngx_http_ai_gateway_limit_zone_t   *zone;
-    ngx_http_ai_gateway_main_conf_t    *amcf;
-    ngx_http_compile_complex_value_t    ccv;
+    u_char                                 *p;
+    size_t                                  len;
+    ssize_t                                 size;
+    ngx_int_t                               rate, burst;
+    ngx_str_t                              *value, name, s;
+    ngx_uint_t                              i, period, redis;
+    ngx_shm_zone_t                         *shm_zone;
+    ngx_http_ai_gateway_limit_ref_t        *ref, **refp;
+    ngx_http_ai_gateway_limit_zone_t       *zone, **zonep;
+    ngx_http_ai_gateway_main_conf_t        *amcf;
+    ngx_http_compile_complex_value_t        ccv;
+    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
 
     value = cf->args->elts;
 
@@ -905,6 +1100,7 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     rate = 0;
     burst = 0;
     period = 0;
+    redis = 0;
     name.len = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
@@ -1011,7 +1207,10 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        /* the "redis" flag (buckets in Redis) arrives with the Redis store */
+        if (ngx_strcmp(value[i].data, "redis") == 0) {
+            redis = 1;
+            continue;
+        }
 
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[i]);
@@ -1040,7 +1239,10 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     zone->name = name;
-    zone->backend = NGX_HTTP_AI_GATEWAY_LIMIT_SHM;
+    zone->backend = redis ? NGX_HTTP_AI_GATEWAY_LIMIT_REDIS
+                          : NGX_HTTP_AI_GATEWAY_LIMIT_SHM;
+    zone->file = cf->conf_file->file.name;
+    zone->line = cf->conf_file->line;
     zone->bucket.rate = rate;
     zone->bucket.period_ms = period;
     zone->bucket.burst = burst;
@@ -1070,7 +1272,15 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ref->name = name;
-    ngx_str_set(&ref->backend, "shm");
+
+    if (redis) {
+        /* ai_gateway_redis may come later: checked in postconfiguration */
+        ngx_str_set(&ref->backend, "redis");
+        ngx_http_ai_gateway_limit_redis_init_conf();
+
+    } else {
+        ngx_str_set(&ref->backend, "shm");
+    }
 
     amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ai_gateway_module);
 
@@ -1080,6 +1290,16 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     *refp = ref;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf,
+                                            ngx_http_ai_gateway_limit_module);
+
+    zonep = ngx_array_push(&lmcf->zones);
+    if (zonep == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *zonep = zone;
 
     zone->ref = ref;
     zone->shm_zone = shm_zone;
@@ -1235,6 +1455,39 @@ ngx_http_ai_gateway_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
+ * not ngx_conf_set_enum_slot(): its "invalid value" message does not name
+ * the directive, while a string returned here is logged after its name
+ */
+
+static char *
+ngx_http_ai_gateway_limit_redis_fail(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf = conf;
+
+    ngx_str_t  *value;
+
+    if (lcf->redis_fail != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "open") == 0) {
+        lcf->redis_fail = NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_OPEN;
+
+    } else if (ngx_strcmp(value[1].data, "closed") == 0) {
+        lcf->redis_fail = NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_CLOSED;
+
+    } else {
+        return "must be \"open\" or \"closed\"";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
  * not ngx_conf_check_num_bounds(): its message does not name the
  * directive, while a string returned here is logged after its name
  */
@@ -1276,11 +1529,29 @@ ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
 {
     ngx_uint_t                              i;
     ngx_http_ai_gateway_limit_use_t        *use;
-    ngx_http_ai_gateway_limit_zone_t       *zone;
+    ngx_http_ai_gateway_limit_zone_t       *zone, **zones;
+    ngx_http_ai_gateway_main_conf_t        *amcf;
     ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
 
     lmcf = ngx_http_conf_get_module_main_conf(cf,
                                             ngx_http_ai_gateway_limit_module);
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ai_gateway_module);
+
+    zones = lmcf->zones.elts;
+
+    for (i = 0; i < lmcf->zones.nelts; i++) {
+        if (zones[i]->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS
+            && amcf->redis == NULL)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ai_gateway_limit_zone \"%V\" has the \"redis\" "
+                          "flag but \"ai_gateway_redis\" is not configured "
+                          "in %V:%ui", &zones[i]->name, &zones[i]->file,
+                          zones[i]->line);
+            return NGX_ERROR;
+        }
+    }
 
     use = lmcf->uses.elts;
 

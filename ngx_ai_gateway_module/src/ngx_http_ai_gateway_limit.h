@@ -1,7 +1,8 @@
 /*
  * The token-bucket limiter, shared between ngx_http_ai_gateway_limit.c
- * (directives, the request-time check, headers, variables) and
- * ngx_http_ai_gateway_limit_zone.c (the buckets in shared memory).
+ * (directives, the request-time check, headers, variables),
+ * ngx_http_ai_gateway_limit_zone.c (the buckets in shared memory) and
+ * ngx_http_ai_gateway_limit_redis.c (the buckets in Redis).
  *
  * The bucket arithmetic itself is lib/agw_bucket.c; the zone file only
  * finds, creates and evicts buckets, and the limit file decides what to do
@@ -25,6 +26,14 @@
 #define NGX_HTTP_AI_GATEWAY_LIMIT_VERSION  1
 
 #define NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN  AGW_SHA256_DIGEST_LEN
+
+#define NGX_HTTP_AI_GATEWAY_LIMIT_PASSED            1
+#define NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED          2
+#define NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN  3
+
+/* ai_gateway_limit_redis_fail */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_OPEN    0
+#define NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_CLOSED  1
 
 
 /*
@@ -61,13 +70,72 @@ typedef struct {
     ngx_http_complex_value_t            key;
     agw_bucket_conf_t                   bucket;
 
-    /* backend "shm" */
+    /*
+     * the shared memory: the buckets of backend "shm"; for backend "redis"
+     * the counters and the keys this nginx charged (see limit_redis.c)
+     */
     ngx_shm_zone_t                     *shm_zone;
     ngx_slab_pool_t                    *shpool;
     ngx_http_ai_gateway_limit_shctx_t  *sh;
 
     ngx_http_ai_gateway_limit_ref_t    *ref;      /* as /cachez sees it */
+
+    ngx_str_t                           file;     /* where it is declared */
+    ngx_uint_t                          line;
 } ngx_http_ai_gateway_limit_zone_t;
+
+
+/* one ai_gateway_limit line */
+typedef struct {
+    ngx_shm_zone_t                     *shm_zone;
+    ngx_http_complex_value_t           *cost_cv;  /* NULL: cost is fixed */
+    ngx_uint_t                          cost;     /* tokens */
+    unsigned                            dry_run:1;
+    unsigned                            charge_hits:1;
+} ngx_http_ai_gateway_limit_t;
+
+
+/* per zone of a request, while it is being decided */
+typedef struct {
+    ngx_http_ai_gateway_limit_zone_t   *zone;     /* NULL: does not apply */
+    ngx_http_ai_gateway_limit_node_t   *node;     /* shm, under the lock */
+    uint64_t                            cost;     /* 0: only read */
+    agw_bucket_result_t                 res;
+
+    /*
+     * redis: the script could not run and the zone lets the request
+     * through (ai_gateway_limit_redis_fail open, or a read): res holds no
+     * figures and the zone is left out of the RateLimit headers
+     */
+    unsigned                            blind:1;
+
+    u_char                              key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
+} ngx_http_ai_gateway_limit_state_t;
+
+
+/*
+ * A request's decision, and the figures of its most constrained zone.
+ * While Redis is asked, it also holds the state of every zone.
+ */
+typedef struct {
+    ngx_http_request_t                 *request;
+    ngx_uint_t                          status;   /* 0: no zone applied */
+    ngx_str_t                           name;     /* empty: no figures */
+    uint64_t                            burst;     /* tokens */
+    uint64_t                            remaining; /* tokens */
+    uint64_t                            reset;     /* s */
+    uint64_t                            window;    /* s */
+
+    ngx_http_ai_gateway_limit_t        *limits;
+    ngx_http_ai_gateway_limit_state_t  *st;       /* one per limit */
+    ngx_uint_t                          n;
+    ngx_uint_t                          fail;     /* _FAIL_OPEN, _CLOSED */
+
+    unsigned                            waiting:1;  /* for Redis */
+    unsigned                            replied:1;  /* Redis answered or
+                                                       failed: finish */
+    unsigned                            reserved:1; /* shm zones charged */
+} ngx_http_ai_gateway_limit_ctx_t;
 
 
 ngx_int_t ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone,
@@ -93,6 +161,30 @@ ngx_int_t ngx_http_ai_gateway_limit_zone_take(
     ngx_http_ai_gateway_limit_zone_t *zone,
     ngx_http_ai_gateway_limit_node_t *node, u_char *key, uint64_t cost,
     uint64_t now, ngx_log_t *log);
+
+/* give back cost taken earlier; a bucket forgotten since is full anyway */
+void ngx_http_ai_gateway_limit_zone_refund(
+    ngx_http_ai_gateway_limit_zone_t *zone,
+    ngx_http_ai_gateway_limit_node_t *node, uint64_t cost, uint64_t now);
+
+/* remember level for key (a Redis bucket as Redis reported it) */
+void ngx_http_ai_gateway_limit_zone_track(
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t level,
+    uint64_t now, ngx_log_t *log);
+
+
+/* limit_redis.c */
+void ngx_http_ai_gateway_limit_redis_init_conf(void);
+
+/*
+ * Charge the request's redis zones (those in ctx->st with backend redis)
+ * in one script call: NGX_AGAIN when sent (the reply fills their st[].res
+ * and resumes the request with ctx->replied set); NGX_OK when Redis cannot
+ * be used now and st[].res already says what ctx->fail makes of that;
+ * NGX_ERROR
+ */
+ngx_int_t ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_LIMIT_H_INCLUDED_ */

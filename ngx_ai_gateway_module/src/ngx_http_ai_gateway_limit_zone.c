@@ -13,6 +13,10 @@
  * first one freed is enough.  Buckets that have refilled to full are freed
  * on the way as well: a full bucket is exactly what a missing key means, so
  * forgetting it changes no answer and keeps the "keys" gauge meaningful.
+ *
+ * A zone with the "redis" flag keeps its buckets in Redis; its tree here
+ * only mirrors the buckets this nginx charged, for the "keys" gauge (see
+ * ngx_http_ai_gateway_limit_redis.c).
  */
 
 #include "ngx_http_ai_gateway_limit.h"
@@ -25,6 +29,9 @@
 static void ngx_http_ai_gateway_limit_rbtree_insert_value(
     ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
+static ngx_http_ai_gateway_limit_node_t *ngx_http_ai_gateway_limit_zone_alloc(
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t now,
+    ngx_log_t *log);
 static ngx_uint_t ngx_http_ai_gateway_limit_zone_expire(
     ngx_http_ai_gateway_limit_zone_t *zone, ngx_uint_t n, uint64_t now);
 
@@ -215,13 +222,83 @@ ngx_http_ai_gateway_limit_zone_take(ngx_http_ai_gateway_limit_zone_t *zone,
     ngx_http_ai_gateway_limit_node_t *node, u_char *key, uint64_t cost,
     uint64_t now, ngx_log_t *log)
 {
-    size_t              size;
-    ngx_rbtree_node_t  *rn;
-
-    if (node) {
-        agw_bucket_take(&node->bucket, &zone->bucket, cost, now);
-        return NGX_OK;
+    if (node == NULL) {
+        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
+        if (node == NULL) {
+            return NGX_DECLINED;
+        }
     }
+
+    agw_bucket_take(&node->bucket, &zone->bucket, cost, now);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Adding back what agw_bucket_take() took leaves the bucket exactly where
+ * it would be had nothing been taken (charges by others aside): refill
+ * clamps at the capacity, and so does the refund.  The caller looks the
+ * bucket up again: if it was freed meanwhile (refilled, or evicted from a
+ * full zone), the key's bucket is full or new, and a new one is credited
+ * at most up to its capacity.
+ */
+
+void
+ngx_http_ai_gateway_limit_zone_refund(ngx_http_ai_gateway_limit_zone_t *zone,
+    ngx_http_ai_gateway_limit_node_t *node, uint64_t cost, uint64_t now)
+{
+    uint64_t  cap, level, give;
+
+    if (node == NULL) {
+        return;
+    }
+
+    cap = zone->bucket.burst * zone->bucket.period_ms;
+    level = agw_bucket_level(&node->bucket, &zone->bucket, now);
+
+    give = (cost > zone->bucket.burst) ? cap : cost * zone->bucket.period_ms;
+
+    node->bucket.level = (cap - level < give) ? cap : level + give;
+
+    if (now > node->bucket.stamp_ms) {
+        node->bucket.stamp_ms = now;
+    }
+}
+
+
+void
+ngx_http_ai_gateway_limit_zone_track(ngx_http_ai_gateway_limit_zone_t *zone,
+    u_char *key, uint64_t level, uint64_t now, ngx_log_t *log)
+{
+    uint64_t                           cap;
+    ngx_http_ai_gateway_limit_node_t  *node;
+
+    node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
+
+    if (node == NULL) {
+        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
+        if (node == NULL) {
+            return;
+        }
+    }
+
+    cap = zone->bucket.burst * zone->bucket.period_ms;
+
+    node->bucket.level = (level < cap) ? level : cap;
+    node->bucket.stamp_ms = now;
+}
+
+
+/* a new, full bucket for key, evicting to make room */
+
+static ngx_http_ai_gateway_limit_node_t *
+ngx_http_ai_gateway_limit_zone_alloc(ngx_http_ai_gateway_limit_zone_t *zone,
+    u_char *key, uint64_t now, ngx_log_t *log)
+{
+    size_t                             size;
+    ngx_rbtree_node_t                 *rn;
+    ngx_http_ai_gateway_limit_node_t  *node;
 
     (void) ngx_http_ai_gateway_limit_zone_expire(zone,
                                        NGX_HTTP_AI_GATEWAY_LIMIT_EXPIRE, now);
@@ -239,7 +316,7 @@ ngx_http_ai_gateway_limit_zone_take(ngx_http_ai_gateway_limit_zone_t *zone,
             ngx_log_error(NGX_LOG_WARN, log, 0,
                           "ai_gateway_limit_zone \"%V\" has no room for "
                           "a bucket, request not charged", &zone->name);
-            return NGX_DECLINED;
+            return NULL;
         }
 
         rn = ngx_slab_alloc_locked(zone->shpool, size);
@@ -251,14 +328,13 @@ ngx_http_ai_gateway_limit_zone_take(ngx_http_ai_gateway_limit_zone_t *zone,
     ngx_memcpy(node->key, key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
 
     agw_bucket_init(&node->bucket, &zone->bucket, now);
-    agw_bucket_take(&node->bucket, &zone->bucket, cost, now);
 
     ngx_rbtree_insert(&zone->sh->rbtree, rn);
     ngx_queue_insert_head(&zone->sh->queue, &node->queue);
 
     ngx_http_ai_gateway_count(zone->sh->stats.keys, 1);
 
-    return NGX_OK;
+    return node;
 }
 
 

@@ -1,0 +1,434 @@
+/*
+ * The buckets of "ai_gateway_limit_zone ... redis" (SPEC 3.1, 3.3): token
+ * buckets kept in Redis, so that every nginx using the same Redis draws
+ * from one budget.
+ *
+ * A bucket is the hash <prefix>rl:<zone>:<hex SHA-256 of the key value>
+ * with the fields "level" (units: period_ms per token, as in
+ * lib/agw_bucket.c) and "stamp" (ms, Redis's clock).  All the redis zones
+ * of a request are checked and charged by one Lua script, run atomically
+ * by Redis: it refills every bucket to now, charges all of them if every
+ * one has the tokens and none otherwise, and answers with each bucket's
+ * level before the charge.  The RateLimit figures are then computed here
+ * from that level by agw_bucket_check(), the very code the shared-memory
+ * zones use, so both backends report alike.
+ *
+ * The clock is Redis's TIME, one clock for all nginx nodes; the script
+ * never moves a stamp backwards, so a clock that steps back (a failover to
+ * a replica whose clock lags) credits no time twice.  A charged bucket
+ * expires after the time it takes to refill from empty, plus a second: a
+ * missing bucket is a full one, so an idle key vanishes without changing
+ * any answer.
+ *
+ * The script is sent with EVALSHA, and by the connection's eval helper
+ * with EVAL when Redis answers NOSCRIPT (a restart, SCRIPT FLUSH).  The
+ * request waits without blocking the worker: the reply handler resumes
+ * its phases.  When Redis cannot answer (not connected, breaker open,
+ * timeout, error), ai_gateway_limit_redis_fail decides for every redis
+ * zone of the request: "open" lets it through without figures (the zone
+ * adds no RateLimit headers and counts the request as passed), "closed"
+ * rejects it (Retry-After 1).  A zone that only reads (a cache HIT without
+ * charge_hits) never rejects for want of Redis.
+ *
+ * The zone's shared memory keeps the counters and, for the "keys" gauge, a
+ * mirror of each bucket this nginx charged, set to the level Redis
+ * reported after the charge and refilled locally.  Mirrors that have
+ * refilled are freed lazily (when other buckets are added) and the least
+ * recently charged ones when the zone is full, as in a shared-memory zone.
+ * So "keys" is this nginx's view: about the number of distinct keys it
+ * charged whose buckets had not refilled the last time it looked, not the
+ * number of keys in Redis (other nodes' keys are not seen, and counting
+ * those would take a SCAN).
+ *
+ * With Redis Cluster the keys of one request would have to share a hash
+ * slot; only a single Redis (or a primary with replicas) is supported.
+ */
+
+#include "ngx_http_ai_gateway_limit.h"
+#include "ngx_http_ai_gateway_redis.h"
+
+
+/* arguments per zone: rate, period_ms, burst, cost, ttl_ms */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_ARGS  5
+
+
+/*
+ * KEYS[i]: the bucket of zone i; ARGV[5i-4 .. 5i]: its rate, period_ms,
+ * burst, cost and expiry (ms).  Returns {taken, level_1, ..., level_n}:
+ * taken is 1 if every bucket had its cost and all were charged, 0 if none
+ * was; level_i is bucket i refilled to now, before any charge.
+ *
+ * The refill is agw_bucket_refill() of lib/agw_bucket.c, line for line
+ * (see the pseudo-code in its essay): Lua numbers are doubles, exact up to
+ * 2^53, which agw_bucket_conf_valid() guarantees every value stays under,
+ * and the ceiling division is done with math.floor and a correction.
+ * Levels are written with %d, since tostring() would round them to 14
+ * digits.  redis.replicate_commands() lets Redis before 5 replicate a
+ * script that writes after reading TIME; later versions always do.
+ */
+
+static ngx_http_ai_gateway_redis_script_t
+    ngx_http_ai_gateway_limit_redis_script =
+{
+    ngx_string(
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local level, stamp, taken = {}, {}, 1\n"
+    "for i = 1, #KEYS do\n"
+    "  local a = (i - 1) * 5\n"
+    "  local rate = tonumber(ARGV[a + 1])\n"
+    "  local period = tonumber(ARGV[a + 2])\n"
+    "  local burst = tonumber(ARGV[a + 3])\n"
+    "  local cost = tonumber(ARGV[a + 4])\n"
+    "  local cap = burst * period\n"
+    "  local h = redis.call('HMGET', KEYS[i], 'level', 'stamp')\n"
+    "  local l, s = tonumber(h[1]), tonumber(h[2])\n"
+    "  if l == nil or s == nil then\n"
+    "    l, s = cap, now\n"
+    "  end\n"
+    "  if l >= cap then\n"
+    "    l = cap\n"
+    "  elseif now > s then\n"
+    "    local need = cap - l\n"
+    "    local fill = math.floor(need / rate)\n"
+    "    if fill * rate < need then fill = fill + 1 end\n"
+    "    if now - s >= fill then l = cap else l = l + (now - s) * rate end\n"
+    "  end\n"
+    "  if now > s then s = now end\n"
+    "  level[i], stamp[i] = l, s\n"
+    "  if cost > burst or cost * period > l then taken = 0 end\n"
+    "end\n"
+    "if taken == 1 then\n"
+    "  for i = 1, #KEYS do\n"
+    "    local a = (i - 1) * 5\n"
+    "    local want = tonumber(ARGV[a + 4]) * tonumber(ARGV[a + 2])\n"
+    "    if want > 0 then\n"
+    "      redis.call('HSET', KEYS[i],\n"
+    "                 'level', string.format('%d', level[i] - want),\n"
+    "                 'stamp', string.format('%d', stamp[i]))\n"
+    "      redis.call('PEXPIRE', KEYS[i], ARGV[a + 5])\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local reply = {taken}\n"
+    "for i = 1, #KEYS do reply[i + 1] = level[i] end\n"
+    "return reply\n"),
+    ""
+};
+
+
+static void ngx_http_ai_gateway_limit_redis_reply(redisReply *reply,
+    ngx_http_ai_gateway_redis_status_e status, void *data);
+static ngx_int_t ngx_http_ai_gateway_limit_redis_result(
+    ngx_http_ai_gateway_limit_ctx_t *ctx, redisReply *reply);
+static void ngx_http_ai_gateway_limit_redis_failed(
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
+
+
+void
+ngx_http_ai_gateway_limit_redis_init_conf(void)
+{
+    if (ngx_http_ai_gateway_limit_redis_script.sha1[0] == '\0') {
+        ngx_http_ai_gateway_redis_script_init(
+                                      &ngx_http_ai_gateway_limit_redis_script);
+    }
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    u_char                              *p;
+    size_t                              *argvlen, len;
+    uint64_t                             cap;
+    ngx_uint_t                           i, k, m, a;
+    const char                         **argv;
+    ngx_http_ai_gateway_limit_zone_t    *zone;
+    ngx_http_ai_gateway_redis_conf_t    *rcf;
+    ngx_http_ai_gateway_main_conf_t     *amcf;
+    ngx_http_ai_gateway_limit_state_t   *st;
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+    rcf = amcf->redis;
+
+    st = ctx->st;
+
+    for (i = 0, m = 0; i < ctx->n; i++) {
+        if (st[i].zone
+            && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+        {
+            m++;
+        }
+    }
+
+    if (!ngx_http_ai_gateway_redis_available()) {
+        ngx_http_ai_gateway_limit_redis_failed(ctx);
+        return NGX_OK;
+    }
+
+    a = NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_ARGS;
+
+    argv = ngx_palloc(r->pool, m * (1 + a) * sizeof(char *));
+    argvlen = ngx_palloc(r->pool, m * (1 + a) * sizeof(size_t));
+    if (argv == NULL || argvlen == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the keys first, then the arguments of every zone, as KEYS and ARGV */
+
+    for (i = 0, k = 0; i < ctx->n; i++) {
+        zone = st[i].zone;
+
+        if (zone == NULL || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+            continue;
+        }
+
+        len = rcf->prefix.len + sizeof("rl:") - 1 + zone->name.len + 1
+              + 2 * NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN;
+
+        p = ngx_pnalloc(r->pool, len + a * NGX_INT64_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        argv[k] = (const char *) p;
+        p = ngx_cpymem(p, rcf->prefix.data, rcf->prefix.len);
+        p = ngx_cpymem(p, "rl:", sizeof("rl:") - 1);
+        p = ngx_cpymem(p, zone->name.data, zone->name.len);
+        *p++ = ':';
+        p = ngx_hex_dump(p, st[i].key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+        argvlen[k] = len;
+
+        argv[m + k * a] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", zone->bucket.rate);
+        argvlen[m + k * a] = p - (u_char *) argv[m + k * a];
+
+        argv[m + k * a + 1] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", zone->bucket.period_ms);
+        argvlen[m + k * a + 1] = p - (u_char *) argv[m + k * a + 1];
+
+        argv[m + k * a + 2] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", zone->bucket.burst);
+        argvlen[m + k * a + 2] = p - (u_char *) argv[m + k * a + 2];
+
+        argv[m + k * a + 3] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", st[i].cost);
+        argvlen[m + k * a + 3] = p - (u_char *) argv[m + k * a + 3];
+
+        /*
+         * the time to refill from empty, ceil(capacity / rate) ms, and a
+         * second for clock skew; capacity and rate are below 2^53
+         */
+        cap = zone->bucket.burst * zone->bucket.period_ms;
+
+        argv[m + k * a + 4] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", cap / zone->bucket.rate
+                                  + (cap % zone->bucket.rate != 0) + 1000);
+        argvlen[m + k * a + 4] = p - (u_char *) argv[m + k * a + 4];
+
+        k++;
+    }
+
+    /*
+     * the request's pool: a client that leaves while Redis is asked frees
+     * the request, which detaches the command, and a late reply is dropped
+     */
+
+    if (ngx_http_ai_gateway_redis_eval(r->pool,
+                                       ngx_http_ai_gateway_limit_redis_reply,
+                                       ctx,
+                                       &ngx_http_ai_gateway_limit_redis_script,
+                                       m, (int) (m * (1 + a)), argv, argvlen)
+        == NULL)
+    {
+        ngx_http_ai_gateway_limit_redis_failed(ctx);
+        return NGX_OK;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway limit: redis asked for %ui zones", m);
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_ai_gateway_limit_redis_reply(redisReply *reply,
+    ngx_http_ai_gateway_redis_status_e status, void *data)
+{
+    ngx_http_ai_gateway_limit_ctx_t *ctx = data;
+
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    c = r->connection;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "ai_gateway limit: redis reply status:%d", (int) status);
+
+    if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK
+        || ngx_http_ai_gateway_limit_redis_result(ctx, reply) != NGX_OK)
+    {
+        ngx_http_ai_gateway_limit_redis_failed(ctx);
+    }
+
+    ctx->waiting = 0;
+    ctx->replied = 1;
+
+    /*
+     * resume as ngx_http_limit_req_delay() does; this runs outside the
+     * request's own event handlers, hence the posted requests
+     */
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* the script's answer into the zones' results; NGX_ERROR if malformed */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
+    redisReply *reply)
+{
+    uint64_t                            cap, now, want, level;
+    ngx_uint_t                          i, k, m, taken;
+    ngx_time_t                         *tp;
+    agw_bucket_t                        b;
+    redisReply                         *e;
+    ngx_http_ai_gateway_limit_zone_t   *zone;
+    ngx_http_ai_gateway_limit_state_t  *st;
+
+    st = ctx->st;
+
+    for (i = 0, m = 0; i < ctx->n; i++) {
+        if (st[i].zone
+            && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+        {
+            m++;
+        }
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != m + 1) {
+        goto malformed;
+    }
+
+    for (k = 0; k <= m; k++) {
+        if (reply->element[k]->type != REDIS_REPLY_INTEGER
+            || reply->element[k]->integer < 0)
+        {
+            goto malformed;
+        }
+    }
+
+    taken = (reply->element[0]->integer == 1);
+
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    for (i = 0, k = 1; i < ctx->n; i++) {
+        zone = st[i].zone;
+
+        if (zone == NULL || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+            continue;
+        }
+
+        e = reply->element[k++];
+
+        /*
+         * the level is already refilled to Redis's now: a bucket stamped
+         * 0 and checked at 0 gets no more time, and agw_bucket_check()
+         * computes the figures exactly as for a shared-memory bucket
+         */
+
+        cap = zone->bucket.burst * zone->bucket.period_ms;
+
+        b.level = ((uint64_t) e->integer < cap) ? (uint64_t) e->integer : cap;
+        b.stamp_ms = 0;
+
+        agw_bucket_check(&b, &zone->bucket, st[i].cost, 0, &st[i].res);
+
+        if (!taken) {
+            if (st[i].res.allowed && st[i].cost) {
+                /* another zone refused: this one holds what it held */
+                agw_bucket_check(&b, &zone->bucket, 0, 0, &st[i].res);
+            }
+
+            continue;
+        }
+
+        if (st[i].cost == 0 || st[i].cost > zone->bucket.burst) {
+            continue;
+        }
+
+        /* the "keys" gauge: mirror the bucket as Redis holds it now */
+
+        want = st[i].cost * zone->bucket.period_ms;
+        level = (b.level > want) ? b.level - want : 0;
+
+        ngx_http_ai_gateway_limit_zone_lock(zone);
+
+        ngx_http_ai_gateway_limit_zone_track(zone, st[i].key, level, now,
+                                             ctx->request->connection->log);
+
+        ngx_http_ai_gateway_limit_zone_unlock(zone);
+    }
+
+    return NGX_OK;
+
+malformed:
+
+    ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+                  "ai_gateway_limit: unexpected reply from the redis script");
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * Redis could not answer: what ai_gateway_limit_redis_fail makes of it,
+ * for every redis zone of the request
+ */
+
+static void
+ngx_http_ai_gateway_limit_redis_failed(ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    ngx_uint_t                          i;
+    ngx_http_ai_gateway_limit_state_t  *st;
+
+    st = ctx->st;
+
+    for (i = 0; i < ctx->n; i++) {
+        if (st[i].zone == NULL
+            || st[i].zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+        {
+            continue;
+        }
+
+        ngx_memzero(&st[i].res, sizeof(agw_bucket_result_t));
+
+        if (ctx->fail == NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_OPEN
+            || st[i].cost == 0)
+        {
+            /* passes, with no figures to report */
+            st[i].res.allowed = 1;
+            st[i].blind = 1;
+            continue;
+        }
+
+        /* closed: refused, try again in a second */
+        st[i].res.allowed = 0;
+        st[i].res.remaining = 0;
+        st[i].res.reset_ms = 1000;
+        st[i].res.retry_after_ms = 1000;
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+                   "ai_gateway limit: redis unavailable");
+}
