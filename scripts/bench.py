@@ -24,7 +24,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
@@ -32,7 +31,7 @@ sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 from harness.nginx import Nginx, private_dir  # noqa: E402
 from harness.sim import Sim  # noqa: E402
 try:
-    from harness.redis import RedisServer  # noqa: E402
+    from harness.redis import RedisServer, available as redis_available
 except ImportError:  # the Redis store is not built in
     RedisServer = None
 
@@ -172,7 +171,7 @@ def main():
               "--jitter", "0").start()
     redis = None
     rows = list(ROWS)
-    if RedisServer is not None and shutil.which("redis-server"):
+    if RedisServer is not None and redis_available():
         redis = RedisServer().start()
         redis_conf = "ai_gateway_redis 127.0.0.1:%d timeout=200ms;" % \
             redis.port

@@ -18,6 +18,8 @@
 #   AGW_ACCESS_LOG  access_log target                 access.log (under -p)
 #   AGW_WORKERS     worker_processes                  auto
 #   AGW_CACHE       the cache store: a zone name      main (shared memory)
+#                   or "redis"
+#   AGW_REDIS       Redis HOST:PORT (AGW_CACHE=redis)  127.0.0.1:6379
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,6 +63,14 @@ export AGW_ACCESS_LOG=${AGW_ACCESS_LOG:-access.log}
 export AGW_WORKERS=${AGW_WORKERS:-auto}
 export AGW_CACHE=${AGW_CACHE:-main}
 
+# the Redis connection exists only when something uses it
+if [ "$AGW_CACHE" = redis ]; then
+    AGW_REDIS_DIRECTIVE="ai_gateway_redis ${AGW_REDIS:-127.0.0.1:6379};"
+else
+    AGW_REDIS_DIRECTIVE=
+fi
+export AGW_REDIS_DIRECTIVE
+
 case $AGW_MODULE in
     /*) ;;
     *) echo "render-conf: AGW_MODULE must be an absolute path" \
@@ -71,7 +81,7 @@ esac
 # shellcheck disable=SC2016  # literal names for envsubst
 vars='${AGW_MODULE} ${AGW_LISTEN} ${AGW_SIM1} ${AGW_SIM2} ${AGW_SIM3}'
 vars="$vars \${AGW_USER} \${AGW_ERROR_LOG} \${AGW_ACCESS_LOG} \${AGW_WORKERS}"
-vars="$vars \${AGW_CACHE}"
+vars="$vars \${AGW_CACHE} \${AGW_REDIS_DIRECTIVE}"
 
 outdir=$(dirname "$out")
 mkdir -p "$outdir"

@@ -2,6 +2,8 @@
 # `make run`: the local stack of SPEC 2.1 in the foreground.
 #
 #   three ai-sim replicas   127.0.0.1:9001..9003 (sim-1..3)
+#   redis-server            127.0.0.1:6379, db 0, no persistence
+#                           (CACHE=redis only)
 #   nginx + the module      127.0.0.1:8080, config rendered from
 #                           nginx-conf/gateway.conf.template
 #
@@ -12,10 +14,10 @@
 # must reach their temp paths even when the clone sits in a 0700 home.
 #
 # Ctrl-C (SIGINT) or SIGTERM stops nginx gracefully (SIGQUIT) and every
-# ai-sim this script started, by PID.
+# ai-sim (and the redis-server) this script started, by PID.
 #
-# Environment: CACHE=shm (default; the only store so far), AGW_MODULE and
-# AGW_SIM_BIN to run other builds.
+# Environment: CACHE=shm (default: the shared-memory cache) or CACHE=redis
+# (the Redis cache store), AGW_MODULE and AGW_SIM_BIN to run other builds.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,12 +31,15 @@ sim_ports=(9001 9002 9003)
 say() { printf 'run: %s\n' "$*"; }
 die() { printf 'run: %s\n' "$*" >&2; exit 1; }
 
+redis_port=6379
+ports=("$listen_port" "${sim_ports[@]}")
+
 case $cache in
-    shm) ;;
+    shm) agw_cache=main ;;
     redis)
-        echo "run: CACHE=redis: the Redis store arrives with the Redis issue;" \
-             "use CACHE=shm (the default) for now" >&2
-        exit 2 ;;
+        agw_cache=redis
+        ports+=("$redis_port")
+        command -v redis-server >/dev/null || die "no redis-server (make deps)" ;;
     *)
         echo "run: unknown CACHE=\"$cache\" (shm or redis)" >&2
         exit 2 ;;
@@ -49,7 +54,7 @@ case $module in /*) ;; *) module=$(cd "$(dirname "$module")" && pwd)/$(basename 
 # 1. the ports must be free before anything starts
 
 busy=0
-for port in "$listen_port" "${sim_ports[@]}"; do
+for port in "${ports[@]}"; do
     holder=$(ss -Hltnp "sport = :$port" 2>/dev/null || true)
     if [ -n "$holder" ]; then
         echo "run: port $port is already in use:" >&2
@@ -72,6 +77,7 @@ ln -sfn "$rundir" "$repo/run/current"
 
 sim_pids=()
 nginx_pid=
+redis_pid=
 
 # shellcheck disable=SC2317  # called from traps
 stop_all() {
@@ -105,6 +111,12 @@ stop_all() {
         wait "$pid" 2>/dev/null || true
     done
     [ ${#sim_pids[@]} -eq 0 ] || say "stopped ai-sim (pids ${sim_pids[*]})"
+
+    if [ -n "$redis_pid" ]; then
+        kill -TERM "$redis_pid" 2>/dev/null || true
+        wait "$redis_pid" 2>/dev/null || true
+        say "stopped redis-server (pid $redis_pid)"
+    fi
     say "logs kept in $rundir"
 }
 
@@ -155,7 +167,27 @@ for i in 1 2 3; do
 done
 
 
-# 5. nginx: render, test, run in the foreground (daemon off)
+# 5. CACHE=redis: a throwaway redis-server (no RDB, no AOF)
+
+if [ "$cache" = redis ]; then
+    setsid redis-server --port "$redis_port" --bind 127.0.0.1 --save '' \
+        --appendonly no --dir "$rundir" \
+        > "$rundir/redis.log" 2>&1 < /dev/null &
+    redis_pid=$!
+    for _ in $(seq 100); do
+        redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break
+        kill -0 "$redis_pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG || {
+        sed 's/^/run:     /' "$rundir/redis.log" >&2
+        die "redis-server did not come up on 127.0.0.1:$redis_port"
+    }
+    say "redis-server up on 127.0.0.1:$redis_port (pid $redis_pid)"
+fi
+
+
+# 6. nginx: render, test, run in the foreground (daemon off)
 
 AGW_MODULE=$module \
 AGW_LISTEN=127.0.0.1:$listen_port \
@@ -164,6 +196,8 @@ AGW_SIM2=127.0.0.1:${sim_ports[1]} \
 AGW_SIM3=127.0.0.1:${sim_ports[2]} \
 AGW_ERROR_LOG=error.log \
 AGW_ACCESS_LOG=access.log \
+AGW_CACHE=$agw_cache \
+AGW_REDIS=127.0.0.1:$redis_port \
     "$repo/scripts/render-conf.sh" "$rundir/nginx.conf"
 
 nginx_args=(-p "$rundir/" -c "$rundir/nginx.conf" -e "$rundir/error.log")
@@ -214,8 +248,9 @@ cat <<EOF
          -d '{"model":"sim-small","stream":true,"messages":[{"role":"user","content":"hi"}],"max_tokens":8}'
     curl -s $gw/cachez
     curl -s '$gw/cachez?format=prometheus'
+$([ "$cache" = redis ] && printf '%s\n' "    redis-cli --scan --pattern 'gw:v1:*'")
 
-  Ctrl-C stops nginx and the three replicas.
+  Ctrl-C stops everything started here.
 
 EOF
 

@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from harness.nginx import Nginx  # noqa: E402
+from harness.redis import RedisServer, available  # noqa: E402
 from harness.sim import Sim  # noqa: E402
 
 FAST_SIM = ("--ttft-ms", "1", "--tpot-ms", "0.2", "--jitter", "0")
@@ -76,3 +77,27 @@ def nginx_factory(request):
         problems += n.alerts()
         n.cleanup(keep=failed)
     assert not problems, "nginx logged:\n" + "\n".join(problems)
+
+
+@pytest.fixture
+def redis_factory():
+    """redis_factory(**kwargs) -> a started RedisServer on a free port (no
+    persistence), stopped and removed after the test; skipped without
+    redis-server, as nginx-tests' has() skips."""
+    if not available():
+        pytest.skip("redis-server is not installed")
+    started = []
+
+    def start(**kwargs):
+        r = RedisServer(**kwargs)
+        started.append(r)
+        return r.start()
+
+    yield start
+    for r in started:
+        r.cleanup()
+
+
+@pytest.fixture
+def redis_server(redis_factory):
+    return redis_factory()

@@ -3,7 +3,6 @@ stored, bypassed and served, with the counters /cachez reports."""
 
 import json
 import re
-import socket
 import threading
 import time
 
@@ -473,7 +472,7 @@ def test_survives_reload_under_load(nginx_factory, sim):
                 statuses.append(r.headers.get("X-Cache"))
                 if r.status_code != 200:
                     failures.append(r.status_code)
-            except requests.RequestException as e:
+            except requests.RequestException:
                 # a keepalive connection closed by an old worker is retried
                 # by real clients; count only what a fresh one cannot get
                 try:

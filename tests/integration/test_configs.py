@@ -23,7 +23,7 @@ SNIPPETS = sorted(glob.glob(os.path.join(REPO, "nginx-conf", "snippets",
 
 TEMPLATE_VARS = ("AGW_MODULE", "AGW_LISTEN", "AGW_SIM1", "AGW_SIM2",
                  "AGW_SIM3", "AGW_USER", "AGW_ERROR_LOG", "AGW_ACCESS_LOG",
-                 "AGW_WORKERS", "AGW_CACHE")
+                 "AGW_WORKERS", "AGW_CACHE", "AGW_REDIS_DIRECTIVE")
 
 
 def render_shipped(outdir, **env):

@@ -24,25 +24,6 @@ pytestmark = pytest.mark.skipif(not redis_harness.available(),
                                 reason="redis-server not installed")
 
 
-@pytest.fixture
-def redis_factory():
-    started = []
-
-    def start(**kwargs):
-        r = redis_harness.RedisServer(**kwargs)
-        started.append(r)
-        return r.start()
-
-    yield start
-    for r in started:
-        r.cleanup()
-
-
-@pytest.fixture
-def redis_server(redis_factory):
-    return redis_factory()
-
-
 def redis_conf(r, extra=""):
     return "ai_gateway_redis 127.0.0.1:%d timeout=100ms %s;" % (r.port, extra)
 

@@ -11,7 +11,8 @@ import time
 import pytest
 import requests
 
-from harness.redis import RedisServer, available
+from harness.redis import available
+
 
 pytestmark = pytest.mark.skipif(not available(),
                                 reason="redis-server is not installed")
@@ -36,25 +37,6 @@ HTTP = """
 """
 
 KEY_RE = re.compile(r"^gw:v1:[0-9a-f]{64}$")
-
-
-@pytest.fixture
-def redis_factory():
-    started = []
-
-    def start(**kwargs):
-        r = RedisServer(**kwargs).start()
-        started.append(r)
-        return r
-
-    yield start
-    for r in started:
-        r.cleanup()
-
-
-@pytest.fixture
-def redis_server(redis_factory):
-    return redis_factory()
 
 
 def redis_nginx(nginx_factory, sim, redis, args="", ttl="60s", workers=1):

@@ -33,7 +33,7 @@ WORKERS = 2
 class Gateway:
     """nginx running the rendered shipped config against three replicas."""
 
-    def __init__(self, sims, workers=WORKERS):
+    def __init__(self, sims, workers=WORKERS, **env):
         self.sims = sims
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
@@ -43,7 +43,7 @@ class Gateway:
             SIM1="127.0.0.1:%d" % sims[0].port,
             SIM2="127.0.0.1:%d" % sims[1].port,
             SIM3="127.0.0.1:%d" % sims[2].port,
-            WORKERS=workers)
+            WORKERS=workers, **env)
         self.error_log = os.path.join(self.dir, "error.log")
         self.env = asan_env()
         if SANITIZE:
@@ -482,3 +482,19 @@ def test_shipped_health_stats_and_slow_are_never_limited(gateway):
             r = gateway.get(path, headers=client)
             assert r.status_code == 200, (path, r.status_code)
         assert "RateLimit-Limit" not in r.headers, path
+
+
+def test_shipped_config_with_the_redis_store(sims, gateway_factory,
+                                             redis_server):
+    """make run CACHE=redis: the same template, the cache in Redis."""
+    gateway = gateway_factory(sims, CACHE="redis",
+                              REDIS="127.0.0.1:%d" % redis_server.port)
+    prompt = {"prompt": "through redis", "max_tokens": 4}
+    assert gateway.post("/infer", prompt).headers["X-Cache"] == "MISS"
+    hit = gateway.post("/infer", prompt)
+    assert hit.headers["X-Cache"] == "HIT"
+    keys = list(redis_server.client().scan_iter("gw:v1:*"))
+    assert len(keys) == 1, keys
+    z = gateway.get("/cachez").json()
+    assert z["caches"]["redis"]["hits"] == 1
+    assert z["redis"]["configured"] is True
