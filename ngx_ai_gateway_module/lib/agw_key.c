@@ -33,6 +33,8 @@
  */
 
 
+#include <string.h>
+
 #include "agw_key.h"
 
 
@@ -86,6 +88,29 @@ void
 agw_digest_buf(agw_digest_t *out, const uint8_t *data, size_t len)
 {
     agw_sha256(data, len, out->bytes);
+}
+
+
+void
+agw_key_slot(uint8_t out[AGW_KEY_SLOT_LEN], const uint8_t *key, size_t len)
+{
+    uint8_t  digest[AGW_SHA256_DIGEST_LEN];
+
+    memset(out, 0, AGW_KEY_SLOT_LEN);
+
+    if (len < AGW_KEY_SLOT_LEN) {
+        /* the length byte keeps "a" and "a\0" apart */
+        out[0] = (uint8_t) len;
+        if (len) {
+            memcpy(out + 1, key, len);
+        }
+        return;
+    }
+
+    agw_sha256(key, len, digest);
+
+    out[0] = AGW_KEY_SLOT_DIGEST;
+    memcpy(out + 1, digest, AGW_KEY_SLOT_LEN - 1);
 }
 
 

@@ -38,6 +38,19 @@ void agw_digest_buf(agw_digest_t *out, const uint8_t *data, size_t len);
 /* finish a streaming body hash into an agw_digest_t */
 void agw_digest_final(agw_digest_t *out, agw_sha256_t *ctx);
 
+
+/*
+ * A fixed-size slot that identifies a rate-limit key exactly: a key of up
+ * to AGW_KEY_SLOT_LEN - 1 bytes is stored as its length and its bytes (an
+ * address from $binary_remote_addr costs no hashing at all); a longer key
+ * as a marker byte and its SHA-256, truncated to the rest of the slot.
+ */
+#define AGW_KEY_SLOT_LEN     32
+#define AGW_KEY_SLOT_DIGEST  0xff
+
+void agw_key_slot(uint8_t out[AGW_KEY_SLOT_LEN], const uint8_t *key,
+    size_t len);
+
 /* lowercase hex, NUL-terminated */
 void agw_digest_hex(const agw_digest_t *d, char out[AGW_DIGEST_HEX_LEN + 1]);
 

@@ -313,7 +313,14 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
 
         st[i].zone = limits[i].shm_zone->data;
 
-        agw_sha256(key.data, key.len, st[i].key);
+        if (st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+            /* the hex digest names the bucket in Redis, on every node */
+            agw_sha256(key.data, key.len, st[i].key);
+
+        } else {
+            /* an address is its own key: no hashing on the hot path */
+            agw_key_slot(st[i].key, key.data, key.len);
+        }
 
         if (hit && !limits[i].charge_hits) {
             st[i].cost = 0;
@@ -563,10 +570,9 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
 
     if (j < n) {
         ctx->name = st[j].zone->name;
-        ctx->burst = st[j].zone->bucket.burst;
+        ctx->zone = st[j].zone;
         ctx->remaining = st[j].res.remaining;
         ctx->reset = agw_ms_to_s_ceil(st[j].res.reset_ms);
-        ctx->window = agw_bucket_window_s(&st[j].zone->bucket);
     }
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -707,12 +713,11 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
     ngx_http_ai_gateway_limit_state_t *st)
 {
-    u_char       *p, *last;
+    u_char       *p, *num, *ms, *last;
     uint64_t      retry;
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
-    u_char        num[NGX_INT64_LEN];
 
     rc = ngx_http_discard_request_body(r);
 
@@ -722,20 +727,19 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
 
     retry = agw_retry_after_s(st->res.retry_after_ms);
 
-    last = ngx_sprintf(num, "%uL", retry);
-
-    if (ngx_http_ai_gateway_limit_header(r, "Retry-After", 11, num,
-                                         last - num)
-        != NGX_OK)
-    {
+    num = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN);
+    if (num == NULL) {
         return NGX_ERROR;
     }
 
-    last = ngx_sprintf(num, "%uL", st->res.retry_after_ms);
+    ms = ngx_sprintf(num, "%uL", retry);
+    last = ngx_sprintf(ms, "%uL", st->res.retry_after_ms);
 
-    if (ngx_http_ai_gateway_limit_header(r, "retry-after-ms", 14, num,
-                                         last - num)
-        != NGX_OK)
+    if (ngx_http_ai_gateway_limit_header(r, "Retry-After", 11, num, ms - num)
+        != NGX_OK
+        || ngx_http_ai_gateway_limit_header(r, "retry-after-ms", 14, ms,
+                                            last - ms)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -831,33 +835,51 @@ ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, char *name,
 {
     ngx_table_elt_t  *h;
 
+    /* value must live as long as the request: the pool or the cycle */
+
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    h->value.data = ngx_pnalloc(r->pool, value_len);
-    if (h->value.data == NULL) {
-        h->hash = 0;
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(h->value.data, value, value_len);
-    h->value.len = value_len;
-
     h->hash = 1;
     h->key.len = len;
     h->key.data = (u_char *) name;
+    h->value.len = value_len;
+    h->value.data = value;
 
     return NGX_OK;
+}
+
+
+/*
+ * A number in decimal.  Every response of a limited location carries
+ * several; ngx_sprintf()'s format parsing cost more than the rest of the
+ * header filter together.
+ */
+static u_char *
+ngx_http_ai_gateway_limit_uint(u_char *p, uint64_t n)
+{
+    u_char  *t, tmp[NGX_INT64_LEN];
+
+    t = tmp + NGX_INT64_LEN;
+
+    do {
+        *--t = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    return ngx_cpymem(p, t, tmp + NGX_INT64_LEN - t);
 }
 
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
 {
-    u_char                                *buf, *last;
+    u_char                                *buf, *remaining, *reset, *fields;
+    u_char                                *last;
     ngx_http_ai_gateway_limit_ctx_t       *ctx;
+    ngx_http_ai_gateway_limit_zone_t      *zone;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
     if (r != r->main) {
@@ -878,54 +900,44 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    buf = ngx_pnalloc(r->pool, sizeof("\"\";q=;w=") - 1 + ctx->name.len
-                               + 2 * NGX_INT64_LEN);
+    zone = ctx->zone;
+
+    /* the per-request figures in one buffer; the rest was formatted once */
+    buf = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN + sizeof("\"\";r=;t=") - 1
+                               + ctx->name.len + 2 * NGX_INT64_LEN);
     if (buf == NULL) {
         return NGX_ERROR;
     }
 
-    last = ngx_sprintf(buf, "%uL", ctx->burst);
-    if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Limit", 15, buf,
-                                         last - buf)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
+    remaining = buf;
+    reset = ngx_http_ai_gateway_limit_uint(remaining, ctx->remaining);
+    fields = ngx_http_ai_gateway_limit_uint(reset, ctx->reset);
 
-    last = ngx_sprintf(buf, "%uL", ctx->remaining);
-    if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Remaining", 19, buf,
-                                         last - buf)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
+    last = fields;
+    *last++ = '"';
+    last = ngx_cpymem(last, ctx->name.data, ctx->name.len);
+    last = ngx_cpymem(last, "\";r=", sizeof("\";r=") - 1);
+    last = ngx_cpymem(last, remaining, reset - remaining);
+    last = ngx_cpymem(last, ";t=", sizeof(";t=") - 1);
+    last = ngx_cpymem(last, reset, fields - reset);
 
-    last = ngx_sprintf(buf, "%uL", ctx->reset);
-    if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Reset", 15, buf,
-                                         last - buf)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    /*
-     * the structured fields quote the zone name; names are checked at
-     * configuration time to hold no quote or backslash
-     */
-
-    last = ngx_sprintf(buf, "\"%V\";q=%uL;w=%uL",
-                       &ctx->name, ctx->burst, ctx->window);
-    if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Policy", 16, buf,
-                                         last - buf)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    last = ngx_sprintf(buf, "\"%V\";r=%uL;t=%uL",
-                       &ctx->name, ctx->remaining, ctx->reset);
-    if (ngx_http_ai_gateway_limit_header(r, "RateLimit", 9, buf, last - buf)
-        != NGX_OK)
+    if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Limit", 15,
+                                         zone->limit_value.data,
+                                         zone->limit_value.len)
+        != NGX_OK
+        || ngx_http_ai_gateway_limit_header(r, "RateLimit-Remaining", 19,
+                                            remaining, reset - remaining)
+           != NGX_OK
+        || ngx_http_ai_gateway_limit_header(r, "RateLimit-Reset", 15,
+                                            reset, fields - reset)
+           != NGX_OK
+        || ngx_http_ai_gateway_limit_header(r, "RateLimit-Policy", 16,
+                                            zone->policy_value.data,
+                                            zone->policy_value.len)
+           != NGX_OK
+        || ngx_http_ai_gateway_limit_header(r, "RateLimit", 9,
+                                            fields, last - fields)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -1253,6 +1265,25 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            &name);
         return NGX_CONF_ERROR;
     }
+
+    /*
+     * the structured fields quote the zone name; names are checked above
+     * to hold no quote or backslash
+     */
+    p = ngx_pnalloc(cf->pool, NGX_INT64_LEN + sizeof("\"\";q=;w=") - 1
+                              + name.len + 2 * NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->limit_value.data = p;
+    p = ngx_sprintf(p, "%uL", burst);
+    zone->limit_value.len = p - zone->limit_value.data;
+
+    zone->policy_value.data = p;
+    p = ngx_sprintf(p, "\"%V\";q=%uL;w=%uL", &name, burst,
+                    agw_bucket_window_s(&zone->bucket));
+    zone->policy_value.len = p - zone->policy_value.data;
 
     shm_zone = ngx_shared_memory_add(cf, &name, size,
                                      &ngx_http_ai_gateway_limit_module);

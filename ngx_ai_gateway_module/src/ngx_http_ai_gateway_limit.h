@@ -16,6 +16,7 @@
 #include "ngx_http_ai_gateway_module.h"
 
 #include "agw_bucket.h"
+#include "agw_key.h"
 #include "agw_sha256.h"
 
 
@@ -23,9 +24,13 @@
 #define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS    1
 
 /* bumped whenever the layout of the shared structures below changes */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_VERSION  1
+#define NGX_HTTP_AI_GATEWAY_LIMIT_VERSION  2
 
-#define NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN  AGW_SHA256_DIGEST_LEN
+#define NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN  AGW_KEY_SLOT_LEN
+
+#if (AGW_KEY_SLOT_LEN != AGW_SHA256_DIGEST_LEN)
+#error "a key slot must hold a whole SHA-256 digest (redis zones)"
+#endif
 
 #define NGX_HTTP_AI_GATEWAY_LIMIT_PASSED            1
 #define NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED          2
@@ -38,9 +43,11 @@
 
 /*
  * A bucket.  Like limit_req's node it overlays ngx_rbtree_node_t from its
- * "color" byte.  The key is stored as its SHA-256 digest, so every node has
- * the same size: freeing the least recently used node always makes room for
- * a new one, whatever the length of the key value.
+ * "color" byte.  The key is stored in a fixed slot (agw_key_slot(): short
+ * values such as an address as they are, long ones as their SHA-256;
+ * redis zones always as the SHA-256 that names their Redis key), so every
+ * node has the same size: freeing the least recently used node always
+ * makes room for a new one, whatever the length of the key value.
  */
 typedef struct {
     u_char                              color;
@@ -69,6 +76,10 @@ typedef struct {
                                                      LIMIT_SHM or _REDIS */
     ngx_http_complex_value_t            key;
     agw_bucket_conf_t                   bucket;
+
+    /* header values that never change, formatted once */
+    ngx_str_t                           limit_value;  /* RateLimit-Limit */
+    ngx_str_t                           policy_value; /* RateLimit-Policy */
 
     /*
      * the shared memory: the buckets of backend "shm"; for backend "redis"
@@ -121,10 +132,9 @@ typedef struct {
     ngx_http_request_t                 *request;
     ngx_uint_t                          status;   /* 0: no zone applied */
     ngx_str_t                           name;     /* empty: no figures */
-    uint64_t                            burst;     /* tokens */
+    ngx_http_ai_gateway_limit_zone_t   *zone;      /* the one reported */
     uint64_t                            remaining; /* tokens */
     uint64_t                            reset;     /* s */
-    uint64_t                            window;    /* s */
 
     ngx_http_ai_gateway_limit_t        *limits;
     ngx_http_ai_gateway_limit_state_t  *st;       /* one per limit */

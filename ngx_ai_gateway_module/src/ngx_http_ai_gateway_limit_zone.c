@@ -144,12 +144,19 @@ ngx_http_ai_gateway_limit_zone_unlock(ngx_http_ai_gateway_limit_zone_t *zone)
 static ngx_rbtree_key_t
 ngx_http_ai_gateway_limit_hash(u_char *key)
 {
-    ngx_rbtree_key_t  hash;
+    size_t  len;
 
-    /* the digest is uniform, its first bytes make a good tree key */
-    ngx_memcpy(&hash, key, sizeof(ngx_rbtree_key_t));
+    /*
+     * short keys are stored as they are (agw_key_slot(): the length, the
+     * bytes, zeros): spread them over the tree by their used bytes only
+     */
+    len = NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN;
 
-    return hash;
+    if (key[0] < len) {
+        len = key[0] + 1;
+    }
+
+    return ngx_murmur_hash2(key, len);
 }
 
 

@@ -238,6 +238,55 @@ test_digest_hex(void **state)
 }
 
 
+
+/* rate-limit key slots: exact for short keys, digested for long ones */
+
+static void
+test_key_slot(void **state)
+{
+    static const struct {
+        const char  *key;
+        size_t       len;
+    } keys[] = {
+        { "", 0 },
+        { "a", 1 },
+        { "a\0", 2 },
+        { "\x7f\x00\x00\x01", 4 },
+        { "\x7f\x00\x00\x02", 4 },
+        { "0123456789abcdef0123456789abcde", 31 },
+        { "0123456789abcdef0123456789abcdef", 32 },
+        { "0123456789abcdef0123456789abcdeg", 32 },
+        { "sk-live-0123456789abcdef0123456789abcdef0123456789", 50 },
+    };
+
+    size_t   i, j;
+    uint8_t  slots[nitems(keys)][AGW_KEY_SLOT_LEN], again[AGW_KEY_SLOT_LEN];
+
+    (void) state;
+
+    for (i = 0; i < nitems(keys); i++) {
+        agw_key_slot(slots[i], (const uint8_t *) keys[i].key, keys[i].len);
+        agw_key_slot(again, (const uint8_t *) keys[i].key, keys[i].len);
+        assert_memory_equal(slots[i], again, AGW_KEY_SLOT_LEN);
+
+        if (keys[i].len < AGW_KEY_SLOT_LEN) {
+            /* short keys are kept as they are, behind their length */
+            assert_int_equal(slots[i][0], keys[i].len);
+            assert_memory_equal(slots[i] + 1, keys[i].key, keys[i].len);
+
+        } else {
+            assert_int_equal(slots[i][0], AGW_KEY_SLOT_DIGEST);
+        }
+
+        for (j = 0; j < i; j++) {
+            if (memcmp(slots[i], slots[j], AGW_KEY_SLOT_LEN) == 0) {
+                print_error("slot of key %zu equals slot of key %zu\n", i, j);
+                fail();
+            }
+        }
+    }
+}
+
 int
 main(void)
 {
@@ -248,6 +297,7 @@ main(void)
         cmocka_unit_test(test_key_known_answer),
         cmocka_unit_test(test_key_streaming_body),
         cmocka_unit_test(test_digest_hex),
+        cmocka_unit_test(test_key_slot),
     };
 
     return cmocka_run_group_tests_name("key", tests, NULL, NULL);
