@@ -17,6 +17,8 @@ peer.  The table goes to stdout and docs/BENCHMARKS.md.
 
 import argparse
 import datetime
+import glob
+import json
 import os
 import platform
 import re
@@ -86,9 +88,18 @@ HTTP = """
 """
 
 REDIS_LOCATION = """location = /redis {{ ai_gateway_cache redis;
-            proxy_pass http://origin/origin; }}"""
+            proxy_pass http://origin/origin; }}
+        location = /redis_c1 {{ ai_gateway_cache redis;
+            proxy_pass http://origin/origin; }}
+        location = /limit_redis/static.txt {{
+            alias {dir}/www/static.txt; ai_gateway_limit zone=agw_redis; }}"""
 
-# name, path, ceiling row, stock peer row, status expected
+REDIS_ZONE = """ai_gateway_redis 127.0.0.1:{port} timeout=1s;
+    ai_gateway_limit_zone $binary_remote_addr zone=agw_redis:1m
+                          rate=100000000r/s burst=100000000 redis;"""
+
+# name, path, ceiling row, stock peer row, status expected, connections
+# (None: --connections); rows on /redis* need redis-server
 ROWS = [
     ("nginx return 200 (ceiling)", "/ceiling", None, None, 200),
     ("plain proxy to ai-sim", "/proxy", "nginx return 200 (ceiling)", None, 200),
@@ -96,6 +107,9 @@ ROWS = [
      "stock proxy_cache HIT", 200),
     ("module Redis-cache HIT", "/redis", "nginx return 200 (ceiling)",
      "module shm-cache HIT", 200),
+    # one request at a time: nothing to pipeline on the worker's connection
+    ("module Redis-cache HIT, 1 connection", "/redis_c1", None,
+     "module Redis-cache HIT", 200, 1),
     ("stock proxy_cache HIT", "/proxy_cache", "nginx return 200 (ceiling)",
      None, 200),
     ("static file (limiter ceiling)", "/static.txt", None, None, 200),
@@ -105,11 +119,15 @@ ROWS = [
      "static file (limiter ceiling)", "stock limit_req, passing", 200),
     ("stock limit_req, passing", "/limit_req/static.txt",
      "static file (limiter ceiling)", None, 200),
+    ("module Redis limiter, passing", "/limit_redis/static.txt",
+     "static file (limiter ceiling)", "module limiter, passing", 200),
     ("module limiter, 429 path", "/limit429/static.txt",
      "static file (limiter ceiling)", "stock limit_req, 429 path", 429),
     ("stock limit_req, 429 path", "/limit_req429/static.txt",
      "static file (limiter ceiling)", None, 429),
 ]
+
+ROWS = [r + (None,) * (6 - len(r)) for r in ROWS]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -149,6 +167,44 @@ def redis_benchmark(port, seconds):
     return float(m.group(1)) if m else None
 
 
+def instructions_per_request(http, rows, seconds):
+    """The same config in one nginx process under callgrind: instructions
+    executed per request for each row.  Unlike requests/s these counts do
+    not depend on what else the machine is doing; rerunning gives the same
+    figures within a fraction of a percent."""
+    out = private_dir("agw-callgrind-")
+    n = Nginx(http, master=False, wrapper=[
+        "valgrind", "--tool=callgrind", "--instr-atstart=no",
+        "--log-file=%s/valgrind.log" % out,
+        "--callgrind-out-file=%s/callgrind.out" % out])
+    counts = {}
+    try:
+        n.start()
+        pid = str(n.proc.pid)
+        for name, path, _, _, _, _ in rows:
+            url = n.url + path
+            subprocess.run(["wrk", "-t1", "-c1", "-d1s", url],
+                           capture_output=True)
+            for args in (["-z"], ["-i", "on"]):
+                subprocess.run(["callgrind_control"] + args + [pid],
+                               capture_output=True, check=True)
+            _, total, _, _, _ = wrk(url, seconds, 4)
+            for args in (["-i", "off"], ["-d", "row"]):
+                subprocess.run(["callgrind_control"] + args + [pid],
+                               capture_output=True, check=True)
+            dumps = sorted(glob.glob(out + "/callgrind.out.*"),
+                           key=os.path.getmtime)
+            with open(dumps[-1]) as f:
+                ir = int(re.search(r"^totals: (\d+)", f.read(), re.M)
+                         .group(1))
+            counts[name] = ir / total if total else 0
+    finally:
+        n.stop()
+        n.cleanup()
+        shutil.rmtree(out, ignore_errors=True)
+    return counts
+
+
 def fmt_ratio(a, b):
     return "%.2f" % (a / b) if a and b else "-"
 
@@ -158,6 +214,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--no-callgrind", dest="callgrind", action="store_false",
+                    help="skip the instruction counts")
     ap.add_argument("--out", default=os.path.join(REPO, "docs",
                                                   "BENCHMARKS.md"))
     args = ap.parse_args()
@@ -173,22 +231,22 @@ def main():
     rows = list(ROWS)
     if RedisServer is not None and redis_available():
         redis = RedisServer().start()
-        redis_conf = "ai_gateway_redis 127.0.0.1:%d timeout=200ms;" % \
-            redis.port
-        redis_location = REDIS_LOCATION.format()
+        redis_conf = REDIS_ZONE.format(port=redis.port)
+        redis_location = REDIS_LOCATION.format(dir=work)
     else:
         redis_conf = redis_location = ""
-        rows = [r for r in rows if r[1] != "/redis"]
+        rows = [r for r in rows if "redis" not in r[1]]
 
-    n = Nginx(HTTP.format(dir=work, sim=sim.port, kib=KIB,
-                          redis_conf=redis_conf,
-                          redis_location=redis_location), workers=1)
+    http = HTTP.format(dir=work, sim=sim.port, kib=KIB, redis_conf=redis_conf,
+                       redis_location=redis_location)
+    n = Nginx(http, workers=1)
+    ir = {}
     results = {r[0]: [] for r in rows}
     try:
         n.start()
         worker = n.worker_pids()[0]
         # warm the caches and the 429 buckets, and check every row answers
-        for name, path, _, _, status in rows:
+        for name, path, _, _, status, _ in rows:
             for _ in range(3):
                 subprocess.run(["curl", "-s", "-o", "/dev/null",
                                 n.url + path])
@@ -199,11 +257,11 @@ def main():
                 raise SystemExit("bench: %s answered %s, expected %d"
                                  % (path, got, status))
         for rep in range(args.reps):
-            for name, path, _, _, _ in rows:
+            for name, path, _, _, _, conns in rows:
                 before = cpu_seconds(worker)
                 rps, total, p50, p99, non2xx = wrk(n.url + path,
                                                    args.seconds,
-                                                   args.connections)
+                                                   conns or args.connections)
                 cpu = cpu_seconds(worker) - before
                 results[name].append((rps, p50, p99,
                                       cpu / total * 1e6 if total else 0))
@@ -213,6 +271,10 @@ def main():
             else None
         cachez = subprocess.run(["curl", "-s", n.url + "/cachez"],
                                 capture_output=True, text=True).stdout
+        n.stop()
+        if args.callgrind:
+            print("instructions per request under callgrind...", flush=True)
+            ir = instructions_per_request(http, rows, 2)
     finally:
         n.stop()
         sim.stop()
@@ -232,28 +294,47 @@ def main():
 
     lines = [
         "| row | req/s (median) | spread min..max | p50 ms | p99 ms "
-        "| worker CPU µs/req (min..max) | vs ceiling | vs stock peer |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| worker CPU µs/req (min..max) | instructions/req | vs ceiling "
+        "| vs stock peer |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, path, ceiling, peer, _ in rows:
+    for name, path, ceiling, peer, _, _ in rows:
         m = med[name]
         c = med.get(ceiling)
         p = med.get(peer)
         peer_txt = "-"
         if p:
-            peer_txt = "%s req/s, %s CPU (vs %s)" % (
+            peer_txt = "%s req/s, %s CPU, %s instr. (vs %s)" % (
                 fmt_ratio(m["rps"], p["rps"]),
-                fmt_ratio(m["cpu"], p["cpu"]), peer)
+                fmt_ratio(m["cpu"], p["cpu"]),
+                fmt_ratio(ir.get(name), ir.get(peer)), peer)
         lines.append("| %s `%s` | %.0f | %.0f..%.0f | %.2f | %.2f "
-                     "| %.1f (%.1f..%.1f) | %s | %s |" % (
+                     "| %.1f (%.1f..%.1f) | %s | %s | %s |" % (
                          name, path, m["rps"], m["lo"], m["hi"], m["p50"],
                          m["p99"], m["cpu"], m["cpu_lo"], m["cpu_hi"],
+                         "%.0f" % ir[name] if name in ir else "-",
                          fmt_ratio(m["rps"], c["rps"]) if c else "-",
                          peer_txt))
     if redis_get:
         lines.append("")
         lines.append("redis-benchmark GET, 1 KiB value, 32 clients, same "
-                     "machine: %.0f req/s" % redis_get)
+                     "machine: %.0f req/s (the Redis HIT row adds nginx, "
+                     "HTTP and the upstream-free answer on top of one such "
+                     "GET)." % redis_get)
+
+    # zone bytes per cached 1 KiB answer: the bench zone holds exactly the
+    # /shm entry; its stored key and headers are known
+    zone = json.loads(cachez)["caches"]["bench"]
+    if zone["entries"] == 1:
+        key = len("GEThttp127.0.0.1/shm")
+        headers = len("Content-Type: text/plain\r\n")
+        payload = key + headers + len(KIB)
+        lines.append("")
+        lines.append("Shared-memory cache, one cached 1 KiB answer: %d bytes "
+                     "of zone (key %d + headers %d + body %d = %d, overhead "
+                     "%d bytes)." % (zone["bytes_used"], key, headers,
+                                     len(KIB), payload,
+                                     zone["bytes_used"] - payload))
 
     versions = subprocess.run(["/usr/sbin/nginx", "-v"], capture_output=True,
                               text=True).stderr.strip()
@@ -274,8 +355,12 @@ def main():
         "200` with the same body (cache rows) or by the same static file "
         "without a limiter (limiter rows, which need a content phase: "
         "`return` runs before any access-phase module). `vs stock peer` "
-        "gives the requests/s ratio and the worker-CPU-per-request ratio "
-        "(below 1.00 = cheaper than the peer).",
+        "gives the requests/s, worker-CPU-per-request and instructions ratios "
+        "(below 1.00 = cheaper than the peer). `instructions/req` comes "
+        "from the same config run in one nginx process under valgrind's "
+        "callgrind (instructions executed per request, 4 connections): "
+        "the figure to trust when requests/s and CPU time vary with the "
+        "load on this shared machine.",
         "",
     ]
     text = "\n".join(header + lines) + "\n"

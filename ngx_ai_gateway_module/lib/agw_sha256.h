@@ -29,6 +29,12 @@ void agw_sha256_update(agw_sha256_t *ctx, const void *data, size_t len);
 void agw_sha256_final(agw_sha256_t *ctx,
     uint8_t digest[AGW_SHA256_DIGEST_LEN]);
 
+/*
+ * Use the CPU's SHA instructions when it has them (the default) or not;
+ * returns whether they are used.  For tests of both paths.
+ */
+int agw_sha256_set_accelerated(int on);
+
 /* one call over a single buffer */
 void agw_sha256(const void *data, size_t len,
     uint8_t digest[AGW_SHA256_DIGEST_LEN]);

@@ -146,15 +146,69 @@ test_sha256_null_empty(void **state)
 }
 
 
+/* the CPU's SHA instructions and the portable code agree on every length */
+static void
+test_sha256_paths_agree(void **state)
+{
+    size_t    len, i;
+    uint8_t   data[1000], fast[AGW_SHA256_DIGEST_LEN];
+    uint8_t   portable[AGW_SHA256_DIGEST_LEN];
+    uint32_t  x;
+
+    (void) state;
+
+    if (!agw_sha256_set_accelerated(1)) {
+        skip();
+    }
+
+    for (x = 2463534242u, i = 0; i < sizeof(data); i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        data[i] = (uint8_t) x;
+    }
+
+    for (len = 0; len <= sizeof(data); len += (len < 200) ? 1 : 61) {
+        agw_sha256_set_accelerated(1);
+        agw_sha256(data, len, fast);
+        agw_sha256_set_accelerated(0);
+        agw_sha256(data, len, portable);
+
+        if (memcmp(fast, portable, sizeof(fast)) != 0) {
+            print_error("length %zu: the two paths differ\n", len);
+            fail();
+        }
+    }
+}
+
+
 int
 main(void)
 {
+    int                      rc;
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_sha256_vectors),
         cmocka_unit_test(test_sha256_million_a_one_shot),
         cmocka_unit_test(test_sha256_chunking),
         cmocka_unit_test(test_sha256_null_empty),
     };
+    const struct CMUnitTest  both[] = {
+        cmocka_unit_test(test_sha256_paths_agree),
+    };
 
-    return cmocka_run_group_tests_name("sha256", tests, NULL, NULL);
+    rc = 0;
+
+    /* every vector through the SHA instructions (where the CPU has them),
+       then through the portable code */
+
+    if (agw_sha256_set_accelerated(1)) {
+        rc |= cmocka_run_group_tests_name("sha256 (CPU SHA instructions)",
+                                          tests, NULL, NULL);
+    }
+
+    agw_sha256_set_accelerated(0);
+    rc |= cmocka_run_group_tests_name("sha256 (portable)", tests, NULL, NULL);
+    rc |= cmocka_run_group_tests_name("sha256 paths", both, NULL, NULL);
+
+    return rc;
 }

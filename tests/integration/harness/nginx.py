@@ -70,13 +70,18 @@ class Nginx:
     """One nginx instance. `http` is the body of the http{} block; the
     harness adds load_module, pid, logs, temp paths and events{}."""
 
-    def __init__(self, http, main="", workers=1, port=None, env=None):
+    def __init__(self, http, main="", workers=1, port=None, env=None,
+                 master=True, wrapper=()):
         self.port = port or free_port()
         self.dir = private_dir("agw-nginx-")
         for sub in ("logs", "temp"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         os.chmod(os.path.join(self.dir, "temp"), 0o777)
         self.workers = workers
+        # master=False: one process serving requests, e.g. under callgrind
+        # (`wrapper`) for instruction counts per request
+        self.master = master
+        self.wrapper = list(wrapper)
         self.main = main
         self.http = http
         self.env = asan_env()
@@ -107,7 +112,7 @@ class Nginx:
 load_module {module};
 worker_processes {workers};
 daemon off;
-master_process on;
+master_process {master};
 pid {dir}/nginx.pid;
 error_log {dir}/logs/error.log {level};
 user nobody nogroup;
@@ -124,6 +129,7 @@ http {{
 }}
 """.format(module=MODULE, workers=self.workers, dir=self.dir,
            level=os.environ.get("AGW_LOG_LEVEL", "info"),
+           master="on" if self.master else "off",
            main=self.main, http=http.replace("%%PORT%%", str(self.port)))
 
     def write_conf(self, http=None):
@@ -145,10 +151,11 @@ http {{
 
     def start(self):
         self.proc = subprocess.Popen(
-            [NGINX, "-p", self.dir + "/", "-c", self.conf_path,
-             "-e", self.error_log],
+            self.wrapper + [NGINX, "-p", self.dir + "/", "-c",
+                            self.conf_path, "-e", self.error_log],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env)
-        if not wait_port(self.port, proc=self.proc):
+        if not wait_port(self.port, timeout=60 if self.wrapper else 10,
+                         proc=self.proc):
             out = self.proc.stderr.read().decode() if self.proc.poll() is not None else ""
             self.stop()
             raise RuntimeError("nginx did not start: %s\n%s" % (out, self.log()))
