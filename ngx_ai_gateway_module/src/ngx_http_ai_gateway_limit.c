@@ -1082,7 +1082,7 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     size_t                                  len;
     ssize_t                                 size;
     ngx_int_t                               rate, burst;
-    ngx_str_t                              *value, name, s;
+    ngx_str_t                              *value, name;
     ngx_uint_t                              i, period, redis;
     ngx_shm_zone_t                         *shm_zone;
     ngx_http_ai_gateway_limit_ref_t        *ref, **refp;
@@ -1119,43 +1119,19 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
 
-            name.data = value[i].data + 5;
-
-            p = (u_char *) ngx_strchr(name.data, ':');
-
-            if (p == NULL) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\"", &value[i]);
+            if (ngx_http_ai_gateway_parse_zone(cf, &value[i], &name, &size)
+                != NGX_OK)
+            {
                 return NGX_CONF_ERROR;
             }
-
-            name.len = p - name.data;
 
             /* the name is quoted in RateLimit-Policy and RateLimit */
 
-            if (name.len == 0
-                || ngx_strlchr(name.data, p, '"')
-                || ngx_strlchr(name.data, p, '\\'))
+            if (ngx_strlchr(name.data, name.data + name.len, '"')
+                || ngx_strlchr(name.data, name.data + name.len, '\\'))
             {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid zone name \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            s.data = p + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
-            size = ngx_parse_size(&s);
-
-            if (size == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            if (size < (ssize_t) (8 * ngx_pagesize)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "zone \"%V\" is too small", &value[i]);
                 return NGX_CONF_ERROR;
             }
 
@@ -1539,19 +1515,8 @@ ngx_http_ai_gateway_limit_status_check(ngx_conf_t *cf, void *post, void *data)
 static ngx_int_t
 ngx_http_ai_gateway_limit_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_ai_gateway_limit_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_http_ai_gateway_add_variables(cf,
+                                             ngx_http_ai_gateway_limit_vars);
 }
 
 

@@ -59,6 +59,12 @@ ngx_flag_t ngx_http_ai_gateway_cache_is_hit(ngx_http_request_t *r);
 
 ngx_http_ai_gateway_shared_stats_t *ngx_http_ai_gateway_shared_stats(
     ngx_http_ai_gateway_main_conf_t *amcf);
+/* configuration helpers shared by the limit and cache zones */
+ngx_int_t ngx_http_ai_gateway_parse_zone(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_str_t *name, ssize_t *size);
+ngx_int_t ngx_http_ai_gateway_add_variables(ngx_conf_t *cf,
+    ngx_http_variable_t *vars);
+
 char *ngx_http_ai_gateway_cachez(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_ai_gateway_cachez_handler(ngx_http_request_t *r);
