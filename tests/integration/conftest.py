@@ -56,11 +56,12 @@ def sims(sim_factory):
 @pytest.fixture
 def nginx_factory(request):
     """nginx_factory(http_block, main="", workers=1) -> started Nginx.
-    `%%PORT%%` in the block is replaced by the instance's listen port."""
+    `%%PORT%%` in the block is replaced by the instance's listen port;
+    `cls` an Nginx subclass that brings its own config (test_stack)."""
     started = []
 
-    def start(http, start=True, **kwargs):
-        n = Nginx(http, **kwargs)
+    def start(http, start=True, cls=Nginx, **kwargs):
+        n = cls(http, **kwargs)
         started.append(n)
         if start:
             n.start()

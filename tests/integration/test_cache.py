@@ -8,6 +8,8 @@ import time
 
 import requests
 
+from harness import load
+
 CACHE_HTTP = """
     ai_gateway_cache_zone zone=main:1m max_entry_size=16k;
     log_format cache '$request_uri $ai_gateway_cache_status';
@@ -461,39 +463,13 @@ def test_concurrent_misses_of_one_key_leave_one_valid_entry(
 def test_survives_reload_under_load(nginx_factory, sim):
     n = cached_nginx(nginx_factory, sim, workers=2)
     assert requests.get(n.url + "/slow?reload").headers["X-Cache"] == "MISS"
-    stop = threading.Event()
-    failures, statuses = [], []
 
-    def load():
-        s = requests.Session()
-        while not stop.is_set():
-            try:
-                r = s.get(n.url + "/slow?reload", timeout=5)
-                statuses.append(r.headers.get("X-Cache"))
-                if r.status_code != 200:
-                    failures.append(r.status_code)
-            except requests.RequestException:
-                # a keepalive connection closed by an old worker is retried
-                # by real clients; count only what a fresh one cannot get
-                try:
-                    r = requests.get(n.url + "/slow?reload", timeout=5)
-                    if r.status_code != 200:
-                        failures.append(r.status_code)
-                except requests.RequestException as e2:
-                    failures.append(repr(e2))
-                s = requests.Session()
+    def reload_twice():
+        n.reload()
+        time.sleep(0.3)
+        n.reload()
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)
-    n.reload()
-    time.sleep(0.3)
-    n.reload()
-    time.sleep(0.3)
-    stop.set()
-    for t in threads:
-        t.join()
+    statuses, failures = load.during(n.url + "/slow?reload", reload_twice)
     assert not failures, failures
     assert len(statuses) > 20
     r = requests.get(n.url + "/slow?reload")

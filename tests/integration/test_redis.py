@@ -5,12 +5,12 @@ fails a request nor slows it past the command timeout."""
 
 import re
 import socket
-import threading
 import time
 
 import pytest
 import requests
 
+from harness import load
 from harness.redis import available
 
 
@@ -337,39 +337,13 @@ def test_reload_under_load_keeps_hitting(nginx_factory, sim, redis_server):
              ["connected_clients"] == 3, 5, "two workers + this client")
     hit_after_miss(n, "/slow?reload")
     # the other worker may not have seen it yet: it is in Redis, so it has
-    stop = threading.Event()
-    failures, statuses = [], []
 
-    def load():
-        s = requests.Session()
-        while not stop.is_set():
-            try:
-                r = s.get(n.url + "/slow?reload", timeout=5)
-                statuses.append(r.headers.get("X-Cache"))
-                if r.status_code != 200:
-                    failures.append(r.status_code)
-            except requests.RequestException:
-                # a keepalive connection closed by an old worker: retry on
-                # a fresh one, as real clients do
-                try:
-                    r = requests.get(n.url + "/slow?reload", timeout=5)
-                    if r.status_code != 200:
-                        failures.append(r.status_code)
-                except requests.RequestException as e2:
-                    failures.append(repr(e2))
-                s = requests.Session()
+    def reload_twice():
+        n.reload()
+        time.sleep(0.3)
+        n.reload()
 
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)
-    n.reload()
-    time.sleep(0.3)
-    n.reload()
-    time.sleep(0.3)
-    stop.set()
-    for t in threads:
-        t.join()
+    statuses, failures = load.during(n.url + "/slow?reload", reload_twice)
     assert not failures, failures
     assert len(statuses) > 20, statuses
     assert statuses.count("HIT") >= len(statuses) - 2, \

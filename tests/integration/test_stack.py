@@ -8,86 +8,35 @@ must reach their temp paths), two workers, and its error log is checked for
 """
 
 import concurrent.futures
-import glob
 import http.client
 import json
-import os
 import re
-import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import requests
 
-from harness.nginx import (ALERT_RE, NGINX, SANITIZE, asan_env, free_port,
-                           private_dir, wait_port)
+from harness.nginx import Nginx
 from test_configs import render_shipped
 
 WORKERS = 2
 
 
-class Gateway:
+class Gateway(Nginx):
     """nginx running the rendered shipped config against three replicas."""
 
     def __init__(self, sims, workers=WORKERS, **env):
+        super().__init__(None, workers=workers)
         self.sims = sims
-        self.port = free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.dir = private_dir("agw-stack-")
-        self.conf = render_shipped(
+        render_shipped(
             self.dir, LISTEN="127.0.0.1:%d" % self.port,
             SIM1="127.0.0.1:%d" % sims[0].port,
             SIM2="127.0.0.1:%d" % sims[1].port,
             SIM3="127.0.0.1:%d" % sims[2].port,
+            ERROR_LOG="logs/error.log", ACCESS_LOG="logs/access.log",
             WORKERS=workers, **env)
-        self.error_log = os.path.join(self.dir, "error.log")
-        self.env = asan_env()
-        if SANITIZE:
-            self.env["ASAN_OPTIONS"] = (
-                "log_path=%s/asan:detect_leaks=0:abort_on_error=0" % self.dir)
-        self.args = ["-p", self.dir + "/", "-c", self.conf,
-                     "-e", self.error_log]
-        self.proc = None
-
-    def start(self):
-        t = subprocess.run([NGINX, "-t"] + self.args, capture_output=True,
-                           text=True, env=self.env)
-        assert t.returncode == 0, "nginx -t failed:\n" + t.stdout + t.stderr
-        self.proc = subprocess.Popen([NGINX] + self.args,
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, env=self.env)
-        if not wait_port(self.port, proc=self.proc):
-            self.stop()
-            raise RuntimeError("nginx did not start:\n" + self.log())
-        return self
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGQUIT)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def log(self):
-        try:
-            with open(self.error_log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def alerts(self):
-        bad = [l for l in self.log().splitlines() if ALERT_RE.search(l)]
-        for path in glob.glob(os.path.join(self.dir, "asan*")):
-            with open(path, errors="replace") as f:
-                bad.append("%s:\n%s" % (path, f.read()))
-        return bad
 
     def spread(self, kw):
         """Each request from its own client address (realip trusts
@@ -111,27 +60,11 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway_factory(request):
-    started = []
-
+def gateway_factory(nginx_factory):
     def start(sims, **kw):
-        g = Gateway(sims, **kw)
-        started.append(g)
-        return g.start()
+        return nginx_factory(sims, cls=Gateway, **kw)
 
-    yield start
-    rep = getattr(request.node, "rep_call", None)
-    failed = rep is not None and rep.failed
-    problems = []
-    for g in started:
-        g.stop()
-        if failed:
-            sys.stderr.write("---- %s ----\n%s\n" % (g.error_log,
-                                                     g.log()[-20000:]))
-        problems += g.alerts()
-        if not failed:
-            shutil.rmtree(g.dir, ignore_errors=True)
-    assert not problems, "nginx logged:\n" + "\n".join(problems)
+    return start
 
 
 @pytest.fixture

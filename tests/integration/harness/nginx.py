@@ -133,6 +133,8 @@ http {{
            main=self.main, http=http.replace("%%PORT%%", str(self.port)))
 
     def write_conf(self, http=None):
+        if http is None and self.http is None:
+            return          # a complete config is put in place by a subclass
         with open(self.conf_path, "w") as f:
             f.write(self.render(http))
 
