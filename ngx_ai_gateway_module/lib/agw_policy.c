@@ -280,6 +280,10 @@ agw_response_storable(const agw_response_facts_t *f)
         return AGW_STORE_STREAM;
     }
 
+    if (f->varies) {
+        return AGW_STORE_VARIES;
+    }
+
     if (f->size > f->max_entry_size) {
         return AGW_STORE_TOO_LARGE;
     }
@@ -304,6 +308,8 @@ agw_store_reason(agw_store_verdict_t v)
         return "private";
     case AGW_STORE_STREAM:
         return "stream";
+    case AGW_STORE_VARIES:
+        return "varies";
     case AGW_STORE_TOO_LARGE:
         return "too-large";
     }

@@ -65,6 +65,7 @@ typedef enum {
     AGW_STORE_NO_STORE,
     AGW_STORE_PRIVATE,
     AGW_STORE_STREAM,
+    AGW_STORE_VARIES,
     AGW_STORE_TOO_LARGE
 } agw_store_verdict_t;
 
@@ -72,6 +73,10 @@ typedef enum {
 typedef struct {
     unsigned        status;
     unsigned        has_set_cookie:1;
+    unsigned        varies:1;            /* Vary beyond Accept-Encoding, or
+                                            Content-Encoding: the answer
+                                            depends on request headers the
+                                            key does not hold */
 
     const uint8_t  *cache_control;       /* response Cache-Control, joined
                                             with ", " if several, or NULL */
@@ -89,7 +94,7 @@ typedef struct {
 agw_store_verdict_t agw_response_storable(const agw_response_facts_t *f);
 
 /* "ok", "status", "set-cookie", "no-store", "private", "stream",
-   "too-large", for logs */
+   "varies", "too-large", for logs */
 const char *agw_store_reason(agw_store_verdict_t v);
 
 /* 1 if the media type (parameters ignored) is text/event-stream */

@@ -100,6 +100,24 @@ ngx_http_ai_gateway_cache_capture_headers(ngx_http_request_t *r,
             facts->cache_control_len = h[i].value.len;
         }
 
+        /*
+         * the key holds no request header: an answer that depends on one
+         * (Vary, beyond the Accept-Encoding every gzip-capable server
+         * sends) or that is encoded for this client is not kept for others
+         */
+        if ((h[i].key.len == sizeof("Content-Encoding") - 1
+             && ngx_strncasecmp(h[i].key.data, (u_char *) "Content-Encoding",
+                                h[i].key.len) == 0)
+            || (h[i].key.len == sizeof("Vary") - 1
+                && ngx_strncasecmp(h[i].key.data, (u_char *) "Vary", 4) == 0
+                && !(h[i].value.len == sizeof("Accept-Encoding") - 1
+                     && ngx_strncasecmp(h[i].value.data,
+                                        (u_char *) "Accept-Encoding",
+                                        h[i].value.len) == 0)))
+        {
+            facts->varies = 1;
+        }
+
         if (agw_header_is_hop_by_hop(h[i].key.data, h[i].key.len)
             || !agw_header_name_valid(h[i].key.data, h[i].key.len)
             || !agw_header_value_valid(h[i].value.data, h[i].value.len))

@@ -65,6 +65,11 @@ CACHE_HTTP = """
             add_header Cache-Control "private, max-age=60"; return 200 "p"; }}
         location /raw/notfound {{ return 404 "x"; }}
         location /raw/kib {{ return 200 "{kib}"; }}
+        location /raw/vary {{ add_header Vary "Authorization"; return 200 "v"; }}
+        location /raw/vary-ae {{
+            add_header Vary "Accept-Encoding"; return 200 "a"; }}
+        location /raw/encoded {{
+            add_header Content-Encoding "br"; return 200 "e"; }}
         location /raw/plain {{ add_header X-Origin "yes"; return 200 "plain"; }}
     }}
 """
@@ -247,7 +252,8 @@ def test_body_over_max_body_bypasses(nginx_factory, sim):
 
 def test_never_stored_responses(nginx_factory, sim):
     n = cached_nginx(nginx_factory, sim)
-    for path in ("cookie", "nostore", "private", "notfound"):
+    for path in ("cookie", "nostore", "private", "notfound", "vary",
+                 "encoded"):
         url = n.url + "/origin/" + path
         first = requests.get(url)
         assert first.headers["X-Cache"] == "MISS", (path, first.headers)
@@ -528,3 +534,11 @@ def test_cachez_is_never_cached_or_limited(nginx_factory, sim):
     assert z["caches"]["main"]["misses"] == 0 and z["hits"] == 0
     assert z["limits"]["all"]["passed"] == 0
     assert first.json()["limits"] == z["limits"]
+
+
+def test_vary_accept_encoding_alone_is_stored(nginx_factory, sim):
+    n = cached_nginx(nginx_factory, sim)
+    assert requests.get(n.url + "/origin/vary-ae").headers["X-Cache"] == "MISS"
+    hit = requests.get(n.url + "/origin/vary-ae")
+    assert hit.headers["X-Cache"] == "HIT"
+    assert hit.headers["Vary"] == "Accept-Encoding"

@@ -387,6 +387,31 @@ test_hop_by_hop(void **state)
 }
 
 
+
+/* an answer that depends on request headers the key lacks is not stored */
+static void
+test_response_varies(void **state)
+{
+    agw_response_facts_t  f;
+
+    (void) state;
+
+    memset(&f, 0, sizeof(f));
+    f.status = 200;
+    f.max_entry_size = 1024;
+    f.size = 10;
+    assert_int_equal(agw_response_storable(&f), AGW_STORE_OK);
+
+    f.varies = 1;
+    assert_int_equal(agw_response_storable(&f), AGW_STORE_VARIES);
+    assert_string_equal(agw_store_reason(AGW_STORE_VARIES), "varies");
+
+    /* a stream is reported as a stream, whatever else it does */
+    f.content_type = (const uint8_t *) "text/event-stream";
+    f.content_type_len = sizeof("text/event-stream") - 1;
+    assert_int_equal(agw_response_storable(&f), AGW_STORE_STREAM);
+}
+
 int
 main(void)
 {
@@ -395,6 +420,7 @@ main(void)
         cmocka_unit_test(test_request_bypass),
         cmocka_unit_test(test_bypass_reason),
         cmocka_unit_test(test_response_storable),
+        cmocka_unit_test(test_response_varies),
         cmocka_unit_test(test_hop_by_hop),
     };
 
