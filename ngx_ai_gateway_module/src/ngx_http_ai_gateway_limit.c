@@ -312,6 +312,7 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
         }
 
         st[i].zone = limits[i].shm_zone->data;
+        st[i].dry = limits[i].dry_run;
 
         if (st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
             /* the hex digest names the bucket in Redis, on every node */
@@ -442,15 +443,17 @@ ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
                                              order[i]->cost, now,
                                              &order[i]->res);
 
-        if (!order[i]->res.allowed) {
+        if (!order[i]->res.allowed && !order[i]->dry) {
             allowed = 0;
         }
     }
 
     if (allowed) {
 
+        /* a dry_run zone that would refuse takes nothing, as if it had */
+
         for (i = 0; i < j; i++) {
-            if (order[i]->cost == 0) {
+            if (order[i]->cost == 0 || !order[i]->res.allowed) {
                 continue;
             }
 
@@ -519,7 +522,7 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
 
     ngx_http_ai_gateway_limit_decide(ctx->limits, st, n, ctx, &scope);
 
-    if (ctx->reserved && ctx->status != NGX_HTTP_AI_GATEWAY_LIMIT_PASSED) {
+    if (ctx->reserved && ctx->status == NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED) {
 
         /*
          * a redis zone refused: give the shared-memory zones back what
@@ -651,7 +654,7 @@ ngx_http_ai_gateway_limit_decide(ngx_http_ai_gateway_limit_t *limits,
             ngx_http_ai_gateway_count(stats->rejected, 1);
 
         } else if (st[i].cost
-                   && ctx->status == NGX_HTTP_AI_GATEWAY_LIMIT_PASSED)
+                   && ctx->status != NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED)
         {
             ngx_http_ai_gateway_count(stats->passed, 1);
         }
@@ -696,7 +699,8 @@ ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    *cost = n;
+    /* a request never makes itself free: cost=0 is for literal reads */
+    *cost = (n == 0) ? 1 : n;
 
     return NGX_OK;
 }

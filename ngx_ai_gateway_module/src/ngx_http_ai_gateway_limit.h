@@ -120,6 +120,9 @@ typedef struct {
      */
     unsigned                            blind:1;
 
+    /* dry_run: counted and logged, never vetoes the other zones */
+    unsigned                            dry:1;
+
     u_char                              key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
 } ngx_http_ai_gateway_limit_state_t;
 

@@ -48,15 +48,17 @@
 #include "ngx_http_ai_gateway_redis.h"
 
 
-/* arguments per zone: rate, period_ms, burst, cost, ttl_ms */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_ARGS  5
+/* arguments per zone: rate, period_ms, burst, cost, ttl_ms, dry_run */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_ARGS  6
 
 
 /*
- * KEYS[i]: the bucket of zone i; ARGV[5i-4 .. 5i]: its rate, period_ms,
- * burst, cost and expiry (ms).  Returns {taken, level_1, ..., level_n}:
- * taken is 1 if every bucket had its cost and all were charged, 0 if none
- * was; level_i is bucket i refilled to now, before any charge.
+ * KEYS[i]: the bucket of zone i; ARGV[6i-5 .. 6i]: its rate, period_ms,
+ * burst, cost, expiry (ms) and dry_run ("1" or "0").  Returns {taken,
+ * level_1, ..., level_n}: taken is 1 if every bucket that is not dry_run
+ * had its cost, and then every bucket that had it was charged (a dry_run
+ * bucket that would refuse takes nothing), 0 if none was; level_i is
+ * bucket i refilled to now, before any charge.
  *
  * The refill is agw_bucket_refill() of lib/agw_bucket.c, line for line
  * (see the pseudo-code in its essay): Lua numbers are doubles, exact up to
@@ -74,9 +76,9 @@ static ngx_http_ai_gateway_redis_script_t
     "if redis.replicate_commands then redis.replicate_commands() end\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local level, stamp, taken = {}, {}, 1\n"
+    "local level, stamp, ok, taken = {}, {}, {}, 1\n"
     "for i = 1, #KEYS do\n"
-    "  local a = (i - 1) * 5\n"
+    "  local a = (i - 1) * 6\n"
     "  local rate = tonumber(ARGV[a + 1])\n"
     "  local period = tonumber(ARGV[a + 2])\n"
     "  local burst = tonumber(ARGV[a + 3])\n"
@@ -97,13 +99,14 @@ static ngx_http_ai_gateway_redis_script_t
     "  end\n"
     "  if now > s then s = now end\n"
     "  level[i], stamp[i] = l, s\n"
-    "  if cost > burst or cost * period > l then taken = 0 end\n"
+    "  ok[i] = not (cost > burst or cost * period > l)\n"
+    "  if not ok[i] and ARGV[a + 6] == '0' then taken = 0 end\n"
     "end\n"
     "if taken == 1 then\n"
     "  for i = 1, #KEYS do\n"
-    "    local a = (i - 1) * 5\n"
+    "    local a = (i - 1) * 6\n"
     "    local want = tonumber(ARGV[a + 4]) * tonumber(ARGV[a + 2])\n"
-    "    if want > 0 then\n"
+    "    if want > 0 and ok[i] then\n"
     "      redis.call('HSET', KEYS[i],\n"
     "                 'level', string.format('%d', level[i] - want),\n"
     "                 'stamp', string.format('%d', stamp[i]))\n"
@@ -227,6 +230,10 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
         p = ngx_sprintf(p, "%uL", cap / zone->bucket.rate
                                   + (cap % zone->bucket.rate != 0) + 1000);
         argvlen[m + k * a + 4] = p - (u_char *) argv[m + k * a + 4];
+
+        /* a dry_run zone never vetoes the others; it takes if it can */
+        argv[m + k * a + 5] = st[i].dry ? "1" : "0";
+        argvlen[m + k * a + 5] = 1;
 
         k++;
     }
@@ -363,7 +370,8 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
             continue;
         }
 
-        if (st[i].cost == 0 || st[i].cost > zone->bucket.burst) {
+        if (st[i].cost == 0 || !st[i].res.allowed) {
+            /* nothing taken: a read, or a dry_run zone that would refuse */
             continue;
         }
 

@@ -271,6 +271,9 @@ def test_limit_cost_fixed_and_variable(nginx_factory):
     # no header: the default cost 1
     assert c.get("/var")[1]["ratelimit-remaining"] == "0"
 
+    # "0" does not make a request free: it costs 1, and none is left
+    assert c.get("/var", headers={"X-Cost": "0"})[0] == 429
+
 
 def test_limit_dry_run_counts_never_rejects(nginx_factory):
     n = nginx_factory(server(
@@ -301,6 +304,26 @@ def test_limit_dry_run_counts_never_rejects(nginx_factory):
     assert "/r1 REJECTED_DRY_RUN 0" in lines, lines
     assert "/r2 REJECTED_DRY_RUN 0" in lines, lines
     assert "/cachez - -" in lines, "unlimited location: %s" % lines
+
+
+def test_limit_empty_dry_run_zone_never_disables_the_others(nginx_factory):
+    # a global zone in dry run, emptied by one client, must not stop the
+    # per-client zone from limiting another client
+    n = nginx_factory(server(
+        "location / { ai_gateway_limit zone=pc; "
+        "ai_gateway_limit zone=glob dry_run; empty_gif; }",
+        "ai_gateway_limit_zone $binary_remote_addr zone=pc:1m "
+        "rate=1r/m burst=1;"
+        "ai_gateway_limit_zone global zone=glob:1m rate=1r/m burst=1;"),
+        workers=2)
+
+    assert get(n, "/", "10.0.0.1")[0] == 200      # empties glob (and a's pc)
+    codes = [get(n, "/", "10.0.0.2")[0] for _ in range(4)]
+    assert codes == [200, 429, 429, 429], \
+        "the real zone must keep limiting while a dry_run zone is empty: %s" \
+        % codes
+    z = cachez(n)["limits"]
+    assert (z["pc"]["passed"], z["pc"]["rejected"]) == (2, 3), z
 
 
 def test_limit_empty_key_not_limited(nginx_factory):

@@ -440,6 +440,22 @@ def test_limit_redis_dry_run(nginx_factory, redis_server):
     assert z["passed"] == 2 and z["rejected"] == 2, z
 
 
+def test_limit_redis_dry_run_zone_never_vetoes(nginx_factory, redis_server):
+    # an empty dry_run zone in the same script must not stop the real one
+    n = nginx_factory(server("""
+        location / { ai_gateway_limit zone=per_user;
+                     ai_gateway_limit zone=g dry_run; empty_gif; }
+""", redis_conf(redis_server) + """
+    ai_gateway_limit_zone $http_x_user zone=per_user:1m rate=1r/m burst=1
+                          redis;
+    ai_gateway_limit_zone global zone=g:1m rate=1r/m burst=1 redis;
+"""))
+
+    assert get(n, "/", headers=user("a"))[0] == 200    # empties g
+    codes = [get(n, "/", headers=user("b"))[0] for _ in range(3)]
+    assert codes == [200, 429, 429], codes
+
+
 def test_limit_redis_two_redis_zones_one_script(nginx_factory, redis_server):
     n = nginx_factory(server("""
         location / {
