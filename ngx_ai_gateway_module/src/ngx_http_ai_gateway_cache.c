@@ -483,17 +483,18 @@ ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
     pauth = NULL;
 
     if (r->method == NGX_HTTP_POST) {
-        if (ngx_http_ai_gateway_cache_body_digest(r, &body, &size) != NGX_OK) {
-            /* the body could not be read back: forward, don't cache */
-            ngx_http_ai_gateway_count(ctx->store->ref.stats->errors, 1);
-            ctx->status = NGX_HTTP_AI_GATEWAY_CACHE_BYPASS;
-            ctx->done = 1;
-            ngx_http_ai_gateway_cache_count(ctx);
-            return NGX_DECLINED;
-        }
+        rc = ngx_http_ai_gateway_cache_body_digest(r, &body, conf->max_body,
+                                                   &size);
+        if (rc != NGX_OK) {
+            /*
+             * NGX_DECLINED: a chunked body larger than allowed, or one not
+             * all here; NGX_ERROR: it could not be read back.  Forward it
+             * either way, uncached.
+             */
+            if (rc == NGX_ERROR) {
+                ngx_http_ai_gateway_count(ctx->store->ref.stats->errors, 1);
+            }
 
-        if (size > conf->max_body) {
-            /* a chunked body turned out larger than allowed */
             ctx->status = NGX_HTTP_AI_GATEWAY_CACHE_BYPASS;
             ctx->done = 1;
             ngx_http_ai_gateway_cache_count(ctx);

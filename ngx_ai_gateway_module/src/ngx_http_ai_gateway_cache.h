@@ -60,7 +60,7 @@ typedef struct {
 ngx_int_t ngx_http_ai_gateway_cache_read_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_cache_body_digest(ngx_http_request_t *r,
-    agw_digest_t *digest, off_t *size);
+    agw_digest_t *digest, off_t max, off_t *size);
 
 /* cache.c, for the body reader: carry on once the body is in */
 ngx_int_t ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,

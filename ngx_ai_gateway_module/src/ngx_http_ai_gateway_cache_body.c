@@ -60,31 +60,50 @@ ngx_http_ai_gateway_cache_body_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * The digest of the whole body: NGX_OK, NGX_DECLINED when the body cannot
+ * be keyed (not all of it is here, or it is larger than max), NGX_ERROR
+ * when reading it back failed.  A body that is discarded, streamed to the
+ * upstream unbuffered, or only partly read would key every such request
+ * alike, so it is never keyed.
+ */
 ngx_int_t
 ngx_http_ai_gateway_cache_body_digest(ngx_http_request_t *r,
-    agw_digest_t *digest, off_t *size)
+    agw_digest_t *digest, off_t max, off_t *size)
 {
-    off_t         offset;
-    u_char       *chunk;
-    size_t        n;
-    ssize_t       got;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-    agw_sha256_t  sha;
+    off_t                      offset;
+    u_char                    *chunk;
+    size_t                     n;
+    ssize_t                    got;
+    ngx_buf_t                 *b;
+    ngx_chain_t               *cl;
+    agw_sha256_t               sha;
+    ngx_http_request_body_t   *rb;
+
+    rb = r->request_body;
+
+    if (r->discard_body || r->request_body_no_buffering
+        || (rb == NULL && r->headers_in.content_length_n > 0)
+        || (rb && rb->rest > 0))
+    {
+        return NGX_DECLINED;
+    }
 
     agw_sha256_init(&sha);
     *size = 0;
     chunk = NULL;
 
-    for (cl = r->request_body ? r->request_body->bufs : NULL;
-         cl;
-         cl = cl->next)
-    {
+    for (cl = rb ? rb->bufs : NULL; cl; cl = cl->next) {
         b = cl->buf;
 
         if (ngx_buf_in_memory(b)) {
-            agw_sha256_update(&sha, b->pos, b->last - b->pos);
             *size += b->last - b->pos;
+
+            if (*size > max) {
+                return NGX_DECLINED;
+            }
+
+            agw_sha256_update(&sha, b->pos, b->last - b->pos);
             continue;
         }
 
@@ -92,10 +111,16 @@ ngx_http_ai_gateway_cache_body_digest(ngx_http_request_t *r,
             continue;
         }
 
+        if (*size + (b->file_last - b->file_pos) > max) {
+            /* a chunked body that grew past the limit: not even read */
+            return NGX_DECLINED;
+        }
+
         /*
          * The body spilled to nginx's temp file, just written and so in the
          * page cache: read it back in chunks, as the static module reads
-         * files, without holding the whole body in memory.
+         * files, without holding the whole body in memory.  The size is
+         * bounded by ai_gateway_cache_max_body.
          */
         if (chunk == NULL) {
             chunk = ngx_palloc(r->pool, NGX_HTTP_AI_GATEWAY_BODY_CHUNK);
@@ -117,6 +142,12 @@ ngx_http_ai_gateway_cache_body_digest(ngx_http_request_t *r,
             agw_sha256_update(&sha, chunk, got);
             *size += got;
         }
+    }
+
+    if (r->headers_in.content_length_n >= 0
+        && *size != r->headers_in.content_length_n)
+    {
+        return NGX_DECLINED;
     }
 
     agw_digest_final(digest, &sha);

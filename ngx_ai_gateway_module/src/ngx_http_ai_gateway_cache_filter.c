@@ -168,6 +168,15 @@ ngx_http_ai_gateway_cache_start_capture(ngx_http_request_t *r,
         return;
     }
 
+    if (r->headers_in.range) {
+        /*
+         * the range filter, after this one, may turn the answer into a
+         * 206 and slice its body before it reaches the body filter: a
+         * fragment must never be kept as the whole answer
+         */
+        return;
+    }
+
     ngx_memzero(&facts, sizeof(agw_response_facts_t));
 
     facts.status = r->headers_out.status;
@@ -302,6 +311,11 @@ ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
 {
     agw_entry_t                        entry;
     ngx_http_ai_gateway_cache_conf_t  *conf;
+
+    if (r->headers_out.status != NGX_HTTP_OK) {
+        /* a later header filter changed the answer (a range, a 304) */
+        return;
+    }
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
 

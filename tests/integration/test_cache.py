@@ -542,3 +542,24 @@ def test_vary_accept_encoding_alone_is_stored(nginx_factory, sim):
     hit = requests.get(n.url + "/origin/vary-ae")
     assert hit.headers["X-Cache"] == "HIT"
     assert hit.headers["Vary"] == "Accept-Encoding"
+
+
+def test_range_request_never_stores_a_fragment(nginx_factory, sim):
+    from harness.nginx import private_dir
+    www = private_dir("agw-www-")
+    with open(www + "/f.txt", "w") as f:
+        f.write("0123456789")
+    n = nginx_factory("""
+        ai_gateway_cache_zone zone=main:1m;
+        server {
+            listen 127.0.0.1:%%PORT%%;
+            location / { ai_gateway_cache main; root ROOT; }
+        }
+    """.replace("ROOT", www))
+    part = requests.get(n.url + "/f.txt", headers={"Range": "bytes=0-3"})
+    assert part.status_code == 206 and part.text == "0123"
+    whole = requests.get(n.url + "/f.txt")
+    assert whole.status_code == 200 and whole.text == "0123456789", \
+        "a ranged MISS must not be stored as the whole answer"
+    hit = requests.get(n.url + "/f.txt")
+    assert hit.headers["X-Cache"] == "HIT" and hit.text == "0123456789"

@@ -422,12 +422,26 @@ def test_shipped_config_with_the_redis_store(sims, gateway_factory,
     """make run CACHE=redis: the same template, the cache in Redis."""
     gateway = gateway_factory(sims, CACHE="redis",
                               REDIS="127.0.0.1:%d" % redis_server.port)
+    # workers connect to Redis when they start: wait for both
+    deadline = time.monotonic() + 5
+    while not gateway.get("/cachez").json()["redis"]["connected"]:
+        assert time.monotonic() < deadline, "no worker connected to Redis"
+        time.sleep(0.05)
+    time.sleep(0.2)
+
     prompt = {"prompt": "through redis", "max_tokens": 4}
     assert gateway.post("/infer", prompt).headers["X-Cache"] == "MISS"
-    hit = gateway.post("/infer", prompt)
+    # the store is written asynchronously (MULTI/HSET/EXPIRE/EXEC after the
+    # answer went out), so the next request may come a moment before it
+    for _ in range(20):
+        hit = gateway.post("/infer", prompt)
+        if hit.headers["X-Cache"] == "HIT":
+            break
+        time.sleep(0.05)
     assert hit.headers["X-Cache"] == "HIT"
     keys = list(redis_server.client().scan_iter("gw:v1:*"))
     assert len(keys) == 1, keys
     z = gateway.get("/cachez").json()
     assert z["caches"]["redis"]["hits"] == 1
+    assert z["caches"]["redis"]["stores"] >= 1
     assert z["redis"]["configured"] is True
