@@ -571,20 +571,32 @@ ngx_http_ai_gateway_shm_lookup(ngx_http_request_t *r,
         p = ngx_cpymem(p, chunk->data, chunk->len);
     }
 
-    if (p != buf + len || agw_entry_decode(buf, len, &found->entry) != 0) {
-        /* never serve what does not decode; drop it */
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    /* the copy is ours: check it (CRC, lengths, headers) outside the lock */
+
+    if (p == buf + len && agw_entry_decode(buf, len, &found->entry) == 0) {
+        return NGX_OK;
+    }
+
+    /* never serve what does not decode; drop it, unless replaced meanwhile */
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    sn = ngx_http_ai_gateway_shm_find_locked(ctx, digest->bytes);
+
+    if (sn && sn->len == len && sn->expires == found->expires) {
         ngx_http_ai_gateway_shm_delete_locked(ctx, sn);
-        ngx_shmtx_unlock(&ctx->shpool->mutex);
-        ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "ai_gateway_cache_zone \"%V\": corrupt entry dropped",
-                      &store->ref.name);
-        return NGX_ERROR;
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    return NGX_OK;
+    ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "ai_gateway_cache_zone \"%V\": corrupt entry dropped",
+                  &store->ref.name);
+
+    return NGX_ERROR;
 }
 
 
