@@ -542,6 +542,14 @@ ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r, ngx_int_t rc)
 
     resume = ctx->waiting;
 
+    if (resume && r->main->count == 0) {
+        /*
+         * terminated while waiting, its pool kept alive a little longer
+         * (an HTTP/2 stream with frames still queued): nothing to resume
+         */
+        return;
+    }
+
     ctx->waiting = 0;
     ctx->done = 1;
     ctx->status = (rc == NGX_OK) ? NGX_HTTP_AI_GATEWAY_CACHE_HIT

@@ -276,6 +276,14 @@ ngx_http_ai_gateway_limit_redis_reply(redisReply *reply,
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "ai_gateway limit: redis reply status:%d", (int) status);
 
+    if (r->main->count == 0) {
+        /*
+         * terminated while waiting, its pool kept alive a little longer
+         * (an HTTP/2 stream with frames still queued): nothing to resume
+         */
+        return;
+    }
+
     if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK
         || ngx_http_ai_gateway_limit_redis_result(ctx, reply) != NGX_OK)
     {
