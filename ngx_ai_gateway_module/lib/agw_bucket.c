@@ -153,14 +153,17 @@ agw_bucket_level(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
 }
 
 
-void
-agw_bucket_check(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
-    uint64_t cost, uint64_t now_ms, agw_bucket_result_t *res)
+/*
+ * the result of taking cost from a bucket at level (refilled to now);
+ * returns the level after it, which is level itself if refused
+ */
+static inline uint64_t
+agw_bucket_decide(const agw_bucket_conf_t *conf, uint64_t level,
+    uint64_t cost, agw_bucket_result_t *res)
 {
-    uint64_t  cap, level, want;
+    uint64_t  cap, want;
 
     cap = conf->burst * conf->period_ms;
-    level = agw_bucket_refill(b, conf, now_ms);
 
     if (cost <= conf->burst) {
         want = cost * conf->period_ms;
@@ -172,7 +175,7 @@ agw_bucket_check(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
             res->remaining = level / conf->period_ms;
             res->reset_ms = agw_div_ceil(cap - level, conf->rate);
             res->retry_after_ms = 0;
-            return;
+            return level;
         }
 
     } else {
@@ -184,6 +187,40 @@ agw_bucket_check(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
     res->remaining = level / conf->period_ms;
     res->reset_ms = agw_div_ceil(cap - level, conf->rate);
     res->retry_after_ms = agw_div_ceil(want - level, conf->rate);
+
+    return level;
+}
+
+
+void
+agw_bucket_check(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t cost, uint64_t now_ms, agw_bucket_result_t *res)
+{
+    (void) agw_bucket_decide(conf, agw_bucket_refill(b, conf, now_ms), cost,
+                             res);
+}
+
+
+int
+agw_bucket_consume(agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t cost, uint64_t now_ms, agw_bucket_result_t *res)
+{
+    uint64_t  level;
+
+    level = agw_bucket_decide(conf, agw_bucket_refill(b, conf, now_ms), cost,
+                              res);
+
+    if (res->allowed && cost) {
+        b->level = level;
+
+        /* the stamp never moves backwards */
+
+        if (now_ms > b->stamp_ms) {
+            b->stamp_ms = now_ms;
+        }
+    }
+
+    return res->allowed;
 }
 
 
@@ -213,24 +250,6 @@ agw_bucket_take(agw_bucket_t *b, const agw_bucket_conf_t *conf,
     if (now_ms > b->stamp_ms) {
         b->stamp_ms = now_ms;
     }
-}
-
-
-uint64_t
-agw_ms_to_s_ceil(uint64_t ms)
-{
-    return agw_div_ceil(ms, 1000);
-}
-
-
-uint64_t
-agw_retry_after_s(uint64_t ms)
-{
-    uint64_t  s;
-
-    s = agw_div_ceil(ms, 1000);
-
-    return s ? s : 1;
 }
 
 

@@ -65,15 +65,30 @@ void agw_bucket_check(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
 void agw_bucket_take(agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t cost, uint64_t now_ms);
 
+/*
+ * agw_bucket_check() and, if allowed, agw_bucket_take() in one refill: what
+ * a single bucket needs per request; returns res->allowed
+ */
+int agw_bucket_consume(agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t cost, uint64_t now_ms, agw_bucket_result_t *res);
+
 /* the level refilled to now_ms, in units (period_ms units per token) */
 uint64_t agw_bucket_level(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t now_ms);
 
-/* 0 -> 0, 1..1000 -> 1, 1001 -> 2 */
-uint64_t agw_ms_to_s_ceil(uint64_t ms);
+/* 0 -> 0, 1..1000 -> 1, 1001 -> 2 (inline: every limited request's Reset) */
+static inline uint64_t
+agw_ms_to_s_ceil(uint64_t ms)
+{
+    return ms / 1000 + (ms % 1000 != 0);
+}
 
 /* Retry-After seconds: agw_ms_to_s_ceil(), but at least 1 */
-uint64_t agw_retry_after_s(uint64_t ms);
+static inline uint64_t
+agw_retry_after_s(uint64_t ms)
+{
+    return ms > 1000 ? agw_ms_to_s_ceil(ms) : 1;
+}
 
 /* seconds to refill burst from empty, rounded up, >= 1 */
 uint64_t agw_bucket_window_s(const agw_bucket_conf_t *conf);

@@ -38,6 +38,17 @@
 #include "agw_key.h"
 
 
+#if defined(__GNUC__)
+#define AGW_NOINLINE  __attribute__((noinline))
+#else
+#define AGW_NOINLINE
+#endif
+
+
+static void agw_key_slot_digest(uint8_t out[AGW_KEY_SLOT_LEN],
+    const uint8_t *key, size_t len);
+
+
 #define AGW_KEY_VERSION  "agw-key-v1"
 
 
@@ -94,18 +105,32 @@ agw_digest_buf(agw_digest_t *out, const uint8_t *data, size_t len)
 void
 agw_key_slot(uint8_t out[AGW_KEY_SLOT_LEN], const uint8_t *key, size_t len)
 {
-    uint8_t  digest[AGW_SHA256_DIGEST_LEN];
-
-    memset(out, 0, AGW_KEY_SLOT_LEN);
-
-    if (len < AGW_KEY_SLOT_LEN) {
-        /* the length byte keeps "a" and "a\0" apart */
-        out[0] = (uint8_t) len;
-        if (len) {
-            memcpy(out + 1, key, len);
-        }
+    if (len >= AGW_KEY_SLOT_LEN) {
+        agw_key_slot_digest(out, key, len);
         return;
     }
+
+    /* the length byte keeps "a" and "a\0" apart */
+
+    memset(out, 0, AGW_KEY_SLOT_LEN);
+    out[0] = (uint8_t) len;
+
+    if (len) {
+        memcpy(out + 1, key, len);
+    }
+}
+
+
+/*
+ * apart, and never inlined, so that the short keys' path (every request
+ * limited by address) carries no digest buffer and no stack-protector check
+ */
+
+AGW_NOINLINE static void
+agw_key_slot_digest(uint8_t out[AGW_KEY_SLOT_LEN], const uint8_t *key,
+    size_t len)
+{
+    uint8_t  digest[AGW_SHA256_DIGEST_LEN];
 
     agw_sha256(key, len, digest);
 

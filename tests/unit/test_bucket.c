@@ -609,6 +609,63 @@ test_bucket_take_saturates(void **state)
 }
 
 
+/*
+ * consume() is the single-zone shortcut for check() then take() if
+ * allowed: over a long pseudo-random walk of costs and clock steps
+ * (including steps back and costs over the burst), both give the same
+ * answers and leave the bucket in the same state
+ */
+static void
+test_bucket_consume_is_check_then_take(void **state)
+{
+    int                  allowed;
+    size_t               c, i;
+    uint64_t             now, cost, x;
+    agw_bucket_t         a, b;
+    agw_bucket_result_t  ra, rb;
+
+    static const agw_bucket_conf_t  confs[] = {
+        RPS(1, 5), RPS(3, 1), RPM(7, 4), RPS(1000, 50), RPM(1, 1)
+    };
+
+    x = 88172645463325252ULL;
+
+    for (c = 0; c < nitems(confs); c++) {
+        now = 1000000;
+        agw_bucket_init(&a, &confs[c], now);
+        b = a;
+
+        for (i = 0; i < 20000; i++) {
+            /* xorshift64 */
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+
+            cost = (x >> 8) % (confs[c].burst + 3);
+            now = (x & 0x100) ? now - (x >> 40) % 50 : now + (x >> 40) % 900;
+
+            agw_bucket_check(&a, &confs[c], cost, now, &ra);
+
+            /* as the zones do: a cost of 0 (a cache HIT) only reads */
+
+            if (ra.allowed && cost) {
+                agw_bucket_take(&a, &confs[c], cost, now);
+            }
+
+            allowed = agw_bucket_consume(&b, &confs[c], cost, now, &rb);
+
+            assert_int_equal(allowed, ra.allowed);
+            assert_int_equal(rb.allowed, ra.allowed);
+            assert_int_equal(rb.remaining, ra.remaining);
+            assert_int_equal(rb.reset_ms, ra.reset_ms);
+            assert_int_equal(rb.retry_after_ms, ra.retry_after_ms);
+
+            assert_memory_equal(&b, &a, sizeof(agw_bucket_t));
+        }
+    }
+}
+
+
 int
 main(void)
 {
@@ -625,6 +682,7 @@ main(void)
         cmocka_unit_test(test_bucket_no_drift),
         cmocka_unit_test(test_bucket_check_does_not_mutate),
         cmocka_unit_test(test_bucket_take_saturates),
+        cmocka_unit_test(test_bucket_consume_is_check_then_take),
     };
 
     return cmocka_run_group_tests_name("bucket", tests, NULL, NULL);
