@@ -30,7 +30,7 @@ import sys
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
-from harness.nginx import Nginx, private_dir  # noqa: E402
+from harness.nginx import Nginx, free_port, private_dir  # noqa: E402
 from harness.sim import Sim  # noqa: E402
 try:
     from harness.redis import RedisServer, available as redis_available
@@ -42,6 +42,9 @@ KIB = "k" * 1024
 HTTP = """
     access_log off;
     keepalive_requests 1000000;
+    root {dir}/www;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
     ai_gateway_cache_zone zone=bench:16m;
     proxy_cache_path {dir}/stock_cache levels=1:2 keys_zone=stock:16m;
     ai_gateway_limit_zone $binary_remote_addr zone=agw_pass:1m
@@ -58,74 +61,65 @@ HTTP = """
 
     server {{
         listen 127.0.0.1:%%PORT%%;
-        root {dir}/www;
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-
         location = /origin {{ default_type text/plain; return 200 "{kib}"; }}
-        location = /ret {{ default_type text/plain; return 200 "{kib}"; }}
-        location = /prx {{ proxy_pass http://sim/v1/models; }}
-        location = /shm {{ ai_gateway_cache bench; proxy_pass http://origin/origin; }}
-        {redis_location}
-        location = /pxc {{
-            proxy_cache stock; proxy_cache_valid 200 1h;
-            proxy_pass http://origin/origin;
-        }}
-        location = /sta/l.txt {{ alias {dir}/www/static.txt; }}
-        location = /lim/l.txt {{
-            alias {dir}/www/static.txt; ai_gateway_limit zone=agw_pass; }}
-        location = /lnh/l.txt {{
-            alias {dir}/www/static.txt; ai_gateway_limit zone=agw_pass;
-            ai_gateway_limit_headers off; }}
-        location = /lrq/l.txt {{
-            alias {dir}/www/static.txt; limit_req zone=stock_pass burst=100000000 nodelay; }}
-        location = /l29/l.txt {{
-            alias {dir}/www/static.txt; ai_gateway_limit zone=agw_429; }}
-        location = /q29/l.txt {{
-            alias {dir}/www/static.txt; limit_req zone=stock_429; }}
         location = /cachez {{ ai_gateway_cachez; }}
     }}
+{servers}
 """
 
-REDIS_LOCATION = """location = /rds {{ ai_gateway_cache redis;
-            proxy_pass http://origin/origin; }}
-        location = /rd1 {{ ai_gateway_cache redis;
-            proxy_pass http://origin/origin; }}
-        location = /lrd/l.txt {{
-            alias {dir}/www/static.txt; ai_gateway_limit zone=agw_redis; }}"""
+# Each row is its own server on its own port with one location at the same
+# URI, so that parsing the request and finding the server and the location
+# cost every row the same: only the location's body differs.
+SERVER = """
+    server {{
+        listen 127.0.0.1:{port};
+        location = /b {{ {body} }}
+    }}"""
+
+URI = "/b"
 
 REDIS_ZONE = """ai_gateway_redis 127.0.0.1:{port} timeout=1s;
     ai_gateway_limit_zone $binary_remote_addr zone=agw_redis:1m
                           rate=100000000r/s burst=100000000 redis;"""
 
-# name, path, ceiling row, stock peer row, status expected, connections
-# (None: --connections); rows named Redis need redis-server.  Paths have
-# the same length and no common prefix, so parsing the request line and
-# finding the location cost every row the same.
+RETURN = 'default_type text/plain; return 200 "%s";' % KIB
+STATIC = "alias {dir}/www/static.txt;"
+
+# name, location body, ceiling row, stock peer row, status expected,
+# connections (None: --connections); rows named Redis need redis-server
 ROWS = [
-    ("nginx return 200 (ceiling)", "/ret", None, None, 200),
-    ("plain proxy to ai-sim", "/prx", "nginx return 200 (ceiling)", None, 200),
-    ("module shm-cache HIT", "/shm", "nginx return 200 (ceiling)",
-     "stock proxy_cache HIT", 200),
-    ("module Redis-cache HIT", "/rds", "nginx return 200 (ceiling)",
-     "module shm-cache HIT", 200),
+    ("nginx return 200 (ceiling)", RETURN, None, None, 200),
+    ("plain proxy to ai-sim", "proxy_pass http://sim/v1/models;",
+     "nginx return 200 (ceiling)", None, 200),
+    ("module shm-cache HIT",
+     "ai_gateway_cache bench; proxy_pass http://origin/origin;",
+     "nginx return 200 (ceiling)", "stock proxy_cache HIT", 200),
+    ("module Redis-cache HIT",
+     "ai_gateway_cache redis; proxy_pass http://origin/origin;",
+     "nginx return 200 (ceiling)", "module shm-cache HIT", 200),
     # one request at a time: nothing to pipeline on the worker's connection
-    ("module Redis-cache HIT, 1 connection", "/rd1", None,
-     "module Redis-cache HIT", 200, 1),
-    ("stock proxy_cache HIT", "/pxc", "nginx return 200 (ceiling)",
-     None, 200),
-    ("static file (limiter ceiling)", "/sta/l.txt", None, None, 200),
-    ("module limiter, passing", "/lim/l.txt",
+    ("module Redis-cache HIT, 1 connection",
+     "ai_gateway_cache redis; proxy_pass http://origin/origin;",
+     None, "module Redis-cache HIT", 200, 1),
+    ("stock proxy_cache HIT",
+     "proxy_cache stock; proxy_cache_valid 200 1h; "
+     "proxy_pass http://origin/origin;",
+     "nginx return 200 (ceiling)", None, 200),
+    ("static file (limiter ceiling)", STATIC, None, None, 200),
+    ("module limiter, passing", STATIC + " ai_gateway_limit zone=agw_pass;",
      "static file (limiter ceiling)", "stock limit_req, passing", 200),
-    ("module limiter, passing, headers off", "/lnh/l.txt",
+    ("module limiter, passing, headers off",
+     STATIC + " ai_gateway_limit zone=agw_pass; ai_gateway_limit_headers off;",
      "static file (limiter ceiling)", "stock limit_req, passing", 200),
-    ("stock limit_req, passing", "/lrq/l.txt",
+    ("stock limit_req, passing",
+     STATIC + " limit_req zone=stock_pass burst=100000000 nodelay;",
      "static file (limiter ceiling)", None, 200),
-    ("module Redis limiter, passing", "/lrd/l.txt",
+    ("module Redis limiter, passing",
+     STATIC + " ai_gateway_limit zone=agw_redis;",
      "static file (limiter ceiling)", "module limiter, passing", 200),
-    ("module limiter, 429 path", "/l29/l.txt",
+    ("module limiter, 429 path", STATIC + " ai_gateway_limit zone=agw_429;",
      "static file (limiter ceiling)", "stock limit_req, 429 path", 429),
-    ("stock limit_req, 429 path", "/q29/l.txt",
+    ("stock limit_req, 429 path", STATIC + " limit_req zone=stock_429;",
      "static file (limiter ceiling)", None, 429),
 ]
 
@@ -173,7 +167,19 @@ def redis_benchmark(port, seconds):
     return float(m.group(1)) if m else None
 
 
-def instructions_per_request(http, rows, seconds):
+def render(rows, work, sim_port, redis_conf):
+    """The http{} body, and each row's URL on its own port."""
+    urls, servers = {}, []
+    for name, body, _, _, _, _ in rows:
+        port = free_port()
+        urls[name] = "http://127.0.0.1:%d%s" % (port, URI)
+        servers.append(SERVER.format(port=port, body=body.format(dir=work)))
+    http = HTTP.format(dir=work, sim=sim_port, kib=KIB,
+                       redis_conf=redis_conf, servers="".join(servers))
+    return http, urls
+
+
+def instructions_per_request(http, rows, urls, seconds):
     """The same config in one nginx process under callgrind: instructions
     executed per request for each row.  Unlike requests/s these counts do
     not depend on what else the machine is doing; rerunning gives the same
@@ -187,8 +193,8 @@ def instructions_per_request(http, rows, seconds):
     try:
         n.start()
         pid = str(n.proc.pid)
-        for name, path, _, _, _, _ in rows:
-            url = n.url + path
+        for name, _, _, _, _, _ in rows:
+            url = urls[name]
             subprocess.run(["wrk", "-t1", "-c1", "-d1s", url],
                            capture_output=True)
             for args in (["-z"], ["-i", "on"]):
@@ -238,13 +244,11 @@ def main():
     if RedisServer is not None and redis_available():
         redis = RedisServer().start()
         redis_conf = REDIS_ZONE.format(port=redis.port)
-        redis_location = REDIS_LOCATION.format(dir=work)
     else:
-        redis_conf = redis_location = ""
+        redis_conf = ""
         rows = [r for r in rows if "Redis" not in r[0]]
 
-    http = HTTP.format(dir=work, sim=sim.port, kib=KIB, redis_conf=redis_conf,
-                       redis_location=redis_location)
+    http, urls = render(rows, work, sim.port, redis_conf)
     n = Nginx(http, workers=1)
     ir = {}
     results = {r[0]: [] for r in rows}
@@ -252,20 +256,20 @@ def main():
         n.start()
         worker = n.worker_pids()[0]
         # warm the caches and the 429 buckets, and check every row answers
-        for name, path, _, _, status, _ in rows:
+        for name, _, _, _, status, _ in rows:
             for _ in range(3):
                 subprocess.run(["curl", "-s", "-o", "/dev/null",
-                                n.url + path])
+                                urls[name]])
             got = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
-                                  "%{http_code}", n.url + path],
+                                  "%{http_code}", urls[name]],
                                  capture_output=True, text=True).stdout
             if int(got) != status:
                 raise SystemExit("bench: %s answered %s, expected %d"
-                                 % (path, got, status))
+                                 % (name, got, status))
         for rep in range(args.reps):
-            for name, path, _, _, _, conns in rows:
+            for name, _, _, _, _, conns in rows:
                 before = cpu_seconds(worker)
-                rps, total, p50, p99, non2xx = wrk(n.url + path,
+                rps, total, p50, p99, non2xx = wrk(urls[name],
                                                    args.seconds,
                                                    conns or args.connections)
                 cpu = cpu_seconds(worker) - before
@@ -280,7 +284,7 @@ def main():
         n.stop()
         if args.callgrind:
             print("instructions per request under callgrind...", flush=True)
-            ir = instructions_per_request(http, rows, 2)
+            ir = instructions_per_request(http, rows, urls, 2)
     finally:
         n.stop()
         sim.stop()
@@ -304,7 +308,7 @@ def main():
         "| vs stock peer |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, path, ceiling, peer, _, _ in rows:
+    for name, _, ceiling, peer, _, _ in rows:
         m = med[name]
         c = med.get(ceiling)
         p = med.get(peer)
@@ -314,13 +318,22 @@ def main():
                 fmt_ratio(m["rps"], p["rps"]),
                 fmt_ratio(m["cpu"], p["cpu"]),
                 fmt_ratio(ir.get(name), ir.get(peer)), peer)
-        lines.append("| %s `%s` | %.0f | %.0f..%.0f | %.2f | %.2f "
+        lines.append("| %s | %.0f | %.0f..%.0f | %.2f | %.2f "
                      "| %.1f (%.1f..%.1f) | %s | %s | %s |" % (
-                         name, path, m["rps"], m["lo"], m["hi"], m["p50"],
+                         name, m["rps"], m["lo"], m["hi"], m["p50"],
                          m["p99"], m["cpu"], m["cpu_lo"], m["cpu_hi"],
                          "%.0f" % ir[name] if name in ir else "-",
                          fmt_ratio(m["rps"], c["rps"]) if c else "-",
                          peer_txt))
+    lines.append("")
+    lines.append("Each row is a server of its own on its own port, with the "
+                 "same single location `location = %s { ... }`, so that "
+                 "request parsing, server and location lookup cost every row "
+                 "the same. The location bodies:" % URI)
+    lines.append("")
+    for name, body, _, _, _, _ in rows:
+        lines.append("- %s: `%s`" % (name, body.replace(KIB, "<1 KiB>")
+                                     .replace("{dir}/", "")))
     if redis_get:
         lines.append("")
         lines.append("redis-benchmark GET, 1 KiB value, 32 clients, same "
@@ -332,7 +345,7 @@ def main():
     # /shm entry; its stored key and headers are known
     zone = json.loads(cachez)["caches"]["bench"]
     if zone["entries"] == 1:
-        key = len("GEThttp127.0.0.1/shm")
+        key = len("GEThttp127.0.0.1" + URI)
         headers = len("Content-Type: text/plain\r\n")
         payload = key + headers + len(KIB)
         lines.append("")
