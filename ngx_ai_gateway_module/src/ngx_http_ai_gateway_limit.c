@@ -49,6 +49,10 @@
 #include "ngx_http_ai_gateway_limit.h"
 
 
+/* zones of a request locked in order without allocating the order */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_STACK  8
+
+
 /* where an ai_gateway_limit line is, checked once all zones are known */
 typedef struct {
     ngx_shm_zone_t                     *shm_zone;
@@ -73,15 +77,20 @@ typedef struct {
 } ngx_http_ai_gateway_limit_loc_conf_t;
 
 
+static ngx_int_t ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_zone_t *zone, ngx_str_t *key);
 static ngx_int_t ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t nshm);
 static ngx_int_t ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_t *limit, uint64_t *cost);
-static void ngx_http_ai_gateway_limit_decide(
-    ngx_http_ai_gateway_limit_t *limits, ngx_http_ai_gateway_limit_state_t *st,
-    ngx_uint_t n, ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_int_t *scope);
+static ngx_http_ai_gateway_limit_state_t *ngx_http_ai_gateway_limit_decide(
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
+static void ngx_http_ai_gateway_limit_refund(
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
     ngx_http_ai_gateway_limit_state_t *st);
@@ -102,6 +111,8 @@ static void *ngx_http_ai_gateway_limit_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ai_gateway_limit_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
+static ngx_int_t ngx_http_ai_gateway_limit_key_variable(ngx_conf_t *cf,
+    ngx_str_t *key);
 static char *ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_ai_gateway_limit(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -215,6 +226,10 @@ static ngx_str_t  ngx_http_ai_gateway_limit_status_names[] = {
 };
 
 
+#if (NGX_DEBUG)
+static ngx_str_t  ngx_http_ai_gateway_limit_none = ngx_string("-");
+#endif
+
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 
@@ -222,12 +237,7 @@ ngx_int_t
 ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
 {
     ngx_int_t                              rc;
-    ngx_str_t                              key;
-    ngx_uint_t                             i, n, nshm, nredis, hit;
-    ngx_pool_cleanup_t                    *cln;
-    ngx_http_ai_gateway_limit_t           *limits;
     ngx_http_ai_gateway_limit_ctx_t       *ctx;
-    ngx_http_ai_gateway_limit_state_t     *st;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
     if (r != r->main) {
@@ -242,7 +252,16 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
 
     ctx = ngx_http_ai_gateway_limit_get_ctx(r);
 
-    if (ctx) {
+    if (ctx == NULL) {
+        rc = ngx_http_ai_gateway_limit_start(r, lcf);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_limit_module);
+
+    } else {
         /*
          * the phases ran again: while Redis is asked (a stray write
          * event), once it answered, or after an internal redirect
@@ -252,39 +271,64 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
             return NGX_DONE;
         }
 
-        if (ctx->replied) {
-            ctx->replied = 0;
-            return ngx_http_ai_gateway_limit_finish(r, ctx);
+        if (!ctx->replied) {
+            return NGX_DECLINED;
         }
 
-        return NGX_DECLINED;
+        ctx->replied = 0;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_limit_ctx_t));
-    if (ctx == NULL) {
-        return NGX_ERROR;
-    }
+    return ngx_http_ai_gateway_limit_finish(r, ctx);
+}
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
-    }
 
-    cln->handler = ngx_http_ai_gateway_limit_cleanup;
-    cln->data = ctx;
+/*
+ * A request met for the first time: its ctx, the zones' keys and costs,
+ * and steps 1 and 2.  NGX_OK when decided (to finish), NGX_DECLINED when
+ * no zone applies, NGX_DONE while Redis is asked, NGX_ERROR.
+ */
 
-    ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_limit_module);
+static ngx_int_t
+ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf)
+{
+    ngx_int_t                           rc;
+    ngx_str_t                           key;
+    ngx_uint_t                          i, n, nshm, nredis, hit;
+    ngx_pool_cleanup_t                 *cln;
+    ngx_http_ai_gateway_limit_t        *limits;
+    ngx_http_ai_gateway_limit_ctx_t    *ctx;
+    ngx_http_ai_gateway_limit_state_t  *st;
 
     limits = lcf->limits.elts;
     n = lcf->limits.nelts;
 
-    st = ngx_pcalloc(r->pool, n * sizeof(ngx_http_ai_gateway_limit_state_t));
-    if (st == NULL) {
+    /*
+     * one allocation for the ctx, its per-zone states and the pool cleanup
+     * that finds the ctx again after an internal redirect, linked here as
+     * ngx_pool_cleanup_add() would link it (which allocates twice)
+     */
+
+    cln = ngx_palloc(r->pool, sizeof(ngx_pool_cleanup_t)
+                              + sizeof(ngx_http_ai_gateway_limit_ctx_t)
+                              + n * sizeof(ngx_http_ai_gateway_limit_state_t));
+    if (cln == NULL) {
         return NGX_ERROR;
     }
 
+    ctx = (ngx_http_ai_gateway_limit_ctx_t *) (cln + 1);
+    st = (ngx_http_ai_gateway_limit_state_t *) (ctx + 1);
+
+    ngx_memzero(ctx, offsetof(ngx_http_ai_gateway_limit_ctx_t, request));
+
+    cln->handler = ngx_http_ai_gateway_limit_cleanup;
+    cln->data = ctx;
+    cln->next = r->pool->cleanup;
+    r->pool->cleanup = cln;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_limit_module);
+
     ctx->request = r;
-    ctx->limits = limits;
     ctx->st = st;
     ctx->n = n;
     ctx->fail = lcf->redis_fail;
@@ -298,9 +342,9 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
 
     for (i = 0; i < n; i++) {
 
-        if (ngx_http_complex_value(r, &((ngx_http_ai_gateway_limit_zone_t *)
-                                        limits[i].shm_zone->data)->key,
-                                   &key)
+        st[i].zone = NULL;
+
+        if (ngx_http_ai_gateway_limit_key(r, limits[i].shm_zone->data, &key)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -311,10 +355,15 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
             continue;
         }
 
+        /* res is written by the zone's check */
         st[i].zone = limits[i].shm_zone->data;
+        st[i].node = NULL;
+        st[i].blind = 0;
         st[i].dry = limits[i].dry_run;
 
         if (st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+            ngx_memzero(&st[i].res, sizeof(agw_bucket_result_t));
+
             /* the hex digest names the bucket in Redis, on every node */
             agw_sha256(key.data, key.len, st[i].key);
 
@@ -369,7 +418,39 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
         }
     }
 
-    return ngx_http_ai_gateway_limit_finish(r, ctx);
+    return NGX_OK;
+}
+
+
+/*
+ * The zone's key for this request.  A key that is one variable, as most
+ * are ($binary_remote_addr, $http_x_api_key), is read directly: the script
+ * engine behind ngx_http_complex_value() would cost this request more than
+ * the bucket itself.  Either way an unknown or failing variable is an
+ * empty key, as in a complex value.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_zone_t *zone, ngx_str_t *key)
+{
+    ngx_http_variable_value_t  *vv;
+
+    if (zone->key_index == NGX_ERROR) {
+        return ngx_http_complex_value(r, &zone->key, key);
+    }
+
+    vv = ngx_http_get_flushed_variable(r, zone->key_index);
+
+    if (vv == NULL || vv->not_found) {
+        key->len = 0;
+        return NGX_OK;
+    }
+
+    key->len = vv->len;
+    key->data = vv->data;
+
+    return NGX_OK;
 }
 
 
@@ -387,15 +468,44 @@ ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
     uint64_t                            now;
     ngx_uint_t                          i, j, k, n, allowed;
     ngx_time_t                         *tp;
-    ngx_http_ai_gateway_limit_state_t  *st, **order, *tmp;
+    ngx_http_ai_gateway_limit_state_t  *st, **order, *tmp, *one;
+    ngx_http_ai_gateway_limit_state_t  *stack[NGX_HTTP_AI_GATEWAY_LIMIT_STACK];
 
     st = ctx->st;
     n = ctx->n;
 
-    order = ngx_palloc(r->pool,
-                       nshm * sizeof(ngx_http_ai_gateway_limit_state_t *));
-    if (order == NULL) {
-        return NGX_ERROR;
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    if (nshm == 1) {
+
+        /* the usual case: one zone, nothing to agree with, one step */
+
+        for (one = st; one->zone == NULL
+                       || one->zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_SHM;
+             one++)
+        {
+            /* void */
+        }
+
+        ngx_http_ai_gateway_limit_zone_charge(one->zone, one->key, one->cost,
+                                              now, r->connection->log,
+                                              &one->res);
+
+        allowed = one->res.allowed || one->dry;
+
+        goto done;
+    }
+
+    if (nshm <= NGX_HTTP_AI_GATEWAY_LIMIT_STACK) {
+        order = stack;
+
+    } else {
+        order = ngx_palloc(r->pool,
+                           nshm * sizeof(ngx_http_ai_gateway_limit_state_t *));
+        if (order == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     for (i = 0, j = 0; i < n; i++) {
@@ -425,9 +535,6 @@ ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
 
         order[k] = tmp;
     }
-
-    tp = ngx_timeofday();
-    now = (uint64_t) tp->sec * 1000 + tp->msec;
 
     for (i = 0; i < j; i++) {
         ngx_http_ai_gateway_limit_zone_lock(order[i]->zone);
@@ -464,8 +571,6 @@ ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
                                                        r->connection->log);
         }
 
-        ctx->reserved = 1;
-
     } else {
 
         /*
@@ -486,13 +591,18 @@ ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
         ngx_http_ai_gateway_limit_zone_unlock(order[i - 1]->zone);
     }
 
-    if (!allowed) {
-        for (i = 0; i < n; i++) {
-            if (st[i].zone
-                && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
-            {
-                st[i].zone = NULL;
-            }
+done:
+
+    if (allowed) {
+        ctx->reserved = 1;
+        return NGX_OK;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (st[i].zone
+            && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+        {
+            st[i].zone = NULL;
         }
     }
 
@@ -510,52 +620,13 @@ static ngx_int_t
 ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx)
 {
-    uint64_t                               now;
-    ngx_int_t                              scope;
-    ngx_uint_t                             i, j, n;
-    ngx_time_t                            *tp;
-    ngx_http_ai_gateway_limit_state_t     *st;
+    ngx_http_ai_gateway_limit_state_t     *s, *last, *scope, *report;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
-    st = ctx->st;
-    n = ctx->n;
-
-    ngx_http_ai_gateway_limit_decide(ctx->limits, st, n, ctx, &scope);
+    scope = ngx_http_ai_gateway_limit_decide(ctx);
 
     if (ctx->reserved && ctx->status == NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED) {
-
-        /*
-         * a redis zone refused: give the shared-memory zones back what
-         * step 1 took, and report what they hold now; one lock at a time,
-         * as nothing here needs two zones to agree
-         */
-
-        tp = ngx_timeofday();
-        now = (uint64_t) tp->sec * 1000 + tp->msec;
-
-        for (i = 0; i < n; i++) {
-            if (st[i].zone == NULL
-                || st[i].zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_SHM
-                || st[i].cost == 0)
-            {
-                continue;
-            }
-
-            ngx_http_ai_gateway_limit_zone_lock(st[i].zone);
-
-            st[i].node = ngx_http_ai_gateway_limit_zone_lookup(st[i].zone,
-                                                               st[i].key);
-
-            ngx_http_ai_gateway_limit_zone_refund(st[i].zone, st[i].node,
-                                                  st[i].cost, now);
-
-            ngx_http_ai_gateway_limit_zone_check(st[i].zone, st[i].node, 0,
-                                                 now, &st[i].res);
-
-            ngx_http_ai_gateway_limit_zone_unlock(st[i].zone);
-        }
-
-        ctx->reserved = 0;
+        ngx_http_ai_gateway_limit_refund(ctx);
     }
 
     /*
@@ -563,25 +634,28 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
      * that Redis could not answer for has none
      */
 
-    for (i = 0, j = n; i < n; i++) {
-        if (st[i].zone && !st[i].blind
-            && (j == n || st[i].res.remaining < st[j].res.remaining))
+    report = NULL;
+
+    for (s = ctx->st, last = s + ctx->n; s < last; s++) {
+        if (s->zone && !s->blind
+            && (report == NULL || s->res.remaining < report->res.remaining))
         {
-            j = i;
+            report = s;
         }
     }
 
-    if (j < n) {
-        ctx->name = st[j].zone->name;
-        ctx->zone = st[j].zone;
-        ctx->remaining = st[j].res.remaining;
-        ctx->reset = agw_ms_to_s_ceil(st[j].res.reset_ms);
+    if (report) {
+        ctx->zone = report->zone;
+        ctx->remaining = report->res.remaining;
+        ctx->reset = agw_ms_to_s_ceil(report->res.reset_ms);
     }
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ai_gateway limit: %V, \"%V\" remaining:%uL reset:%uL",
                    &ngx_http_ai_gateway_limit_status_names[ctx->status],
-                   &ctx->name, ctx->remaining, ctx->reset);
+                   ctx->zone ? &ctx->zone->name
+                             : &ngx_http_ai_gateway_limit_none,
+                   ctx->remaining, ctx->reset);
 
     if (ctx->status != NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED) {
         return NGX_DECLINED;
@@ -589,17 +663,18 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
 
-    return ngx_http_ai_gateway_limit_reject(r, lcf, &st[scope]);
+    return ngx_http_ai_gateway_limit_reject(r, lcf, scope);
 }
 
 
 /*
- * The request's status from the zones' answers, and the counters.  A zone
- * counts "passed" when it charges the request and "rejected" when it
- * refuses it, dry_run or not (a dry run is meant to show how much would be
- * rejected); a zone that allowed a request another zone rejected, or that
- * only read its bucket for a cache HIT, counts neither.  In a dry run a
- * would-be rejection takes nothing from any zone, as a real one would not.
+ * The request's status from the zones' answers, and the counters; returns
+ * the zone that rejects it, if one does.  A zone counts "passed" when it
+ * charges the request and "rejected" when it refuses it, dry_run or not (a
+ * dry run is meant to show how much would be rejected); a zone that
+ * allowed a request another zone rejected, or that only read its bucket
+ * for a cache HIT, counts neither.  In a dry run a would-be rejection takes
+ * nothing from any zone, as a real one would not.
  *
  * A redis zone that Redis could not answer for counts like the others
  * with what ai_gateway_limit_redis_fail made of it: "open" lets the
@@ -607,58 +682,90 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
  * (counted rejected).
  */
 
-static void
-ngx_http_ai_gateway_limit_decide(ngx_http_ai_gateway_limit_t *limits,
-    ngx_http_ai_gateway_limit_state_t *st,
-    ngx_uint_t n, ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_int_t *scope)
+static ngx_http_ai_gateway_limit_state_t *
+ngx_http_ai_gateway_limit_decide(ngx_http_ai_gateway_limit_ctx_t *ctx)
 {
-    ngx_uint_t                          i, rejected, dry;
+    ngx_uint_t                          dry;
     ngx_http_ai_gateway_limit_stats_t  *stats;
+    ngx_http_ai_gateway_limit_state_t  *s, *last, *scope;
 
-    rejected = 0;
     dry = 0;
-    *scope = -1;
+    scope = NULL;
+    last = ctx->st + ctx->n;
 
-    for (i = 0; i < n; i++) {
-        if (st[i].zone == NULL || st[i].res.allowed) {
+    for (s = ctx->st; s < last; s++) {
+        if (s->zone == NULL || s->res.allowed) {
             continue;
         }
 
-        if (limits[i].dry_run) {
+        if (s->dry) {
             dry = 1;
 
-        } else if (!rejected) {
-            rejected = 1;
-            *scope = i;
+        } else if (scope == NULL) {
+            scope = s;
         }
     }
 
-    if (rejected) {
-        ctx->status = NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED;
+    ctx->status = scope ? NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED
+                  : dry ? NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN
+                        : NGX_HTTP_AI_GATEWAY_LIMIT_PASSED;
 
-    } else if (dry) {
-        ctx->status = NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN;
-
-    } else {
-        ctx->status = NGX_HTTP_AI_GATEWAY_LIMIT_PASSED;
-    }
-
-    for (i = 0; i < n; i++) {
-        if (st[i].zone == NULL) {
+    for (s = ctx->st; s < last; s++) {
+        if (s->zone == NULL) {
             continue;
         }
 
-        stats = &st[i].zone->sh->stats;
+        stats = &s->zone->sh->stats;
 
-        if (!st[i].res.allowed) {
+        if (!s->res.allowed) {
             ngx_http_ai_gateway_count(stats->rejected, 1);
 
-        } else if (st[i].cost
-                   && ctx->status != NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED)
-        {
+        } else if (s->cost && scope == NULL) {
             ngx_http_ai_gateway_count(stats->passed, 1);
         }
     }
+
+    return scope;
+}
+
+
+/*
+ * A redis zone refused: give the shared-memory zones back what step 1
+ * took, and report what they hold now; one lock at a time, as nothing here
+ * needs two zones to agree.
+ */
+
+static void
+ngx_http_ai_gateway_limit_refund(ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    uint64_t                            now;
+    ngx_time_t                         *tp;
+    ngx_http_ai_gateway_limit_state_t  *s, *last;
+
+    tp = ngx_timeofday();
+    now = (uint64_t) tp->sec * 1000 + tp->msec;
+
+    for (s = ctx->st, last = s + ctx->n; s < last; s++) {
+        if (s->zone == NULL
+            || s->zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_SHM
+            || s->cost == 0)
+        {
+            continue;
+        }
+
+        ngx_http_ai_gateway_limit_zone_lock(s->zone);
+
+        s->node = ngx_http_ai_gateway_limit_zone_lookup(s->zone, s->key);
+
+        ngx_http_ai_gateway_limit_zone_refund(s->zone, s->node, s->cost, now);
+
+        ngx_http_ai_gateway_limit_zone_check(s->zone, s->node, 0, now,
+                                             &s->res);
+
+        ngx_http_ai_gateway_limit_zone_unlock(s->zone);
+    }
+
+    ctx->reserved = 0;
 }
 
 
@@ -857,23 +964,28 @@ ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, char *name,
 
 
 /*
- * A number in decimal.  Every response of a limited location carries
- * several; ngx_sprintf()'s format parsing cost more than the rest of the
- * header filter together.
+ * A number in decimal, written in place.  Every response of a limited
+ * location carries several; ngx_sprintf()'s format parsing, or a copy
+ * through a scratch buffer, cost more than the rest of the header filter.
  */
 static u_char *
 ngx_http_ai_gateway_limit_uint(u_char *p, uint64_t n)
 {
-    u_char  *t, tmp[NGX_INT64_LEN];
+    u_char    *end;
+    uint64_t   t;
 
-    t = tmp + NGX_INT64_LEN;
+    for (end = p + 1, t = n; t >= 10; t /= 10) {
+        end++;
+    }
+
+    p = end;
 
     do {
-        *--t = (u_char) ('0' + n % 10);
+        *--p = (u_char) ('0' + n % 10);
         n /= 10;
     } while (n);
 
-    return ngx_cpymem(p, t, tmp + NGX_INT64_LEN - t);
+    return end;
 }
 
 
@@ -890,25 +1002,29 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
-
-    /* no zone applied, or none could say (Redis failed open) */
-
-    if (ctx == NULL || ctx->status == 0 || ctx->name.len == 0) {
-        return ngx_http_next_header_filter(r);
-    }
-
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
 
     if (!lcf->headers) {
         return ngx_http_next_header_filter(r);
     }
 
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
+
+    /* no zone applied, or none could say (Redis failed open) */
+
+    if (ctx == NULL || ctx->zone == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
+
     zone = ctx->zone;
 
-    /* the per-request figures in one buffer; the rest was formatted once */
-    buf = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN + sizeof("\"\";r=;t=") - 1
-                               + ctx->name.len + 2 * NGX_INT64_LEN);
+    /*
+     * the per-request figures in one buffer, RateLimit-Remaining,
+     * RateLimit-Reset, then RateLimit: "NAME";r=REMAINING;t=RESET
+     */
+
+    buf = ngx_pnalloc(r->pool, 4 * NGX_INT64_LEN + zone->fields_start.len
+                               + sizeof(";t=") - 1);
     if (buf == NULL) {
         return NGX_ERROR;
     }
@@ -917,13 +1033,11 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
     reset = ngx_http_ai_gateway_limit_uint(remaining, ctx->remaining);
     fields = ngx_http_ai_gateway_limit_uint(reset, ctx->reset);
 
-    last = fields;
-    *last++ = '"';
-    last = ngx_cpymem(last, ctx->name.data, ctx->name.len);
-    last = ngx_cpymem(last, "\";r=", sizeof("\";r=") - 1);
-    last = ngx_cpymem(last, remaining, reset - remaining);
-    last = ngx_cpymem(last, ";t=", sizeof(";t=") - 1);
-    last = ngx_cpymem(last, reset, fields - reset);
+    last = ngx_cpymem(fields, zone->fields_start.data,
+                      zone->fields_start.len);
+    last = ngx_http_ai_gateway_limit_uint(last, ctx->remaining);
+    *last++ = ';'; *last++ = 't'; *last++ = '=';
+    last = ngx_http_ai_gateway_limit_uint(last, ctx->reset);
 
     if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Limit", 15,
                                          zone->limit_value.data,
@@ -982,7 +1096,7 @@ ngx_http_ai_gateway_limit_remaining_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
 
-    if (ctx == NULL || ctx->status == 0 || ctx->name.len == 0) {
+    if (ctx == NULL || ctx->zone == NULL) {
         v->not_found = 1;
         return NGX_OK;
     }
@@ -1079,6 +1193,53 @@ ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
 }
 
 
+/*
+ * The index of the variable if the key is one variable alone ("$name" or
+ * "${name}"), which the request reads without the script engine; otherwise
+ * NGX_ERROR.  "$1" is a regex capture, not a variable.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_key_variable(ngx_conf_t *cf, ngx_str_t *key)
+{
+    u_char     ch;
+    size_t     i;
+    ngx_str_t  name;
+
+    if (key->len < 2 || key->data[0] != '$') {
+        return NGX_ERROR;
+    }
+
+    name.data = key->data + 1;
+    name.len = key->len - 1;
+
+    if (name.data[0] == '{') {
+        if (name.len < 3 || name.data[name.len - 1] != '}') {
+            return NGX_ERROR;
+        }
+
+        name.data++;
+        name.len -= 2;
+    }
+
+    if (name.data[0] >= '0' && name.data[0] <= '9') {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < name.len; i++) {
+        ch = name.data[i];
+
+        if ((ch < 'a' || ch > 'z') && (ch < 'A' || ch > 'Z')
+            && (ch < '0' || ch > '9') && ch != '_')
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_get_variable_index(cf, &name);
+}
+
+
 static char *
 ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1111,6 +1272,8 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
+
+    zone->key_index = ngx_http_ai_gateway_limit_key_variable(cf, &value[1]);
 
     size = 0;
     rate = 0;
@@ -1251,7 +1414,8 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
      * to hold no quote or backslash
      */
     p = ngx_pnalloc(cf->pool, NGX_INT64_LEN + sizeof("\"\";q=;w=") - 1
-                              + name.len + 2 * NGX_INT64_LEN);
+                              + name.len + 2 * NGX_INT64_LEN
+                              + sizeof("\"\";r=") - 1 + name.len);
     if (p == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -1264,6 +1428,10 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     p = ngx_sprintf(p, "\"%V\";q=%uL;w=%uL", &name, burst,
                     agw_bucket_window_s(&zone->bucket));
     zone->policy_value.len = p - zone->policy_value.data;
+
+    zone->fields_start.data = p;
+    p = ngx_sprintf(p, "\"%V\";r=", &name);
+    zone->fields_start.len = p - zone->fields_start.data;
 
     shm_zone = ngx_shared_memory_add(cf, &name, size,
                                      &ngx_http_ai_gateway_limit_module);

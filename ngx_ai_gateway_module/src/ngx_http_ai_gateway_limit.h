@@ -24,12 +24,16 @@
 #define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS    1
 
 /* bumped whenever the layout of the shared structures below changes */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_VERSION  2
+#define NGX_HTTP_AI_GATEWAY_LIMIT_VERSION  3
 
 #define NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN  AGW_KEY_SLOT_LEN
 
 #if (AGW_KEY_SLOT_LEN != AGW_SHA256_DIGEST_LEN)
 #error "a key slot must hold a whole SHA-256 digest (redis zones)"
+#endif
+
+#if (AGW_KEY_SLOT_LEN != 4 * 8)
+#error "key slots are compared as four 64-bit words"
 #endif
 
 #define NGX_HTTP_AI_GATEWAY_LIMIT_PASSED            1
@@ -75,11 +79,16 @@ typedef struct {
     ngx_uint_t                          backend;  /* NGX_HTTP_AI_GATEWAY_
                                                      LIMIT_SHM or _REDIS */
     ngx_http_complex_value_t            key;
+    ngx_int_t                           key_index;    /* the key is this one
+                                                         variable, or
+                                                         NGX_ERROR */
     agw_bucket_conf_t                   bucket;
 
     /* header values that never change, formatted once */
     ngx_str_t                           limit_value;  /* RateLimit-Limit */
     ngx_str_t                           policy_value; /* RateLimit-Policy */
+    ngx_str_t                           fields_start; /* RateLimit up to the
+                                                         figures: "NAME";r= */
 
     /*
      * the shared memory: the buckets of backend "shm"; for backend "redis"
@@ -118,10 +127,10 @@ typedef struct {
      * through (ai_gateway_limit_redis_fail open, or a read): res holds no
      * figures and the zone is left out of the RateLimit headers
      */
-    unsigned                            blind:1;
+    u_char                              blind;
 
     /* dry_run: counted and logged, never vetoes the other zones */
-    unsigned                            dry:1;
+    u_char                              dry;
 
     u_char                              key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
 } ngx_http_ai_gateway_limit_state_t;
@@ -132,32 +141,43 @@ typedef struct {
  * While Redis is asked, it also holds the state of every zone.
  */
 typedef struct {
-    ngx_http_request_t                 *request;
     ngx_uint_t                          status;   /* 0: no zone applied */
-    ngx_str_t                           name;     /* empty: no figures */
-    ngx_http_ai_gateway_limit_zone_t   *zone;      /* the one reported */
+    ngx_http_ai_gateway_limit_zone_t   *zone;     /* the one reported;
+                                                     NULL: no figures */
     uint64_t                            remaining; /* tokens */
     uint64_t                            reset;     /* s */
-
-    ngx_http_ai_gateway_limit_t        *limits;
-    ngx_http_ai_gateway_limit_state_t  *st;       /* one per limit */
-    ngx_uint_t                          n;
-    ngx_uint_t                          fail;     /* _FAIL_OPEN, _CLOSED */
 
     unsigned                            waiting:1;  /* for Redis */
     unsigned                            replied:1;  /* Redis answered or
                                                        failed: finish */
     unsigned                            reserved:1; /* shm zones charged */
+
+    /* set whole when the request is decided: not zeroed */
+    ngx_http_request_t                 *request;
+    ngx_http_ai_gateway_limit_state_t  *st;       /* one per limit */
+    ngx_uint_t                          n;
+    ngx_uint_t                          fail;     /* _FAIL_OPEN, _CLOSED */
 } ngx_http_ai_gateway_limit_ctx_t;
 
 
 ngx_int_t ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone,
     void *data);
 
-void ngx_http_ai_gateway_limit_zone_lock(
-    ngx_http_ai_gateway_limit_zone_t *zone);
-void ngx_http_ai_gateway_limit_zone_unlock(
-    ngx_http_ai_gateway_limit_zone_t *zone);
+/* the zone's slab mutex, which every function below needs held */
+
+static ngx_inline void
+ngx_http_ai_gateway_limit_zone_lock(ngx_http_ai_gateway_limit_zone_t *zone)
+{
+    ngx_shmtx_lock(&zone->shpool->mutex);
+}
+
+
+static ngx_inline void
+ngx_http_ai_gateway_limit_zone_unlock(ngx_http_ai_gateway_limit_zone_t *zone)
+{
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
 
 /* the bucket of key, or NULL if the key has none; marks it recently used */
 ngx_http_ai_gateway_limit_node_t *ngx_http_ai_gateway_limit_zone_lookup(
@@ -168,6 +188,14 @@ void ngx_http_ai_gateway_limit_zone_check(
     ngx_http_ai_gateway_limit_zone_t *zone,
     ngx_http_ai_gateway_limit_node_t *node, uint64_t cost, uint64_t now,
     agw_bucket_result_t *res);
+
+/*
+ * lock, find the bucket, check and, if allowed and cost > 0, take, unlock:
+ * all that a request with a single shared-memory zone needs
+ */
+void ngx_http_ai_gateway_limit_zone_charge(
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t cost,
+    uint64_t now, ngx_log_t *log, agw_bucket_result_t *res);
 
 /* take cost now, creating the bucket if node is NULL */
 ngx_int_t ngx_http_ai_gateway_limit_zone_take(

@@ -1,12 +1,13 @@
 /*
  * The buckets of an ai_gateway_limit_zone in shared memory: a red-black
- * tree keyed by the digest of the key value, and an LRU queue threaded
+ * tree keyed by the key value (or its digest), and an LRU queue threaded
  * through the same nodes, as ngx_http_limit_req_module keeps them.
  *
- * Every function but init_zone runs with the zone's slab mutex held (the
- * caller takes it with ngx_http_ai_gateway_limit_zone_lock(), so that a
- * request limited by several zones can check all of them and take from all
- * of them under the same locks).
+ * Every function but init_zone and charge runs with the zone's slab mutex
+ * held (the caller takes it with ngx_http_ai_gateway_limit_zone_lock(), so
+ * that a request limited by several zones can check all of them and take
+ * from all of them under the same locks); charge, for a request with one
+ * zone, takes the lock itself.
  *
  * When the slab allocator has no room for a new bucket, the least recently
  * used ones are freed until it has; since all nodes have the same size, the
@@ -127,36 +128,67 @@ ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 }
 
 
-void
-ngx_http_ai_gateway_limit_zone_lock(ngx_http_ai_gateway_limit_zone_t *zone)
+/*
+ * The tree orders buckets by the first bytes of their key slot, then by
+ * the whole slot.  No hash is needed: a red-black tree stays balanced
+ * whatever its keys, and the first bytes are the length and an IPv4
+ * address whole, or an IPv6 address's prefix, or a long key's SHA-256.
+ */
+
+static ngx_inline ngx_rbtree_key_t
+ngx_http_ai_gateway_limit_tree_key(u_char *key)
 {
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_rbtree_key_t  k;
+
+    ngx_memcpy(&k, key, sizeof(ngx_rbtree_key_t));
+
+    return k;
 }
 
 
-void
-ngx_http_ai_gateway_limit_zone_unlock(ngx_http_ai_gateway_limit_zone_t *zone)
+/*
+ * A total order of key slots, by 64-bit words: equality, the usual
+ * outcome of a lookup, is a few loads and no memcmp() call.
+ */
+
+static ngx_inline uint64_t
+ngx_http_ai_gateway_limit_word(u_char *p)
 {
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    uint64_t  w;
+
+    ngx_memcpy(&w, p, sizeof(uint64_t));
+
+    return w;
 }
 
 
-static ngx_rbtree_key_t
-ngx_http_ai_gateway_limit_hash(u_char *key)
+static ngx_inline ngx_int_t
+ngx_http_ai_gateway_limit_key_cmp(u_char *a, u_char *b)
 {
-    size_t  len;
+    uint64_t    x, y;
+    ngx_uint_t  i;
 
-    /*
-     * short keys are stored as they are (agw_key_slot(): the length, the
-     * bytes, zeros): spread them over the tree by their used bytes only
-     */
-    len = NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN;
-
-    if (key[0] < len) {
-        len = key[0] + 1;
+    if (((ngx_http_ai_gateway_limit_word(a)
+          ^ ngx_http_ai_gateway_limit_word(b))
+         | (ngx_http_ai_gateway_limit_word(a + 8)
+            ^ ngx_http_ai_gateway_limit_word(b + 8))
+         | (ngx_http_ai_gateway_limit_word(a + 16)
+            ^ ngx_http_ai_gateway_limit_word(b + 16))
+         | (ngx_http_ai_gateway_limit_word(a + 24)
+            ^ ngx_http_ai_gateway_limit_word(b + 24)))
+        == 0)
+    {
+        return 0;
     }
 
-    return ngx_murmur_hash2(key, len);
+    for (i = 0; /* void */; i += 8) {
+        x = ngx_http_ai_gateway_limit_word(a + i);
+        y = ngx_http_ai_gateway_limit_word(b + i);
+
+        if (x != y) {
+            return (x < y) ? -1 : 1;
+        }
+    }
 }
 
 
@@ -169,7 +201,7 @@ ngx_http_ai_gateway_limit_zone_lookup(ngx_http_ai_gateway_limit_zone_t *zone,
     ngx_rbtree_node_t                 *node, *sentinel;
     ngx_http_ai_gateway_limit_node_t  *ln;
 
-    hash = ngx_http_ai_gateway_limit_hash(key);
+    hash = ngx_http_ai_gateway_limit_tree_key(key);
 
     node = zone->sh->rbtree.root;
     sentinel = zone->sh->rbtree.sentinel;
@@ -190,7 +222,7 @@ ngx_http_ai_gateway_limit_zone_lookup(ngx_http_ai_gateway_limit_zone_t *zone,
 
         ln = (ngx_http_ai_gateway_limit_node_t *) &node->color;
 
-        rc = ngx_memcmp(key, ln->key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+        rc = ngx_http_ai_gateway_limit_key_cmp(key, ln->key);
 
         if (rc == 0) {
             ngx_queue_remove(&ln->queue);
@@ -221,6 +253,43 @@ ngx_http_ai_gateway_limit_zone_check(ngx_http_ai_gateway_limit_zone_t *zone,
     }
 
     agw_bucket_check(&node->bucket, &zone->bucket, cost, now, res);
+}
+
+
+void
+ngx_http_ai_gateway_limit_zone_charge(ngx_http_ai_gateway_limit_zone_t *zone,
+    u_char *key, uint64_t cost, uint64_t now, ngx_log_t *log,
+    agw_bucket_result_t *res)
+{
+    agw_bucket_t                       fresh;
+    ngx_http_ai_gateway_limit_node_t  *node;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
+
+    if (node) {
+        (void) agw_bucket_consume(&node->bucket, &zone->bucket, cost, now,
+                                  res);
+
+    } else {
+
+        /* a new key: its bucket is stored only once something is taken */
+
+        agw_bucket_init(&fresh, &zone->bucket, now);
+
+        if (agw_bucket_consume(&fresh, &zone->bucket, cost, now, res)
+            && cost)
+        {
+            node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
+
+            if (node) {
+                node->bucket = fresh;
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 
 
@@ -331,7 +400,7 @@ ngx_http_ai_gateway_limit_zone_alloc(ngx_http_ai_gateway_limit_zone_t *zone,
 
     node = (ngx_http_ai_gateway_limit_node_t *) &rn->color;
 
-    rn->key = ngx_http_ai_gateway_limit_hash(key);
+    rn->key = ngx_http_ai_gateway_limit_tree_key(key);
     ngx_memcpy(node->key, key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
 
     agw_bucket_init(&node->bucket, &zone->bucket, now);
@@ -417,9 +486,7 @@ ngx_http_ai_gateway_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
             ln = (ngx_http_ai_gateway_limit_node_t *) &node->color;
             lnt = (ngx_http_ai_gateway_limit_node_t *) &temp->color;
 
-            p = (ngx_memcmp(ln->key, lnt->key,
-                            NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN)
-                 < 0)
+            p = (ngx_http_ai_gateway_limit_key_cmp(ln->key, lnt->key) < 0)
                 ? &temp->left : &temp->right;
         }
 
