@@ -78,7 +78,8 @@ typedef struct {
 
 
 static ngx_int_t ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf);
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t **ctxp);
 static ngx_int_t ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_zone_t *zone, ngx_str_t *key);
 static ngx_int_t ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
@@ -91,6 +92,8 @@ static ngx_http_ai_gateway_limit_state_t *ngx_http_ai_gateway_limit_decide(
     ngx_http_ai_gateway_limit_ctx_t *ctx);
 static void ngx_http_ai_gateway_limit_refund(
     ngx_http_ai_gateway_limit_ctx_t *ctx);
+static ngx_inline void ngx_http_ai_gateway_limit_count(
+    ngx_http_ai_gateway_limit_state_t *s, ngx_uint_t rejected);
 static ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
     ngx_http_ai_gateway_limit_state_t *st);
@@ -253,13 +256,11 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
     ctx = ngx_http_ai_gateway_limit_get_ctx(r);
 
     if (ctx == NULL) {
-        rc = ngx_http_ai_gateway_limit_start(r, lcf);
+        rc = ngx_http_ai_gateway_limit_start(r, lcf, &ctx);
 
         if (rc != NGX_OK) {
             return rc;
         }
-
-        ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_limit_module);
 
     } else {
         /*
@@ -283,14 +284,15 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
 
 
 /*
- * A request met for the first time: its ctx, the zones' keys and costs,
- * and steps 1 and 2.  NGX_OK when decided (to finish), NGX_DECLINED when
+ * A request met for the first time: its ctx (in *ctxp), the zones' keys and
+ * costs, and steps 1 and 2.  NGX_OK when decided (to finish), NGX_DECLINED when
  * no zone applies, NGX_DONE while Redis is asked, NGX_ERROR.
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf)
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t **ctxp)
 {
     ngx_int_t                           rc;
     ngx_str_t                           key;
@@ -327,6 +329,7 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     r->pool->cleanup = cln;
 
     ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_limit_module);
+    *ctxp = ctx;
 
     ctx->request = r;
     ctx->st = st;
@@ -623,24 +626,48 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_state_t     *s, *last, *scope, *report;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
-    scope = ngx_http_ai_gateway_limit_decide(ctx);
+    if (ctx->n == 1) {
 
-    if (ctx->reserved && ctx->status == NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED) {
-        ngx_http_ai_gateway_limit_refund(ctx);
-    }
+        /* one zone, which applied (or the request was declined) */
 
-    /*
-     * the figures of the most constrained zone, the first on a tie; a zone
-     * that Redis could not answer for has none
-     */
+        report = ctx->st;
+        scope = (report->res.allowed || report->dry) ? NULL : report;
 
-    report = NULL;
+        ctx->status = scope ? NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED
+                      : report->res.allowed ? NGX_HTTP_AI_GATEWAY_LIMIT_PASSED
+                      : NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN;
 
-    for (s = ctx->st, last = s + ctx->n; s < last; s++) {
-        if (s->zone && !s->blind
-            && (report == NULL || s->res.remaining < report->res.remaining))
-        {
-            report = s;
+        ngx_http_ai_gateway_limit_count(report, scope != NULL);
+
+        if (ctx->reserved && scope) {
+            ngx_http_ai_gateway_limit_refund(ctx);
+        }
+
+        if (report->blind) {
+            report = NULL;
+        }
+
+    } else {
+        scope = ngx_http_ai_gateway_limit_decide(ctx);
+
+        if (ctx->reserved && scope) {
+            ngx_http_ai_gateway_limit_refund(ctx);
+        }
+
+        /*
+         * the figures of the most constrained zone, the first on a tie; a
+         * zone that Redis could not answer for has none
+         */
+
+        report = NULL;
+
+        for (s = ctx->st, last = s + ctx->n; s < last; s++) {
+            if (s->zone && !s->blind
+                && (report == NULL
+                    || s->res.remaining < report->res.remaining))
+            {
+                report = s;
+            }
         }
     }
 
@@ -686,7 +713,6 @@ static ngx_http_ai_gateway_limit_state_t *
 ngx_http_ai_gateway_limit_decide(ngx_http_ai_gateway_limit_ctx_t *ctx)
 {
     ngx_uint_t                          dry;
-    ngx_http_ai_gateway_limit_stats_t  *stats;
     ngx_http_ai_gateway_limit_state_t  *s, *last, *scope;
 
     dry = 0;
@@ -711,21 +737,27 @@ ngx_http_ai_gateway_limit_decide(ngx_http_ai_gateway_limit_ctx_t *ctx)
                         : NGX_HTTP_AI_GATEWAY_LIMIT_PASSED;
 
     for (s = ctx->st; s < last; s++) {
-        if (s->zone == NULL) {
-            continue;
-        }
-
-        stats = &s->zone->sh->stats;
-
-        if (!s->res.allowed) {
-            ngx_http_ai_gateway_count(stats->rejected, 1);
-
-        } else if (s->cost && scope == NULL) {
-            ngx_http_ai_gateway_count(stats->passed, 1);
+        if (s->zone) {
+            ngx_http_ai_gateway_limit_count(s, scope != NULL);
         }
     }
 
     return scope;
+}
+
+
+/* a zone's counters, once it is known whether the request is rejected */
+
+static ngx_inline void
+ngx_http_ai_gateway_limit_count(ngx_http_ai_gateway_limit_state_t *s,
+    ngx_uint_t rejected)
+{
+    if (!s->res.allowed) {
+        ngx_http_ai_gateway_count(s->zone->sh->stats.rejected, 1);
+
+    } else if (s->cost && !rejected) {
+        ngx_http_ai_gateway_count(s->zone->sh->stats.passed, 1);
+    }
 }
 
 
@@ -964,26 +996,38 @@ ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, char *name,
 
 
 /*
- * A number in decimal, written in place.  Every response of a limited
- * location carries several; ngx_sprintf()'s format parsing, or a copy
- * through a scratch buffer, cost more than the rest of the header filter.
+ * A number in decimal, written backwards so that it ends at "end", two
+ * digits at a time; returns where it starts.  Every response of a limited
+ * location carries two numbers, and ngx_sprintf()'s format parsing cost
+ * more than the rest of the header filter together.
  */
 static u_char *
-ngx_http_ai_gateway_limit_uint(u_char *p, uint64_t n)
+ngx_http_ai_gateway_limit_uint_back(u_char *end, uint64_t n)
 {
-    u_char    *end;
-    uint64_t   t;
+    ngx_uint_t  d;
 
-    for (end = p + 1, t = n; t >= 10; t /= 10) {
-        end++;
+    static const char  pairs[] =
+        "00010203040506070809" "10111213141516171819"
+        "20212223242526272829" "30313233343536373839"
+        "40414243444546474849" "50515253545556575859"
+        "60616263646566676869" "70717273747576777879"
+        "80818283848586878889" "90919293949596979899";
+
+    while (n >= 100) {
+        d = (ngx_uint_t) (n % 100) * 2;
+        n /= 100;
+        *--end = pairs[d + 1];
+        *--end = pairs[d];
     }
 
-    p = end;
+    if (n >= 10) {
+        d = (ngx_uint_t) n * 2;
+        *--end = pairs[d + 1];
+        *--end = pairs[d];
 
-    do {
-        *--p = (u_char) ('0' + n % 10);
-        n /= 10;
-    } while (n);
+    } else {
+        *--end = (u_char) ('0' + n);
+    }
 
     return end;
 }
@@ -992,8 +1036,8 @@ ngx_http_ai_gateway_limit_uint(u_char *p, uint64_t n)
 static ngx_int_t
 ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
 {
-    u_char                                *buf, *remaining, *reset, *fields;
-    u_char                                *last;
+    u_char                                *end, *remaining, *remaining_end;
+    u_char                                *reset, *fields;
     ngx_http_ai_gateway_limit_ctx_t       *ctx;
     ngx_http_ai_gateway_limit_zone_t      *zone;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
@@ -1019,42 +1063,47 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
     zone = ctx->zone;
 
     /*
-     * the per-request figures in one buffer, RateLimit-Remaining,
-     * RateLimit-Reset, then RateLimit: "NAME";r=REMAINING;t=RESET
+     * RateLimit: "NAME";r=REMAINING;t=RESET, built from its end; the
+     * values of RateLimit-Remaining and RateLimit-Reset are its figures
      */
 
-    buf = ngx_pnalloc(r->pool, 4 * NGX_INT64_LEN + zone->fields_start.len
-                               + sizeof(";t=") - 1);
-    if (buf == NULL) {
+    fields = ngx_pnalloc(r->pool, zone->fields_start.len + sizeof(";t=") - 1
+                                  + 2 * NGX_INT64_LEN);
+    if (fields == NULL) {
         return NGX_ERROR;
     }
 
-    remaining = buf;
-    reset = ngx_http_ai_gateway_limit_uint(remaining, ctx->remaining);
-    fields = ngx_http_ai_gateway_limit_uint(reset, ctx->reset);
+    end = fields + zone->fields_start.len + sizeof(";t=") - 1
+          + 2 * NGX_INT64_LEN;
 
-    last = ngx_cpymem(fields, zone->fields_start.data,
-                      zone->fields_start.len);
-    last = ngx_http_ai_gateway_limit_uint(last, ctx->remaining);
-    *last++ = ';'; *last++ = 't'; *last++ = '=';
-    last = ngx_http_ai_gateway_limit_uint(last, ctx->reset);
+    reset = ngx_http_ai_gateway_limit_uint_back(end, ctx->reset);
+
+    remaining_end = reset - (sizeof(";t=") - 1);
+    ngx_memcpy(remaining_end, ";t=", sizeof(";t=") - 1);
+
+    remaining = ngx_http_ai_gateway_limit_uint_back(remaining_end,
+                                                    ctx->remaining);
+
+    fields = remaining - zone->fields_start.len;
+    ngx_memcpy(fields, zone->fields_start.data, zone->fields_start.len);
 
     if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Limit", 15,
                                          zone->limit_value.data,
                                          zone->limit_value.len)
         != NGX_OK
         || ngx_http_ai_gateway_limit_header(r, "RateLimit-Remaining", 19,
-                                            remaining, reset - remaining)
+                                            remaining,
+                                            remaining_end - remaining)
            != NGX_OK
         || ngx_http_ai_gateway_limit_header(r, "RateLimit-Reset", 15,
-                                            reset, fields - reset)
+                                            reset, end - reset)
            != NGX_OK
         || ngx_http_ai_gateway_limit_header(r, "RateLimit-Policy", 16,
                                             zone->policy_value.data,
                                             zone->policy_value.len)
            != NGX_OK
         || ngx_http_ai_gateway_limit_header(r, "RateLimit", 9,
-                                            fields, last - fields)
+                                            fields, end - fields)
            != NGX_OK)
     {
         return NGX_ERROR;

@@ -33,6 +33,9 @@ static void ngx_http_ai_gateway_limit_rbtree_insert_value(
 static ngx_http_ai_gateway_limit_node_t *ngx_http_ai_gateway_limit_zone_alloc(
     ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t now,
     ngx_log_t *log);
+static ngx_inline ngx_http_ai_gateway_limit_node_t *
+    ngx_http_ai_gateway_limit_zone_find(ngx_http_ai_gateway_limit_zone_t *zone,
+    u_char *key);
 static ngx_uint_t ngx_http_ai_gateway_limit_zone_expire(
     ngx_http_ai_gateway_limit_zone_t *zone, ngx_uint_t n, uint64_t now);
 
@@ -196,6 +199,16 @@ ngx_http_ai_gateway_limit_node_t *
 ngx_http_ai_gateway_limit_zone_lookup(ngx_http_ai_gateway_limit_zone_t *zone,
     u_char *key)
 {
+    return ngx_http_ai_gateway_limit_zone_find(zone, key);
+}
+
+
+/* the lookup itself, inline in zone_charge(), the path of most requests */
+
+static ngx_inline ngx_http_ai_gateway_limit_node_t *
+ngx_http_ai_gateway_limit_zone_find(ngx_http_ai_gateway_limit_zone_t *zone,
+    u_char *key)
+{
     ngx_int_t                          rc;
     ngx_rbtree_key_t                   hash;
     ngx_rbtree_node_t                 *node, *sentinel;
@@ -266,7 +279,7 @@ ngx_http_ai_gateway_limit_zone_charge(ngx_http_ai_gateway_limit_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
+    node = ngx_http_ai_gateway_limit_zone_find(zone, key);
 
     if (node) {
         (void) agw_bucket_consume(&node->bucket, &zone->bucket, cost, now,
