@@ -346,6 +346,54 @@ def test_limit_empty_key_not_limited(nginx_factory):
     assert cachez(n)["limits"]["keys"]["keys"] == 2
 
 
+# A key that is one variable is read directly, anything else through the
+# script engine: every form must bucket by the value and skip empty values.
+@pytest.mark.parametrize("key, send", [
+    ("$http_x_api_key", lambda v: ("/", {"X-Api-Key": v})),
+    ("${http_x_api_key}", lambda v: ("/", {"X-Api-Key": v})),
+    ("$arg_key", lambda v: ("/?key=" + v, {})),
+    ("$http_x_api_key$http_x_tenant", lambda v: ("/", {"X-Api-Key": v})),
+], ids=["variable", "braced", "prefix-variable", "two-variables"])
+def test_limit_key_forms(nginx_factory, key, send):
+    n = nginx_factory(server(
+        "location / { ai_gateway_limit zone=keys; empty_gif; }",
+        "ai_gateway_limit_zone %s zone=keys:1m rate=1r/m burst=1;" % key))
+
+    c = Client(n)
+
+    for _ in range(2):
+        assert c.get("/")[0] == 200, "%s: no key must not be limited" % key
+
+    for value, want in (("k1", 200), ("k1", 429), ("k2", 200)):
+        path, headers = send(value)
+        assert c.get(path, headers=headers)[0] == want, \
+            "%s=%s: expected %d" % (key, value, want)
+
+    assert cachez(n)["limits"]["keys"]["keys"] == 2
+
+
+def test_limit_keys_sharing_prefixes_are_apart(nginx_factory):
+    """Buckets are ordered by their key's first bytes, then the whole key:
+    keys alike in those bytes, short ones kept as they are and long ones
+    kept as a digest, must still be buckets of their own."""
+    n = nginx_factory(server(
+        "location / { ai_gateway_limit zone=keys; empty_gif; }",
+        "ai_gateway_limit_zone $http_x_api_key zone=keys:1m "
+        "rate=1r/m burst=1;"))
+
+    c = Client(n)
+    keys = ["abcdefgh-1", "abcdefgh-2", "abcdefgh-3",
+            "sk-" + "x" * 40 + "1", "sk-" + "x" * 40 + "2"]
+
+    for k in keys:
+        assert c.get("/", headers={"X-Api-Key": k})[0] == 200, k
+
+    for k in keys:
+        assert c.get("/", headers={"X-Api-Key": k})[0] == 429, k
+
+    assert cachez(n)["limits"]["keys"]["keys"] == len(keys)
+
+
 def test_limit_buckets_and_counters_survive_reload(nginx_factory):
     http = server(
         "location / { ai_gateway_limit zone=per_client; empty_gif; }",
