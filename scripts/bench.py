@@ -13,6 +13,7 @@ for the limiter rows, which need a content phase) and with its stock-nginx
 peer.  The table goes to stdout and docs/BENCHMARKS.md.
 
     scripts/bench.py [--seconds 4] [--reps 5] [--connections 32]
+                     [--callgrind-passes 3 | --no-callgrind]
 """
 
 import argparse
@@ -226,6 +227,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--callgrind-passes", type=int, default=3,
+                    help="callgrind passes over every row (median, min..max)")
     ap.add_argument("--no-callgrind", dest="callgrind", action="store_false",
                     help="skip the instruction counts")
     ap.add_argument("--out", default=os.path.join(REPO, "docs",
@@ -250,7 +253,7 @@ def main():
 
     http, urls = render(rows, work, sim.port, redis_conf)
     n = Nginx(http, workers=1)
-    ir = {}
+    ir, ir_range = {}, {}
     results = {r[0]: [] for r in rows}
     try:
         n.start()
@@ -284,7 +287,12 @@ def main():
         n.stop()
         if args.callgrind:
             print("instructions per request under callgrind...", flush=True)
-            ir = instructions_per_request(http, rows, urls, 2)
+            passes = [instructions_per_request(http, rows, urls, 2)
+                      for _ in range(args.callgrind_passes)]
+            ir = {k: statistics.median(p[k] for p in passes)
+                  for k in passes[0]}
+            ir_range = {k: (min(p[k] for p in passes),
+                            max(p[k] for p in passes)) for k in passes[0]}
     finally:
         n.stop()
         sim.stop()
@@ -304,7 +312,8 @@ def main():
 
     lines = [
         "| row | req/s (median) | spread min..max | p50 ms | p99 ms "
-        "| worker CPU µs/req (min..max) | instructions/req | vs ceiling "
+        "| worker CPU µs/req (min..max) | instructions/req (min..max) "
+        "| vs ceiling "
         "| vs stock peer |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -322,7 +331,8 @@ def main():
                      "| %.1f (%.1f..%.1f) | %s | %s | %s |" % (
                          name, m["rps"], m["lo"], m["hi"], m["p50"],
                          m["p99"], m["cpu"], m["cpu_lo"], m["cpu_hi"],
-                         "%.0f" % ir[name] if name in ir else "-",
+                         "%.0f (%.0f..%.0f)" % ((ir[name],) + ir_range[name])
+                         if name in ir else "-",
                          fmt_ratio(m["rps"], c["rps"]) if c else "-",
                          peer_txt))
     lines.append("")
@@ -377,13 +387,15 @@ def main():
         "gives the requests/s, worker-CPU-per-request and instructions ratios "
         "(below 1.00 = cheaper than the peer). `instructions/req` comes "
         "from the same config run in one nginx process under valgrind's "
-        "callgrind (instructions executed per request, 4 connections): "
-        "the figure to trust when requests/s and CPU time vary with the "
-        "load on this shared machine. valgrind's CPU lacks the SHA "
+        "callgrind (instructions executed per request in user space, 4 "
+        "connections; median and range of %d passes over every row): the "
+        "figure to trust when requests/s and CPU time vary with the load on "
+        "this shared machine. It leaves out the kernel's share of a request "
+        "(the TCP send and receive), which the CPU column includes. valgrind's CPU lacks the SHA "
         "extensions, so under callgrind the cache rows hash their keys with "
         "the portable SHA-256 (about 4,000 instructions a key); the "
         "requests/s and CPU columns use the SHA instructions where the CPU "
-        "has them.",
+        "has them." % args.callgrind_passes,
         "",
     ]
     text = "\n".join(header + lines) + "\n"
