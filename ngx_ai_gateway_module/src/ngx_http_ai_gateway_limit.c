@@ -628,7 +628,10 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
 
     if (ctx->n == 1) {
 
-        /* one zone, which applied (or the request was declined) */
+        /*
+         * one zone, which applied (start declined the request otherwise),
+         * and no other zone's reservation to give back
+         */
 
         report = ctx->st;
         scope = (report->res.allowed || report->dry) ? NULL : report;
@@ -638,10 +641,6 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
                       : NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN;
 
         ngx_http_ai_gateway_limit_count(report, scope != NULL);
-
-        if (ctx->reserved && scope) {
-            ngx_http_ai_gateway_limit_refund(ctx);
-        }
 
         if (report->blind) {
             report = NULL;
