@@ -154,10 +154,10 @@ agw_bucket_level(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
 
 
 /*
- * the result of taking cost from a bucket at level (refilled to now);
- * returns the level after it, which is level itself if refused
+ * the result of taking cost from a bucket at level (refilled to now),
+ * including the level after it, which is level itself if refused
  */
-static inline uint64_t
+static inline void
 agw_bucket_decide(const agw_bucket_conf_t *conf, uint64_t level,
     uint64_t cost, agw_bucket_result_t *res)
 {
@@ -175,7 +175,8 @@ agw_bucket_decide(const agw_bucket_conf_t *conf, uint64_t level,
             res->remaining = level / conf->period_ms;
             res->reset_ms = agw_div_ceil(cap - level, conf->rate);
             res->retry_after_ms = 0;
-            return level;
+            res->level = level;
+            return;
         }
 
     } else {
@@ -187,8 +188,7 @@ agw_bucket_decide(const agw_bucket_conf_t *conf, uint64_t level,
     res->remaining = level / conf->period_ms;
     res->reset_ms = agw_div_ceil(cap - level, conf->rate);
     res->retry_after_ms = agw_div_ceil(want - level, conf->rate);
-
-    return level;
+    res->level = level;
 }
 
 
@@ -196,8 +196,21 @@ void
 agw_bucket_check(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t cost, uint64_t now_ms, agw_bucket_result_t *res)
 {
-    (void) agw_bucket_decide(conf, agw_bucket_refill(b, conf, now_ms), cost,
-                             res);
+    agw_bucket_decide(conf, agw_bucket_refill(b, conf, now_ms), cost, res);
+}
+
+
+void
+agw_bucket_commit(agw_bucket_t *b, const agw_bucket_result_t *res,
+    uint64_t now_ms)
+{
+    b->level = res->level;
+
+    /* the stamp never moves backwards */
+
+    if (now_ms > b->stamp_ms) {
+        b->stamp_ms = now_ms;
+    }
 }
 
 
@@ -205,19 +218,10 @@ int
 agw_bucket_consume(agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t cost, uint64_t now_ms, agw_bucket_result_t *res)
 {
-    uint64_t  level;
-
-    level = agw_bucket_decide(conf, agw_bucket_refill(b, conf, now_ms), cost,
-                              res);
+    agw_bucket_decide(conf, agw_bucket_refill(b, conf, now_ms), cost, res);
 
     if (res->allowed && cost) {
-        b->level = level;
-
-        /* the stamp never moves backwards */
-
-        if (now_ms > b->stamp_ms) {
-            b->stamp_ms = now_ms;
-        }
+        agw_bucket_commit(b, res, now_ms);
     }
 
     return res->allowed;

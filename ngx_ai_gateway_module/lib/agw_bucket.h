@@ -43,6 +43,8 @@ typedef struct {
     uint64_t  retry_after_ms;    /* rejected: ms until `cost` tokens are
                                     available (cost > burst: until full);
                                     0 if allowed */
+    uint64_t  level;             /* the level after the request (now, if
+                                    rejected), in units: for commit() */
 } agw_bucket_result_t;
 
 
@@ -64,6 +66,14 @@ void agw_bucket_check(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
  */
 void agw_bucket_take(agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t cost, uint64_t now_ms);
+
+/*
+ * store what agw_bucket_check() found allowed at now_ms, if nothing changed
+ * the bucket in between (the caller holds the lock across both): the same
+ * as agw_bucket_take() without a second refill
+ */
+void agw_bucket_commit(agw_bucket_t *b, const agw_bucket_result_t *res,
+    uint64_t now_ms);
 
 /*
  * agw_bucket_check() and, if allowed, agw_bucket_take() in one refill: what

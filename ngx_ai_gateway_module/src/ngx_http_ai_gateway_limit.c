@@ -567,11 +567,11 @@ ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
                 continue;
             }
 
-            (void) ngx_http_ai_gateway_limit_zone_take(order[i]->zone,
-                                                       order[i]->node,
-                                                       order[i]->key,
-                                                       order[i]->cost, now,
-                                                       r->connection->log);
+            (void) ngx_http_ai_gateway_limit_zone_commit(order[i]->zone,
+                                                         order[i]->node,
+                                                         order[i]->key,
+                                                         &order[i]->res, now,
+                                                         r->connection->log);
         }
 
     } else {

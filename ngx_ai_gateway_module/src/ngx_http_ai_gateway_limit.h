@@ -197,11 +197,14 @@ void ngx_http_ai_gateway_limit_zone_charge(
     ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t cost,
     uint64_t now, ngx_log_t *log, agw_bucket_result_t *res);
 
-/* take cost now, creating the bucket if node is NULL */
-ngx_int_t ngx_http_ai_gateway_limit_zone_take(
+/*
+ * store what zone_check() found allowed, creating the bucket if node is
+ * NULL; the lock must have been held since the check
+ */
+ngx_int_t ngx_http_ai_gateway_limit_zone_commit(
     ngx_http_ai_gateway_limit_zone_t *zone,
-    ngx_http_ai_gateway_limit_node_t *node, u_char *key, uint64_t cost,
-    uint64_t now, ngx_log_t *log);
+    ngx_http_ai_gateway_limit_node_t *node, u_char *key,
+    agw_bucket_result_t *res, uint64_t now, ngx_log_t *log);
 
 /* give back cost taken earlier; a bucket forgotten since is full anyway */
 void ngx_http_ai_gateway_limit_zone_refund(

@@ -307,9 +307,9 @@ ngx_http_ai_gateway_limit_zone_charge(ngx_http_ai_gateway_limit_zone_t *zone,
 
 
 ngx_int_t
-ngx_http_ai_gateway_limit_zone_take(ngx_http_ai_gateway_limit_zone_t *zone,
-    ngx_http_ai_gateway_limit_node_t *node, u_char *key, uint64_t cost,
-    uint64_t now, ngx_log_t *log)
+ngx_http_ai_gateway_limit_zone_commit(ngx_http_ai_gateway_limit_zone_t *zone,
+    ngx_http_ai_gateway_limit_node_t *node, u_char *key,
+    agw_bucket_result_t *res, uint64_t now, ngx_log_t *log)
 {
     if (node == NULL) {
         node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
@@ -318,14 +318,14 @@ ngx_http_ai_gateway_limit_zone_take(ngx_http_ai_gateway_limit_zone_t *zone,
         }
     }
 
-    agw_bucket_take(&node->bucket, &zone->bucket, cost, now);
+    agw_bucket_commit(&node->bucket, res, now);
 
     return NGX_OK;
 }
 
 
 /*
- * Adding back what agw_bucket_take() took leaves the bucket exactly where
+ * Adding back what agw_bucket_commit() took leaves the bucket exactly where
  * it would be had nothing been taken (charges by others aside): refill
  * clamps at the capacity, and so does the refund.  The caller looks the
  * bucket up again: if it was freed meanwhile (refilled, or evicted from a

@@ -611,7 +611,7 @@ test_bucket_take_saturates(void **state)
 
 /*
  * consume() is the single-zone shortcut for check() then take() if
- * allowed: over a long pseudo-random walk of costs and clock steps
+ * allowed, and commit() the several-zone one: over a long pseudo-random walk of costs and clock steps
  * (including steps back and costs over the burst), both give the same
  * answers and leave the bucket in the same state
  */
@@ -621,8 +621,8 @@ test_bucket_consume_is_check_then_take(void **state)
     int                  allowed;
     size_t               c, i;
     uint64_t             now, cost, x;
-    agw_bucket_t         a, b;
-    agw_bucket_result_t  ra, rb;
+    agw_bucket_t         a, b, d;
+    agw_bucket_result_t  ra, rb, rd;
 
     static const agw_bucket_conf_t  confs[] = {
         RPS(1, 5), RPS(3, 1), RPM(7, 4), RPS(1000, 50), RPM(1, 1)
@@ -634,6 +634,7 @@ test_bucket_consume_is_check_then_take(void **state)
         now = 1000000;
         agw_bucket_init(&a, &confs[c], now);
         b = a;
+        d = a;
 
         for (i = 0; i < 20000; i++) {
             /* xorshift64 */
@@ -661,6 +662,20 @@ test_bucket_consume_is_check_then_take(void **state)
             assert_int_equal(rb.retry_after_ms, ra.retry_after_ms);
 
             assert_memory_equal(&b, &a, sizeof(agw_bucket_t));
+
+            /* and so is check() then commit() of what it found */
+
+            agw_bucket_check(&d, &confs[c], cost, now, &rd);
+
+            if (rd.allowed && cost) {
+                agw_bucket_commit(&d, &rd, now);
+            }
+
+            assert_int_equal(rd.allowed, ra.allowed);
+            assert_int_equal(rd.remaining, ra.remaining);
+            assert_int_equal(rd.reset_ms, ra.reset_ms);
+            assert_int_equal(rd.retry_after_ms, ra.retry_after_ms);
+            assert_memory_equal(&d, &a, sizeof(agw_bucket_t));
         }
     }
 }
