@@ -16,8 +16,8 @@
  * response the request gets.
  *
  * Several zones are all-or-nothing: every zone that applies is locked (in
- * one global order, so two requests can never wait for each other), all
- * are checked, and tokens are taken from each only if all allow.  Under
+ * the order of their names, the same for every worker, so two requests can
+ * never wait for each other), all are checked, and tokens are taken from each only if all allow.  Under
  * those locks no other worker can spend the tokens between the check and
  * the take, so a rejected request changes no bucket and a passed one never
  * overdraws.  The locks are held only for tree lookups and arithmetic.
@@ -71,6 +71,7 @@ typedef struct {
 
 typedef struct {
     ngx_array_t                         limits;   /* limit_t */
+    ngx_uint_t                         *lock_order; /* indexes of limits */
     ngx_uint_t                          status;
     ngx_flag_t                          headers;
     ngx_uint_t                          redis_fail;
@@ -81,17 +82,24 @@ static ngx_int_t ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
     ngx_http_ai_gateway_limit_ctx_t **ctxp);
 static ngx_int_t ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_zone_t *zone, ngx_str_t *key);
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *slot);
+static ngx_inline void ngx_http_ai_gateway_limit_key_slot(
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *slot, ngx_str_t *key);
 static ngx_int_t ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t nshm);
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t nshm,
+    ngx_uint_t *lock_order);
 static ngx_int_t ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_t *limit, uint64_t *cost);
 static ngx_http_ai_gateway_limit_state_t *ngx_http_ai_gateway_limit_decide(
+    ngx_http_ai_gateway_limit_ctx_t *ctx,
+    ngx_http_ai_gateway_limit_state_t **report);
+static ngx_http_ai_gateway_limit_state_t *ngx_http_ai_gateway_limit_refund(
     ngx_http_ai_gateway_limit_ctx_t *ctx);
-static void ngx_http_ai_gateway_limit_refund(
-    ngx_http_ai_gateway_limit_ctx_t *ctx);
+static ngx_inline ngx_uint_t ngx_http_ai_gateway_limit_lower(
+    ngx_http_ai_gateway_limit_state_t *s,
+    ngx_http_ai_gateway_limit_state_t *least);
 static ngx_inline void ngx_http_ai_gateway_limit_count(
     ngx_http_ai_gateway_limit_state_t *s, ngx_uint_t rejected);
 static ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
@@ -114,6 +122,8 @@ static void *ngx_http_ai_gateway_limit_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ai_gateway_limit_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
+static ngx_int_t ngx_http_ai_gateway_limit_lock_order(ngx_conf_t *cf,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ai_gateway_limit_key_variable(ngx_conf_t *cf,
     ngx_str_t *key);
 static char *ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf,
@@ -295,11 +305,11 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t **ctxp)
 {
     ngx_int_t                           rc;
-    ngx_str_t                           key;
     ngx_uint_t                          i, n, nshm, nredis, hit;
     ngx_pool_cleanup_t                 *cln;
     ngx_http_ai_gateway_limit_t        *limits;
     ngx_http_ai_gateway_limit_ctx_t    *ctx;
+    ngx_http_ai_gateway_limit_zone_t   *zone;
     ngx_http_ai_gateway_limit_state_t  *st;
 
     limits = lcf->limits.elts;
@@ -345,38 +355,35 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
 
     for (i = 0; i < n; i++) {
 
-        st[i].zone = NULL;
+        zone = limits[i].shm_zone->data;
 
-        if (ngx_http_ai_gateway_limit_key(r, limits[i].shm_zone->data, &key)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
+        rc = ngx_http_ai_gateway_limit_key(r, zone, st[i].key);
 
-        if (key.len == 0) {
+        if (rc == NGX_DECLINED) {
             /* an empty key: this zone does not apply */
+            st[i].zone = NULL;
             continue;
         }
 
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         /* res is written by the zone's check */
-        st[i].zone = limits[i].shm_zone->data;
+        st[i].zone = zone;
         st[i].node = NULL;
         st[i].blind = 0;
         st[i].dry = limits[i].dry_run;
 
-        if (st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+        if (zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
             ngx_memzero(&st[i].res, sizeof(agw_bucket_result_t));
-
-            /* the hex digest names the bucket in Redis, on every node */
-            agw_sha256(key.data, key.len, st[i].key);
-
-        } else {
-            /* an address is its own key: no hashing on the hot path */
-            agw_key_slot(st[i].key, key.data, key.len);
         }
 
         if (hit && !limits[i].charge_hits) {
             st[i].cost = 0;
+
+        } else if (limits[i].cost_cv == NULL) {
+            st[i].cost = limits[i].cost;
 
         } else if (ngx_http_ai_gateway_limit_cost(r, &limits[i], &st[i].cost)
                    != NGX_OK)
@@ -384,7 +391,7 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        if (st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+        if (zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
             nredis++;
 
         } else {
@@ -397,7 +404,7 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     }
 
     if (nshm) {
-        rc = ngx_http_ai_gateway_limit_shm(r, ctx, nshm);
+        rc = ngx_http_ai_gateway_limit_shm(r, ctx, nshm, lcf->lock_order);
 
         if (rc != NGX_OK) {
             return rc;
@@ -426,34 +433,68 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
 
 
 /*
- * The zone's key for this request.  A key that is one variable, as most
- * are ($binary_remote_addr, $http_x_api_key), is read directly: the script
- * engine behind ngx_http_complex_value() would cost this request more than
- * the bucket itself.  Either way an unknown or failing variable is an
- * empty key, as in a complex value.
+ * The zone's key for this request, as the zone stores it (see
+ * NGX_HTTP_AI_GATEWAY_LIMIT_KEY_*); NGX_DECLINED if it is empty.  An
+ * unknown or failing variable is an empty value, as in a complex value.
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_zone_t *zone, ngx_str_t *key)
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *slot)
 {
+    ngx_str_t                   key;
     ngx_http_variable_value_t  *vv;
 
-    if (zone->key_index == NGX_ERROR) {
-        return ngx_http_complex_value(r, &zone->key, key);
-    }
+    if (zone->key_kind == NGX_HTTP_AI_GATEWAY_LIMIT_KEY_VARIABLE) {
+        vv = ngx_http_get_flushed_variable(r, zone->key_index);
 
-    vv = ngx_http_get_flushed_variable(r, zone->key_index);
+        if (vv == NULL || vv->not_found || vv->len == 0) {
+            return NGX_DECLINED;
+        }
 
-    if (vv == NULL || vv->not_found) {
-        key->len = 0;
+        key.len = vv->len;
+        key.data = vv->data;
+
+    } else if (zone->key_kind == NGX_HTTP_AI_GATEWAY_LIMIT_KEY_CONSTANT) {
+        if (zone->key.value.len == 0) {
+            return NGX_DECLINED;
+        }
+
+        ngx_memcpy(slot, zone->key_slot, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
         return NGX_OK;
+
+    } else {
+        if (ngx_http_complex_value(r, &zone->key, &key) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (key.len == 0) {
+            return NGX_DECLINED;
+        }
     }
 
-    key->len = vv->len;
-    key->data = vv->data;
+    ngx_http_ai_gateway_limit_key_slot(zone, slot, &key);
 
     return NGX_OK;
+}
+
+
+/*
+ * A key value as the zone stores it.  A redis zone names its bucket by the
+ * SHA-256 of the key, the same on every node; a shared-memory zone keeps a
+ * short key, such as an address, as it is, with no hashing.
+ */
+
+static ngx_inline void
+ngx_http_ai_gateway_limit_key_slot(ngx_http_ai_gateway_limit_zone_t *zone,
+    u_char *slot, ngx_str_t *key)
+{
+    if (zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+        agw_sha256(key->data, key->len, slot);
+
+    } else {
+        agw_key_slot(slot, key->data, key->len);
+    }
 }
 
 
@@ -466,12 +507,13 @@ ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t nshm)
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t nshm,
+    ngx_uint_t *lock_order)
 {
     uint64_t                            now;
-    ngx_uint_t                          i, j, k, n, allowed;
+    ngx_uint_t                          i, j, n, allowed;
     ngx_time_t                         *tp;
-    ngx_http_ai_gateway_limit_state_t  *st, **order, *tmp, *one;
+    ngx_http_ai_gateway_limit_state_t  *st, **order, *one, *s;
     ngx_http_ai_gateway_limit_state_t  *stack[NGX_HTTP_AI_GATEWAY_LIMIT_STACK];
 
     st = ctx->st;
@@ -511,87 +553,62 @@ ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
         }
     }
 
+    /* the zones that apply, in the location's lock order */
+
     for (i = 0, j = 0; i < n; i++) {
-        if (st[i].zone
-            && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_SHM)
-        {
-            order[j++] = &st[i];
+        s = &st[lock_order[i]];
+
+        if (s->zone && s->zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_SHM) {
+            order[j++] = s;
         }
     }
 
     /*
-     * lock in the order of the zones' addresses in shared memory: the same
-     * in every worker, including the old cycle's workers during a reload
-     * (a zone kept across a reload keeps its mapping), so two requests can
-     * never each hold a lock the other waits for
+     * each zone is checked as soon as it is locked; its lock is held until
+     * every zone has answered, so that what was checked is what is taken
      */
-
-    for (i = 1; i < j; i++) {
-        tmp = order[i];
-
-        for (k = i;
-             k > 0 && order[k - 1]->zone->shpool > tmp->zone->shpool;
-             k--)
-        {
-            order[k] = order[k - 1];
-        }
-
-        order[k] = tmp;
-    }
-
-    for (i = 0; i < j; i++) {
-        ngx_http_ai_gateway_limit_zone_lock(order[i]->zone);
-    }
 
     allowed = 1;
 
     for (i = 0; i < j; i++) {
-        order[i]->node = ngx_http_ai_gateway_limit_zone_lookup(order[i]->zone,
-                                                               order[i]->key);
+        s = order[i];
 
-        ngx_http_ai_gateway_limit_zone_check(order[i]->zone, order[i]->node,
-                                             order[i]->cost, now,
-                                             &order[i]->res);
+        ngx_http_ai_gateway_limit_zone_lock(s->zone);
 
-        if (!order[i]->res.allowed && !order[i]->dry) {
+        s->node = ngx_http_ai_gateway_limit_zone_lookup(s->zone, s->key);
+
+        ngx_http_ai_gateway_limit_zone_check(s->zone, s->node, s->cost, now,
+                                             &s->res);
+
+        if (!s->res.allowed && !s->dry) {
             allowed = 0;
         }
     }
 
-    if (allowed) {
+    /*
+     * all allowed: take from each (a dry_run zone that would refuse takes
+     * nothing, as if it had refused); otherwise nothing is taken, and the
+     * zones that would have allowed report what they hold now, not what
+     * they would have held after this request
+     */
 
-        /* a dry_run zone that would refuse takes nothing, as if it had */
+    for (i = 0; i < j; i++) {
+        s = order[i];
 
-        for (i = 0; i < j; i++) {
-            if (order[i]->cost == 0 || !order[i]->res.allowed) {
-                continue;
-            }
+        if (s->cost && s->res.allowed) {
+            if (allowed) {
+                (void) ngx_http_ai_gateway_limit_zone_commit(s->zone, s->node,
+                                                             s->key, &s->res,
+                                                             now,
+                                                             r->connection->log);
 
-            (void) ngx_http_ai_gateway_limit_zone_commit(order[i]->zone,
-                                                         order[i]->node,
-                                                         order[i]->key,
-                                                         &order[i]->res, now,
-                                                         r->connection->log);
-        }
-
-    } else {
-
-        /*
-         * nothing is taken: report what the zones that would have allowed
-         * hold now, not what they would have held after this request
-         */
-
-        for (i = 0; i < j; i++) {
-            if (order[i]->res.allowed && order[i]->cost) {
-                ngx_http_ai_gateway_limit_zone_check(order[i]->zone,
-                                                     order[i]->node, 0, now,
-                                                     &order[i]->res);
+            } else {
+                ngx_http_ai_gateway_limit_zone_check(s->zone, s->node, 0, now,
+                                                     &s->res);
             }
         }
-    }
 
-    for (i = j; i > 0; i--) {
-        ngx_http_ai_gateway_limit_zone_unlock(order[i - 1]->zone);
+        ngx_http_ai_gateway_limit_zone_unlock(s->zone);
     }
 
 done:
@@ -623,7 +640,7 @@ static ngx_int_t
 ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx)
 {
-    ngx_http_ai_gateway_limit_state_t     *s, *last, *scope, *report;
+    ngx_http_ai_gateway_limit_state_t     *scope, *report;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
     if (ctx->n == 1) {
@@ -647,26 +664,10 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
         }
 
     } else {
-        scope = ngx_http_ai_gateway_limit_decide(ctx);
+        scope = ngx_http_ai_gateway_limit_decide(ctx, &report);
 
         if (ctx->reserved && scope) {
-            ngx_http_ai_gateway_limit_refund(ctx);
-        }
-
-        /*
-         * the figures of the most constrained zone, the first on a tie; a
-         * zone that Redis could not answer for has none
-         */
-
-        report = NULL;
-
-        for (s = ctx->st, last = s + ctx->n; s < last; s++) {
-            if (s->zone && !s->blind
-                && (report == NULL
-                    || s->res.remaining < report->res.remaining))
-            {
-                report = s;
-            }
+            report = ngx_http_ai_gateway_limit_refund(ctx);
         }
     }
 
@@ -695,7 +696,8 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
 
 /*
  * The request's status from the zones' answers, and the counters; returns
- * the zone that rejects it, if one does.  A zone counts "passed" when it
+ * the zone that rejects it, if one does, and in *report the zone whose
+ * figures the response carries.  A zone counts "passed" when it
  * charges the request and "rejected" when it refuses it, dry_run or not (a
  * dry run is meant to show how much would be rejected); a zone that
  * allowed a request another zone rejected, or that only read its bucket
@@ -709,17 +711,27 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
  */
 
 static ngx_http_ai_gateway_limit_state_t *
-ngx_http_ai_gateway_limit_decide(ngx_http_ai_gateway_limit_ctx_t *ctx)
+ngx_http_ai_gateway_limit_decide(ngx_http_ai_gateway_limit_ctx_t *ctx,
+    ngx_http_ai_gateway_limit_state_t **report)
 {
     ngx_uint_t                          dry;
-    ngx_http_ai_gateway_limit_state_t  *s, *last, *scope;
+    ngx_http_ai_gateway_limit_state_t  *s, *last, *scope, *least;
 
     dry = 0;
     scope = NULL;
+    least = NULL;
     last = ctx->st + ctx->n;
 
     for (s = ctx->st; s < last; s++) {
-        if (s->zone == NULL || s->res.allowed) {
+        if (s->zone == NULL) {
+            continue;
+        }
+
+        if (ngx_http_ai_gateway_limit_lower(s, least)) {
+            least = s;
+        }
+
+        if (s->res.allowed) {
             continue;
         }
 
@@ -730,6 +742,8 @@ ngx_http_ai_gateway_limit_decide(ngx_http_ai_gateway_limit_ctx_t *ctx)
             scope = s;
         }
     }
+
+    *report = least;
 
     ctx->status = scope ? NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED
                   : dry ? NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN
@@ -742,6 +756,20 @@ ngx_http_ai_gateway_limit_decide(ngx_http_ai_gateway_limit_ctx_t *ctx)
     }
 
     return scope;
+}
+
+
+/*
+ * the figures reported are those of the zone with the fewest tokens left,
+ * the first on a tie; a zone that Redis could not answer for has none
+ */
+
+static ngx_inline ngx_uint_t
+ngx_http_ai_gateway_limit_lower(ngx_http_ai_gateway_limit_state_t *s,
+    ngx_http_ai_gateway_limit_state_t *least)
+{
+    return !s->blind
+           && (least == NULL || s->res.remaining < least->res.remaining);
 }
 
 
@@ -763,15 +791,15 @@ ngx_http_ai_gateway_limit_count(ngx_http_ai_gateway_limit_state_t *s,
 /*
  * A redis zone refused: give the shared-memory zones back what step 1
  * took, and report what they hold now; one lock at a time, as nothing here
- * needs two zones to agree.
+ * needs two zones to agree.  Returns the zone to report, as decide() does.
  */
 
-static void
+static ngx_http_ai_gateway_limit_state_t *
 ngx_http_ai_gateway_limit_refund(ngx_http_ai_gateway_limit_ctx_t *ctx)
 {
     uint64_t                            now;
     ngx_time_t                         *tp;
-    ngx_http_ai_gateway_limit_state_t  *s, *last;
+    ngx_http_ai_gateway_limit_state_t  *s, *last, *least;
 
     tp = ngx_timeofday();
     now = (uint64_t) tp->sec * 1000 + tp->msec;
@@ -797,11 +825,21 @@ ngx_http_ai_gateway_limit_refund(ngx_http_ai_gateway_limit_ctx_t *ctx)
     }
 
     ctx->reserved = 0;
+
+    least = NULL;
+
+    for (s = ctx->st; s < last; s++) {
+        if (s->zone && ngx_http_ai_gateway_limit_lower(s, least)) {
+            least = s;
+        }
+    }
+
+    return least;
 }
 
 
 /*
- * cost=N, or cost=$var evaluated per request: an empty value is the default
+ * cost=$var evaluated per request: an empty value is the default
  * cost 1, a value that is not a number is logged and counts as 1 too (a
  * client must not be able to escape the limit by sending garbage)
  */
@@ -812,11 +850,6 @@ ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
 {
     ngx_int_t  n;
     ngx_str_t  value;
-
-    if (limit->cost_cv == NULL) {
-        *cost = limit->cost;
-        return NGX_OK;
-    }
 
     if (ngx_http_complex_value(r, limit->cost_cv, &value) != NGX_OK) {
         return NGX_ERROR;
@@ -1206,6 +1239,7 @@ ngx_http_ai_gateway_limit_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->limits.elts = NULL;
+     *     conf->lock_order = NULL;
      */
 
     conf->status = NGX_CONF_UNSET_UINT;
@@ -1213,6 +1247,58 @@ ngx_http_ai_gateway_limit_create_loc_conf(ngx_conf_t *cf)
     conf->redis_fail = NGX_CONF_UNSET_UINT;
 
     return conf;
+}
+
+
+/*
+ * The order in which a request locks the zones of a location: by zone
+ * name.  Every worker, of this configuration or of the one before a reload
+ * (the layout version changes with any change of this rule, so the two
+ * never share zones across it), takes the locks of any two zones in the
+ * same order, so two requests can never each hold a lock the other waits
+ * for.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_lock_order(ngx_conf_t *cf,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf)
+{
+    ngx_str_t                    *a, *b;
+    ngx_uint_t                    i, k, n, tmp, *order;
+    ngx_http_ai_gateway_limit_t  *limits;
+
+    limits = lcf->limits.elts;
+    n = lcf->limits.nelts;
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    order = ngx_palloc(cf->pool, n * sizeof(ngx_uint_t));
+    if (order == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < n; i++) {
+        tmp = i;
+        b = &limits[tmp].shm_zone->shm.name;
+
+        for (k = i; k > 0; k--) {
+            a = &limits[order[k - 1]].shm_zone->shm.name;
+
+            if (ngx_memn2cmp(a->data, b->data, a->len, b->len) <= 0) {
+                break;
+            }
+
+            order[k] = order[k - 1];
+        }
+
+        order[k] = tmp;
+    }
+
+    lcf->lock_order = order;
+
+    return NGX_OK;
 }
 
 
@@ -1227,6 +1313,19 @@ ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     if (conf->limits.elts == NULL) {
         conf->limits = prev->limits;
+        conf->lock_order = prev->lock_order;
+    }
+
+    if (prev->lock_order == NULL
+        && ngx_http_ai_gateway_limit_lock_order(cf, prev) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->lock_order == NULL
+        && ngx_http_ai_gateway_limit_lock_order(cf, conf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
     }
 
     ngx_conf_merge_uint_value(conf->status, prev->status,
@@ -1321,7 +1420,6 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    zone->key_index = ngx_http_ai_gateway_limit_key_variable(cf, &value[1]);
 
     size = 0;
     rate = 0;
@@ -1449,6 +1547,23 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->bucket.rate = rate;
     zone->bucket.period_ms = period;
     zone->bucket.burst = burst;
+
+    if (zone->key.lengths == NULL) {
+        zone->key_kind = NGX_HTTP_AI_GATEWAY_LIMIT_KEY_CONSTANT;
+
+        if (zone->key.value.len) {
+            ngx_http_ai_gateway_limit_key_slot(zone, zone->key_slot,
+                                               &zone->key.value);
+        }
+
+    } else {
+        zone->key_index = ngx_http_ai_gateway_limit_key_variable(cf,
+                                                                 &value[1]);
+
+        zone->key_kind = (zone->key_index == NGX_ERROR)
+                         ? NGX_HTTP_AI_GATEWAY_LIMIT_KEY_COMPLEX
+                         : NGX_HTTP_AI_GATEWAY_LIMIT_KEY_VARIABLE;
+    }
 
     if (!agw_bucket_conf_valid(&zone->bucket)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

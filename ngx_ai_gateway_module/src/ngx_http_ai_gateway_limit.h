@@ -20,10 +20,23 @@
 #include "agw_sha256.h"
 
 
+/*
+ * how a zone's key is evaluated: a constant ("global") is stored once at
+ * configuration time; one variable alone is read directly; anything else
+ * goes through the script engine
+ */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_KEY_CONSTANT  0
+#define NGX_HTTP_AI_GATEWAY_LIMIT_KEY_VARIABLE  1
+#define NGX_HTTP_AI_GATEWAY_LIMIT_KEY_COMPLEX   2
+
 #define NGX_HTTP_AI_GATEWAY_LIMIT_SHM      0
 #define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS    1
 
-/* bumped whenever the layout of the shared structures below changes */
+/*
+ * bumped whenever the layout of the shared structures below, the order of
+ * the tree or the order in which zones are locked changes: a reload never
+ * hands a zone to workers that would use it differently
+ */
 #define NGX_HTTP_AI_GATEWAY_LIMIT_VERSION  3
 
 #define NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN  AGW_KEY_SLOT_LEN
@@ -79,9 +92,11 @@ typedef struct {
     ngx_uint_t                          backend;  /* NGX_HTTP_AI_GATEWAY_
                                                      LIMIT_SHM or _REDIS */
     ngx_http_complex_value_t            key;
-    ngx_int_t                           key_index;    /* the key is this one
-                                                         variable, or
-                                                         NGX_ERROR */
+    ngx_uint_t                          key_kind;  /* _KEY_CONSTANT,
+                                                      _VARIABLE, _COMPLEX */
+    ngx_int_t                           key_index; /* _VARIABLE: its index */
+    u_char                              key_slot[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
+                                                   /* _CONSTANT: as stored */
     agw_bucket_conf_t                   bucket;
 
     /* header values that never change, formatted once */

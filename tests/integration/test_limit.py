@@ -14,6 +14,8 @@ import http.client
 import json
 import os
 import re
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -392,6 +394,41 @@ def test_limit_keys_sharing_prefixes_are_apart(nginx_factory):
         assert c.get("/", headers={"X-Api-Key": k})[0] == 429, k
 
     assert cachez(n)["limits"]["keys"]["keys"] == len(keys)
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk")
+def test_limit_zones_locked_in_one_order_under_load(nginx_factory):
+    """Two locations list the same two zones in opposite orders; two
+    workers serve both at full speed.  Were the zones locked in the order
+    they are listed, one worker would soon hold "a" waiting for "b" while
+    the other holds "b" waiting for "a", and both would hang."""
+    n = nginx_factory(server("""
+        location = /ab { ai_gateway_limit zone=a; ai_gateway_limit zone=b;
+                         empty_gif; }
+        location = /ba { ai_gateway_limit zone=b; ai_gateway_limit zone=a;
+                         empty_gif; }
+""", """
+    ai_gateway_limit_zone $binary_remote_addr zone=a:1m
+                          rate=100000000r/s burst=100000000;
+    ai_gateway_limit_zone global zone=b:1m
+                          rate=100000000r/s burst=100000000;
+"""), workers=2)
+
+    loads = [subprocess.Popen(["wrk", "-t1", "-c8", "-d3s", "--timeout",
+                               "2s", n.url + path],
+                              stdout=subprocess.PIPE, text=True)
+             for path in ("/ab", "/ba")]
+    outs = [p.communicate(timeout=30)[0] for p in loads]
+
+    for out in outs:
+        assert "Socket errors" not in out or "timeout 0" in out, out
+
+    c = Client(n)
+    assert c.get("/ab")[0] == 200, "workers stuck after the load"
+    assert c.get("/ba")[0] == 200, "workers stuck after the load"
+
+    z = cachez(n)["limits"]
+    assert z["a"]["passed"] == z["b"]["passed"] > 1000, z
 
 
 def test_limit_buckets_and_counters_survive_reload(nginx_factory):

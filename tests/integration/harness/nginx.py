@@ -190,6 +190,13 @@ http {{
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            # workers that hang (a test that failed by deadlocking them)
+            # would outlive a killed master: kill them first
+            for pid in self.worker_pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
             self.proc.kill()
             self.proc.wait()
 
