@@ -54,6 +54,9 @@ HTTP = """
                           rate=1r/m burst=1;
     limit_req_zone $binary_remote_addr zone=stock_pass:1m rate=100000000r/s;
     limit_req_zone $binary_remote_addr zone=stock_429:1m rate=1r/m;
+    ai_gateway_limit_zone global zone=agw_global:1m
+                          rate=100000000r/s burst=100000000;
+    limit_req_zone global zone=stock_global:1m rate=100000000r/s;
     limit_req_status 429;
     {redis_conf}
 
@@ -114,6 +117,21 @@ ROWS = [
      "static file (limiter ceiling)", "stock limit_req, passing", 200),
     ("stock limit_req, passing",
      STATIC + " limit_req zone=stock_pass burst=100000000 nodelay;",
+     "static file (limiter ceiling)", None, 200),
+    # the shipped config's shape: per client and global
+    ("module limiter, 2 zones, passing",
+     STATIC + " ai_gateway_limit zone=agw_pass;"
+     " ai_gateway_limit zone=agw_global;",
+     "static file (limiter ceiling)", "stock limit_req, 2 zones, passing",
+     200),
+    ("module limiter, 2 zones, passing, headers off",
+     STATIC + " ai_gateway_limit zone=agw_pass;"
+     " ai_gateway_limit zone=agw_global; ai_gateway_limit_headers off;",
+     "static file (limiter ceiling)", "stock limit_req, 2 zones, passing",
+     200),
+    ("stock limit_req, 2 zones, passing",
+     STATIC + " limit_req zone=stock_pass burst=100000000 nodelay;"
+     " limit_req zone=stock_global burst=100000000 nodelay;",
      "static file (limiter ceiling)", None, 200),
     ("module Redis limiter, passing",
      STATIC + " ai_gateway_limit zone=agw_redis;",
