@@ -45,7 +45,7 @@
 #endif
 
 
-static void agw_key_slot_digest(uint8_t out[AGW_KEY_SLOT_LEN],
+static AGW_NOINLINE void agw_key_slot_digest(uint8_t out[AGW_KEY_SLOT_LEN],
     const uint8_t *key, size_t len);
 
 
@@ -126,7 +126,7 @@ agw_key_slot(uint8_t out[AGW_KEY_SLOT_LEN], const uint8_t *key, size_t len)
  * limited by address) carries no digest buffer and no stack-protector check
  */
 
-AGW_NOINLINE static void
+static AGW_NOINLINE void
 agw_key_slot_digest(uint8_t out[AGW_KEY_SLOT_LEN], const uint8_t *key,
     size_t len)
 {

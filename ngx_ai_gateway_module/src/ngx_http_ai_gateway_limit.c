@@ -17,10 +17,11 @@
  *
  * Several zones are all-or-nothing: every zone that applies is locked (in
  * the order of their names, the same for every worker, so two requests can
- * never wait for each other), all are checked, and tokens are taken from each only if all allow.  Under
- * those locks no other worker can spend the tokens between the check and
- * the take, so a rejected request changes no bucket and a passed one never
- * overdraws.  The locks are held only for tree lookups and arithmetic.
+ * never wait for each other), all are checked, and tokens are taken from
+ * each only if all allow.  Under those locks no other worker can spend the
+ * tokens between the check and the take, so a rejected request changes no
+ * bucket and a passed one never overdraws.  The locks are held only for
+ * tree lookups and arithmetic.
  *
  * Zones with the "redis" flag keep their buckets in Redis, shared by every
  * nginx that uses the same Redis, and are checked and charged together by
@@ -373,6 +374,7 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
         st[i].zone = zone;
         st[i].node = NULL;
         st[i].blind = 0;
+        st[i].taken = 0;
         st[i].dry = limits[i].dry_run;
 
         if (zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
@@ -533,9 +535,11 @@ ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
             /* void */
         }
 
-        ngx_http_ai_gateway_limit_zone_charge(one->zone, one->key, one->cost,
-                                              now, r->connection->log,
-                                              &one->res);
+        one->taken = ngx_http_ai_gateway_limit_zone_charge(one->zone,
+                                                           one->key,
+                                                           one->cost, now,
+                                                           r->connection->log,
+                                                           &one->res);
 
         allowed = one->res.allowed || one->dry;
 
@@ -597,10 +601,10 @@ ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
 
         if (s->cost && s->res.allowed) {
             if (allowed) {
-                (void) ngx_http_ai_gateway_limit_zone_commit(s->zone, s->node,
-                                                             s->key, &s->res,
-                                                             now,
-                                                             r->connection->log);
+                s->taken = (ngx_http_ai_gateway_limit_zone_commit(s->zone,
+                                s->node, s->key, &s->res, now,
+                                r->connection->log)
+                            == NGX_OK);
 
             } else {
                 ngx_http_ai_gateway_limit_zone_check(s->zone, s->node, 0, now,
@@ -805,10 +809,13 @@ ngx_http_ai_gateway_limit_refund(ngx_http_ai_gateway_limit_ctx_t *ctx)
     now = (uint64_t) tp->sec * 1000 + tp->msec;
 
     for (s = ctx->st, last = s + ctx->n; s < last; s++) {
-        if (s->zone == NULL
-            || s->zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_SHM
-            || s->cost == 0)
-        {
+
+        /*
+         * only what was taken: not from a dry_run zone that would have
+         * refused, nor from a zone that had no room to store the bucket
+         */
+
+        if (s->zone == NULL || !s->taken) {
             continue;
         }
 

@@ -95,8 +95,9 @@ typedef struct {
     ngx_uint_t                          key_kind;  /* _KEY_CONSTANT,
                                                       _VARIABLE, _COMPLEX */
     ngx_int_t                           key_index; /* _VARIABLE: its index */
-    u_char                              key_slot[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
-                                                   /* _CONSTANT: as stored */
+
+    /* _CONSTANT: the key as the zone stores it */
+    u_char                              key_slot[AGW_KEY_SLOT_LEN];
     agw_bucket_conf_t                   bucket;
 
     /* header values that never change, formatted once */
@@ -147,6 +148,9 @@ typedef struct {
     /* dry_run: counted and logged, never vetoes the other zones */
     u_char                              dry;
 
+    /* shm: cost was taken from the bucket (what a refund gives back) */
+    u_char                              taken;
+
     u_char                              key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
 } ngx_http_ai_gateway_limit_state_t;
 
@@ -167,7 +171,7 @@ typedef struct {
                                                        failed: finish */
     unsigned                            reserved:1; /* shm zones charged */
 
-    /* set whole when the request is decided: not zeroed */
+    /* set when the ctx is created: not zeroed */
     ngx_http_request_t                 *request;
     ngx_http_ai_gateway_limit_state_t  *st;       /* one per limit */
     ngx_uint_t                          n;
@@ -206,9 +210,9 @@ void ngx_http_ai_gateway_limit_zone_check(
 
 /*
  * lock, find the bucket, check and, if allowed and cost > 0, take, unlock:
- * all that a request with a single shared-memory zone needs
+ * all that a request with a single shared-memory zone needs; 1 if taken
  */
-void ngx_http_ai_gateway_limit_zone_charge(
+ngx_uint_t ngx_http_ai_gateway_limit_zone_charge(
     ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t cost,
     uint64_t now, ngx_log_t *log, agw_bucket_result_t *res);
 

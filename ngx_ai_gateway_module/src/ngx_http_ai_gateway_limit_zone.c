@@ -269,27 +269,31 @@ ngx_http_ai_gateway_limit_zone_check(ngx_http_ai_gateway_limit_zone_t *zone,
 }
 
 
-void
+ngx_uint_t
 ngx_http_ai_gateway_limit_zone_charge(ngx_http_ai_gateway_limit_zone_t *zone,
     u_char *key, uint64_t cost, uint64_t now, ngx_log_t *log,
     agw_bucket_result_t *res)
 {
+    ngx_uint_t                         taken;
     agw_bucket_t                       fresh;
     ngx_http_ai_gateway_limit_node_t  *node;
 
-    ngx_shmtx_lock(&zone->shpool->mutex);
+    ngx_http_ai_gateway_limit_zone_lock(zone);
 
     node = ngx_http_ai_gateway_limit_zone_find(zone, key);
 
     if (node) {
-        (void) agw_bucket_consume(&node->bucket, &zone->bucket, cost, now,
-                                  res);
+        taken = agw_bucket_consume(&node->bucket, &zone->bucket, cost, now,
+                                   res)
+                && cost;
 
     } else {
 
         /* a new key: its bucket is stored only once something is taken */
 
         agw_bucket_init(&fresh, &zone->bucket, now);
+
+        taken = 0;
 
         if (agw_bucket_consume(&fresh, &zone->bucket, cost, now, res)
             && cost)
@@ -298,11 +302,14 @@ ngx_http_ai_gateway_limit_zone_charge(ngx_http_ai_gateway_limit_zone_t *zone,
 
             if (node) {
                 node->bucket = fresh;
+                taken = 1;
             }
         }
     }
 
-    ngx_shmtx_unlock(&zone->shpool->mutex);
+    ngx_http_ai_gateway_limit_zone_unlock(zone);
+
+    return taken;
 }
 
 

@@ -320,6 +320,29 @@ def test_limit_redis_mixed_zones_all_or_nothing(nginx_factory, redis_server):
     assert limits["shared"]["rejected"] == 1, limits
 
 
+def test_limit_redis_refusal_refunds_only_what_was_taken(nginx_factory,
+                                                        redis_server):
+    """A dry_run shm zone that would refuse takes nothing; when a Redis
+    zone then refuses the request, the refund must not give that zone a
+    token it never gave (it would create tokens from nothing)."""
+    n = nginx_factory(server("""
+        location /both { ai_gateway_limit zone=d dry_run;
+                         ai_gateway_limit zone=r; empty_gif; }
+        location /d { ai_gateway_limit zone=d; empty_gif; }
+""", redis_conf(redis_server) + """
+    ai_gateway_limit_zone global zone=d:1m rate=1r/m burst=1;
+    ai_gateway_limit_zone global zone=r:1m rate=1r/m burst=1 redis;
+"""))
+
+    assert get(n, "/both")[0] == 200         # takes d's and r's only token
+    status, h, _ = get(n, "/both")           # d would refuse, r refuses
+    assert status == 429 and h["ratelimit-scope"] == "r", (status, h)
+
+    status, h, _ = get(n, "/d")
+    assert status == 429, "the refund gave the dry_run zone a token: %s" % h
+    assert h["ratelimit-remaining"] == "0", h
+
+
 def test_limit_redis_without_redis_directive_is_refused(nginx_factory):
     n = nginx_factory(server(
         "location / { ai_gateway_limit zone=r; empty_gif; }",

@@ -611,9 +611,9 @@ test_bucket_take_saturates(void **state)
 
 /*
  * consume() is the single-zone shortcut for check() then take() if
- * allowed, and commit() the several-zone one: over a long pseudo-random walk of costs and clock steps
- * (including steps back and costs over the burst), both give the same
- * answers and leave the bucket in the same state
+ * allowed, and commit() the several-zone one: over a long pseudo-random
+ * walk of costs and clock steps (including steps back and costs over the
+ * burst), all give the same answers and leave the bucket in the same state
  */
 static void
 test_bucket_consume_is_check_then_take(void **state)
