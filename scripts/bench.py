@@ -20,6 +20,7 @@ import argparse
 import datetime
 import glob
 import json
+import operator
 import os
 import platform
 import re
@@ -236,6 +237,18 @@ def instructions_per_request(http, rows, urls, seconds):
     return counts
 
 
+def paired(passes, a, b, op, spec):
+    """op(row a, row b) within each callgrind pass: median (min..max), so
+    that a pass that ran slower as a whole shifts both rows alike."""
+    if not passes or a not in passes[0] or b not in passes[0]:
+        return "-"
+    vals = sorted(op(p[a], p[b]) for p in passes)
+    text = spec % statistics.median(vals)
+    if len(vals) > 1:
+        text += " (%s..%s)" % (spec % vals[0], spec % vals[-1])
+    return text
+
+
 def fmt_ratio(a, b):
     return "%.2f" % (a / b) if a and b else "-"
 
@@ -271,7 +284,7 @@ def main():
 
     http, urls = render(rows, work, sim.port, redis_conf)
     n = Nginx(http, workers=1)
-    ir, ir_range = {}, {}
+    ir, ir_range, passes = {}, {}, []
     results = {r[0]: [] for r in rows}
     try:
         n.start()
@@ -344,7 +357,8 @@ def main():
             peer_txt = "%s req/s, %s CPU, %s instr. (vs %s)" % (
                 fmt_ratio(m["rps"], p["rps"]),
                 fmt_ratio(m["cpu"], p["cpu"]),
-                fmt_ratio(ir.get(name), ir.get(peer)), peer)
+                paired(passes, name, peer, operator.truediv, "%.3f"),
+                peer)
         lines.append("| %s | %.0f | %.0f..%.0f | %.2f | %.2f "
                      "| %.1f (%.1f..%.1f) | %s | %s | %s |" % (
                          name, m["rps"], m["lo"], m["hi"], m["p50"],
@@ -353,6 +367,18 @@ def main():
                          if name in ir else "-",
                          fmt_ratio(m["rps"], c["rps"]) if c else "-",
                          peer_txt))
+    if passes:
+        lines.append("")
+        lines.append("Instructions each row adds to its ceiling, compared "
+                     "within each callgrind pass (median, min..max over the "
+                     "passes), which cancels what a whole pass may add (a "
+                     "timer, a log rotation check):")
+        lines.append("")
+        for name, _, ceiling, peer, _, _ in rows:
+            if ceiling in ir and name in ir:
+                lines.append("- %s: %s over %s" % (
+                    name, paired(passes, name, ceiling, operator.sub,
+                                 "%+.0f"), ceiling))
     lines.append("")
     lines.append("Each row is a server of its own on its own port, with the "
                  "same single location `location = %s { ... }`, so that "
