@@ -10,9 +10,13 @@ CPU time per request read from /proc/PID/stat before and after each run
 (steadier than requests/s when the other core is busy).  Ratios compare
 each row's requests/s with the ceiling (`return 200`, or the static file
 for the limiter rows, which need a content phase) and with its stock-nginx
-peer.  The table goes to stdout and docs/BENCHMARKS.md.
+peer.  The limiter rows, whose differences are a few percent, are also
+measured side by side at the same time on two identical nginx (see
+side_by_side), which cancels most of what moves a single run.  The tables
+go to stdout and docs/BENCHMARKS.md.
 
     scripts/bench.py [--seconds 4] [--reps 5] [--connections 32]
+                     [--pairs 30] [--pair-seconds 2]
                      [--callgrind-passes 3 | --no-callgrind]
 """
 
@@ -23,11 +27,13 @@ import json
 import operator
 import os
 import platform
+import random
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
@@ -90,6 +96,12 @@ REDIS_ZONE = """ai_gateway_redis 127.0.0.1:{port} timeout=1s;
 RETURN = 'default_type text/plain; return 200 "%s";' % KIB
 STATIC = "alias {dir}/www/static.txt;"
 
+ADD_HEADERS = (" add_header RateLimit-Limit 100000000;"
+               " add_header RateLimit-Remaining 99999999;"
+               " add_header RateLimit-Reset 1;"
+               " add_header RateLimit-Policy '\"agw_pass\";q=100000000;w=1';"
+               " add_header RateLimit '\"agw_pass\";r=99999999;t=1';")
+
 # name, location body, ceiling row, stock peer row, status expected,
 # connections (None: --connections); rows named Redis need redis-server
 ROWS = [
@@ -134,6 +146,10 @@ ROWS = [
      STATIC + " limit_req zone=stock_pass burst=100000000 nodelay;"
      " limit_req zone=stock_global burst=100000000 nodelay;",
      "static file (limiter ceiling)", None, 200),
+    # what the five RateLimit headers cost without any limiter: the same
+    # lines the limiter sends here, added by stock add_header
+    ("static file + the limiter's five headers by add_header",
+     STATIC + ADD_HEADERS, "static file (limiter ceiling)", None, 200),
     ("module Redis limiter, passing",
      STATIC + " ai_gateway_limit zone=agw_redis;",
      "static file (limiter ceiling)", "module limiter, passing", 200),
@@ -249,6 +265,119 @@ def paired(passes, a, b, op, spec):
     return text
 
 
+# Pairs measured side by side at the same time: (row, reference).  The
+# first compares the reference with itself: the method's own noise.
+SIDE_BY_SIDE = [
+    ("static file (limiter ceiling)", "static file (limiter ceiling)"),
+    ("module limiter, passing", "static file (limiter ceiling)"),
+    ("module limiter, passing, headers off", "static file (limiter ceiling)"),
+    ("stock limit_req, passing", "static file (limiter ceiling)"),
+    ("static file + the limiter's five headers by add_header",
+     "static file (limiter ceiling)"),
+]
+
+
+def run_at_once(jobs, seconds, connections):
+    """wrk on every (url, worker pid) of jobs at the same time: requests/s
+    and the worker's CPU µs per request for each."""
+    results = [None] * len(jobs)
+
+    def one(i, url, pid):
+        before = cpu_seconds(pid)
+        rps, total, _, _, _ = wrk(url, seconds, connections)
+        cpu = cpu_seconds(pid) - before
+        results[i] = (rps, cpu / total * 1e6 if total else 0)
+
+    threads = [threading.Thread(target=one, args=(i, url, pid))
+               for i, (url, pid) in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def median_interval(values, rng, rounds=2000):
+    """95% bootstrap interval of the median of values."""
+    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
+                     for _ in range(rounds))
+    return medians[int(rounds * 0.025)], medians[int(rounds * 0.975) - 1]
+
+
+def side_by_side(rows, sim_port, pairs, seconds, connections):
+    """Each SIDE_BY_SIDE row and its reference driven at the same time, on
+    two identical nginx (one worker each, each its own half of the
+    connections), so that a slow moment of this shared machine (the
+    hypervisor taking the CPU, another tenant) slows both alike.  Each pair
+    swaps which nginx serves which row.  Returns, per (row, reference), the
+    per-pair requests/s and CPU-per-request ratios row/reference."""
+    names = {name for pair in SIDE_BY_SIDE for name in pair}
+    rows = [r for r in rows if r[0] in names]
+    work = private_dir("agw-bench-pairs-")
+    instances = []
+    ratios = {pair: [] for pair in SIDE_BY_SIDE}
+    try:
+        for side in ("a", "b"):
+            os.makedirs("%s/%s/www" % (work, side))
+            with open("%s/%s/www/static.txt" % (work, side), "w") as f:
+                f.write(KIB)
+            http, urls = render(rows, "%s/%s" % (work, side), sim_port, "")
+            n = Nginx(http, workers=1)
+            instances.append((n, urls))
+            n.start()
+        pids = [n.worker_pids()[0] for n, _ in instances]
+        for (_, urls), pid in zip(instances, pids):
+            for name in names:
+                wrk(urls[name], 1, connections)
+        for row, ref in SIDE_BY_SIDE:
+            for i in range(pairs):
+                first, second = (0, 1) if i % 2 == 0 else (1, 0)
+                (rps_r, cpu_r), (rps_f, cpu_f) = run_at_once(
+                    [(instances[first][1][row], pids[first]),
+                     (instances[second][1][ref], pids[second])],
+                    seconds, connections)
+                ratios[(row, ref)].append((rps_r / rps_f, cpu_r / cpu_f))
+            med = statistics.median(x[0] for x in ratios[(row, ref)])
+            print("side by side %-52s %.3f of %s" % (row, med, ref),
+                  flush=True)
+    finally:
+        for n, _ in instances:
+            n.stop()
+            n.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    return ratios
+
+
+def side_by_side_lines(ratios, pairs, seconds, connections):
+    rng = random.Random(1)
+    lines = [
+        "",
+        "Side by side at the same time (the limiter rows, whose differences "
+        "are smaller than a single wrk run resolves here): two identical "
+        "nginx, one worker each, and wrk -t1 -c%d on each at once for %d s, "
+        "the row on one and its reference on the other, swapping nginx "
+        "every pair; the ratio is row/reference within each pair (a slow "
+        "moment of the machine slows both), median of %d pairs with the 95%% "
+        "bootstrap interval of that median. The first line compares the "
+        "static file with itself: the noise of the method." % (
+            connections, seconds, pairs),
+        "",
+        "| row | reference | req/s ratio (95% interval) "
+        "| worker CPU/req ratio (95% interval) | req/s ratio min..max |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for (row, ref), vals in ratios.items():
+        rps = [v[0] for v in vals]
+        cpu = [v[1] for v in vals]
+        lines.append("| %s | %s | %.3f (%.3f..%.3f) | %.3f (%.3f..%.3f) "
+                     "| %.3f..%.3f |" % (
+                         row, ref,
+                         statistics.median(rps), *median_interval(rps, rng),
+                         statistics.median(cpu), *median_interval(cpu, rng),
+                         min(rps), max(rps)))
+    return lines
+
+
 def fmt_ratio(a, b):
     return "%.2f" % (a / b) if a and b else "-"
 
@@ -260,6 +389,10 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--callgrind-passes", type=int, default=3,
                     help="callgrind passes over every row (median, min..max)")
+    ap.add_argument("--pairs", type=int, default=30,
+                    help="side-by-side pairs for each limiter comparison "
+                    "(0: none)")
+    ap.add_argument("--pair-seconds", type=int, default=2)
     ap.add_argument("--no-callgrind", dest="callgrind", action="store_false",
                     help="skip the instruction counts")
     ap.add_argument("--out", default=os.path.join(REPO, "docs",
@@ -284,7 +417,7 @@ def main():
 
     http, urls = render(rows, work, sim.port, redis_conf)
     n = Nginx(http, workers=1)
-    ir, ir_range, passes = {}, {}, []
+    ir, ir_range, passes, pair_ratios = {}, {}, [], {}
     results = {r[0]: [] for r in rows}
     try:
         n.start()
@@ -316,6 +449,10 @@ def main():
         cachez = subprocess.run(["curl", "-s", n.url + "/cachez"],
                                 capture_output=True, text=True).stdout
         n.stop()
+        if args.pairs:
+            pair_ratios = side_by_side(rows, sim.port, args.pairs,
+                                       args.pair_seconds,
+                                       args.connections // 2)
         if args.callgrind:
             print("instructions per request under callgrind...", flush=True)
             passes = [instructions_per_request(http, rows, urls, 2)
@@ -379,6 +516,9 @@ def main():
                 lines.append("- %s: %s over %s" % (
                     name, paired(passes, name, ceiling, operator.sub,
                                  "%+.0f"), ceiling))
+    if pair_ratios:
+        lines += side_by_side_lines(pair_ratios, args.pairs,
+                                    args.pair_seconds, args.connections // 2)
     lines.append("")
     lines.append("Each row is a server of its own on its own port, with the "
                  "same single location `location = %s { ... }`, so that "
