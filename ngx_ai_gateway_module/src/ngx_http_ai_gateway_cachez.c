@@ -297,7 +297,8 @@ ngx_http_ai_gateway_cachez_json(u_char *p,
     p = ngx_sprintf(p, "},\"redis\":{\"configured\":%s,\"connected\":%s,"
                     "\"errors\":%uA,\"timeouts\":%uA},\"uptime_s\":%T}\n",
                     amcf->redis_configured ? "true" : "false",
-                    shared->redis_connected ? "true" : "false",
+                    ngx_http_ai_gateway_stats_redis_connected(shared)
+                    ? "true" : "false",
                     shared->redis_errors, shared->redis_timeouts,
                     ngx_time() - shared->started);
 
@@ -393,7 +394,7 @@ ngx_http_ai_gateway_cachez_prometheus(u_char *p,
             "# TYPE ai_gateway_redis_connected gauge\n"
             "ai_gateway_redis_connected %d\n",
             amcf->redis_configured ? 1 : 0,
-            shared->redis_connected ? 1 : 0);
+            ngx_http_ai_gateway_stats_redis_connected(shared) ? 1 : 0);
 
     for (f = ngx_http_ai_gateway_redis_fields; f->name; f++) {
         p = ngx_sprintf(p, "# TYPE ai_gateway_%s_total counter\n"

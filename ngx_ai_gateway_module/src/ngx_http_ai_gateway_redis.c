@@ -314,7 +314,7 @@ ngx_http_ai_gateway_redis_gone(ngx_http_ai_gateway_redis_worker_t *w)
 
     if (w->ready) {
         w->ready = 0;
-        ngx_http_ai_gateway_count(w->stats->redis_connected, -1);
+        ngx_http_ai_gateway_stats_redis_down(w->stats);
     }
 
     if (w->connect.timer_set) {
@@ -458,7 +458,7 @@ ngx_http_ai_gateway_redis_ready(ngx_http_ai_gateway_redis_worker_t *w)
 
     w->ready = 1;
     w->failures = 0;
-    ngx_http_ai_gateway_count(w->stats->redis_connected, 1);
+    ngx_http_ai_gateway_stats_redis_up(w->stats);
 
     if (w->breaker) {
         w->breaker = 0;
@@ -685,6 +685,8 @@ ngx_http_ai_gateway_redis_init_process(ngx_cycle_t *cycle)
     w->conf = amcf->redis;
     w->stats = ngx_http_ai_gateway_shared_stats(amcf);
     w->log = cycle->log;
+
+    ngx_http_ai_gateway_stats_redis_forget_dead(w->stats);
 
     /* cancelable: a graceful shutdown does not wait for them */
     w->reconnect.handler = ngx_http_ai_gateway_redis_reconnect;

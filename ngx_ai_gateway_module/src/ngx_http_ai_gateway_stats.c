@@ -81,3 +81,75 @@ ngx_http_ai_gateway_shared_stats(ngx_http_ai_gateway_main_conf_t *amcf)
 {
     return amcf->stats_zone->data;
 }
+
+
+static ngx_atomic_t *
+ngx_http_ai_gateway_stats_redis_slot(ngx_http_ai_gateway_shared_stats_t *stats)
+{
+    return &stats->redis_workers[ngx_worker % NGX_HTTP_AI_GATEWAY_REDIS_SLOTS];
+}
+
+
+void
+ngx_http_ai_gateway_stats_redis_up(ngx_http_ai_gateway_shared_stats_t *stats)
+{
+    *ngx_http_ai_gateway_stats_redis_slot(stats) = (ngx_atomic_uint_t) ngx_pid;
+}
+
+
+void
+ngx_http_ai_gateway_stats_redis_down(ngx_http_ai_gateway_shared_stats_t *stats)
+{
+    /* unless a newer worker of the same number took the slot (reload) */
+
+    (void) ngx_atomic_cmp_set(ngx_http_ai_gateway_stats_redis_slot(stats),
+                              (ngx_atomic_uint_t) ngx_pid, 0);
+}
+
+
+/* the slot's worker is alive; if it is not, the slot is emptied */
+
+static ngx_uint_t
+ngx_http_ai_gateway_stats_redis_alive(ngx_atomic_t *slot)
+{
+    ngx_pid_t  pid;
+
+    pid = (ngx_pid_t) *slot;
+
+    if (pid == 0) {
+        return 0;
+    }
+
+    if (kill(pid, 0) == 0 || ngx_errno == NGX_EPERM) {
+        return 1;
+    }
+
+    (void) ngx_atomic_cmp_set(slot, (ngx_atomic_uint_t) pid, 0);
+
+    return 0;
+}
+
+
+void
+ngx_http_ai_gateway_stats_redis_forget_dead(
+    ngx_http_ai_gateway_shared_stats_t *stats)
+{
+    (void) ngx_http_ai_gateway_stats_redis_alive(
+                                   ngx_http_ai_gateway_stats_redis_slot(stats));
+}
+
+
+ngx_uint_t
+ngx_http_ai_gateway_stats_redis_connected(
+    ngx_http_ai_gateway_shared_stats_t *stats)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_AI_GATEWAY_REDIS_SLOTS; i++) {
+        if (ngx_http_ai_gateway_stats_redis_alive(&stats->redis_workers[i])) {
+            return 1;
+        }
+    }
+
+    return 0;
+}

@@ -58,17 +58,40 @@ typedef struct {
 } ngx_http_ai_gateway_limit_ref_t;
 
 
+/*
+ * Which workers hold a live Redis connection: a slot per worker number
+ * (modulo, past 256 workers) with the worker's pid while it is connected,
+ * 0 otherwise.  A count would drift when a worker dies with its connection
+ * open (SIGKILL, a crash); a slot is only believed while its pid lives,
+ * and the worker started in the dead one's place takes it over.
+ */
+#define NGX_HTTP_AI_GATEWAY_REDIS_SLOTS  256
+
+
 /* the module-wide block in the "ai_gateway_stats" zone */
 typedef struct {
     time_t                             started;    /* unix seconds */
     ngx_http_ai_gateway_cache_stats_t  redis_cache;
-    ngx_atomic_t                       redis_connected; /* live workers */
     ngx_atomic_t                       redis_errors;
     ngx_atomic_t                       redis_timeouts;
+    ngx_atomic_t                       redis_workers[
+                                           NGX_HTTP_AI_GATEWAY_REDIS_SLOTS];
 } ngx_http_ai_gateway_shared_stats_t;
 
 
 ngx_int_t ngx_http_ai_gateway_stats_zone_add(ngx_conf_t *cf);
+
+/* this worker's Redis connection is up / down */
+void ngx_http_ai_gateway_stats_redis_up(
+    ngx_http_ai_gateway_shared_stats_t *stats);
+void ngx_http_ai_gateway_stats_redis_down(
+    ngx_http_ai_gateway_shared_stats_t *stats);
+/* a worker that died connected in this worker's slot no longer counts */
+void ngx_http_ai_gateway_stats_redis_forget_dead(
+    ngx_http_ai_gateway_shared_stats_t *stats);
+/* at least one living worker holds a live Redis connection */
+ngx_uint_t ngx_http_ai_gateway_stats_redis_connected(
+    ngx_http_ai_gateway_shared_stats_t *stats);
 
 
 #define ngx_http_ai_gateway_count(counter, n)                                  \

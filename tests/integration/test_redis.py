@@ -3,7 +3,9 @@ entries in Redis as documented, shared between nginx instances, and a Redis
 that is stopped, restarted, frozen, misconfigured or holding garbage never
 fails a request nor slows it past the command timeout."""
 
+import os
 import re
+import signal
 import socket
 import time
 
@@ -353,6 +355,32 @@ def test_reload_under_load_keeps_hitting(nginx_factory, sim, redis_server):
     wait_for(lambda: redis_server.client().info("clients")
              ["connected_clients"] == 3, 5, "old connections closed")
     assert cachez(n)["redis"]["connected"] is True
+
+
+def test_connected_forgets_a_worker_killed_while_connected(nginx_factory, sim,
+                                                            redis_server):
+    """A worker SIGKILLed with its Redis connection open never says goodbye:
+    /cachez must not go on reporting it connected once Redis is gone."""
+    n = redis_nginx(nginx_factory, sim, redis_server)
+    n.skip_alerts.append("exited on signal 9")
+    wait_connected(n)
+    old = n.worker_pids()[0]
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: n.worker_pids() and n.worker_pids() != [old], 5,
+             "the master to start a new worker")
+    wait_connected(n)
+    assert requests.get(n.url + "/slow?respawned").status_code == 200
+
+    redis_server.stop()
+    # the new worker notices on its next command or reconnect
+    assert requests.get(n.url + "/slow?down").status_code == 200
+    wait_for(lambda: cachez(n)["redis"]["connected"] is False, 5,
+             "connected to turn false with Redis stopped")
+    prom = requests.get(n.url + "/cachez?format=prometheus", timeout=5).text
+    assert "\nai_gateway_redis_connected 0\n" in prom, prom
+
+    redis_server.start()
+    wait_connected(n, timeout=12)
 
 
 CONF_ERRORS = [
