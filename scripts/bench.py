@@ -193,6 +193,21 @@ def wrk(url, seconds, connections):
     return rps, total, p50, p99, int(non2xx.group(1)) if non2xx else 0
 
 
+def wrk_with_cpu(url, pid, seconds, connections):
+    """wrk's figures for url, and the worker pid's CPU µs per request."""
+    before = cpu_seconds(pid)
+    rps, total, p50, p99, _ = wrk(url, seconds, connections)
+    cpu = cpu_seconds(pid) - before
+    return rps, p50, p99, cpu / total * 1e6 if total else 0
+
+
+def docroot(work):
+    """work/www/static.txt, the 1 KiB file of the static rows."""
+    os.makedirs(work + "/www")
+    with open(work + "/www/static.txt", "w") as f:
+        f.write(KIB)
+
+
 def redis_benchmark(port, seconds):
     """redis-benchmark GET of a 1 KiB value: the floor a Redis HIT sits on."""
     n = max(20000, seconds * 20000)
@@ -283,10 +298,8 @@ def run_at_once(jobs, seconds, connections):
     results = [None] * len(jobs)
 
     def one(i, url, pid):
-        before = cpu_seconds(pid)
-        rps, total, _, _, _ = wrk(url, seconds, connections)
-        cpu = cpu_seconds(pid) - before
-        results[i] = (rps, cpu / total * 1e6 if total else 0)
+        rps, _, _, cpu = wrk_with_cpu(url, pid, seconds, connections)
+        results[i] = (rps, cpu)
 
     threads = [threading.Thread(target=one, args=(i, url, pid))
                for i, (url, pid) in enumerate(jobs)]
@@ -318,15 +331,13 @@ def side_by_side(rows, sim_port, pairs, seconds, connections):
     ratios = {pair: [] for pair in SIDE_BY_SIDE}
     try:
         for side in ("a", "b"):
-            os.makedirs("%s/%s/www" % (work, side))
-            with open("%s/%s/www/static.txt" % (work, side), "w") as f:
-                f.write(KIB)
+            docroot("%s/%s" % (work, side))
             http, urls = render(rows, "%s/%s" % (work, side), sim_port, "")
             n = Nginx(http, workers=1)
             instances.append((n, urls))
             n.start()
         pids = [n.worker_pids()[0] for n, _ in instances]
-        for (_, urls), pid in zip(instances, pids):
+        for _, urls in instances:
             for name in names:
                 wrk(urls[name], 1, connections)
         for row, ref in SIDE_BY_SIDE:
@@ -400,9 +411,7 @@ def main():
     args = ap.parse_args()
 
     work = private_dir("agw-bench-")
-    os.makedirs(work + "/www")
-    with open(work + "/www/static.txt", "w") as f:
-        f.write(KIB)
+    docroot(work)
 
     sim = Sim(None, "sim-bench", "--ttft-ms", "0", "--tpot-ms", "0",
               "--jitter", "0").start()
@@ -435,13 +444,10 @@ def main():
                                  % (name, got, status))
         for rep in range(args.reps):
             for name, _, _, _, _, conns in rows:
-                before = cpu_seconds(worker)
-                rps, total, p50, p99, non2xx = wrk(urls[name],
-                                                   args.seconds,
-                                                   conns or args.connections)
-                cpu = cpu_seconds(worker) - before
-                results[name].append((rps, p50, p99,
-                                      cpu / total * 1e6 if total else 0))
+                rps, p50, p99, cpu = wrk_with_cpu(urls[name], worker,
+                                                  args.seconds,
+                                                  conns or args.connections)
+                results[name].append((rps, p50, p99, cpu))
                 print("rep %d %-32s %10.0f req/s  p50 %.2f ms  p99 %.2f ms"
                       % (rep + 1, name, rps, p50, p99), flush=True)
         redis_get = redis_benchmark(redis.port, args.seconds) if redis \
