@@ -1217,10 +1217,11 @@ agw_json_emit_string(agw_json_out_t *o, const agw_json_node_t *nd)
 
     agw_json_put1(o, '"');
 
-    while (p < e) {
-        if (*p != '\\') {
-            p++;
-            continue;
+    for ( ;; ) {
+        p = memchr(p, '\\', (size_t) (e - p));
+        if (p == NULL) {
+            p = e;
+            break;
         }
 
         agw_json_put(o, r, (size_t) (p - r));
