@@ -5,7 +5,9 @@ conditional requests on a HIT, and bodies hashed as they arrive."""
 import http.client
 import json
 import os
+import shutil
 import subprocess
+import time
 
 import pytest
 import requests
@@ -375,3 +377,46 @@ def test_spooled_bodies_key_correctly(nginx_factory, sim, chunked):
     # and past ai_gateway_cache_max_body 64k, chunked: bypassed, not an error
     big = infer(n, "z" * 70000, chunked)
     assert big.status_code == 200 and big.headers["X-Cache"] == "BYPASS"
+
+
+SPOOL_HTTP = """
+    ai_gateway_cache_zone zone=main:1m max_entry_size=64k;
+    server {{
+        listen 127.0.0.1:%%PORT%%;
+        client_body_buffer_size 1k;
+        client_max_body_size 4m;
+        # the proxy sends the spooled body with sendfile(): a pread() of
+        # the temp file can only be the cache reading it back
+        sendfile on;
+        location /infer {{
+            ai_gateway_cache main;
+            ai_gateway_cache_methods POST;
+            proxy_pass http://127.0.0.1:{sim};
+        }}
+    }}
+"""
+
+
+@pytest.mark.skipif(not shutil.which("strace"), reason="strace is missing")
+def test_spooled_body_is_never_read_back(nginx_factory, sim):
+    n = nginx_factory(SPOOL_HTTP.format(sim=sim.port), workers=1)
+    (worker,) = n.worker_pids()
+    trace = os.path.join(n.dir, "logs", "strace.out")
+    st = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=pread64,preadv",
+                           "-o", trace, "-p", str(worker)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(1.0)  # attached
+        if st.poll() is not None:
+            pytest.skip("strace cannot attach: %s" % st.stderr.read())
+        base = "word " * 4000
+        a = infer(n, base + "one")
+        assert a.headers["X-Cache"] == "MISS"
+        assert infer(n, base + "one").headers["X-Cache"] == "HIT"
+        assert infer(n, base + "two").headers["X-Cache"] == "MISS"
+    finally:
+        st.terminate()
+        st.wait(timeout=10)
+    with open(trace) as f:
+        reads = [line for line in f if "pread" in line]
+    assert reads == [], "the temp file was read back:\n" + "".join(reads)
