@@ -420,3 +420,46 @@ def test_spooled_body_is_never_read_back(nginx_factory, sim):
     with open(trace) as f:
         reads = [line for line in f if "pread" in line]
     assert reads == [], "the temp file was read back:\n" + "".join(reads)
+
+
+REDIS_HTTP = """
+    ai_gateway_redis 127.0.0.1:{redis};
+    server {{
+        listen 127.0.0.1:%%PORT%%;
+        location /authz/ {{
+            ai_gateway_cache redis;
+            ai_gateway_cache_ttl 60s;
+            ai_gateway_cache_authorized on;
+            proxy_pass http://127.0.0.1:%%PORT%%/raw/;
+        }}
+        location /raw/who {{ return 200 "[$http_x_api_key]"; }}
+    }}
+"""
+
+
+def test_redis_entries_per_credential_keep_the_readable_key(
+        nginx_factory, sim, redis_factory):
+    redis = redis_factory()
+    n = nginx_factory(REDIS_HTTP.format(redis=redis.port))
+    rc = redis.client()
+
+    def ask(key):
+        deadline = time.monotonic() + 5
+        while True:
+            r = requests.get(n.url + "/authz/who?q=1",
+                             headers={"X-Api-Key": key})
+            if r.headers["X-Cache"] == "HIT" or time.monotonic() > deadline:
+                return r
+            time.sleep(0.05)
+
+    a, b = ask("alice-secret"), ask("bob-secret")
+    assert a.headers["X-Cache"] == "HIT" and a.text == "[alice-secret]"
+    assert b.headers["X-Cache"] == "HIT" and b.text == "[bob-secret]"
+    keys = sorted(rc.scan_iter(match="gw:v1:*"))
+    assert len(keys) == 2, keys
+    for k in keys:
+        h = rc.hgetall(k)
+        # the text of the key, not the credential
+        assert h[b"key"] == b"GEThttp127.0.0.1/authz/who?q=1", h[b"key"]
+        assert 0 < rc.ttl(k) <= 60
+        assert not any(b"secret" in v for f, v in h.items() if f != b"body")
