@@ -4,8 +4,9 @@
  *
  * A cache entry is named by a digest of everything that must match for a
  * stored response to be the right answer: the configured key text (by
- * default method, scheme, host and URI), for a POST the whole request body,
- * and, when caching of authorized requests is on, the Authorization value.
+ * default method, scheme, host and URI), for a request with a body (and
+ * every POST) the whole body, and, when caching of authorized requests is
+ * on, the credential headers present.
  * proxy_cache hashes the key string alone and leaves the rest to
  * `$request_body` in the key, which is empty once the body is buffered to a
  * temp file, so two large prompts share one key.  Here the body enters as
@@ -13,21 +14,26 @@
  *
  * Hashing a plain concatenation would be ambiguous: key "ab" with body
  * digest D is one string, key "a" followed by "b" || D another, and an
- * absent body and an empty one would look alike.  So every field is encoded
- * as a one-byte tag, an 8-byte little-endian length and the bytes:
+ * absent body and an empty one would look alike; so would the key parts
+ * "http" + "sexample.com" and "https" + "example.com".  So every field is
+ * encoded as a one-byte tag, an 8-byte little-endian length and the bytes:
  *
- *     'V' len "agw-key-v1"   always first: bump it to retire every old key
- *     'K' len key text       always
- *     'B' 32  body digest    only when the location keys on the body
- *     'A' 32  auth digest    only when Authorization is part of the key
+ *     'V' len "agw-key-v2"   always first: bump it to retire every old key
+ *     'K' len key part       one per part of the key text, in order (the
+ *                            module splits the key at each variable)
+ *     'B' 32  body digest    only when the request is keyed on its body
+ *     'A' 32  cred digest    only when credentials are part of the key
  *
  * The tags make a missing field different from an empty one and stop the
  * fields from sliding into each other; the lengths make the split of the
- * key text unambiguous.  The encoding is prefix-free, so distinct inputs
- * give distinct hash inputs and only a SHA-256 collision could merge them.
+ * key text unambiguous.  The encoding is prefix-free for a given number of
+ * key parts (fixed by the configuration), so distinct inputs give distinct
+ * hash inputs and only a SHA-256 collision could merge them.
  *
- * The Authorization value goes in as a digest, not verbatim, so the key
- * material the module may log or keep around never holds a credential.
+ * The credentials go in as a digest, not verbatim, so the key material the
+ * module may log or keep around never holds a credential.  That digest is
+ * made of the same fields: 'N' header name, 'C' value, for every credential
+ * header present.
  * The hex form of the digest is the Redis key suffix (`gw:v1:<hex>`) and
  * the shared-memory tree key.
  */
@@ -49,11 +55,12 @@ static AGW_NOINLINE void agw_key_slot_digest(uint8_t out[AGW_KEY_SLOT_LEN],
     const uint8_t *key, size_t len);
 
 
-#define AGW_KEY_VERSION  "agw-key-v1"
+#define AGW_KEY_VERSION  "agw-key-v2"
 
 
-static void
-agw_key_field(agw_sha256_t *ctx, uint8_t tag, const uint8_t *data, size_t len)
+void
+agw_digest_field(agw_sha256_t *ctx, uint8_t tag, const uint8_t *data,
+    size_t len)
 {
     uint8_t   hdr[9];
     uint64_t  n;
@@ -72,26 +79,47 @@ agw_key_field(agw_sha256_t *ctx, uint8_t tag, const uint8_t *data, size_t len)
 
 
 void
-agw_key_digest(agw_digest_t *out, const uint8_t *key, size_t key_len,
-    const agw_digest_t *body, const agw_digest_t *auth)
+agw_key_init(agw_key_t *k)
 {
-    agw_sha256_t  ctx;
+    agw_sha256_init(&k->sha);
 
-    agw_sha256_init(&ctx);
+    agw_digest_field(&k->sha, 'V', (const uint8_t *) AGW_KEY_VERSION,
+                     sizeof(AGW_KEY_VERSION) - 1);
+}
 
-    agw_key_field(&ctx, 'V', (const uint8_t *) AGW_KEY_VERSION,
-                  sizeof(AGW_KEY_VERSION) - 1);
-    agw_key_field(&ctx, 'K', key, key_len);
 
+void
+agw_key_part(agw_key_t *k, const uint8_t *data, size_t len)
+{
+    agw_digest_field(&k->sha, 'K', data, len);
+}
+
+
+void
+agw_key_final(agw_key_t *k, agw_digest_t *out, const agw_digest_t *body,
+    const agw_digest_t *cred)
+{
     if (body != NULL) {
-        agw_key_field(&ctx, 'B', body->bytes, AGW_DIGEST_LEN);
+        agw_digest_field(&k->sha, 'B', body->bytes, AGW_DIGEST_LEN);
     }
 
-    if (auth != NULL) {
-        agw_key_field(&ctx, 'A', auth->bytes, AGW_DIGEST_LEN);
+    if (cred != NULL) {
+        agw_digest_field(&k->sha, 'A', cred->bytes, AGW_DIGEST_LEN);
     }
 
-    agw_sha256_final(&ctx, out->bytes);
+    agw_sha256_final(&k->sha, out->bytes);
+}
+
+
+void
+agw_key_digest(agw_digest_t *out, const uint8_t *key, size_t key_len,
+    const agw_digest_t *body, const agw_digest_t *cred)
+{
+    agw_key_t  k;
+
+    agw_key_init(&k);
+    agw_key_part(&k, key, key_len);
+    agw_key_final(&k, out, body, cred);
 }
 
 

@@ -25,12 +25,32 @@ typedef struct {
 
 /*
  * digest = SHA-256 over tagged, length-prefixed fields: the version string
- * "agw-key-v1", the key text, the body digest if keyed on the body, the
- * Authorization digest if keyed on it; a missing field differs from an
- * empty one, and no two different inputs meet by concatenation
+ * "agw-key-v2", each part of the key text in order, the body digest if
+ * keyed on the body, the credentials digest if keyed on them; a missing
+ * field differs from an empty one, and no two different inputs meet by
+ * concatenation: parts "http" "sexample.com" differ from "https"
+ * "example.com"
  */
+typedef struct {
+    agw_sha256_t  sha;
+} agw_key_t;
+
+void agw_key_init(agw_key_t *k);
+void agw_key_part(agw_key_t *k, const uint8_t *data, size_t len);
+void agw_key_final(agw_key_t *k, agw_digest_t *out, const agw_digest_t *body,
+    const agw_digest_t *cred);
+
+/* the digest of a key of one part */
 void agw_key_digest(agw_digest_t *out, const uint8_t *key, size_t key_len,
-    const agw_digest_t *body, const agw_digest_t *auth);
+    const agw_digest_t *body, const agw_digest_t *cred);
+
+/*
+ * one tagged, length-prefixed field into a running SHA-256: what the key
+ * digest is made of, and how a credentials digest takes each header name
+ * and value as a field of its own
+ */
+void agw_digest_field(agw_sha256_t *ctx, uint8_t tag, const uint8_t *data,
+    size_t len);
 
 /* SHA-256 of one buffer, e.g. an Authorization value, as an agw_digest_t */
 void agw_digest_buf(agw_digest_t *out, const uint8_t *data, size_t len);

@@ -9,11 +9,14 @@
  * header values, sizes), where a table-driven unit test can hit every row.
  *
  * Request side, in order, the first match wins and names the reason logged:
- * a method not in ai_gateway_cache_methods; Cache-Control no-store or
- * no-cache, or Pragma: no-cache (what a browser's reload sends); a bypass
- * variable that is non-empty and not "0" (the module decides that while it
- * evaluates the complex values, as proxy_cache_bypass does); Authorization
- * without ai_gateway_cache_authorized; a body known to exceed
+ * a method not in ai_gateway_cache_methods (never a method nginx does not
+ * know: the module says so); Cache-Control no-store, no-cache or max-age=0
+ * (any max-age that is not a positive number), or Pragma: no-cache (what a
+ * browser's reload sends); a bypass variable that is non-empty and not "0"
+ * (the module decides that while it evaluates the complex values, as
+ * proxy_cache_bypass does); a credential header (Authorization, Cookie,
+ * X-Api-Key, ... as ai_gateway_cache_credentials lists them) without
+ * ai_gateway_cache_authorized; a body known to exceed
  * ai_gateway_cache_max_body.  A bypassed request is not looked up and its
  * response not stored.
  *
@@ -104,7 +107,8 @@ agw_skip_quoted(const uint8_t *p, size_t len, size_t i)
 
 
 int
-agw_cc_has(const uint8_t *value, size_t len, const char *name)
+agw_cc_arg(const uint8_t *value, size_t len, const char *name,
+    const uint8_t **arg, size_t *arg_len)
 {
     int     match;
     size_t  i, start, name_len;
@@ -141,11 +145,14 @@ agw_cc_has(const uint8_t *value, size_t len, const char *name)
         match = (i - start == name_len && name_len != 0
                  && agw_eq_nocase(value + start, name, name_len));
 
+        *arg = NULL;
+        *arg_len = 0;
+
         while (i < len && agw_ows(value[i])) {
             i++;
         }
 
-        /* optional argument, token or quoted-string: ignored */
+        /* optional argument, token or quoted-string */
 
         if (i < len && value[i] == '=') {
             i++;
@@ -154,8 +161,26 @@ agw_cc_has(const uint8_t *value, size_t len, const char *name)
                 i++;
             }
 
+            start = i;
+
             if (i < len && value[i] == '"') {
                 i = agw_skip_quoted(value, len, i);
+
+                /* without the quotes; an unterminated one ends at len */
+                *arg = value + start + 1;
+                *arg_len = i - start - 1;
+
+                if (*arg_len && value[i - 1] == '"') {
+                    (*arg_len)--;
+                }
+
+            } else {
+                while (i < len && value[i] != ',' && !agw_ows(value[i])) {
+                    i++;
+                }
+
+                *arg = value + start;
+                *arg_len = i - start;
             }
         }
 
@@ -163,7 +188,7 @@ agw_cc_has(const uint8_t *value, size_t len, const char *name)
             return 1;
         }
 
-        /* the rest of the element (token argument or junk) up to a comma */
+        /* the rest of the element (junk) up to a comma */
 
         while (i < len && value[i] != ',') {
             if (value[i] == '"') {
@@ -179,12 +204,60 @@ agw_cc_has(const uint8_t *value, size_t len, const char *name)
 }
 
 
+int
+agw_cc_has(const uint8_t *value, size_t len, const char *name)
+{
+    size_t          arg_len;
+    const uint8_t  *arg;
+
+    return agw_cc_arg(value, len, name, &arg, &arg_len);
+}
+
+
+int
+agw_cc_seconds(const uint8_t *value, size_t len, const char *name,
+    uint64_t *secs)
+{
+    size_t          i, arg_len;
+    uint64_t        n;
+    const uint8_t  *arg;
+
+    if (!agw_cc_arg(value, len, name, &arg, &arg_len)) {
+        return 0;
+    }
+
+    if (arg_len == 0) {
+        return -1;
+    }
+
+    n = 0;
+
+    for (i = 0; i < arg_len; i++) {
+        if (arg[i] < '0' || arg[i] > '9') {
+            return -1;
+        }
+
+        if (n < 0x7fffffff) {
+            n = n * 10 + (arg[i] - '0');
+        }
+    }
+
+    *secs = (n > 0x7fffffff) ? 0x7fffffff : n;
+
+    return 1;
+}
+
+
 agw_bypass_t
 agw_request_bypass(const agw_request_facts_t *f)
 {
+    uint64_t  max_age;
+
     if (!f->method_listed) {
         return AGW_BYPASS_METHOD;
     }
+
+    /* max-age=0 (or one we cannot read) asks for a fresh answer */
 
     if (agw_cc_has(f->cache_control, f->cache_control_len, "no-store")
         || agw_cc_has(f->cache_control, f->cache_control_len, "no-cache")
@@ -193,12 +266,26 @@ agw_request_bypass(const agw_request_facts_t *f)
         return AGW_BYPASS_REQUEST_CC;
     }
 
+    switch (agw_cc_seconds(f->cache_control, f->cache_control_len,
+                           "max-age", &max_age))
+    {
+    case -1:
+        return AGW_BYPASS_REQUEST_CC;
+    case 1:
+        if (max_age == 0) {
+            return AGW_BYPASS_REQUEST_CC;
+        }
+        break;
+    default:
+        break;
+    }
+
     if (f->bypass_variable) {
         return AGW_BYPASS_VARIABLE;
     }
 
-    if (f->has_authorization && !f->authorized_caching) {
-        return AGW_BYPASS_AUTHORIZATION;
+    if (f->has_credential && !f->authorized_caching) {
+        return AGW_BYPASS_CREDENTIAL;
     }
 
     if (f->body_len_known && f->body_len > f->max_body) {
@@ -221,8 +308,8 @@ agw_bypass_reason(agw_bypass_t b)
         return "cache-control";
     case AGW_BYPASS_VARIABLE:
         return "variable";
-    case AGW_BYPASS_AUTHORIZATION:
-        return "authorization";
+    case AGW_BYPASS_CREDENTIAL:
+        return "credential";
     case AGW_BYPASS_BODY_TOO_LARGE:
         return "body-too-large";
     }

@@ -21,28 +21,46 @@
  */
 int agw_cc_has(const uint8_t *value, size_t len, const char *name);
 
+/*
+ * the argument of the first directive `name`, unquoted (escapes left as
+ * they are): 1 and *arg, *arg_len set (*arg NULL and 0 for no argument),
+ * or 0 if the directive is absent
+ */
+int agw_cc_arg(const uint8_t *value, size_t len, const char *name,
+    const uint8_t **arg, size_t *arg_len);
+
+/*
+ * delta-seconds of directive `name` (max-age, s-maxage): 1 and *secs set
+ * (capped at 2^31 - 1, as RFC 9111 1.2.2 allows), 0 if absent, -1 if
+ * present without a valid number
+ */
+int agw_cc_seconds(const uint8_t *value, size_t len, const char *name,
+    uint64_t *secs);
+
 
 typedef enum {
     AGW_BYPASS_NONE = 0,
     AGW_BYPASS_METHOD,
     AGW_BYPASS_REQUEST_CC,
     AGW_BYPASS_VARIABLE,
-    AGW_BYPASS_AUTHORIZATION,
+    AGW_BYPASS_CREDENTIAL,
     AGW_BYPASS_BODY_TOO_LARGE
 } agw_bypass_t;
 
 
 typedef struct {
     unsigned        method_listed:1;
-    unsigned        has_authorization:1;
+    unsigned        has_credential:1;    /* a header listed by
+                                            ai_gateway_cache_credentials */
     unsigned        authorized_caching:1;
     unsigned        bypass_variable:1;   /* some ai_gateway_cache_bypass value
                                             was non-empty and not "0" */
     unsigned        body_len_known:1;
 
-    const uint8_t  *cache_control;       /* request Cache-Control, or NULL */
+    const uint8_t  *cache_control;       /* request Cache-Control, every line
+                                            joined with ", ", or NULL */
     size_t          cache_control_len;
-    const uint8_t  *pragma;              /* request Pragma, or NULL */
+    const uint8_t  *pragma;              /* request Pragma, the same */
     size_t          pragma_len;
 
     uint64_t        body_len;            /* bytes */
@@ -53,7 +71,7 @@ typedef struct {
 /* the first rule that bypasses the cache, in the order of agw_bypass_t */
 agw_bypass_t agw_request_bypass(const agw_request_facts_t *f);
 
-/* "none", "method", "cache-control", "variable", "authorization",
+/* "none", "method", "cache-control", "variable", "credential",
    "body-too-large", for logs */
 const char *agw_bypass_reason(agw_bypass_t b);
 

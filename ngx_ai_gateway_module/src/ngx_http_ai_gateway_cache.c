@@ -5,11 +5,14 @@
  * (ngx_http_ai_gateway_store.h).
  *
  * A request is looked up after the access phase: bypass rules first (no
- * body read, nothing counted but the bypass), then, for POST, the whole
- * body is read and digested (cache_body.c), then the store is asked.  The
- * key digest covers the key text, the body digest and, with authorized
- * caching, a digest of the Authorization value (lib/agw_key.c), so one
- * credential or one prompt never meets another's answer.
+ * body read, nothing counted but the bypass), then, for POST and any
+ * request with a body, the whole body is read and digested as it arrives
+ * (cache_body.c), then the store is asked.  The key digest covers each
+ * part of the key text as a field of its own (the key is split at each
+ * variable, so `$arg_a$arg_b` with a=ab,b=c and a=a,b=bc differ), the
+ * body digest and, with authorized caching, a digest of every credential
+ * header present (lib/agw_key.c), so one credential or one prompt never
+ * meets another's answer.
  */
 
 #include "ngx_http_ai_gateway_cache.h"
@@ -23,6 +26,12 @@ static char *ngx_http_ai_gateway_cache_merge_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static char *ngx_http_ai_gateway_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_ai_gateway_cache_key(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_ai_gateway_cache_credentials(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_array_t *ngx_http_ai_gateway_cache_compile_key(ngx_conf_t *cf,
+    ngx_str_t *value);
 static char *ngx_http_ai_gateway_cache_ttl_check(ngx_conf_t *cf, void *post,
     void *data);
 static ngx_int_t ngx_http_ai_gateway_cache_status_variable(
@@ -74,9 +83,9 @@ static ngx_command_t  ngx_http_ai_gateway_cache_commands[] = {
 
     { ngx_string("ai_gateway_cache_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_set_complex_value_slot,
+      ngx_http_ai_gateway_cache_key,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_ai_gateway_cache_conf_t, key),
+      0,
       NULL },
 
     { ngx_string("ai_gateway_cache_bypass"),
@@ -91,6 +100,13 @@ static ngx_command_t  ngx_http_ai_gateway_cache_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ai_gateway_cache_conf_t, authorized),
+      NULL },
+
+    { ngx_string("ai_gateway_cache_credentials"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ai_gateway_cache_credentials,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("ai_gateway_cache_max_body"),
@@ -147,6 +163,17 @@ static ngx_str_t  ngx_http_ai_gateway_cache_default_key =
     ngx_string("$request_method$scheme$host$request_uri");
 
 
+/* what carries a client's identity to an OpenAI-style API, lowercase */
+static ngx_str_t  ngx_http_ai_gateway_cache_default_credentials[] = {
+    ngx_string("authorization"),
+    ngx_string("proxy-authorization"),
+    ngx_string("cookie"),
+    ngx_string("x-api-key"),
+    ngx_string("api-key"),
+    ngx_null_string
+};
+
+
 static ngx_http_variable_t  ngx_http_ai_gateway_cache_vars[] = {
 
     { ngx_string("ai_gateway_cache_status"), NULL,
@@ -168,6 +195,10 @@ ngx_http_ai_gateway_cache_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_ai_gateway_cache_init(ngx_conf_t *cf)
 {
+    if (ngx_http_ai_gateway_cache_body_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_ai_gateway_cache_filter_init(cf);
 }
 
@@ -193,6 +224,7 @@ ngx_http_ai_gateway_cache_create_conf(ngx_conf_t *cf)
     conf->key = NGX_CONF_UNSET_PTR;
     conf->bypass = NGX_CONF_UNSET_PTR;
     conf->authorized = NGX_CONF_UNSET;
+    conf->credentials = NGX_CONF_UNSET_PTR;
     conf->max_body = NGX_CONF_UNSET;
 
     return conf;
@@ -206,43 +238,243 @@ ngx_http_ai_gateway_cache_merge_conf(ngx_conf_t *cf, void *parent,
     ngx_http_ai_gateway_cache_conf_t  *prev = parent;
     ngx_http_ai_gateway_cache_conf_t  *conf = child;
 
-    ngx_http_compile_complex_value_t   ccv;
+    ngx_str_t                         *name;
 
     ngx_conf_merge_ptr_value(conf->store, prev->store, NULL);
     ngx_conf_merge_sec_value(conf->ttl, prev->ttl, 300);
 
-    /* GET and HEAD are always cacheable, as with proxy_cache_methods */
+    /*
+     * GET and HEAD are always cacheable, as with proxy_cache_methods.
+     * NGX_CONF_BITMASK_SET is also NGX_HTTP_UNKNOWN's bit: cleared, so a
+     * method nginx does not know (QUERY, PURGE, FOO) is never listed.
+     */
     ngx_conf_merge_bitmask_value(conf->methods, prev->methods,
                                  NGX_CONF_BITMASK_SET);
     conf->methods |= NGX_HTTP_GET|NGX_HTTP_HEAD;
+    conf->methods &= ~NGX_HTTP_UNKNOWN;
 
+    /* the default key is compiled per level, never written into prev */
     ngx_conf_merge_ptr_value(conf->key, prev->key, NULL);
 
     if (conf->key == NULL) {
-        conf->key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+        conf->key = ngx_http_ai_gateway_cache_compile_key(cf,
+                                      &ngx_http_ai_gateway_cache_default_key);
         if (conf->key == NULL) {
             return NGX_CONF_ERROR;
-        }
-
-        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-
-        ccv.cf = cf;
-        ccv.value = &ngx_http_ai_gateway_cache_default_key;
-        ccv.complex_value = conf->key;
-
-        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
-            return NGX_CONF_ERROR;
-        }
-
-        /* inherit the compiled default instead of compiling it again */
-        if (prev->key == NGX_CONF_UNSET_PTR || prev->key == NULL) {
-            prev->key = conf->key;
         }
     }
 
     ngx_conf_merge_ptr_value(conf->bypass, prev->bypass, NULL);
     ngx_conf_merge_value(conf->authorized, prev->authorized, 0);
+    ngx_conf_merge_ptr_value(conf->credentials, prev->credentials, NULL);
+
+    if (conf->credentials == NULL) {
+        conf->credentials = ngx_array_create(cf->pool, 5, sizeof(ngx_str_t));
+        if (conf->credentials == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        for (name = ngx_http_ai_gateway_cache_default_credentials;
+             name->len;
+             name++)
+        {
+            *(ngx_str_t *) ngx_array_push(conf->credentials) = *name;
+        }
+    }
+
     ngx_conf_merge_off_value(conf->max_body, prev->max_body, 1024 * 1024);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ai_gateway_cache_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ai_gateway_cache_conf_t *acf = conf;
+
+    ngx_str_t  *value;
+
+    if (acf->key != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    acf->key = ngx_http_ai_gateway_cache_compile_key(cf, &value[1]);
+    if (acf->key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The key split into parts, each a run of literal text or one variable
+ * reference ($name, ${name}, $1), compiled as a complex value of its own:
+ * each part enters the digest as its own length-prefixed field, so values
+ * cannot slide from one variable into the next.  A malformed reference is
+ * left to ngx_http_compile_complex_value(), which names the error.
+ */
+static ngx_array_t *
+ngx_http_ai_gateway_cache_compile_key(ngx_conf_t *cf, ngx_str_t *value)
+{
+    u_char                            *p, *last, *start, ch;
+    ngx_str_t                         *part;
+    ngx_array_t                       *key;
+    ngx_http_compile_complex_value_t   ccv;
+
+    key = ngx_array_create(cf->pool, 4, sizeof(ngx_http_complex_value_t));
+    if (key == NULL) {
+        return NULL;
+    }
+
+    p = value->data;
+    last = p + value->len;
+
+    while (p < last) {
+        start = p;
+
+        if (*p == '$') {
+            p++;
+
+            if (p < last && *p == '{') {
+                while (p < last && *p != '}') {
+                    p++;
+                }
+
+                if (p < last) {
+                    p++;
+                }
+
+            } else if (p < last && *p >= '1' && *p <= '9') {
+                p++;
+
+            } else {
+                while (p < last) {
+                    ch = *p;
+
+                    if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z')
+                        || (ch >= '0' && ch <= '9') || ch == '_')
+                    {
+                        p++;
+                        continue;
+                    }
+
+                    break;
+                }
+            }
+
+        } else {
+            while (p < last && *p != '$') {
+                p++;
+            }
+        }
+
+        part = ngx_palloc(cf->pool, sizeof(ngx_str_t));
+        if (part == NULL) {
+            return NULL;
+        }
+
+        part->data = start;
+        part->len = p - start;
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+        ccv.cf = cf;
+        ccv.value = part;
+        ccv.complex_value = ngx_array_push(key);
+
+        if (ccv.complex_value == NULL
+            || ngx_http_compile_complex_value(&ccv) != NGX_OK)
+        {
+            return NULL;
+        }
+    }
+
+    if (key->nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ai_gateway_cache_key\" must not be empty");
+        return NULL;
+    }
+
+    return key;
+}
+
+
+static char *
+ngx_http_ai_gateway_cache_credentials(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_ai_gateway_cache_conf_t *acf = conf;
+
+    u_char      ch;
+    ngx_str_t  *value, *name, *names;
+    ngx_uint_t  i, j, k;
+
+    if (acf->credentials != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    acf->credentials = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                        sizeof(ngx_str_t));
+    if (acf->credentials == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        /* a field-name is a token (RFC 9110 5.1) */
+
+        for (k = 0; k < value[i].len; k++) {
+            ch = value[i].data[k];
+
+            if (ch <= 0x20 || ch >= 0x7f
+                || ngx_strchr("\"(),/:;<=>?@[\\]{}", ch) != NULL)
+            {
+                break;
+            }
+        }
+
+        if (value[i].len == 0 || k < value[i].len) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid header name \"%V\" in "
+                               "\"ai_gateway_cache_credentials\"",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        names = acf->credentials->elts;
+
+        for (j = 0; j < acf->credentials->nelts; j++) {
+            if (names[j].len == value[i].len
+                && ngx_strncasecmp(names[j].data, value[i].data,
+                                   value[i].len) == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "header \"%V\" is listed twice in "
+                                   "\"ai_gateway_cache_credentials\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        name = ngx_array_push(acf->credentials);
+        if (name == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        name->len = value[i].len;
+        name->data = ngx_pnalloc(cf->pool, name->len);
+        if (name->data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_strlow(name->data, value[i].data, name->len);
+    }
 
     return NGX_CONF_OK;
 }
@@ -300,13 +532,22 @@ ngx_http_ai_gateway_cache_ttl_check(ngx_conf_t *cf, void *post, void *data)
 }
 
 
-static ngx_table_elt_t *
+/*
+ * Every line of a request header joined with ", " (RFC 9110 5.3), so a
+ * directive on a second Cache-Control line counts as one on the first;
+ * NGX_DECLINED if absent.
+ */
+static ngx_int_t
 ngx_http_ai_gateway_cache_request_header(ngx_http_request_t *r,
-    const char *name, size_t len)
+    const char *name, size_t len, ngx_str_t *out)
 {
+    u_char           *p, *q;
     ngx_uint_t        i;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
+
+    out->len = 0;
+    out->data = NULL;
 
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -315,7 +556,7 @@ ngx_http_ai_gateway_cache_request_header(ngx_http_request_t *r,
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                return NULL;
+                break;
             }
 
             part = part->next;
@@ -323,12 +564,86 @@ ngx_http_ai_gateway_cache_request_header(ngx_http_request_t *r,
             i = 0;
         }
 
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        if (h[i].key.len != len
+            || ngx_strncasecmp(h[i].key.data, (u_char *) name, len) != 0)
         {
-            return &h[i];
+            continue;
+        }
+
+        if (out->data == NULL) {
+            *out = h[i].value;
+            continue;
+        }
+
+        p = ngx_pnalloc(r->pool, out->len + 2 + h[i].value.len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        q = ngx_cpymem(p, out->data, out->len);
+        q = ngx_cpymem(q, ", ", 2);
+        ngx_memcpy(q, h[i].value.data, h[i].value.len);
+
+        out->len += 2 + h[i].value.len;
+        out->data = p;
+    }
+
+    return out->data ? NGX_OK : NGX_DECLINED;
+}
+
+
+/*
+ * The credential headers present, in the configured order, every line of
+ * a repeated one, each name and value a field of their own: 0 if none.
+ * With sha NULL, only whether any is present (an empty value counts).
+ */
+static ngx_uint_t
+ngx_http_ai_gateway_cache_credentials_walk(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_conf_t *conf, agw_sha256_t *sha)
+{
+    ngx_str_t        *names;
+    ngx_uint_t        i, j, found;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    names = conf->credentials->elts;
+    found = 0;
+
+    for (j = 0; j < conf->credentials->nelts; j++) {
+
+        part = &r->headers_in.headers.part;
+        h = part->elts;
+
+        for (i = 0; /* void */; i++) {
+
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    break;
+                }
+
+                part = part->next;
+                h = part->elts;
+                i = 0;
+            }
+
+            if (h[i].key.len != names[j].len
+                || ngx_strncasecmp(h[i].key.data, names[j].data,
+                                   names[j].len) != 0)
+            {
+                continue;
+            }
+
+            if (sha == NULL) {
+                return 1;
+            }
+
+            agw_digest_field(sha, 'N', names[j].data, names[j].len);
+            agw_digest_field(sha, 'C', h[i].value.data, h[i].value.len);
+            found++;
         }
     }
+
+    return found;
 }
 
 
@@ -336,28 +651,45 @@ static agw_bypass_t
 ngx_http_ai_gateway_cache_bypass(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_conf_t *conf)
 {
-    ngx_table_elt_t      *h;
+    ngx_str_t             cc, pragma;
     agw_request_facts_t   facts;
 
     ngx_memzero(&facts, sizeof(agw_request_facts_t));
 
-    /* HEAD is looked up as GET (see lookup_key) */
-    facts.method_listed = (r->method & conf->methods) ? 1 : 0;
-    facts.has_authorization = (r->headers_in.authorization != NULL);
+    /* HEAD is looked up as GET (see lookup_key); unknown is never listed */
+    facts.method_listed = (r->method != NGX_HTTP_UNKNOWN
+                           && (r->method & conf->methods)) ? 1 : 0;
+    facts.has_credential =
+        ngx_http_ai_gateway_cache_credentials_walk(r, conf, NULL) ? 1 : 0;
     facts.authorized_caching = conf->authorized ? 1 : 0;
     facts.bypass_variable =
         (ngx_http_test_predicates(r, conf->bypass) == NGX_DECLINED);
 
-    h = ngx_http_ai_gateway_cache_request_header(r, "Cache-Control", 13);
-    if (h) {
-        facts.cache_control = h->value.data;
-        facts.cache_control_len = h->value.len;
+    switch (ngx_http_ai_gateway_cache_request_header(r, "Cache-Control", 13,
+                                                     &cc))
+    {
+    case NGX_OK:
+        facts.cache_control = cc.data;
+        facts.cache_control_len = cc.len;
+        break;
+    case NGX_DECLINED:
+        break;
+    default:
+        /* not all of it could be read: do not guess it allows caching */
+        return AGW_BYPASS_REQUEST_CC;
     }
 
-    h = ngx_http_ai_gateway_cache_request_header(r, "Pragma", 6);
-    if (h) {
-        facts.pragma = h->value.data;
-        facts.pragma_len = h->value.len;
+    switch (ngx_http_ai_gateway_cache_request_header(r, "Pragma", 6,
+                                                     &pragma))
+    {
+    case NGX_OK:
+        facts.pragma = pragma.data;
+        facts.pragma_len = pragma.len;
+        break;
+    case NGX_DECLINED:
+        break;
+    default:
+        return AGW_BYPASS_REQUEST_CC;
     }
 
     facts.max_body = conf->max_body;
@@ -440,8 +772,13 @@ ngx_http_ai_gateway_cache_lookup(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    if (r->method == NGX_HTTP_POST) {
-        return ngx_http_ai_gateway_cache_read_body(r, ctx);
+    /* a POST, or any request with a body, is keyed on its body */
+    if (r->method == NGX_HTTP_POST
+        || r->headers_in.content_length_n > 0
+        || r->headers_in.chunked)
+    {
+        ctx->body_keyed = 1;
+        return ngx_http_ai_gateway_cache_read_body(r, ctx, conf->max_body);
     }
 
     return ngx_http_ai_gateway_cache_lookup_key(r, ctx);
@@ -453,13 +790,26 @@ ngx_int_t
 ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx)
 {
-    off_t                              size;
+    u_char                            *p;
+    size_t                             len;
     ngx_int_t                          rc;
-    ngx_str_t                          method;
-    agw_digest_t                       body, auth, *pbody, *pauth;
+    ngx_str_t                          method, *parts;
+    ngx_uint_t                         i, n;
+    agw_key_t                          key;
+    agw_sha256_t                       sha;
+    agw_digest_t                       body, cred, *pbody, *pcred;
+    ngx_http_complex_value_t          *cv;
     ngx_http_ai_gateway_cache_conf_t  *conf;
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+
+    cv = conf->key->elts;
+    n = conf->key->nelts;
+
+    parts = ngx_palloc(r->pool, n * sizeof(ngx_str_t));
+    if (parts == NULL) {
+        return NGX_ERROR;
+    }
 
     /*
      * HEAD is keyed as GET, as proxy_cache_convert_head does, so a HEAD is
@@ -471,7 +821,17 @@ ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
         ngx_str_set(&r->method_name, "GET");
     }
 
-    rc = ngx_http_complex_value(r, conf->key, &ctx->key);
+    rc = NGX_OK;
+    len = 0;
+
+    for (i = 0; i < n; i++) {
+        rc = ngx_http_complex_value(r, &cv[i], &parts[i]);
+        if (rc != NGX_OK) {
+            break;
+        }
+
+        len += parts[i].len;
+    }
 
     r->method_name = method;
 
@@ -479,22 +839,32 @@ ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* the readable key text (Redis "key" field, logs) is the parts joined */
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->key.data = p;
+    ctx->key.len = len;
+
+    agw_key_init(&key);
+
+    for (i = 0; i < n; i++) {
+        p = ngx_cpymem(p, parts[i].data, parts[i].len);
+        agw_key_part(&key, parts[i].data, parts[i].len);
+    }
+
     pbody = NULL;
-    pauth = NULL;
+    pcred = NULL;
 
-    if (r->method == NGX_HTTP_POST) {
-        rc = ngx_http_ai_gateway_cache_body_digest(r, &body, conf->max_body,
-                                                   &size);
-        if (rc != NGX_OK) {
+    if (ctx->body_keyed) {
+        if (ngx_http_ai_gateway_cache_body_digest(r, ctx, &body) != NGX_OK) {
             /*
-             * NGX_DECLINED: a chunked body larger than allowed, or one not
-             * all here; NGX_ERROR: it could not be read back.  Forward it
-             * either way, uncached.
+             * larger than allowed, or not all of it seen: forward it,
+             * uncached
              */
-            if (rc == NGX_ERROR) {
-                ngx_http_ai_gateway_count(ctx->store->ref.stats->errors, 1);
-            }
-
             ctx->status = NGX_HTTP_AI_GATEWAY_CACHE_BYPASS;
             ctx->done = 1;
             ngx_http_ai_gateway_cache_count(ctx);
@@ -504,14 +874,16 @@ ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
         pbody = &body;
     }
 
-    if (r->headers_in.authorization) {
-        /* only reached with ai_gateway_cache_authorized on */
-        agw_digest_buf(&auth, r->headers_in.authorization->value.data,
-                       r->headers_in.authorization->value.len);
-        pauth = &auth;
+    /* only reached with ai_gateway_cache_authorized on if any is present */
+
+    agw_sha256_init(&sha);
+
+    if (ngx_http_ai_gateway_cache_credentials_walk(r, conf, &sha)) {
+        agw_digest_final(&cred, &sha);
+        pcred = &cred;
     }
 
-    agw_key_digest(&ctx->digest, ctx->key.data, ctx->key.len, pbody, pauth);
+    agw_key_final(&key, &ctx->digest, pbody, pcred);
 
     rc = ctx->store->lookup(r, ctx->store, &ctx->digest, &ctx->found);
 
@@ -635,6 +1007,23 @@ ngx_http_ai_gateway_cache_serve(ngx_http_request_t *r)
         h->value.data = (u_char *) hdr.value;
         h->value.len = hdr.value_len;
         h->lowcase_key = NULL;
+
+        /* where the not-modified filter looks, so it can answer 304 */
+
+        if (hdr.name_len == sizeof("ETag") - 1
+            && ngx_strncasecmp(h->key.data, (u_char *) "ETag",
+                               hdr.name_len) == 0)
+        {
+            r->headers_out.etag = h;
+
+        } else if (hdr.name_len == sizeof("Last-Modified") - 1
+                   && ngx_strncasecmp(h->key.data, (u_char *) "Last-Modified",
+                                      hdr.name_len) == 0)
+        {
+            r->headers_out.last_modified = h;
+            r->headers_out.last_modified_time =
+                                ngx_parse_http_time(h->value.data, h->value.len);
+        }
     }
 
     rc = ngx_http_send_header(r);

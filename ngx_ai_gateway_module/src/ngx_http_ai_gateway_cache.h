@@ -11,6 +11,7 @@
 #include "ngx_http_ai_gateway_module.h"
 #include "ngx_http_ai_gateway_store.h"
 #include "agw_key.h"
+#include "agw_sha256.h"
 
 
 typedef enum {
@@ -25,9 +26,14 @@ typedef struct {
     ngx_http_ai_gateway_store_t       *store;     /* NULL: off */
     time_t                             ttl;       /* seconds */
     ngx_uint_t                         methods;   /* NGX_HTTP_GET|... */
-    ngx_http_complex_value_t          *key;
+    ngx_array_t                       *key;       /* complex values: the key
+                                                     split at each variable,
+                                                     each part a digest
+                                                     field of its own */
     ngx_array_t                       *bypass;    /* complex values */
     ngx_flag_t                         authorized;
+    ngx_array_t                       *credentials; /* ngx_str_t, lowercase
+                                                     header names */
     off_t                              max_body;  /* bytes */
 } ngx_http_ai_gateway_cache_conf_t;
 
@@ -36,7 +42,15 @@ typedef struct {
     ngx_http_ai_gateway_cache_status_e status;
     ngx_http_ai_gateway_store_t       *store;
     ngx_str_t                          key;       /* cache key text */
-    agw_digest_t                       digest;    /* of key+body+auth */
+    agw_digest_t                       digest;    /* of key+body+creds */
+
+    /* the request body, hashed as it arrives (cache_body.c) */
+    agw_sha256_t                       body_sha;
+    off_t                              body_size;
+    off_t                              body_max;
+    unsigned                           body_keyed:1;
+    unsigned                           body_hashing:1;
+    unsigned                           body_complete:1;
 
     /* lookup progress across suspensions */
     unsigned                           started:1;
@@ -57,10 +71,11 @@ typedef struct {
 
 
 /* cache_body.c */
+ngx_int_t ngx_http_ai_gateway_cache_body_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_ai_gateway_cache_read_body(ngx_http_request_t *r,
-    ngx_http_ai_gateway_cache_ctx_t *ctx);
+    ngx_http_ai_gateway_cache_ctx_t *ctx, off_t max);
 ngx_int_t ngx_http_ai_gateway_cache_body_digest(ngx_http_request_t *r,
-    agw_digest_t *digest, off_t max, off_t *size);
+    ngx_http_ai_gateway_cache_ctx_t *ctx, agw_digest_t *digest);
 
 /* cache.c, for the body reader: carry on once the body is in */
 ngx_int_t ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,

@@ -150,7 +150,7 @@ test_key_known_answer(void **state)
     agw_digest_t  d, e;
 
     /*
-     * pin the encoding: 'V' u64le(10) "agw-key-v1" 'K' u64le(3) "abc",
+     * pin the encoding: 'V' u64le(10) "agw-key-v2" 'K' u64le(3) "abc",
      * so a change to the field layout (which would orphan every cached
      * entry in Redis) cannot slip in unnoticed
      */
@@ -159,7 +159,7 @@ test_key_known_answer(void **state)
     buf[n++] = 'V';
     memcpy(buf + n, "\x0a\0\0\0\0\0\0\0", 8);
     n += 8;
-    memcpy(buf + n, "agw-key-v1", 10);
+    memcpy(buf + n, "agw-key-v2", 10);
     n += 10;
     buf[n++] = 'K';
     memcpy(buf + n, "\x03\0\0\0\0\0\0\0", 8);
@@ -174,6 +174,120 @@ test_key_known_answer(void **state)
 
     agw_digest_hex(&d, hex);
     assert_int_equal(strlen(hex), AGW_DIGEST_HEX_LEN);
+}
+
+
+static void
+key_of_parts(agw_digest_t *out, const char **parts, size_t n)
+{
+    size_t     i;
+    agw_key_t  k;
+
+    agw_key_init(&k);
+
+    for (i = 0; i < n; i++) {
+        agw_key_part(&k, (const uint8_t *) parts[i], strlen(parts[i]));
+    }
+
+    agw_key_final(&k, out, NULL, NULL);
+}
+
+
+static void
+test_key_parts_do_not_slide(void **state)
+{
+    agw_digest_t  a, b, joined_a, joined_b, one;
+
+    /*
+     * the default key $request_method$scheme$host$request_uri: an http
+     * request for sexample.com and an https one for example.com are one
+     * text, "GEThttpsexample.com/x", and must be two keys
+     */
+
+    static const char  *http[] = { "GET", "http", "sexample.com", "/x" };
+    static const char  *https[] = { "GET", "https", "example.com", "/x" };
+
+    /* and a custom $arg_a$arg_b with a=ab,b=c against a=a,b=bc */
+
+    static const char  *ab_c[] = { "ab", "c" };
+    static const char  *a_bc[] = { "a", "bc" };
+    static const char  *abc[] = { "abc" };
+
+    key_of_parts(&a, http, 4);
+    key_of_parts(&b, https, 4);
+    assert_memory_not_equal(a.bytes, b.bytes, AGW_DIGEST_LEN);
+
+    /* what the single field of the joined text gave: the collision */
+
+    agw_key_digest(&joined_a, (const uint8_t *) "GEThttpsexample.com/x", 21,
+                   NULL, NULL);
+    agw_key_digest(&joined_b, (const uint8_t *) "GEThttpsexample.com/x", 21,
+                   NULL, NULL);
+    assert_memory_equal(joined_a.bytes, joined_b.bytes, AGW_DIGEST_LEN);
+    assert_memory_not_equal(a.bytes, joined_a.bytes, AGW_DIGEST_LEN);
+
+    key_of_parts(&a, ab_c, 2);
+    key_of_parts(&b, a_bc, 2);
+    assert_memory_not_equal(a.bytes, b.bytes, AGW_DIGEST_LEN);
+
+    /* one part is the one-field digest */
+
+    key_of_parts(&a, abc, 1);
+    agw_key_digest(&one, (const uint8_t *) "abc", 3, NULL, NULL);
+    assert_memory_equal(a.bytes, one.bytes, AGW_DIGEST_LEN);
+}
+
+
+static void
+cred_digest(agw_digest_t *out, const char **fields, size_t n)
+{
+    size_t        i;
+    agw_sha256_t  sha;
+
+    /* name, value, name, value ... as the module feeds them */
+
+    agw_sha256_init(&sha);
+
+    for (i = 0; i < n; i++) {
+        agw_digest_field(&sha, (i % 2) ? 'C' : 'N',
+                         (const uint8_t *) fields[i], strlen(fields[i]));
+    }
+
+    agw_digest_final(out, &sha);
+}
+
+
+static void
+test_key_credentials_fields(void **state)
+{
+    size_t        i, j;
+    agw_digest_t  d[6], k[6], body;
+
+    static const char  *alice[] = { "x-api-key", "alice" };
+    static const char  *bob[] = { "x-api-key", "bob" };
+    static const char  *empty[] = { "x-api-key", "" };
+    static const char  *cookie[] = { "cookie", "alice" };
+    static const char  *two[] = { "x-api-key", "alice", "x-api-key", "bob" };
+    static const char  *slid[] = { "x-api-key", "alicex-api-keybob" };
+
+    cred_digest(&d[0], alice, 2);
+    cred_digest(&d[1], bob, 2);
+    cred_digest(&d[2], empty, 2);
+    cred_digest(&d[3], cookie, 2);
+    cred_digest(&d[4], two, 4);
+    cred_digest(&d[5], slid, 2);
+
+    agw_digest_buf(&body, (const uint8_t *) "{}", 2);
+
+    for (i = 0; i < 6; i++) {
+        agw_key_digest(&k[i], (const uint8_t *) "POST/v1", 7, &body, &d[i]);
+    }
+
+    for (i = 0; i < 6; i++) {
+        for (j = i + 1; j < 6; j++) {
+            assert_memory_not_equal(k[i].bytes, k[j].bytes, AGW_DIGEST_LEN);
+        }
+    }
 }
 
 
@@ -295,6 +409,8 @@ main(void)
         cmocka_unit_test(test_key_all_differ),
         cmocka_unit_test(test_key_body_vs_auth_slot),
         cmocka_unit_test(test_key_known_answer),
+        cmocka_unit_test(test_key_parts_do_not_slide),
+        cmocka_unit_test(test_key_credentials_fields),
         cmocka_unit_test(test_key_streaming_body),
         cmocka_unit_test(test_digest_hex),
         cmocka_unit_test(test_key_slot),

@@ -102,7 +102,7 @@ test_cc_has(void **state)
 
 typedef struct {
     unsigned      method_listed;
-    unsigned      has_authorization;
+    unsigned      has_credential;
     unsigned      authorized_caching;
     unsigned      bypass_variable;
     const char   *cache_control;
@@ -115,21 +115,33 @@ typedef struct {
 
 
 static const agw_bypass_test_t  bypass_rows[] = {
-    /* listed, auth, authorized, var, CC, Pragma, known, len, max */
+    /* listed, credential, authorized, var, CC, Pragma, known, len, max */
     { 1, 0, 0, 0, NULL, NULL, 0, 0, 1024, AGW_BYPASS_NONE },
     { 0, 0, 0, 0, NULL, NULL, 0, 0, 1024, AGW_BYPASS_METHOD },
     { 1, 0, 0, 0, "no-store", NULL, 0, 0, 1024, AGW_BYPASS_REQUEST_CC },
     { 1, 0, 0, 0, "no-cache", NULL, 0, 0, 1024, AGW_BYPASS_REQUEST_CC },
     { 1, 0, 0, 0, "max-age=0, No-Cache", NULL, 0, 0, 1024,
       AGW_BYPASS_REQUEST_CC },
-    { 1, 0, 0, 0, "max-age=0", NULL, 0, 0, 1024, AGW_BYPASS_NONE },
+    /* a client's max-age=0 asks for a fresh answer (issue 11 item 7) */
+    { 1, 0, 0, 0, "max-age=0", NULL, 0, 0, 1024, AGW_BYPASS_REQUEST_CC },
+    { 1, 0, 0, 0, "MAX-AGE = 000", NULL, 0, 0, 1024, AGW_BYPASS_REQUEST_CC },
+    { 1, 0, 0, 0, "max-age=\"0\"", NULL, 0, 0, 1024, AGW_BYPASS_REQUEST_CC },
+    { 1, 0, 0, 0, "max-age=", NULL, 0, 0, 1024, AGW_BYPASS_REQUEST_CC },
+    { 1, 0, 0, 0, "max-age=-1", NULL, 0, 0, 1024, AGW_BYPASS_REQUEST_CC },
+    { 1, 0, 0, 0, "max-age=1", NULL, 0, 0, 1024, AGW_BYPASS_NONE },
+    { 1, 0, 0, 0, "max-age=60, x=\"max-age=0\"", NULL, 0, 0, 1024,
+      AGW_BYPASS_NONE },
+    { 1, 0, 0, 0, "s-maxage=0", NULL, 0, 0, 1024, AGW_BYPASS_NONE },
+    /* two Cache-Control lines, joined by the module */
+    { 1, 0, 0, 0, "max-age=60, no-cache", NULL, 0, 0, 1024,
+      AGW_BYPASS_REQUEST_CC },
     { 1, 0, 0, 0, "only-if-cached", NULL, 0, 0, 1024, AGW_BYPASS_NONE },
     { 1, 0, 0, 0, NULL, "no-cache", 0, 0, 1024, AGW_BYPASS_REQUEST_CC },
     { 1, 0, 0, 0, NULL, "x, NO-CACHE", 0, 0, 1024, AGW_BYPASS_REQUEST_CC },
     { 1, 0, 0, 0, NULL, "x=\"no-cache\"", 0, 0, 1024, AGW_BYPASS_NONE },
     { 1, 0, 0, 0, NULL, "no-store", 0, 0, 1024, AGW_BYPASS_NONE },
     { 1, 0, 0, 1, NULL, NULL, 0, 0, 1024, AGW_BYPASS_VARIABLE },
-    { 1, 1, 0, 0, NULL, NULL, 0, 0, 1024, AGW_BYPASS_AUTHORIZATION },
+    { 1, 1, 0, 0, NULL, NULL, 0, 0, 1024, AGW_BYPASS_CREDENTIAL },
     { 1, 1, 1, 0, NULL, NULL, 0, 0, 1024, AGW_BYPASS_NONE },
     { 1, 0, 1, 0, NULL, NULL, 0, 0, 1024, AGW_BYPASS_NONE },
     { 1, 0, 0, 0, NULL, NULL, 1, 1024, 1024, AGW_BYPASS_NONE },
@@ -143,7 +155,7 @@ static const agw_bypass_test_t  bypass_rows[] = {
     { 0, 1, 0, 1, "no-store", "no-cache", 1, 9999, 1, AGW_BYPASS_METHOD },
     { 1, 1, 0, 1, "no-store", NULL, 1, 9999, 1, AGW_BYPASS_REQUEST_CC },
     { 1, 1, 0, 1, NULL, NULL, 1, 9999, 1, AGW_BYPASS_VARIABLE },
-    { 1, 1, 0, 0, NULL, NULL, 1, 9999, 1, AGW_BYPASS_AUTHORIZATION },
+    { 1, 1, 0, 0, NULL, NULL, 1, 9999, 1, AGW_BYPASS_CREDENTIAL },
     { 1, 1, 1, 0, NULL, NULL, 1, 9999, 1, AGW_BYPASS_BODY_TOO_LARGE },
 };
 
@@ -161,7 +173,7 @@ test_request_bypass(void **state)
 
         memset(&f, 0, sizeof(f));
         f.method_listed = t->method_listed;
-        f.has_authorization = t->has_authorization;
+        f.has_credential = t->has_credential;
         f.authorized_caching = t->authorized_caching;
         f.bypass_variable = t->bypass_variable;
         f.cache_control = (const uint8_t *) t->cache_control;
@@ -185,6 +197,50 @@ test_request_bypass(void **state)
 
 
 static void
+test_cc_seconds(void **state)
+{
+    uint64_t        secs;
+    size_t          len;
+    const uint8_t  *arg;
+
+#define CC(s)  (const uint8_t *) (s), strlen(s)
+
+    secs = 7;
+    assert_int_equal(agw_cc_seconds(CC("no-cache"), "max-age", &secs), 0);
+    assert_int_equal(secs, 7);
+    assert_int_equal(agw_cc_seconds(CC("max-age=60"), "max-age", &secs), 1);
+    assert_int_equal(secs, 60);
+    assert_int_equal(agw_cc_seconds(CC("public, S-MaxAge=5, max-age=60"),
+                                    "s-maxage", &secs), 1);
+    assert_int_equal(secs, 5);
+    assert_int_equal(agw_cc_seconds(CC("max-age=\"30\""), "max-age", &secs),
+                     1);
+    assert_int_equal(secs, 30);
+    assert_int_equal(agw_cc_seconds(CC("max-age=99999999999999999999999"),
+                                    "max-age", &secs), 1);
+    assert_int_equal(secs, 0x7fffffff);
+    assert_int_equal(agw_cc_seconds(CC("max-age"), "max-age", &secs), -1);
+    assert_int_equal(agw_cc_seconds(CC("max-age=1x"), "max-age", &secs), -1);
+    assert_int_equal(agw_cc_seconds(CC("x=\"max-age=1\""), "max-age", &secs),
+                     0);
+
+    /* the argument, unquoted, and a quoted one cut short */
+
+    assert_int_equal(agw_cc_arg(CC("a=\"b,c\", max-age=4"), "a", &arg, &len),
+                     1);
+    assert_int_equal(len, 3);
+    assert_memory_equal(arg, "b,c", 3);
+    assert_int_equal(agw_cc_arg(CC("a=\"bc"), "a", &arg, &len), 1);
+    assert_int_equal(len, 2);
+    assert_int_equal(agw_cc_arg(CC("a"), "a", &arg, &len), 1);
+    assert_null(arg);
+    assert_int_equal(len, 0);
+
+#undef CC
+}
+
+
+static void
 test_bypass_reason(void **state)
 {
     assert_string_equal(agw_bypass_reason(AGW_BYPASS_NONE), "none");
@@ -192,8 +248,8 @@ test_bypass_reason(void **state)
     assert_string_equal(agw_bypass_reason(AGW_BYPASS_REQUEST_CC),
                         "cache-control");
     assert_string_equal(agw_bypass_reason(AGW_BYPASS_VARIABLE), "variable");
-    assert_string_equal(agw_bypass_reason(AGW_BYPASS_AUTHORIZATION),
-                        "authorization");
+    assert_string_equal(agw_bypass_reason(AGW_BYPASS_CREDENTIAL),
+                        "credential");
     assert_string_equal(agw_bypass_reason(AGW_BYPASS_BODY_TOO_LARGE),
                         "body-too-large");
     assert_string_equal(agw_bypass_reason((agw_bypass_t) 99), "unknown");
@@ -418,6 +474,7 @@ main(void)
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_cc_has),
         cmocka_unit_test(test_request_bypass),
+        cmocka_unit_test(test_cc_seconds),
         cmocka_unit_test(test_bypass_reason),
         cmocka_unit_test(test_response_storable),
         cmocka_unit_test(test_response_varies),
