@@ -23,14 +23,14 @@
 #define SIM_SERVICE          "ai-sim"
 #define SIM_SLOW_DELAY_MS    120
 #define SIM_HTTP_TIMEOUT     300                 /* s, a request in flight */
-#define SIM_IDLE_TIMEOUT     10                  /* s, default --idle-timeout */
+#define SIM_IDLE_TIMEOUT     10                  /* s, --idle-timeout */
 #define SIM_MAX_HEADERS      (64 * 1024)         /* bytes */
 #define SIM_BACKLOG          4096
 
 
 typedef struct sim_ctx_s     sim_ctx_t;
 typedef struct sim_accept_s  sim_accept_t;
-typedef struct sim_req_s  sim_req_t;
+typedef struct sim_req_s     sim_req_t;
 
 typedef void (*sim_req_handler_pt)(sim_req_t *r);
 

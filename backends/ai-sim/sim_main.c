@@ -472,10 +472,11 @@ main(int argc, char **argv)
     /*
      * Cuts draw from their own generator: with one --seed, which streams
      * are cut depends only on the order of the streams, not on how many
-     * jitter and failure draws other requests made in between.
+     * jitter and failure draws other requests made in between (the
+     * constant is "cut-rate" in ASCII).
      */
     sim_rng_seed(&ctx.rng, seed);
-    sim_rng_seed(&ctx.cut_rng, seed ^ 0x6375742d72617465ULL);   /* "cut-rate" */
+    sim_rng_seed(&ctx.cut_rng, seed ^ 0x6375742d72617465ULL);
 
     ctx.start_ms = sim_now_ms();
 
