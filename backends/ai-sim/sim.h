@@ -22,13 +22,15 @@
 
 #define SIM_SERVICE          "ai-sim"
 #define SIM_SLOW_DELAY_MS    120
-#define SIM_HTTP_TIMEOUT     300                 /* s */
+#define SIM_HTTP_TIMEOUT     300                 /* s, a request in flight */
+#define SIM_IDLE_TIMEOUT     10                  /* s, --idle-timeout */
 #define SIM_MAX_HEADERS      (64 * 1024)         /* bytes */
 #define SIM_BACKLOG          4096
 
 
-typedef struct sim_ctx_s  sim_ctx_t;
-typedef struct sim_req_s  sim_req_t;
+typedef struct sim_ctx_s     sim_ctx_t;
+typedef struct sim_accept_s  sim_accept_t;
+typedef struct sim_req_s     sim_req_t;
 
 typedef void (*sim_req_handler_pt)(sim_req_t *r);
 
@@ -42,6 +44,8 @@ typedef struct {
     double                    jitter;            /* 0..1 */
     size_t                    max_body;          /* bytes */
     double                    fail_rate;         /* 0..1 */
+    double                    cut_rate;          /* 0..1 */
+    double                    idle_timeout;      /* s */
     uint64_t                  seed;
     unsigned                  seed_set:1;
 } sim_conf_t;
@@ -53,9 +57,12 @@ struct sim_ctx_s {
     struct evhttp            *http;
     uint64_t                  start_ms;          /* monotonic */
     uint64_t                  requests;          /* all but /healthz */
+    uint64_t                  cut;               /* streams cut mid-way */
     unsigned                  inflight;
     sim_req_t                *inflight_head;
     sim_rng_t                 rng;               /* jitter, failures */
+    sim_rng_t                 cut_rng;           /* --cut-rate only */
+    sim_accept_t             *accept;
 };
 
 
@@ -83,14 +90,26 @@ struct sim_req_s {
     sim_rng_t                 words;
     unsigned                  left;              /* tokens still to send */
     unsigned                  sent;
+    unsigned                  prompt_tokens;
+    unsigned                  completion_tokens;
+    long                      cut_after;         /* content events; -1 */
+    unsigned                  cut_waits;         /* ticks spent flushing */
     double                    tpot_ms;           /* jitter applied */
-    char                     *prefix;            /* "data: {...\"delta\":" */
+    char                     *prefix;            /* "data: {...\"choices\":" */
+    const char               *suffix;            /* closes a delta chunk */
     struct evbuffer          *chunk;
+    unsigned                  include_usage:1;
+    unsigned                  cutting:1;
 };
 
 
+/* sim_accept.c */
+int sim_accept_init(sim_ctx_t *ctx, int fd);
+void sim_accept_free(sim_ctx_t *ctx);
+
 /* sim_http.c */
 int sim_http_init(sim_ctx_t *ctx, int fd);
+void sim_http_set_idle(sim_ctx_t *ctx, struct evhttp_connection *evcon);
 void sim_http_send_json(sim_ctx_t *ctx, struct evhttp_request *req,
     int status, const char *reason, cJSON *json, long total_tokens);
 void sim_http_send_error(sim_ctx_t *ctx, struct evhttp_request *req,
@@ -107,15 +126,25 @@ double sim_jitter(sim_ctx_t *ctx);
 uint64_t sim_now_ms(void);
 
 /* sim_stream.c */
+typedef struct {
+    const char               *model;
+    uint64_t                  hash;
+    unsigned                  prompt_tokens;
+    unsigned                  max_tokens;
+    long                      cut_after;         /* content events; -1 */
+    unsigned                  include_usage:1;
+} sim_stream_conf_t;
+
 int sim_stream_start(sim_ctx_t *ctx, struct evhttp_request *req,
-    const char *model, uint64_t hash, unsigned prompt_tokens,
-    unsigned max_tokens);
+    sim_stream_conf_t *sc);
 
 /* sim_json.c */
 cJSON *sim_json_parse_body(struct evhttp_request *req, const char **err);
 int sim_json_get_max_tokens(cJSON *root, unsigned *max_tokens,
     const char **err);
 int sim_json_get_model(cJSON *root, const char **model, const char **err);
+int sim_json_get_include_usage(cJSON *root, int *include_usage,
+    const char **err);
 char *sim_json_print(cJSON *json, size_t *len);
 cJSON *sim_json_usage(unsigned prompt_tokens, unsigned completion_tokens);
 

@@ -301,12 +301,36 @@ sim_req_create(sim_ctx_t *ctx, struct evhttp_request *req,
      * The connection can go away while the timer is pending (a streaming
      * client hangs up); the close callback is the only notice we get
      * before the request memory is gone.
+     *
+     * evhttp keeps reading while it answers, to see the client leave, and
+     * its read timeout would cut an answer that takes longer than
+     * --idle-timeout; a request in flight gets the long timeout instead.
      */
     if (r->evcon != NULL) {
         evhttp_connection_set_closecb(r->evcon, sim_req_close_handler, r);
+        evhttp_connection_set_timeout(r->evcon, SIM_HTTP_TIMEOUT);
     }
 
     return r;
+}
+
+
+void
+sim_http_set_idle(sim_ctx_t *ctx, struct evhttp_connection *evcon)
+{
+    double          us;
+    struct timeval  tv;
+
+    us = floor(ctx->conf.idle_timeout * 1000000.0);
+    tv.tv_sec = (time_t) (us / 1000000.0);
+    tv.tv_usec = (suseconds_t) (us - (double) tv.tv_sec * 1000000.0);
+
+    if (evcon == NULL) {
+        evhttp_set_timeout_tv(ctx->http, &tv);
+
+    } else {
+        evhttp_connection_set_timeout_tv(evcon, &tv);
+    }
 }
 
 
@@ -354,6 +378,7 @@ sim_req_finalize(sim_req_t *r)
 
     if (r->evcon != NULL) {
         evhttp_connection_set_closecb(r->evcon, NULL, NULL);
+        sim_http_set_idle(ctx, r->evcon);
     }
 
     event_free(r->timer);
@@ -559,7 +584,8 @@ sim_healthz_handler(sim_ctx_t *ctx, struct evhttp_request *req)
            == NULL
         || cJSON_AddNumberToObject(root, "inflight", ctx->inflight) == NULL
         || cJSON_AddNumberToObject(root, "requests",
-                                   (double) ctx->requests) == NULL)
+                                   (double) ctx->requests) == NULL
+        || cJSON_AddNumberToObject(root, "cut", (double) ctx->cut) == NULL)
     {
         cJSON_Delete(root);
         sim_http_send_oom(ctx, req);
@@ -837,16 +863,62 @@ sim_chat_reply(sim_ctx_t *ctx, const char *model, uint64_t hash,
 }
 
 
+/*
+ * Where to cut a stream: the number of content events sent before the
+ * connection closes, or -1 to let it end.  "X-Sim-Cut: N" decides for
+ * tests that need a known cut (-2: not a number), else --cut-rate draws.
+ */
+static long
+sim_chat_cut_header(struct evhttp_request *req)
+{
+    long         n;
+    const char  *v, *p;
+
+    v = evhttp_find_header(evhttp_request_get_input_headers(req),
+                           "X-Sim-Cut");
+    if (v == NULL) {
+        return -1;
+    }
+
+    n = 0;
+
+    for (p = v; *p >= '0' && *p <= '9' && n <= SIM_MAX_TOKENS_MAX; p++) {
+        n = n * 10 + (*p - '0');
+    }
+
+    if (p == v || *p != '\0' || n > SIM_MAX_TOKENS_MAX) {
+        return -2;
+    }
+
+    return n;
+}
+
+
+static long
+sim_chat_cut_draw(sim_ctx_t *ctx, unsigned max_tokens)
+{
+    if (ctx->conf.cut_rate <= 0
+        || !(sim_rng_uniform(&ctx->cut_rng) < ctx->conf.cut_rate))
+    {
+        return -1;
+    }
+
+    /* mid-way: after 1..max_tokens content events, before the last chunk */
+    return 1 + (long) (sim_rng_next(&ctx->cut_rng) % max_tokens);
+}
+
+
 static void
 sim_chat_handler(sim_ctx_t *ctx, struct evhttp_request *req)
 {
-    int          stream;
-    char        *prompt;
-    cJSON       *root, *item, *reply;
-    size_t       prompt_len;
-    uint64_t     hash;
-    unsigned     max_tokens, prompt_tokens;
-    const char  *err, *model;
+    int                 stream, include_usage;
+    char               *prompt;
+    cJSON              *root, *item, *reply;
+    size_t              prompt_len;
+    uint64_t            hash;
+    unsigned            max_tokens, prompt_tokens;
+    const char         *err, *model;
+    sim_stream_conf_t   sc;
 
     if (sim_http_check_body_size(ctx, req) != 0) {
         return;
@@ -876,6 +948,22 @@ sim_chat_handler(sim_ctx_t *ctx, struct evhttp_request *req)
 
     stream = cJSON_IsTrue(item);
 
+    /* read but unused without "stream": true, where OpenAI says 400 */
+    if (sim_json_get_include_usage(root, &include_usage, &err) != 0) {
+        cJSON_Delete(root);
+        sim_http_send_bad_request(ctx, req, err);
+        return;
+    }
+
+    sc.cut_after = stream ? sim_chat_cut_header(req) : -1;
+
+    if (sc.cut_after == -2) {
+        cJSON_Delete(root);
+        sim_http_send_bad_request(ctx, req, "\"X-Sim-Cut\" must be a "
+                                  "number of events, 0..4096");
+        return;
+    }
+
     prompt = sim_chat_prompt(root, &prompt_len, &err);
     if (prompt == NULL) {
         cJSON_Delete(root);
@@ -902,9 +990,17 @@ sim_chat_handler(sim_ctx_t *ctx, struct evhttp_request *req)
     free(prompt);
 
     if (stream) {
-        if (sim_stream_start(ctx, req, model, hash, prompt_tokens, max_tokens)
-            != 0)
-        {
+        if (sc.cut_after == -1) {
+            sc.cut_after = sim_chat_cut_draw(ctx, max_tokens);
+        }
+
+        sc.model = model;
+        sc.hash = hash;
+        sc.prompt_tokens = prompt_tokens;
+        sc.max_tokens = max_tokens;
+        sc.include_usage = include_usage;
+
+        if (sim_stream_start(ctx, req, &sc) != 0) {
             sim_http_send_oom(ctx, req);
         }
 
@@ -932,6 +1028,7 @@ sim_http_init(sim_ctx_t *ctx, int fd)
 
     ctx->http = evhttp_new(ctx->base);
     if (ctx->http == NULL) {
+        evutil_closesocket(fd);
         return -1;
     }
 
@@ -955,13 +1052,10 @@ sim_http_init(sim_ctx_t *ctx, int fd)
 
     evhttp_set_max_body_size(ctx->http, (ev_ssize_t) limit);
     evhttp_set_max_headers_size(ctx->http, SIM_MAX_HEADERS);
-    evhttp_set_timeout(ctx->http, SIM_HTTP_TIMEOUT);
+    /* idle keep-alive connections, slow request senders; see above */
+    sim_http_set_idle(ctx, NULL);
     evhttp_set_default_content_type(ctx->http, "application/json");
     evhttp_set_gencb(ctx->http, sim_http_handler, ctx);
 
-    if (evhttp_accept_socket_with_handle(ctx->http, fd) == NULL) {
-        return -1;
-    }
-
-    return 0;
+    return sim_accept_init(ctx, fd);
 }

@@ -51,38 +51,106 @@ sim_json_parse_body(struct evhttp_request *req, const char **err)
 }
 
 
-int
-sim_json_get_max_tokens(cJSON *root, unsigned *max_tokens, const char **err)
+static int
+sim_json_get_cap(cJSON *root, const char *name, const char *not_int,
+    const char *out_of_range, unsigned *cap, const char **err)
 {
     double  v;
     cJSON  *item;
 
-    item = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
+    item = cJSON_GetObjectItemCaseSensitive(root, name);
 
     /* absent or null: OpenAI clients send null for "use the default" */
     if (item == NULL || cJSON_IsNull(item)) {
-        *max_tokens = SIM_MAX_TOKENS_DEF;
         return 0;
     }
 
-    if (!cJSON_IsNumber(item)) {
-        *err = "\"max_tokens\" must be an integer";
+    if (!cJSON_IsNumber(item)
+        || !isfinite(item->valuedouble)
+        || floor(item->valuedouble) != item->valuedouble)
+    {
+        *err = not_int;
         return -1;
     }
 
     v = item->valuedouble;
 
-    if (!isfinite(v) || floor(v) != v) {
-        *err = "\"max_tokens\" must be an integer";
-        return -1;
-    }
-
     if (v < SIM_MAX_TOKENS_MIN || v > SIM_MAX_TOKENS_MAX) {
-        *err = "\"max_tokens\" must be between 1 and 4096";
+        *err = out_of_range;
         return -1;
     }
 
-    *max_tokens = (unsigned) v;
+    if ((unsigned) v < *cap) {
+        *cap = (unsigned) v;
+    }
+
+    return 0;
+}
+
+
+/*
+ * The completion length: OpenAI's "max_completion_tokens" (the newer
+ * name) and "max_tokens" are both caps, so with both the smaller wins.
+ * The simulator always generates up to the cap (finish_reason "length").
+ */
+int
+sim_json_get_max_tokens(cJSON *root, unsigned *max_tokens, const char **err)
+{
+    unsigned  cap;
+
+    cap = SIM_MAX_TOKENS_MAX + 1;
+
+    if (sim_json_get_cap(root, "max_tokens",
+                         "\"max_tokens\" must be an integer",
+                         "\"max_tokens\" must be between 1 and 4096",
+                         &cap, err) != 0
+        || sim_json_get_cap(root, "max_completion_tokens",
+                            "\"max_completion_tokens\" must be an integer",
+                            "\"max_completion_tokens\" must be between 1 "
+                            "and 4096",
+                            &cap, err) != 0)
+    {
+        return -1;
+    }
+
+    *max_tokens = (cap > SIM_MAX_TOKENS_MAX) ? SIM_MAX_TOKENS_DEF : cap;
+
+    return 0;
+}
+
+
+/* "stream_options": {"include_usage": true} */
+int
+sim_json_get_include_usage(cJSON *root, int *include_usage,
+    const char **err)
+{
+    cJSON  *opts, *item;
+
+    *include_usage = 0;
+
+    opts = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+
+    if (opts == NULL || cJSON_IsNull(opts)) {
+        return 0;
+    }
+
+    if (!cJSON_IsObject(opts)) {
+        *err = "\"stream_options\" must be an object";
+        return -1;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(opts, "include_usage");
+
+    if (item == NULL || cJSON_IsNull(item)) {
+        return 0;
+    }
+
+    if (!cJSON_IsBool(item)) {
+        *err = "\"stream_options.include_usage\" must be a boolean";
+        return -1;
+    }
+
+    *include_usage = cJSON_IsTrue(item);
 
     return 0;
 }

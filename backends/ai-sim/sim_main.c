@@ -29,17 +29,25 @@ sim_usage(FILE *f)
     fprintf(f,
         "usage: ai-sim --port N --id ID [--host 127.0.0.1] [--ttft-ms 40]\n"
         "              [--tpot-ms 4] [--jitter 0.1] [--max-body 1m]\n"
-        "              [--fail-rate 0.0] [--seed N]\n"
+        "              [--fail-rate 0.0] [--cut-rate 0.0] [--seed N]\n"
+        "              [--idle-timeout 10]\n"
         "\n"
-        "  --port N        port to listen on, 0 for an ephemeral one\n"
-        "  --id ID         replica id, sent back in X-Server-Id\n"
-        "  --host ADDR     address to bind (default 127.0.0.1)\n"
-        "  --ttft-ms MS    time to first token (default 40)\n"
-        "  --tpot-ms MS    time per output token (default 4)\n"
-        "  --jitter F      latency factor spread, 0..1 (default 0.1)\n"
-        "  --max-body SIZE largest request body, e.g. 512k (default 1m)\n"
-        "  --fail-rate F   share of inference requests answered 500, 0..1\n"
-        "  --seed N        seed for jitter and failures (default: time)\n");
+        "  --port N          port to listen on, 0 for an ephemeral one\n"
+        "  --id ID           replica id, sent back in X-Server-Id\n"
+        "  --host ADDR       address to bind (default 127.0.0.1)\n"
+        "  --ttft-ms MS      time to first token (default 40)\n"
+        "  --tpot-ms MS      time per output token (default 4)\n"
+        "  --jitter F        latency factor spread, 0..1 (default 0.1)\n"
+        "  --max-body SIZE   largest request body, e.g. 512k (default 1m)\n"
+        "  --fail-rate F     share of inference requests answered 500, 0..1\n"
+        "  --cut-rate F      share of streams cut mid-way: the connection\n"
+        "                    closes without the last chunk and [DONE], 0..1\n"
+        "                    (a request header \"X-Sim-Cut: N\" cuts its\n"
+        "                    stream after N content events)\n"
+        "  --seed N          seed for jitter, failures and cuts\n"
+        "                    (default: time)\n"
+        "  --idle-timeout S  close a connection idle for S seconds, between\n"
+        "                    requests or inside one (default 10)\n");
 }
 
 
@@ -155,6 +163,8 @@ sim_parse_args(int argc, char **argv, sim_conf_t *conf)
         { "jitter", required_argument, NULL, 'j' },
         { "max-body", required_argument, NULL, 'b' },
         { "fail-rate", required_argument, NULL, 'f' },
+        { "cut-rate", required_argument, NULL, 'c' },
+        { "idle-timeout", required_argument, NULL, 'I' },
         { "seed", required_argument, NULL, 's' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
@@ -168,6 +178,8 @@ sim_parse_args(int argc, char **argv, sim_conf_t *conf)
     conf->jitter = 0.1;
     conf->max_body = 1024 * 1024;
     conf->fail_rate = 0;
+    conf->cut_rate = 0;
+    conf->idle_timeout = SIM_IDLE_TIMEOUT;
     conf->seed = 0;
     conf->seed_set = 0;
 
@@ -253,6 +265,26 @@ sim_parse_args(int argc, char **argv, sim_conf_t *conf)
             if (sim_parse_double(optarg, 0, 1, &conf->fail_rate) != 0) {
                 fprintf(stderr, "ai-sim: invalid --fail-rate \"%s\", "
                         "expected 0..1\n", optarg);
+                return -1;
+            }
+
+            break;
+
+        case 'c':
+            if (sim_parse_double(optarg, 0, 1, &conf->cut_rate) != 0) {
+                fprintf(stderr, "ai-sim: invalid --cut-rate \"%s\", "
+                        "expected 0..1\n", optarg);
+                return -1;
+            }
+
+            break;
+
+        case 'I':
+            if (sim_parse_double(optarg, 0.001, 86400, &conf->idle_timeout)
+                != 0)
+            {
+                fprintf(stderr, "ai-sim: invalid --idle-timeout \"%s\", "
+                        "expected seconds, 0.001..86400\n", optarg);
                 return -1;
             }
 
@@ -411,6 +443,7 @@ main(int argc, char **argv)
 {
     int               fd, rc;
     char              name[INET6_ADDRSTRLEN + 16];
+    uint64_t          seed;
     sim_ctx_t         ctx;
     struct timespec   ts;
     struct event     *sigint, *sigterm;
@@ -428,14 +461,22 @@ main(int argc, char **argv)
     sim_raise_nofile();
 
     if (ctx.conf.seed_set) {
-        sim_rng_seed(&ctx.rng, ctx.conf.seed);
+        seed = ctx.conf.seed;
 
     } else {
         clock_gettime(CLOCK_REALTIME, &ts);
-        sim_rng_seed(&ctx.rng, ((uint64_t) ts.tv_sec << 32)
-                               ^ (uint64_t) ts.tv_nsec
-                               ^ ((uint64_t) getpid() << 16));
+        seed = ((uint64_t) ts.tv_sec << 32) ^ (uint64_t) ts.tv_nsec
+               ^ ((uint64_t) getpid() << 16);
     }
+
+    /*
+     * Cuts draw from their own generator: with one --seed, which streams
+     * are cut depends only on the order of the streams, not on how many
+     * jitter and failure draws other requests made in between (the
+     * constant is "cut-rate" in ASCII).
+     */
+    sim_rng_seed(&ctx.rng, seed);
+    sim_rng_seed(&ctx.cut_rng, seed ^ 0x6375742d72617465ULL);
 
     ctx.start_ms = sim_now_ms();
 
@@ -455,9 +496,9 @@ main(int argc, char **argv)
         goto done;
     }
 
+    /* it owns fd from here, also when it fails */
     if (sim_http_init(&ctx, fd) != 0) {
         fprintf(stderr, "ai-sim: cannot start the HTTP server\n");
-        close(fd);
         goto done;
     }
 
@@ -491,6 +532,8 @@ done:
     if (ctx.http != NULL) {
         evhttp_free(ctx.http);
     }
+
+    sim_accept_free(&ctx);
 
     if (sigint != NULL) {
         event_free(sigint);

@@ -4,6 +4,13 @@
  * Each token is written as its own chunk when its timer fires, so a
  * client (or nginx with X-Accel-Buffering: no) sees tokens arrive at the
  * pace of the latency model, not all at once at the end.
+ *
+ * The events, as OpenAI sends them: a role chunk, one chunk per token,
+ * a chunk with the finish_reason, with stream_options.include_usage a
+ * chunk with "choices":[] and the usage (every other chunk then says
+ * "usage":null), and "data: [DONE]".  A cut stream stops after some
+ * token chunks and closes the connection without the last chunk of the
+ * chunked encoding.
  */
 
 #include <inttypes.h>
@@ -12,15 +19,26 @@
 #include <string.h>
 #include <time.h>
 
+#include <event2/bufferevent.h>
+
 #include "sim.h"
 
 
-#define SIM_STREAM_SUFFIX      ",\"finish_reason\":null}]}\n\n"
-#define SIM_STREAM_LAST        "{},\"finish_reason\":\"length\"}]}\n\n"
+#define SIM_STREAM_DELTA       "[{\"index\":0,\"delta\":"
+#define SIM_STREAM_FINISH      "{},\"finish_reason\":\"length\"}]"
 #define SIM_STREAM_DONE        "data: [DONE]\n\n"
+
+/* what closes a delta chunk, with and without include_usage */
+#define SIM_STREAM_SUFFIX      ",\"finish_reason\":null}]}\n\n"
+#define SIM_STREAM_SUFFIX_U    ",\"finish_reason\":null}],\"usage\":null}\n\n"
+
+/* a cut waits for what it already wrote to leave, at most this long */
+#define SIM_STREAM_FLUSH_MS    1
+#define SIM_STREAM_FLUSH_MAX   1000
 
 
 static void sim_stream_tick(sim_req_t *r);
+static void sim_stream_cut(sim_req_t *r);
 
 
 /* a JSON string literal for s, quotes included, malloc()ed by cJSON */
@@ -43,8 +61,8 @@ sim_stream_quote(const char *s)
 
 
 /*
- * Every chunk shares everything up to the delta, so it is rendered once
- * per stream: "data: {...,\"choices\":[{\"index\":0,\"delta\":".
+ * Every chunk shares everything up to the choices, so it is rendered once
+ * per stream: "data: {...,\"choices\":".
  */
 static char *
 sim_stream_prefix(sim_ctx_t *ctx, const char *model, uint64_t hash)
@@ -67,8 +85,7 @@ sim_stream_prefix(sim_ctx_t *ctx, const char *model, uint64_t hash)
     n = snprintf(NULL, 0,
                  "data: {\"id\":\"chatcmpl-%016" PRIx64 "\","
                  "\"object\":\"chat.completion.chunk\",\"created\":%lld,"
-                 "\"model\":%s,\"server_id\":%s,"
-                 "\"choices\":[{\"index\":0,\"delta\":",
+                 "\"model\":%s,\"server_id\":%s,\"choices\":",
                  hash, created, qmodel, qid);
 
     prefix = (n > 0) ? malloc((size_t) n + 1) : NULL;
@@ -77,8 +94,7 @@ sim_stream_prefix(sim_ctx_t *ctx, const char *model, uint64_t hash)
         snprintf(prefix, (size_t) n + 1,
                  "data: {\"id\":\"chatcmpl-%016" PRIx64 "\","
                  "\"object\":\"chat.completion.chunk\",\"created\":%lld,"
-                 "\"model\":%s,\"server_id\":%s,"
-                 "\"choices\":[{\"index\":0,\"delta\":",
+                 "\"model\":%s,\"server_id\":%s,\"choices\":",
                  hash, created, qmodel, qid);
     }
 
@@ -91,8 +107,7 @@ sim_stream_prefix(sim_ctx_t *ctx, const char *model, uint64_t hash)
 
 int
 sim_stream_start(sim_ctx_t *ctx, struct evhttp_request *req,
-    const char *model, uint64_t hash, unsigned prompt_tokens,
-    unsigned max_tokens)
+    sim_stream_conf_t *sc)
 {
     double             factor;
     sim_req_t         *r;
@@ -103,7 +118,7 @@ sim_stream_start(sim_ctx_t *ctx, struct evhttp_request *req,
         return -1;
     }
 
-    r->prefix = sim_stream_prefix(ctx, model, hash);
+    r->prefix = sim_stream_prefix(ctx, sc->model, sc->hash);
     r->chunk = evbuffer_new();
 
     if (r->prefix == NULL || r->chunk == NULL) {
@@ -112,9 +127,16 @@ sim_stream_start(sim_ctx_t *ctx, struct evhttp_request *req,
     }
 
     /* the same words, in the same order, as the non-stream answer */
-    sim_rng_seed(&r->words, hash);
-    r->left = max_tokens;
-    r->total_tokens = (long) prompt_tokens + max_tokens;
+    sim_rng_seed(&r->words, sc->hash);
+    r->left = sc->max_tokens;
+    r->prompt_tokens = sc->prompt_tokens;
+    r->completion_tokens = sc->max_tokens;
+    r->total_tokens = (long) sc->prompt_tokens + sc->max_tokens;
+    /* a cut past the last token still loses the end of the stream */
+    r->cut_after = (sc->cut_after > (long) sc->max_tokens)
+                   ? (long) sc->max_tokens : sc->cut_after;
+    r->include_usage = sc->include_usage;
+    r->suffix = sc->include_usage ? SIM_STREAM_SUFFIX_U : SIM_STREAM_SUFFIX;
 
     /* one jitter factor per request, as for the non-stream latency */
     factor = sim_jitter(ctx);
@@ -138,6 +160,31 @@ sim_stream_start(sim_ctx_t *ctx, struct evhttp_request *req,
 }
 
 
+/* the finish chunk, the usage chunk if asked for, and [DONE] */
+static int
+sim_stream_add_end(sim_req_t *r, struct evbuffer *buf)
+{
+    if (evbuffer_add_printf(buf, "%s" SIM_STREAM_DELTA SIM_STREAM_FINISH
+                            "%s}\n\n", r->prefix,
+                            r->include_usage ? ",\"usage\":null" : "") < 0)
+    {
+        return -1;
+    }
+
+    if (r->include_usage
+        && evbuffer_add_printf(buf, "%s[],\"usage\":{\"prompt_tokens\":%u,"
+                               "\"completion_tokens\":%u,"
+                               "\"total_tokens\":%ld}}\n\n", r->prefix,
+                               r->prompt_tokens, r->completion_tokens,
+                               r->total_tokens) < 0)
+    {
+        return -1;
+    }
+
+    return evbuffer_add(buf, SIM_STREAM_DONE, sizeof(SIM_STREAM_DONE) - 1);
+}
+
+
 static void
 sim_stream_tick(sim_req_t *r)
 {
@@ -147,31 +194,36 @@ sim_stream_tick(sim_req_t *r)
     struct evbuffer        *buf;
     struct evhttp_request  *req;
 
+    if (r->cutting || r->cut_after == (long) r->sent) {
+        sim_stream_cut(r);
+        return;
+    }
+
     buf = r->chunk;
     req = r->req;
     ok = 1;
 
     if (r->sent == 0) {
         /* OpenAI opens with the role and an empty content */
-        ok &= evbuffer_add_printf(buf, "%s{\"role\":\"assistant\","
-                                  "\"content\":\"\"}" SIM_STREAM_SUFFIX,
-                                  r->prefix) >= 0;
+        ok &= evbuffer_add_printf(buf, "%s" SIM_STREAM_DELTA
+                                  "{\"role\":\"assistant\","
+                                  "\"content\":\"\"}%s",
+                                  r->prefix, r->suffix) >= 0;
     }
 
     /* vocabulary words need no JSON escaping */
     word = sim_model_word(&r->words, &n);
 
-    ok &= evbuffer_add_printf(buf, "%s{\"content\":\"%s%.*s\"}"
-                              SIM_STREAM_SUFFIX,
+    ok &= evbuffer_add_printf(buf, "%s" SIM_STREAM_DELTA
+                              "{\"content\":\"%s%.*s\"}%s",
                               r->prefix, (r->sent > 0) ? " " : "",
-                              (int) n, word) >= 0;
+                              (int) n, word, r->suffix) >= 0;
 
     r->sent++;
     r->left--;
 
-    if (r->left == 0 || !ok) {
-        evbuffer_add_printf(buf, "%s" SIM_STREAM_LAST SIM_STREAM_DONE,
-                            r->prefix);
+    if ((r->left == 0 && r->cut_after < 0) || !ok) {
+        (void) sim_stream_add_end(r, buf);
 
         evhttp_send_reply_chunk(req, buf);
 
@@ -189,5 +241,43 @@ sim_stream_tick(sim_req_t *r)
     if (sim_req_schedule(r, r->tpot_ms) != 0) {
         sim_req_finalize(r);
         evhttp_send_reply_end(req);
+    }
+}
+
+
+/*
+ * A cut closes the connection as a crashed upstream would: no finish
+ * chunk, no [DONE], no terminating chunk of the chunked encoding.  What
+ * was already written leaves first, so that the client sees the events
+ * before the end; freeing the connection would drop them otherwise.
+ */
+static void
+sim_stream_cut(sim_req_t *r)
+{
+    sim_ctx_t                 *ctx;
+    struct bufferevent        *bev;
+    struct evhttp_connection  *evcon;
+
+    ctx = r->ctx;
+    evcon = r->evcon;
+    r->cutting = 1;
+
+    bev = (evcon != NULL) ? evhttp_connection_get_bufferevent(evcon) : NULL;
+
+    if (bev != NULL
+        && evbuffer_get_length(bufferevent_get_output(bev)) > 0
+        && r->cut_waits++ < SIM_STREAM_FLUSH_MAX
+        && sim_req_schedule(r, SIM_STREAM_FLUSH_MS) == 0)
+    {
+        return;
+    }
+
+    ctx->cut++;
+
+    /* our state goes first: freeing the connection frees the request */
+    sim_req_finalize(r);
+
+    if (evcon != NULL) {
+        evhttp_connection_free(evcon);
     }
 }

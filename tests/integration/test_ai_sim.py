@@ -3,6 +3,7 @@ latency model, streaming, concurrency, fault injection and a clean,
 leak-free shutdown (SPEC section 4)."""
 
 import json
+import os
 import re
 import resource
 import selectors
@@ -440,6 +441,233 @@ def test_keepalive(sim):
         c.close()
 
 
+def stream_chat(sim, contents, max_tokens=8, headers=None, **extra):
+    body = {"messages": [{"role": "user", "content": c} for c in contents],
+            "stream": True}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    body.update(extra)
+    r = requests.post(sim.url + "/v1/chat/completions", json=body,
+                      headers=headers or {}, stream=True, timeout=10)
+    assert r.status_code == 200, "stream status %d: %s" \
+        % (r.status_code, r.text)
+    return r
+
+
+def stream_events(r):
+    """The JSON chunks of a complete stream; asserts it ends in [DONE]."""
+    events = [d for _, d in read_sse(r)]
+    assert events and events[-1] == "[DONE]", \
+        "stream ends with [DONE]: %r" % events[-1:]
+    return [json.loads(d) for d in events[:-1]]
+
+
+def content_events(chunks):
+    return [c for c in chunks
+            if c["choices"] and c["choices"][0]["delta"].get("content")]
+
+
+def test_chat_stream_include_usage(sim):
+    # Intent (issue 12): OpenAI's stream_options.include_usage: every chunk
+    # says "usage": null, and one last chunk before [DONE] has
+    # "choices": [] and the usage; its figures are those of the header and
+    # of the non-stream answer, and completion_tokens is the number of
+    # content events (what a gateway settles a stream on).
+    msgs = ["count my tokens please", "and these"]
+    plain = assert_json(chat(sim, msgs, 7), 200)
+
+    r = stream_chat(sim, msgs, 7, stream_options={"include_usage": True})
+    total = r.headers.get("X-Usage-Total-Tokens")
+    chunks = stream_events(r)
+
+    last = chunks[-1]
+    assert last["choices"] == [], "usage chunk has no choices: %r" % last
+    assert last["usage"] == plain["usage"], \
+        "stream usage %r, non-stream %r" % (last["usage"], plain["usage"])
+    assert last["id"] == plain["id"] \
+        and last["object"] == "chat.completion.chunk", "usage chunk: %r" % last
+    for c in chunks[:-1]:
+        assert "usage" in c and c["usage"] is None, \
+            "every other chunk carries usage null: %r" % c
+
+    usage = last["usage"]
+    assert usage["total_tokens"] == int(total) \
+        == usage["prompt_tokens"] + usage["completion_tokens"], \
+        "usage %r against X-Usage-Total-Tokens %r" % (usage, total)
+    assert usage["completion_tokens"] == len(content_events(chunks)) == 7, \
+        "one content event per completion token: %r" % usage
+    assert chunks[-2]["choices"][0]["finish_reason"] == "length", \
+        "the finish chunk comes before the usage chunk: %r" % chunks[-2]
+    text = "".join(c["choices"][0]["delta"].get("content", "")
+                   for c in chunks[:-1])
+    assert text == plain["choices"][0]["message"]["content"], \
+        "same words as the non-stream answer"
+
+
+@pytest.mark.parametrize("options", [None, {}, {"include_usage": False},
+                                     {"include_usage": None}])
+def test_chat_stream_without_usage(sim, options):
+    # Intent: without include_usage no chunk mentions usage at all.
+    extra = {} if options is None else {"stream_options": options}
+    chunks = stream_events(stream_chat(sim, ["no usage"], 4, **extra))
+    assert all("usage" not in c for c in chunks), \
+        "no usage in the stream: %r" % [c for c in chunks if "usage" in c]
+    assert len(content_events(chunks)) == 4, "4 content events"
+
+
+def test_stream_options_ignored_without_stream(sim):
+    # ai-sim accepts it on a non-stream request (OpenAI answers 400): the
+    # answer carries usage as always.
+    body = assert_json(chat(sim, ["x"], 3,
+                            stream_options={"include_usage": True}), 200)
+    assert body["usage"]["completion_tokens"] == 3, "usage: %r" % body
+
+
+def test_max_completion_tokens(sim):
+    # Intent (issue 12): max_completion_tokens, OpenAI's newer name, caps
+    # the completion as max_tokens does; with both, the smaller cap wins;
+    # the words are those of the same cap given as max_tokens.
+    by_old = assert_json(chat(sim, ["cap me"], 5), 200)
+    by_new = assert_json(chat(sim, ["cap me"], None,
+                              max_completion_tokens=5), 200)
+    both = assert_json(chat(sim, ["cap me"], 9, max_completion_tokens=5),
+                       200)
+    both2 = assert_json(chat(sim, ["cap me"], 5, max_completion_tokens=9),
+                        200)
+    for b in (by_new, both, both2):
+        assert b["usage"] == by_old["usage"] \
+            and b["usage"]["completion_tokens"] == 5, "usage %r" % b["usage"]
+        assert b["choices"][0]["message"]["content"] \
+            == by_old["choices"][0]["message"]["content"], "same words"
+
+    r = stream_chat(sim, ["cap me"], None, max_completion_tokens=3,
+                    stream_options={"include_usage": True})
+    assert r.headers.get("X-Usage-Total-Tokens") == "5", \
+        "2 prompt + 3 completion tokens: %r" \
+        % r.headers.get("X-Usage-Total-Tokens")
+    chunks = stream_events(r)
+    assert len(content_events(chunks)) == 3 \
+        and chunks[-1]["usage"]["completion_tokens"] == 3, \
+        "stream capped at 3: %r" % chunks[-1]
+
+    body = assert_json(infer(sim, "x", None, max_completion_tokens=2), 200)
+    assert body["usage"]["completion_tokens"] == 2, "/infer honours it too"
+
+
+# streams cut mid-way (issue 13)
+
+
+def cut_stream_raw(sim, headers=(), max_tokens=6, timeout=10.0):
+    """(head, body bytes, closed) of a raw streamed chat request: reads
+    until the connection closes, the chunked body ends, or the timeout."""
+    c = socket.create_connection(("127.0.0.1", sim.port), timeout=timeout)
+    try:
+        body = json.dumps({"messages": [{"role": "user", "content": "cut"}],
+                           "max_tokens": max_tokens,
+                           "stream": True}).encode()
+        c.sendall(raw_request("POST", "/v1/chat/completions", body,
+                              headers))
+        c.settimeout(timeout)
+        got = b""
+        closed = False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = c.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not chunk:
+                closed = True
+                break
+            got += chunk
+            if got.endswith(b"\r\n0\r\n\r\n"):
+                break
+    finally:
+        c.close()
+    head, _, rest = got.partition(b"\r\n\r\n")
+    return head.decode(), rest, closed
+
+
+def sse_payloads(raw):
+    return [line[6:] for line in raw.split(b"\n")
+            if line.startswith(b"data: ")]
+
+
+def test_stream_cut_by_header(sim_factory):
+    # Intent (issue 13): "X-Sim-Cut: N" sends N content events and closes
+    # the connection: no finish chunk, no [DONE], no terminating chunk of
+    # the chunked encoding, as a replica dying mid-answer.
+    s = sim_factory("sim-1", *FAST)
+    before = s.healthz()
+    head, raw, closed = cut_stream_raw(s, ["X-Sim-Cut: 3"], max_tokens=6)
+    assert head.startswith("HTTP/1.1 200") \
+        and "text/event-stream" in head, "a stream was started: %s" % head
+    assert closed, "ai-sim closed the connection"
+    events = sse_payloads(raw)
+    assert b"[DONE]" not in events, "a cut stream has no [DONE]: %r" % raw
+    chunks = [json.loads(e) for e in events]
+    assert len(chunks) == 4 and len(content_events(chunks)) == 3, \
+        "role chunk and 3 content events: %r" % chunks
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks), \
+        "no finish chunk"
+    assert not raw.endswith(b"0\r\n\r\n"), \
+        "no terminating chunk: %r" % raw[-20:]
+
+    h = s.wait_idle()
+    assert h["cut"] == before["cut"] + 1, "one cut counted: %r" % h
+    assert h["requests"] == before["requests"] + 1, \
+        "the cut stream is a request: %r" % h
+
+    # 0: the headers only; more than max_tokens: every token, no end
+    head, raw, closed = cut_stream_raw(s, ["X-Sim-Cut: 0"])
+    assert closed and head.startswith("HTTP/1.1 200") \
+        and sse_payloads(raw) == [], "cut before any event: %r" % raw
+    head, raw, closed = cut_stream_raw(s, ["X-Sim-Cut: 99"], max_tokens=4)
+    chunks = [json.loads(e) for e in sse_payloads(raw) if e != b"[DONE]"]
+    assert closed and len(content_events(chunks)) == 4 \
+        and b"[DONE]" not in sse_payloads(raw) \
+        and all(c["choices"][0]["finish_reason"] is None for c in chunks), \
+        "all tokens, then cut: %r" % raw
+
+    # include_usage does not save a cut stream: no usage chunk either
+    r = requests.post(s.url + "/v1/chat/completions", stream=True,
+                      timeout=10, headers={"X-Sim-Cut": "2"},
+                      json={"messages": [{"role": "user", "content": "u"}],
+                            "max_tokens": 5, "stream": True,
+                            "stream_options": {"include_usage": True}})
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        r.content
+
+    h = s.wait_idle()
+    assert h["cut"] == before["cut"] + 4 and h["inflight"] == 0, \
+        "four cuts, nothing left in flight: %r" % h
+    assert s.streams_cut() == h["cut"] \
+        and s.requests_seen() == before["requests"] + 4, \
+        "the harness reads the same counters"
+    # the same stream without the header is whole, and ai-sim is fine
+    chunks = stream_events(stream_chat(s, ["cut"], 6))
+    assert len(content_events(chunks)) == 6, "an uncut stream is whole"
+
+
+@pytest.mark.parametrize("value", ["x", "-1", "", "1.5", "4097",
+                                   "99999999999999999999"])
+def test_stream_cut_bad_header(sim, value):
+    r = requests.post(sim.url + "/v1/chat/completions", timeout=5,
+                      headers={"X-Sim-Cut": value},
+                      json={"messages": [{"role": "user", "content": "x"}],
+                            "stream": True})
+    assert_error(r, 400, words="X-Sim-Cut")
+
+
+def test_stream_cut_header_ignored_without_stream(sim):
+    r = requests.post(sim.url + "/v1/chat/completions", timeout=5,
+                      headers={"X-Sim-Cut": "1"},
+                      json={"messages": [{"role": "user", "content": "x"}],
+                            "max_tokens": 3})
+    assert assert_json(r, 200)["usage"]["completion_tokens"] == 3, \
+        "a JSON answer is never cut"
+
+
 # bad input
 
 
@@ -482,6 +710,20 @@ BAD_CHAT = [
      "max_tokens"),
     (b'{"messages": [{"role": "user", "content": "x"}], "model": []}',
      "model"),
+    (b'{"messages": [{"role": "user", "content": "x"}], '
+     b'"max_completion_tokens": 0}', "max_completion_tokens"),
+    (b'{"messages": [{"role": "user", "content": "x"}], '
+     b'"max_completion_tokens": 4097}', "max_completion_tokens"),
+    (b'{"messages": [{"role": "user", "content": "x"}], '
+     b'"max_completion_tokens": "8"}', "max_completion_tokens"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 8, '
+     b'"max_completion_tokens": 1.5}', "max_completion_tokens"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "stream": true, '
+     b'"stream_options": true}', "stream_options"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "stream": true, '
+     b'"stream_options": {"include_usage": "yes"}}', "include_usage"),
+    (b'{"messages": [{"role": "user", "content": "x"}], "stream": true, '
+     b'"stream_options": {"include_usage": 1}}', "include_usage"),
 ]
 
 
@@ -526,6 +768,7 @@ def test_wrong_method(sim, method, path, allow):
 @pytest.mark.parametrize("method,path", [
     ("GET", "/"), ("GET", "/nope"), ("POST", "/v1/completions"),
     ("GET", "/healthz/extra"), ("PATCH", "/x"),
+    ("POST", "/v1/chat/completions/x"), ("GET", "/v1/models/sim-small"),
 ])
 def test_unknown_path(sim, method, path):
     r = requests.request(method, sim.url + path, timeout=5)
@@ -561,6 +804,45 @@ def test_fail_rate_half(sim_factory):
         "fail-rate 0.5 fails about half: %d of 100" % fails
 
 
+def cut_pattern(sim, n):
+    """For n streams in a row: None for a whole stream, else the number of
+    content events it got before the cut."""
+    out = []
+    for i in range(n):
+        _, raw, closed = cut_stream_raw(sim, max_tokens=5)
+        events = sse_payloads(raw)
+        if b"[DONE]" in events:
+            out.append(None)
+        else:
+            assert closed, "a stream without [DONE] was closed"
+            out.append(len(content_events([json.loads(e) for e in events])))
+        # jitter and failure draws in between must not move the cuts
+        infer(sim, "between %d" % i, 1)
+    return out
+
+
+def test_cut_rate(sim_factory):
+    # Intent (issue 13): --cut-rate F cuts about that share of streams, at
+    # 1..max_tokens content events, deterministically for one --seed.
+    one = sim_factory("sim-1", *FAST, "--cut-rate", "1")
+    pattern = cut_pattern(one, 10)
+    assert all(p is not None and 1 <= p <= 5 for p in pattern), \
+        "--cut-rate 1 cuts every stream mid-way: %r" % pattern
+    assert_json(chat(one, ["x"], 3), 200)   # JSON answers are never cut
+    assert one.healthz()["cut"] == 10, "10 cuts counted"
+
+    args = ("--ttft-ms", "1", "--tpot-ms", "0.2", "--jitter", "0.5",
+            "--cut-rate", "0.5", "--seed", "3")
+    a = cut_pattern(sim_factory("sim-a", *args), 30)
+    b = cut_pattern(sim_factory("sim-b", *args), 30)
+    assert a == b, "one seed, the same cuts:\n%r\n%r" % (a, b)
+    cuts = sum(p is not None for p in a)
+    assert 5 <= cuts <= 25, "about half of 30 cut: %d" % cuts
+
+    zero = sim_factory("sim-0", *FAST, "--cut-rate", "0")
+    assert cut_pattern(zero, 5) == [None] * 5, "--cut-rate 0 never cuts"
+
+
 # process
 
 
@@ -577,6 +859,11 @@ def test_command_line():
                  ["--port", "0", "--id", "a", "--max-body", "1q"],
                  ["--port", "0", "--id", "a", "--ttft-ms", "abc"],
                  ["--port", "0", "--id", "a", "--bogus"],
+                 ["--port", "0", "--id", "a", "--cut-rate", "1.5"],
+                 ["--port", "0", "--id", "a", "--cut-rate", "x"],
+                 ["--port", "0", "--id", "a", "--idle-timeout", "0"],
+                 ["--port", "0", "--id", "a", "--idle-timeout", "-1"],
+                 ["--port", "0", "--id", "a", "--idle-timeout", "soon"],
                  ["--port", "0", "--id", "a", "extra"]):
         p = run(*args)
         assert p.returncode == 2, "%r exits 2, got %d" % (args, p.returncode)
@@ -615,6 +902,123 @@ def test_sigterm_with_requests_in_flight(sim_factory):
             c.close()
 
 
+# descriptors and idle connections (issue 11, item 22)
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rpartition(")")[2].split()
+    # fields[0] is the state (field 3): utime and stime are fields 14, 15
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None,
+                    reason="prlimit is not installed")
+def test_out_of_descriptors_backs_off():
+    # Intent: with 256 descriptors and 300 connections held open, accept()
+    # fails with EMFILE while the backlog is full of connections.  ai-sim
+    # used to retry at once, forever: 100% CPU and 25 MB/s of the same
+    # log line.  It must pause accepting, log at most about once a second,
+    # and serve again as soon as descriptors are free.
+    raise_nofile(2048)
+    s = Sim(None, "sim-fd", *FAST,
+            wrapper=["prlimit", "--nofile=256:256", "--"],
+            start_timeout=10).start()
+    socks = []
+    try:
+        cpu0 = cpu_seconds(s.proc.pid)
+        for _ in range(300):
+            socks.append(socket.create_connection(("127.0.0.1", s.port),
+                                                  timeout=5))
+        time.sleep(3)
+        cpu = cpu_seconds(s.proc.pid) - cpu0
+        log = s.output()
+
+        assert "Too many open files" in log, \
+            "300 connections must exhaust 256 descriptors:\n%s" % log[:2000]
+        assert len(log) < 10 * 1024, \
+            "log grew %d bytes in 3 s:\n%s" % (len(log), log[:2000])
+        assert log.count("accept() failed") <= 5, \
+            "at most about one line a second:\n%s" % log
+        assert cpu < 0.5, "ai-sim used %.2f s of CPU in 3 s idle" % cpu
+        assert s.alive(), "ai-sim survived running out of descriptors"
+
+        for c in socks:
+            c.close()
+        socks = []
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                h = s.healthz(timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, \
+                    "/healthz did not answer once descriptors were free"
+                time.sleep(0.1)
+        assert h["ok"] is True, "healthz: %r" % h
+        assert_json(infer(s, "back to work", 2), 200, "sim-fd")
+    finally:
+        for c in socks:
+            c.close()
+        rc = s.stop()
+    assert rc == 0, "clean exit: %s" % s.output()[-2000:]
+
+
+def test_idle_connections_closed(sim_factory):
+    # Intent: idle connections used to be kept 300 s; one client could
+    # hold descriptors for that long.  With --idle-timeout 0.5 ai-sim
+    # closes, after about 0.5 s, a connection that never sends a request,
+    # one that stops in the middle of its headers, and a keep-alive one
+    # after its answer; an answer slower than that is not cut.
+    s = sim_factory("sim-1", "--ttft-ms", "1500", "--tpot-ms", "0",
+                    "--jitter", "0", "--idle-timeout", "0.5")
+
+    def closed_after(c):
+        t0 = time.monotonic()
+        c.settimeout(10)
+        try:
+            assert c.recv(4096) == b"", "nothing but the close expected"
+        except ConnectionResetError:
+            pass
+        return time.monotonic() - t0
+
+    never = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    half = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    half.sendall(b"POST /infer HTTP/1.1\r\nHost: 127.")
+    kept = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    kept.sendall(raw_request("GET", "/healthz"))
+    head, _ = read_response(kept)
+    assert head.startswith("HTTP/1.1 200"), head
+    try:
+        for name, c in (("never used", never), ("half a request", half),
+                        ("keep-alive", kept)):
+            t = closed_after(c)
+            assert t < 3, "%s connection closed only after %.2f s" % (name, t)
+    finally:
+        for c in (never, half, kept):
+            c.close()
+
+    # 1.5 s to the first token, three times the idle timeout
+    body = assert_json(infer(s, "take your time", 2), 200)
+    assert body["latency_ms"] >= 1400, "latency %r" % body["latency_ms"]
+    chunks = stream_events(stream_chat(s, ["slow stream"], 2))
+    assert len(content_events(chunks)) == 2, "a slow stream is whole"
+
+
+def test_help_names_every_flag():
+    p = subprocess.run([BINARY, "--help"], capture_output=True, text=True,
+                       timeout=10)
+    assert p.returncode == 0, "--help exits 0"
+    for flag in ("--port", "--id", "--host", "--ttft-ms", "--tpot-ms",
+                 "--jitter", "--max-body", "--fail-rate", "--cut-rate",
+                 "--seed", "--idle-timeout", "X-Sim-Cut"):
+        assert flag in p.stdout, "--help lacks %s:\n%s" % (flag, p.stdout)
+    assert re.search(r"--idle-timeout S.*\n.*\(default 10\)", p.stdout), \
+        "the idle timeout defaults to 10 s:\n%s" % p.stdout
+
+
 VALGRIND = [
     "valgrind", "--leak-check=full", "--show-leak-kinds=definite,indirect",
     "--errors-for-leak-kinds=definite,indirect", "--error-exitcode=99",
@@ -626,7 +1030,8 @@ VALGRIND = [
                     reason="valgrind is not installed")
 def test_valgrind_clean():
     s = Sim(None, "sim-vg", "--ttft-ms", "20", "--tpot-ms", "2",
-            "--jitter", "0.2", wrapper=VALGRIND).start()
+            "--jitter", "0.2", "--idle-timeout", "3",
+            wrapper=VALGRIND).start()
     socks = []
     try:
         # completed answers of every kind, good and bad
@@ -642,6 +1047,32 @@ def test_valgrind_clean():
                                               "content": "s"}],
                                 "max_tokens": 10, "stream": True})
         assert r.text.endswith("data: [DONE]\n\n"), "full stream"
+        r = requests.post(s.url + "/v1/chat/completions", timeout=30,
+                          json={"messages": [{"role": "user",
+                                              "content": "u"}],
+                                "max_completion_tokens": 5, "stream": True,
+                                "stream_options": {"include_usage": True}})
+        assert '"usage":{"prompt_tokens"' in r.text \
+            and r.text.endswith("data: [DONE]\n\n"), "stream with usage"
+
+        # streams cut before any event, mid-way, after the last token
+        for cut in ("0", "3", "9"):
+            _, raw, closed = cut_stream_raw(s, ["X-Sim-Cut: " + cut],
+                                            max_tokens=5, timeout=30)
+            assert closed and b"[DONE]" not in raw, "cut at %s" % cut
+        assert post(s, "/v1/chat/completions", b'{"messages":[{"role":'
+                    b'"user","content":"x"}],"stream_options":1}') \
+            .status_code == 400, "bad stream_options rejected"
+
+        # idle connections closed by ai-sim: unused, and kept alive
+        idle = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        kept = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        kept.sendall(raw_request("GET", "/healthz"))
+        read_response(kept, timeout=30)
+        for c in (idle, kept):
+            c.settimeout(30)
+            assert c.recv(4096) == b"", "idle connection closed"
+            c.close()
         for body in (b"{bad", b"{}", b'{"prompt":"x","max_tokens":0}',
                      b"x" * (2 * 1024 * 1024)):
             assert post(s, "/infer", body).status_code in (400, 413), \
@@ -692,10 +1123,52 @@ def test_valgrind_clean():
         for c in socks:
             c.close()
 
-    out = s.output()
+    assert_valgrind_clean(rc, s.output())
+
+
+def assert_valgrind_clean(rc, out):
     assert rc == 0, "exit code %r under valgrind:\n%s" % (rc, out)
     assert "ERROR SUMMARY: 0 errors" in out, "valgrind errors:\n%s" % out
     for kind in ("definitely", "indirectly"):
         m = re.search(r"%s lost: ([\d,]+) bytes" % kind, out)
         assert m is None or m.group(1) == "0", \
             "%s lost bytes:\n%s" % (kind, out)
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None
+                    or shutil.which("prlimit") is None,
+                    reason="valgrind or prlimit is not installed")
+def test_valgrind_out_of_descriptors():
+    # the accept pause and resume, and --cut-rate draws, under valgrind
+    raise_nofile(2048)
+    s = Sim(None, "sim-vg", *FAST, "--cut-rate", "0.5", "--seed", "2",
+            wrapper=["prlimit", "--nofile=128:128", "--"] + VALGRIND).start()
+    socks = []
+    try:
+        for _ in range(200):
+            socks.append(socket.create_connection(("127.0.0.1", s.port),
+                                                  timeout=30))
+        time.sleep(2)
+        assert "accept() failed" in s.output(), "descriptors ran out"
+        for c in socks:
+            c.close()
+        socks = []
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                s.healthz(timeout=5)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "/healthz came back"
+                time.sleep(0.2)
+        pattern = cut_pattern(s, 6)
+        assert any(p is None for p in pattern) \
+            and any(p is not None for p in pattern), \
+            "seed 2 gives whole and cut streams: %r" % pattern
+    finally:
+        for c in socks:
+            c.close()
+        rc = s.stop()
+
+    assert_valgrind_clean(rc, s.output())

@@ -117,6 +117,15 @@ class Sim:
                                     timeout=timeout) as r:
             return json.loads(r.read())
 
+    def requests_seen(self):
+        """Requests ai-sim received, /healthz excepted: what reached this
+        upstream (inference, /slow, /v1/models, 404s and 405s)."""
+        return self.healthz()["requests"]
+
+    def streams_cut(self):
+        """Streams cut mid-way by --cut-rate or an X-Sim-Cut header."""
+        return self.healthz()["cut"]
+
     def wait_idle(self, timeout=10.0):
         """Wait until nothing is in flight; returns the last /healthz."""
         deadline = time.monotonic() + timeout
