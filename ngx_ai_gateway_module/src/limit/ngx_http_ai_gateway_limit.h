@@ -131,6 +131,31 @@ typedef struct {
 } ngx_http_ai_gateway_limit_t;
 
 
+/* where an ai_gateway_limit line is, checked once all zones are known */
+typedef struct {
+    ngx_shm_zone_t                     *shm_zone;
+    ngx_uint_t                          cost;     /* NGX_CONF_UNSET_UINT
+                                                     if variable */
+    ngx_str_t                           file;
+    ngx_uint_t                          line;
+} ngx_http_ai_gateway_limit_use_t;
+
+
+typedef struct {
+    ngx_array_t                         uses;     /* limit_use_t */
+    ngx_array_t                         zones;    /* limit_zone_t * */
+} ngx_http_ai_gateway_limit_main_conf_t;
+
+
+typedef struct {
+    ngx_array_t                         limits;   /* limit_t */
+    ngx_uint_t                         *lock_order; /* indexes of limits */
+    ngx_uint_t                          status;
+    ngx_flag_t                          headers;
+    ngx_uint_t                          redis_fail;
+} ngx_http_ai_gateway_limit_loc_conf_t;
+
+
 /* per zone of a request, while it is being decided */
 typedef struct {
     ngx_http_ai_gateway_limit_zone_t   *zone;     /* NULL: does not apply */
@@ -177,6 +202,39 @@ typedef struct {
     ngx_uint_t                          n;
     ngx_uint_t                          fail;     /* _FAIL_OPEN, _CLOSED */
 } ngx_http_ai_gateway_limit_ctx_t;
+
+
+/* ngx_http_ai_gateway_limit.c: the decision */
+ngx_http_ai_gateway_limit_ctx_t *ngx_http_ai_gateway_limit_get_ctx(
+    ngx_http_request_t *r);
+void ngx_http_ai_gateway_limit_cleanup(void *data);
+
+/* ngx_http_ai_gateway_limit_headers.c: what the client is told */
+ngx_int_t ngx_http_ai_gateway_limit_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_ai_gateway_limit_headers_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_state_t *st);
+
+extern ngx_str_t  ngx_http_ai_gateway_limit_status_names[];
+
+/*
+ * A key value as the zone stores it.  A redis zone names its bucket by the
+ * SHA-256 of the key, the same on every node; a shared-memory zone keeps a
+ * short key, such as an address, as it is, with no hashing.
+ */
+
+static ngx_inline void
+ngx_http_ai_gateway_limit_key_slot(ngx_http_ai_gateway_limit_zone_t *zone,
+    u_char *slot, ngx_str_t *key)
+{
+    if (zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+        agw_sha256(key->data, key->len, slot);
+
+    } else {
+        agw_key_slot(slot, key->data, key->len);
+    }
+}
 
 
 ngx_int_t ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone,
