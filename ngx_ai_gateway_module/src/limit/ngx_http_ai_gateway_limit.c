@@ -133,6 +133,96 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
 
 
 /*
+ * Before the cache step reads a request body: could a MISS pass?  The
+ * shared-memory zones are read, not charged (a Redis zone would cost the
+ * very round trip this saves, so it waits for the ordinary check).  If an
+ * enforcing zone lacks the tokens, or the cost can never fit, the request
+ * is decided now by the ordinary check, which takes nothing when it
+ * refuses: a drained client's body is never read, spooled, digested or
+ * looked up.  Otherwise NGX_DECLINED, and a HIT found next stays free.
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r)
+{
+    u_char                                 key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
+    uint64_t                               now, cost;
+    ngx_int_t                              rc;
+    ngx_uint_t                             i, n;
+    agw_bucket_result_t                    res;
+    ngx_http_ai_gateway_limit_t           *limits;
+    ngx_http_ai_gateway_limit_zone_t      *zone;
+    ngx_http_ai_gateway_limit_node_t      *node;
+    ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
+
+    n = lcf->limits.nelts;
+
+    if (n == 0 || ngx_http_ai_gateway_limit_get_ctx(r) != NULL) {
+        return NGX_DECLINED;
+    }
+
+    limits = lcf->limits.elts;
+    now = ngx_http_ai_gateway_limit_now();
+
+    for (i = 0; i < n; i++) {
+        zone = limits[i].shm_zone->data;
+
+        if (limits[i].dry_run
+            || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_SHM)
+        {
+            continue;
+        }
+
+        rc = ngx_http_ai_gateway_limit_key(r, zone, key);
+
+        if (rc == NGX_DECLINED) {
+            continue;
+        }
+
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (limits[i].cost_cv == NULL) {
+            cost = limits[i].cost;
+
+        } else if (ngx_http_ai_gateway_limit_cost(r, &limits[i], &cost)
+                   != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (cost > zone->bucket.burst) {
+            break;
+        }
+
+        ngx_http_ai_gateway_limit_zone_lock(zone);
+
+        node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
+        ngx_http_ai_gateway_limit_zone_check(zone, node, cost, now, &res);
+
+        ngx_http_ai_gateway_limit_zone_unlock(zone);
+
+        if (!res.allowed) {
+            break;
+        }
+    }
+
+    if (i == n) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_ai_gateway_limit_check(r);
+}
+
+
+/*
  * A request met for the first time: its ctx (in *ctxp), the zones' keys and
  * costs, and steps 1 and 2.  NGX_OK when decided (to finish), NGX_DECLINED when
  * no zone applies, NGX_DONE while Redis is asked, NGX_ERROR.
@@ -243,6 +333,27 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    /*
+     * a cost that no bucket of its zone can ever hold is refused at once,
+     * as one that will never fit (no Retry-After: waiting would not help);
+     * the zones are then only read, for the figures of the headers
+     */
+
+    for (i = 0; i < n; i++) {
+        if (st[i].zone && !st[i].dry
+            && st[i].cost > st[i].zone->bucket.burst)
+        {
+            ctx->never = &st[i];
+            break;
+        }
+    }
+
+    if (ctx->never) {
+        for (i = 0; i < n; i++) {
+            st[i].cost = 0;
+        }
+    }
+
     if (nshm) {
         rc = ngx_http_ai_gateway_limit_shm(r, ctx, nshm, lcf->lock_order);
 
@@ -296,10 +407,6 @@ ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
         key.data = vv->data;
 
     } else if (zone->key_kind == NGX_HTTP_AI_GATEWAY_LIMIT_KEY_CONSTANT) {
-        if (zone->key.value.len == 0) {
-            return NGX_DECLINED;
-        }
-
         ngx_memcpy(slot, zone->key_slot, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
         return NGX_OK;
 
@@ -335,15 +442,13 @@ ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
 {
     uint64_t                            now;
     ngx_uint_t                          i, j, n, allowed;
-    ngx_time_t                         *tp;
     ngx_http_ai_gateway_limit_state_t  *st, **order, *one, *s;
     ngx_http_ai_gateway_limit_state_t  *stack[NGX_HTTP_AI_GATEWAY_LIMIT_STACK];
 
     st = ctx->st;
     n = ctx->n;
 
-    tp = ngx_timeofday();
-    now = (uint64_t) tp->sec * 1000 + tp->msec;
+    now = ngx_http_ai_gateway_limit_now();
 
     if (nshm == 1) {
 
@@ -465,10 +570,23 @@ static ngx_int_t
 ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx)
 {
-    ngx_http_ai_gateway_limit_state_t     *scope, *report;
+    ngx_http_ai_gateway_limit_state_t     *scope, *report, *s;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
-    if (ctx->n == 1) {
+    if (ctx->never) {
+        scope = ctx->never;
+        ctx->status = NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED;
+        ngx_http_ai_gateway_count(scope->zone->sh->stats.rejected, 1);
+
+        report = NULL;
+
+        for (s = ctx->st; s < ctx->st + ctx->n; s++) {
+            if (s->zone && ngx_http_ai_gateway_limit_lower(s, report)) {
+                report = s;
+            }
+        }
+
+    } else if (ctx->n == 1) {
 
         /*
          * one zone, which applied (start declined the request otherwise),
@@ -515,7 +633,8 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
 
-    return ngx_http_ai_gateway_limit_reject(r, lcf, scope);
+    return ngx_http_ai_gateway_limit_reject(r, lcf, scope,
+                                            scope == ctx->never);
 }
 
 
@@ -623,11 +742,9 @@ static ngx_http_ai_gateway_limit_state_t *
 ngx_http_ai_gateway_limit_refund(ngx_http_ai_gateway_limit_ctx_t *ctx)
 {
     uint64_t                            now;
-    ngx_time_t                         *tp;
     ngx_http_ai_gateway_limit_state_t  *s, *last, *least;
 
-    tp = ngx_timeofday();
-    now = (uint64_t) tp->sec * 1000 + tp->msec;
+    now = ngx_http_ai_gateway_limit_now();
 
     for (s = ctx->st, last = s + ctx->n; s < last; s++) {
 
@@ -667,17 +784,19 @@ ngx_http_ai_gateway_limit_refund(ngx_http_ai_gateway_limit_ctx_t *ctx)
 
 
 /*
- * cost=$var evaluated per request: an empty value is the default
- * cost 1, a value that is not a number is logged and counts as 1 too (a
- * client must not be able to escape the limit by sending garbage)
+ * cost=$var evaluated per request: an empty value is the default cost 1; a
+ * value that is not a number is logged and counts as 1 too (a client must
+ * not be able to escape the limit by sending garbage); a number too large
+ * to hold is larger than any burst, so it can never fit (never a bypass)
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_t *limit, uint64_t *cost)
 {
-    ngx_int_t  n;
-    ngx_str_t  value;
+    u_char     *p, *last;
+    uint64_t    n;
+    ngx_str_t   value;
 
     if (ngx_http_complex_value(r, limit->cost_cv, &value) != NGX_OK) {
         return NGX_ERROR;
@@ -689,13 +808,23 @@ ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    n = ngx_atoi(value.data, value.len);
+    n = 0;
+    last = value.data + value.len;
 
-    if (n == NGX_ERROR) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "ai_gateway_limit cost \"%V\" is not a number, "
-                      "using 1", &value);
-        return NGX_OK;
+    for (p = value.data; p < last; p++) {
+        if (*p < '0' || *p > '9') {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "ai_gateway_limit cost \"%V\" is not a number, "
+                          "using 1", &value);
+            return NGX_OK;
+        }
+
+        if (n > (UINT64_MAX - (*p - '0')) / 10) {
+            *cost = UINT64_MAX;
+            return NGX_OK;
+        }
+
+        n = n * 10 + (*p - '0');
     }
 
     /* a request never makes itself free: cost=0 is for literal reads */

@@ -37,7 +37,7 @@
  * the tree or the order in which zones are locked changes: a reload never
  * hands a zone to workers that would use it differently
  */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_VERSION  3
+#define NGX_HTTP_AI_GATEWAY_LIMIT_VERSION  4
 
 #define NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN  AGW_KEY_SLOT_LEN
 
@@ -196,6 +196,13 @@ typedef struct {
                                                        failed: finish */
     unsigned                            reserved:1; /* shm zones charged */
 
+    /*
+     * a zone whose cost can never fit (more than its burst, or too large
+     * to hold): the request is refused there, whatever the others hold,
+     * and every zone is only read
+     */
+    ngx_http_ai_gateway_limit_state_t  *never;
+
     /* set when the ctx is created: not zeroed */
     ngx_http_request_t                 *request;
     ngx_http_ai_gateway_limit_state_t  *st;       /* one per limit */
@@ -214,7 +221,7 @@ ngx_int_t ngx_http_ai_gateway_limit_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_ai_gateway_limit_headers_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
-    ngx_http_ai_gateway_limit_state_t *st);
+    ngx_http_ai_gateway_limit_state_t *st, ngx_uint_t never);
 
 extern ngx_str_t  ngx_http_ai_gateway_limit_status_names[];
 
@@ -239,6 +246,22 @@ ngx_http_ai_gateway_limit_key_slot(ngx_http_ai_gateway_limit_zone_t *zone,
 
 ngx_int_t ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone,
     void *data);
+
+
+/*
+ * The clock of the shared-memory buckets, in milliseconds: nginx's
+ * monotonic clock, as limit_req's, so that a wall clock stepped by NTP or
+ * by hand neither freezes every bucket (a step back) nor refills them all
+ * at once (a step forward).  Every worker reads the same CLOCK_MONOTONIC,
+ * which survives a reload; each caches it per event loop turn, so another
+ * worker's stamp may lie a few ms ahead, which agw_bucket clamps.
+ */
+
+static ngx_inline uint64_t
+ngx_http_ai_gateway_limit_now(void)
+{
+    return (uint64_t) ngx_current_msec;
+}
 
 /* the zone's slab mutex, which every function below needs held */
 

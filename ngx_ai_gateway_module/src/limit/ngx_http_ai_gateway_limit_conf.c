@@ -340,6 +340,14 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* an empty key value means "not this request": a constant one, never */
+
+    if (zone->key.lengths == NULL && zone->key.value.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the key of \"%V\" is an empty string, so the "
+                           "zone would never apply", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
 
     size = 0;
     rate = 0;
@@ -471,10 +479,8 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (zone->key.lengths == NULL) {
         zone->key_kind = NGX_HTTP_AI_GATEWAY_LIMIT_KEY_CONSTANT;
 
-        if (zone->key.value.len) {
-            ngx_http_ai_gateway_limit_key_slot(zone, zone->key_slot,
-                                               &zone->key.value);
-        }
+        ngx_http_ai_gateway_limit_key_slot(zone, zone->key_slot,
+                                           &zone->key.value);
 
     } else {
         zone->key_index = ngx_http_ai_gateway_limit_key_variable(cf,

@@ -10,7 +10,7 @@
 
 
 static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
-    char *name, size_t len, u_char *value, size_t value_len);
+    ngx_uint_t field, u_char *value, size_t value_len);
 static ngx_int_t ngx_http_ai_gateway_limit_header_filter(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_ai_gateway_limit_status_variable(
@@ -30,6 +30,42 @@ static ngx_http_variable_t  ngx_http_ai_gateway_limit_vars[] = {
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
+};
+
+
+/* the fields the limiter writes, with the lower case names filters match */
+
+typedef struct {
+    ngx_str_t                           name;
+    u_char                             *lowcase;
+} ngx_http_ai_gateway_limit_field_name_t;
+
+
+enum {
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_LIMIT = 0,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_REMAINING,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_RESET,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_POLICY,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_FIELDS,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_RETRY_AFTER,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_RETRY_AFTER_MS,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_SCOPE,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_SHOULD_RETRY
+};
+
+
+static ngx_http_ai_gateway_limit_field_name_t
+    ngx_http_ai_gateway_limit_field_names[] =
+{
+    { ngx_string("RateLimit-Limit"), (u_char *) "ratelimit-limit" },
+    { ngx_string("RateLimit-Remaining"), (u_char *) "ratelimit-remaining" },
+    { ngx_string("RateLimit-Reset"), (u_char *) "ratelimit-reset" },
+    { ngx_string("RateLimit-Policy"), (u_char *) "ratelimit-policy" },
+    { ngx_string("RateLimit"), (u_char *) "ratelimit" },
+    { ngx_string("Retry-After"), (u_char *) "retry-after" },
+    { ngx_string("retry-after-ms"), (u_char *) "retry-after-ms" },
+    { ngx_string("RateLimit-Scope"), (u_char *) "ratelimit-scope" },
+    { ngx_string("x-should-retry"), (u_char *) "x-should-retry" }
 };
 
 
@@ -65,19 +101,23 @@ ngx_http_ai_gateway_limit_headers_init(ngx_conf_t *cf)
 /*
  * Answer the request here: it must never reach the upstream, and the body
  * is ours, not an error page.  The header filter adds the RateLimit-*
- * fields, as it does to every response.
+ * fields, as it does to every response.  A request whose cost can never
+ * fit is told so, without Retry-After and with x-should-retry: false,
+ * which OpenAI's client libraries honour: retrying would never help.
  */
 
 ngx_int_t
 ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
-    ngx_http_ai_gateway_limit_state_t *st)
+    ngx_http_ai_gateway_limit_state_t *st, ngx_uint_t never)
 {
-    u_char       *p, *num, *ms, *last;
-    uint64_t      retry;
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    u_char                            *p, *num, *ms, *last;
+    size_t                             len;
+    uint64_t                           retry;
+    ngx_int_t                          rc;
+    ngx_buf_t                         *b;
+    ngx_chain_t                        out;
+    ngx_http_ai_gateway_limit_zone_t  *zone;
 
     rc = ngx_http_discard_request_body(r);
 
@@ -85,50 +125,70 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
         return rc;
     }
 
+    zone = st->zone;
     retry = agw_retry_after_s(st->res.retry_after_ms);
 
-    num = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN);
-    if (num == NULL) {
-        return NGX_ERROR;
+    if (never) {
+        if (ngx_http_ai_gateway_limit_header(r,
+                                    NGX_HTTP_AI_GATEWAY_LIMIT_H_SHOULD_RETRY,
+                                    (u_char *) "false", 5)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+    } else {
+        num = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN);
+        if (num == NULL) {
+            return NGX_ERROR;
+        }
+
+        ms = ngx_sprintf(num, "%uL", retry);
+        last = ngx_sprintf(ms, "%uL", st->res.retry_after_ms);
+
+        if (ngx_http_ai_gateway_limit_header(r,
+                                     NGX_HTTP_AI_GATEWAY_LIMIT_H_RETRY_AFTER,
+                                     num, ms - num)
+            != NGX_OK
+            || ngx_http_ai_gateway_limit_header(r,
+                                  NGX_HTTP_AI_GATEWAY_LIMIT_H_RETRY_AFTER_MS,
+                                  ms, last - ms)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
-    ms = ngx_sprintf(num, "%uL", retry);
-    last = ngx_sprintf(ms, "%uL", st->res.retry_after_ms);
-
-    if (ngx_http_ai_gateway_limit_header(r, "Retry-After", 11, num, ms - num)
-        != NGX_OK
-        || ngx_http_ai_gateway_limit_header(r, "retry-after-ms", 14, ms,
-                                            last - ms)
-           != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Scope", 15,
-                                         st->zone->name.data,
-                                         st->zone->name.len)
+    if (ngx_http_ai_gateway_limit_header(r, NGX_HTTP_AI_GATEWAY_LIMIT_H_SCOPE,
+                                         zone->name.data, zone->name.len)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    b = ngx_create_temp_buf(r->pool,
-                            sizeof("{\"error\":\"rate_limited\",\"scope\":\"")
-                            - 1
-                            + ngx_escape_json(NULL, st->zone->name.data,
-                                              st->zone->name.len)
-                            + st->zone->name.len
-                            + sizeof("\",\"retry_after\":}\n") - 1
-                            + NGX_INT64_LEN);
+    len = sizeof("{\"error\":\"cost_exceeds_limit\",\"scope\":\"") - 1
+          + ngx_escape_json(NULL, zone->name.data, zone->name.len)
+          + zone->name.len
+          + sizeof("\",\"retry_after\":}\n") - 1 + NGX_INT64_LEN;
+
+    b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(b->last, "{\"error\":\"rate_limited\",\"scope\":\"",
-                   sizeof("{\"error\":\"rate_limited\",\"scope\":\"") - 1);
-    p = (u_char *) ngx_escape_json(p, st->zone->name.data,
-                                   st->zone->name.len);
-    b->last = ngx_sprintf(p, "\",\"retry_after\":%uL}\n", retry);
+    if (never) {
+        p = ngx_cpymem(b->last, "{\"error\":\"cost_exceeds_limit\",\"scope\":\"",
+                       sizeof("{\"error\":\"cost_exceeds_limit\",\"scope\":\"")
+                       - 1);
+        p = (u_char *) ngx_escape_json(p, zone->name.data, zone->name.len);
+        b->last = ngx_sprintf(p, "\",\"limit\":%uL}\n", zone->bucket.burst);
+
+    } else {
+        p = ngx_cpymem(b->last, "{\"error\":\"rate_limited\",\"scope\":\"",
+                       sizeof("{\"error\":\"rate_limited\",\"scope\":\"") - 1);
+        p = (u_char *) ngx_escape_json(p, zone->name.data, zone->name.len);
+        b->last = ngx_sprintf(p, "\",\"retry_after\":%uL}\n", retry);
+    }
 
     b->last_buf = 1;
     b->last_in_chain = 1;
@@ -156,10 +216,11 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, char *name,
-    size_t len, u_char *value, size_t value_len)
+ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, ngx_uint_t field,
+    u_char *value, size_t value_len)
 {
-    ngx_table_elt_t  *h;
+    ngx_table_elt_t                         *h;
+    ngx_http_ai_gateway_limit_field_name_t  *f;
 
     /* value must live as long as the request: the pool or the cycle */
 
@@ -168,11 +229,17 @@ ngx_http_ai_gateway_limit_header(ngx_http_request_t *r, char *name,
         return NGX_ERROR;
     }
 
+    f = &ngx_http_ai_gateway_limit_field_names[field];
+
+    /* other filters, and nginx from 1.23 on, read lowcase_key and next */
     h->hash = 1;
-    h->key.len = len;
-    h->key.data = (u_char *) name;
+    h->key = f->name;
+    h->lowcase_key = f->lowcase;
     h->value.len = value_len;
     h->value.data = value;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
 
     return NGX_OK;
 }
@@ -270,22 +337,22 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
     fields = remaining - zone->fields_start.len;
     ngx_memcpy(fields, zone->fields_start.data, zone->fields_start.len);
 
-    if (ngx_http_ai_gateway_limit_header(r, "RateLimit-Limit", 15,
+    if (ngx_http_ai_gateway_limit_header(r, NGX_HTTP_AI_GATEWAY_LIMIT_H_LIMIT,
                                          zone->limit_value.data,
                                          zone->limit_value.len)
         != NGX_OK
-        || ngx_http_ai_gateway_limit_header(r, "RateLimit-Remaining", 19,
+        || ngx_http_ai_gateway_limit_header(r, NGX_HTTP_AI_GATEWAY_LIMIT_H_REMAINING,
                                             remaining,
                                             remaining_end - remaining)
            != NGX_OK
-        || ngx_http_ai_gateway_limit_header(r, "RateLimit-Reset", 15,
+        || ngx_http_ai_gateway_limit_header(r, NGX_HTTP_AI_GATEWAY_LIMIT_H_RESET,
                                             reset, end - reset)
            != NGX_OK
-        || ngx_http_ai_gateway_limit_header(r, "RateLimit-Policy", 16,
+        || ngx_http_ai_gateway_limit_header(r, NGX_HTTP_AI_GATEWAY_LIMIT_H_POLICY,
                                             zone->policy_value.data,
                                             zone->policy_value.len)
            != NGX_OK
-        || ngx_http_ai_gateway_limit_header(r, "RateLimit", 9,
+        || ngx_http_ai_gateway_limit_header(r, NGX_HTTP_AI_GATEWAY_LIMIT_H_FIELDS,
                                             fields, end - fields)
            != NGX_OK)
     {

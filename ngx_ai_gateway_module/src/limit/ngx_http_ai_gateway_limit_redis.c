@@ -314,7 +314,6 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
 {
     uint64_t                            cap, now, want, level;
     ngx_uint_t                          i, k, m, taken;
-    ngx_time_t                         *tp;
     agw_bucket_t                        b;
     redisReply                         *e;
     ngx_http_ai_gateway_limit_zone_t   *zone;
@@ -344,8 +343,7 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
 
     taken = (reply->element[0]->integer == 1);
 
-    tp = ngx_timeofday();
-    now = (uint64_t) tp->sec * 1000 + tp->msec;
+    now = ngx_http_ai_gateway_limit_now();
 
     for (i = 0, k = 1; i < ctx->n; i++) {
         zone = st[i].zone;
