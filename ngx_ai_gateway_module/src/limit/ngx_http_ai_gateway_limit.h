@@ -311,6 +311,11 @@ void ngx_http_ai_gateway_limit_zone_refund(
     ngx_http_ai_gateway_limit_zone_t *zone,
     ngx_http_ai_gateway_limit_node_t *node, uint64_t cost, uint64_t now);
 
+/* settle a token zone's reservation on the real use, as agw_bucket_settle */
+void ngx_http_ai_gateway_limit_zone_settle(
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t reserved,
+    uint64_t actual, uint64_t now, ngx_log_t *log);
+
 /* remember level for key (a Redis bucket as Redis reported it) */
 void ngx_http_ai_gateway_limit_zone_track(
     ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t level,

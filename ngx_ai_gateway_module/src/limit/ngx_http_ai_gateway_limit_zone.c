@@ -344,22 +344,40 @@ void
 ngx_http_ai_gateway_limit_zone_refund(ngx_http_ai_gateway_limit_zone_t *zone,
     ngx_http_ai_gateway_limit_node_t *node, uint64_t cost, uint64_t now)
 {
-    uint64_t  cap, level, give;
+    if (node != NULL) {
+        agw_bucket_settle(&node->bucket, &zone->bucket, cost, 0, now);
+    }
+}
+
+
+/*
+ * A token zone's reservation settled on the real use (lock held): the
+ * bucket is looked up again, as for a refund; one forgotten since (refilled
+ * and evicted) is created again when the use overran, so the debt is not
+ * lost with it.
+ */
+
+void
+ngx_http_ai_gateway_limit_zone_settle(ngx_http_ai_gateway_limit_zone_t *zone,
+    u_char *key, uint64_t reserved, uint64_t actual, uint64_t now,
+    ngx_log_t *log)
+{
+    ngx_http_ai_gateway_limit_node_t  *node;
+
+    node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
 
     if (node == NULL) {
-        return;
+        if (actual <= reserved) {
+            return;     /* a forgotten bucket is full: nothing to give */
+        }
+
+        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
+        if (node == NULL) {
+            return;
+        }
     }
 
-    cap = zone->bucket.burst * zone->bucket.period_ms;
-    level = agw_bucket_level(&node->bucket, &zone->bucket, now);
-
-    give = (cost > zone->bucket.burst) ? cap : cost * zone->bucket.period_ms;
-
-    node->bucket.level = (cap - level < give) ? cap : level + give;
-
-    if (now > node->bucket.stamp_ms) {
-        node->bucket.stamp_ms = now;
-    }
+    agw_bucket_settle(&node->bucket, &zone->bucket, reserved, actual, now);
 }
 
 
@@ -383,6 +401,7 @@ ngx_http_ai_gateway_limit_zone_track(ngx_http_ai_gateway_limit_zone_t *zone,
 
     node->bucket.level = (level < cap) ? level : cap;
     node->bucket.stamp_ms = now;
+    node->bucket.debt = 0;
 }
 
 
