@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness.nginx import asan_env, private_dir
+from harness.nginx import SANITIZE, private_dir
 from test_limit import Client, cachez, conf_line, server
 
 FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
@@ -175,6 +175,10 @@ def wall_clock():
     clock left alone."""
     if not os.path.exists(FAKETIME):
         pytest.skip("libfaketime is not installed")
+    if SANITIZE:
+        # both preloads intercept the clock calls and hang nginx at start;
+        # the plain run covers this test
+        pytest.skip("libfaketime deadlocks with libasan")
     d = private_dir("agw-clock-")      # the workers run as nobody
     path = os.path.join(d, "offset")
 
@@ -191,8 +195,7 @@ def wall_clock():
 
 
 def faketime_env(step):
-    base = asan_env().get("LD_PRELOAD", "")   # libasan must come first
-    return {"LD_PRELOAD": ":".join(p for p in (base, FAKETIME) if p),
+    return {"LD_PRELOAD": FAKETIME,
             "FAKETIME_TIMESTAMP_FILE": step.path,
             "FAKETIME_NO_CACHE": "1",
             "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
