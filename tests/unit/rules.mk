@@ -4,8 +4,10 @@
 #
 #   make unit       build every tests/unit/test_*.c with all lib .c files
 #                   under ASan and UBSan, run each, fail if any fails
-#   make fuzz-run   build tests/fuzz/fuzz_entry.c with libFuzzer and run it
-#                   for AGW_FUZZ_SECONDS over a copy of the seed corpus
+#   make fuzz-run   build every tests/fuzz/fuzz_<name>.c with libFuzzer and
+#                   run each over a copy of its seed corpus
+#                   tests/fuzz/corpus/<name>/, AGW_FUZZ_SECONDS in all
+#                   (split evenly between the targets)
 #   make lib-check  compile each lib .c with nginx's warning flags and with
 #                   -Wextra -std=gnu11, under gcc and clang
 
@@ -21,7 +23,10 @@ AGW_UNIT_SRCS     := $(wildcard tests/unit/test_*.c)
 AGW_UNIT_BINS     := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(AGW_UNIT_SRCS))
 
 AGW_FUZZ_CC       ?= clang
-AGW_FUZZ_SECONDS  ?= 20
+AGW_FUZZ_SECONDS  ?= 36
+AGW_FUZZ_SRCS     := $(wildcard tests/fuzz/fuzz_*.c)
+AGW_FUZZ_NAMES    := $(patsubst tests/fuzz/fuzz_%.c,%,$(AGW_FUZZ_SRCS))
+AGW_FUZZ_BINS     := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(AGW_FUZZ_SRCS))
 AGW_FUZZ_CFLAGS   ?= -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter \
                      -Werror \
                      -fsanitize=fuzzer,address,undefined \
@@ -49,34 +54,43 @@ unit: $(AGW_UNIT_BINS)
 	fi; \
 	echo "unit: all $(words $(AGW_UNIT_BINS)) test programs passed"
 
-$(BUILD)/fuzz/fuzz_entry: tests/fuzz/fuzz_entry.c $(AGW_LIB_SRCS) \
-		$(AGW_LIB_HDRS)
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(AGW_LIB_SRCS) $(AGW_LIB_HDRS)
 	@mkdir -p $(@D)
 	$(AGW_FUZZ_CC) $(AGW_FUZZ_CFLAGS) -I$(LIB_DIR) -o $@ $< $(AGW_LIB_SRCS)
 
+# each target fuzzes in build/fuzz/<name>/ (corpus copy, artifacts, log),
+# so a crasher names its target and the seeds in git stay as they are
 fuzz-run:
 	@if ! command -v $(AGW_FUZZ_CC) >/dev/null 2>&1; then \
-		echo "fuzz-run: $(AGW_FUZZ_CC) not found, skipping the fuzzer"; \
+		echo "fuzz-run: $(AGW_FUZZ_CC) not found, skipping the fuzzers"; \
 		exit 0; \
 	fi; \
 	$(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) \
-		$(BUILD)/fuzz/fuzz_entry || exit 1; \
-	rm -rf $(BUILD)/fuzz/corpus; \
-	mkdir -p $(BUILD)/fuzz/corpus $(BUILD)/fuzz/artifacts; \
-	cp tests/fuzz/corpus/entry/* $(BUILD)/fuzz/corpus/; \
-	echo "fuzz-run: $(AGW_FUZZ_SECONDS) s, log in $(BUILD)/fuzz/fuzz.log"; \
-	$(BUILD)/fuzz/fuzz_entry -max_total_time=$(AGW_FUZZ_SECONDS) \
-		-max_len=65536 -print_final_stats=1 \
-		-artifact_prefix=$(BUILD)/fuzz/artifacts/ \
-		$(BUILD)/fuzz/corpus > $(BUILD)/fuzz/fuzz.log 2>&1; \
-	rc=$$?; \
-	if [ $$rc -ne 0 ]; then \
-		tail -n 60 $(BUILD)/fuzz/fuzz.log; \
-		echo "fuzz-run: FAILED (rc $$rc), crashers in $(BUILD)/fuzz/artifacts/"; \
-		exit 1; \
-	fi; \
-	grep -E '^(Done|stat::)' $(BUILD)/fuzz/fuzz.log; \
-	echo "fuzz-run: passed"
+		$(AGW_FUZZ_BINS) || exit 1; \
+	secs=$$(( $(AGW_FUZZ_SECONDS) / $(words $(AGW_FUZZ_NAMES)) )); \
+	[ $$secs -ge 1 ] || secs=1; \
+	for name in $(AGW_FUZZ_NAMES); do \
+		dir=$(BUILD)/fuzz/$$name; \
+		rm -rf $$dir; \
+		mkdir -p $$dir/corpus $$dir/artifacts; \
+		if [ -d tests/fuzz/corpus/$$name ]; then \
+			cp tests/fuzz/corpus/$$name/* $$dir/corpus/ 2>/dev/null; \
+		fi; \
+		echo "fuzz-run: fuzz_$$name $$secs s, log in $$dir/fuzz.log"; \
+		$(BUILD)/fuzz/fuzz_$$name -max_total_time=$$secs \
+			-max_len=65536 -print_final_stats=1 \
+			-artifact_prefix=$$dir/artifacts/ \
+			$$dir/corpus > $$dir/fuzz.log 2>&1; \
+		rc=$$?; \
+		if [ $$rc -ne 0 ]; then \
+			tail -n 60 $$dir/fuzz.log; \
+			echo "fuzz-run: fuzz_$$name FAILED (rc $$rc)," \
+				"crashers in $$dir/artifacts/"; \
+			exit 1; \
+		fi; \
+		grep -E '^(Done|stat::number_of_executed_units)' $$dir/fuzz.log; \
+	done; \
+	echo "fuzz-run: all $(words $(AGW_FUZZ_NAMES)) targets passed"
 
 lib-check:
 	@for cc in gcc clang; do \

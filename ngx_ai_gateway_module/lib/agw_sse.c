@@ -1,0 +1,306 @@
+
+/*
+ * Server-Sent Events, read as they pass.
+ *
+ * An inference stream is text/event-stream (the WHATWG HTML "server-sent
+ * events" section): lines ended by CR LF, LF or CR; "field: value" lines,
+ * one optional space after the colon; a line starting with a colon is a
+ * comment; a blank line ends an event.  "data" lines join with '\n' into
+ * the event's data, "event" names its type ("message" if none), "id" and
+ * "retry" do not matter here.  An event with no data line is not
+ * dispatched, and neither is an event the stream ends inside.
+ *
+ * The gateway sees the stream in whatever pieces the upstream connection
+ * delivers, cut at any byte: inside a field name, between the CR and the
+ * LF of one line end (so a CR at the end of a piece is remembered, and an
+ * LF at the start of the next one is not a second, blank line).  The
+ * parser is a byte-at-a-time state machine with a fast path over value
+ * bytes, and it copies nothing but the current event's data, into a
+ * buffer the caller sizes: an event larger than that is an error that
+ * sticks (the stream is not storable), never a reallocation.  The leading
+ * byte order mark the spec allows is not skipped: no inference API sends
+ * one.
+ *
+ * agw_sse_inspect() says what an event means to the gateway, for the
+ * three streaming APIs it caches: Chat Completions ends with a
+ * "data: [DONE]" event; the Responses API with an event of type
+ * response.completed; Anthropic's Messages API with message_stop (the
+ * type is in the event field and in the data's "type"; either counts).
+ * The data's JSON is read by agw_answer_t for usage and content.
+ */
+
+
+#include <string.h>
+
+#include "agw_sse.h"
+
+
+enum {
+    AGW_SSE_FIELD = 0,                   /* reading the field name */
+    AGW_SSE_SPACE,                       /* after the colon */
+    AGW_SSE_VALUE,
+    AGW_SSE_SKIP                         /* a comment, or a field ignored */
+};
+
+enum {
+    AGW_SSE_F_OTHER = 0,
+    AGW_SSE_F_DATA,
+    AGW_SSE_F_EVENT
+};
+
+
+void
+agw_sse_init(agw_sse_t *s, uint8_t *data, size_t cap,
+    agw_sse_handler_pt handler, void *ctx)
+{
+    memset(s, 0, sizeof(agw_sse_t));
+
+    s->data = data;
+    s->cap = cap;
+    s->handler = handler;
+    s->ctx = ctx;
+}
+
+
+static void
+agw_sse_append(agw_sse_t *s, const uint8_t *p, size_t n)
+{
+    if (s->field == AGW_SSE_F_DATA) {
+        if (n > s->cap - s->data_len) {
+            s->rc = AGW_SSE_ETOOBIG;
+            return;
+        }
+
+        memcpy(s->data + s->data_len, p, n);
+        s->data_len += n;
+
+    } else if (s->field == AGW_SSE_F_EVENT) {
+        if (n > AGW_SSE_TYPE_MAX - s->type_len) {
+            s->rc = AGW_SSE_ETOOBIG;
+            return;
+        }
+
+        memcpy(s->type + s->type_len, p, n);
+        s->type_len += n;
+    }
+}
+
+
+/* the field name is complete: what the value goes to */
+
+static void
+agw_sse_field(agw_sse_t *s)
+{
+    s->pending = 1;
+
+    if (s->name_len == 4 && memcmp(s->name, "data", 4) == 0) {
+        s->field = AGW_SSE_F_DATA;
+
+        if (s->has_data) {
+            agw_sse_append(s, (const uint8_t *) "\n", 1);
+        }
+
+        s->has_data = 1;
+
+    } else if (s->name_len == 5 && memcmp(s->name, "event", 5) == 0) {
+        s->field = AGW_SSE_F_EVENT;
+        s->type_len = 0;
+
+    } else {
+        s->field = AGW_SSE_F_OTHER;
+    }
+}
+
+
+static void
+agw_sse_dispatch(agw_sse_t *s)
+{
+    agw_sse_event_t  ev;
+
+    if (s->has_data) {
+        if (s->type_len) {
+            ev.type = s->type;
+            ev.type_len = s->type_len;
+
+        } else {
+            ev.type = (const uint8_t *) "message";
+            ev.type_len = sizeof("message") - 1;
+        }
+
+        ev.data = s->data;
+        ev.data_len = s->data_len;
+
+        s->events++;
+
+        if (s->handler && s->handler(s->ctx, &ev) != 0) {
+            s->rc = AGW_SSE_ESTOP;
+        }
+    }
+
+    s->data_len = 0;
+    s->type_len = 0;
+    s->has_data = 0;
+    s->pending = 0;
+}
+
+
+static void
+agw_sse_eol(agw_sse_t *s)
+{
+    if (s->state == AGW_SSE_FIELD) {
+        if (s->name_len == 0) {
+            agw_sse_dispatch(s);         /* a blank line */
+
+        } else {
+            agw_sse_field(s);            /* a field with no colon: the
+                                            value is empty */
+        }
+    }
+
+    s->state = AGW_SSE_FIELD;
+    s->name_len = 0;
+}
+
+
+int
+agw_sse_feed(agw_sse_t *s, const uint8_t *p, size_t len)
+{
+    uint8_t         c;
+    const uint8_t  *end, *q;
+
+    end = p + len;
+
+    while (p < end && s->rc == AGW_SSE_OK) {
+        c = *p;
+
+        if (s->cr) {
+            s->cr = 0;
+
+            if (c == '\n') {             /* the LF of a CR LF */
+                p++;
+                continue;
+            }
+        }
+
+        if (c == '\r' || c == '\n') {
+            s->cr = (c == '\r');
+            agw_sse_eol(s);
+            p++;
+            continue;
+        }
+
+        switch (s->state) {
+
+        case AGW_SSE_FIELD:
+            if (c == ':') {
+                if (s->name_len == 0) {
+                    s->state = AGW_SSE_SKIP;     /* a comment */
+
+                } else {
+                    agw_sse_field(s);
+                    s->state = AGW_SSE_SPACE;
+                }
+
+            } else {
+                if (s->name_len < sizeof(s->name)) {
+                    s->name[s->name_len] = c;
+                }
+
+                s->name_len++;
+            }
+
+            p++;
+            break;
+
+        case AGW_SSE_SPACE:
+            s->state = AGW_SSE_VALUE;
+
+            if (c == ' ') {
+                p++;
+            }
+
+            break;
+
+        default:                         /* VALUE, SKIP */
+            for (q = p; q < end && *q != '\r' && *q != '\n'; q++) {
+                /* void */
+            }
+
+            if (s->state == AGW_SSE_VALUE) {
+                agw_sse_append(s, p, (size_t) (q - p));
+            }
+
+            p = q;
+        }
+    }
+
+    return s->rc;
+}
+
+
+int
+agw_sse_finish(agw_sse_t *s)
+{
+    if (s->rc != AGW_SSE_OK) {
+        return s->rc;
+    }
+
+    return (s->pending || s->state != AGW_SSE_FIELD || s->name_len) ? 1
+                                                                   : 0;
+}
+
+
+static int
+agw_sse_is(const uint8_t *p, size_t len, const char *s)
+{
+    return len == strlen(s) && memcmp(p, s, len) == 0;
+}
+
+
+void
+agw_sse_inspect(const agw_sse_event_t *ev, agw_sse_info_t *info)
+{
+    agw_answer_t  a;
+
+    memset(info, 0, sizeof(agw_sse_info_t));
+
+    if (agw_sse_is(ev->data, ev->data_len, "[DONE]")
+        || agw_sse_is(ev->type, ev->type_len, "response.completed")
+        || agw_sse_is(ev->type, ev->type_len, "message_stop"))
+    {
+        info->terminal = 1;
+    }
+
+    if (agw_sse_is(ev->type, ev->type_len, "content_block_delta")
+        || agw_sse_is(ev->type, ev->type_len, "response.output_text.delta"))
+    {
+        info->content = 1;
+    }
+
+    agw_answer_init(&a);
+
+    if (agw_answer_feed(&a, ev->data, ev->data_len) != AGW_JSON_OK
+        || agw_answer_finish(&a) != AGW_JSON_OK)
+    {
+        return;
+    }
+
+    info->json = 1;
+    info->usage = a.usage;
+    info->has_usage = a.usage.has_total || a.usage.has_input
+                      || a.usage.has_output;
+
+    switch (a.type) {
+    case AGW_ANSWER_TYPE_COMPLETED:
+    case AGW_ANSWER_TYPE_MESSAGE_STOP:
+        info->terminal = 1;
+        break;
+    case AGW_ANSWER_TYPE_TEXT_DELTA:
+        info->content = 1;
+        break;
+    }
+
+    if (a.content) {
+        info->content = 1;
+    }
+}

@@ -1,0 +1,408 @@
+
+/*
+ * Tokens: what a request may cost, what it did cost, and when the budget
+ * is back.
+ *
+ * Admission cannot know the cost of a generation, so it reserves an
+ * estimate: the prompt at about four bytes a token (the usual rule of
+ * thumb for English with OpenAI's tokenizers; the prompt is the unescaped
+ * text of `prompt`, `input`, `system` and every messages[].content, read by
+ * agw_json in the same pass as the cache key) plus what the request allows
+ * the model to write: max_completion_tokens (or the Responses API's
+ * max_output_tokens), else max_tokens, else the configured default.  A
+ * body that is not JSON has no fields to read, so its size stands in for
+ * the prompt.  Every sum saturates at AGW_TOKENS_MAX, far above any
+ * bucket, so a hostile max_tokens of 10^30 is a cost that never fits
+ * instead of an overflow that fits.
+ *
+ * Settlement reads the real figure from the answer as it passes, without
+ * holding it: agw_answer_t wraps the push tokenizer, which keeps a few
+ * dozen bytes whatever the split, and follows only the paths it needs:
+ *
+ *     usage.total_tokens                    OpenAI, non-streamed answers,
+ *                                           and the last chunk of a stream
+ *                                           with include_usage
+ *     usage.input_tokens, .output_tokens    Anthropic (summed when there
+ *                                           is no total)
+ *     response.usage.*                      Responses API,
+ *                                           response.completed event
+ *     message.usage.*                       Anthropic message_start event
+ *
+ * Only those paths count: a "usage" inside a string, a message or a
+ * nested object is not the answer's usage.  The same scanner says whether
+ * an SSE event carries content (choices[].delta.content or
+ * choices[].text non-empty, or a text delta event type), for streams that
+ * never report usage.
+ *
+ * Durations are written as Go's time.Duration.String() writes them, since
+ * OpenAI's x-ratelimit-reset-* headers are Go durations; from whole
+ * milliseconds the rules are:
+ *
+ *     0                    "0s"
+ *     1 to 999 ms          "<ms>ms"                     "20ms", "120ms"
+ *     1 s and more         ["<h>h"]["<m>m"]"<s>[.<f>]s" "1s", "1.5s",
+ *                                                       "6m0s", "1h0m0s",
+ *                                                       "1h2m3.04s"
+ *
+ * where hours appear if non-zero, minutes if hours or minutes are
+ * non-zero, and the fraction of a second has its trailing zeros trimmed
+ * (none at all when whole).
+ */
+
+
+#include <string.h>
+
+#include "agw_tokens.h"
+
+
+enum {
+    AGW_K_NONE = 0,
+    AGW_K_USAGE,
+    AGW_K_MESSAGE,
+    AGW_K_RESPONSE,
+    AGW_K_TYPE,
+    AGW_K_CHOICES,
+    AGW_K_DELTA,
+    AGW_K_CONTENT,
+    AGW_K_TEXT,
+    AGW_K_TOTAL,
+    AGW_K_INPUT,
+    AGW_K_OUTPUT
+};
+
+
+typedef struct {
+    const char  *name;
+    unsigned     value;
+} agw_tokens_name_t;
+
+
+static const agw_tokens_name_t  agw_tokens_keys[] = {
+    { "usage", AGW_K_USAGE },
+    { "message", AGW_K_MESSAGE },
+    { "response", AGW_K_RESPONSE },
+    { "type", AGW_K_TYPE },
+    { "choices", AGW_K_CHOICES },
+    { "delta", AGW_K_DELTA },
+    { "content", AGW_K_CONTENT },
+    { "text", AGW_K_TEXT },
+    { "total_tokens", AGW_K_TOTAL },
+    { "input_tokens", AGW_K_INPUT },
+    { "output_tokens", AGW_K_OUTPUT },
+    { NULL, 0 }
+};
+
+
+static const agw_tokens_name_t  agw_tokens_types[] = {
+    { "response.completed", AGW_ANSWER_TYPE_COMPLETED },
+    { "message_stop", AGW_ANSWER_TYPE_MESSAGE_STOP },
+    { "response.output_text.delta", AGW_ANSWER_TYPE_TEXT_DELTA },
+    { "content_block_delta", AGW_ANSWER_TYPE_TEXT_DELTA },
+    { "message_start", AGW_ANSWER_TYPE_MESSAGE_START },
+    { "message_delta", AGW_ANSWER_TYPE_MESSAGE_DELTA },
+    { NULL, 0 }
+};
+
+
+uint64_t
+agw_tokens_add(uint64_t a, uint64_t b)
+{
+    if (a >= AGW_TOKENS_MAX || b >= AGW_TOKENS_MAX - a) {
+        return AGW_TOKENS_MAX;
+    }
+
+    return a + b;
+}
+
+
+static uint64_t
+agw_tokens_of_bytes(uint64_t len)
+{
+    return len / AGW_TOKENS_BYTES_PER_TOKEN
+           + (len % AGW_TOKENS_BYTES_PER_TOKEN != 0);
+}
+
+
+uint64_t
+agw_tokens_estimate(const agw_json_request_t *req, uint64_t default_max)
+{
+    return agw_tokens_add(agw_tokens_of_bytes(req->prompt_bytes),
+                          req->has_max_tokens ? req->max_tokens
+                                              : default_max);
+}
+
+
+uint64_t
+agw_tokens_estimate_bytes(uint64_t len, uint64_t default_max)
+{
+    return agw_tokens_add(agw_tokens_of_bytes(len), default_max);
+}
+
+
+static unsigned
+agw_tokens_lookup(const agw_tokens_name_t *names, const agw_json_event_t *ev)
+{
+    size_t  n;
+
+    if (ev->full_len != ev->text_len) {
+        return 0;                        /* longer than any name we know */
+    }
+
+    for ( /* void */ ; names->name; names++) {
+        n = strlen(names->name);
+
+        if (n == ev->text_len && memcmp(names->name, ev->text, n) == 0) {
+            return names->value;
+        }
+    }
+
+    return 0;
+}
+
+
+/* a non-negative integer, saturating; -1 if the number is not one */
+
+static int
+agw_tokens_integer(const agw_json_event_t *ev, uint64_t *v)
+{
+    size_t  i;
+
+    *v = 0;
+
+    for (i = 0; i < ev->text_len; i++) {
+        if (ev->text[i] < '0' || ev->text[i] > '9') {
+            return -1;
+        }
+
+        *v = agw_tokens_add(*v * 10 > AGW_TOKENS_MAX ? AGW_TOKENS_MAX
+                                                      : *v * 10,
+                            (uint64_t) (ev->text[i] - '0'));
+    }
+
+    if (ev->full_len != ev->text_len) {
+        *v = AGW_TOKENS_MAX;             /* more digits than the text holds */
+    }
+
+    return 0;
+}
+
+
+static int
+agw_answer_event(void *ctx, const agw_json_event_t *ev)
+{
+    unsigned       d;
+    uint64_t       v;
+    agw_answer_t  *a;
+
+    a = ctx;
+    d = ev->depth;
+
+    switch (ev->type) {
+
+    case AGW_JSON_KEY:
+        if (d <= 4) {
+            a->key[d] = (uint8_t) agw_tokens_lookup(agw_tokens_keys, ev);
+        }
+        break;
+
+    case AGW_JSON_OBJECT:
+        if ((d == 1 && a->key[1] == AGW_K_USAGE)
+            || (d == 2 && a->key[2] == AGW_K_USAGE
+                && (a->key[1] == AGW_K_MESSAGE
+                    || a->key[1] == AGW_K_RESPONSE)))
+        {
+            a->usage_depth = d + 1;
+        }
+
+        /* fall through */
+
+    case AGW_JSON_ARRAY:
+        if (d < 4) {
+            a->key[d + 1] = AGW_K_NONE;
+        }
+        break;
+
+    case AGW_JSON_OBJECT_END:
+        if (a->usage_depth && d + 1 == a->usage_depth) {
+            a->usage_depth = 0;
+        }
+        break;
+
+    case AGW_JSON_NUMBER:
+        if (d == 0 || d != a->usage_depth
+            || agw_tokens_integer(ev, &v) != 0)
+        {
+            break;
+        }
+
+        switch (a->key[d]) {
+        case AGW_K_TOTAL:
+            a->usage.total = v;
+            a->usage.has_total = 1;
+            break;
+        case AGW_K_INPUT:
+            a->usage.input = v;
+            a->usage.has_input = 1;
+            break;
+        case AGW_K_OUTPUT:
+            a->usage.output = v;
+            a->usage.has_output = 1;
+            break;
+        }
+
+        break;
+
+    case AGW_JSON_STRING:
+        if (d == 1 && a->key[1] == AGW_K_TYPE) {
+            a->type = agw_tokens_lookup(agw_tokens_types, ev);
+        }
+
+        if (a->key[1] == AGW_K_CHOICES && ev->full_len > 0
+            && ((d == 4 && a->key[3] == AGW_K_DELTA
+                 && a->key[4] == AGW_K_CONTENT)
+                || (d == 3 && a->key[3] == AGW_K_TEXT)))
+        {
+            a->content = 1;
+        }
+
+        break;
+    }
+
+    return 0;
+}
+
+
+void
+agw_answer_init(agw_answer_t *a)
+{
+    memset(a, 0, sizeof(agw_answer_t));
+    agw_json_push_init(&a->json, agw_answer_event, a);
+}
+
+
+int
+agw_answer_feed(agw_answer_t *a, const uint8_t *data, size_t len)
+{
+    return agw_json_push_feed(&a->json, data, len);
+}
+
+
+int
+agw_answer_finish(agw_answer_t *a)
+{
+    return agw_json_push_finish(&a->json);
+}
+
+
+int
+agw_usage_tokens(const agw_usage_t *u, uint64_t *tokens)
+{
+    if (u->has_total) {
+        *tokens = u->total;
+        return 1;
+    }
+
+    if (u->has_input || u->has_output) {
+        *tokens = agw_tokens_add(u->input, u->output);
+        return 1;
+    }
+
+    *tokens = 0;
+
+    return 0;
+}
+
+
+void
+agw_usage_merge(agw_usage_t *acc, const agw_usage_t *ev)
+{
+    if (ev->has_total) {
+        *acc = *ev;
+        return;
+    }
+
+    if (ev->has_input) {
+        acc->input = ev->input;
+        acc->has_input = 1;
+    }
+
+    if (ev->has_output) {
+        acc->output = ev->output;
+        acc->has_output = 1;
+    }
+}
+
+
+static size_t
+agw_tokens_put_uint(uint8_t *buf, uint64_t v)
+{
+    size_t   n;
+    uint8_t  tmp[20], *t;
+
+    t = tmp + sizeof(tmp);
+
+    do {
+        *--t = (uint8_t) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+
+    n = (size_t) (tmp + sizeof(tmp) - t);
+    memcpy(buf, t, n);
+
+    return n;
+}
+
+
+size_t
+agw_duration_format(uint8_t *buf, uint64_t ms)
+{
+    size_t    n;
+    uint64_t  s, h, m, f;
+
+    if (ms == 0) {
+        memcpy(buf, "0s", 2);
+        return 2;
+    }
+
+    if (ms < 1000) {
+        n = agw_tokens_put_uint(buf, ms);
+        memcpy(buf + n, "ms", 2);
+        return n + 2;
+    }
+
+    s = ms / 1000;
+    f = ms % 1000;
+    h = s / 3600;
+    m = s / 60 % 60;
+    s %= 60;
+    n = 0;
+
+    if (h) {                             /* <= 5124095576030 h: 13 digits */
+        n += agw_tokens_put_uint(buf + n, h);
+        buf[n++] = 'h';
+    }
+
+    if (h || m) {
+        n += agw_tokens_put_uint(buf + n, m);
+        buf[n++] = 'm';
+    }
+
+    n += agw_tokens_put_uint(buf + n, s);
+
+    if (f) {
+        buf[n++] = '.';
+        buf[n++] = (uint8_t) ('0' + f / 100);
+
+        if (f % 100) {
+            buf[n++] = (uint8_t) ('0' + f / 10 % 10);
+
+            if (f % 10) {
+                buf[n++] = (uint8_t) ('0' + f % 10);
+            }
+        }
+    }
+
+    buf[n++] = 's';
+
+    return n;
+}
