@@ -6,6 +6,7 @@
 #include "ngx_http_ai_gateway_module.h"
 #include "ngx_http_ai_gateway_redis.h"
 #include "ngx_http_ai_gateway_cache.h"
+#include "ngx_http_ai_gateway_request.h"
 
 
 static void *ngx_http_ai_gateway_create_main_conf(ngx_conf_t *cf);
@@ -35,7 +36,7 @@ static ngx_command_t  ngx_http_ai_gateway_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_ai_gateway_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_ai_gateway_request_add_variables, /* preconfiguration */
     ngx_http_ai_gateway_postconfiguration, /* postconfiguration */
 
     ngx_http_ai_gateway_create_main_conf,  /* create main configuration */

@@ -49,6 +49,7 @@
  */
 
 #include "ngx_http_ai_gateway_limit.h"
+#include "ngx_http_ai_gateway_request.h"
 
 
 
@@ -78,6 +79,13 @@ static ngx_inline ngx_uint_t ngx_http_ai_gateway_limit_lower(
     ngx_http_ai_gateway_limit_state_t *least);
 static ngx_inline void ngx_http_ai_gateway_limit_count(
     ngx_http_ai_gateway_limit_state_t *s, ngx_uint_t rejected);
+static ngx_int_t ngx_http_ai_gateway_limit_reserve(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf);
+static void ngx_http_ai_gateway_limit_body_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf);
 
 
 #if (NGX_DEBUG)
@@ -105,6 +113,12 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
     ctx = ngx_http_ai_gateway_limit_get_ctx(r);
 
     if (ctx == NULL) {
+        rc = ngx_http_ai_gateway_limit_read_body(r, lcf);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
         rc = ngx_http_ai_gateway_limit_start(r, lcf, &ctx);
 
         if (rc != NGX_OK) {
@@ -133,6 +147,72 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
 
 
 /*
+ * A token zone reserves the request's estimate, read from its JSON body
+ * (max_tokens, the prompt): where no earlier step read the body, it is
+ * read here first, as the mirror module does, and the proxy sends the
+ * body read.  A client that no zone could admit anyway is decided without
+ * it.  NGX_DECLINED to go on now, NGX_DONE while the body comes.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf)
+{
+    ngx_int_t                          rc;
+    ngx_uint_t                         i;
+    ngx_http_ai_gateway_limit_t       *limits;
+    ngx_http_ai_gateway_limit_zone_t  *zone;
+
+    if (r->reading_body) {
+        return NGX_DONE;        /* the phases ran again meanwhile */
+    }
+
+    if (r->request_body
+        || (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked))
+    {
+        return NGX_DECLINED;
+    }
+
+    limits = lcf->limits.elts;
+
+    for (i = 0; i < lcf->limits.nelts; i++) {
+        zone = limits[i].shm_zone->data;
+
+        if (zone->tokens && !limits[i].cost_set) {
+            break;
+        }
+    }
+
+    if (i == lcf->limits.nelts || ngx_http_ai_gateway_limit_refuses(r, lcf)) {
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_read_client_request_body(r,
+                                       ngx_http_ai_gateway_limit_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    /* drop the reference the body reader took; its handler resumes us */
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_ai_gateway_limit_body_handler(ngx_http_request_t *r)
+{
+    /* the proxy sends the body we read */
+    r->preserve_body = 1;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+/*
  * Before the cache step reads a request body: could a MISS pass?  The
  * shared-memory zones are read, not charged (a Redis zone would cost the
  * very round trip this saves, so it waits for the ordinary check).  If an
@@ -145,14 +225,6 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r)
 {
-    u_char                                 key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
-    uint64_t                               now, cost;
-    ngx_int_t                              rc;
-    ngx_uint_t                             i, n;
-    agw_bucket_result_t                    res;
-    ngx_http_ai_gateway_limit_t           *limits;
-    ngx_http_ai_gateway_limit_zone_t      *zone;
-    ngx_http_ai_gateway_limit_node_t      *node;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
     if (r != r->main) {
@@ -161,16 +233,38 @@ ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
 
-    n = lcf->limits.nelts;
-
-    if (n == 0 || ngx_http_ai_gateway_limit_get_ctx(r) != NULL) {
+    if (lcf->limits.nelts == 0 || ngx_http_ai_gateway_limit_get_ctx(r) != NULL
+        || !ngx_http_ai_gateway_limit_refuses(r, lcf))
+    {
         return NGX_DECLINED;
     }
+
+    return ngx_http_ai_gateway_limit_check(r);
+}
+
+
+/*
+ * Would an enforcing shared-memory zone refuse this request as a MISS?  A
+ * read: nothing is charged, and an error reads as "no".
+ */
+
+static ngx_uint_t
+ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf)
+{
+    u_char                             key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
+    uint64_t                           now, cost;
+    ngx_int_t                          rc;
+    ngx_uint_t                         i;
+    agw_bucket_result_t                res;
+    ngx_http_ai_gateway_limit_t       *limits;
+    ngx_http_ai_gateway_limit_zone_t  *zone;
+    ngx_http_ai_gateway_limit_node_t  *node;
 
     limits = lcf->limits.elts;
     now = ngx_http_ai_gateway_limit_now();
 
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < lcf->limits.nelts; i++) {
         zone = limits[i].shm_zone->data;
 
         if (limits[i].dry_run
@@ -181,25 +275,28 @@ ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r)
 
         rc = ngx_http_ai_gateway_limit_key(r, zone, key);
 
-        if (rc == NGX_DECLINED) {
+        if (rc != NGX_OK) {
             continue;
         }
 
-        if (rc != NGX_OK) {
-            return NGX_ERROR;
-        }
+        if (zone->tokens && !limits[i].cost_set) {
+            /*
+             * the estimate needs the body: a bucket in debt or empty
+             * cannot give even one token
+             */
+            cost = 1;
 
-        if (limits[i].cost_cv == NULL) {
+        } else if (limits[i].cost_cv == NULL) {
             cost = limits[i].cost;
 
         } else if (ngx_http_ai_gateway_limit_cost(r, &limits[i], &cost)
                    != NGX_OK)
         {
-            return NGX_ERROR;
+            continue;
         }
 
         if (cost > zone->bucket.burst) {
-            break;
+            return 1;
         }
 
         ngx_http_ai_gateway_limit_zone_lock(zone);
@@ -210,15 +307,11 @@ ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r)
         ngx_http_ai_gateway_limit_zone_unlock(zone);
 
         if (!res.allowed) {
-            break;
+            return 1;
         }
     }
 
-    if (i == n) {
-        return NGX_DECLINED;
-    }
-
-    return ngx_http_ai_gateway_limit_check(r);
+    return 0;
 }
 
 
@@ -309,8 +402,21 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
             ngx_memzero(&st[i].res, sizeof(agw_bucket_result_t));
         }
 
+        st[i].reserved = 0;
+
+        if (zone->tokens) {
+            ctx->tokens = 1;
+        }
+
         if (hit && !limits[i].charge_hits) {
             st[i].cost = 0;
+
+        } else if (zone->tokens && !limits[i].cost_set) {
+            if (ngx_http_ai_gateway_limit_estimate(r, lcf, ctx) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            st[i].cost = ctx->estimate;
 
         } else if (limits[i].cost_cv == NULL) {
             st[i].cost = limits[i].cost;
@@ -620,6 +726,14 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
         ctx->reset = agw_ms_to_s_ceil(report->res.reset_ms);
     }
 
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
+
+    if ((ctx->tokens || (lcf->headers & NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_OPENAI))
+        && ngx_http_ai_gateway_limit_reserve(r, ctx) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ai_gateway limit: %V, \"%V\" remaining:%uL reset:%uL",
                    &ngx_http_ai_gateway_limit_status_names[ctx->status],
@@ -630,8 +744,6 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     if (ctx->status != NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED) {
         return NGX_DECLINED;
     }
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
 
     return ngx_http_ai_gateway_limit_reject(r, lcf, scope,
                                             scope == ctx->never);
@@ -780,6 +892,92 @@ ngx_http_ai_gateway_limit_refund(ngx_http_ai_gateway_limit_ctx_t *ctx)
     }
 
     return least;
+}
+
+
+/*
+ * The request's token estimate, once: what a token zone without a cost=
+ * reserves.  At least 1: a request never makes itself free.
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_limit_estimate(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_request_info_t  *info;
+
+    if (ctx->estimated) {
+        return NGX_OK;
+    }
+
+    info = ngx_http_ai_gateway_request_info(r);
+    if (info == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->estimate = ngx_http_ai_gateway_request_estimate(info,
+                                                    lcf->tokens_default_max);
+    if (ctx->estimate == 0) {
+        ctx->estimate = 1;
+    }
+
+    ctx->estimated = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A request that passes holds what its token zones took until its answer
+ * ends (ngx_http_ai_gateway_limit_settle.c); the most constrained zone of
+ * each unit is kept for OpenAI's headers.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_reserve(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    ngx_uint_t                          any;
+    ngx_http_ai_gateway_limit_state_t  *s, *last;
+
+    any = 0;
+    last = ctx->st + ctx->n;
+
+    for (s = ctx->st; s < last; s++) {
+        if (s->zone == NULL) {
+            continue;
+        }
+
+        if (s->zone->tokens) {
+            if (ngx_http_ai_gateway_limit_lower(s, ctx->report_tokens)) {
+                ctx->report_tokens = s;
+            }
+
+        } else if (ngx_http_ai_gateway_limit_lower(s, ctx->report_requests)) {
+            ctx->report_requests = s;
+        }
+
+        if (!s->zone->tokens || ctx->status == NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED
+            || s->cost == 0 || s->blind || !s->res.allowed)
+        {
+            continue;
+        }
+
+        if (s->zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_SHM && !s->taken) {
+            continue;       /* no room to store the bucket: nothing taken */
+        }
+
+        s->reserved = s->cost;
+        ngx_http_ai_gateway_count(s->zone->sh->stats.reserved, s->cost);
+        any = 1;
+    }
+
+    if (any) {
+        return ngx_http_ai_gateway_limit_settle_start(r, ctx);
+    }
+
+    return NGX_OK;
 }
 
 

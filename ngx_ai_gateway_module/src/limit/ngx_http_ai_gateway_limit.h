@@ -18,6 +18,7 @@
 #include "agw_bucket.h"
 #include "agw_key.h"
 #include "agw_sha256.h"
+#include "agw_tokens.h"
 
 
 /*
@@ -52,6 +53,10 @@
 #define NGX_HTTP_AI_GATEWAY_LIMIT_PASSED            1
 #define NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED          2
 #define NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN  3
+
+/* ai_gateway_limit_headers: which fields, a bit each */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_IETF    1
+#define NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_OPENAI  2
 
 /* ai_gateway_limit_redis_fail */
 #define NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_OPEN    0
@@ -91,6 +96,9 @@ typedef struct {
     ngx_str_t                           name;
     ngx_uint_t                          backend;  /* NGX_HTTP_AI_GATEWAY_
                                                      LIMIT_SHM or _REDIS */
+    ngx_uint_t                          tokens;   /* a token zone (t/s,
+                                                     t/m): costs are LLM
+                                                     tokens, settled */
     ngx_http_complex_value_t            key;
     ngx_uint_t                          key_kind;  /* _KEY_CONSTANT,
                                                       _VARIABLE, _COMPLEX */
@@ -126,6 +134,9 @@ typedef struct {
     ngx_shm_zone_t                     *shm_zone;
     ngx_http_complex_value_t           *cost_cv;  /* NULL: cost is fixed */
     ngx_uint_t                          cost;     /* tokens */
+    unsigned                            cost_set:1; /* cost= given; a token
+                                                     zone's cost is else the
+                                                     request's estimate */
     unsigned                            dry_run:1;
     unsigned                            charge_hits:1;
 } ngx_http_ai_gateway_limit_t;
@@ -151,9 +162,14 @@ typedef struct {
     ngx_array_t                         limits;   /* limit_t */
     ngx_uint_t                         *lock_order; /* indexes of limits */
     ngx_uint_t                          status;
-    ngx_flag_t                          headers;
+    ngx_uint_t                          headers;  /* _HEADERS_* bits */
     ngx_uint_t                          redis_fail;
+    ngx_uint_t                          tokens_default_max;
 } ngx_http_ai_gateway_limit_loc_conf_t;
+
+
+typedef struct ngx_http_ai_gateway_limit_answer_s
+    ngx_http_ai_gateway_limit_answer_t;
 
 
 /* per zone of a request, while it is being decided */
@@ -176,6 +192,9 @@ typedef struct {
     /* shm: cost was taken from the bucket (what a refund gives back) */
     u_char                              taken;
 
+    /* a token zone's reservation of a passed request, to settle */
+    uint64_t                            reserved;
+
     u_char                              key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
 } ngx_http_ai_gateway_limit_state_t;
 
@@ -191,10 +210,21 @@ typedef struct {
     uint64_t                            remaining; /* tokens */
     uint64_t                            reset;     /* s */
 
+    /* the most constrained zone of each unit, for OpenAI's headers */
+    ngx_http_ai_gateway_limit_state_t  *report_requests;
+    ngx_http_ai_gateway_limit_state_t  *report_tokens;
+
+    /* token zones: the estimate reserved and what the answer says */
+    uint64_t                            estimate;
+    ngx_http_ai_gateway_limit_answer_t *answer;  /* NULL: nothing to settle */
+
     unsigned                            waiting:1;  /* for Redis */
     unsigned                            replied:1;  /* Redis answered or
                                                        failed: finish */
     unsigned                            reserved:1; /* shm zones charged */
+    unsigned                            estimated:1; /* estimate is set */
+    unsigned                            tokens:1;    /* a token zone applies */
+    unsigned                            settled:1;
 
     /*
      * a zone whose cost can never fit (more than its burst, or too large
@@ -215,6 +245,16 @@ typedef struct {
 ngx_http_ai_gateway_limit_ctx_t *ngx_http_ai_gateway_limit_get_ctx(
     ngx_http_request_t *r);
 void ngx_http_ai_gateway_limit_cleanup(void *data);
+
+ngx_int_t ngx_http_ai_gateway_limit_estimate(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
+
+/* ngx_http_ai_gateway_limit_settle.c: token zones settled on real usage */
+ngx_int_t ngx_http_ai_gateway_limit_settle_start(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_limit_settle_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_ai_gateway_limit_settle_add_variables(ngx_conf_t *cf);
 
 /* ngx_http_ai_gateway_limit_headers.c: what the client is told */
 ngx_int_t ngx_http_ai_gateway_limit_add_variables(ngx_conf_t *cf);
@@ -334,6 +374,10 @@ void ngx_http_ai_gateway_limit_redis_init_conf(void);
  */
 ngx_int_t ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx);
+
+/* settle a redis token zone's reservation on the answer's use */
+void ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t used);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_LIMIT_H_INCLUDED_ */

@@ -2,11 +2,12 @@
  * ngx_http_ai_gateway_limit_module: token-bucket rate limiting (SPEC 3.1),
  * its directives and their configuration.
  *
- *     ai_gateway_limit_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m burst=N
- *                           [redis];
+ *     ai_gateway_limit_zone KEY zone=NAME:SIZE
+ *                           rate=Nr/s|Nr/m|Nt/s|Nt/m burst=N [redis];
  *     ai_gateway_limit zone=NAME [cost=N|$var] [dry_run] [charge_hits];
  *     ai_gateway_limit_status CODE;
- *     ai_gateway_limit_headers on|off;
+ *     ai_gateway_limit_headers on|off|openai|all;
+ *     ai_gateway_tokens_default_max N;
  *     ai_gateway_limit_redis_fail open|closed;
  *
  * The request-time decision is ngx_http_ai_gateway_limit.c, what the client
@@ -34,12 +35,21 @@ static char *ngx_http_ai_gateway_limit_redis_fail(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_ai_gateway_limit_status_check(ngx_conf_t *cf,
     void *post, void *data);
+static char *ngx_http_ai_gateway_limit_headers_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_ai_gateway_limit_default_max_check(ngx_conf_t *cf,
+    void *post, void *data);
 static ngx_int_t ngx_http_ai_gateway_limit_init(ngx_conf_t *cf);
 
 
 
 static ngx_conf_post_t  ngx_http_ai_gateway_limit_status_post = {
     ngx_http_ai_gateway_limit_status_check
+};
+
+
+static ngx_conf_post_t  ngx_http_ai_gateway_limit_default_max_post = {
+    ngx_http_ai_gateway_limit_default_max_check
 };
 
 
@@ -67,11 +77,18 @@ static ngx_command_t  ngx_http_ai_gateway_limit_commands[] = {
       &ngx_http_ai_gateway_limit_status_post },
 
     { ngx_string("ai_gateway_limit_headers"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ai_gateway_limit_headers_conf,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_ai_gateway_limit_loc_conf_t, headers),
+      0,
       NULL },
+
+    { ngx_string("ai_gateway_tokens_default_max"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_limit_loc_conf_t, tokens_default_max),
+      &ngx_http_ai_gateway_limit_default_max_post },
 
     { ngx_string("ai_gateway_limit_redis_fail"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -163,7 +180,8 @@ ngx_http_ai_gateway_limit_create_loc_conf(ngx_conf_t *cf)
      */
 
     conf->status = NGX_CONF_UNSET_UINT;
-    conf->headers = NGX_CONF_UNSET;
+    conf->headers = NGX_CONF_UNSET_UINT;
+    conf->tokens_default_max = NGX_CONF_UNSET_UINT;
     conf->redis_fail = NGX_CONF_UNSET_UINT;
 
     return conf;
@@ -251,7 +269,11 @@ ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->status, prev->status,
                               NGX_HTTP_TOO_MANY_REQUESTS);
 
-    ngx_conf_merge_value(conf->headers, prev->headers, 1);
+    ngx_conf_merge_uint_value(conf->headers, prev->headers,
+                              NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_IETF);
+
+    ngx_conf_merge_uint_value(conf->tokens_default_max,
+                              prev->tokens_default_max, 256);
 
     ngx_conf_merge_uint_value(conf->redis_fail, prev->redis_fail,
                               NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_OPEN);
@@ -315,7 +337,7 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ssize_t                                 size;
     ngx_int_t                               rate, burst;
     ngx_str_t                              *value, name;
-    ngx_uint_t                              i, period, redis;
+    ngx_uint_t                              i, period, redis, tokens;
     ngx_shm_zone_t                         *shm_zone;
     ngx_http_ai_gateway_limit_ref_t        *ref, **refp;
     ngx_http_ai_gateway_limit_zone_t       *zone, **zonep;
@@ -354,6 +376,7 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     burst = 0;
     period = 0;
     redis = 0;
+    tokens = 0;
     name.len = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
@@ -384,19 +407,27 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             len = value[i].len;
             p = value[i].data + len - 3;
 
-            if (len > 8 && ngx_strncmp(p, "r/s", 3) == 0) {
+            /* requests (r/s, r/m) or LLM tokens (t/s, t/m) */
+
+            if (len > 8 && (p[0] == 'r' || p[0] == 't')
+                && ngx_strncmp(p + 1, "/s", 2) == 0)
+            {
                 period = 1000;
 
-            } else if (len > 8 && ngx_strncmp(p, "r/m", 3) == 0) {
+            } else if (len > 8 && (p[0] == 'r' || p[0] == 't')
+                       && ngx_strncmp(p + 1, "/m", 2) == 0)
+            {
                 period = 60000;
 
             } else {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid rate \"%V\", "
-                                   "it must be \"Nr/s\" or \"Nr/m\"",
-                                   &value[i]);
+                                   "invalid rate \"%V\", it must be "
+                                   "\"Nr/s\", \"Nr/m\", \"Nt/s\" or "
+                                   "\"Nt/m\"", &value[i]);
                 return NGX_CONF_ERROR;
             }
+
+            tokens = (p[0] == 't');
 
             rate = ngx_atoi(value[i].data + 5, len - 8);
 
@@ -470,6 +501,7 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     zone->name = name;
     zone->backend = redis ? NGX_HTTP_AI_GATEWAY_LIMIT_REDIS
                           : NGX_HTTP_AI_GATEWAY_LIMIT_SHM;
+    zone->tokens = tokens;
     zone->file = cf->conf_file->file.name;
     zone->line = cf->conf_file->line;
     zone->bucket.rate = rate;
@@ -540,6 +572,13 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ref->name = name;
+
+    if (tokens) {
+        ngx_str_set(&ref->unit, "tokens");
+
+    } else {
+        ngx_str_set(&ref->unit, "requests");
+    }
 
     if (redis) {
         /* ai_gateway_redis may come later: checked in postconfiguration */
@@ -657,6 +696,7 @@ ngx_http_ai_gateway_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                     return NGX_CONF_ERROR;
                 }
 
+                limit->cost_set = 1;
                 continue;
             }
 
@@ -669,6 +709,7 @@ ngx_http_ai_gateway_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             limit->cost = cost;
+            limit->cost_set = 1;
 
             continue;
         }
@@ -756,6 +797,64 @@ ngx_http_ai_gateway_limit_redis_fail(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 /*
+ * on (the IETF fields), openai (OpenAI's x-ratelimit-* instead), all (both)
+ * or off; written by hand for a message that names the directive
+ */
+
+static char *
+ngx_http_ai_gateway_limit_headers_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf = conf;
+
+    ngx_str_t  *value;
+
+    if (lcf->headers != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "on") == 0) {
+        lcf->headers = NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_IETF;
+
+    } else if (ngx_strcmp(value[1].data, "openai") == 0) {
+        lcf->headers = NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_OPENAI;
+
+    } else if (ngx_strcmp(value[1].data, "all") == 0) {
+        lcf->headers = NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_IETF
+                       |NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_OPENAI;
+
+    } else if (ngx_strcmp(value[1].data, "off") == 0) {
+        lcf->headers = 0;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\" directive, it "
+                           "must be \"on\", \"off\", \"openai\" or \"all\"",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ai_gateway_limit_default_max_check(ngx_conf_t *cf, void *post,
+    void *data)
+{
+    ngx_uint_t  *np = data;
+
+    if (*np < 1 || *np > AGW_TOKENS_MAX) {
+        return "must be between 1 and 1099511627776";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
  * not ngx_conf_check_num_bounds(): its message does not name the
  * directive, while a string returned here is logged after its name
  */
@@ -827,6 +926,10 @@ ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
                           &zone->name, &use[i].file, use[i].line);
             return NGX_ERROR;
         }
+    }
+
+    if (ngx_http_ai_gateway_limit_settle_init(cf) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     return ngx_http_ai_gateway_limit_headers_init(cf);

@@ -13,6 +13,8 @@ static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
     ngx_uint_t field, u_char *value, size_t value_len);
 static ngx_int_t ngx_http_ai_gateway_limit_header_filter(
     ngx_http_request_t *r);
+static ngx_int_t ngx_http_ai_gateway_limit_openai(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_state_t *s, ngx_uint_t field);
 static ngx_int_t ngx_http_ai_gateway_limit_status_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ai_gateway_limit_remaining_variable(
@@ -50,7 +52,14 @@ enum {
     NGX_HTTP_AI_GATEWAY_LIMIT_H_RETRY_AFTER,
     NGX_HTTP_AI_GATEWAY_LIMIT_H_RETRY_AFTER_MS,
     NGX_HTTP_AI_GATEWAY_LIMIT_H_SCOPE,
-    NGX_HTTP_AI_GATEWAY_LIMIT_H_SHOULD_RETRY
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_SHOULD_RETRY,
+    /* OpenAI's, in threes: limit, remaining, reset */
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_LIMIT_REQUESTS,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_REMAINING_REQUESTS,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_RESET_REQUESTS,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_LIMIT_TOKENS,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_REMAINING_TOKENS,
+    NGX_HTTP_AI_GATEWAY_LIMIT_H_RESET_TOKENS
 };
 
 
@@ -65,7 +74,19 @@ static ngx_http_ai_gateway_limit_field_name_t
     { ngx_string("Retry-After"), (u_char *) "retry-after" },
     { ngx_string("retry-after-ms"), (u_char *) "retry-after-ms" },
     { ngx_string("RateLimit-Scope"), (u_char *) "ratelimit-scope" },
-    { ngx_string("x-should-retry"), (u_char *) "x-should-retry" }
+    { ngx_string("x-should-retry"), (u_char *) "x-should-retry" },
+    { ngx_string("x-ratelimit-limit-requests"),
+      (u_char *) "x-ratelimit-limit-requests" },
+    { ngx_string("x-ratelimit-remaining-requests"),
+      (u_char *) "x-ratelimit-remaining-requests" },
+    { ngx_string("x-ratelimit-reset-requests"),
+      (u_char *) "x-ratelimit-reset-requests" },
+    { ngx_string("x-ratelimit-limit-tokens"),
+      (u_char *) "x-ratelimit-limit-tokens" },
+    { ngx_string("x-ratelimit-remaining-tokens"),
+      (u_char *) "x-ratelimit-remaining-tokens" },
+    { ngx_string("x-ratelimit-reset-tokens"),
+      (u_char *) "x-ratelimit-reset-tokens" }
 };
 
 
@@ -83,8 +104,13 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 ngx_int_t
 ngx_http_ai_gateway_limit_add_variables(ngx_conf_t *cf)
 {
-    return ngx_http_ai_gateway_add_variables(cf,
-                                             ngx_http_ai_gateway_limit_vars);
+    if (ngx_http_ai_gateway_add_variables(cf, ngx_http_ai_gateway_limit_vars)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ai_gateway_limit_settle_add_variables(cf);
 }
 
 
@@ -283,6 +309,48 @@ ngx_http_ai_gateway_limit_uint_back(u_char *end, uint64_t n)
 }
 
 
+/*
+ * OpenAI's three fields of one unit, from its most constrained zone: the
+ * capacity, what is left after this request, and the time until the
+ * bucket is full again as OpenAI writes durations ("6m0s", "120ms")
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_openai(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_state_t *s, ngx_uint_t field)
+{
+    u_char  *p, *remaining, *reset;
+
+    if (s == NULL) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN + AGW_DURATION_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    remaining = p;
+    reset = ngx_sprintf(p, "%uL", s->res.remaining);
+    p = reset + agw_duration_format(reset, s->res.reset_ms);
+
+    if (ngx_http_ai_gateway_limit_header(r, field,
+                                         s->zone->limit_value.data,
+                                         s->zone->limit_value.len)
+        != NGX_OK
+        || ngx_http_ai_gateway_limit_header(r, field + 1, remaining,
+                                            reset - remaining)
+           != NGX_OK
+        || ngx_http_ai_gateway_limit_header(r, field + 2, reset, p - reset)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
 {
@@ -307,6 +375,21 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
     /* no zone applied, or none could say (Redis failed open) */
 
     if (ctx == NULL || ctx->zone == NULL) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    if ((lcf->headers & NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_OPENAI)
+        && (ngx_http_ai_gateway_limit_openai(r, ctx->report_requests,
+                                       NGX_HTTP_AI_GATEWAY_LIMIT_H_LIMIT_REQUESTS)
+            != NGX_OK
+            || ngx_http_ai_gateway_limit_openai(r, ctx->report_tokens,
+                                       NGX_HTTP_AI_GATEWAY_LIMIT_H_LIMIT_TOKENS)
+               != NGX_OK))
+    {
+        return NGX_ERROR;
+    }
+
+    if (!(lcf->headers & NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_IETF)) {
         return ngx_http_next_header_filter(r);
     }
 

@@ -121,12 +121,65 @@ static ngx_http_ai_gateway_redis_script_t
 };
 
 
+/*
+ * A token zone's reservation settled on the real use: KEYS[1] the bucket;
+ * ARGV rate, period_ms, burst and the units given back (positive) or taken
+ * (negative), within one capacity.  The level is refilled to now as in the
+ * check script, moved, and kept within [-capacity, capacity]: a negative
+ * level is the debt of lib/agw_bucket.c, which refill pays back first and
+ * the check script lets no request through until it is paid.  A bucket
+ * full again is deleted (a missing bucket is a full one); any other
+ * expires once refilled, debt included.
+ */
+
+static ngx_http_ai_gateway_redis_script_t
+    ngx_http_ai_gateway_limit_redis_settle_script =
+{
+    ngx_string(
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local rate = tonumber(ARGV[1])\n"
+    "local cap = tonumber(ARGV[3]) * tonumber(ARGV[2])\n"
+    "local delta = tonumber(ARGV[4])\n"
+    "local h = redis.call('HMGET', KEYS[1], 'level', 'stamp')\n"
+    "local l, s = tonumber(h[1]), tonumber(h[2])\n"
+    "if l == nil or s == nil then\n"
+    "  l, s = cap, now\n"
+    "end\n"
+    "if l >= cap then\n"
+    "  l = cap\n"
+    "elseif now > s then\n"
+    "  local need = cap - l\n"
+    "  local fill = math.floor(need / rate)\n"
+    "  if fill * rate < need then fill = fill + 1 end\n"
+    "  if now - s >= fill then l = cap else l = l + (now - s) * rate end\n"
+    "end\n"
+    "if now > s then s = now end\n"
+    "l = l + delta\n"
+    "if l > cap then l = cap end\n"
+    "if l < -cap then l = -cap end\n"
+    "if l >= cap then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  return l\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'level', string.format('%d', l),\n"
+    "           'stamp', string.format('%d', s))\n"
+    "local fill = math.floor((cap - l) / rate)\n"
+    "redis.call('PEXPIRE', KEYS[1], fill + 1001)\n"
+    "return l\n"),
+    ""
+};
+
+
 static void ngx_http_ai_gateway_limit_redis_reply(redisReply *reply,
     ngx_http_ai_gateway_redis_status_e status, void *data);
 static ngx_int_t ngx_http_ai_gateway_limit_redis_result(
     ngx_http_ai_gateway_limit_ctx_t *ctx, redisReply *reply);
 static void ngx_http_ai_gateway_limit_redis_failed(
     ngx_http_ai_gateway_limit_ctx_t *ctx);
+static void ngx_http_ai_gateway_limit_redis_settled(redisReply *reply,
+    ngx_http_ai_gateway_redis_status_e status, void *data);
 
 
 void
@@ -135,6 +188,8 @@ ngx_http_ai_gateway_limit_redis_init_conf(void)
     if (ngx_http_ai_gateway_limit_redis_script.sha1[0] == '\0') {
         ngx_http_ai_gateway_redis_script_init(
                                       &ngx_http_ai_gateway_limit_redis_script);
+        ngx_http_ai_gateway_redis_script_init(
+                               &ngx_http_ai_gateway_limit_redis_settle_script);
     }
 }
 
@@ -334,11 +389,13 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
     }
 
     for (k = 0; k <= m; k++) {
-        if (reply->element[k]->type != REDIS_REPLY_INTEGER
-            || reply->element[k]->integer < 0)
-        {
+        if (reply->element[k]->type != REDIS_REPLY_INTEGER) {
             goto malformed;
         }
+    }
+
+    if (reply->element[0]->integer < 0) {
+        goto malformed;
     }
 
     taken = (reply->element[0]->integer == 1);
@@ -362,7 +419,19 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
 
         cap = zone->bucket.burst * zone->bucket.period_ms;
 
-        b.level = ((uint64_t) e->integer < cap) ? (uint64_t) e->integer : cap;
+        /* a token zone's bucket may be in debt: a negative level */
+
+        if (e->integer < 0) {
+            b.level = 0;
+            b.debt = ((uint64_t) -(e->integer + 1) < cap)
+                     ? (uint64_t) -(e->integer + 1) + 1 : cap;
+
+        } else {
+            b.level = ((uint64_t) e->integer < cap) ? (uint64_t) e->integer
+                                                    : cap;
+            b.debt = 0;
+        }
+
         b.stamp_ms = 0;
 
         agw_bucket_check(&b, &zone->bucket, st[i].cost, 0, &st[i].res);
@@ -445,4 +514,92 @@ ngx_http_ai_gateway_limit_redis_failed(ngx_http_ai_gateway_limit_ctx_t *ctx)
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
                    "ai_gateway limit: redis unavailable");
+}
+
+
+/*
+ * Settle a redis token zone's reservation: fire and forget, with no pool,
+ * so the request may be gone before Redis answers.  Unavailable Redis
+ * leaves the reservation where it is: the bucket then refills as if the
+ * estimate had been used, the error on the side of the budget.
+ */
+
+void
+ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t used)
+{
+    u_char                            *p, *buf;
+    size_t                             len, argvlen[5];
+    uint64_t                           units;
+    const char                        *argv[5];
+    ngx_http_ai_gateway_limit_zone_t  *zone;
+    ngx_http_ai_gateway_redis_conf_t  *rcf;
+    ngx_http_ai_gateway_main_conf_t   *amcf;
+
+    if (!ngx_http_ai_gateway_redis_available()) {
+        return;
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+    rcf = amcf->redis;
+    zone = st->zone;
+
+    len = rcf->prefix.len + sizeof("rl:") - 1 + zone->name.len + 1
+          + 2 * NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN;
+
+    buf = ngx_pnalloc(r->pool, len + 4 * NGX_INT64_LEN + 1);
+    if (buf == NULL) {
+        return;
+    }
+
+    p = ngx_cpymem(buf, rcf->prefix.data, rcf->prefix.len);
+    p = ngx_cpymem(p, "rl:", sizeof("rl:") - 1);
+    p = ngx_cpymem(p, zone->name.data, zone->name.len);
+    *p++ = ':';
+    p = ngx_hex_dump(p, st->key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+
+    argv[0] = (const char *) buf;
+    argvlen[0] = len;
+
+    argv[1] = (const char *) p;
+    p = ngx_sprintf(p, "%uL", zone->bucket.rate);
+    argvlen[1] = p - (u_char *) argv[1];
+
+    argv[2] = (const char *) p;
+    p = ngx_sprintf(p, "%uL", zone->bucket.period_ms);
+    argvlen[2] = p - (u_char *) argv[2];
+
+    argv[3] = (const char *) p;
+    p = ngx_sprintf(p, "%uL", zone->bucket.burst);
+    argvlen[3] = p - (u_char *) argv[3];
+
+    /* within one capacity each way, as agw_bucket_settle() */
+
+    argv[4] = (const char *) p;
+
+    if (used < st->reserved) {
+        units = st->reserved - used;
+        units = (units > zone->bucket.burst) ? zone->bucket.burst : units;
+        p = ngx_sprintf(p, "%uL", units * zone->bucket.period_ms);
+
+    } else {
+        units = used - st->reserved;
+        units = (units > zone->bucket.burst) ? zone->bucket.burst : units;
+        p = ngx_sprintf(p, "-%uL", units * zone->bucket.period_ms);
+    }
+
+    argvlen[4] = p - (u_char *) argv[4];
+
+    (void) ngx_http_ai_gateway_redis_eval(NULL,
+                               ngx_http_ai_gateway_limit_redis_settled, NULL,
+                               &ngx_http_ai_gateway_limit_redis_settle_script,
+                               1, 5, argv, argvlen);
+}
+
+
+static void
+ngx_http_ai_gateway_limit_redis_settled(redisReply *reply,
+    ngx_http_ai_gateway_redis_status_e status, void *data)
+{
+    /* nothing waits for it: a failure is counted by the connection */
 }
