@@ -396,6 +396,8 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
         st[i].node = NULL;
         st[i].blind = 0;
         st[i].taken = 0;
+        st[i].leased = 0;
+        st[i].giveback = 0;
         st[i].dry = limits[i].dry_run;
 
         if (zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
@@ -457,6 +459,18 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     if (ctx->never) {
         for (i = 0; i < n; i++) {
             st[i].cost = 0;
+        }
+    }
+
+    /* lease=: a redis zone whose cost this nginx's lease covers is decided */
+
+    for (i = 0; nredis && i < n; i++) {
+        if (st[i].zone && st[i].zone->lease && st[i].cost && !st[i].dry
+            && ngx_http_ai_gateway_limit_lease_take(&st[i],
+                                             ngx_http_ai_gateway_limit_now()))
+        {
+            nredis--;
+            ctx->leased |= (st[i].leased == 1);
         }
     }
 
@@ -658,9 +672,15 @@ done:
         if (st[i].zone
             && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
         {
+            if (st[i].leased == 1) {
+                ngx_http_ai_gateway_limit_lease_refund(&st[i], now);
+            }
+
             st[i].zone = NULL;
         }
     }
+
+    ctx->leased = 0;
 
     return NGX_OK;
 }
@@ -715,7 +735,7 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     } else {
         scope = ngx_http_ai_gateway_limit_decide(ctx, &report);
 
-        if (ctx->reserved && scope) {
+        if ((ctx->reserved || ctx->leased) && scope) {
             report = ngx_http_ai_gateway_limit_refund(ctx);
         }
     }
@@ -865,7 +885,19 @@ ngx_http_ai_gateway_limit_refund(ngx_http_ai_gateway_limit_ctx_t *ctx)
          * refused, nor from a zone that had no room to store the bucket
          */
 
-        if (s->zone == NULL || !s->taken) {
+        if (s->zone == NULL) {
+            continue;
+        }
+
+        if (s->leased) {
+            if (s->leased == 1) {
+                ngx_http_ai_gateway_limit_lease_refund(s, now);
+            }
+
+            continue;
+        }
+
+        if (!s->taken) {
             continue;
         }
 
@@ -882,6 +914,7 @@ ngx_http_ai_gateway_limit_refund(ngx_http_ai_gateway_limit_ctx_t *ctx)
     }
 
     ctx->reserved = 0;
+    ctx->leased = 0;
 
     least = NULL;
 

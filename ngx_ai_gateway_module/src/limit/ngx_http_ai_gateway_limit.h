@@ -38,7 +38,10 @@
  * the tree or the order in which zones are locked changes: a reload never
  * hands a zone to workers that would use it differently
  */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_VERSION  4
+#define NGX_HTTP_AI_GATEWAY_LIMIT_VERSION  5
+
+/* how long this nginx holds tokens leased from a Redis bucket */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_MS  1000
 
 #define NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN  AGW_KEY_SLOT_LEN
 
@@ -77,6 +80,10 @@ typedef struct {
     u_short                             pad;
     ngx_queue_t                         queue;
     agw_bucket_t                        bucket;
+    uint64_t                            lease;     /* redis lease=: tokens
+                                                      taken out of Redis and
+                                                      not spent yet */
+    uint64_t                            lease_end; /* ms, monotonic */
     u_char                              key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
 } ngx_http_ai_gateway_limit_node_t;
 
@@ -99,6 +106,8 @@ typedef struct {
     ngx_uint_t                          tokens;   /* a token zone (t/s,
                                                      t/m): costs are LLM
                                                      tokens, settled */
+    uint64_t                            lease;    /* redis lease=N: tokens
+                                                     taken at a time */
     ngx_http_complex_value_t            key;
     ngx_uint_t                          key_kind;  /* _KEY_CONSTANT,
                                                       _VARIABLE, _COMPLEX */
@@ -195,6 +204,14 @@ typedef struct {
     /* a token zone's reservation of a passed request, to settle */
     uint64_t                            reserved;
 
+    /*
+     * lease=: decided here with no round trip: 1 cost spent from this
+     * nginx's lease, 2 refused as Redis lately refused the key
+     */
+    u_char                              leased;
+    /* lease=: an old lease's tokens handed back with the script call */
+    uint64_t                            giveback;
+
     u_char                              key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
 } ngx_http_ai_gateway_limit_state_t;
 
@@ -224,6 +241,7 @@ typedef struct {
     unsigned                            reserved:1; /* shm zones charged */
     unsigned                            estimated:1; /* estimate is set */
     unsigned                            tokens:1;    /* a token zone applies */
+    unsigned                            leased:1;    /* a lease paid a zone */
     unsigned                            settled:1;
 
     /*
@@ -356,10 +374,15 @@ void ngx_http_ai_gateway_limit_zone_settle(
     ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t reserved,
     uint64_t actual, uint64_t now, ngx_log_t *log);
 
+/* lease=: Redis refused key: its bucket, for a lease time */
+void ngx_http_ai_gateway_limit_zone_refused(
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, agw_bucket_t *b,
+    uint64_t now, ngx_log_t *log);
+
 /* remember level for key (a Redis bucket as Redis reported it) */
 void ngx_http_ai_gateway_limit_zone_track(
     ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t level,
-    uint64_t now, ngx_log_t *log);
+    uint64_t now, uint64_t lease, ngx_log_t *log);
 
 
 /* limit_redis.c */
@@ -375,9 +398,27 @@ void ngx_http_ai_gateway_limit_redis_init_conf(void);
 ngx_int_t ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx);
 
+/*
+ * lease=: take cost from this nginx's lease of the key's Redis tokens (1,
+ * st->res filled), or refuse it while Redis lately refused the key (2),
+ * else (0) prepare to ask Redis for a new lease
+ */
+ngx_uint_t ngx_http_ai_gateway_limit_lease_take(
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t now);
+/* a request refused elsewhere gives back what its lease paid */
+void ngx_http_ai_gateway_limit_lease_refund(
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t now);
+/* hand the tokens of ended leases (all of them when exiting) back */
+ngx_int_t ngx_http_ai_gateway_limit_lease_init_process(ngx_cycle_t *cycle);
+
 /* settle a redis token zone's reservation on the answer's use */
 void ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_state_t *st, uint64_t used);
+
+/* give a Redis bucket units back (or take them, negative): fire and forget */
+void ngx_http_ai_gateway_limit_redis_move(
+    ngx_http_ai_gateway_redis_conf_t *rcf,
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, int64_t units);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_LIMIT_H_INCLUDED_ */

@@ -123,7 +123,7 @@ ngx_module_t  ngx_http_ai_gateway_limit_module = {
     NGX_HTTP_MODULE,                          /* module type */
     NULL,                                     /* init master */
     NULL,                                     /* init module */
-    NULL,                                     /* init process */
+    ngx_http_ai_gateway_limit_lease_init_process, /* init process */
     NULL,                                     /* init thread */
     NULL,                                     /* exit thread */
     NULL,                                     /* exit process */
@@ -335,7 +335,7 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     u_char                                 *p;
     size_t                                  len;
     ssize_t                                 size;
-    ngx_int_t                               rate, burst;
+    ngx_int_t                               rate, burst, lease;
     ngx_str_t                              *value, name;
     ngx_uint_t                              i, period, redis, tokens;
     ngx_shm_zone_t                         *shm_zone;
@@ -376,6 +376,7 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     burst = 0;
     period = 0;
     redis = 0;
+    lease = 0;
     tokens = 0;
     name.len = 0;
 
@@ -472,6 +473,19 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "lease=", 6) == 0) {
+
+            lease = ngx_atoi(value[i].data + 6, value[i].len - 6);
+
+            if (lease == NGX_ERROR || lease < 1) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid lease \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
@@ -498,7 +512,22 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (lease && !redis) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"lease\" of zone \"%V\" requires \"redis\"",
+                           &name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (lease > burst) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "lease %i of zone \"%V\" exceeds its burst %i",
+                           lease, &name, burst);
+        return NGX_CONF_ERROR;
+    }
+
     zone->name = name;
+    zone->lease = lease;
     zone->backend = redis ? NGX_HTTP_AI_GATEWAY_LIMIT_REDIS
                           : NGX_HTTP_AI_GATEWAY_LIMIT_SHM;
     zone->tokens = tokens;

@@ -48,25 +48,34 @@
 #include "ngx_http_ai_gateway_redis.h"
 
 
-/* arguments per zone: rate, period_ms, burst, cost, ttl_ms, dry_run */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_ARGS  6
+/* arguments per zone: rate, period_ms, burst, cost, ttl_ms, dry_run,
+   lease, giveback */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_ARGS  8
+
+/* <prefix>rl:<zone>:<hex>, with the prefix and zone names nginx accepts */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_KEY_MAX  512
 
 
 /*
- * KEYS[i]: the bucket of zone i; ARGV[6i-5 .. 6i]: its rate, period_ms,
- * burst, cost, expiry (ms) and dry_run ("1" or "0").  Returns {taken,
- * level_1, ..., level_n}: taken is 1 if every bucket that is not dry_run
- * had its cost, and then every bucket that had it was charged (a dry_run
- * bucket that would refuse takes nothing), 0 if none was; level_i is
- * bucket i refilled to now, before any charge.
+ * KEYS[i]: the bucket of zone i; ARGV[8i-7 .. 8i]: its rate, period_ms,
+ * burst, cost, expiry (ms), dry_run ("1" or "0"), lease (tokens wanted at
+ * once, 0 for none) and giveback (units of an ended lease, added first).
+ * Returns {taken, level_1, ..., level_n, got_1, ..., got_n}: taken is 1 if
+ * every bucket that is not dry_run had its cost, and then every bucket
+ * that had it was charged (a dry_run bucket that would refuse takes
+ * nothing), 0 if none was; level_i is bucket i refilled to now (and given
+ * back to), before any charge; got_i the tokens taken from it: its cost,
+ * or for a lease up to `lease` whole tokens, never less than the cost.
  *
  * The refill is agw_bucket_refill() of lib/agw_bucket.c, line for line
  * (see the pseudo-code in its essay): Lua numbers are doubles, exact up to
  * 2^53, which agw_bucket_conf_valid() guarantees every value stays under,
- * and the ceiling division is done with math.floor and a correction.
- * Levels are written with %d, since tostring() would round them to 14
- * digits.  redis.replicate_commands() lets Redis before 5 replicate a
- * script that writes after reading TIME; later versions always do.
+ * and the ceiling division is done with math.floor and a correction.  A
+ * token zone's level may be negative (a debt, see the settle script); a
+ * bucket in debt has no token to give.  Levels are written with %d, since
+ * tostring() would round them to 14 digits.  redis.replicate_commands()
+ * lets Redis before 5 replicate a script that writes after reading TIME;
+ * later versions always do.
  */
 
 static ngx_http_ai_gateway_redis_script_t
@@ -76,13 +85,14 @@ static ngx_http_ai_gateway_redis_script_t
     "if redis.replicate_commands then redis.replicate_commands() end\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local level, stamp, ok, taken = {}, {}, {}, 1\n"
+    "local level, stamp, ok, got, dirty, taken = {}, {}, {}, {}, {}, 1\n"
     "for i = 1, #KEYS do\n"
-    "  local a = (i - 1) * 6\n"
+    "  local a = (i - 1) * 8\n"
     "  local rate = tonumber(ARGV[a + 1])\n"
     "  local period = tonumber(ARGV[a + 2])\n"
     "  local burst = tonumber(ARGV[a + 3])\n"
     "  local cost = tonumber(ARGV[a + 4])\n"
+    "  local give = tonumber(ARGV[a + 8])\n"
     "  local cap = burst * period\n"
     "  local h = redis.call('HMGET', KEYS[i], 'level', 'stamp')\n"
     "  local l, s = tonumber(h[1]), tonumber(h[2])\n"
@@ -98,24 +108,39 @@ static ngx_http_ai_gateway_redis_script_t
     "    if now - s >= fill then l = cap else l = l + (now - s) * rate end\n"
     "  end\n"
     "  if now > s then s = now end\n"
-    "  level[i], stamp[i] = l, s\n"
+    "  dirty[i] = give > 0\n"
+    "  if give > 0 then l = math.min(cap, l + give) end\n"
+    "  level[i], stamp[i], got[i] = l, s, 0\n"
     "  ok[i] = not (cost > burst or cost * period > l)\n"
     "  if not ok[i] and ARGV[a + 6] == '0' then taken = 0 end\n"
     "end\n"
     "if taken == 1 then\n"
     "  for i = 1, #KEYS do\n"
-    "    local a = (i - 1) * 6\n"
-    "    local want = tonumber(ARGV[a + 4]) * tonumber(ARGV[a + 2])\n"
-    "    if want > 0 and ok[i] then\n"
-    "      redis.call('HSET', KEYS[i],\n"
-    "                 'level', string.format('%d', level[i] - want),\n"
-    "                 'stamp', string.format('%d', stamp[i]))\n"
-    "      redis.call('PEXPIRE', KEYS[i], ARGV[a + 5])\n"
+    "    local a = (i - 1) * 8\n"
+    "    local period = tonumber(ARGV[a + 2])\n"
+    "    local cost = tonumber(ARGV[a + 4])\n"
+    "    local lease = tonumber(ARGV[a + 7])\n"
+    "    if cost > 0 and ok[i] then\n"
+    "      local n = math.min(lease, math.floor(level[i] / period))\n"
+    "      if n < cost then n = cost end\n"
+    "      got[i] = n\n"
+    "      dirty[i] = true\n"
     "    end\n"
+    "  end\n"
+    "end\n"
+    "for i = 1, #KEYS do\n"
+    "  if dirty[i] then\n"
+    "    local a = (i - 1) * 8\n"
+    "    redis.call('HSET', KEYS[i],\n"
+    "               'level', string.format('%d',\n"
+    "                          level[i] - got[i] * tonumber(ARGV[a + 2])),\n"
+    "               'stamp', string.format('%d', stamp[i]))\n"
+    "    redis.call('PEXPIRE', KEYS[i], ARGV[a + 5])\n"
     "  end\n"
     "end\n"
     "local reply = {taken}\n"
     "for i = 1, #KEYS do reply[i + 1] = level[i] end\n"
+    "for i = 1, #KEYS do reply[#KEYS + i + 1] = got[i] end\n"
     "return reply\n"),
     ""
 };
@@ -214,7 +239,7 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
     st = ctx->st;
 
     for (i = 0, m = 0; i < ctx->n; i++) {
-        if (st[i].zone
+        if (st[i].zone && !st[i].leased
             && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
         {
             m++;
@@ -239,7 +264,9 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
     for (i = 0, k = 0; i < ctx->n; i++) {
         zone = st[i].zone;
 
-        if (zone == NULL || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+        if (zone == NULL || st[i].leased
+            || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+        {
             continue;
         }
 
@@ -289,6 +316,15 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
         /* a dry_run zone never vetoes the others; it takes if it can */
         argv[m + k * a + 5] = st[i].dry ? "1" : "0";
         argvlen[m + k * a + 5] = 1;
+
+        /* lease=: up to that many tokens at once; an ended one handed back */
+        argv[m + k * a + 6] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", (st[i].cost && !st[i].dry) ? zone->lease : 0);
+        argvlen[m + k * a + 6] = p - (u_char *) argv[m + k * a + 6];
+
+        argv[m + k * a + 7] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", st[i].giveback * zone->bucket.period_ms);
+        argvlen[m + k * a + 7] = p - (u_char *) argv[m + k * a + 7];
 
         k++;
     }
@@ -367,6 +403,7 @@ static ngx_int_t
 ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
     redisReply *reply)
 {
+    int64_t                             got;
     uint64_t                            cap, now, want, level;
     ngx_uint_t                          i, k, m, taken;
     agw_bucket_t                        b;
@@ -377,18 +414,18 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
     st = ctx->st;
 
     for (i = 0, m = 0; i < ctx->n; i++) {
-        if (st[i].zone
+        if (st[i].zone && !st[i].leased
             && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
         {
             m++;
         }
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != m + 1) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 * m + 1) {
         goto malformed;
     }
 
-    for (k = 0; k <= m; k++) {
+    for (k = 0; k <= 2 * m; k++) {
         if (reply->element[k]->type != REDIS_REPLY_INTEGER) {
             goto malformed;
         }
@@ -405,11 +442,15 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
     for (i = 0, k = 1; i < ctx->n; i++) {
         zone = st[i].zone;
 
-        if (zone == NULL || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+        if (zone == NULL || st[i].leased
+            || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+        {
             continue;
         }
 
-        e = reply->element[k++];
+        e = reply->element[k];
+        got = reply->element[m + k]->integer;
+        k++;
 
         /*
          * the level is already refilled to Redis's now: a bucket stamped
@@ -440,6 +481,14 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
             if (st[i].res.allowed && st[i].cost) {
                 /* another zone refused: this one holds what it held */
                 agw_bucket_check(&b, &zone->bucket, 0, 0, &st[i].res);
+
+            } else if (zone->lease && st[i].cost) {
+                /* refused: remembered for a lease time (lease.c) */
+                ngx_http_ai_gateway_limit_zone_lock(zone);
+                ngx_http_ai_gateway_limit_zone_refused(zone, st[i].key, &b,
+                                                       now,
+                                                ctx->request->connection->log);
+                ngx_http_ai_gateway_limit_zone_unlock(zone);
             }
 
             continue;
@@ -450,17 +499,32 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
             continue;
         }
 
-        /* the "keys" gauge: mirror the bucket as Redis holds it now */
+        /*
+         * the "keys" gauge: mirror the bucket as Redis holds it now; a
+         * lease keeps what it took beyond the cost for the next requests
+         */
 
-        want = st[i].cost * zone->bucket.period_ms;
+        if (got < 0 || (uint64_t) got < st[i].cost
+            || (uint64_t) got > zone->bucket.burst)
+        {
+            goto malformed;
+        }
+
+        want = (uint64_t) got * zone->bucket.period_ms;
         level = (b.level > want) ? b.level - want : 0;
 
         ngx_http_ai_gateway_limit_zone_lock(zone);
 
         ngx_http_ai_gateway_limit_zone_track(zone, st[i].key, level, now,
+                                             (uint64_t) got - st[i].cost,
                                              ctx->request->connection->log);
 
         ngx_http_ai_gateway_limit_zone_unlock(zone);
+
+        /*
+         * the figures reported stay those of the bucket less this cost:
+         * what Redis keeps plus what this nginx now holds
+         */
     }
 
     return NGX_OK;
@@ -488,7 +552,7 @@ ngx_http_ai_gateway_limit_redis_failed(ngx_http_ai_gateway_limit_ctx_t *ctx)
     st = ctx->st;
 
     for (i = 0; i < ctx->n; i++) {
-        if (st[i].zone == NULL
+        if (st[i].zone == NULL || st[i].leased
             || st[i].zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
         {
             continue;
@@ -528,27 +592,53 @@ void
 ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_state_t *st, uint64_t used)
 {
-    u_char                            *p, *buf;
-    size_t                             len, argvlen[5];
     uint64_t                           units;
-    const char                        *argv[5];
-    ngx_http_ai_gateway_limit_zone_t  *zone;
-    ngx_http_ai_gateway_redis_conf_t  *rcf;
     ngx_http_ai_gateway_main_conf_t   *amcf;
+    ngx_http_ai_gateway_limit_zone_t  *zone;
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+    zone = st->zone;
+
+    /* within one capacity each way, as agw_bucket_settle() */
+
+    if (used < st->reserved) {
+        units = st->reserved - used;
+        units = (units > zone->bucket.burst) ? zone->bucket.burst : units;
+        ngx_http_ai_gateway_limit_redis_move(amcf->redis, zone, st->key,
+                                       (int64_t) (units * zone->bucket.period_ms));
+
+    } else {
+        units = used - st->reserved;
+        units = (units > zone->bucket.burst) ? zone->bucket.burst : units;
+        ngx_http_ai_gateway_limit_redis_move(amcf->redis, zone, st->key,
+                                     -(int64_t) (units * zone->bucket.period_ms));
+    }
+}
+
+
+/*
+ * Move a Redis bucket by units (given back if positive, taken if
+ * negative) with the settle script: what settlements and ended leases
+ * use.  Fire and forget; argv is copied by the connection.
+ */
+
+void
+ngx_http_ai_gateway_limit_redis_move(ngx_http_ai_gateway_redis_conf_t *rcf,
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, int64_t units)
+{
+    u_char       *p, buf[NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_KEY_MAX
+                         + 4 * NGX_INT64_LEN + 1];
+    size_t        len, argvlen[5];
+    const char   *argv[5];
 
     if (!ngx_http_ai_gateway_redis_available()) {
         return;
     }
 
-    amcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
-    rcf = amcf->redis;
-    zone = st->zone;
-
     len = rcf->prefix.len + sizeof("rl:") - 1 + zone->name.len + 1
           + 2 * NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN;
 
-    buf = ngx_pnalloc(r->pool, len + 4 * NGX_INT64_LEN + 1);
-    if (buf == NULL) {
+    if (len > NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_KEY_MAX) {
         return;
     }
 
@@ -556,7 +646,7 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
     p = ngx_cpymem(p, "rl:", sizeof("rl:") - 1);
     p = ngx_cpymem(p, zone->name.data, zone->name.len);
     *p++ = ':';
-    p = ngx_hex_dump(p, st->key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+    p = ngx_hex_dump(p, key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
 
     argv[0] = (const char *) buf;
     argvlen[0] = len;
@@ -573,21 +663,8 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
     p = ngx_sprintf(p, "%uL", zone->bucket.burst);
     argvlen[3] = p - (u_char *) argv[3];
 
-    /* within one capacity each way, as agw_bucket_settle() */
-
     argv[4] = (const char *) p;
-
-    if (used < st->reserved) {
-        units = st->reserved - used;
-        units = (units > zone->bucket.burst) ? zone->bucket.burst : units;
-        p = ngx_sprintf(p, "%uL", units * zone->bucket.period_ms);
-
-    } else {
-        units = used - st->reserved;
-        units = (units > zone->bucket.burst) ? zone->bucket.burst : units;
-        p = ngx_sprintf(p, "-%uL", units * zone->bucket.period_ms);
-    }
-
+    p = ngx_sprintf(p, "%L", units);
     argvlen[4] = p - (u_char *) argv[4];
 
     (void) ngx_http_ai_gateway_redis_eval(NULL,
