@@ -18,6 +18,7 @@ CACHE      ?= shm
 
 MODULE_SRCS := $(wildcard ngx_ai_gateway_module/config \
                           ngx_ai_gateway_module/src/*.[ch] \
+                          ngx_ai_gateway_module/src/*/*.[ch] \
                           $(LIB_DIR)/*.[ch])
 SIM_SRCS    := $(wildcard backends/ai-sim/*.[ch])
 

@@ -18,6 +18,7 @@ packages=(
     gettext-base           # envsubst: renders nginx-conf/ templates
     curl procps psmisc     # readiness checks, process inspection
     wrk                    # make bench
+    libfaketime            # tests: a wall clock stepped under nginx
     clang libclang-rt-14-dev   # libFuzzer target
     valgrind               # leak checks of ai-sim
     docker-compose         # static check of compose.yaml (no engine needed)

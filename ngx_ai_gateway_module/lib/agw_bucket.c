@@ -82,18 +82,25 @@ agw_div_ceil(uint64_t a, uint64_t b)
 }
 
 
+/*
+ * The level refilled to now_ms, and in *debt what is still owed: time
+ * pays an overrun back before it fills the bucket again, so while *debt is
+ * not 0 the level is 0.
+ */
+
 static uint64_t
 agw_bucket_refill(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
-    uint64_t now_ms)
+    uint64_t now_ms, uint64_t *debt)
 {
-    uint64_t  cap, level, need, elapsed;
+    uint64_t  cap, level, need, elapsed, gained;
 
     cap = conf->burst * conf->period_ms;
     level = b->level;
+    *debt = b->debt;
 
     /* a reload may have shrunk the burst under an existing bucket */
 
-    if (level >= cap) {
+    if (*debt == 0 && level >= cap) {
         return cap;
     }
 
@@ -103,15 +110,28 @@ agw_bucket_refill(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
     }
 
     elapsed = now_ms - b->stamp_ms;
-    need = cap - level;
+
+    /* debt <= cap (see settle) and level < cap: need <= 2 * cap < 2^54 */
+    need = cap - level + *debt;
 
     if (elapsed >= agw_div_ceil(need, conf->rate)) {
+        *debt = 0;
         return cap;
     }
 
     /* elapsed < ceil(need / rate), so elapsed * rate < need: no overflow */
 
-    return level + elapsed * conf->rate;
+    gained = elapsed * conf->rate;
+
+    if (gained <= *debt) {
+        *debt -= gained;
+        return 0;
+    }
+
+    gained -= *debt;
+    *debt = 0;
+
+    return level + gained;
 }
 
 
@@ -142,6 +162,7 @@ agw_bucket_init(agw_bucket_t *b, const agw_bucket_conf_t *conf,
 {
     b->level = conf->burst * conf->period_ms;
     b->stamp_ms = now_ms;
+    b->debt = 0;
 }
 
 
@@ -149,7 +170,9 @@ uint64_t
 agw_bucket_level(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t now_ms)
 {
-    return agw_bucket_refill(b, conf, now_ms);
+    uint64_t  debt;
+
+    return agw_bucket_refill(b, conf, now_ms, &debt);
 }
 
 
@@ -159,7 +182,7 @@ agw_bucket_level(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
  */
 static inline void
 agw_bucket_decide(const agw_bucket_conf_t *conf, uint64_t level,
-    uint64_t cost, agw_bucket_result_t *res)
+    uint64_t debt, uint64_t cost, agw_bucket_result_t *res)
 {
     uint64_t  cap, want;
 
@@ -168,7 +191,7 @@ agw_bucket_decide(const agw_bucket_conf_t *conf, uint64_t level,
     if (cost <= conf->burst) {
         want = cost * conf->period_ms;
 
-        if (want <= level) {
+        if (want <= level && debt == 0) {
             level -= want;
 
             res->allowed = 1;
@@ -176,6 +199,7 @@ agw_bucket_decide(const agw_bucket_conf_t *conf, uint64_t level,
             res->reset_ms = agw_div_ceil(cap - level, conf->rate);
             res->retry_after_ms = 0;
             res->level = level;
+            res->debt = 0;
             return;
         }
 
@@ -184,11 +208,14 @@ agw_bucket_decide(const agw_bucket_conf_t *conf, uint64_t level,
         want = cap;
     }
 
+    /* in debt the level is 0: the debt is paid before anything is taken */
+
     res->allowed = 0;
     res->remaining = level / conf->period_ms;
-    res->reset_ms = agw_div_ceil(cap - level, conf->rate);
-    res->retry_after_ms = agw_div_ceil(want - level, conf->rate);
+    res->reset_ms = agw_div_ceil(cap - level + debt, conf->rate);
+    res->retry_after_ms = agw_div_ceil(want - level + debt, conf->rate);
     res->level = level;
+    res->debt = debt;
 }
 
 
@@ -196,7 +223,11 @@ void
 agw_bucket_check(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t cost, uint64_t now_ms, agw_bucket_result_t *res)
 {
-    agw_bucket_decide(conf, agw_bucket_refill(b, conf, now_ms), cost, res);
+    uint64_t  level, debt;
+
+    level = agw_bucket_refill(b, conf, now_ms, &debt);
+
+    agw_bucket_decide(conf, level, debt, cost, res);
 }
 
 
@@ -205,6 +236,7 @@ agw_bucket_commit(agw_bucket_t *b, const agw_bucket_result_t *res,
     uint64_t now_ms)
 {
     b->level = res->level;
+    b->debt = res->debt;
 
     /* the stamp never moves backwards */
 
@@ -218,7 +250,11 @@ int
 agw_bucket_consume(agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t cost, uint64_t now_ms, agw_bucket_result_t *res)
 {
-    agw_bucket_decide(conf, agw_bucket_refill(b, conf, now_ms), cost, res);
+    uint64_t  level, debt;
+
+    level = agw_bucket_refill(b, conf, now_ms, &debt);
+
+    agw_bucket_decide(conf, level, debt, cost, res);
 
     if (res->allowed && cost) {
         agw_bucket_commit(b, res, now_ms);
@@ -232,9 +268,9 @@ void
 agw_bucket_take(agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t cost, uint64_t now_ms)
 {
-    uint64_t  level, want;
+    uint64_t  level, want, debt;
 
-    level = agw_bucket_refill(b, conf, now_ms);
+    level = agw_bucket_refill(b, conf, now_ms, &debt);
 
     if (cost > conf->burst) {
         want = level;
@@ -248,8 +284,70 @@ agw_bucket_take(agw_bucket_t *b, const agw_bucket_conf_t *conf,
     }
 
     b->level = level - want;
+    b->debt = debt;
 
     /* the stamp never moves backwards */
+
+    if (now_ms > b->stamp_ms) {
+        b->stamp_ms = now_ms;
+    }
+}
+
+
+/*
+ * Settlement of a reservation.  A token zone charges an estimate when a
+ * request is admitted and learns the real figure when the answer ends:
+ * what was reserved but not used goes back (paying any debt first, never
+ * above capacity); what was used beyond the reservation is taken, down to
+ * 0 and then as debt, which refill pays back before the bucket fills again,
+ * so later requests wait.  One answer takes at most one capacity beyond
+ * its reservation and the debt never exceeds one capacity: an upstream
+ * that reports absurd usage can hold a key back for at most two windows,
+ * and the arithmetic stays far below 2^53.  A refund is a settlement with
+ * actual 0.
+ */
+
+void
+agw_bucket_settle(agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t reserved, uint64_t actual, uint64_t now_ms)
+{
+    uint64_t  cap, level, debt, units;
+
+    cap = conf->burst * conf->period_ms;
+    level = agw_bucket_refill(b, conf, now_ms, &debt);
+
+    if (actual <= reserved) {
+        units = reserved - actual;
+        units = (units > conf->burst) ? cap : units * conf->period_ms;
+
+        if (units <= debt) {
+            debt -= units;
+
+        } else {
+            units -= debt;
+            debt = 0;
+            level = (cap - level <= units) ? cap : level + units;
+        }
+
+    } else {
+        units = actual - reserved;
+        units = (units > conf->burst) ? cap : units * conf->period_ms;
+
+        if (units <= level) {
+            level -= units;
+
+        } else {
+            debt += units - level;
+            level = 0;
+
+            if (debt > cap) {
+                debt = cap;
+            }
+        }
+    }
+
+    b->level = level;
+    b->debt = debt;
 
     if (now_ms > b->stamp_ms) {
         b->stamp_ms = now_ms;

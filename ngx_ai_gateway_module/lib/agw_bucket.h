@@ -31,6 +31,9 @@ typedef struct {
     uint64_t  level;             /* tokens scaled by period_ms:
                                     1 token == period_ms units */
     uint64_t  stamp_ms;          /* time the level was computed, ms */
+    uint64_t  debt;              /* units owed after an overrun (settle),
+                                    paid by refill first; level is 0 while
+                                    there is debt; at most the capacity */
 } agw_bucket_t;
 
 
@@ -45,6 +48,7 @@ typedef struct {
                                     0 if allowed */
     uint64_t  level;             /* the level after the request (now, if
                                     rejected), in units: for commit() */
+    uint64_t  debt;              /* units still owed (0 if allowed) */
 } agw_bucket_result_t;
 
 
@@ -81,6 +85,14 @@ void agw_bucket_commit(agw_bucket_t *b, const agw_bucket_result_t *res,
  */
 int agw_bucket_consume(agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t cost, uint64_t now_ms, agw_bucket_result_t *res);
+
+/*
+ * settle a reservation of `reserved` tokens on the `actual` use: unused
+ * tokens go back, an overrun is taken and may leave the bucket in debt
+ * (at most one capacity); a refund is actual 0
+ */
+void agw_bucket_settle(agw_bucket_t *b, const agw_bucket_conf_t *conf,
+    uint64_t reserved, uint64_t actual, uint64_t now_ms);
 
 /* the level refilled to now_ms, in units (period_ms units per token) */
 uint64_t agw_bucket_level(const agw_bucket_t *b, const agw_bucket_conf_t *conf,

@@ -47,6 +47,10 @@ static ngx_http_ai_gateway_field_t  ngx_http_ai_gateway_limit_fields[] = {
     ngx_http_ai_gateway_field(ngx_http_ai_gateway_limit_stats_t, passed, 0),
     ngx_http_ai_gateway_field(ngx_http_ai_gateway_limit_stats_t, rejected, 0),
     ngx_http_ai_gateway_field(ngx_http_ai_gateway_limit_stats_t, keys, 1),
+    ngx_http_ai_gateway_field(ngx_http_ai_gateway_limit_stats_t, reserved, 0),
+    ngx_http_ai_gateway_field(ngx_http_ai_gateway_limit_stats_t, settled, 0),
+    ngx_http_ai_gateway_field(ngx_http_ai_gateway_limit_stats_t, returned, 0),
+    ngx_http_ai_gateway_field(ngx_http_ai_gateway_limit_stats_t, overrun, 0),
     { NULL, 0, 0 }
 };
 
@@ -182,7 +186,7 @@ ngx_http_ai_gateway_cachez_size(ngx_http_ai_gateway_main_conf_t *amcf)
 
     size = 16 * NGX_HTTP_AI_GATEWAY_FIELD_LEN
            + (amcf->caches.nelts + 1) * 12 * NGX_HTTP_AI_GATEWAY_FIELD_LEN
-           + amcf->limits.nelts * 4 * NGX_HTTP_AI_GATEWAY_FIELD_LEN
+           + amcf->limits.nelts * 9 * NGX_HTTP_AI_GATEWAY_FIELD_LEN
            + 12 * names;
 
     return size;
@@ -288,7 +292,8 @@ ngx_http_ai_gateway_cachez_json(u_char *p,
     for (i = 0; i < amcf->limits.nelts; i++) {
         p = ngx_sprintf(p, "%s\"", i ? "," : "");
         p = ngx_http_ai_gateway_escaped(p, &limits[i]->name);
-        p = ngx_sprintf(p, "\":{\"backend\":\"%V\"", &limits[i]->backend);
+        p = ngx_sprintf(p, "\":{\"backend\":\"%V\",\"unit\":\"%V\"",
+                        &limits[i]->backend, &limits[i]->unit);
         p = ngx_http_ai_gateway_json_fields(p, limits[i]->stats,
                                             ngx_http_ai_gateway_limit_fields);
         *p++ = '}';

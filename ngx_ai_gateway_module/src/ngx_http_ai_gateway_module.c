@@ -5,11 +5,14 @@
 
 #include "ngx_http_ai_gateway_module.h"
 #include "ngx_http_ai_gateway_redis.h"
+#include "ngx_http_ai_gateway_cache.h"
+#include "ngx_http_ai_gateway_request.h"
 
 
 static void *ngx_http_ai_gateway_create_main_conf(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r);
+static ngx_flag_t ngx_http_ai_gateway_body_ahead(ngx_http_request_t *r);
 
 
 static ngx_command_t  ngx_http_ai_gateway_commands[] = {
@@ -33,7 +36,7 @@ static ngx_command_t  ngx_http_ai_gateway_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_ai_gateway_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_ai_gateway_request_add_variables, /* preconfiguration */
     ngx_http_ai_gateway_postconfiguration, /* postconfiguration */
 
     ngx_http_ai_gateway_create_main_conf,  /* create main configuration */
@@ -136,6 +139,13 @@ ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+    if (ngx_http_ai_gateway_body_ahead(r)) {
+        rc = ngx_http_ai_gateway_limit_precheck(r);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
     rc = ngx_http_ai_gateway_cache_lookup(r);
     if (rc != NGX_DECLINED) {
         return rc;
@@ -147,6 +157,25 @@ ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
     }
 
     return ngx_http_ai_gateway_cache_serve(r);
+}
+
+
+/*
+ * Is the cache step about to read this request's body?  A cached location,
+ * not looked up yet, and a body on its way (a declared length or chunks).
+ */
+
+static ngx_flag_t
+ngx_http_ai_gateway_body_ahead(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_cache_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+
+    return conf->store != NULL
+           && ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module)
+              == NULL
+           && (r->headers_in.content_length_n > 0 || r->headers_in.chunked);
 }
 
 

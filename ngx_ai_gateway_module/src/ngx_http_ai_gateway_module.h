@@ -41,6 +41,8 @@ extern ngx_module_t  ngx_http_ai_gateway_cache_module;
  * every request (and again from the top when a suspended step resumes the
  * phases, so each step must notice it already ran):
  *
+ *   limit_precheck where the cache would read a request body: refuse now,
+ *                  unread, a request that no bucket could pass as a MISS
  *   cache_lookup   decide BYPASS, read and digest the body, look the key up
  *   limit_check    charge (or, for a HIT, just read) the token buckets
  *   cache_serve    answer a HIT from the store
@@ -50,6 +52,7 @@ extern ngx_module_t  ngx_http_ai_gateway_cache_module;
  * request; or an HTTP status / NGX_ERROR for nginx to finalize.
  */
 ngx_int_t ngx_http_ai_gateway_cache_lookup(ngx_http_request_t *r);
+ngx_int_t ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r);
 ngx_int_t ngx_http_ai_gateway_limit_check(ngx_http_request_t *r);
 ngx_int_t ngx_http_ai_gateway_cache_serve(ngx_http_request_t *r);
 

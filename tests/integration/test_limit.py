@@ -20,6 +20,9 @@ import time
 
 import pytest
 
+# a request zone reports no token figures
+NO_TOKENS = {"reserved": 0, "settled": 0, "returned": 0, "overrun": 0}
+
 REALIP = """
     set_real_ip_from 127.0.0.1;
     real_ip_header X-Forwarded-For;
@@ -146,7 +149,8 @@ def test_limit_burst_then_reject_with_headers(nginx_factory):
     assert h.get("ratelimit-remaining") == "2", h
 
     z = cachez(n)["limits"]["per_client"]
-    assert z == {"backend": "shm", "passed": 4, "rejected": 2, "keys": 2}, z
+    assert z == {"backend": "shm", "unit": "requests", "passed": 4,
+                 "rejected": 2, "keys": 2, **NO_TOKENS}, z
 
 
 def test_limit_global_zone_caps_all_clients(nginx_factory):
@@ -587,8 +591,10 @@ def test_limit_cachez_json_and_prometheus(nginx_factory):
 
     limits = cachez(n)["limits"]
     assert limits == {
-        "one": {"backend": "shm", "passed": 2, "rejected": 1, "keys": 2},
-        "unused": {"backend": "shm", "passed": 0, "rejected": 0, "keys": 0},
+        "one": {"backend": "shm", "unit": "requests", "passed": 2,
+                "rejected": 1, "keys": 2, **NO_TOKENS},
+        "unused": {"backend": "shm", "unit": "requests", "passed": 0,
+                   "rejected": 0, "keys": 0, **NO_TOKENS},
     }, limits
 
     status, _, body = get(n, "/cachez?format=prometheus")

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from harness import redis as redis_harness
-from test_limit import cachez, conf_line, get, server
+from test_limit import NO_TOKENS, cachez, conf_line, get, server
 
 pytestmark = pytest.mark.skipif(not redis_harness.available(),
                                 reason="redis-server not installed")
@@ -95,7 +95,8 @@ def test_limit_redis_burst_then_reject_with_headers(nginx_factory,
         [key.encode(), bucket_key("per_user", "bob").encode()])
 
     z = cachez(n)["limits"]["per_user"]
-    assert z == {"backend": "redis", "passed": 4, "rejected": 2, "keys": 2}, z
+    assert z == {"backend": "redis", "unit": "requests", "passed": 4,
+                 "rejected": 2, "keys": 2, **NO_TOKENS}, z
 
 
 def test_limit_redis_prefix_and_idle_keys_expire(nginx_factory, redis_server):
@@ -313,8 +314,9 @@ def test_limit_redis_mixed_zones_all_or_nothing(nginx_factory, redis_server):
     assert level < 60000, level
 
     limits = cachez(n)["limits"]
-    assert limits["local"] == {"backend": "shm", "passed": 3,
-                               "rejected": 1, "keys": 4}, limits
+    assert limits["local"] == {"backend": "shm", "unit": "requests",
+                               "passed": 3, "rejected": 1, "keys": 4,
+                               **NO_TOKENS}, limits
     assert limits["shared"]["backend"] == "redis", limits
     assert limits["shared"]["passed"] == 3, limits
     assert limits["shared"]["rejected"] == 1, limits

@@ -681,6 +681,117 @@ test_bucket_consume_is_check_then_take(void **state)
 }
 
 
+/*
+ * Settlement of token reservations: unused tokens go back (never above
+ * capacity), an overrun is taken into debt (one answer takes at most one
+ * capacity beyond its reservation, and the debt is at most one), refill
+ * pays the debt before it fills, and a request waits while in debt.
+ * Bucket 1 token/s, burst 10; every row starts full at t=0, takes
+ * `reserved` at t=0 and settles at t=0 on `actual`; then a check of cost 1
+ * at `later` ms.
+ */
+
+static void
+test_bucket_settle(void **state)
+{
+    size_t               i;
+    agw_bucket_t         b;
+    agw_bucket_result_t  res;
+
+    static const agw_bucket_conf_t  conf = RPS(1, 10);
+
+    static const struct {
+        uint64_t  reserved, actual;
+        uint64_t  level, debt;      /* units after the settlement */
+        uint64_t  later;            /* ms */
+        int       allowed;
+        uint64_t  remaining, reset_ms, retry_after_ms;
+    } rows[] = {
+        /* exact: nothing moves */
+        { 5, 5, 5000, 0, 0, 1, 4, 6000, 0 },
+        /* fewer used: the rest goes back */
+        { 5, 2, 8000, 0, 0, 1, 7, 3000, 0 },
+        /* none used (a 5xx, no answer): all goes back, capped */
+        { 5, 0, 10000, 0, 0, 1, 9, 1000, 0 },
+        { 10, 0, 10000, 0, 0, 1, 9, 1000, 0 },
+        /* more used: taken down to 0 */
+        { 5, 10, 0, 0, 0, 0, 0, 10000, 1000 },
+        /* and into debt: 2 tokens owed, 3 s until one token */
+        { 5, 12, 0, 2000, 0, 0, 0, 12000, 3000 },
+        { 5, 12, 0, 2000, 2000, 0, 0, 10000, 1000 },
+        { 5, 12, 0, 2000, 3000, 1, 0, 10000, 0 },
+        /* refill pays the debt, then fills */
+        { 5, 12, 0, 2000, 12000, 1, 9, 1000, 0 },
+        /*
+         * an overrun takes at most one capacity, whatever the upstream
+         * claims, and the debt never exceeds one capacity
+         */
+        { 5, 1000000, 0, 5000, 0, 0, 0, 15000, 6000 },
+        { 5, UINT64_MAX, 0, 5000, 0, 0, 0, 15000, 6000 },
+        { 0, UINT64_MAX, 0, 0, 0, 0, 0, 10000, 1000 },
+        { 10, UINT64_MAX, 0, 10000, 0, 0, 0, 20000, 11000 },
+        /* an absurd reservation given back fills the bucket, no more */
+        { 0, 0, 10000, 0, 0, 1, 9, 1000, 0 },
+    };
+
+    for (i = 0; i < nitems(rows); i++) {
+        agw_bucket_init(&b, &conf, 0);
+        agw_bucket_take(&b, &conf, rows[i].reserved, 0);
+        agw_bucket_settle(&b, &conf, rows[i].reserved, rows[i].actual, 0);
+
+        if (b.level != rows[i].level || b.debt != rows[i].debt) {
+            print_error("settle row %zu: reserved %llu actual %llu: "
+                        "expected level %llu debt %llu, got %llu %llu\n",
+                        i, (unsigned long long) rows[i].reserved,
+                        (unsigned long long) rows[i].actual,
+                        (unsigned long long) rows[i].level,
+                        (unsigned long long) rows[i].debt,
+                        (unsigned long long) b.level,
+                        (unsigned long long) b.debt);
+            fail();
+        }
+
+        agw_bucket_check(&b, &conf, 1, rows[i].later, &res);
+
+        if (res.allowed != rows[i].allowed
+            || res.remaining != rows[i].remaining
+            || res.reset_ms != rows[i].reset_ms
+            || res.retry_after_ms != rows[i].retry_after_ms)
+        {
+            print_error("settle row %zu at %llu ms: expected allowed %d "
+                        "remaining %llu reset %llu retry %llu, got %d %llu "
+                        "%llu %llu\n", i,
+                        (unsigned long long) rows[i].later, rows[i].allowed,
+                        (unsigned long long) rows[i].remaining,
+                        (unsigned long long) rows[i].reset_ms,
+                        (unsigned long long) rows[i].retry_after_ms,
+                        res.allowed, (unsigned long long) res.remaining,
+                        (unsigned long long) res.reset_ms,
+                        (unsigned long long) res.retry_after_ms);
+            fail();
+        }
+    }
+
+    /* a reservation given back to a bucket that refilled meanwhile */
+    agw_bucket_init(&b, &conf, 0);
+    agw_bucket_take(&b, &conf, 4, 0);
+    agw_bucket_settle(&b, &conf, 4, 0, 3000);
+    assert_int_equal(b.level, 10000);
+
+    /* debt paid by time, in exact units, across many small steps */
+    agw_bucket_init(&b, &conf, 0);
+    agw_bucket_take(&b, &conf, 10, 0);
+    agw_bucket_settle(&b, &conf, 0, 5, 0);
+    assert_int_equal(b.debt, 5000);
+    agw_bucket_settle(&b, &conf, 0, 0, 1234);
+    assert_int_equal(b.debt, 3766);
+    assert_int_equal(b.level, 0);
+    agw_bucket_settle(&b, &conf, 0, 0, 6000);
+    assert_int_equal(b.debt, 0);
+    assert_int_equal(b.level, 1000);
+}
+
+
 int
 main(void)
 {
@@ -698,6 +809,7 @@ main(void)
         cmocka_unit_test(test_bucket_check_does_not_mutate),
         cmocka_unit_test(test_bucket_take_saturates),
         cmocka_unit_test(test_bucket_consume_is_check_then_take),
+        cmocka_unit_test(test_bucket_settle),
     };
 
     return cmocka_run_group_tests_name("bucket", tests, NULL, NULL);

@@ -18,6 +18,7 @@
 #include "agw_bucket.h"
 #include "agw_key.h"
 #include "agw_sha256.h"
+#include "agw_tokens.h"
 
 
 /*
@@ -37,7 +38,10 @@
  * the tree or the order in which zones are locked changes: a reload never
  * hands a zone to workers that would use it differently
  */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_VERSION  3
+#define NGX_HTTP_AI_GATEWAY_LIMIT_VERSION  5
+
+/* how long this nginx holds tokens leased from a Redis bucket */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_MS  1000
 
 #define NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN  AGW_KEY_SLOT_LEN
 
@@ -52,6 +56,10 @@
 #define NGX_HTTP_AI_GATEWAY_LIMIT_PASSED            1
 #define NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED          2
 #define NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN  3
+
+/* ai_gateway_limit_headers: which fields, a bit each */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_IETF    1
+#define NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_OPENAI  2
 
 /* ai_gateway_limit_redis_fail */
 #define NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_OPEN    0
@@ -72,6 +80,10 @@ typedef struct {
     u_short                             pad;
     ngx_queue_t                         queue;
     agw_bucket_t                        bucket;
+    uint64_t                            lease;     /* redis lease=: tokens
+                                                      taken out of Redis and
+                                                      not spent yet */
+    uint64_t                            lease_end; /* ms, monotonic */
     u_char                              key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
 } ngx_http_ai_gateway_limit_node_t;
 
@@ -91,6 +103,11 @@ typedef struct {
     ngx_str_t                           name;
     ngx_uint_t                          backend;  /* NGX_HTTP_AI_GATEWAY_
                                                      LIMIT_SHM or _REDIS */
+    ngx_uint_t                          tokens;   /* a token zone (t/s,
+                                                     t/m): costs are LLM
+                                                     tokens, settled */
+    uint64_t                            lease;    /* redis lease=N: tokens
+                                                     taken at a time */
     ngx_http_complex_value_t            key;
     ngx_uint_t                          key_kind;  /* _KEY_CONSTANT,
                                                       _VARIABLE, _COMPLEX */
@@ -126,9 +143,42 @@ typedef struct {
     ngx_shm_zone_t                     *shm_zone;
     ngx_http_complex_value_t           *cost_cv;  /* NULL: cost is fixed */
     ngx_uint_t                          cost;     /* tokens */
+    unsigned                            cost_set:1; /* cost= given; a token
+                                                     zone's cost is else the
+                                                     request's estimate */
     unsigned                            dry_run:1;
     unsigned                            charge_hits:1;
 } ngx_http_ai_gateway_limit_t;
+
+
+/* where an ai_gateway_limit line is, checked once all zones are known */
+typedef struct {
+    ngx_shm_zone_t                     *shm_zone;
+    ngx_uint_t                          cost;     /* NGX_CONF_UNSET_UINT
+                                                     if variable */
+    ngx_str_t                           file;
+    ngx_uint_t                          line;
+} ngx_http_ai_gateway_limit_use_t;
+
+
+typedef struct {
+    ngx_array_t                         uses;     /* limit_use_t */
+    ngx_array_t                         zones;    /* limit_zone_t * */
+} ngx_http_ai_gateway_limit_main_conf_t;
+
+
+typedef struct {
+    ngx_array_t                         limits;   /* limit_t */
+    ngx_uint_t                         *lock_order; /* indexes of limits */
+    ngx_uint_t                          status;
+    ngx_uint_t                          headers;  /* _HEADERS_* bits */
+    ngx_uint_t                          redis_fail;
+    ngx_uint_t                          tokens_default_max;
+} ngx_http_ai_gateway_limit_loc_conf_t;
+
+
+typedef struct ngx_http_ai_gateway_limit_answer_s
+    ngx_http_ai_gateway_limit_answer_t;
 
 
 /* per zone of a request, while it is being decided */
@@ -151,6 +201,17 @@ typedef struct {
     /* shm: cost was taken from the bucket (what a refund gives back) */
     u_char                              taken;
 
+    /* a token zone's reservation of a passed request, to settle */
+    uint64_t                            reserved;
+
+    /*
+     * lease=: decided here with no round trip: 1 cost spent from this
+     * nginx's lease, 2 refused as Redis lately refused the key
+     */
+    u_char                              leased;
+    /* lease=: an old lease's tokens handed back with the script call */
+    uint64_t                            giveback;
+
     u_char                              key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
 } ngx_http_ai_gateway_limit_state_t;
 
@@ -166,10 +227,29 @@ typedef struct {
     uint64_t                            remaining; /* tokens */
     uint64_t                            reset;     /* s */
 
+    /* the most constrained zone of each unit, for OpenAI's headers */
+    ngx_http_ai_gateway_limit_state_t  *report_requests;
+    ngx_http_ai_gateway_limit_state_t  *report_tokens;
+
+    /* token zones: the estimate reserved and what the answer says */
+    uint64_t                            estimate;
+    ngx_http_ai_gateway_limit_answer_t *answer;  /* NULL: nothing to settle */
+
     unsigned                            waiting:1;  /* for Redis */
     unsigned                            replied:1;  /* Redis answered or
                                                        failed: finish */
     unsigned                            reserved:1; /* shm zones charged */
+    unsigned                            estimated:1; /* estimate is set */
+    unsigned                            tokens:1;    /* a token zone applies */
+    unsigned                            leased:1;    /* a lease paid a zone */
+    unsigned                            settled:1;
+
+    /*
+     * a zone whose cost can never fit (more than its burst, or too large
+     * to hold): the request is refused there, whatever the others hold,
+     * and every zone is only read
+     */
+    ngx_http_ai_gateway_limit_state_t  *never;
 
     /* set when the ctx is created: not zeroed */
     ngx_http_request_t                 *request;
@@ -179,8 +259,67 @@ typedef struct {
 } ngx_http_ai_gateway_limit_ctx_t;
 
 
+/* ngx_http_ai_gateway_limit.c: the decision */
+ngx_http_ai_gateway_limit_ctx_t *ngx_http_ai_gateway_limit_get_ctx(
+    ngx_http_request_t *r);
+void ngx_http_ai_gateway_limit_cleanup(void *data);
+
+ngx_int_t ngx_http_ai_gateway_limit_estimate(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
+
+/* ngx_http_ai_gateway_limit_settle.c: token zones settled on real usage */
+ngx_int_t ngx_http_ai_gateway_limit_settle_start(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_limit_settle_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_ai_gateway_limit_settle_add_variables(ngx_conf_t *cf);
+
+/* ngx_http_ai_gateway_limit_headers.c: what the client is told */
+ngx_int_t ngx_http_ai_gateway_limit_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_ai_gateway_limit_headers_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_state_t *st, ngx_uint_t never);
+
+extern ngx_str_t  ngx_http_ai_gateway_limit_status_names[];
+
+/*
+ * A key value as the zone stores it.  A redis zone names its bucket by the
+ * SHA-256 of the key, the same on every node; a shared-memory zone keeps a
+ * short key, such as an address, as it is, with no hashing.
+ */
+
+static ngx_inline void
+ngx_http_ai_gateway_limit_key_slot(ngx_http_ai_gateway_limit_zone_t *zone,
+    u_char *slot, ngx_str_t *key)
+{
+    if (zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+        agw_sha256(key->data, key->len, slot);
+
+    } else {
+        agw_key_slot(slot, key->data, key->len);
+    }
+}
+
+
 ngx_int_t ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone,
     void *data);
+
+
+/*
+ * The clock of the shared-memory buckets, in milliseconds: nginx's
+ * monotonic clock, as limit_req's, so that a wall clock stepped by NTP or
+ * by hand neither freezes every bucket (a step back) nor refills them all
+ * at once (a step forward).  Every worker reads the same CLOCK_MONOTONIC,
+ * which survives a reload; each caches it per event loop turn, so another
+ * worker's stamp may lie a few ms ahead, which agw_bucket clamps.
+ */
+
+static ngx_inline uint64_t
+ngx_http_ai_gateway_limit_now(void)
+{
+    return (uint64_t) ngx_current_msec;
+}
 
 /* the zone's slab mutex, which every function below needs held */
 
@@ -230,10 +369,20 @@ void ngx_http_ai_gateway_limit_zone_refund(
     ngx_http_ai_gateway_limit_zone_t *zone,
     ngx_http_ai_gateway_limit_node_t *node, uint64_t cost, uint64_t now);
 
+/* settle a token zone's reservation on the real use, as agw_bucket_settle */
+void ngx_http_ai_gateway_limit_zone_settle(
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t reserved,
+    uint64_t actual, uint64_t now, ngx_log_t *log);
+
+/* lease=: Redis refused key: its bucket, for a lease time */
+void ngx_http_ai_gateway_limit_zone_refused(
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, agw_bucket_t *b,
+    uint64_t now, ngx_log_t *log);
+
 /* remember level for key (a Redis bucket as Redis reported it) */
 void ngx_http_ai_gateway_limit_zone_track(
     ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t level,
-    uint64_t now, ngx_log_t *log);
+    uint64_t now, uint64_t lease, ngx_log_t *log);
 
 
 /* limit_redis.c */
@@ -248,6 +397,28 @@ void ngx_http_ai_gateway_limit_redis_init_conf(void);
  */
 ngx_int_t ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx);
+
+/*
+ * lease=: take cost from this nginx's lease of the key's Redis tokens (1,
+ * st->res filled), or refuse it while Redis lately refused the key (2),
+ * else (0) prepare to ask Redis for a new lease
+ */
+ngx_uint_t ngx_http_ai_gateway_limit_lease_take(
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t now);
+/* a request refused elsewhere gives back what its lease paid */
+void ngx_http_ai_gateway_limit_lease_refund(
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t now);
+/* hand the tokens of ended leases (all of them when exiting) back */
+ngx_int_t ngx_http_ai_gateway_limit_lease_init_process(ngx_cycle_t *cycle);
+
+/* settle a redis token zone's reservation on the answer's use */
+void ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t used);
+
+/* give a Redis bucket units back (or take them, negative): fire and forget */
+void ngx_http_ai_gateway_limit_redis_move(
+    ngx_http_ai_gateway_redis_conf_t *rcf,
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, int64_t units);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_LIMIT_H_INCLUDED_ */

@@ -344,28 +344,46 @@ void
 ngx_http_ai_gateway_limit_zone_refund(ngx_http_ai_gateway_limit_zone_t *zone,
     ngx_http_ai_gateway_limit_node_t *node, uint64_t cost, uint64_t now)
 {
-    uint64_t  cap, level, give;
+    if (node != NULL) {
+        agw_bucket_settle(&node->bucket, &zone->bucket, cost, 0, now);
+    }
+}
+
+
+/*
+ * A token zone's reservation settled on the real use (lock held): the
+ * bucket is looked up again, as for a refund; one forgotten since (refilled
+ * and evicted) is created again when the use overran, so the debt is not
+ * lost with it.
+ */
+
+void
+ngx_http_ai_gateway_limit_zone_settle(ngx_http_ai_gateway_limit_zone_t *zone,
+    u_char *key, uint64_t reserved, uint64_t actual, uint64_t now,
+    ngx_log_t *log)
+{
+    ngx_http_ai_gateway_limit_node_t  *node;
+
+    node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
 
     if (node == NULL) {
-        return;
+        if (actual <= reserved) {
+            return;     /* a forgotten bucket is full: nothing to give */
+        }
+
+        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
+        if (node == NULL) {
+            return;
+        }
     }
 
-    cap = zone->bucket.burst * zone->bucket.period_ms;
-    level = agw_bucket_level(&node->bucket, &zone->bucket, now);
-
-    give = (cost > zone->bucket.burst) ? cap : cost * zone->bucket.period_ms;
-
-    node->bucket.level = (cap - level < give) ? cap : level + give;
-
-    if (now > node->bucket.stamp_ms) {
-        node->bucket.stamp_ms = now;
-    }
+    agw_bucket_settle(&node->bucket, &zone->bucket, reserved, actual, now);
 }
 
 
 void
 ngx_http_ai_gateway_limit_zone_track(ngx_http_ai_gateway_limit_zone_t *zone,
-    u_char *key, uint64_t level, uint64_t now, ngx_log_t *log)
+    u_char *key, uint64_t level, uint64_t now, uint64_t lease, ngx_log_t *log)
 {
     uint64_t                           cap;
     ngx_http_ai_gateway_limit_node_t  *node;
@@ -375,7 +393,7 @@ ngx_http_ai_gateway_limit_zone_track(ngx_http_ai_gateway_limit_zone_t *zone,
     if (node == NULL) {
         node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
         if (node == NULL) {
-            return;
+            return;     /* the lease is lost: never more than it took */
         }
     }
 
@@ -383,6 +401,17 @@ ngx_http_ai_gateway_limit_zone_track(ngx_http_ai_gateway_limit_zone_t *zone,
 
     node->bucket.level = (level < cap) ? level : cap;
     node->bucket.stamp_ms = now;
+    node->bucket.debt = 0;
+
+    /*
+     * added, not set: another worker's lease of the same key may have
+     * landed meanwhile, and neither may be lost
+     */
+
+    if (lease) {
+        node->lease += lease;
+        node->lease_end = now + NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_MS;
+    }
 }
 
 
@@ -424,6 +453,8 @@ ngx_http_ai_gateway_limit_zone_alloc(ngx_http_ai_gateway_limit_zone_t *zone,
     ngx_memcpy(node->key, key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
 
     agw_bucket_init(&node->bucket, &zone->bucket, now);
+    node->lease = 0;
+    node->lease_end = 0;
 
     ngx_rbtree_insert(&zone->sh->rbtree, rn);
     ngx_queue_insert_head(&zone->sh->queue, &node->queue);
@@ -457,8 +488,9 @@ ngx_http_ai_gateway_limit_zone_expire(ngx_http_ai_gateway_limit_zone_t *zone,
         node = ngx_queue_data(q, ngx_http_ai_gateway_limit_node_t, queue);
 
         if (n
-            && agw_bucket_level(&node->bucket, &zone->bucket, now)
-               < zone->bucket.burst * zone->bucket.period_ms)
+            && (node->lease
+                || agw_bucket_level(&node->bucket, &zone->bucket, now)
+                   < zone->bucket.burst * zone->bucket.period_ms))
         {
             break;
         }
@@ -522,4 +554,28 @@ ngx_http_ai_gateway_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
     node->left = sentinel;
     node->right = sentinel;
     ngx_rbt_red(node);
+}
+
+
+/* lease=: Redis refused key; remember its bucket for a lease time */
+
+void
+ngx_http_ai_gateway_limit_zone_refused(ngx_http_ai_gateway_limit_zone_t *zone,
+    u_char *key, agw_bucket_t *b, uint64_t now, ngx_log_t *log)
+{
+    ngx_http_ai_gateway_limit_node_t  *node;
+
+    node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
+
+    if (node == NULL) {
+        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
+        if (node == NULL) {
+            return;
+        }
+    }
+
+    node->bucket.level = b->level;
+    node->bucket.debt = b->debt;
+    node->bucket.stamp_ms = now;
+    node->lease_end = now + NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_MS;
 }

@@ -48,25 +48,34 @@
 #include "ngx_http_ai_gateway_redis.h"
 
 
-/* arguments per zone: rate, period_ms, burst, cost, ttl_ms, dry_run */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_ARGS  6
+/* arguments per zone: rate, period_ms, burst, cost, ttl_ms, dry_run,
+   lease, giveback */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_ARGS  8
+
+/* <prefix>rl:<zone>:<hex>, with the prefix and zone names nginx accepts */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_KEY_MAX  512
 
 
 /*
- * KEYS[i]: the bucket of zone i; ARGV[6i-5 .. 6i]: its rate, period_ms,
- * burst, cost, expiry (ms) and dry_run ("1" or "0").  Returns {taken,
- * level_1, ..., level_n}: taken is 1 if every bucket that is not dry_run
- * had its cost, and then every bucket that had it was charged (a dry_run
- * bucket that would refuse takes nothing), 0 if none was; level_i is
- * bucket i refilled to now, before any charge.
+ * KEYS[i]: the bucket of zone i; ARGV[8i-7 .. 8i]: its rate, period_ms,
+ * burst, cost, expiry (ms), dry_run ("1" or "0"), lease (tokens wanted at
+ * once, 0 for none) and giveback (units of an ended lease, added first).
+ * Returns {taken, level_1, ..., level_n, got_1, ..., got_n}: taken is 1 if
+ * every bucket that is not dry_run had its cost, and then every bucket
+ * that had it was charged (a dry_run bucket that would refuse takes
+ * nothing), 0 if none was; level_i is bucket i refilled to now (and given
+ * back to), before any charge; got_i the tokens taken from it: its cost,
+ * or for a lease up to `lease` whole tokens, never less than the cost.
  *
  * The refill is agw_bucket_refill() of lib/agw_bucket.c, line for line
  * (see the pseudo-code in its essay): Lua numbers are doubles, exact up to
  * 2^53, which agw_bucket_conf_valid() guarantees every value stays under,
- * and the ceiling division is done with math.floor and a correction.
- * Levels are written with %d, since tostring() would round them to 14
- * digits.  redis.replicate_commands() lets Redis before 5 replicate a
- * script that writes after reading TIME; later versions always do.
+ * and the ceiling division is done with math.floor and a correction.  A
+ * token zone's level may be negative (a debt, see the settle script); a
+ * bucket in debt has no token to give.  Levels are written with %d, since
+ * tostring() would round them to 14 digits.  redis.replicate_commands()
+ * lets Redis before 5 replicate a script that writes after reading TIME;
+ * later versions always do.
  */
 
 static ngx_http_ai_gateway_redis_script_t
@@ -76,13 +85,14 @@ static ngx_http_ai_gateway_redis_script_t
     "if redis.replicate_commands then redis.replicate_commands() end\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local level, stamp, ok, taken = {}, {}, {}, 1\n"
+    "local level, stamp, ok, got, dirty, taken = {}, {}, {}, {}, {}, 1\n"
     "for i = 1, #KEYS do\n"
-    "  local a = (i - 1) * 6\n"
+    "  local a = (i - 1) * 8\n"
     "  local rate = tonumber(ARGV[a + 1])\n"
     "  local period = tonumber(ARGV[a + 2])\n"
     "  local burst = tonumber(ARGV[a + 3])\n"
     "  local cost = tonumber(ARGV[a + 4])\n"
+    "  local give = tonumber(ARGV[a + 8])\n"
     "  local cap = burst * period\n"
     "  local h = redis.call('HMGET', KEYS[i], 'level', 'stamp')\n"
     "  local l, s = tonumber(h[1]), tonumber(h[2])\n"
@@ -98,25 +108,91 @@ static ngx_http_ai_gateway_redis_script_t
     "    if now - s >= fill then l = cap else l = l + (now - s) * rate end\n"
     "  end\n"
     "  if now > s then s = now end\n"
-    "  level[i], stamp[i] = l, s\n"
+    "  dirty[i] = give > 0\n"
+    "  if give > 0 then l = math.min(cap, l + give) end\n"
+    "  level[i], stamp[i], got[i] = l, s, 0\n"
     "  ok[i] = not (cost > burst or cost * period > l)\n"
     "  if not ok[i] and ARGV[a + 6] == '0' then taken = 0 end\n"
     "end\n"
     "if taken == 1 then\n"
     "  for i = 1, #KEYS do\n"
-    "    local a = (i - 1) * 6\n"
-    "    local want = tonumber(ARGV[a + 4]) * tonumber(ARGV[a + 2])\n"
-    "    if want > 0 and ok[i] then\n"
-    "      redis.call('HSET', KEYS[i],\n"
-    "                 'level', string.format('%d', level[i] - want),\n"
-    "                 'stamp', string.format('%d', stamp[i]))\n"
-    "      redis.call('PEXPIRE', KEYS[i], ARGV[a + 5])\n"
+    "    local a = (i - 1) * 8\n"
+    "    local period = tonumber(ARGV[a + 2])\n"
+    "    local cost = tonumber(ARGV[a + 4])\n"
+    "    local lease = tonumber(ARGV[a + 7])\n"
+    "    if cost > 0 and ok[i] then\n"
+    "      local n = math.min(lease, math.floor(level[i] / period))\n"
+    "      if n < cost then n = cost end\n"
+    "      got[i] = n\n"
+    "      dirty[i] = true\n"
     "    end\n"
+    "  end\n"
+    "end\n"
+    "for i = 1, #KEYS do\n"
+    "  if dirty[i] then\n"
+    "    local a = (i - 1) * 8\n"
+    "    redis.call('HSET', KEYS[i],\n"
+    "               'level', string.format('%d',\n"
+    "                          level[i] - got[i] * tonumber(ARGV[a + 2])),\n"
+    "               'stamp', string.format('%d', stamp[i]))\n"
+    "    redis.call('PEXPIRE', KEYS[i], ARGV[a + 5])\n"
     "  end\n"
     "end\n"
     "local reply = {taken}\n"
     "for i = 1, #KEYS do reply[i + 1] = level[i] end\n"
+    "for i = 1, #KEYS do reply[#KEYS + i + 1] = got[i] end\n"
     "return reply\n"),
+    ""
+};
+
+
+/*
+ * A token zone's reservation settled on the real use: KEYS[1] the bucket;
+ * ARGV rate, period_ms, burst and the units given back (positive) or taken
+ * (negative), within one capacity.  The level is refilled to now as in the
+ * check script, moved, and kept within [-capacity, capacity]: a negative
+ * level is the debt of lib/agw_bucket.c, which refill pays back first and
+ * the check script lets no request through until it is paid.  A bucket
+ * full again is deleted (a missing bucket is a full one); any other
+ * expires once refilled, debt included.
+ */
+
+static ngx_http_ai_gateway_redis_script_t
+    ngx_http_ai_gateway_limit_redis_settle_script =
+{
+    ngx_string(
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local rate = tonumber(ARGV[1])\n"
+    "local cap = tonumber(ARGV[3]) * tonumber(ARGV[2])\n"
+    "local delta = tonumber(ARGV[4])\n"
+    "local h = redis.call('HMGET', KEYS[1], 'level', 'stamp')\n"
+    "local l, s = tonumber(h[1]), tonumber(h[2])\n"
+    "if l == nil or s == nil then\n"
+    "  l, s = cap, now\n"
+    "end\n"
+    "if l >= cap then\n"
+    "  l = cap\n"
+    "elseif now > s then\n"
+    "  local need = cap - l\n"
+    "  local fill = math.floor(need / rate)\n"
+    "  if fill * rate < need then fill = fill + 1 end\n"
+    "  if now - s >= fill then l = cap else l = l + (now - s) * rate end\n"
+    "end\n"
+    "if now > s then s = now end\n"
+    "l = l + delta\n"
+    "if l > cap then l = cap end\n"
+    "if l < -cap then l = -cap end\n"
+    "if l >= cap then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "  return l\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'level', string.format('%d', l),\n"
+    "           'stamp', string.format('%d', s))\n"
+    "local fill = math.floor((cap - l) / rate)\n"
+    "redis.call('PEXPIRE', KEYS[1], fill + 1001)\n"
+    "return l\n"),
     ""
 };
 
@@ -127,6 +203,8 @@ static ngx_int_t ngx_http_ai_gateway_limit_redis_result(
     ngx_http_ai_gateway_limit_ctx_t *ctx, redisReply *reply);
 static void ngx_http_ai_gateway_limit_redis_failed(
     ngx_http_ai_gateway_limit_ctx_t *ctx);
+static void ngx_http_ai_gateway_limit_redis_settled(redisReply *reply,
+    ngx_http_ai_gateway_redis_status_e status, void *data);
 
 
 void
@@ -135,6 +213,8 @@ ngx_http_ai_gateway_limit_redis_init_conf(void)
     if (ngx_http_ai_gateway_limit_redis_script.sha1[0] == '\0') {
         ngx_http_ai_gateway_redis_script_init(
                                       &ngx_http_ai_gateway_limit_redis_script);
+        ngx_http_ai_gateway_redis_script_init(
+                               &ngx_http_ai_gateway_limit_redis_settle_script);
     }
 }
 
@@ -159,7 +239,7 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
     st = ctx->st;
 
     for (i = 0, m = 0; i < ctx->n; i++) {
-        if (st[i].zone
+        if (st[i].zone && !st[i].leased
             && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
         {
             m++;
@@ -184,7 +264,9 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
     for (i = 0, k = 0; i < ctx->n; i++) {
         zone = st[i].zone;
 
-        if (zone == NULL || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+        if (zone == NULL || st[i].leased
+            || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+        {
             continue;
         }
 
@@ -234,6 +316,15 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
         /* a dry_run zone never vetoes the others; it takes if it can */
         argv[m + k * a + 5] = st[i].dry ? "1" : "0";
         argvlen[m + k * a + 5] = 1;
+
+        /* lease=: up to that many tokens at once; an ended one handed back */
+        argv[m + k * a + 6] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", (st[i].cost && !st[i].dry) ? zone->lease : 0);
+        argvlen[m + k * a + 6] = p - (u_char *) argv[m + k * a + 6];
+
+        argv[m + k * a + 7] = (const char *) p;
+        p = ngx_sprintf(p, "%uL", st[i].giveback * zone->bucket.period_ms);
+        argvlen[m + k * a + 7] = p - (u_char *) argv[m + k * a + 7];
 
         k++;
     }
@@ -312,9 +403,9 @@ static ngx_int_t
 ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
     redisReply *reply)
 {
+    int64_t                             got;
     uint64_t                            cap, now, want, level;
     ngx_uint_t                          i, k, m, taken;
-    ngx_time_t                         *tp;
     agw_bucket_t                        b;
     redisReply                         *e;
     ngx_http_ai_gateway_limit_zone_t   *zone;
@@ -323,38 +414,43 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
     st = ctx->st;
 
     for (i = 0, m = 0; i < ctx->n; i++) {
-        if (st[i].zone
+        if (st[i].zone && !st[i].leased
             && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
         {
             m++;
         }
     }
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != m + 1) {
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 * m + 1) {
         goto malformed;
     }
 
-    for (k = 0; k <= m; k++) {
-        if (reply->element[k]->type != REDIS_REPLY_INTEGER
-            || reply->element[k]->integer < 0)
-        {
+    for (k = 0; k <= 2 * m; k++) {
+        if (reply->element[k]->type != REDIS_REPLY_INTEGER) {
             goto malformed;
         }
     }
 
+    if (reply->element[0]->integer < 0) {
+        goto malformed;
+    }
+
     taken = (reply->element[0]->integer == 1);
 
-    tp = ngx_timeofday();
-    now = (uint64_t) tp->sec * 1000 + tp->msec;
+    now = ngx_http_ai_gateway_limit_now();
 
     for (i = 0, k = 1; i < ctx->n; i++) {
         zone = st[i].zone;
 
-        if (zone == NULL || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+        if (zone == NULL || st[i].leased
+            || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+        {
             continue;
         }
 
-        e = reply->element[k++];
+        e = reply->element[k];
+        got = reply->element[m + k]->integer;
+        k++;
 
         /*
          * the level is already refilled to Redis's now: a bucket stamped
@@ -364,7 +460,19 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
 
         cap = zone->bucket.burst * zone->bucket.period_ms;
 
-        b.level = ((uint64_t) e->integer < cap) ? (uint64_t) e->integer : cap;
+        /* a token zone's bucket may be in debt: a negative level */
+
+        if (e->integer < 0) {
+            b.level = 0;
+            b.debt = ((uint64_t) -(e->integer + 1) < cap)
+                     ? (uint64_t) -(e->integer + 1) + 1 : cap;
+
+        } else {
+            b.level = ((uint64_t) e->integer < cap) ? (uint64_t) e->integer
+                                                    : cap;
+            b.debt = 0;
+        }
+
         b.stamp_ms = 0;
 
         agw_bucket_check(&b, &zone->bucket, st[i].cost, 0, &st[i].res);
@@ -373,6 +481,14 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
             if (st[i].res.allowed && st[i].cost) {
                 /* another zone refused: this one holds what it held */
                 agw_bucket_check(&b, &zone->bucket, 0, 0, &st[i].res);
+
+            } else if (zone->lease && st[i].cost) {
+                /* refused: remembered for a lease time (lease.c) */
+                ngx_http_ai_gateway_limit_zone_lock(zone);
+                ngx_http_ai_gateway_limit_zone_refused(zone, st[i].key, &b,
+                                                       now,
+                                                ctx->request->connection->log);
+                ngx_http_ai_gateway_limit_zone_unlock(zone);
             }
 
             continue;
@@ -383,17 +499,32 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
             continue;
         }
 
-        /* the "keys" gauge: mirror the bucket as Redis holds it now */
+        /*
+         * the "keys" gauge: mirror the bucket as Redis holds it now; a
+         * lease keeps what it took beyond the cost for the next requests
+         */
 
-        want = st[i].cost * zone->bucket.period_ms;
+        if (got < 0 || (uint64_t) got < st[i].cost
+            || (uint64_t) got > zone->bucket.burst)
+        {
+            goto malformed;
+        }
+
+        want = (uint64_t) got * zone->bucket.period_ms;
         level = (b.level > want) ? b.level - want : 0;
 
         ngx_http_ai_gateway_limit_zone_lock(zone);
 
         ngx_http_ai_gateway_limit_zone_track(zone, st[i].key, level, now,
+                                             (uint64_t) got - st[i].cost,
                                              ctx->request->connection->log);
 
         ngx_http_ai_gateway_limit_zone_unlock(zone);
+
+        /*
+         * the figures reported stay those of the bucket less this cost:
+         * what Redis keeps plus what this nginx now holds
+         */
     }
 
     return NGX_OK;
@@ -421,7 +552,7 @@ ngx_http_ai_gateway_limit_redis_failed(ngx_http_ai_gateway_limit_ctx_t *ctx)
     st = ctx->st;
 
     for (i = 0; i < ctx->n; i++) {
-        if (st[i].zone == NULL
+        if (st[i].zone == NULL || st[i].leased
             || st[i].zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
         {
             continue;
@@ -447,4 +578,105 @@ ngx_http_ai_gateway_limit_redis_failed(ngx_http_ai_gateway_limit_ctx_t *ctx)
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
                    "ai_gateway limit: redis unavailable");
+}
+
+
+/*
+ * Settle a redis token zone's reservation: fire and forget, with no pool,
+ * so the request may be gone before Redis answers.  Unavailable Redis
+ * leaves the reservation where it is: the bucket then refills as if the
+ * estimate had been used, the error on the side of the budget.
+ */
+
+void
+ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t used)
+{
+    uint64_t                           units;
+    ngx_http_ai_gateway_main_conf_t   *amcf;
+    ngx_http_ai_gateway_limit_zone_t  *zone;
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
+    zone = st->zone;
+
+    /* within one capacity each way, as agw_bucket_settle() */
+
+    if (used < st->reserved) {
+        units = st->reserved - used;
+        units = (units > zone->bucket.burst) ? zone->bucket.burst : units;
+        ngx_http_ai_gateway_limit_redis_move(amcf->redis, zone, st->key,
+                                       (int64_t) (units * zone->bucket.period_ms));
+
+    } else {
+        units = used - st->reserved;
+        units = (units > zone->bucket.burst) ? zone->bucket.burst : units;
+        ngx_http_ai_gateway_limit_redis_move(amcf->redis, zone, st->key,
+                                     -(int64_t) (units * zone->bucket.period_ms));
+    }
+}
+
+
+/*
+ * Move a Redis bucket by units (given back if positive, taken if
+ * negative) with the settle script: what settlements and ended leases
+ * use.  Fire and forget; argv is copied by the connection.
+ */
+
+void
+ngx_http_ai_gateway_limit_redis_move(ngx_http_ai_gateway_redis_conf_t *rcf,
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, int64_t units)
+{
+    u_char       *p, buf[NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_KEY_MAX
+                         + 4 * NGX_INT64_LEN + 1];
+    size_t        len, argvlen[5];
+    const char   *argv[5];
+
+    if (!ngx_http_ai_gateway_redis_available()) {
+        return;
+    }
+
+    len = rcf->prefix.len + sizeof("rl:") - 1 + zone->name.len + 1
+          + 2 * NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN;
+
+    if (len > NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_KEY_MAX) {
+        return;
+    }
+
+    p = ngx_cpymem(buf, rcf->prefix.data, rcf->prefix.len);
+    p = ngx_cpymem(p, "rl:", sizeof("rl:") - 1);
+    p = ngx_cpymem(p, zone->name.data, zone->name.len);
+    *p++ = ':';
+    p = ngx_hex_dump(p, key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+
+    argv[0] = (const char *) buf;
+    argvlen[0] = len;
+
+    argv[1] = (const char *) p;
+    p = ngx_sprintf(p, "%uL", zone->bucket.rate);
+    argvlen[1] = p - (u_char *) argv[1];
+
+    argv[2] = (const char *) p;
+    p = ngx_sprintf(p, "%uL", zone->bucket.period_ms);
+    argvlen[2] = p - (u_char *) argv[2];
+
+    argv[3] = (const char *) p;
+    p = ngx_sprintf(p, "%uL", zone->bucket.burst);
+    argvlen[3] = p - (u_char *) argv[3];
+
+    argv[4] = (const char *) p;
+    p = ngx_sprintf(p, "%L", units);
+    argvlen[4] = p - (u_char *) argv[4];
+
+    (void) ngx_http_ai_gateway_redis_eval(NULL,
+                               ngx_http_ai_gateway_limit_redis_settled, NULL,
+                               &ngx_http_ai_gateway_limit_redis_settle_script,
+                               1, 5, argv, argvlen);
+}
+
+
+static void
+ngx_http_ai_gateway_limit_redis_settled(redisReply *reply,
+    ngx_http_ai_gateway_redis_status_e status, void *data)
+{
+    /* nothing waits for it: a failure is counted by the connection */
 }

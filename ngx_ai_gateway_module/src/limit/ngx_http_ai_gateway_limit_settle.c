@@ -1,0 +1,443 @@
+/*
+ * Token zones settled on the real usage (SPEC 7.1).
+ *
+ * A request admitted by a token zone reserved its estimate there
+ * (ngx_http_ai_gateway_limit.c).  Its answer is read as it passes, never
+ * held back: a body filter hands each buffer in memory to lib/agw_tokens.c
+ * (a JSON answer's usage) or lib/agw_sse.c (a stream's events: content
+ * events counted, the last usage kept) and passes the chain on unchanged,
+ * so a stream reaches the client byte for byte when it would have anyway.
+ *
+ * When the request ends (the log phase, which every finalized request
+ * reaches), each zone's reservation is settled on what the answer used:
+ *
+ *   nothing reached the client, or the status is a 5xx    0 (all back)
+ *   the answer reported usage                             its total
+ *   a stream without usage                                one token per
+ *                                                         content event,
+ *                                                         plus the prompt
+ *   another answer that is not a 2xx                      0
+ *   a 2xx that said nothing                               the estimate
+ *
+ * Unused tokens go back, an overrun is taken and may leave the bucket in
+ * debt (lib/agw_bucket.c, agw_bucket_settle()); a redis zone is settled by
+ * a script, fire and forget.  $ai_gateway_tokens_used is that figure and
+ * $ai_gateway_tokens_estimate the reservation.
+ */
+
+#include "ngx_http_ai_gateway_limit.h"
+#include "ngx_http_ai_gateway_request.h"
+#include "agw_sse.h"
+
+
+/* the largest stream event read for usage; a bigger one ends the reading */
+#define NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT  16384
+
+
+#define NGX_HTTP_AI_GATEWAY_ANSWER_JSON  1
+#define NGX_HTTP_AI_GATEWAY_ANSWER_SSE   2
+
+
+struct ngx_http_ai_gateway_limit_answer_s {
+    ngx_uint_t                          mode;     /* _ANSWER_JSON, _SSE */
+    agw_answer_t                        json;
+    agw_sse_t                           sse;
+    agw_usage_t                         usage;    /* a stream's, merged */
+    uint64_t                            content;  /* content events */
+    uint64_t                            used;     /* once settled */
+    unsigned                            stream_usage:1;
+    unsigned                            body:1;   /* a body byte passed */
+};
+
+
+static ngx_int_t ngx_http_ai_gateway_limit_settle_header_filter(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_ai_gateway_limit_settle_body_filter(
+    ngx_http_request_t *r, ngx_chain_t *in);
+static int ngx_http_ai_gateway_limit_settle_event(void *data,
+    const agw_sse_event_t *ev);
+static ngx_int_t ngx_http_ai_gateway_limit_settle_handler(
+    ngx_http_request_t *r);
+static uint64_t ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_tokens_estimate_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ai_gateway_tokens_used_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_http_variable_t  ngx_http_ai_gateway_limit_settle_vars[] = {
+
+    { ngx_string("ai_gateway_tokens_estimate"), NULL,
+      ngx_http_ai_gateway_tokens_estimate_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_gateway_tokens_used"), NULL,
+      ngx_http_ai_gateway_tokens_used_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+ngx_int_t
+ngx_http_ai_gateway_limit_settle_add_variables(ngx_conf_t *cf)
+{
+    return ngx_http_ai_gateway_add_variables(cf,
+                                        ngx_http_ai_gateway_limit_settle_vars);
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_limit_settle_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_ai_gateway_limit_settle_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_ai_gateway_limit_settle_body_filter;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ai_gateway_limit_settle_handler;
+
+    return NGX_OK;
+}
+
+
+/* a request that passed with tokens reserved: its answer will be read */
+
+ngx_int_t
+ngx_http_ai_gateway_limit_settle_start(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    if (ctx->answer) {
+        return NGX_OK;
+    }
+
+    ctx->answer = ngx_pcalloc(r->pool,
+                              sizeof(ngx_http_ai_gateway_limit_answer_t));
+    if (ctx->answer == NULL) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
+{
+    u_char                              *data;
+    ngx_str_t                           *type;
+    ngx_http_ai_gateway_limit_ctx_t     *ctx;
+    ngx_http_ai_gateway_limit_answer_t  *a;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
+
+    if (ctx == NULL || ctx->answer == NULL || ctx->answer->mode) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    a = ctx->answer;
+    type = &r->headers_out.content_type;
+
+    if (type->len >= sizeof("text/event-stream") - 1
+        && ngx_strncasecmp(type->data, (u_char *) "text/event-stream",
+                           sizeof("text/event-stream") - 1)
+           == 0)
+    {
+        data = ngx_pnalloc(r->pool, NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT);
+        if (data == NULL) {
+            return NGX_ERROR;
+        }
+
+        agw_sse_init(&a->sse, data, NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT,
+                     ngx_http_ai_gateway_limit_settle_event, a);
+
+        a->mode = NGX_HTTP_AI_GATEWAY_ANSWER_SSE;
+
+    } else {
+        agw_answer_init(&a->json);
+        a->mode = NGX_HTTP_AI_GATEWAY_ANSWER_JSON;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/* read, never change: every buffer goes on as it came */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_settle_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in)
+{
+    size_t                               len;
+    ngx_buf_t                           *b;
+    ngx_chain_t                         *cl;
+    ngx_http_ai_gateway_limit_ctx_t     *ctx;
+    ngx_http_ai_gateway_limit_answer_t  *a;
+
+    if (r != r->main || in == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
+
+    if (ctx == NULL || ctx->answer == NULL || ctx->answer->mode == 0
+        || ctx->settled)
+    {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    a = ctx->answer;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        /* a buffer nginx spooled to its temp file is not read back here */
+
+        if (!ngx_buf_in_memory(b)) {
+            continue;
+        }
+
+        len = b->last - b->pos;
+
+        if (len == 0) {
+            continue;
+        }
+
+        a->body = 1;
+
+        if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
+            (void) agw_sse_feed(&a->sse, b->pos, len);
+
+        } else {
+            (void) agw_answer_feed(&a->json, b->pos, len);
+        }
+    }
+
+    return ngx_http_next_body_filter(r, in);
+}
+
+
+static int
+ngx_http_ai_gateway_limit_settle_event(void *data, const agw_sse_event_t *ev)
+{
+    ngx_http_ai_gateway_limit_answer_t *a = data;
+
+    agw_sse_info_t  info;
+
+    agw_sse_inspect(ev, &info);
+
+    if (info.content) {
+        a->content++;
+    }
+
+    if (info.has_usage) {
+        agw_usage_merge(&a->usage, &info.usage);
+        a->stream_usage = 1;
+    }
+
+    return 0;
+}
+
+
+/*
+ * What the answer used, in tokens (see the table at the top).  The same
+ * figure whenever it is asked: by the access log, which may run first, and
+ * by the settlement.
+ */
+
+static uint64_t
+ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    uint64_t                             tokens;
+    ngx_uint_t                           status;
+    ngx_http_ai_gateway_limit_answer_t  *a;
+    ngx_http_ai_gateway_request_info_t  *info;
+
+    a = ctx->answer;
+
+    if (ctx->settled) {
+        return a->used;
+    }
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    if (!r->header_sent || status >= NGX_HTTP_INTERNAL_SERVER_ERROR
+        || status == 0)
+    {
+        return 0;
+    }
+
+    if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
+        if (a->stream_usage && agw_usage_tokens(&a->usage, &tokens)) {
+            return tokens;
+        }
+
+        if (a->content) {
+            info = ngx_http_ai_gateway_request_info(r);
+
+            return agw_tokens_add(a->content,
+                                  info ? ngx_http_ai_gateway_request_prompt_tokens(info)
+                                       : 0);
+        }
+
+    } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_JSON
+               && agw_usage_tokens(&a->json.usage, &tokens))
+    {
+        return tokens;
+    }
+
+    if (status < NGX_HTTP_OK || status >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return 0;
+    }
+
+    return ctx->estimate;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
+{
+    uint64_t                             used, now;
+    ngx_http_ai_gateway_limit_ctx_t     *ctx;
+    ngx_http_ai_gateway_limit_state_t   *s, *last;
+
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->answer == NULL || ctx->settled) {
+        return NGX_OK;
+    }
+
+    used = ngx_http_ai_gateway_limit_used(r->main, ctx);
+
+    ctx->answer->used = used;
+    ctx->settled = 1;
+
+    now = ngx_http_ai_gateway_limit_now();
+
+    for (s = ctx->st, last = s + ctx->n; s < last; s++) {
+        if (s->zone == NULL || s->reserved == 0) {
+            continue;
+        }
+
+        ngx_http_ai_gateway_count(s->zone->sh->stats.settled, used);
+
+        if (used < s->reserved) {
+            ngx_http_ai_gateway_count(s->zone->sh->stats.returned,
+                                      s->reserved - used);
+
+        } else if (used > s->reserved) {
+            ngx_http_ai_gateway_count(s->zone->sh->stats.overrun,
+                                      used - s->reserved);
+
+        } else {
+            continue;       /* nothing moves */
+        }
+
+        if (s->zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+            ngx_http_ai_gateway_limit_redis_settle(r, s, used);
+            continue;
+        }
+
+        ngx_http_ai_gateway_limit_zone_lock(s->zone);
+
+        ngx_http_ai_gateway_limit_zone_settle(s->zone, s->key, s->reserved,
+                                              used, now, r->connection->log);
+
+        ngx_http_ai_gateway_limit_zone_unlock(s->zone);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway limit: settled %uL tokens of %uL",
+                   used, ctx->estimate);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_token_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uint64_t n)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%uL", n) - p;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* the reservation of a request that met a token zone, else what it would be */
+
+static ngx_int_t
+ngx_http_ai_gateway_tokens_estimate_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ai_gateway_limit_ctx_t       *ctx;
+    ngx_http_ai_gateway_request_info_t    *info;
+    ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
+
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
+
+    if (ctx && ctx->estimated) {
+        return ngx_http_ai_gateway_limit_token_variable(r, v, ctx->estimate);
+    }
+
+    info = ngx_http_ai_gateway_request_info(r);
+    if (info == NULL) {
+        return NGX_ERROR;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
+
+    return ngx_http_ai_gateway_limit_token_variable(r, v,
+               ngx_http_ai_gateway_request_estimate(info,
+                                                    lcf->tokens_default_max));
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_tokens_used_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ai_gateway_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->answer == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    return ngx_http_ai_gateway_limit_token_variable(r, v,
+                                   ngx_http_ai_gateway_limit_used(r->main, ctx));
+}
