@@ -72,6 +72,12 @@ ORIGIN = """
                 proxy_pass http://sim;
             }}
             location /raw/files/ {{ alias {files}/; }}
+            # the same files without a Content-Length: chunked
+            location /raw/chunked/ {{
+                alias {files}/;
+                sub_filter "no-such-text" "";
+                sub_filter_types *;
+            }}
         }}
 """
 
@@ -102,6 +108,15 @@ SHM_HTTP = """
             proxy_buffers 4 4k;
             proxy_busy_buffers_size 8k;
             proxy_pass http://127.0.0.1:%%PORT%%/raw/files/;
+        }}
+
+        location /spill-chunked/ {{
+            ai_gateway_cache main;
+            sendfile on;
+            proxy_buffer_size 4k;
+            proxy_buffers 4 4k;
+            proxy_busy_buffers_size 8k;
+            proxy_pass http://127.0.0.1:%%PORT%%/raw/chunked/;
         }}
 
         # the key ignores the arguments, which make the answer's size
@@ -480,28 +495,35 @@ def test_answer_spilled_to_the_temp_file_is_stored(nginx_factory, sim):
     os.chmod(path, 0o644)
     n = shm_nginx(nginx_factory, sim, files=files)
 
-    # a client that reads nothing for a while: nginx spills to its temp file
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.connect(("127.0.0.1", n.port))
-    s.sendall(b"GET /spill/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-              b"Connection: close\r\n\r\n")
-    time.sleep(1.0)
-    s.settimeout(10)
-    raw = b""
-    while True:
-        chunk = s.recv(1 << 20)
-        if not chunk:
-            break
-        raw += chunk
-    s.close()
-    head, _, body = raw.partition(b"\r\n\r\n")
-    assert b"X-Cache: MISS" in head, head
-    assert body == data
-    assert "buffered to a temporary file" in n.log(), \
-        "the answer did not spill: the test proves nothing"
+    for path in ("/spill/", "/spill-chunked/"):
+        # a client that reads nothing for a while: nginx spills to its temp
+        # file and sends the rest from there
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", n.port))
+        s.sendall(b"GET " + path.encode() + b"big.bin HTTP/1.1\r\n"
+                  b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        time.sleep(1.0)
+        s.settimeout(10)
+        raw = b""
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            raw += chunk
+        s.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert b"X-Cache: MISS" in head, head
+        if path == "/spill/":
+            assert body == data
+        else:
+            assert b"Transfer-Encoding: chunked" in head, head
+        assert n.log().count("buffered to a temporary file") == \
+            (1 if path == "/spill/" else 2), \
+            "the answer did not spill: the test proves nothing"
 
-    hit = requests.get(n.url + "/spill/big.bin", timeout=10)
-    assert hit.headers["X-Cache"] == "HIT", \
-        "an answer spilled to the temp file is stored all the same"
-    assert hit.content == data
+        hit = requests.get(n.url + path + "big.bin", timeout=10)
+        assert hit.headers["X-Cache"] == "HIT", \
+            "an answer spilled to the temp file is stored all the same"
+        assert hit.content == data, path
+    assert cachez(n)["caches"]["main"]["errors"] == 0
