@@ -65,11 +65,9 @@ ORIGIN = """
                 return 200 "a1";
             }}
             location /raw/plain {{ return 200 "plain"; }}
-            location /raw/pad/ {{
-                set $pad $arg_pad;
-                add_header X-Fill $pad;
-                rewrite ^ /slow? break;
-                proxy_pass http://sim;
+            location = /raw/pad/k {{
+                add_header X-Fill $arg_pad;
+                proxy_pass http://sim/slow;
             }}
             location /raw/files/ {{ alias {files}/; }}
             # the same files without a Content-Length: chunked
