@@ -119,6 +119,11 @@ ngx_http_ai_gateway_cache_upstream_headers(ngx_http_request_t *r,
         }
     }
 
+    /* proxy_ignore_headers X-Accel-Expires, as proxy_cache honours it */
+    if (r->upstream->conf->ignore_headers & NGX_HTTP_UPSTREAM_IGN_XA_EXPIRES) {
+        cap->accel_expires = NULL;
+    }
+
     return NGX_OK;
 }
 
@@ -222,7 +227,10 @@ ngx_http_ai_gateway_cache_capture_headers(ngx_http_request_t *r,
         }
 
         if (ngx_http_ai_gateway_header_is(&h[i], "Expires")
-            && cap->expires == NULL)
+            && cap->expires == NULL
+            && !(r->upstream
+                 && (r->upstream->conf->ignore_headers
+                     & NGX_HTTP_UPSTREAM_IGN_EXPIRES)))
         {
             cap->expires = &h[i];
         }

@@ -97,6 +97,12 @@ SHM_HTTP = """
             proxy_pass http://127.0.0.1:%%PORT%%/raw/;
         }}
 
+        location /c-ignore/ {{
+            ai_gateway_cache main;
+            proxy_ignore_headers X-Accel-Expires Expires;
+            proxy_pass http://127.0.0.1:%%PORT%%/raw/;
+        }}
+
         # small buffers: a client that does not read makes the answer
         # spill to the proxy temp file, sent from there with sendfile
         location /spill/ {{
@@ -350,6 +356,11 @@ def test_freshness_of_the_answer_bounds_what_is_stored(nginx_factory, sim):
         assert xcache(n, "/c/" + path) == "MISS", \
             "%s expired with its own lifetime" % path
     assert xcache(n, "/c/plain") == "HIT", "the configured TTL otherwise"
+
+    # proxy_ignore_headers X-Accel-Expires Expires: as proxy_cache does
+    for path in ("accel0", "expired"):
+        assert xcache(n, "/c-ignore/" + path) == "MISS"
+        assert xcache(n, "/c-ignore/" + path) == "HIT", path
 
 
 @needs_redis
