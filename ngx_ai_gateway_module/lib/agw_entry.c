@@ -499,3 +499,183 @@ agw_entry_decode(const uint8_t *buf, size_t len, agw_entry_t *out)
 
     return 0;
 }
+
+
+/* s1 of length n against the lowercase C string s2 */
+
+static int
+agw_eq_lower(const uint8_t *s1, size_t n, const char *s2)
+{
+    size_t   i;
+    uint8_t  c;
+
+    for (i = 0; i < n; i++) {
+        c = s1[i];
+
+        if (c >= 'A' && c <= 'Z') {
+            c |= 0x20;
+        }
+
+        if (s2[i] == '\0' || c != (uint8_t) s2[i]) {
+            return 0;
+        }
+    }
+
+    return s2[n] == '\0';
+}
+
+
+int
+agw_header_replayable(const uint8_t *name, size_t len)
+{
+    size_t  i;
+
+    static const char  *never[] = {
+        /* framing */
+        "content-length",
+        "transfer-encoding",
+
+        /* hop-by-hop (RFC 9110 7.6.1), and the old Proxy-Connection */
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+
+        /* one client's, never stored */
+        "set-cookie",
+
+        /* written fresh on every answer */
+        "date",
+        "server",
+        "age",
+        "x-cache",
+        "retry-after",
+        "retry-after-ms",
+        NULL
+    };
+
+    for (i = 0; never[i] != NULL; i++) {
+        if (agw_eq_lower(name, len, never[i])) {
+            return 0;
+        }
+    }
+
+    /* RateLimit, RateLimit-Policy, RateLimit-Remaining, ... */
+
+    return !(len >= sizeof("ratelimit") - 1
+             && agw_eq_lower(name, sizeof("ratelimit") - 1, "ratelimit"));
+}
+
+
+const char *
+agw_entry_check(const agw_entry_t *e, size_t max_size)
+{
+    int           rc;
+    size_t        pos, size;
+    agw_header_t  h;
+
+    if (e->status != 200) {
+        return "status is not 200";
+    }
+
+    size = agw_entry_size(e);
+
+    if (size == 0 || size > max_size) {
+        return "larger than max_entry_size";
+    }
+
+    pos = 0;
+
+    while ((rc = agw_headers_next(e->headers, e->headers_len, &pos, &h))
+           == 1)
+    {
+        if (!agw_header_replayable(h.name, h.name_len)) {
+            return "hop-by-hop or framing header";
+        }
+    }
+
+    if (rc != 0) {
+        return "invalid headers";
+    }
+
+    return NULL;
+}
+
+
+const char *
+agw_entry_from_fields(const agw_fields_t *f, size_t max_size,
+    agw_entry_t *out)
+{
+    size_t    i;
+    uint64_t  created;
+    unsigned  status;
+
+    if (f->status.data == NULL || f->headers.data == NULL
+        || f->body.data == NULL || f->created.data == NULL
+        || f->key.data == NULL)
+    {
+        return "a field is missing";
+    }
+
+    /* sizes first, before any byte is looked at or copied; no sum wraps */
+
+    if (max_size < AGW_ENTRY_HEADER_SIZE
+        || f->headers.len > max_size - AGW_ENTRY_HEADER_SIZE
+        || f->body.len > max_size - AGW_ENTRY_HEADER_SIZE - f->headers.len
+        || f->key.len > max_size - AGW_ENTRY_HEADER_SIZE - f->headers.len
+                        - f->body.len)
+    {
+        return "larger than max_entry_size";
+    }
+
+    /* exactly three digits: no sign, no spaces */
+
+    if (f->status.len != 3) {
+        return "invalid status";
+    }
+
+    status = 0;
+
+    for (i = 0; i < 3; i++) {
+        if (f->status.data[i] < '0' || f->status.data[i] > '9') {
+            return "invalid status";
+        }
+
+        status = status * 10 + (f->status.data[i] - '0');
+    }
+
+    if (!agw_status_valid(status)) {
+        return "invalid status";
+    }
+
+    /* 1 to 19 digits: fits an int64_t, as a time_t */
+
+    if (f->created.len == 0 || f->created.len > 19) {
+        return "invalid created";
+    }
+
+    created = 0;
+
+    for (i = 0; i < f->created.len; i++) {
+        if (f->created.data[i] < '0' || f->created.data[i] > '9') {
+            return "invalid created";
+        }
+
+        created = created * 10 + (f->created.data[i] - '0');
+    }
+
+    out->status = (uint16_t) status;
+    out->created = created;
+    out->key = f->key.data;
+    out->key_len = f->key.len;
+    out->headers = f->headers.data;
+    out->headers_len = f->headers.len;
+    out->body = f->body.data;
+    out->body_len = f->body.len;
+
+    return agw_entry_check(out, max_size);
+}

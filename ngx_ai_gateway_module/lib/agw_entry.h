@@ -88,4 +88,46 @@ int agw_header_name_valid(const uint8_t *name, size_t len);
 int agw_header_value_valid(const uint8_t *value, size_t len);
 
 
+/*
+ * Replay.  An entry may come from outside (anyone who can write to Redis),
+ * so before it is served it must look like what the capture stores: a 200,
+ * no larger than the store's max_entry_size, and none of the headers that
+ * frame the message or concern one connection (Content-Length,
+ * Transfer-Encoding, Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
+ * Upgrade, Proxy-Authenticate, Proxy-Authorization), nor Set-Cookie, nor
+ * those the gateway writes fresh on every answer (Date, Server, Age,
+ * X-Cache, Retry-After, retry-after-ms, RateLimit*).
+ */
+
+/* 1 unless the header is one of the above; case-insensitive */
+int agw_header_replayable(const uint8_t *name, size_t len);
+
+/* NULL if the decoded entry may be served, else the reason it may not */
+const char *agw_entry_check(const agw_entry_t *e, size_t max_size);
+
+
+/* the Redis hash fields of an entry, as they arrive; data NULL: missing */
+typedef struct {
+    const uint8_t  *data;
+    size_t          len;
+} agw_field_t;
+
+typedef struct {
+    agw_field_t     status;              /* decimal, 3 digits */
+    agw_field_t     headers;             /* headers blob */
+    agw_field_t     body;
+    agw_field_t     created;             /* decimal unix seconds */
+    agw_field_t     key;                 /* cache key text */
+} agw_fields_t;
+
+/*
+ * NULL and *out pointing into the fields if they make an entry that may be
+ * served (agw_entry_check() included), else the reason; sizes are checked
+ * before anything is looked at byte by byte, so the caller copies nothing
+ * larger than max_size
+ */
+const char *agw_entry_from_fields(const agw_fields_t *f, size_t max_size,
+    agw_entry_t *out);
+
+
 #endif /* _AGW_ENTRY_H_INCLUDED_ */

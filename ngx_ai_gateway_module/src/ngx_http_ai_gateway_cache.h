@@ -67,6 +67,10 @@ typedef struct {
     size_t                             headers_overhead; /* entry bytes
                                                      besides the body */
     ngx_buf_t                         *body;      /* grows up to max */
+    time_t                             ttl;       /* this answer's, s */
+    unsigned                           pipe:1;    /* read from the pipe */
+    ngx_int_t                        (*input_filter_init)(void *data);
+    ngx_event_pipe_input_filter_pt     pipe_input_filter;
 } ngx_http_ai_gateway_cache_ctx_t;
 
 

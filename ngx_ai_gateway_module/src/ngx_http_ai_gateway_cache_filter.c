@@ -1,16 +1,32 @@
 /*
  * The cache's response filters.  The header filter labels every response of
  * a cached location (X-Cache, and Age on a HIT) and decides whether a MISS
- * may be stored (lib/agw_policy.c); if so the body filter copies the body
- * as it passes — never holding it back, so streams stay unbuffered — and
- * hands the complete entry to the store at the last buffer.
+ * may be stored (lib/agw_policy.c) and for how long (lib/agw_fresh.c); if
+ * so the body filter copies the body as it passes — never holding it back,
+ * so streams stay unbuffered — and hands the complete entry to the store
+ * at the last buffer.  With proxy buffering the body is copied as the
+ * upstream's pipe reads it instead, before it may be spilled to a temp file.
+ *
+ * What is stored is exactly what a HIT replays: an answer with a header
+ * that cannot be stored as it is (a control byte) is not stored at all;
+ * hop-by-hop headers, those the upstream's Connection header names, and
+ * those written fresh on every answer are left out.
  */
 
 #include "ngx_http_ai_gateway_cache.h"
+#include "agw_fresh.h"
 #include "agw_policy.h"
 
 
 #define NGX_HTTP_AI_GATEWAY_MAX_HEADERS  64
+#define NGX_HTTP_AI_GATEWAY_MAX_CC       16   /* Cache-Control, Connection
+                                                 lines */
+
+
+static ngx_int_t ngx_http_ai_gateway_cache_append(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_buf_t *in);
+static void ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -38,10 +54,110 @@ ngx_http_ai_gateway_cache_add_header(ngx_http_request_t *r, const char *name,
 }
 
 
-/* the end-to-end headers of the response as an agw headers blob */
+/* what the capture reads besides the headers it stores */
+typedef struct {
+    agw_fresh_line_t                   cc[NGX_HTTP_AI_GATEWAY_MAX_CC];
+    size_t                             ncc;
+    ngx_table_elt_t                   *connection[NGX_HTTP_AI_GATEWAY_MAX_CC];
+    ngx_uint_t                         nconnection;
+    ngx_table_elt_t                   *expires;
+    ngx_table_elt_t                   *date;
+    ngx_table_elt_t                   *accel_expires;
+} ngx_http_ai_gateway_capture_t;
+
+
+#define ngx_http_ai_gateway_header_is(h, name)                               \
+    ((h)->key.len == sizeof(name) - 1                                        \
+     && ngx_strncasecmp((h)->key.data, (u_char *) name, sizeof(name) - 1)    \
+        == 0)
+
+
+/*
+ * The upstream's own header lines, as it sent them: Connection (nginx
+ * passes the headers it names on as ordinary ones), and Date and
+ * X-Accel-Expires, which proxy_hide_header hides from headers_out
+ */
+static ngx_int_t
+ngx_http_ai_gateway_cache_upstream_headers(ngx_http_request_t *r,
+    ngx_http_ai_gateway_capture_t *cap)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (r->upstream == NULL) {
+        return NGX_OK;
+    }
+
+    part = &r->upstream->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (ngx_http_ai_gateway_header_is(&h[i], "Connection")) {
+            if (cap->nconnection == NGX_HTTP_AI_GATEWAY_MAX_CC) {
+                return NGX_DECLINED;
+            }
+
+            cap->connection[cap->nconnection++] = &h[i];
+
+        } else if (ngx_http_ai_gateway_header_is(&h[i], "Date")) {
+            cap->date = &h[i];
+
+        } else if (ngx_http_ai_gateway_header_is(&h[i], "X-Accel-Expires")) {
+            cap->accel_expires = &h[i];
+        }
+    }
+
+    /* proxy_ignore_headers X-Accel-Expires, as proxy_cache honours it */
+    if (r->upstream->conf->ignore_headers & NGX_HTTP_UPSTREAM_IGN_XA_EXPIRES) {
+        cap->accel_expires = NULL;
+    }
+
+    return NGX_OK;
+}
+
+
+/* is the header one of those the upstream's Connection header names? */
+static ngx_flag_t
+ngx_http_ai_gateway_cache_connection_lists(ngx_http_ai_gateway_capture_t *cap,
+    ngx_table_elt_t *h)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < cap->nconnection; i++) {
+        if (agw_token_list_has(cap->connection[i]->value.data,
+                               cap->connection[i]->value.len,
+                               h->key.data, h->key.len))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The end-to-end headers of the response as an agw headers blob;
+ * NGX_DECLINED if the answer is not to be stored: a header that cannot be
+ * stored exactly (a control byte in a value) would make the HIT differ
+ * from the MISS
+ */
 static ngx_int_t
 ngx_http_ai_gateway_cache_capture_headers(ngx_http_request_t *r,
-    ngx_http_ai_gateway_cache_ctx_t *ctx, agw_response_facts_t *facts)
+    ngx_http_ai_gateway_cache_ctx_t *ctx, agw_response_facts_t *facts,
+    ngx_http_ai_gateway_capture_t *cap)
 {
     u_char           *p;
     size_t            n, len;
@@ -52,6 +168,10 @@ ngx_http_ai_gateway_cache_capture_headers(ngx_http_request_t *r,
 
     n = 0;
     len = 0;
+
+    if (ngx_http_ai_gateway_cache_upstream_headers(r, cap) != NGX_OK) {
+        return NGX_DECLINED;
+    }
 
     if (r->headers_out.content_type.len) {
         hdrs[n].name = (const uint8_t *) "Content-Type";
@@ -83,21 +203,36 @@ ngx_http_ai_gateway_cache_capture_headers(ngx_http_request_t *r,
             continue;
         }
 
-        if (h[i].key.len == sizeof("Set-Cookie") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Set-Cookie",
-                               h[i].key.len) == 0)
-        {
+        if (ngx_http_ai_gateway_header_is(&h[i], "Set-Cookie")) {
             facts->has_set_cookie = 1;
         }
 
-        if (h[i].key.len == sizeof("Cache-Control") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Cache-Control",
-                               h[i].key.len) == 0
-            && (agw_cc_has(h[i].value.data, h[i].value.len, "no-store")
-                || agw_cc_has(h[i].value.data, h[i].value.len, "private")))
+        if (ngx_http_ai_gateway_header_is(&h[i], "Cache-Control")) {
+
+            /* every line counts (lib/agw_fresh.c) */
+            if (cap->ncc == NGX_HTTP_AI_GATEWAY_MAX_CC) {
+                return NGX_DECLINED;
+            }
+
+            cap->cc[cap->ncc].data = h[i].value.data;
+            cap->cc[cap->ncc].len = h[i].value.len;
+            cap->ncc++;
+
+            if (agw_cc_has(h[i].value.data, h[i].value.len, "no-store")
+                || agw_cc_has(h[i].value.data, h[i].value.len, "private"))
+            {
+                facts->cache_control = h[i].value.data;
+                facts->cache_control_len = h[i].value.len;
+            }
+        }
+
+        if (ngx_http_ai_gateway_header_is(&h[i], "Expires")
+            && cap->expires == NULL
+            && !(r->upstream
+                 && (r->upstream->conf->ignore_headers
+                     & NGX_HTTP_UPSTREAM_IGN_EXPIRES)))
         {
-            facts->cache_control = h[i].value.data;
-            facts->cache_control_len = h[i].value.len;
+            cap->expires = &h[i];
         }
 
         /*
@@ -105,11 +240,8 @@ ngx_http_ai_gateway_cache_capture_headers(ngx_http_request_t *r,
          * (Vary, beyond the Accept-Encoding every gzip-capable server
          * sends) or that is encoded for this client is not kept for others
          */
-        if ((h[i].key.len == sizeof("Content-Encoding") - 1
-             && ngx_strncasecmp(h[i].key.data, (u_char *) "Content-Encoding",
-                                h[i].key.len) == 0)
-            || (h[i].key.len == sizeof("Vary") - 1
-                && ngx_strncasecmp(h[i].key.data, (u_char *) "Vary", 4) == 0
+        if (ngx_http_ai_gateway_header_is(&h[i], "Content-Encoding")
+            || (ngx_http_ai_gateway_header_is(&h[i], "Vary")
                 && !(h[i].value.len == sizeof("Accept-Encoding") - 1
                      && ngx_strncasecmp(h[i].value.data,
                                         (u_char *) "Accept-Encoding",
@@ -118,11 +250,22 @@ ngx_http_ai_gateway_cache_capture_headers(ngx_http_request_t *r,
             facts->varies = 1;
         }
 
+        /* hop-by-hop, and those a HIT would never replay (agw_entry.c) */
         if (agw_header_is_hop_by_hop(h[i].key.data, h[i].key.len)
-            || !agw_header_name_valid(h[i].key.data, h[i].key.len)
-            || !agw_header_value_valid(h[i].value.data, h[i].value.len))
+            || !agw_header_replayable(h[i].key.data, h[i].key.len)
+            || ngx_http_ai_gateway_cache_connection_lists(cap, &h[i]))
         {
             continue;
+        }
+
+        if (!agw_header_name_valid(h[i].key.data, h[i].key.len)
+            || !agw_header_value_valid(h[i].value.data, h[i].value.len))
+        {
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "ai_gateway cache not storing: header \"%V: %V\" "
+                           "cannot be stored exactly",
+                           &h[i].key, &h[i].value);
+            return NGX_DECLINED;
         }
 
         if (n == NGX_HTTP_AI_GATEWAY_MAX_HEADERS) {
@@ -155,13 +298,142 @@ ngx_http_ai_gateway_cache_capture_headers(ngx_http_request_t *r,
 }
 
 
+static int64_t
+ngx_http_ai_gateway_cache_http_time(ngx_table_elt_t *h)
+{
+    time_t  t;
+
+    if (h == NULL) {
+        return AGW_FRESH_ABSENT;
+    }
+
+    t = ngx_parse_http_time(h->value.data, h->value.len);
+
+    return (t == NGX_ERROR) ? AGW_FRESH_INVALID : (int64_t) t;
+}
+
+
+/* the answer's own lifetime against ai_gateway_cache_ttl; 0: not stored */
+static time_t
+ngx_http_ai_gateway_cache_fresh(ngx_http_request_t *r,
+    ngx_http_ai_gateway_capture_t *cap)
+{
+    int64_t                            ttl;
+    const char                        *why;
+    agw_fresh_facts_t                  fresh;
+    ngx_http_ai_gateway_cache_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+
+    fresh.cache_control = cap->cc;
+    fresh.ncache_control = cap->ncc;
+    fresh.accel_expires = cap->accel_expires
+                          ? cap->accel_expires->value.data : NULL;
+    fresh.accel_expires_len = cap->accel_expires
+                              ? cap->accel_expires->value.len : 0;
+    fresh.expires = ngx_http_ai_gateway_cache_http_time(cap->expires);
+    fresh.date = ngx_http_ai_gateway_cache_http_time(cap->date);
+    fresh.now = ngx_time();
+    fresh.max_ttl = conf->ttl;
+
+    why = NULL;
+    ttl = agw_fresh_ttl(&fresh, &why);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway cache ttl:%L by %s", ttl,
+                   why ? why : "ai_gateway_cache_ttl");
+
+    return (time_t) ttl;
+}
+
+
+/*
+ * Buffered proxying: capture the body as the upstream module's pipe reads
+ * it, while it is still in memory.  Once the client lags, the pipe writes
+ * what it read to its temp file and the body filter only ever sees the
+ * file; reading it back there would block the worker.  The pipe's input
+ * filter is only final after input_filter_init (the proxy module picks
+ * its chunked filter there), so that is wrapped first.
+ */
+static ngx_int_t
+ngx_http_ai_gateway_cache_pipe_filter(ngx_event_pipe_t *p, ngx_buf_t *buf)
+{
+    ngx_int_t                         rc;
+    ngx_chain_t                      *cl, **last;
+    ngx_http_request_t               *r;
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    r = p->input_ctx;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    /*
+     * the filter appends what it makes of buf to p->in; p->last_in is
+     * only meaningful while p->in is not empty
+     */
+    last = p->in ? p->last_in : &p->in;
+
+    rc = ctx->pipe_input_filter(p, buf);
+
+    if (rc != NGX_OK || !ctx->capture) {
+        return rc;
+    }
+
+    for (cl = *last; cl; cl = cl->next) {
+        if (ngx_http_ai_gateway_cache_append(r, ctx, cl->buf) != NGX_OK) {
+            ctx->capture = 0;
+            return rc;
+        }
+    }
+
+    if (p->upstream_done
+        || (r->headers_out.content_length_n >= 0 && ctx->body
+            && ctx->body->last - ctx->body->pos
+               == r->headers_out.content_length_n))
+    {
+        ctx->capture = 0;
+        ngx_http_ai_gateway_cache_save(r, ctx);
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_input_filter_init(void *data)
+{
+    ngx_http_request_t *r = data;
+
+    ngx_int_t                         rc;
+    ngx_event_pipe_t                 *p;
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    rc = ctx->input_filter_init ? ctx->input_filter_init(data) : NGX_OK;
+
+    p = r->upstream->pipe;
+
+    if (rc == NGX_OK && ctx->capture && p->input_filter && p->input_ctx == r)
+    {
+        ctx->pipe_input_filter = p->input_filter;
+        p->input_filter = ngx_http_ai_gateway_cache_pipe_filter;
+        ctx->pipe = 1;
+    }
+
+    return rc;
+}
+
+
 static void
 ngx_http_ai_gateway_cache_start_capture(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx)
 {
-    size_t                 overhead;
-    agw_store_verdict_t    verdict;
-    agw_response_facts_t   facts;
+    size_t                          overhead;
+    time_t                          ttl;
+    ngx_http_upstream_t            *u;
+    agw_store_verdict_t             verdict;
+    agw_response_facts_t            facts;
+    ngx_http_ai_gateway_capture_t   cap;
 
     if (r->header_only) {
         /* a HEAD MISS has no body to store */
@@ -177,12 +449,19 @@ ngx_http_ai_gateway_cache_start_capture(ngx_http_request_t *r,
         return;
     }
 
+    if (r->headers_out.status != NGX_HTTP_OK) {
+        return;
+    }
+
     ngx_memzero(&facts, sizeof(agw_response_facts_t));
+    ngx_memzero(&cap, sizeof(ngx_http_ai_gateway_capture_t));
 
     facts.status = r->headers_out.status;
     facts.max_entry_size = ctx->store->max_entry_size;
 
-    if (ngx_http_ai_gateway_cache_capture_headers(r, ctx, &facts) != NGX_OK) {
+    if (ngx_http_ai_gateway_cache_capture_headers(r, ctx, &facts, &cap)
+        != NGX_OK)
+    {
         return;
     }
 
@@ -211,8 +490,24 @@ ngx_http_ai_gateway_cache_start_capture(ngx_http_request_t *r,
         return;
     }
 
+    ttl = ngx_http_ai_gateway_cache_fresh(r, &cap);
+
+    if (ttl <= 0) {
+        return;
+    }
+
     ctx->capture = 1;
+    ctx->ttl = ttl;
     ctx->headers_overhead = overhead;
+
+    u = r->upstream;
+
+    if (u && u->buffering && u->pipe && u->pipe->input_ctx == r
+        && u->input_filter_ctx == r)
+    {
+        ctx->input_filter_init = u->input_filter_init;
+        u->input_filter_init = ngx_http_ai_gateway_cache_input_filter_init;
+    }
 }
 
 
@@ -309,15 +604,20 @@ static void
 ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx)
 {
-    agw_entry_t                        entry;
-    ngx_http_ai_gateway_cache_conf_t  *conf;
+    agw_entry_t  entry;
 
     if (r->headers_out.status != NGX_HTTP_OK) {
         /* a later header filter changed the answer (a range, a 304) */
         return;
     }
 
-    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+    if (r->headers_out.content_length_n >= 0
+        && (ctx->body ? ctx->body->last - ctx->body->pos : 0)
+           != r->headers_out.content_length_n)
+    {
+        /* cut short (the upstream went away): never a partial answer */
+        return;
+    }
 
     ngx_memzero(&entry, sizeof(agw_entry_t));
 
@@ -333,7 +633,7 @@ ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
         entry.body_len = ctx->body->last - ctx->body->pos;
     }
 
-    (void) ctx->store->save(r, ctx->store, &ctx->digest, &entry, conf->ttl);
+    (void) ctx->store->save(r, ctx->store, &ctx->digest, &entry, ctx->ttl);
 }
 
 
@@ -352,7 +652,10 @@ ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     for (cl = in; cl; cl = cl->next) {
 
-        if (ngx_buf_in_memory(cl->buf)) {
+        if (ctx->pipe) {
+            /* captured as the pipe read it: only its end is awaited */
+
+        } else if (ngx_buf_in_memory(cl->buf)) {
             rc = ngx_http_ai_gateway_cache_append(r, ctx, cl->buf);
 
             if (rc != NGX_OK) {
@@ -362,9 +665,10 @@ ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         } else if (cl->buf->in_file) {
             /*
-             * proxy buffering spilled the answer to a temp file; reading it
-             * back here would block the worker: not stored
+             * a file (not from an upstream's pipe): reading it back here
+             * would block the worker; not stored, and counted
              */
+            ngx_http_ai_gateway_count(ctx->store->ref.stats->errors, 1);
             ctx->capture = 0;
             break;
         }

@@ -49,6 +49,7 @@ struct ngx_http_ai_gateway_redis_cmd_s {
     void                                *data;
     ngx_event_t                          timer;
     ngx_pool_cleanup_t                  *cln;      /* in the caller's pool */
+    unsigned                             write:1;  /* a cache write */
 
     /* EVALSHA: the EVAL to send instead on NOSCRIPT, once */
     int                                  argc;
@@ -90,6 +91,7 @@ ngx_http_ai_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_ai_gateway_main_conf_t *amcf = conf;
 
     u_char                            *p;
+    ssize_t                            size;
     ngx_int_t                          n;
     ngx_str_t                         *value, s;
     ngx_url_t                          u;
@@ -130,6 +132,14 @@ ngx_http_ai_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    /* as documented: a forgotten port is a mistake, not 6379 in disguise */
+    if (u.no_port) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid address \"%V\": no port, HOST:PORT "
+                           "expected", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
     rcf->name = value[1];
     rcf->port = ngx_inet_get_port(u.addrs[0].sockaddr);
 
@@ -145,6 +155,8 @@ ngx_http_ai_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_set(&rcf->prefix, "gw:v1:");
     rcf->connect_timeout = 100;
     rcf->timeout = 50;
+    rcf->write_timeout = 1000;
+    rcf->max_entry_size = 1024 * 1024;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -176,6 +188,26 @@ ngx_http_ai_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "max_entry_size=", 15) == 0) {
+
+            s.data = value[i].data + 15;
+            s.len = value[i].len - 15;
+
+            size = ngx_parse_size(&s);
+
+            if (size == NGX_ERROR || size == 0
+                || (size_t) size > AGW_ENTRY_MAX_FIELD)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid max_entry_size \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rcf->max_entry_size = size;
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
             rcf->prefix.data = value[i].data + 7;
             rcf->prefix.len = value[i].len - 7;
@@ -193,6 +225,11 @@ ngx_http_ai_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             s.data = value[i].data + 8;
             s.len = value[i].len - 8;
             msp = &rcf->timeout;
+
+        } else if (ngx_strncmp(value[i].data, "write_timeout=", 14) == 0) {
+            s.data = value[i].data + 14;
+            s.len = value[i].len - 14;
+            msp = &rcf->write_timeout;
         }
 
         if (msp) {
@@ -854,6 +891,21 @@ ngx_http_ai_gateway_redis_timeout(ngx_event_t *ev)
 
     w = &ngx_http_ai_gateway_redis_worker;
 
+    if (cmd->write) {
+        /*
+         * A slow cache write (up to max_entry_size) is no sign of a dead
+         * Redis and must not open the breaker, which would send every
+         * "redis_fail closed" limit zone to 429: the store counts an error
+         */
+        ngx_log_error(NGX_LOG_INFO, w->log, 0,
+                      "redis \"%V\": cache write timed out after %M ms",
+                      &w->conf->name, w->conf->write_timeout);
+
+        ngx_http_ai_gateway_redis_finish(cmd, NULL,
+                                         NGX_HTTP_AI_GATEWAY_REDIS_TIMEOUT);
+        return;
+    }
+
     ngx_log_error(NGX_LOG_INFO, w->log, 0,
                   "redis \"%V\": command timed out after %M ms",
                   &w->conf->name, w->conf->timeout);
@@ -985,7 +1037,8 @@ ngx_http_ai_gateway_redis_start(ngx_http_ai_gateway_redis_cmd_t *cmd,
     cmd->timer.data = cmd;
     cmd->timer.log = w->log;
 
-    ngx_add_timer(&cmd->timer, w->conf->timeout);
+    ngx_add_timer(&cmd->timer,
+                  cmd->write ? w->conf->write_timeout : w->conf->timeout);
 
     return cmd;
 }
@@ -1026,6 +1079,25 @@ ngx_http_ai_gateway_redis_send_multi(ngx_pool_t *pool,
     }
 
     return ngx_http_ai_gateway_redis_start(cmd, pool, handler, data, n, cmds,
+                                           1);
+}
+
+
+ngx_http_ai_gateway_redis_cmd_t *
+ngx_http_ai_gateway_redis_send_write(
+    ngx_http_ai_gateway_redis_reply_pt handler, void *data, ngx_uint_t n,
+    ngx_http_ai_gateway_redis_argv_t *cmds)
+{
+    ngx_http_ai_gateway_redis_cmd_t  *cmd;
+
+    cmd = ngx_http_ai_gateway_redis_alloc(0);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    cmd->write = 1;
+
+    return ngx_http_ai_gateway_redis_start(cmd, NULL, handler, data, n, cmds,
                                            1);
 }
 

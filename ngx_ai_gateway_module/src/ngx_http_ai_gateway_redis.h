@@ -46,6 +46,8 @@ struct ngx_http_ai_gateway_redis_conf_s {
     ngx_str_t                          prefix;   /* of every key */
     ngx_msec_t                         connect_timeout;
     ngx_msec_t                         timeout;  /* of every command */
+    ngx_msec_t                         write_timeout; /* of cache writes */
+    size_t                             max_entry_size; /* of the cache */
     ngx_http_ai_gateway_store_t       *store;    /* the Redis cache */
 };
 
@@ -95,6 +97,15 @@ ngx_http_ai_gateway_redis_cmd_t *ngx_http_ai_gateway_redis_send(
 ngx_http_ai_gateway_redis_cmd_t *ngx_http_ai_gateway_redis_send_multi(
     ngx_pool_t *pool, ngx_http_ai_gateway_redis_reply_pt handler,
     void *data, ngx_uint_t n, ngx_http_ai_gateway_redis_argv_t *cmds);
+
+/*
+ * A fire-and-forget cache write, MULTI/EXEC as above with no pool: its own
+ * (longer) write_timeout, and its failures never count towards the
+ * breaker: a slow write must not stop the limiter from using Redis
+ */
+ngx_http_ai_gateway_redis_cmd_t *ngx_http_ai_gateway_redis_send_write(
+    ngx_http_ai_gateway_redis_reply_pt handler, void *data, ngx_uint_t n,
+    ngx_http_ai_gateway_redis_argv_t *cmds);
 
 /* script->sha1 from script->text */
 void ngx_http_ai_gateway_redis_script_init(

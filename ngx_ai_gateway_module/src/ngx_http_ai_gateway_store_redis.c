@@ -6,9 +6,12 @@
  * lines), body, created (unix seconds) and key (the cache key text),
  * written by HSET and EXPIRE inside MULTI/EXEC so that no entry is ever
  * left without its TTL, and read back with HGETALL.  What comes back is
- * checked as the shm store checks its bytes: a missing field, a bad
- * status, a malformed headers blob or a non-numeric created is a MISS and
- * an error, never an answer.
+ * untrusted (anyone who can write to Redis wrote it): it is served only if
+ * it decodes strictly (agw_entry_from_fields(): all fields, status 200, no
+ * larger than max_entry_size, checked before anything is copied, valid
+ * headers and no framing or hop-by-hop one); anything else is a MISS and
+ * an error, never an answer.  Writes are fire and forget, with their own
+ * write_timeout, outside the breaker (ngx_http_ai_gateway_redis_send_write).
  *
  * The lookup waits the way limit_req's delay does: the store returns
  * NGX_AGAIN, the client is watched with ngx_http_test_reading(), and the
@@ -18,9 +21,10 @@
  * nobody reads.  When Redis is unavailable (down, breaker open) the lookup
  * is a MISS at once.
  *
- * "entries" is the number of keys under the prefix, counted by worker 0
- * every NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN ms with SCAN MATCH (one
- * round trip per 1000 keys, never KEYS or DBSIZE: the database may be
+ * "entries" is the number of cache keys (the prefix and 64 hex digits,
+ * not the limiter's "rl:" buckets under the same prefix), counted by
+ * worker 0 every NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN ms with SCAN MATCH
+ * (one round trip per 1000 keys, never KEYS or DBSIZE: the database may be
  * shared).  bytes_used is not known and stays 0.
  */
 
@@ -29,7 +33,6 @@
 #include "agw_key.h"
 
 
-#define NGX_HTTP_AI_GATEWAY_STORE_REDIS_MAX_ENTRY  (1024 * 1024) /* bytes */
 #define NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN       3000          /* ms */
 #define NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN_MAX   10000 /* rounds */
 
@@ -96,7 +99,7 @@ ngx_http_ai_gateway_store_redis_create(ngx_conf_t *cf,
     ngx_str_set(&store->ref.backend, "redis");
     store->lookup = ngx_http_ai_gateway_store_redis_lookup;
     store->save = ngx_http_ai_gateway_store_redis_save;
-    store->max_entry_size = NGX_HTTP_AI_GATEWAY_STORE_REDIS_MAX_ENTRY;
+    store->max_entry_size = rcf->max_entry_size;
     store->data = rcf;
 
     /* ref.stats is set in each worker, once the stats zone exists */
@@ -135,8 +138,15 @@ ngx_http_ai_gateway_store_redis_init_process(ngx_cycle_t *cycle,
 
     scan->store = rcf->store;
 
-    /* the prefix is literal: escape glob characters, then "*" */
-    scan->pattern.data = ngx_pnalloc(cycle->pool, 2 * rcf->prefix.len + 1);
+    /*
+     * The prefix is literal: its glob characters escaped; then exactly the
+     * 64 hex digits of a cache key, so that other keys under the prefix
+     * (the limiter's "rl:" buckets) are not counted as cache entries
+     */
+    scan->pattern.data = ngx_pnalloc(cycle->pool,
+                                     2 * rcf->prefix.len
+                                     + AGW_DIGEST_HEX_LEN
+                                       * (sizeof("[0-9a-f]") - 1));
     if (scan->pattern.data == NULL) {
         return;
     }
@@ -152,7 +162,10 @@ ngx_http_ai_gateway_store_redis_init_process(ngx_cycle_t *cycle,
         *p++ = rcf->prefix.data[i];
     }
 
-    *p++ = '*';
+    for (i = 0; i < AGW_DIGEST_HEX_LEN; i++) {
+        p = ngx_cpymem(p, "[0-9a-f]", sizeof("[0-9a-f]") - 1);
+    }
+
     scan->pattern.len = p - scan->pattern.data;
 
     scan->timer.handler = ngx_http_ai_gateway_store_redis_scan;
@@ -202,26 +215,27 @@ ngx_http_ai_gateway_store_redis_key(ngx_pool_t *pool,
 }
 
 
-/* NGX_OK and the entry in r's pool, or the reason it is not one */
+/*
+ * NULL and the entry in r's pool, or the reason it is not one.  The fields
+ * are checked (lib/agw_entry.c) before anything is copied: what is copied
+ * is bounded by max_entry_size and is what will be served.
+ */
 static const char *
 ngx_http_ai_gateway_store_redis_decode(ngx_http_request_t *r,
-    redisReply *reply, agw_entry_t *e)
+    ngx_http_ai_gateway_store_t *store, redisReply *reply, agw_entry_t *e)
 {
-    u_char      *p;
-    size_t       i, total;
-    time_t       created;
-    ngx_int_t    status;
-    redisReply  *f, *v, *status_v, *headers_v, *body_v, *created_v, *key_v;
+    u_char        *p;
+    size_t         i, total;
+    agw_field_t   *field;
+    redisReply    *f, *v;
+    const char    *reason;
+    agw_fields_t   fields;
 
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2) {
         return "not a hash";
     }
 
-    status_v = NULL;
-    headers_v = NULL;
-    body_v = NULL;
-    created_v = NULL;
-    key_v = NULL;
+    ngx_memzero(&fields, sizeof(agw_fields_t));
 
     for (i = 0; i < reply->elements; i += 2) {
         f = reply->element[i];
@@ -236,74 +250,54 @@ ngx_http_ai_gateway_store_redis_decode(ngx_http_request_t *r,
          && ngx_strncmp((f)->str, name, sizeof(name) - 1) == 0)
 
         if (ngx_http_ai_gateway_field_is(f, "status")) {
-            status_v = v;
+            field = &fields.status;
 
         } else if (ngx_http_ai_gateway_field_is(f, "headers")) {
-            headers_v = v;
+            field = &fields.headers;
 
         } else if (ngx_http_ai_gateway_field_is(f, "body")) {
-            body_v = v;
+            field = &fields.body;
 
         } else if (ngx_http_ai_gateway_field_is(f, "created")) {
-            created_v = v;
+            field = &fields.created;
 
         } else if (ngx_http_ai_gateway_field_is(f, "key")) {
-            key_v = v;
+            field = &fields.key;
+
+        } else {
+            continue;
         }
 
 #undef ngx_http_ai_gateway_field_is
+
+        /* hiredis ends every string with a NUL: never a NULL pointer */
+        field->data = (const uint8_t *) v->str;
+        field->len = v->len;
     }
 
-    if (status_v == NULL || headers_v == NULL || body_v == NULL
-        || created_v == NULL || key_v == NULL)
-    {
-        return "a field is missing";
-    }
-
-    /* ngx_atoi() accepts digits only: no sign, no spaces */
-    status = (status_v->len == 3) ? ngx_atoi((u_char *) status_v->str, 3)
-                                  : NGX_ERROR;
-
-    if (status == NGX_ERROR || !agw_status_valid((unsigned) status)) {
-        return "invalid status";
-    }
-
-    created = (created_v->len > 0 && created_v->len <= NGX_TIME_T_LEN)
-              ? ngx_atotm((u_char *) created_v->str, created_v->len)
-              : NGX_ERROR;
-
-    if (created == NGX_ERROR) {
-        return "invalid created";
-    }
-
-    if (agw_headers_valid((uint8_t *) headers_v->str, headers_v->len) != 0) {
-        return "invalid headers";
+    reason = agw_entry_from_fields(&fields, store->max_entry_size, e);
+    if (reason) {
+        return reason;
     }
 
     /* copy out: hiredis frees the reply when the handler returns */
-    total = headers_v->len + body_v->len + key_v->len;
+    total = e->headers_len + e->body_len + e->key_len;
 
     p = ngx_pnalloc(r->pool, total ? total : 1);
     if (p == NULL) {
         return "out of memory";
     }
 
-    ngx_memzero(e, sizeof(agw_entry_t));
-
-    e->status = (uint16_t) status;
-    e->created = (uint64_t) created;
-
+    ngx_memcpy(p, e->headers, e->headers_len);
     e->headers = p;
-    e->headers_len = headers_v->len;
-    p = ngx_cpymem(p, headers_v->str, headers_v->len);
+    p += e->headers_len;
 
+    ngx_memcpy(p, e->body, e->body_len);
     e->body = p;
-    e->body_len = body_v->len;
-    p = ngx_cpymem(p, body_v->str, body_v->len);
+    p += e->body_len;
 
+    ngx_memcpy(p, e->key, e->key_len);
     e->key = p;
-    e->key_len = key_v->len;
-    ngx_memcpy(p, key_v->str, key_v->len);
 
     return NULL;
 }
@@ -336,7 +330,7 @@ ngx_http_ai_gateway_store_redis_found(redisReply *reply,
         rc = NGX_DECLINED;
 
     } else {
-        reason = ngx_http_ai_gateway_store_redis_decode(r, reply,
+        reason = ngx_http_ai_gateway_store_redis_decode(r, lk->store, reply,
                                                         &lk->found->entry);
         if (reason == NULL) {
             lk->found->expires = 0;  /* Redis keeps the TTL */
@@ -511,7 +505,7 @@ ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
     cmds[1].argvlen = elen;
 
     /* no pool: the write is counted even if the request is gone first */
-    if (ngx_http_ai_gateway_redis_send_multi(NULL,
+    if (ngx_http_ai_gateway_redis_send_write(
                                        ngx_http_ai_gateway_store_redis_saved,
                                        store, 2, cmds)
         == NULL)

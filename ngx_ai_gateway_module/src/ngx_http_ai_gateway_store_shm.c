@@ -14,8 +14,11 @@
  * chunks whose sizes are powers of two chosen to cover it closely: a 1 KiB
  * answer with its headers costs about 200 bytes above its own size.  The
  * bytes in the chunks are the agw_entry encoding (lib/agw_entry.c): the
- * reader copies them out under the lock and decodes the copy, so a corrupt
- * or half-written entry is rejected rather than trusted.
+ * reader copies them out under the lock (into memory taken before, with
+ * the lock released) and decodes and checks the copy as the Redis store
+ * does, so a corrupt or half-written entry is rejected rather than trusted.
+ * The writer encodes outside the lock, and deletes the entry it replaces
+ * only once the new one is in place: a store that fails keeps it.
  *
  * Reload: ngx_cycle.c reuses a zone only if its tag and size match, so a
  * resized zone starts empty; otherwise the new cycle adopts the old tree.
@@ -415,58 +418,37 @@ ngx_http_ai_gateway_shm_slot(size_t size)
 
 
 /*
- * Allocate the chunks for `len` bytes: the largest power-of-two slot that
- * the remainder fills, until what is left fits a small slot whole.
+ * The slot of the next chunk when `len` bytes are left to place: the
+ * largest power-of-two slot that the remainder fills, until what is left
+ * fits a small slot whole.
  */
-static ngx_http_ai_gateway_shm_chunk_t *
-ngx_http_ai_gateway_shm_alloc_chunks(ngx_http_ai_gateway_shm_ctx_t *ctx,
-    size_t len, size_t *held)
+static size_t
+ngx_http_ai_gateway_shm_chunk_slot(size_t len)
 {
-    size_t                            need, slot, room;
-    ngx_http_ai_gateway_shm_chunk_t  *head, **last, *chunk;
+    size_t  need, slot;
 
-    head = NULL;
-    last = &head;
-    *held = 0;
+    need = offsetof(ngx_http_ai_gateway_shm_chunk_t, data) + len;
 
-    while (len) {
-        need = offsetof(ngx_http_ai_gateway_shm_chunk_t, data) + len;
-
-        if (need <= 64 || need >= ngx_pagesize / 2) {
-            slot = ngx_min(ngx_http_ai_gateway_shm_slot(need),
-                           ngx_pagesize / 2);
-
-        } else {
-            for (slot = ngx_pagesize / 2; slot > need; slot >>= 1) {
-                /* void */
-            }
-        }
-
-        chunk = ngx_slab_alloc_locked(ctx->shpool, slot);
-        if (chunk == NULL) {
-            while (head) {
-                chunk = head->next;
-                ngx_slab_free_locked(ctx->shpool, head);
-                head = chunk;
-            }
-
-            return NULL;
-        }
-
-        room = slot - offsetof(ngx_http_ai_gateway_shm_chunk_t, data);
-
-        chunk->next = NULL;
-        chunk->len = ngx_min(room, len);
-        chunk->slot = slot;
-
-        len -= chunk->len;
-        *held += slot;
-
-        *last = chunk;
-        last = &chunk->next;
+    if (need <= 64 || need >= ngx_pagesize / 2) {
+        return ngx_min(ngx_http_ai_gateway_shm_slot(need), ngx_pagesize / 2);
     }
 
-    return head;
+    for (slot = ngx_pagesize / 2; slot > need; slot >>= 1) { /* void */ }
+
+    return slot;
+}
+
+
+static void
+ngx_http_ai_gateway_shm_free_chunks_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
+    ngx_http_ai_gateway_shm_chunk_t *chunk)
+{
+    ngx_http_ai_gateway_shm_chunk_t  *next;
+
+    for ( /* void */ ; chunk; chunk = next) {
+        next = chunk->next;
+        ngx_slab_free_locked(ctx->shpool, chunk);
+    }
 }
 
 
@@ -492,20 +474,35 @@ ngx_http_ai_gateway_shm_expire_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
 }
 
 
-/* free the least recently used entry; 0 when nothing is left */
+/*
+ * free the least recently used entry other than `keep` (the valid entry
+ * a new one would replace: it goes only once the new one is in place);
+ * 0 when nothing else is left
+ */
 static ngx_uint_t
 ngx_http_ai_gateway_shm_evict_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
-    time_t now)
+    time_t now, ngx_http_ai_gateway_shm_node_t *keep)
 {
     ngx_queue_t                     *q;
     ngx_http_ai_gateway_shm_node_t  *sn;
 
-    if (ngx_queue_empty(&ctx->sh->lru)) {
+    q = ngx_queue_last(&ctx->sh->lru);
+
+    if (q == ngx_queue_sentinel(&ctx->sh->lru)) {
         return 0;
     }
 
-    q = ngx_queue_last(&ctx->sh->lru);
     sn = ngx_queue_data(q, ngx_http_ai_gateway_shm_node_t, queue);
+
+    if (sn == keep) {
+        q = ngx_queue_prev(q);
+
+        if (q == ngx_queue_sentinel(&ctx->sh->lru)) {
+            return 0;
+        }
+
+        sn = ngx_queue_data(q, ngx_http_ai_gateway_shm_node_t, queue);
+    }
 
     if (sn->expires > now) {
         ngx_http_ai_gateway_count(ctx->sh->stats.evictions, 1);
@@ -528,12 +525,15 @@ ngx_http_ai_gateway_shm_lookup(ngx_http_request_t *r,
     u_char                           *buf, *p;
     time_t                            now;
     uint32_t                          len;
+    const char                       *reason;
     ngx_http_ai_gateway_shm_ctx_t    *ctx;
     ngx_http_ai_gateway_shm_node_t   *sn;
     ngx_http_ai_gateway_shm_chunk_t  *chunk;
 
     ctx = store->data;
     now = ngx_time();
+
+    /* first the size, so that the copy's memory is taken unlocked */
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -551,19 +551,32 @@ ngx_http_ai_gateway_shm_lookup(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    len = sn->len;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    buf = ngx_pnalloc(r->pool, len);
+    if (buf == NULL) {
+        ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
+        return NGX_ERROR;
+    }
+
+    /* then the copy: the entry may have been replaced or evicted since */
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    sn = ngx_http_ai_gateway_shm_find_locked(ctx, digest->bytes);
+
+    if (sn == NULL || sn->len > len || sn->expires <= now) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
     ngx_queue_remove(&sn->queue);
     ngx_queue_insert_head(&ctx->sh->lru, &sn->queue);
 
     len = sn->len;
     found->expires = sn->expires;
-
-    /* copy out under the lock: the entry may be evicted right after */
-    buf = ngx_pnalloc(r->pool, len);
-    if (buf == NULL) {
-        ngx_shmtx_unlock(&ctx->shpool->mutex);
-        ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
-        return NGX_ERROR;
-    }
 
     p = buf;
 
@@ -573,13 +586,23 @@ ngx_http_ai_gateway_shm_lookup(ngx_http_request_t *r,
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    /* the copy is ours: check it (CRC, lengths, headers) outside the lock */
+    /*
+     * the copy is ours: check it (CRC, lengths, headers) outside the lock,
+     * and that it may be served as the Redis store checks its entries
+     */
 
-    if (p == buf + len && agw_entry_decode(buf, len, &found->entry) == 0) {
-        return NGX_OK;
+    if (p != buf + len || agw_entry_decode(buf, len, &found->entry) != 0) {
+        reason = "corrupt";
+
+    } else {
+        reason = agw_entry_check(&found->entry, store->max_entry_size);
+
+        if (reason == NULL) {
+            return NGX_OK;
+        }
     }
 
-    /* never serve what does not decode; drop it, unless replaced meanwhile */
+    /* never serve it; drop it, unless replaced meanwhile */
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -593,25 +616,34 @@ ngx_http_ai_gateway_shm_lookup(ngx_http_request_t *r,
 
     ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
     ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "ai_gateway_cache_zone \"%V\": corrupt entry dropped",
-                  &store->ref.name);
+                  "ai_gateway_cache_zone \"%V\": entry dropped: %s",
+                  &store->ref.name, reason);
 
     return NGX_ERROR;
 }
 
 
+/*
+ * Everything that can be done unlocked is: the entry is encoded into the
+ * request's pool first.  Under the lock, the node and chunks are allocated
+ * one by one, each failed chunk evicting one LRU entry and trying that
+ * chunk again (never the whole chain); the old entry of the same key, if
+ * any, is neither evicted nor deleted until the new one is complete, so a
+ * store that fails leaves a valid entry where it was.
+ */
 static ngx_int_t
 ngx_http_ai_gateway_shm_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
     const agw_entry_t *entry, time_t ttl)
 {
     u_char                           *buf, *p;
-    size_t                            len, held, n;
+    size_t                            len, left, held, slot, room;
     time_t                            now;
-    ngx_uint_t                        tries;
+    ngx_uint_t                        evicted;
+    ngx_rbtree_key_t                  hash;
     ngx_http_ai_gateway_shm_ctx_t    *ctx;
     ngx_http_ai_gateway_shm_node_t   *sn, *old;
-    ngx_http_ai_gateway_shm_chunk_t  *chunks, *chunk;
+    ngx_http_ai_gateway_shm_chunk_t  *chunks, *chunk, **last;
 
     ctx = store->data;
     now = ngx_time();
@@ -629,58 +661,80 @@ ngx_http_ai_gateway_shm_save(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    /* a concurrent MISS of the same key stored first: replace it */
-    old = ngx_http_ai_gateway_shm_find_locked(ctx, digest->bytes);
-    if (old) {
-        ngx_http_ai_gateway_shm_delete_locked(ctx, old);
-    }
-
-    ngx_http_ai_gateway_shm_expire_locked(ctx, now, 2);
+    hash = ngx_http_ai_gateway_shm_hash(digest->bytes);
 
     sn = NULL;
     chunks = NULL;
+    last = &chunks;
     held = 0;
+    left = len;
+    p = buf;
+    evicted = 0;
 
-    for (tries = 0; tries < NGX_HTTP_AI_GATEWAY_SHM_MAX_EVICT; tries++) {
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ngx_http_ai_gateway_shm_expire_locked(ctx, now, 2);
+
+    /* a concurrent MISS of the same key stored first: replace it */
+    old = ngx_http_ai_gateway_shm_find_locked(ctx, digest->bytes);
+
+    for ( ;; ) {
 
         if (sn == NULL) {
             sn = ngx_slab_alloc_locked(ctx->shpool,
                                        sizeof(ngx_http_ai_gateway_shm_node_t));
         }
 
-        if (sn) {
-            chunks = ngx_http_ai_gateway_shm_alloc_chunks(ctx, len, &held);
-            if (chunks) {
+        while (sn && left) {
+            slot = ngx_http_ai_gateway_shm_chunk_slot(left);
+
+            chunk = ngx_slab_alloc_locked(ctx->shpool, slot);
+            if (chunk == NULL) {
                 break;
             }
+
+            room = slot - offsetof(ngx_http_ai_gateway_shm_chunk_t, data);
+
+            chunk->next = NULL;
+            chunk->len = ngx_min(room, left);
+            chunk->slot = slot;
+
+            ngx_memcpy(chunk->data, p, chunk->len);
+            p += chunk->len;
+            left -= chunk->len;
+            held += slot;
+
+            *last = chunk;
+            last = &chunk->next;
         }
 
-        if (!ngx_http_ai_gateway_shm_evict_locked(ctx, now)) {
+        if (sn && left == 0) {
             break;
         }
-    }
 
-    if (chunks == NULL) {
-        if (sn) {
-            ngx_slab_free_locked(ctx->shpool, sn);
+        if (evicted == NGX_HTTP_AI_GATEWAY_SHM_MAX_EVICT
+            || !ngx_http_ai_gateway_shm_evict_locked(ctx, now, old))
+        {
+            if (sn) {
+                ngx_slab_free_locked(ctx->shpool, sn);
+            }
+
+            ngx_http_ai_gateway_shm_free_chunks_locked(ctx, chunks);
+
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+            ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
+            return NGX_ERROR;
         }
 
-        ngx_shmtx_unlock(&ctx->shpool->mutex);
-        ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
-        return NGX_ERROR;
+        evicted++;
     }
 
-    p = buf;
-
-    for (chunk = chunks; chunk; chunk = chunk->next) {
-        n = chunk->len;
-        ngx_memcpy(chunk->data, p, n);
-        p += n;
+    if (old) {
+        ngx_http_ai_gateway_shm_delete_locked(ctx, old);
     }
 
-    sn->node.key = ngx_http_ai_gateway_shm_hash(digest->bytes);
+    sn->node.key = hash;
     ngx_memcpy(sn->digest, digest->bytes, sizeof(sn->digest));
     sn->expires = now + ttl;
     sn->len = len;

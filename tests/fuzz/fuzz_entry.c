@@ -5,10 +5,14 @@
  * decode, and for anything accepted, encode again and require the very
  * same bytes (the encoding is canonical).
  *
- * The input is used twice: as an entry (the shared-memory layout) and as a
- * bare headers blob (the Redis `headers` field, which arrives without the
- * entry around it).  ASan catches any read past the input, which libFuzzer
- * hands over in a heap block of exactly `size` bytes.
+ * The input is used three times: as an entry (the shared-memory layout),
+ * as a bare headers blob (the Redis `headers` field, which arrives without
+ * the entry around it), and as the five Redis hash fields of an entry
+ * (status, headers, body, created, key: five little-endian u16 lengths,
+ * 0xffff for a missing field, then the fields one after the other) handed
+ * to the Redis decoder, which must accept only what may be served.  ASan
+ * catches any read past the input, which libFuzzer hands over in a heap
+ * block of exactly `size` bytes.
  */
 
 
@@ -77,6 +81,85 @@ fuzz_headers(const uint8_t *blob, size_t len)
 }
 
 
+/* the Redis hash fields of an entry */
+static void
+fuzz_fields(const uint8_t *data, size_t size)
+{
+    size_t         i, n, left, max_size, len;
+    uint8_t       *out;
+    agw_field_t   *fields[5];
+    agw_entry_t    e, d;
+    agw_fields_t   f;
+    const uint8_t *p;
+
+    if (size < 11) {
+        return;
+    }
+
+    fields[0] = &f.status;
+    fields[1] = &f.headers;
+    fields[2] = &f.body;
+    fields[3] = &f.created;
+    fields[4] = &f.key;
+
+    /* a small or a roomy max_entry_size, chosen by the first byte */
+    max_size = (data[0] & 1) ? 1024 * 1024 : 32 + (data[0] >> 1);
+
+    p = data + 11;
+    left = size - 11;
+
+    for (i = 0; i < 5; i++) {
+        len = data[1 + 2 * i] | data[2 + 2 * i] << 8;
+
+        if (len == 0xffff) {
+            fields[i]->data = NULL;
+            fields[i]->len = 0;
+            continue;
+        }
+
+        len = len < left ? len : left;
+
+        fields[i]->data = p;
+        fields[i]->len = len;
+        p += len;
+        left -= len;
+    }
+
+    if (agw_entry_from_fields(&f, max_size, &e) != NULL) {
+        return;
+    }
+
+    /* accepted: a 200 within max_size, every header fit to be replayed */
+
+    if (e.status != 200
+        || agw_entry_size(&e) == 0 || agw_entry_size(&e) > max_size
+        || e.body != f.body.data || e.body_len != f.body.len
+        || e.headers != f.headers.data || e.key != f.key.data
+        || agw_entry_check(&e, max_size) != NULL)
+    {
+        abort();
+    }
+
+    /* and what the Redis store accepted, the shm store accepts too */
+
+    n = agw_entry_size(&e);
+
+    out = malloc(n);
+    if (out == NULL) {
+        return;
+    }
+
+    if (agw_entry_encode(out, n, &e) != n
+        || agw_entry_decode(out, n, &d) != 0
+        || agw_entry_check(&d, max_size) != NULL)
+    {
+        abort();
+    }
+
+    free(out);
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -89,6 +172,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     fuzz_headers(data, size);
+    fuzz_fields(data, size);
 
     if (agw_entry_decode(data, size, &e) != 0) {
         return 0;

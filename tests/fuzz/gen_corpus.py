@@ -24,6 +24,15 @@ def entry(status, created, key, headers, body, version=1):
     return fixed + key + headers + body
 
 
+def fields(max_byte, status, headers, body, created, key):
+    """The five Redis hash fields as fuzz_fields() reads them (None:
+    missing)."""
+    parts = [status, headers, body, created, key]
+    lens = b"".join(struct.pack("<H", 0xffff if p is None else len(p))
+                    for p in parts)
+    return bytes([max_byte]) + lens + b"".join(p or b"" for p in parts)
+
+
 def blob(*pairs):
     return b"".join(n + b": " + v + b"\r\n" for n, v in pairs)
 
@@ -55,6 +64,14 @@ SEEDS = {
     "truncated": entry(200, 5, b"key", JSON, b"body")[:-1],
     "trailing": entry(200, 5, b"key", JSON, b"body") + b"x",
     "bad-header": entry(200, 5, b"key", b"A:b\r\n", b""),
+    "fields-ok": fields(1, b"200", JSON, b'{"ok":true}', b"1700000000",
+                        b"GEThttplocalhost/v1/models"),
+    "fields-101": fields(1, b"101",
+                         blob((b"Transfer-Encoding", b"chunked"),
+                              (b"Content-Length", b"5")),
+                         b"hello", b"1", b"k"),
+    "fields-missing": fields(1, b"200", JSON, None, b"1", b"k"),
+    "fields-small-max": fields(40, b"200", b"", b"0123456789", b"1", b"k"),
 }
 
 

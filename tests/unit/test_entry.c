@@ -604,6 +604,158 @@ test_headers_encoder_refuses(void **state)
 }
 
 
+/* what may be replayed from an entry that came from outside */
+
+static void
+test_header_replayable(void **state)
+{
+    size_t  i;
+
+    static const char  *never[] = {
+        "Content-Length", "content-length", "Transfer-Encoding",
+        "Connection", "Keep-Alive", "Proxy-Connection", "TE", "te",
+        "Trailer", "Upgrade", "Proxy-Authenticate", "Proxy-Authorization",
+        "Set-Cookie", "Date", "Server", "Age", "X-Cache", "Retry-After",
+        "retry-after-ms", "RateLimit", "RateLimit-Policy",
+        "ratelimit-remaining"
+    };
+
+    static const char  *fine[] = {
+        "Content-Type", "ETag", "X-Server-Id", "Vary", "Cache-Control",
+        "Content", "T", "Rate", "Connections", "X-Connection"
+    };
+
+    for (i = 0; i < nitems(never); i++) {
+        if (agw_header_replayable((const uint8_t *) never[i],
+                                  strlen(never[i])))
+        {
+            print_error("%s is replayable\n", never[i]);
+            fail();
+        }
+    }
+
+    for (i = 0; i < nitems(fine); i++) {
+        if (!agw_header_replayable((const uint8_t *) fine[i],
+                                   strlen(fine[i])))
+        {
+            print_error("%s is not replayable\n", fine[i]);
+            fail();
+        }
+    }
+}
+
+
+static void
+test_entry_check(void **state)
+{
+    agw_entry_t  e;
+
+    static const char  framed[] = "Content-Type: text/plain\r\n"
+                                  "Transfer-Encoding: chunked\r\n";
+    static const char  conn[] = "Connection: close\r\n";
+
+    sample(&e);
+    assert_null(agw_entry_check(&e, 1024 * 1024));
+    assert_null(agw_entry_check(&e, agw_entry_size(&e)));
+    assert_non_null(agw_entry_check(&e, agw_entry_size(&e) - 1));
+
+    e.status = 101;
+    assert_non_null(agw_entry_check(&e, 1024 * 1024));
+    e.status = 404;
+    assert_non_null(agw_entry_check(&e, 1024 * 1024));
+
+    sample(&e);
+    e.headers = (const uint8_t *) framed;
+    e.headers_len = sizeof(framed) - 1;
+    assert_non_null(agw_entry_check(&e, 1024 * 1024));
+
+    e.headers = (const uint8_t *) conn;
+    e.headers_len = sizeof(conn) - 1;
+    assert_non_null(agw_entry_check(&e, 1024 * 1024));
+
+    e.headers = (const uint8_t *) "X-A: b\r\nBad";
+    e.headers_len = 11;
+    assert_non_null(agw_entry_check(&e, 1024 * 1024));
+
+    /* no headers at all is fine */
+    e.headers = (const uint8_t *) "";
+    e.headers_len = 0;
+    assert_null(agw_entry_check(&e, 1024 * 1024));
+}
+
+
+#define F(s)  { (const uint8_t *) (s), sizeof(s) - 1 }
+
+static void
+test_entry_from_fields(void **state)
+{
+    agw_entry_t   e;
+    agw_fields_t  f, good = {
+        F("200"), F("Content-Type: application/json\r\n"), F("{}"),
+        F("1700000000"), F("GET /x")
+    };
+
+    f = good;
+    assert_null(agw_entry_from_fields(&f, 1024, &e));
+    assert_int_equal(e.status, 200);
+    assert_int_equal(e.created, 1700000000);
+    assert_ptr_equal(e.body, good.body.data);
+    assert_int_equal(e.body_len, 2);
+    assert_int_equal(e.key_len, 6);
+
+    /* the whole entry against max_size, exactly at and one over */
+    assert_null(agw_entry_from_fields(&f, AGW_ENTRY_HEADER_SIZE + 32 + 2 + 6,
+                                      &e));
+    assert_non_null(agw_entry_from_fields(&f,
+                                          AGW_ENTRY_HEADER_SIZE + 32 + 2 + 5,
+                                          &e));
+    assert_non_null(agw_entry_from_fields(&f, 0, &e));
+
+    /* an absurd length is refused before any byte is read */
+    f = good;
+    f.body.data = (const uint8_t *) "x";
+    f.body.len = SIZE_MAX;
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good;
+    f.key.len = SIZE_MAX - 10;
+    assert_non_null(agw_entry_from_fields(&f, SIZE_MAX, &e));
+
+    f = good; f.status.data = NULL;
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.key.data = NULL;
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+
+    f = good; f.status = (agw_field_t) F("101");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.status = (agw_field_t) F("404");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.status = (agw_field_t) F("+20");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.status = (agw_field_t) F("2000");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.status = (agw_field_t) F(" 200");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+
+    f = good; f.created = (agw_field_t) F("");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.created = (agw_field_t) F("-1");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.created = (agw_field_t) F("99999999999999999999");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+
+    f = good; f.headers = (agw_field_t) F("Bad Name: x\r\n");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.headers = (agw_field_t) F("X-A: a\r\nX-Injected: 1\r\n\r\n");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.headers = (agw_field_t) F("X-A: a\rb\r\n");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.headers = (agw_field_t) F("Content-Length: 5\r\n");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.headers = (agw_field_t) F("");
+    assert_null(agw_entry_from_fields(&f, 1024, &e));
+}
+
+
 int
 main(void)
 {
@@ -620,6 +772,9 @@ main(void)
         cmocka_unit_test(test_headers_valid_table),
         cmocka_unit_test(test_headers_truncated),
         cmocka_unit_test(test_headers_encoder_refuses),
+        cmocka_unit_test(test_header_replayable),
+        cmocka_unit_test(test_entry_check),
+        cmocka_unit_test(test_entry_from_fields),
     };
 
     return cmocka_run_group_tests_name("entry", tests, NULL, NULL);
