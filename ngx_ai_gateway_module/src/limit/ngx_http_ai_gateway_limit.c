@@ -398,6 +398,7 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
         st[i].taken = 0;
         st[i].leased = 0;
         st[i].giveback = 0;
+        st[i].charged = NULL;
         st[i].dry = limits[i].dry_run;
 
         if (zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
@@ -587,6 +588,10 @@ ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
                                                            r->connection->log,
                                                            &one->res);
 
+        if (one->taken) {
+            one->charged = &ngx_http_ai_gateway_limit_backend_shm;
+        }
+
         allowed = one->res.allowed || one->dry;
 
         goto done;
@@ -652,6 +657,10 @@ ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
                                 r->connection->log)
                             == NGX_OK);
 
+                if (s->taken) {
+                    s->charged = &ngx_http_ai_gateway_limit_backend_shm;
+                }
+
             } else {
                 ngx_http_ai_gateway_limit_zone_check(s->zone, s->node, 0, now,
                                                      &s->res);
@@ -672,8 +681,9 @@ done:
         if (st[i].zone
             && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
         {
-            if (st[i].leased == 1) {
-                ngx_http_ai_gateway_limit_lease_refund(&st[i], now);
+            if (st[i].charged) {
+                st[i].charged->refund(&st[i], now);
+                st[i].charged = NULL;
             }
 
             st[i].zone = NULL;
@@ -885,32 +895,14 @@ ngx_http_ai_gateway_limit_refund(ngx_http_ai_gateway_limit_ctx_t *ctx)
          * refused, nor from a zone that had no room to store the bucket
          */
 
-        if (s->zone == NULL) {
+        if (s->zone == NULL || s->charged == NULL
+            || s->charged->refund == NULL)
+        {
             continue;
         }
 
-        if (s->leased) {
-            if (s->leased == 1) {
-                ngx_http_ai_gateway_limit_lease_refund(s, now);
-            }
-
-            continue;
-        }
-
-        if (!s->taken) {
-            continue;
-        }
-
-        ngx_http_ai_gateway_limit_zone_lock(s->zone);
-
-        s->node = ngx_http_ai_gateway_limit_zone_lookup(s->zone, s->key);
-
-        ngx_http_ai_gateway_limit_zone_refund(s->zone, s->node, s->cost, now);
-
-        ngx_http_ai_gateway_limit_zone_check(s->zone, s->node, 0, now,
-                                             &s->res);
-
-        ngx_http_ai_gateway_limit_zone_unlock(s->zone);
+        s->charged->refund(s, now);
+        s->charged = NULL;
     }
 
     ctx->reserved = 0;
@@ -997,8 +989,8 @@ ngx_http_ai_gateway_limit_reserve(ngx_http_request_t *r,
             continue;
         }
 
-        if (s->zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_SHM && !s->taken) {
-            continue;       /* no room to store the bucket: nothing taken */
+        if (s->charged == NULL) {
+            continue;       /* nothing taken (no room for the bucket) */
         }
 
         s->reserved = s->cost;

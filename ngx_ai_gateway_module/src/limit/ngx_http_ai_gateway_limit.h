@@ -180,10 +180,41 @@ typedef struct {
 typedef struct ngx_http_ai_gateway_limit_answer_s
     ngx_http_ai_gateway_limit_answer_t;
 
+typedef struct ngx_http_ai_gateway_limit_state_s
+    ngx_http_ai_gateway_limit_state_t;
+
+
+/*
+ * The limiter's backends, one interface: what a kind of bucket does with
+ * a charge it made for a request.  refund gives it back (another zone
+ * refused the request); settle moves a token zone's reservation to the
+ * answer's real use.  Charging itself is batched per kind, so that several
+ * zones stay all-or-nothing (the shared-memory zones under their locks in
+ * one order, the Redis zones in one script call, a lease under its zone's
+ * lock: see limit.c), and is not part of the table.
+ */
+typedef struct {
+    ngx_str_t                           name;
+    void                              (*refund)(
+                                     ngx_http_ai_gateway_limit_state_t *st,
+                                     uint64_t now);
+    void                              (*settle)(ngx_http_request_t *r,
+                                     ngx_http_ai_gateway_limit_state_t *st,
+                                     uint64_t used, uint64_t now);
+} ngx_http_ai_gateway_limit_backend_t;
+
+extern ngx_http_ai_gateway_limit_backend_t  ngx_http_ai_gateway_limit_backend_shm;
+extern ngx_http_ai_gateway_limit_backend_t  ngx_http_ai_gateway_limit_backend_redis;
+extern ngx_http_ai_gateway_limit_backend_t  ngx_http_ai_gateway_limit_backend_lease;
+
 
 /* per zone of a request, while it is being decided */
-typedef struct {
+struct ngx_http_ai_gateway_limit_state_s {
     ngx_http_ai_gateway_limit_zone_t   *zone;     /* NULL: does not apply */
+
+    /* what charged the request, to refund or settle; NULL: nothing */
+    ngx_http_ai_gateway_limit_backend_t *charged;
+
     ngx_http_ai_gateway_limit_node_t   *node;     /* shm, under the lock */
     uint64_t                            cost;     /* 0: only read */
     agw_bucket_result_t                 res;
@@ -213,7 +244,7 @@ typedef struct {
     uint64_t                            giveback;
 
     u_char                              key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
-} ngx_http_ai_gateway_limit_state_t;
+};
 
 
 /*
@@ -405,15 +436,12 @@ ngx_int_t ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
  */
 ngx_uint_t ngx_http_ai_gateway_limit_lease_take(
     ngx_http_ai_gateway_limit_state_t *st, uint64_t now);
-/* a request refused elsewhere gives back what its lease paid */
-void ngx_http_ai_gateway_limit_lease_refund(
-    ngx_http_ai_gateway_limit_state_t *st, uint64_t now);
 /* hand the tokens of ended leases (all of them when exiting) back */
 ngx_int_t ngx_http_ai_gateway_limit_lease_init_process(ngx_cycle_t *cycle);
 
 /* settle a redis token zone's reservation on the answer's use */
 void ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_state_t *st, uint64_t used);
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t used, uint64_t now);
 
 /* give a Redis bucket units back (or take them, negative): fire and forget */
 void ngx_http_ai_gateway_limit_redis_move(

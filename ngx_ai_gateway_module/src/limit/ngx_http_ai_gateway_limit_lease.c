@@ -33,10 +33,24 @@
 #define NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_SWEEP_N   64
 
 
+static void ngx_http_ai_gateway_limit_lease_refund(
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t now);
 static void ngx_http_ai_gateway_limit_lease_sweep(ngx_event_t *ev);
 static void ngx_http_ai_gateway_limit_lease_return(
     ngx_http_ai_gateway_redis_conf_t *rcf,
     ngx_http_ai_gateway_limit_zone_t *zone, uint64_t now);
+
+
+/*
+ * The leased backend: a charge paid from a lease goes back to the lease;
+ * a token reservation settles in Redis, where the bucket is.
+ */
+
+ngx_http_ai_gateway_limit_backend_t  ngx_http_ai_gateway_limit_backend_lease = {
+    ngx_string("lease"),
+    ngx_http_ai_gateway_limit_lease_refund,
+    ngx_http_ai_gateway_limit_redis_settle
+};
 
 
 static ngx_event_t  ngx_http_ai_gateway_limit_lease_event;
@@ -100,11 +114,15 @@ ngx_http_ai_gateway_limit_lease_take(ngx_http_ai_gateway_limit_state_t *st,
 
     st->leased = (u_char) taken;
 
+    if (taken == 1) {
+        st->charged = &ngx_http_ai_gateway_limit_backend_lease;
+    }
+
     return taken;
 }
 
 
-void
+static void
 ngx_http_ai_gateway_limit_lease_refund(ngx_http_ai_gateway_limit_state_t *st,
     uint64_t now)
 {

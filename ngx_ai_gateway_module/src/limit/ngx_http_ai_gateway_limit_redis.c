@@ -510,6 +510,8 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
             goto malformed;
         }
 
+        st[i].charged = &ngx_http_ai_gateway_limit_backend_redis;
+
         want = (uint64_t) got * zone->bucket.period_ms;
         level = (b.level > want) ? b.level - want : 0;
 
@@ -590,7 +592,7 @@ ngx_http_ai_gateway_limit_redis_failed(ngx_http_ai_gateway_limit_ctx_t *ctx)
 
 void
 ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_state_t *st, uint64_t used)
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t used, uint64_t now)
 {
     uint64_t                           units;
     ngx_http_ai_gateway_main_conf_t   *amcf;
@@ -680,3 +682,15 @@ ngx_http_ai_gateway_limit_redis_settled(redisReply *reply,
 {
     /* nothing waits for it: a failure is counted by the connection */
 }
+
+
+/*
+ * The Redis backend: a charge is never refunded (the script charges all of
+ * a request's Redis zones or none, and runs last); settlements go to Redis.
+ */
+
+ngx_http_ai_gateway_limit_backend_t  ngx_http_ai_gateway_limit_backend_redis = {
+    ngx_string("redis"),
+    NULL,
+    ngx_http_ai_gateway_limit_redis_settle
+};

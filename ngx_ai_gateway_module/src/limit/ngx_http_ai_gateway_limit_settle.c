@@ -336,7 +336,7 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
     now = ngx_http_ai_gateway_limit_now();
 
     for (s = ctx->st, last = s + ctx->n; s < last; s++) {
-        if (s->zone == NULL || s->reserved == 0) {
+        if (s->zone == NULL || s->reserved == 0 || s->charged == NULL) {
             continue;
         }
 
@@ -354,17 +354,7 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
             continue;       /* nothing moves */
         }
 
-        if (s->zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
-            ngx_http_ai_gateway_limit_redis_settle(r, s, used);
-            continue;
-        }
-
-        ngx_http_ai_gateway_limit_zone_lock(s->zone);
-
-        ngx_http_ai_gateway_limit_zone_settle(s->zone, s->key, s->reserved,
-                                              used, now, r->connection->log);
-
-        ngx_http_ai_gateway_limit_zone_unlock(s->zone);
+        s->charged->settle(r, s, used, now);
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,

@@ -579,3 +579,43 @@ ngx_http_ai_gateway_limit_zone_refused(ngx_http_ai_gateway_limit_zone_t *zone,
     node->bucket.stamp_ms = now;
     node->lease_end = now + NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_MS;
 }
+
+
+/* the shared-memory backend (see ngx_http_ai_gateway_limit_backend_t) */
+
+static void
+ngx_http_ai_gateway_limit_shm_refund(ngx_http_ai_gateway_limit_state_t *st,
+    uint64_t now)
+{
+    ngx_http_ai_gateway_limit_zone_lock(st->zone);
+
+    st->node = ngx_http_ai_gateway_limit_zone_lookup(st->zone, st->key);
+
+    ngx_http_ai_gateway_limit_zone_refund(st->zone, st->node, st->cost, now);
+
+    /* the figures reported: what the bucket holds now */
+    ngx_http_ai_gateway_limit_zone_check(st->zone, st->node, 0, now,
+                                         &st->res);
+
+    ngx_http_ai_gateway_limit_zone_unlock(st->zone);
+}
+
+
+static void
+ngx_http_ai_gateway_limit_shm_settle(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t used, uint64_t now)
+{
+    ngx_http_ai_gateway_limit_zone_lock(st->zone);
+
+    ngx_http_ai_gateway_limit_zone_settle(st->zone, st->key, st->reserved,
+                                          used, now, r->connection->log);
+
+    ngx_http_ai_gateway_limit_zone_unlock(st->zone);
+}
+
+
+ngx_http_ai_gateway_limit_backend_t  ngx_http_ai_gateway_limit_backend_shm = {
+    ngx_string("shm"),
+    ngx_http_ai_gateway_limit_shm_refund,
+    ngx_http_ai_gateway_limit_shm_settle
+};
