@@ -166,3 +166,53 @@ def test_chunked_body_read_by_limiter_is_proxied(nginx_factory, sim):
     big = b"x" * 4000
     out = raw(n, req + b"%x\r\n%s\r\n0\r\n\r\n" % (len(big), big))
     assert out.startswith(b"HTTP/1.1 413"), out[:300]
+
+
+def test_slow_reader_stream_is_not_undercharged(nginx_factory, sim_factory):
+    """guard: the settle body filter skips buffers that are not in memory.
+    A client that reads slowly makes the proxy spool the upstream stream
+    to its temp file; the event pipe's buffers stay in memory as well when
+    written (in_file and temporary), so the filter still sees every event
+    and the final usage.  Were they not, the stream would settle on "one
+    token per content event seen + prompt", an undercharge a client could
+    provoke at will."""
+    import socket
+    sim = sim_factory("sim-1", "--ttft-ms", "0", "--tpot-ms", "0")
+    n = nginx_factory(server("""
+        location /v1/ {
+            ai_gateway_limit zone=tpm;
+            proxy_buffer_size 1k;
+            proxy_buffers 4 1k;
+            proxy_busy_buffers_size 1k;
+            proxy_ignore_headers X-Accel-Buffering;   # as vLLM sends none
+            proxy_pass http://127.0.0.1:%d;
+        }
+""" % sim.port, "ai_gateway_limit_zone $http_x_api_key zone=tpm:1m "
+                "rate=1t/m burst=100000;").replace(
+        "listen 127.0.0.1:%%PORT%%;", "listen 127.0.0.1:%%PORT%% sndbuf=4k;"))
+    body = chat("stream please", 1500, stream=True, include_usage=True)
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", n.port, timeout=10)
+    conn.sock = socket.socket()
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    conn.sock.settimeout(10)
+    conn.sock.connect(("127.0.0.1", n.port))
+    conn.request("POST", CHAT, body=body,
+                 headers={"X-Api-Key": "slow",
+                          "Content-Type": "application/json"})
+    time.sleep(1.5)             # the upstream answer goes to the temp file
+    resp = conn.getresponse()
+    out = resp.read()
+    conn.close()
+    assert b"[DONE]" in out, out[-300:]
+    usage = None
+    for line in out.split(b"\n"):
+        if line.startswith(b"data: {") and b'"usage"' in line:
+            u = json.loads(line[6:]).get("usage")
+            if u:
+                usage = u["total_tokens"]
+    assert usage and usage >= 1500, usage
+    time.sleep(0.2)
+    z = cachez(n)["limits"]["tpm"]
+    assert z["settled"] == usage, \
+        "stream spooled to a file settled on what was seen: %s" % z
