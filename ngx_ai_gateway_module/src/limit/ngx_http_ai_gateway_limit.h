@@ -436,7 +436,10 @@ ngx_int_t ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
  */
 ngx_uint_t ngx_http_ai_gateway_limit_lease_take(
     ngx_http_ai_gateway_limit_state_t *st, uint64_t now);
-/* hand the tokens of ended leases (all of them when exiting) back */
+/* an unsent giveback (st->giveback) back into the key's node, ended */
+void ngx_http_ai_gateway_limit_lease_restore(
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t now);
+/* hand the tokens of ended leases back, from a timer in every worker */
 ngx_int_t ngx_http_ai_gateway_limit_lease_init_process(ngx_cycle_t *cycle);
 
 /* settle a redis token zone's reservation on the answer's use */

@@ -148,6 +148,45 @@ ngx_http_ai_gateway_limit_lease_refund(ngx_http_ai_gateway_limit_state_t *st,
 }
 
 
+/*
+ * An ended lease moved into st->giveback to go back with the script call,
+ * when that call is not made after all (a shared-memory zone refused the
+ * request first, or Redis could not be asked): the tokens are still out
+ * of Redis, so they return to the key's node as an ended lease, which the
+ * sweep hands back.  Never after a call was sent: Redis may have applied
+ * the giveback, and handing it back twice would exceed the budget.
+ */
+
+void
+ngx_http_ai_gateway_limit_lease_restore(ngx_http_ai_gateway_limit_state_t *st,
+    uint64_t now)
+{
+    ngx_http_ai_gateway_limit_node_t  *node;
+
+    if (st->giveback == 0) {
+        return;
+    }
+
+    ngx_http_ai_gateway_limit_zone_lock(st->zone);
+
+    node = ngx_http_ai_gateway_limit_zone_lookup(st->zone, st->key);
+
+    /* an evicted node took its lease with it, as in lease_refund() */
+
+    if (node) {
+        node->lease += st->giveback;
+
+        if (node->lease_end > now) {
+            node->lease_end = now;      /* ended: the sweep hands it back */
+        }
+    }
+
+    ngx_http_ai_gateway_limit_zone_unlock(st->zone);
+
+    st->giveback = 0;
+}
+
+
 ngx_int_t
 ngx_http_ai_gateway_limit_lease_init_process(ngx_cycle_t *cycle)
 {

@@ -203,6 +203,8 @@ static ngx_int_t ngx_http_ai_gateway_limit_redis_result(
     ngx_http_ai_gateway_limit_ctx_t *ctx, redisReply *reply);
 static void ngx_http_ai_gateway_limit_redis_failed(
     ngx_http_ai_gateway_limit_ctx_t *ctx);
+static void ngx_http_ai_gateway_limit_redis_unsent(
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
 static void ngx_http_ai_gateway_limit_redis_settled(redisReply *reply,
     ngx_http_ai_gateway_redis_status_e status, void *data);
 
@@ -247,6 +249,7 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
     }
 
     if (!ngx_http_ai_gateway_redis_available()) {
+        ngx_http_ai_gateway_limit_redis_unsent(ctx);
         ngx_http_ai_gateway_limit_redis_failed(ctx);
         return NGX_OK;
     }
@@ -341,6 +344,7 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
                                        m, (int) (m * (1 + a)), argv, argvlen)
         == NULL)
     {
+        ngx_http_ai_gateway_limit_redis_unsent(ctx);
         ngx_http_ai_gateway_limit_redis_failed(ctx);
         return NGX_OK;
     }
@@ -537,6 +541,31 @@ malformed:
                   "ai_gateway_limit: unexpected reply from the redis script");
 
     return NGX_ERROR;
+}
+
+
+/*
+ * The script call was never sent: the ended leases that were to go back
+ * with it are kept (lease.c), not lost
+ */
+
+static void
+ngx_http_ai_gateway_limit_redis_unsent(ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    uint64_t                            now;
+    ngx_uint_t                          i;
+    ngx_http_ai_gateway_limit_state_t  *st;
+
+    st = ctx->st;
+    now = ngx_http_ai_gateway_limit_now();
+
+    for (i = 0; i < ctx->n; i++) {
+        if (st[i].zone && !st[i].leased && st[i].giveback
+            && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+        {
+            ngx_http_ai_gateway_limit_lease_restore(&st[i], now);
+        }
+    }
 }
 
 

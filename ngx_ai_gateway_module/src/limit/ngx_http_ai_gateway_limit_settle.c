@@ -322,13 +322,23 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
     ngx_http_ai_gateway_limit_ctx_t     *ctx;
     ngx_http_ai_gateway_limit_state_t   *s, *last;
 
-    ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
+    /*
+     * with log_subrequest on, the log phase runs for subrequests (mirror,
+     * SSI) too, possibly before the main answer came: only the main
+     * request settles its reservation
+     */
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
+
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
 
     if (ctx == NULL || ctx->answer == NULL || ctx->settled) {
         return NGX_OK;
     }
 
-    used = ngx_http_ai_gateway_limit_used(r->main, ctx);
+    used = ngx_http_ai_gateway_limit_used(r, ctx);
 
     ctx->answer->used = used;
     ctx->settled = 1;
