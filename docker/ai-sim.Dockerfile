@@ -1,6 +1,7 @@
 # ai-sim, the inference simulator (SPEC 4); compose.yaml runs three.
 #
-#   build  debian:12       scripts/deps.sh, then `make build/ai-sim`
+#   build  debian:12       scripts/deps.sh build (compilers and -dev
+#                          packages only), then `make build/ai-sim`
 #   final  debian:12-slim  libevent + libcJSON runtime libraries and the
 #                          binary, run as an unprivileged user
 #
@@ -16,7 +17,7 @@ RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
 
 WORKDIR /src
 COPY scripts/deps.sh scripts/deps.sh
-RUN scripts/deps.sh
+RUN scripts/deps.sh build
 COPY . .
 RUN make build/ai-sim
 

@@ -3,7 +3,8 @@
 # Same route as the native build (SPEC 1): the module is built on Debian 12
 # against nginx-dev's source tree and loaded into Debian 12's packaged nginx.
 #
-#   build  debian:12       scripts/deps.sh (the packages `make` installs),
+#   build  debian:12       scripts/deps.sh build (compilers and -dev
+#                          packages only, what `make` itself installs),
 #                          then `make build/ngx_ai_gateway_module.so`
 #   final  debian:12-slim  packaged nginx (the exact version the module was
 #                          built against) + the .so + nginx-conf/ +
@@ -21,7 +22,7 @@ RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
 
 WORKDIR /src
 COPY scripts/deps.sh scripts/deps.sh
-RUN scripts/deps.sh
+RUN scripts/deps.sh build
 COPY . .
 RUN make build/ngx_ai_gateway_module.so \
  && dpkg-query -W -f='${Version}' nginx > build/nginx.version
