@@ -72,8 +72,8 @@ def draw(results, outdir):
         ax.axvline(1.0, color="#222222", linewidth=1)
         ax.set_yticks(y)
         ax.set_yticklabels(labels, fontsize=7)
-        ax.set_xlabel("ratio to the stock nginx peer (1.00 = the same)")
-        ax.set_title("Each row against its stock peer")
+        ax.set_xlabel("ratio to the peer (1.00 = the same; CPU: below 1 is cheaper)")
+        ax.set_title("Each row against its peer (stock nginx where there is one)")
         ax.legend(fontsize=8, loc="upper center", ncol=2,
                   bbox_to_anchor=(0.5, -0.3 / (0.3 * len(peered) + 0.5)))
         ax.grid(axis="x", alpha=0.3)
