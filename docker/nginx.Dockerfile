@@ -10,8 +10,8 @@
 #                          built against) + the .so + nginx-conf/ +
 #                          scripts/render-conf.sh + envsubst; no compilers
 #
-# The build stage is identical in docker/ai-sim.Dockerfile up to the make
-# line, so the two images share its cached layers.
+# The build stage is identical in docker/ai-sim.Dockerfile up to the deps.sh
+# line, so the two images share its cached layers (the slow one).
 
 FROM debian:12 AS build
 
@@ -23,7 +23,11 @@ RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
 WORKDIR /src
 COPY scripts/deps.sh scripts/deps.sh
 RUN scripts/deps.sh build
-COPY . .
+# only what the make line reads: editing docs or tests reuses the layers
+COPY Makefile ./
+COPY tests/unit/rules.mk tests/unit/rules.mk
+COPY scripts/build-module.sh scripts/build-module.sh
+COPY ngx_ai_gateway_module ngx_ai_gateway_module
 RUN make build/ngx_ai_gateway_module.so \
  && dpkg-query -W -f='${Version}' nginx > build/nginx.version
 
