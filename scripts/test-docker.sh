@@ -211,6 +211,8 @@ def req(method, path, body=None, headers=None):
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
+    except Exception as e:      # refused, reset, timed out: status 0
+        return 0, {}, repr(e).encode()
 
 def out(ok, name):
     print(("PASS: " if ok else "FAIL: ") + name)
@@ -263,18 +265,23 @@ elif what == "failover":
 PY
 }
 
-tally() {
-    local line
+# run_http NAME: the python checks above, their PASS/FAIL lines counted;
+# a helper that crashes is a failure too, never a silently skipped check
+run_http() {
+    local out rc line
+    out=$(http_checks "$1" 2>&1)
+    rc=$?
     while IFS= read -r line; do
         echo "$line"
         case $line in
             PASS:*) passed=$((passed + 1)) ;;
             FAIL:*) failed=$((failed + 1)) ;;
         esac
-    done
+    done <<< "$out"
+    [ $rc -eq 0 ] || fail "HTTP checks '$1' ended with status $rc"
 }
 
-tally < <(http_checks cache)
+run_http cache
 
 # gw:v1:* keys and their TTL (the template's ai_gateway_cache_ttl 300s)
 keys=$("${compose[@]}" exec -T redis redis-cli --scan --pattern 'gw:v1:*' 2>/dev/null | tr -d '\r')
@@ -291,7 +298,7 @@ else
     fail "redis holds gw:v1:<sha256> keys (got '${keys:0:200}')"
 fi
 
-tally < <(http_checks limit)
+run_http limit
 
 inside=$(cachez_inside "" | tr -d '\r')
 status=$(echo "$inside" | head -n1)
@@ -319,6 +326,6 @@ else
 fi
 
 check "stop the sim-2 container" quiet "${compose[@]}" stop sim-2
-tally < <(http_checks failover)
+run_http failover
 
 exit 0
