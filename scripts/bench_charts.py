@@ -27,6 +27,7 @@ def draw(results, outdir):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     # the same bytes for the same results: no date, no random ids
     matplotlib.rcParams["svg.hashsalt"] = "ai-gateway-bench"
@@ -61,7 +62,8 @@ def draw(results, outdir):
         rps_ratio = [med[r["name"]]["rps"] / med[r["peer"]]["rps"]
                      for r in peered]
         cpu_ratio = [med[r["name"]]["cpu"] / med[r["peer"]]["cpu"]
-                     if med[r["peer"]]["cpu"] else 0 for r in peered]
+                     if med[r["peer"]]["cpu"] and med[r["name"]]["cpu"]
+                     else 0 for r in peered]
         fig, ax = plt.subplots(figsize=(9, 0.75 * len(peered) + 1.8))
         y = list(range(len(peered)))[::-1]
         h = 0.38
@@ -70,6 +72,14 @@ def draw(results, outdir):
         ax.barh([v - h / 2 for v in y], cpu_ratio, height=h,
                 color="#d08040", label="worker CPU per request ratio")
         ax.axvline(1.0, color="#222222", linewidth=1)
+        # ratios: 0.5 and 2 are as far from 1 as each other
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(
+            matplotlib.ticker.FuncFormatter(lambda v, _: "%g" % v))
+        for v, r, c in zip(y, rps_ratio, cpu_ratio):
+            ax.text(r, v + h / 2, " %.2f" % r, va="center", fontsize=7)
+            if c:
+                ax.text(c, v - h / 2, " %.2f" % c, va="center", fontsize=7)
         ax.set_yticks(y)
         ax.set_yticklabels(labels, fontsize=7)
         ax.set_xlabel("ratio to the peer (1.00 = the same; CPU: below 1 is cheaper)")
