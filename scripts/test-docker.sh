@@ -40,7 +40,7 @@ fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
 check() {   # check NAME COMMAND...: PASS when the command succeeds
     local name=$1
     shift
-    if "$@"; then pass "$name"; else fail "$name"; fi
+    if "$@"; then pass "$name"; else fail "$name"; return 1; fi
 }
 quiet() { "$@" > /dev/null 2>&1; }
 
@@ -125,8 +125,11 @@ if ! docker info > /dev/null 2>&1; then
         sleep 0.5
     done
 fi
-check "Docker engine answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null))" \
-    quiet docker info || exit 1
+if ! check "Docker engine answers ($(docker version --format '{{.Server.Version}}' 2>/dev/null))" \
+        quiet docker info; then
+    [ -n "$dockerd_pid" ] && tail -5 "$logdir/dockerd.log"
+    exit 1
+fi
 
 # ---- 2. base images -----------------------------------------------------
 
