@@ -1,5 +1,5 @@
-"""Packaging that cannot run on the build machine (no Docker engine, no k6),
-checked statically: scripts/check-static.sh passes on the checkout and fails
+"""Packaging checked statically, without a Docker engine or k6 (make
+test-docker runs the images for real): scripts/check-static.sh passes on the checkout and fails
 on deliberately broken copies of it; scripts/k6-report.py renders k6
 summaries as Markdown.
 
