@@ -79,29 +79,38 @@ finish() {
 trap finish EXIT
 trap 'fail "interrupted"; exit 1' INT TERM
 
-# The build stages' leaf images are dangling (untagged) once the final
-# images exist: remove them, keeping the slow package layer under a tag.
+# The build stages' leaf images, and the images a rebuild replaced, are
+# dangling (untagged) once the new images exist: remove those this run
+# left (not anybody else's), keeping the slow package layer under a tag.
+# The classic builder used here keeps no build cache besides these images.
+dangling_before=
+ours() {    # the dangling images that were not there before the run
+    local img
+    for img in $(docker images -q --no-trunc --filter dangling=true 2>/dev/null); do
+        case " $dangling_before " in *" $img "*) ;; *) echo "$img" ;; esac
+    done
+}
 prune_images() {
     local img layer
-    for img in $(docker images -q --filter dangling=true 2>/dev/null); do
+    for img in $(ours); do
         layer=$(docker history --no-trunc --format '{{.ID}} {{.CreatedBy}}' "$img" \
                     2>/dev/null | awk '/deps\.sh build/ && $1 != "<missing>" { print $1; exit }')
         if [ -n "$layer" ] && [ "${AGW_DOCKER_KEEP:-1}" != 0 ]; then
             docker tag "$layer" ai-gateway/build-deps:cache 2>/dev/null
         fi
     done
-    docker image prune -f > /dev/null 2>&1
+    for img in $(ours); do
+        docker rmi "$img" > /dev/null 2>&1
+    done
     if [ "${AGW_DOCKER_KEEP:-1}" = 0 ]; then
         docker rmi ai-gateway/build-deps:cache ai-gateway/nginx:dev \
             ai-gateway/ai-sim:dev ai-gateway/redis:dev \
             ai-gateway/prometheus:dev > /dev/null 2>&1
-        docker image prune -f > /dev/null 2>&1
     fi
-    docker builder prune -f > /dev/null 2>&1
-    if [ -z "$(docker images -q --filter dangling=true 2>/dev/null)" ]; then
-        pass "no dangling image left"
+    if [ -z "$(ours)" ]; then
+        pass "no dangling image of this run left"
     else
-        fail "dangling images left: $(docker images -q --filter dangling=true | tr '\n' ' ')"
+        fail "dangling images left: $(ours | tr '\n' ' ')"
     fi
 }
 
@@ -156,6 +165,7 @@ AGW_PROMETHEUS_PORT=$(free_port)
 export AGW_HTTP_PORT AGW_PROMETHEUS_PORT
 base=http://127.0.0.1:$AGW_HTTP_PORT
 
+dangling_before=$(docker images -q --no-trunc --filter dangling=true 2>/dev/null | tr '\n' ' ')
 start=$(date +%s)
 if timeout 1200 "${compose[@]}" up --build -d \
         > "$logdir/up.log" 2>&1; then
