@@ -13,11 +13,14 @@ for the limiter rows, which need a content phase) and with its stock-nginx
 peer.  The limiter rows, whose differences are a few percent, are also
 measured side by side at the same time on two identical nginx (see
 side_by_side), which cancels most of what moves a single run.  The tables
-go to stdout and docs/BENCHMARKS.md.
+go to stdout and docs/BENCHMARKS.md, the figures to build/bench/results.json
+and the charts (scripts/bench_charts.py, SVG) next to docs/BENCHMARKS.md.
 
     scripts/bench.py [--seconds 4] [--reps 5] [--connections 32]
                      [--pairs 30] [--pair-seconds 2]
                      [--callgrind-passes 3 | --no-callgrind]
+    scripts/bench.py --charts-only [--results FILE] [--charts-dir DIR]
+                     redraw the charts from a run's results.json
 """
 
 import argparse
@@ -38,6 +41,7 @@ import threading
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
+import bench_charts  # noqa: E402
 from harness.nginx import Nginx, free_port, private_dir  # noqa: E402
 from harness.sim import Sim  # noqa: E402
 try:
@@ -408,7 +412,22 @@ def main():
                     help="skip the instruction counts")
     ap.add_argument("--out", default=os.path.join(REPO, "docs",
                                                   "BENCHMARKS.md"))
+    ap.add_argument("--results", default=os.path.join(REPO, "build", "bench",
+                                                      "results.json"),
+                    help="the run's figures as JSON (written, or read with "
+                    "--charts-only)")
+    ap.add_argument("--charts-dir", default=None,
+                    help="where the SVG charts go (default: next to --out)")
+    ap.add_argument("--charts-only", action="store_true",
+                    help="draw the charts from --results, run nothing")
     args = ap.parse_args()
+    charts_dir = args.charts_dir or os.path.dirname(os.path.abspath(args.out))
+
+    if args.charts_only:
+        for path in bench_charts.draw(bench_charts.load(args.results),
+                                      charts_dir):
+            print("bench: wrote " + path)
+        return
 
     work = private_dir("agw-bench-")
     docroot(work)
@@ -484,7 +503,20 @@ def main():
                "cpu_hi": max(x[3] for x in v)}
            for k, v in results.items()}
 
-    lines = [
+    figures = {"rows": [{"name": r[0], "ceiling": r[2], "peer": r[3]}
+                        for r in rows], "med": med}
+    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
+    with open(args.results, "w") as f:
+        json.dump(figures, f, indent=1)
+    try:
+        charts = bench_charts.draw(figures, charts_dir)
+    except ImportError:
+        print("bench: no charts: python3-matplotlib missing "
+              "(scripts/deps.sh bench)", file=sys.stderr)
+        charts = []
+
+    lines = bench_charts.markdown() if charts else []
+    lines += [
         "| row | req/s (median) | spread min..max | p50 ms | p99 ms "
         "| worker CPU µs/req (min..max) | instructions/req (min..max) "
         "| vs ceiling "
