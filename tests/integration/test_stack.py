@@ -413,6 +413,40 @@ def test_shipped_per_client_limit(gateway, sims):
     assert other.headers["RateLimit-Policy"].startswith('"per_client";q=40')
 
 
+def test_shipped_token_budget_per_api_key(gateway):
+    """The shipped per-key TPM zone (60000 tokens a minute): a request
+    reserves its estimate and settles on the answer's usage; one that can
+    never fit is told so; no X-Api-Key, no token zone."""
+    key = {"X-Api-Key": "tour-key"}
+    chat = {"model": "sim-small", "max_tokens": 100,
+            "messages": [{"role": "user", "content": "count my tokens"}]}
+
+    r = gateway.post("/v1/chat/completions", chat, headers=key)
+    assert r.status_code == 200, r.text
+    estimate = 4 + 100                    # 15 bytes of prompt, max_tokens
+    assert r.headers["x-ratelimit-limit-tokens"] == "60000"
+    assert int(r.headers["x-ratelimit-remaining-tokens"]) in (
+        60000 - estimate, 60000 - estimate + 1), r.headers
+    assert r.headers["x-ratelimit-limit-requests"] == "40", r.headers
+    used = r.json()["usage"]["total_tokens"]
+
+    tpm = gateway.get("/cachez").json()["limits"]["tpm"]
+    assert tpm["unit"] == "tokens"
+    assert tpm["reserved"] == estimate and tpm["settled"] == used, tpm
+
+    too_big = dict(chat, max_tokens=70000)
+    r = gateway.post("/v1/chat/completions", too_big, headers=key)
+    assert r.status_code == 429, r.text
+    assert r.json() == {"error": "cost_exceeds_limit", "scope": "tpm",
+                        "limit": 60000}
+    assert r.headers["x-should-retry"] == "false"
+    assert "Retry-After" not in r.headers
+
+    # without a key the zone does not apply: no token figures
+    r = gateway.post("/v1/chat/completions", too_big)
+    assert "x-ratelimit-limit-tokens" not in r.headers, r.headers
+
+
 def test_shipped_health_stats_and_slow_are_never_limited(gateway):
     # one client, on loopback so that /cachez answers it
     client = {"X-Forwarded-For": "127.0.8.8"}
