@@ -30,6 +30,8 @@ HTTP = """
     ai_gateway_cache_zone zone=main:32k max_entry_size=2k;
     ai_gateway_redis 127.0.0.1:{redis} timeout=100ms;
     ai_gateway_limit_zone $binary_remote_addr zone=one:1m rate=1r/m burst=1;
+    ai_gateway_limit_zone $binary_remote_addr zone=tok:1m
+                          rate=1t/m burst=100000;
 
     server {{
         listen 127.0.0.1:%%PORT%%;
@@ -51,6 +53,21 @@ HTTP = """
         location = /limited {{
             ai_gateway_limit zone=one;
             proxy_pass http://127.0.0.1:%%PORT%%/raw/small;
+        }}
+
+        # a token zone: the estimate back (returned), a cost too small
+        # for the answer's usage (overrun)
+        location = /tokens {{
+            ai_gateway_limit zone=tok;
+            proxy_pass http://127.0.0.1:%%PORT%%/raw/usage;
+        }}
+        location = /tokens-over {{
+            ai_gateway_limit zone=tok cost=1;
+            proxy_pass http://127.0.0.1:%%PORT%%/raw/usage;
+        }}
+        location /raw/usage {{
+            default_type application/json;
+            return 200 '{{"usage":{{"total_tokens":5}}}}';
         }}
 
         location /raw/small {{ return 200 "s"; }}
@@ -87,8 +104,8 @@ def samples(text):
 @pytest.fixture
 def busy_gateway(nginx_factory, redis_server):
     """A gateway whose every counter moved: hits, misses, bypasses, stores,
-    evictions, expired, errors, too_large, passed, rejected, and the Redis
-    connection's errors and timeouts."""
+    evictions, expired, errors, too_large, passed, rejected, the token
+    figures, and the Redis connection's errors and timeouts."""
     n = nginx_factory(HTTP.format(redis=redis_server.port, kib=KIB, big=BIG))
     deadline = time.monotonic() + 5
     while not cachez(n).json()["redis"]["connected"]:
@@ -113,6 +130,10 @@ def busy_gateway(nginx_factory, redis_server):
     # limits: one passed, one rejected
     assert requests.get(n.url + "/limited").status_code == 200
     assert requests.get(n.url + "/limited").status_code == 429
+
+    # token zone: reserved, settled, returned and overrun
+    get("/tokens")
+    get("/tokens-over")
 
     # Redis cache: miss + store, hit (SCAN counts the entry every 3 s)
     assert get("/redis/small").headers["X-Cache"] == "MISS"
