@@ -17,6 +17,7 @@
 
 #include "ngx_http_ai_gateway_cache.h"
 #include "agw_policy.h"
+#include "agw_tokens.h"
 
 
 static ngx_int_t ngx_http_ai_gateway_cache_add_variables(ngx_conf_t *cf);
@@ -977,6 +978,11 @@ ngx_http_ai_gateway_cache_serve(ngx_http_request_t *r)
     if (rc != NGX_OK) {
         return rc;
     }
+
+    /* the tokens the upstream did not spend again (SPEC 7.1) */
+    ngx_http_ai_gateway_count(ctx->store->ref.stats->tokens_saved,
+                              agw_tokens_tail_total((const uint8_t *) e->body,
+                                                    e->body_len));
 
     r->headers_out.status = e->status;
     r->headers_out.content_length_n = e->body_len;

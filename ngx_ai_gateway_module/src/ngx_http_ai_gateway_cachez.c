@@ -67,6 +67,8 @@ static ngx_http_ai_gateway_field_t  ngx_http_ai_gateway_cache_fields[] = {
         "Entries in the cache (Redis: counted every few seconds)."),
     ngx_http_ai_gateway_cache_field(bytes_used, 1, 1,
         "Bytes the entries use (shared-memory caches only)."),
+    ngx_http_ai_gateway_cache_field(tokens_saved, 0, 0,
+        "LLM tokens (usage.total_tokens) of the answers HITs replayed."),
     { NULL, NULL, 0, 0, 0 }
 };
 
@@ -105,7 +107,7 @@ static ngx_http_ai_gateway_field_t  ngx_http_ai_gateway_redis_fields[] = {
 #define NGX_HTTP_AI_GATEWAY_FIELD_LEN  (256 + NGX_ATOMIC_T_LEN)
 
 /* every family's HELP and TYPE lines, and the figures without a zone */
-#define NGX_HTTP_AI_GATEWAY_FAMILIES   32
+#define NGX_HTTP_AI_GATEWAY_FAMILIES   48
 
 
 /* what the Redis cache store does not track (see the top of this file) */
@@ -227,9 +229,9 @@ ngx_http_ai_gateway_cachez_size(ngx_http_ai_gateway_main_conf_t *amcf)
     }
 
     size = NGX_HTTP_AI_GATEWAY_FAMILIES * NGX_HTTP_AI_GATEWAY_FIELD_LEN
-           + (amcf->caches.nelts + 1) * 12 * NGX_HTTP_AI_GATEWAY_FIELD_LEN
-           + amcf->limits.nelts * 9 * NGX_HTTP_AI_GATEWAY_FIELD_LEN
-           + 12 * names;
+           + (amcf->caches.nelts + 1) * 16 * NGX_HTTP_AI_GATEWAY_FIELD_LEN
+           + amcf->limits.nelts * 12 * NGX_HTTP_AI_GATEWAY_FIELD_LEN
+           + 16 * names;
 
     return size;
 }

@@ -120,6 +120,9 @@ def busy_gateway(nginx_factory, redis_server):
     # shm: miss + store, hit, bypass, too large, expired, evictions
     assert get("/shm/small").headers["X-Cache"] == "MISS"
     assert get("/shm/small").headers["X-Cache"] == "HIT"
+    # an answer with usage, replayed: tokens_saved
+    assert get("/shm/usage").headers["X-Cache"] == "MISS"
+    assert get("/shm/usage").headers["X-Cache"] == "HIT"
     get("/shm/small", headers={"X-Bypass": "1"})
     get("/shm/big")
     for i in range(60):
