@@ -264,7 +264,8 @@ typedef struct {
 
     /* token zones: the estimate reserved and what the answer says */
     uint64_t                            estimate;
-    ngx_http_ai_gateway_limit_answer_t *answer;  /* NULL: nothing to settle */
+    uint64_t                            used;     /* once settled */
+    ngx_http_ai_gateway_limit_answer_t *answer;  /* NULL: not read */
 
     unsigned                            waiting:1;  /* for Redis */
     unsigned                            replied:1;  /* Redis answered or
@@ -273,6 +274,7 @@ typedef struct {
     unsigned                            estimated:1; /* estimate is set */
     unsigned                            tokens:1;    /* a token zone applies */
     unsigned                            leased:1;    /* a lease paid a zone */
+    unsigned                            settle:1;   /* tokens reserved */
     unsigned                            settled:1;
 
     /*
