@@ -28,6 +28,7 @@ typedef struct {
     ngx_atomic_t                       too_large;  /* over max_entry_size */
     ngx_atomic_t                       entries;    /* gauge */
     ngx_atomic_t                       bytes_used; /* gauge, bytes */
+    ngx_atomic_t                       near_hits;  /* of hits: near zone */
 } ngx_http_ai_gateway_cache_stats_t;
 
 
