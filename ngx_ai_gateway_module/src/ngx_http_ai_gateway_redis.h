@@ -42,6 +42,7 @@ struct ngx_http_ai_gateway_redis_conf_s {
     u_char                            *addr;     /* resolved, NUL-ended */
     in_port_t                          port;
     ngx_uint_t                         db;
+    ngx_flag_t                         cluster;  /* a Redis Cluster seed */
     ngx_str_t                          password;
     ngx_str_t                          prefix;   /* of every key */
     ngx_msec_t                         connect_timeout;

@@ -25,7 +25,11 @@
  * not the limiter's "rl:" buckets under the same prefix), counted by
  * worker 0 every NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN ms with SCAN MATCH
  * (one round trip per 1000 keys, never KEYS or DBSIZE: the database may be
- * shared).  bytes_used is not known and stays 0.
+ * shared).  bytes_used is not known and stays 0.  With a Redis Cluster
+ * the keys are spread over the nodes and "entries" stays 0.
+ *
+ * Cluster: every command of an entry names the one key, so the whole
+ * MULTI/EXEC block goes to the node that owns it (redis.c).
  */
 
 #include "ngx_http_ai_gateway_redis.h"
@@ -141,7 +145,8 @@ ngx_http_ai_gateway_store_redis_init_process(ngx_cycle_t *cycle,
         }
     }
 
-    if (ngx_worker != 0) {
+    /* a cluster's keys are spread over its nodes: not counted (0) */
+    if (ngx_worker != 0 || rcf->cluster) {
         return;
     }
 
