@@ -23,7 +23,7 @@ MODULE_SRCS := $(wildcard ngx_ai_gateway_module/config \
 SIM_SRCS    := $(wildcard backends/ai-sim/*.[ch])
 
 .PHONY: all deps run test test-unit test-integration test-asan fuzz-smoke \
-        bench clean
+        bench bench-multi clean
 
 all: deps
 	@$(MAKE) --no-print-directory $(MODULE_SO) $(AI_SIM)
@@ -64,6 +64,10 @@ test-asan: all $(ASAN_SO)
 
 bench: all
 	/usr/bin/python3 scripts/bench.py
+
+# several gateways (SPEC 7.4): near-cache and Redis Cluster HITs side by side
+bench-multi: all
+	/usr/bin/python3 scripts/bench_multi.py
 
 clean:
 	rm -rf $(BUILD) run .pytest_cache
