@@ -26,7 +26,7 @@ SIM_SRCS    := $(wildcard backends/ai-sim/*.[ch])
 
 .PHONY: all deps deps-build deps-run deps-test deps-bench deps-docker run \
         test test-unit test-integration test-asan fuzz-smoke bench \
-        bench-charts test-docker clean
+        bench-charts bench-multi test-docker clean
 
 all: deps-build
 	@$(MAKE) --no-print-directory $(MODULE_SO) $(AI_SIM)
@@ -80,6 +80,10 @@ bench-charts: deps-bench
 # or a docker group member; starts dockerd when root and none answers)
 test-docker: deps-docker
 	scripts/test-docker.sh
+
+# several gateways (SPEC 7.4): near-cache and Redis Cluster HITs side by side
+bench-multi: all deps-run deps-bench
+	/usr/bin/python3 scripts/bench_multi.py
 
 clean:
 	rm -rf $(BUILD) run .pytest_cache

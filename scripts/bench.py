@@ -96,6 +96,7 @@ SERVER = """
 URI = "/b"
 
 REDIS_ZONE = """ai_gateway_redis 127.0.0.1:{port} timeout=1s;
+    ai_gateway_cache_zone zone=bench_near:16m;
     ai_gateway_limit_zone $binary_remote_addr zone=agw_redis:1m
                           rate=100000000r/s burst=100000000 redis;
     ai_gateway_limit_zone $binary_remote_addr zone=agw_lease:1m
@@ -126,6 +127,11 @@ ROWS = [
     ("module Redis-cache HIT, 1 connection",
      "ai_gateway_cache redis; proxy_pass http://origin/origin;",
      None, "module Redis-cache HIT", 200, 1),
+    # the near cache (SPEC 7.4): a Redis entry kept in shared memory
+    ("module near-cache HIT",
+     "ai_gateway_cache redis; ai_gateway_cache_near bench_near ttl=3600s;"
+     " proxy_pass http://origin/origin;",
+     "nginx return 200 (ceiling)", "module shm-cache HIT", 200),
     ("stock proxy_cache HIT",
      "proxy_cache stock; proxy_cache_valid 200 1h; "
      "proxy_pass http://origin/origin;",

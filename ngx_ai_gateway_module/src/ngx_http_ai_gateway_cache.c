@@ -37,6 +37,8 @@ static char *ngx_http_ai_gateway_cache_ttl_check(ngx_conf_t *cf, void *post,
     void *data);
 static ngx_int_t ngx_http_ai_gateway_cache_status_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ai_gateway_cache_tier_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
 
 static ngx_conf_bitmask_t  ngx_http_ai_gateway_cache_methods_mask[] = {
@@ -117,6 +119,13 @@ static ngx_command_t  ngx_http_ai_gateway_cache_commands[] = {
       offsetof(ngx_http_ai_gateway_cache_conf_t, max_body),
       NULL },
 
+    { ngx_string("ai_gateway_cache_near"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_ai_gateway_store_near,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_cache_conf_t, near),
+      NULL },
+
       ngx_null_command
 };
 
@@ -181,6 +190,10 @@ static ngx_http_variable_t  ngx_http_ai_gateway_cache_vars[] = {
       ngx_http_ai_gateway_cache_status_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("ai_gateway_cache_tier"), NULL,
+      ngx_http_ai_gateway_cache_tier_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -227,6 +240,7 @@ ngx_http_ai_gateway_cache_create_conf(ngx_conf_t *cf)
     conf->authorized = NGX_CONF_UNSET;
     conf->credentials = NGX_CONF_UNSET_PTR;
     conf->max_body = NGX_CONF_UNSET;
+    conf->near = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -239,9 +253,25 @@ ngx_http_ai_gateway_cache_merge_conf(ngx_conf_t *cf, void *parent,
     ngx_http_ai_gateway_cache_conf_t  *prev = parent;
     ngx_http_ai_gateway_cache_conf_t  *conf = child;
 
+    char                              *rv;
     ngx_str_t                         *name;
+    ngx_flag_t                         near;
 
     ngx_conf_merge_ptr_value(conf->store, prev->store, NULL);
+
+    near = (conf->near != NGX_CONF_UNSET_PTR);
+    ngx_conf_merge_ptr_value(conf->near, prev->near, NULL);
+
+    rv = ngx_http_ai_gateway_store_near_merge(cf, &conf->store, conf->near,
+                                              near);
+    if (rv != NGX_CONF_OK) {
+        if (rv != NGX_CONF_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ai_gateway_cache_near\" %s", rv);
+        }
+
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_merge_sec_value(conf->ttl, prev->ttl, 300);
 
     /*
@@ -1074,6 +1104,37 @@ ngx_http_ai_gateway_cache_status_variable(ngx_http_request_t *r,
 
     v->len = ngx_http_ai_gateway_cache_status_names[ctx->status].len;
     v->data = ngx_http_ai_gateway_cache_status_names[ctx->status].data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* where a HIT came from: "shm", "near" or "redis" (SPEC 7.4) */
+static ngx_int_t
+ngx_http_ai_gateway_cache_tier_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_cache_module);
+
+    if (ctx == NULL || ctx->status != NGX_HTTP_AI_GATEWAY_CACHE_HIT) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (ctx->found.near) {
+        v->len = sizeof("near") - 1;
+        v->data = (u_char *) "near";
+
+    } else {
+        v->len = ctx->store->ref.backend.len;
+        v->data = ctx->store->ref.backend.data;
+    }
+
     v->valid = 1;
     v->no_cacheable = 0;
     v->not_found = 0;

@@ -35,6 +35,7 @@ typedef struct {
     ngx_array_t                       *credentials; /* ngx_str_t, lowercase
                                                      header names */
     off_t                              max_body;  /* bytes */
+    ngx_http_ai_gateway_store_t       *near;      /* ai_gateway_cache_near */
 } ngx_http_ai_gateway_cache_conf_t;
 
 

@@ -69,6 +69,8 @@ static ngx_http_ai_gateway_field_t  ngx_http_ai_gateway_cache_fields[] = {
         "Bytes the entries use (shared-memory caches only)."),
     ngx_http_ai_gateway_cache_field(tokens_saved, 0, 0,
         "LLM tokens (usage.total_tokens) of the answers HITs replayed."),
+    ngx_http_ai_gateway_cache_field(near_hits, 0, 0,
+        "Of the hits, those answered by the near cache (ai_gateway_cache_near)."),
     { NULL, NULL, 0, 0, 0 }
 };
 

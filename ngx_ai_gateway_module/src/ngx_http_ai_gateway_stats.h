@@ -31,6 +31,7 @@ typedef struct {
     ngx_atomic_t                       tokens_saved; /* usage.total_tokens
                                                        of answers HITs
                                                        replayed */
+    ngx_atomic_t                       near_hits;  /* of hits: near zone */
 } ngx_http_ai_gateway_cache_stats_t;
 
 
