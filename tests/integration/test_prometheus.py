@@ -28,7 +28,7 @@ KIB = "k" * 1024
 
 HTTP = """
     ai_gateway_cache_zone zone=main:32k max_entry_size=2k;
-    ai_gateway_cache_zone zone=near:32k;
+    ai_gateway_cache_zone zone=near:32k max_entry_size=2k;
     ai_gateway_redis 127.0.0.1:{redis} timeout=100ms;
     ai_gateway_limit_zone $binary_remote_addr zone=one:1m rate=1r/m burst=1;
     ai_gateway_limit_zone $binary_remote_addr zone=tok:1m
