@@ -3,7 +3,8 @@
  *
  * An entry is the hash <prefix><hex digest of the cache key> with the
  * fields status (decimal), headers (the agw headers blob, "Name: value"
- * lines), body, created (unix seconds) and key (the cache key text),
+ * lines), body, created (unix seconds), key (the cache key text) and
+ * model (the request's, for purge by model; empty if it named none),
  * written by HSET and EXPIRE inside MULTI/EXEC so that no entry is ever
  * left without its TTL, and read back with HGETALL.  What comes back is
  * untrusted (anyone who can write to Redis wrote it): it is served only if
@@ -436,9 +437,9 @@ ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
 {
     u_char                            *p;
     u_char                             num[3 * NGX_TIME_T_LEN];
-    size_t                             hlen[12], elen[3];
+    size_t                             hlen[14], elen[3];
     ngx_str_t                          key;
-    const char                        *hset[12], *expire[3];
+    const char                        *hset[14], *expire[3];
     ngx_http_ai_gateway_redis_argv_t   cmds[2];
 
     if (!ngx_http_ai_gateway_redis_available()) {
@@ -486,6 +487,12 @@ ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
     hset[11] = (const char *) entry->key;
     hlen[11] = entry->key_len;
 
+    /* what purge by model matches; empty when the request named none */
+    hset[12] = "model";
+    hlen[12] = 5;
+    hset[13] = entry->model ? (const char *) entry->model : "";
+    hlen[13] = entry->model_len;
+
     if (hset[5] == NULL) {
         hset[5] = "";
     }
@@ -497,7 +504,7 @@ ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
     expire[2] = (const char *) p;
     elen[2] = ngx_sprintf(p, "%T", ttl) - p;
 
-    cmds[0].argc = 12;
+    cmds[0].argc = 14;
     cmds[0].argv = hset;
     cmds[0].argvlen = hlen;
     cmds[1].argc = 3;
@@ -601,3 +608,4 @@ ngx_http_ai_gateway_store_redis_scan(ngx_event_t *ev)
         ngx_add_timer(&scan->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
     }
 }
+
