@@ -95,6 +95,10 @@ ngx_int_t ngx_http_ai_gateway_cache_body_digest(ngx_http_request_t *r,
 ngx_int_t ngx_http_ai_gateway_cache_body_model(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_str_t *model);
 
+/* cache_purge.c: ai_gateway_cache_purge */
+char *ngx_http_ai_gateway_cache_purge(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
 /* cache.c, for the body reader: carry on once the body is in */
 ngx_int_t ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx);
