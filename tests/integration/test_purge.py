@@ -273,3 +273,35 @@ def test_purge_redis_down(nginx_factory, redis_server):
     time.sleep(0.2)
     answer = purge(n, {"cache": "redis", "all": True}, 503)
     assert "unavailable" in answer["error"] or "part way" in answer["error"]
+
+
+def test_shipped_config_canonical_keys_and_purge(sims, nginx_factory):
+    """the shipped config: /v1/ keys JSON bodies in canonical form without
+    `user`; /cachez/purge answers loopback, and nobody a client address
+    was forwarded for, private or not"""
+    from test_stack import Gateway
+
+    gw = nginx_factory(sims, cls=Gateway)
+    chat = b'{"model":"sim-small","messages":[{"role":"user","content":"hi"}]}'
+    again = (b'{ "user": "u-42", "messages": [ {"content": "h\\u0069", '
+             b'"role": "user"} ], "model": "sim-small" }')
+    h = {"Content-Type": "application/json"}
+    url = gw.url + "/v1/chat/completions"
+    assert requests.post(url, data=chat, headers=h, timeout=10) \
+        .headers["X-Cache"] == "MISS"
+    assert requests.post(url, data=again, headers=h, timeout=10) \
+        .headers["X-Cache"] == "HIT"
+
+    body = json.dumps({"cache": "main", "model": "sim-small"})
+    for addr in ("10.1.2.3", "203.0.113.7"):
+        r = requests.post(gw.url + "/cachez/purge", data=body, timeout=10,
+                          headers={"X-Forwarded-For": addr})
+        assert r.status_code == 403, addr
+    assert requests.post(url, data=chat, headers=h, timeout=10) \
+        .headers["X-Cache"] == "HIT"
+
+    r = requests.post(gw.url + "/cachez/purge", data=body, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"purged": 1}
+    assert requests.post(url, data=again, headers=h, timeout=10) \
+        .headers["X-Cache"] == "MISS"
