@@ -47,8 +47,13 @@ ngx_http_ai_gateway_cache_purge(ngx_conf_t *cf, ngx_command_t *cmd,
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    if (clcf->handler) {
+    if (clcf->handler == ngx_http_ai_gateway_cache_purge_handler) {
         return "is duplicate";
+    }
+
+    if (clcf->handler) {
+        return "conflicts with the location's content handler "
+               "(proxy_pass or the like)";
     }
 
     clcf->handler = ngx_http_ai_gateway_cache_purge_handler;

@@ -305,3 +305,22 @@ def test_shipped_config_canonical_keys_and_purge(sims, nginx_factory):
     assert r.json() == {"purged": 1}
     assert requests.post(url, data=again, headers=h, timeout=10) \
         .headers["X-Cache"] == "MISS"
+
+
+def test_purge_config_errors(nginx_factory):
+    for body, message in (
+            ("ai_gateway_cache_purge; ai_gateway_cache_purge;",
+             '"ai_gateway_cache_purge" directive is duplicate'),
+            ("proxy_pass http://127.0.0.1:1; ai_gateway_cache_purge;",
+             '"ai_gateway_cache_purge" directive conflicts with the '
+             "location's content handler"),
+            ("ai_gateway_cache_purge on;",
+             'invalid number of arguments in "ai_gateway_cache_purge"')):
+        n = nginx_factory("""
+            server {
+                listen 127.0.0.1:%%PORT%%;
+                location /p { """ + body + """ }
+            }""", start=False)
+        rc, out = n.test_config()
+        assert rc != 0
+        assert message in out, out
