@@ -247,6 +247,14 @@ def test_what_is_not_canonical_json_is_keyed_by_bytes(nginx_factory, sim):
     assert post(n, "/echo/y", b' { "a" : "\\u0078" , "b" : [ 1.0 , 2 ] } ') \
         .headers["X-Cache"] == "HIT"
 
+    # a value every two bytes: more than the first scratch the module
+    # tries holds (sized for real requests), so it takes the worst-case one
+    dense = ",".join(["1"] * 2000)
+    assert post(n, "/echo/d", ('{"b":[%s],"a":0}' % dense).encode()) \
+        .headers["X-Cache"] == "MISS"
+    assert post(n, "/echo/d", ('{"a":0.0, "b":[%s]}' % dense).encode()) \
+        .headers["X-Cache"] == "HIT"
+
     # above ai_gateway_cache_max_body: bypassed, never keyed on a part
     big = json.dumps({"a": "x" * 9000}).encode()
     assert post(n, "/echo/z", big).headers.get("X-Cache") == "BYPASS"
