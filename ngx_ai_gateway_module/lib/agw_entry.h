@@ -27,6 +27,10 @@ typedef struct {
     size_t          headers_len;
     const uint8_t  *body;
     size_t          body_len;
+    const uint8_t  *model;               /* the request's model: not part of
+                                            the encoding, the stores keep it
+                                            beside the entry for purging */
+    size_t          model_len;
 } agw_entry_t;
 
 

@@ -39,6 +39,8 @@ static ngx_int_t ngx_http_ai_gateway_cache_status_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ai_gateway_cache_tier_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static char *ngx_http_ai_gateway_cache_key_ignore(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 
 
 static ngx_conf_bitmask_t  ngx_http_ai_gateway_cache_methods_mask[] = {
@@ -124,6 +126,27 @@ static ngx_command_t  ngx_http_ai_gateway_cache_commands[] = {
       ngx_http_ai_gateway_store_near,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ai_gateway_cache_conf_t, near),
+      NULL },
+
+    { ngx_string("ai_gateway_cache_key_json"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_cache_conf_t, key_json),
+      NULL },
+
+    { ngx_string("ai_gateway_cache_key_ignore"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ai_gateway_cache_key_ignore,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_cache_purge"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ai_gateway_cache_purge,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
       ngx_null_command
@@ -241,6 +264,8 @@ ngx_http_ai_gateway_cache_create_conf(ngx_conf_t *cf)
     conf->credentials = NGX_CONF_UNSET_PTR;
     conf->max_body = NGX_CONF_UNSET;
     conf->near = NGX_CONF_UNSET_PTR;
+    conf->key_json = NGX_CONF_UNSET;
+    conf->key_ignore = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -314,6 +339,8 @@ ngx_http_ai_gateway_cache_merge_conf(ngx_conf_t *cf, void *parent,
     }
 
     ngx_conf_merge_off_value(conf->max_body, prev->max_body, 1024 * 1024);
+    ngx_conf_merge_value(conf->key_json, prev->key_json, 0);
+    ngx_conf_merge_ptr_value(conf->key_ignore, prev->key_ignore, NULL);
 
     return NGX_CONF_OK;
 }
@@ -1140,4 +1167,68 @@ ngx_http_ai_gateway_cache_tier_variable(ngx_http_request_t *r,
     v->not_found = 0;
 
     return NGX_OK;
+}
+
+
+/*
+ * ai_gateway_cache_key_ignore FIELD ...: top-level members of a JSON body
+ * left out of its canonical form (with ai_gateway_cache_key_json on), as
+ * the canonicaliser takes them: unescaped names, compared bytewise.
+ */
+static char *
+ngx_http_ai_gateway_cache_key_ignore(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_ai_gateway_cache_conf_t *acf = conf;
+
+    ngx_str_t       *value;
+    ngx_uint_t       i, j;
+    agw_json_str_t  *field, *fields;
+
+    if (acf->key_ignore != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    acf->key_ignore = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                       sizeof(agw_json_str_t));
+    if (acf->key_ignore == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (value[i].len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "empty field name in "
+                               "\"ai_gateway_cache_key_ignore\"");
+            return NGX_CONF_ERROR;
+        }
+
+        fields = acf->key_ignore->elts;
+
+        for (j = 0; j < acf->key_ignore->nelts; j++) {
+            if (fields[j].len == value[i].len
+                && ngx_memcmp(fields[j].data, value[i].data, value[i].len)
+                   == 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "field \"%V\" is listed twice in "
+                                   "\"ai_gateway_cache_key_ignore\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        field = ngx_array_push(acf->key_ignore);
+        if (field == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        field->data = value[i].data;
+        field->len = value[i].len;
+    }
+
+    return NGX_CONF_OK;
 }

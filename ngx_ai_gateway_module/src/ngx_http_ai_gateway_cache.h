@@ -10,6 +10,7 @@
 
 #include "ngx_http_ai_gateway_module.h"
 #include "ngx_http_ai_gateway_store.h"
+#include "agw_json.h"
 #include "agw_key.h"
 #include "agw_sha256.h"
 
@@ -36,6 +37,9 @@ typedef struct {
                                                      header names */
     off_t                              max_body;  /* bytes */
     ngx_http_ai_gateway_store_t       *near;      /* ai_gateway_cache_near */
+    ngx_flag_t                         key_json;  /* canonical JSON bodies */
+    ngx_array_t                       *key_ignore; /* agw_json_str_t: top-
+                                                     level fields left out */
 } ngx_http_ai_gateway_cache_conf_t;
 
 
@@ -52,6 +56,13 @@ typedef struct {
     unsigned                           body_keyed:1;
     unsigned                           body_hashing:1;
     unsigned                           body_complete:1;
+    unsigned                           body_json:1; /* key_json: keep a
+                                                     copy, digest it once
+                                                     complete */
+    u_char                            *body_copy; /* key_json: the body */
+    size_t                             body_copy_size; /* allocated */
+    ngx_str_t                          model;     /* from the canonical
+                                                     pass, if it ran */
 
     /* lookup progress across suspensions */
     unsigned                           started:1;
@@ -81,6 +92,13 @@ ngx_int_t ngx_http_ai_gateway_cache_read_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, off_t max);
 ngx_int_t ngx_http_ai_gateway_cache_body_digest(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, agw_digest_t *digest);
+/* the model the request names, as recorded with its entry; may be empty */
+ngx_int_t ngx_http_ai_gateway_cache_body_model(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_str_t *model);
+
+/* cache_purge.c: ai_gateway_cache_purge */
+char *ngx_http_ai_gateway_cache_purge(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 /* cache.c, for the body reader: carry on once the body is in */
 ngx_int_t ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,

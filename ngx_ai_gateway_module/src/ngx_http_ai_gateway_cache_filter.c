@@ -604,6 +604,7 @@ static void
 ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx)
 {
+    ngx_str_t    model;
     agw_entry_t  entry;
 
     if (r->headers_out.status != NGX_HTTP_OK) {
@@ -631,6 +632,12 @@ ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
     if (ctx->body) {
         entry.body = ctx->body->pos;
         entry.body_len = ctx->body->last - ctx->body->pos;
+    }
+
+    /* recorded beside the entry, for purge by model */
+    if (ngx_http_ai_gateway_cache_body_model(r, ctx, &model) == NGX_OK) {
+        entry.model = model.data;
+        entry.model_len = model.len;
     }
 
     (void) ctx->store->save(r, ctx->store, &ctx->digest, &entry, ctx->ttl);

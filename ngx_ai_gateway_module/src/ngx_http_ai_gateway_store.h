@@ -44,11 +44,38 @@ typedef ngx_int_t (*ngx_http_ai_gateway_store_save_pt)(
     const agw_digest_t *digest, const agw_entry_t *entry, time_t ttl);
 
 
+/*
+ * Purge (ai_gateway_cache_purge): the entries whose cache key text, or
+ * model, is `value`, or all of them.  A store purges in steps without
+ * holding anything for long and calls done(r, rc, purged) once, later,
+ * never from inside purge(): rc NGX_OK, or NGX_ERROR if it stopped part
+ * way (purged says how many went).  purge() itself returns NGX_AGAIN, or
+ * NGX_ERROR when it cannot start (Redis unavailable).
+ */
+typedef enum {
+    NGX_HTTP_AI_GATEWAY_PURGE_ALL = 0,
+    NGX_HTTP_AI_GATEWAY_PURGE_KEY,
+    NGX_HTTP_AI_GATEWAY_PURGE_MODEL
+} ngx_http_ai_gateway_purge_by_e;
+
+typedef void (*ngx_http_ai_gateway_purge_done_pt)(ngx_http_request_t *r,
+    ngx_int_t rc, ngx_uint_t purged);
+
+typedef ngx_int_t (*ngx_http_ai_gateway_store_purge_pt)(
+    ngx_http_request_t *r, ngx_http_ai_gateway_store_t *store,
+    ngx_http_ai_gateway_purge_by_e by, ngx_str_t *value,
+    ngx_http_ai_gateway_purge_done_pt done);
+
+
 struct ngx_http_ai_gateway_store_s {
     ngx_http_ai_gateway_cache_ref_t      ref;          /* what /cachez shows */
     ngx_http_ai_gateway_store_lookup_pt  lookup;
     ngx_http_ai_gateway_store_save_pt    save;
+    ngx_http_ai_gateway_store_purge_pt   purge;
     size_t                               max_entry_size; /* bytes */
+    ngx_uint_t                           near_zone;    /* a shm zone some
+                                                          location keeps in
+                                                          front of Redis */
     void                                *data;         /* the store's own */
 };
 
@@ -58,6 +85,13 @@ char *ngx_http_ai_gateway_store_shm_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_http_ai_gateway_store_t *ngx_http_ai_gateway_store_shm_find(
     ngx_conf_t *cf, ngx_str_t *name);
+ngx_int_t ngx_http_ai_gateway_store_shm_purge(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, ngx_http_ai_gateway_purge_by_e by,
+    ngx_str_t *value, ngx_http_ai_gateway_purge_done_pt done);
+/* the Redis store's (store_redis.c) */
+ngx_int_t ngx_http_ai_gateway_store_redis_purge(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, ngx_http_ai_gateway_purge_by_e by,
+    ngx_str_t *value, ngx_http_ai_gateway_purge_done_pt done);
 
 /* the near cache in front of Redis: ai_gateway_cache_near (store_near.c) */
 char *ngx_http_ai_gateway_store_near(ngx_conf_t *cf, ngx_command_t *cmd,

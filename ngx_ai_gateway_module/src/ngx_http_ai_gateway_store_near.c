@@ -70,6 +70,9 @@ ngx_http_ai_gateway_store_near(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
+    /* a purge of the Redis cache clears this zone too (cache_purge.c) */
+    zone->near_zone = 1;
+
     ttl = 5;
 
     if (cf->args->nelts == 3) {

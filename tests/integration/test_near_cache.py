@@ -165,3 +165,27 @@ def test_near_directive_errors(nginx_factory, redis_server):
     n.write_conf()
     rc, out = n.test_config()
     assert rc != 0 and "requires \"ai_gateway_cache redis\"" in out, out
+
+
+def test_purge_of_the_redis_cache_clears_the_near_zone(nginx_factory,
+                                                       redis_server):
+    """SPEC 7.4: a purge clears both the Redis entries and this gateway's
+    near copies (which would otherwise answer for up to their ttl)."""
+    n = nginx_factory(HTTP.format(redis=redis_server.port,
+                                  near="ai_gateway_cache_near near ttl=30s;",
+                                  size="1m", kib=KIB).replace(
+        "location /raw/", "location = /purge { ai_gateway_cache_purge; }\n"
+        "        location /raw/"))
+    wait_connected(n)
+
+    assert tier(get(n, "/c/p"))[0] == "MISS"
+    wait_for(lambda: tier(get(n, "/c/p")) == ("HIT", "near"), 5,
+             "a near HIT")
+
+    r = requests.post(n.url + "/purge", json={"cache": "redis", "all": True},
+                      timeout=5)
+    assert r.status_code == 200 and r.json() == {"purged": 1}, r.text
+
+    # neither Redis nor the near zone answers it any more
+    assert tier(get(n, "/c/p"))[0] == "MISS"
+    assert cachez(n)["caches"]["near"]["entries"] <= 1

@@ -132,7 +132,9 @@ def test_entry_is_a_documented_hash_with_the_cache_ttl(nginx_factory, sim,
     key = keys[0].decode()
     assert KEY_RE.match(key), key
     h = rc.hgetall(key)
-    assert set(h) == {b"status", b"headers", b"body", b"created", b"key"}, h
+    assert set(h) == {b"status", b"headers", b"body", b"created", b"key",
+                      b"model"}, h
+    assert h[b"model"] == b"", "a GET names no model"
     assert h[b"status"] == b"200"
     assert h[b"body"] == r.content
     assert h[b"key"] == b"GEThttp127.0.0.1/slow?layout=1", h[b"key"]
