@@ -400,6 +400,9 @@ SPOOL_HTTP = """
 @pytest.mark.skipif(not shutil.which("strace"), reason="strace is missing")
 def test_spooled_body_is_never_read_back(nginx_factory, sim):
     n = nginx_factory(SPOOL_HTTP.format(sim=sim.port), workers=1)
+    deadline = time.monotonic() + 10      # the master listens before it forks
+    while not n.worker_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
     (worker,) = n.worker_pids()
     trace = os.path.join(n.dir, "logs", "strace.out")
     st = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=pread64,preadv",

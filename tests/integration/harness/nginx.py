@@ -66,6 +66,33 @@ def asan_env():
     return env
 
 
+WORKER_CONNECTIONS = 4096
+
+LEAK_RE = re.compile(r"^(Direct|Indirect) leak of (\d+) byte\(s\) in (\d+) "
+                     r"object\(s\) allocated from:\n((?:    #\d+ .*\n)+)",
+                     re.M)
+
+
+def nginx_connection_arrays_only(report):
+    """A worker's LeakSanitizer report that holds nothing but nginx's own
+    connection, read event and write event arrays (three blocks sized by
+    worker_connections, from ngx_alloc in the nginx binary), which a worker
+    keeps until it exits and never frees: not the module's.  Any other leak
+    record, or any memory error, keeps the report."""
+    if "ERROR: LeakSanitizer" not in report or "ERROR: AddressSanitizer" in report:
+        return False
+    records = LEAK_RE.findall(report)
+    if not records:
+        return False
+    for _, size, objects, stack in records:
+        frames = stack.strip().splitlines()
+        if (objects != "3" or int(size) % WORKER_CONNECTIONS
+                or len(frames) != 2
+                or "ngx_alloc (/usr/sbin/nginx" not in frames[1]):
+            return False
+    return True
+
+
 class Nginx:
     """One nginx instance. `http` is the body of the http{} block; the
     harness adds load_module, pid, logs, temp paths and events{}."""
@@ -77,6 +104,9 @@ class Nginx:
         for sub in ("logs", "temp"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         os.chmod(os.path.join(self.dir, "temp"), 0o777)
+        # the workers run as nobody: a sanitizer report of theirs must be
+        # able to land in logs/ (asan.PID), where alerts() looks for it
+        os.chmod(os.path.join(self.dir, "logs"), 0o777)
         self.workers = workers
         # master=False: one process serving requests, e.g. under callgrind
         # (`wrapper`) for instruction counts per request
@@ -215,7 +245,9 @@ http {{
                and not any(re.search(s, l) for s in self.skip_alerts)]
         for path in glob.glob(os.path.join(self.dir, "logs", "asan*")):
             with open(path, errors="replace") as f:
-                bad.append("%s:\n%s" % (path, f.read()))
+                report = f.read()
+            if not nginx_connection_arrays_only(report):
+                bad.append("%s:\n%s" % (path, report))
         return bad
 
     def cleanup(self, keep=False):
