@@ -16,9 +16,11 @@
  * digest D is one string, key "a" followed by "b" || D another, and an
  * absent body and an empty one would look alike; so would the key parts
  * "http" + "sexample.com" and "https" + "example.com".  So every field is
- * encoded as a one-byte tag, an 8-byte little-endian length and the bytes:
+ * encoded as a one-byte tag, its length as a LEB128 varint (7 bits a byte,
+ * the high bit set on every byte but the last: one byte below 128) and the
+ * bytes:
  *
- *     'V' len "agw-key-v2"   always first: bump it to retire every old key
+ *     'V' len "agw-key-v3"   always first: bump it to retire every old key
  *     'K' len key part       one per part of the key text, in order (the
  *                            module splits the key at each variable)
  *     'B' 32  body digest    only when the request is keyed on its body
@@ -28,7 +30,9 @@
  * fields from sliding into each other; the lengths make the split of the
  * key text unambiguous.  The encoding is prefix-free for a given number of
  * key parts (fixed by the configuration), so distinct inputs give distinct
- * hash inputs and only a SHA-256 collision could merge them.
+ * hash inputs and only a SHA-256 collision could merge them.  The short
+ * lengths keep a usual key (version, method, scheme, host, URI) within one
+ * SHA-256 block of 55 bytes: every HIT and MISS hashes its key.
  *
  * The credentials go in as a digest, not verbatim, so the key material the
  * module may log or keep around never holds a credential.  That digest is
@@ -55,25 +59,29 @@ static AGW_NOINLINE void agw_key_slot_digest(uint8_t out[AGW_KEY_SLOT_LEN],
     const uint8_t *key, size_t len);
 
 
-#define AGW_KEY_VERSION  "agw-key-v2"
+#define AGW_KEY_VERSION  "agw-key-v3"
 
 
 void
 agw_digest_field(agw_sha256_t *ctx, uint8_t tag, const uint8_t *data,
     size_t len)
 {
-    uint8_t   hdr[9];
+    uint8_t   hdr[1 + 10];
     uint64_t  n;
     unsigned  i;
 
     hdr[0] = tag;
     n = len;
+    i = 1;
 
-    for (i = 0; i < 8; i++) {
-        hdr[1 + i] = (uint8_t) (n >> (8 * i));
+    while (n >= 0x80) {
+        hdr[i++] = (uint8_t) (n | 0x80);
+        n >>= 7;
     }
 
-    agw_sha256_update(ctx, hdr, sizeof(hdr));
+    hdr[i++] = (uint8_t) n;
+
+    agw_sha256_update(ctx, hdr, i);
     agw_sha256_update(ctx, data, len);
 }
 

@@ -25,7 +25,7 @@ typedef struct {
 
 /*
  * digest = SHA-256 over tagged, length-prefixed fields: the version string
- * "agw-key-v2", each part of the key text in order, the body digest if
+ * "agw-key-v3", each part of the key text in order, the body digest if
  * keyed on the body, the credentials digest if keyed on them; a missing
  * field differs from an empty one, and no two different inputs meet by
  * concatenation: parts "http" "sexample.com" differ from "https"

@@ -50,6 +50,10 @@
  */
 
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE              /* memrchr */
+#endif
+
 #include <string.h>
 
 #include "agw_tokens.h"
@@ -430,14 +434,22 @@ agw_tokens_tail_total(const uint8_t *body, size_t len)
     last = body + len;
     start = (len > AGW_TOKENS_TAIL) ? last - AGW_TOKENS_TAIL : body;
 
-    for (p = last - klen; p >= start && len >= klen; p--) {
-        if (*p == '"' && memcmp(p, key, klen) == 0) {
-            break;
-        }
+    if (len < klen || (size_t) (last - start) < klen) {
+        return 0;
     }
 
-    if (len < klen || p < start) {
-        return 0;
+    /* from the end, quote by quote: a body without quotes costs one scan */
+
+    for (p = last - klen + 1; /* void */; /* void */) {
+        p = memrchr(start, '"', p - start);
+
+        if (p == NULL) {
+            return 0;
+        }
+
+        if (memcmp(p, key, klen) == 0) {
+            break;
+        }
     }
 
     for (p += klen; p < last && (*p == ' ' || *p == '\t' || *p == '\r'

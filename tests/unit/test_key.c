@@ -150,20 +150,18 @@ test_key_known_answer(void **state)
     agw_digest_t  d, e;
 
     /*
-     * pin the encoding: 'V' u64le(10) "agw-key-v2" 'K' u64le(3) "abc",
+     * pin the encoding: 'V' varint(10) "agw-key-v3" 'K' varint(3) "abc",
      * so a change to the field layout (which would orphan every cached
      * entry in Redis) cannot slip in unnoticed
      */
 
     n = 0;
     buf[n++] = 'V';
-    memcpy(buf + n, "\x0a\0\0\0\0\0\0\0", 8);
-    n += 8;
-    memcpy(buf + n, "agw-key-v2", 10);
+    buf[n++] = 10;
+    memcpy(buf + n, "agw-key-v3", 10);
     n += 10;
     buf[n++] = 'K';
-    memcpy(buf + n, "\x03\0\0\0\0\0\0\0", 8);
-    n += 8;
+    buf[n++] = 3;
     memcpy(buf + n, "abc", 3);
     n += 3;
 
@@ -174,6 +172,26 @@ test_key_known_answer(void **state)
 
     agw_digest_hex(&d, hex);
     assert_int_equal(strlen(hex), AGW_DIGEST_HEX_LEN);
+
+    /* a length of 128 or more takes two varint bytes: 0x80 | low 7, high */
+    {
+        static uint8_t  long_part[300];
+        agw_sha256_t    sha;
+        uint8_t         hdr[3] = { 'K', 0x80 | (300 & 0x7f), 300 >> 7 };
+
+        memset(long_part, 'x', sizeof(long_part));
+
+        agw_sha256_init(&sha);
+        agw_sha256_update(&sha, hdr, sizeof(hdr));
+        agw_sha256_update(&sha, long_part, sizeof(long_part));
+        agw_digest_final(&e, &sha);
+
+        agw_sha256_init(&sha);
+        agw_digest_field(&sha, 'K', long_part, sizeof(long_part));
+        agw_digest_final(&d, &sha);
+
+        assert_memory_equal(d.bytes, e.bytes, AGW_DIGEST_LEN);
+    }
 }
 
 
