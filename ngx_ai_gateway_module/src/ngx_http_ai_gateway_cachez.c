@@ -40,6 +40,8 @@ static ngx_http_ai_gateway_field_t  ngx_http_ai_gateway_cache_fields[] = {
     ngx_http_ai_gateway_field(ngx_http_ai_gateway_cache_stats_t, too_large, 0),
     ngx_http_ai_gateway_field(ngx_http_ai_gateway_cache_stats_t, entries, 1),
     ngx_http_ai_gateway_field(ngx_http_ai_gateway_cache_stats_t, bytes_used, 1),
+    ngx_http_ai_gateway_field(ngx_http_ai_gateway_cache_stats_t, coalesced, 0),
+    ngx_http_ai_gateway_field(ngx_http_ai_gateway_cache_stats_t, stale, 0),
     { NULL, 0, 0 }
 };
 
