@@ -342,6 +342,30 @@ ngx_http_ai_gateway_cache_http_time(ngx_table_elt_t *h)
 }
 
 
+/*
+ * Every event-stream server sends "Cache-Control: no-cache" (OpenAI's, and
+ * ai-sim as it), as SSE asks, so that no proxy holds the events back: on a
+ * stream it is that transport hint, not the origin's word on storing, and
+ * its lines are left out; no-store and private still forbid storing
+ * (agw_response_storable), and a max-age on a line of its own counts.
+ */
+static void
+ngx_http_ai_gateway_cache_stream_cc(ngx_http_ai_gateway_capture_t *cap)
+{
+    size_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < cap->ncc; i++) {
+        if (!agw_cc_has(cap->cc[i].data, cap->cc[i].len, "no-cache")) {
+            cap->cc[n++] = cap->cc[i];
+        }
+    }
+
+    cap->ncc = n;
+}
+
+
 /* the answer's own lifetime against ai_gateway_cache_ttl; 0: not stored */
 static time_t
 ngx_http_ai_gateway_cache_fresh(ngx_http_request_t *r,
@@ -531,6 +555,10 @@ ngx_http_ai_gateway_cache_start_capture(ngx_http_request_t *r,
                        "ai_gateway cache not storing: %s",
                        agw_store_reason(verdict));
         return;
+    }
+
+    if (ctx->stream) {
+        ngx_http_ai_gateway_cache_stream_cc(&cap);
     }
 
     ttl = ngx_http_ai_gateway_cache_fresh(r, &cap);
