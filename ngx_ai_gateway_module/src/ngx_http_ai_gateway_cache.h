@@ -106,6 +106,8 @@ typedef struct {
     ngx_msec_t                         wait_delay;
     off_t                              flight_length; /* -1: unknown */
     unsigned                           flight_headers:1; /* sent */
+    unsigned                           orphan:1;  /* leader's client gone */
+    ngx_http_event_handler_pt          client_read;
 
     /* stale on error: an expired entry kept while the upstream answers */
     unsigned                           has_stale:1;

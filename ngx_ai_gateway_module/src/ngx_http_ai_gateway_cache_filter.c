@@ -52,6 +52,10 @@ static ngx_int_t ngx_http_ai_gateway_cache_stale_header(
     ngx_http_request_t *r, ngx_http_ai_gateway_cache_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_cache_stale_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_ai_gateway_cache_pass(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in);
+static void ngx_http_ai_gateway_cache_drop(ngx_chain_t *in);
+static void ngx_http_ai_gateway_cache_leader_read(ngx_http_request_t *r);
 
 
 #define NGX_HTTP_AI_GATEWAY_SSE_EVENT_MAX  65536  /* bytes of event data
@@ -640,10 +644,15 @@ ngx_http_ai_gateway_cache_header_filter(ngx_http_request_t *r)
             /* not to be stored: the waiters go on their own */
             ngx_http_ai_gateway_cache_abandon(ctx);
 
-        } else {
+        } else if (ctx->flight.role == NGX_HTTP_AI_GATEWAY_FLIGHT_LEADER) {
             ngx_http_ai_gateway_flight_headers(&ctx->flight, ctx->headers,
                                      ctx->headers_len,
                                      r->headers_out.content_length_n);
+
+            if (r->read_event_handler != ngx_http_block_reading) {
+                ctx->client_read = r->read_event_handler;
+                r->read_event_handler = ngx_http_ai_gateway_cache_leader_read;
+            }
         }
     }
 
@@ -787,8 +796,12 @@ ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_ai_gateway_cache_stale_body(r, ctx, in);
     }
 
-    if (ctx == NULL || !ctx->capture || r != r->main) {
+    if (ctx == NULL || r != r->main) {
         return ngx_http_next_body_filter(r, in);
+    }
+
+    if (!ctx->capture) {
+        return ngx_http_ai_gateway_cache_pass(r, ctx, in);
     }
 
     for (cl = in; cl; cl = cl->next) {
@@ -831,7 +844,71 @@ ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
-    return ngx_http_next_body_filter(r, in);
+    return ngx_http_ai_gateway_cache_pass(r, ctx, in);
+}
+
+
+/*
+ * A leader whose client went away while others wait on its answer reads
+ * on for them: what it can no longer send is dropped here, so that the
+ * upstream module carries on as if it had been sent.
+ */
+static ngx_int_t
+ngx_http_ai_gateway_cache_pass(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_int_t  rc;
+
+    if (!ctx->orphan) {
+        rc = ngx_http_next_body_filter(r, in);
+
+        if (rc != NGX_ERROR || !ngx_http_ai_gateway_flight_waiters(&ctx->flight))
+        {
+            return rc;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "ai_gateway cache: client gone, reading on for the "
+                      "requests waiting on this answer");
+        ctx->orphan = 1;
+    }
+
+    ngx_http_ai_gateway_cache_drop(in);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_cache_drop(ngx_chain_t *in)
+{
+    ngx_chain_t  *cl;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+}
+
+
+/*
+ * The leader's client read handler, once its answer is being shared: a
+ * client that goes away is not a reason to cut the answer the waiters read
+ * (the upstream module would close the upstream connection at once).
+ */
+static void
+ngx_http_ai_gateway_cache_leader_read(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    if (ngx_http_ai_gateway_flight_waiters(&ctx->flight)) {
+        ngx_http_block_reading(r);
+        return;
+    }
+
+    ctx->client_read(r);
 }
 
 
@@ -1003,12 +1080,9 @@ ngx_http_ai_gateway_cache_stale_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in)
 {
     ngx_buf_t    *b;
-    ngx_chain_t  *cl, out;
+    ngx_chain_t  out;
 
-    for (cl = in; cl; cl = cl->next) {
-        cl->buf->pos = cl->buf->last;
-        cl->buf->file_pos = cl->buf->file_last;
-    }
+    ngx_http_ai_gateway_cache_drop(in);
 
     if (ctx->stale_sent) {
         return ngx_http_next_body_filter(r, NULL);

@@ -355,6 +355,18 @@ joined:
 }
 
 
+ngx_uint_t
+ngx_http_ai_gateway_flight_waiters(ngx_http_ai_gateway_flight_t *f)
+{
+    if (f->finished || f->role != NGX_HTTP_AI_GATEWAY_FLIGHT_LEADER) {
+        return 0;
+    }
+
+    /* read without the lock: a waiter more or less changes no decision */
+    return f->node->refs - 1;
+}
+
+
 void
 ngx_http_ai_gateway_flight_headers(ngx_http_ai_gateway_flight_t *f,
     u_char *headers, size_t len, off_t content_length)

@@ -62,6 +62,9 @@ ngx_uint_t ngx_http_ai_gateway_flight_join(ngx_http_request_t *r,
     ngx_shm_zone_t *zone, const agw_digest_t *digest, size_t max,
     ngx_http_ai_gateway_flight_t *f);
 
+/* a leader: how many wait on its running flight */
+ngx_uint_t ngx_http_ai_gateway_flight_waiters(ngx_http_ai_gateway_flight_t *f);
+
 /* the leader: its answer's headers, then its body as it passes */
 void ngx_http_ai_gateway_flight_headers(ngx_http_ai_gateway_flight_t *f,
     u_char *headers, size_t len, off_t content_length);
