@@ -151,6 +151,9 @@ def test_json_burst_reaches_the_upstream_once(nginx_factory, sim_factory):
     assert set(got) <= {"MISS", "COALESCED", "HIT"}, got
     assert cachez(n)["coalesced"] == got.count("COALESCED")
     assert got.count("COALESCED") >= 40, got
+    prom = requests.get(n.url + "/cachez?format=prometheus", timeout=5).text
+    assert ('ai_gateway_cache_coalesced_total{cache="main",backend="shm"} %d'
+            % got.count("COALESCED")) in prom, prom
 
 
 def test_stream_burst_is_fanned_out_event_by_event(nginx_factory,
