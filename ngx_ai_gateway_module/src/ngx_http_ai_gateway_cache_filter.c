@@ -862,7 +862,8 @@ ngx_http_ai_gateway_cache_pass(ngx_http_request_t *r,
     if (!ctx->orphan) {
         rc = ngx_http_next_body_filter(r, in);
 
-        if (rc != NGX_ERROR || !ngx_http_ai_gateway_flight_waiters(&ctx->flight))
+        if (rc != NGX_ERROR
+            || !ngx_http_ai_gateway_flight_waiters(&ctx->flight))
         {
             return rc;
         }

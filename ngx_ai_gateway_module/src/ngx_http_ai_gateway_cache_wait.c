@@ -418,7 +418,7 @@ ngx_http_ai_gateway_cache_set_headers(ngx_http_request_t *r,
         {
             r->headers_out.last_modified = h;
             r->headers_out.last_modified_time =
-                                ngx_parse_http_time(h->value.data, h->value.len);
+                            ngx_parse_http_time(h->value.data, h->value.len);
         }
     }
 

@@ -278,6 +278,26 @@ ngx_http_ai_gateway_flight_leader_gone(ngx_http_ai_gateway_flight_node_t *fn)
 }
 
 
+/* a leader that died (a crashed worker) never ends its flight: end it */
+static ngx_flag_t
+ngx_http_ai_gateway_flight_fail_dead_locked(
+    ngx_http_ai_gateway_flight_ctx_t *ctx,
+    ngx_http_ai_gateway_flight_node_t *fn)
+{
+    if (!ngx_http_ai_gateway_flight_leader_gone(fn)) {
+        return 0;
+    }
+
+    fn->state = NGX_HTTP_AI_GATEWAY_FLIGHT_FAILED;
+    fn->refs--;                     /* the dead leader's */
+    (void) ngx_atomic_fetch_add(&fn->seq, 1);
+
+    ngx_http_ai_gateway_flight_detach_locked(ctx, fn);
+
+    return 1;
+}
+
+
 ngx_uint_t
 ngx_http_ai_gateway_flight_join(ngx_http_request_t *r, ngx_shm_zone_t *zone,
     const agw_digest_t *digest, size_t max, ngx_http_ai_gateway_flight_t *f)
@@ -299,12 +319,8 @@ ngx_http_ai_gateway_flight_join(ngx_http_request_t *r, ngx_shm_zone_t *zone,
 
     fn = ngx_http_ai_gateway_flight_find_locked(ctx, digest->bytes);
 
-    if (fn && ngx_http_ai_gateway_flight_leader_gone(fn)) {
+    if (fn && ngx_http_ai_gateway_flight_fail_dead_locked(ctx, fn)) {
         /* its waiters see it fail; this request leads a new one */
-        fn->state = NGX_HTTP_AI_GATEWAY_FLIGHT_FAILED;
-        (void) ngx_atomic_fetch_add(&fn->seq, 1);
-
-        ngx_http_ai_gateway_flight_detach_locked(ctx, fn);
         fn = NULL;
     }
 
@@ -342,6 +358,7 @@ joined:
     f->zone = zone;
     f->node = fn;
     f->progress = ngx_current_msec;
+    f->checked = ngx_current_msec;
 
     cln->handler = ngx_http_ai_gateway_flight_cleanup;
     cln->data = f;
@@ -516,17 +533,11 @@ ngx_http_ai_gateway_flight_read(ngx_http_request_t *r,
 
     if (seq == f->seq) {
         /* a leader killed mid-answer never moves it again */
-        if (ngx_current_msec - f->progress >= 1000) {
-            f->progress = ngx_current_msec;
+        if (ngx_current_msec - f->checked >= 1000) {
+            f->checked = ngx_current_msec;
 
             ngx_shmtx_lock(&ctx->shpool->mutex);
-
-            if (ngx_http_ai_gateway_flight_leader_gone(fn)) {
-                fn->state = NGX_HTTP_AI_GATEWAY_FLIGHT_FAILED;
-                        (void) ngx_atomic_fetch_add(&fn->seq, 1);
-                ngx_http_ai_gateway_flight_detach_locked(ctx, fn);
-            }
-
+            (void) ngx_http_ai_gateway_flight_fail_dead_locked(ctx, fn);
             ngx_shmtx_unlock(&ctx->shpool->mutex);
         }
 

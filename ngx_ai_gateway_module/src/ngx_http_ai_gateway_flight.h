@@ -37,6 +37,8 @@ typedef struct {
     ngx_atomic_uint_t                    seq;       /* last seen */
     size_t                               offset;    /* body bytes read */
     ngx_msec_t                           progress;  /* last seen moving */
+    ngx_msec_t                           checked;   /* leader last looked
+                                                       for */
     unsigned                             headers_seen:1;
     unsigned                             finished:1;
 } ngx_http_ai_gateway_flight_t;

@@ -328,10 +328,11 @@ def test_leader_gone_before_the_answer_sends_waiters_upstream(
     s.close()
     t.join(20)
     assert [r["status"] for r in waiters] == [200] * 3
-    assert len({r["body"] for r in waiters}) == 1
+    assert len({json.loads(r["body"])["output"] for r in waiters}) == 1
     # the upstream closed with the first client: the waiters went on
-    # their own (one of them leading the others)
+    # their own
     assert "MISS" in words(waiters)
+    assert sim.requests_seen() >= 2
 
 
 def test_lock_timeout_sends_waiters_upstream(nginx_factory, sim_factory):
@@ -367,3 +368,21 @@ def test_reload_during_a_coalesced_stream(nginx_factory, sim_factory):
     hit = raw_post(n, "/v1/chat/completions", body)
     assert hit["headers"]["x-cache"] == "HIT"
     assert hit["body"] == results[0]["body"]
+
+
+def test_a_stalled_coalesced_stream_is_cut_after_the_lock_timeout(
+        nginx_factory, sim_factory):
+    # one token 2.5 s after the first: longer than the 1.5 s lock timeout,
+    # which bounds a waiter's wait for the leader's next byte
+    sim = slow_sim(sim_factory, 20, 2500)
+    n = flight_nginx(nginx_factory, sim,
+                     extra="ai_gateway_cache_lock_timeout 1500ms;")
+    results = burst(n, "/v1/chat/completions",
+                    chat_body("stalls", max_tokens=2), 3, stagger=0.05)
+    leader = [r for r in results if r["headers"]["x-cache"] == "MISS"]
+    waiters = [r for r in results if r["headers"]["x-cache"] == "COALESCED"]
+    assert len(leader) == 1 and len(waiters) == 2
+    assert leader[0]["body"].endswith(b"data: [DONE]\n\n")
+    for w in waiters:
+        assert not w["body"].endswith(b"data: [DONE]\n\n")
+        assert w["end"] - w["start"] < leader[0]["end"] - leader[0]["start"]
