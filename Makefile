@@ -2,8 +2,10 @@
 #   make            build build/ngx_ai_gateway_module.so and build/ai-sim
 #   make run        start 3 ai-sim replicas and nginx on 127.0.0.1:8080
 #   make test       unit tests, fuzz smoke, integration tests (+ ASan run)
+#   make test-docker  the compose stack built and checked for real
 #   make clean
-# Every target installs missing Debian packages first (scripts/deps.sh).
+# Every target installs the missing Debian packages of the groups it needs
+# first (scripts/deps.sh build|run|test|bench|docker).
 
 BUILD      := build
 LIB_DIR    := ngx_ai_gateway_module/lib
@@ -22,14 +24,19 @@ MODULE_SRCS := $(wildcard ngx_ai_gateway_module/config \
                           $(LIB_DIR)/*.[ch])
 SIM_SRCS    := $(wildcard backends/ai-sim/*.[ch])
 
-.PHONY: all deps run test test-unit test-integration test-asan fuzz-smoke \
-        bench clean
+.PHONY: all deps deps-build deps-run deps-test deps-bench deps-docker run \
+        test test-unit test-integration test-asan fuzz-smoke bench \
+        bench-charts bench-multi test-docker clean
 
-all: deps
+all: deps-build
 	@$(MAKE) --no-print-directory $(MODULE_SO) $(AI_SIM)
 
+# what `make test` needs: build + run + test
 deps:
-	@scripts/deps.sh
+	@scripts/deps.sh build run test
+
+deps-build deps-run deps-test deps-bench deps-docker:
+	@scripts/deps.sh $(patsubst deps-%,%,$@)
 
 $(MODULE_SO): $(MODULE_SRCS) scripts/build-module.sh
 	scripts/build-module.sh $(BUILD)
@@ -41,12 +48,12 @@ $(AI_SIM): $(SIM_SRCS)
 	@mkdir -p $(BUILD)
 	$(CC) $(SIM_CFLAGS) -o $@ $(filter %.c,$(SIM_SRCS)) -levent -lcjson -lm
 
-run: all
+run: all deps-run
 	CACHE=$(CACHE) scripts/run.sh
 
 include tests/unit/rules.mk
 
-test: all
+test: all deps-run deps-test
 	@$(MAKE) --no-print-directory test-unit fuzz-smoke test-integration
 
 test-unit: unit
@@ -59,11 +66,24 @@ test-integration: $(MODULE_SO) $(AI_SIM)
 # The integration suite again, with the module built with AddressSanitizer
 # and libasan preloaded into the packaged nginx; any report fails the test
 # that produced it (see tests/integration/harness/nginx.py).
-test-asan: all $(ASAN_SO)
+test-asan: all deps-run deps-test $(ASAN_SO)
 	AGW_SANITIZE=asan $(PYTEST) -q -ra tests/integration
 
-bench: all
+bench: all deps-run deps-bench
 	/usr/bin/python3 scripts/bench.py
+
+# the charts again from the last run's build/bench/results.json
+bench-charts: deps-bench
+	/usr/bin/python3 scripts/bench.py --charts-only
+
+# docker-compose up --build, checked from outside, then down -v (needs root
+# or a docker group member; starts dockerd when root and none answers)
+test-docker: deps-docker
+	scripts/test-docker.sh
+
+# several gateways (SPEC 7.4): near-cache and Redis Cluster HITs side by side
+bench-multi: all deps-run deps-bench
+	/usr/bin/python3 scripts/bench_multi.py
 
 clean:
 	rm -rf $(BUILD) run .pytest_cache

@@ -1,11 +1,12 @@
 # ai-sim, the inference simulator (SPEC 4); compose.yaml runs three.
 #
-#   build  debian:12       scripts/deps.sh, then `make build/ai-sim`
+#   build  debian:12       scripts/deps.sh build (compilers and -dev
+#                          packages only), then `make build/ai-sim`
 #   final  debian:12-slim  libevent + libcJSON runtime libraries and the
 #                          binary, run as an unprivileged user
 #
-# The build stage is identical in docker/nginx.Dockerfile up to the make
-# line, so the two images share its cached layers.
+# The build stage is identical in docker/nginx.Dockerfile up to the deps.sh
+# line, so the two images share its cached layers (the slow one).
 
 FROM debian:12 AS build
 
@@ -16,8 +17,11 @@ RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
 
 WORKDIR /src
 COPY scripts/deps.sh scripts/deps.sh
-RUN scripts/deps.sh
-COPY . .
+RUN scripts/deps.sh build
+# only what the make line reads: editing docs or tests reuses the layers
+COPY Makefile ./
+COPY tests/unit/rules.mk tests/unit/rules.mk
+COPY backends/ai-sim backends/ai-sim
 RUN make build/ai-sim
 
 

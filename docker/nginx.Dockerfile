@@ -3,14 +3,15 @@
 # Same route as the native build (SPEC 1): the module is built on Debian 12
 # against nginx-dev's source tree and loaded into Debian 12's packaged nginx.
 #
-#   build  debian:12       scripts/deps.sh (the packages `make` installs),
+#   build  debian:12       scripts/deps.sh build (compilers and -dev
+#                          packages only, what `make` itself installs),
 #                          then `make build/ngx_ai_gateway_module.so`
 #   final  debian:12-slim  packaged nginx (the exact version the module was
 #                          built against) + the .so + nginx-conf/ +
 #                          scripts/render-conf.sh + envsubst; no compilers
 #
-# The build stage is identical in docker/ai-sim.Dockerfile up to the make
-# line, so the two images share its cached layers.
+# The build stage is identical in docker/ai-sim.Dockerfile up to the deps.sh
+# line, so the two images share its cached layers (the slow one).
 
 FROM debian:12 AS build
 
@@ -21,8 +22,12 @@ RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
 
 WORKDIR /src
 COPY scripts/deps.sh scripts/deps.sh
-RUN scripts/deps.sh
-COPY . .
+RUN scripts/deps.sh build
+# only what the make line reads: editing docs or tests reuses the layers
+COPY Makefile ./
+COPY tests/unit/rules.mk tests/unit/rules.mk
+COPY scripts/build-module.sh scripts/build-module.sh
+COPY ngx_ai_gateway_module ngx_ai_gateway_module
 RUN make build/ngx_ai_gateway_module.so \
  && dpkg-query -W -f='${Version}' nginx > build/nginx.version
 

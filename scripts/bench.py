@@ -13,11 +13,14 @@ for the limiter rows, which need a content phase) and with its stock-nginx
 peer.  The limiter rows, whose differences are a few percent, are also
 measured side by side at the same time on two identical nginx (see
 side_by_side), which cancels most of what moves a single run.  The tables
-go to stdout and docs/BENCHMARKS.md.
+go to stdout and docs/BENCHMARKS.md, the figures to build/bench/results.json
+and the charts (scripts/bench_charts.py, SVG) next to docs/BENCHMARKS.md.
 
     scripts/bench.py [--seconds 4] [--reps 5] [--connections 32]
                      [--pairs 30] [--pair-seconds 2]
                      [--callgrind-passes 3 | --no-callgrind]
+    scripts/bench.py --charts-only [--results FILE] [--charts-dir DIR]
+                     redraw the charts from a run's results.json
 """
 
 import argparse
@@ -38,6 +41,7 @@ import threading
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
+import bench_charts  # noqa: E402
 from harness.nginx import Nginx, free_port, private_dir  # noqa: E402
 from harness.sim import Sim  # noqa: E402
 try:
@@ -64,6 +68,8 @@ HTTP = """
     ai_gateway_limit_zone global zone=agw_global:1m
                           rate=100000000r/s burst=100000000;
     limit_req_zone global zone=stock_global:1m rate=100000000r/s;
+    ai_gateway_limit_zone $binary_remote_addr zone=agw_tokens:1m
+                          rate=100000000t/s burst=100000000;
     limit_req_status 429;
     {redis_conf}
 
@@ -90,8 +96,11 @@ SERVER = """
 URI = "/b"
 
 REDIS_ZONE = """ai_gateway_redis 127.0.0.1:{port} timeout=1s;
+    ai_gateway_cache_zone zone=bench_near:16m;
     ai_gateway_limit_zone $binary_remote_addr zone=agw_redis:1m
-                          rate=100000000r/s burst=100000000 redis;"""
+                          rate=100000000r/s burst=100000000 redis;
+    ai_gateway_limit_zone $binary_remote_addr zone=agw_lease:1m
+                          rate=100000000r/s burst=100000000 redis lease=1000;"""
 
 RETURN = 'default_type text/plain; return 200 "%s";' % KIB
 STATIC = "alias {dir}/www/static.txt;"
@@ -118,6 +127,11 @@ ROWS = [
     ("module Redis-cache HIT, 1 connection",
      "ai_gateway_cache redis; proxy_pass http://origin/origin;",
      None, "module Redis-cache HIT", 200, 1),
+    # the near cache (SPEC 7.4): a Redis entry kept in shared memory
+    ("module near-cache HIT",
+     "ai_gateway_cache redis; ai_gateway_cache_near bench_near ttl=3600s;"
+     " proxy_pass http://origin/origin;",
+     "nginx return 200 (ceiling)", "module shm-cache HIT", 200),
     ("stock proxy_cache HIT",
      "proxy_cache stock; proxy_cache_valid 200 1h; "
      "proxy_pass http://origin/origin;",
@@ -152,6 +166,15 @@ ROWS = [
      STATIC + ADD_HEADERS, "static file (limiter ceiling)", None, 200),
     ("module Redis limiter, passing",
      STATIC + " ai_gateway_limit zone=agw_redis;",
+     "static file (limiter ceiling)", "module limiter, passing", 200),
+    # SPEC 7.4: a lease of 1000 tokens, one round trip per 1000 requests
+    ("module Redis limiter, lease=1000, passing",
+     STATIC + " ai_gateway_limit zone=agw_lease;",
+     "static file (limiter ceiling)", "module limiter, passing", 200),
+    # SPEC 7.1: a token zone reserves the estimate (no body here: the
+    # default 256) and settles when the answer ends
+    ("module token zone, passing",
+     STATIC + " ai_gateway_limit zone=agw_tokens;",
      "static file (limiter ceiling)", "module limiter, passing", 200),
     ("module limiter, 429 path", STATIC + " ai_gateway_limit zone=agw_429;",
      "static file (limiter ceiling)", "stock limit_req, 429 path", 429),
@@ -289,6 +312,9 @@ SIDE_BY_SIDE = [
     ("stock limit_req, passing", "static file (limiter ceiling)"),
     ("static file + the limiter's five headers by add_header",
      "static file (limiter ceiling)"),
+    ("module token zone, passing", "module limiter, passing"),
+    ("module Redis limiter, passing", "module limiter, passing"),
+    ("module Redis limiter, lease=1000, passing", "module limiter, passing"),
 ]
 
 
@@ -317,22 +343,25 @@ def median_interval(values, rng, rounds=2000):
     return medians[int(rounds * 0.025)], medians[int(rounds * 0.975) - 1]
 
 
-def side_by_side(rows, sim_port, pairs, seconds, connections):
+def side_by_side(rows, sim_port, pairs, seconds, connections, redis_conf):
     """Each SIDE_BY_SIDE row and its reference driven at the same time, on
     two identical nginx (one worker each, each its own half of the
     connections), so that a slow moment of this shared machine (the
     hypervisor taking the CPU, another tenant) slows both alike.  Each pair
     swaps which nginx serves which row.  Returns, per (row, reference), the
     per-pair requests/s and CPU-per-request ratios row/reference."""
-    names = {name for pair in SIDE_BY_SIDE for name in pair}
+    present = {r[0] for r in rows}
+    wanted = [p for p in SIDE_BY_SIDE if p[0] in present and p[1] in present]
+    names = {name for pair in wanted for name in pair}
     rows = [r for r in rows if r[0] in names]
     work = private_dir("agw-bench-pairs-")
     instances = []
-    ratios = {pair: [] for pair in SIDE_BY_SIDE}
+    ratios = {pair: [] for pair in wanted}
     try:
         for side in ("a", "b"):
             docroot("%s/%s" % (work, side))
-            http, urls = render(rows, "%s/%s" % (work, side), sim_port, "")
+            http, urls = render(rows, "%s/%s" % (work, side), sim_port,
+                                redis_conf)
             n = Nginx(http, workers=1)
             instances.append((n, urls))
             n.start()
@@ -340,7 +369,7 @@ def side_by_side(rows, sim_port, pairs, seconds, connections):
         for _, urls in instances:
             for name in names:
                 wrk(urls[name], 1, connections)
-        for row, ref in SIDE_BY_SIDE:
+        for row, ref in wanted:
             for i in range(pairs):
                 first, second = (0, 1) if i % 2 == 0 else (1, 0)
                 (rps_r, cpu_r), (rps_f, cpu_f) = run_at_once(
@@ -389,6 +418,116 @@ def side_by_side_lines(ratios, pairs, seconds, connections):
     return lines
 
 
+TTFB_HTTP = """
+    access_log off;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    ai_gateway_limit_zone $http_x_api_key zone=ttfb_tokens:1m
+                          rate=100000000t/s burst=100000000;
+    upstream sim {{ server 127.0.0.1:{sim}; keepalive 16; }}
+    server {{
+        listen 127.0.0.1:%%PORT%%;
+        location /plain/ {{
+            proxy_pass http://sim/;
+            proxy_buffering off;
+        }}
+        location /tokens/ {{
+            ai_gateway_limit zone=ttfb_tokens;
+            proxy_pass http://sim/;
+            proxy_buffering off;
+        }}
+    }}
+"""
+
+TTFB_BODY = ('{"model":"sim-small","stream":true,"max_tokens":32,'
+             '"stream_options":{"include_usage":true},'
+             '"messages":[{"role":"user","content":"time to first event"}]}')
+
+
+def first_event_ms(port, path):
+    """One streamed chat: ms from the request sent to the first `data:`
+    event received, and to the end of the stream."""
+    import socket
+    import time as _time
+    body = TTFB_BODY.encode()
+    req = ("POST %s HTTP/1.1\r\nHost: b\r\nX-Api-Key: bench\r\n"
+           "Content-Type: application/json\r\nContent-Length: %d\r\n"
+           "Connection: close\r\n\r\n" % (path, len(body))).encode() + body
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    start = _time.perf_counter()
+    s.sendall(req)
+    data, first = b"", None
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        if first is None and b"data: " in data:
+            first = _time.perf_counter()
+    end = _time.perf_counter()
+    s.close()
+    if first is None or b"[DONE]" not in data:
+        raise SystemExit("bench: the stream through %s did not complete"
+                         % path)
+    return (first - start) * 1000, (end - start) * 1000
+
+
+def ttfb_lines(requests):
+    """Time to the first streamed event through the gateway, with and
+    without a token zone on the location, alternating request by request
+    on one nginx (so both see the same machine), against an ai-sim whose
+    first token takes 20 ms.  Settlement reads the stream as it passes:
+    it must add nothing measurable to the first event."""
+    sim = Sim(None, "sim-ttfb", "--ttft-ms", "20", "--tpot-ms", "1",
+              "--jitter", "0").start()
+    n = Nginx(TTFB_HTTP.format(sim=sim.port), workers=1)
+    got = {"/plain/v1/chat/completions": [], "/tokens/v1/chat/completions": []}
+    try:
+        n.start()
+        paths = list(got)
+        for i in range(requests + 10):
+            for path in (paths if i % 2 else paths[::-1]):
+                ms = first_event_ms(n.port, path)
+                if i >= 10:           # the first ones warm up connections
+                    got[path].append(ms)
+    finally:
+        n.stop()
+        n.cleanup()
+        sim.stop()
+    plain = got["/plain/v1/chat/completions"]
+    tokens = got["/tokens/v1/chat/completions"]
+
+    def med(v, k):
+        return statistics.median(x[k] for x in v)
+
+    def p90(v, k):
+        xs = sorted(x[k] for x in v)
+        return xs[int(len(xs) * 0.9) - 1]
+
+    print("ttfb: plain %.2f ms, token zone %.2f ms (medians)"
+          % (med(plain, 0), med(tokens, 0)), flush=True)
+    return [
+        "",
+        "Streams through a token zone: time to the first event and to the "
+        "last, %d streamed chats each (32 tokens, `include_usage`), "
+        "alternating request by request between a location with a token "
+        "zone and the same location without, on one nginx, against an "
+        "ai-sim whose first token takes 20 ms and each next one 1 ms:" %
+        requests,
+        "",
+        "| location | first event, median ms | p90 ms | last event, median ms |",
+        "| --- | ---: | ---: | ---: |",
+        "| proxy, no limiter | %.2f | %.2f | %.2f |" % (
+            med(plain, 0), p90(plain, 0), med(plain, 1)),
+        "| proxy + token zone (reserve, read, settle) | %.2f | %.2f | %.2f |"
+        % (med(tokens, 0), p90(tokens, 0), med(tokens, 1)),
+        "",
+        "Difference of the medians, first event: %+.2f ms." % (
+            med(tokens, 0) - med(plain, 0)),
+    ]
+
+
 def fmt_ratio(a, b):
     return "%.2f" % (a / b) if a and b else "-"
 
@@ -404,11 +543,29 @@ def main():
                     help="side-by-side pairs for each limiter comparison "
                     "(0: none)")
     ap.add_argument("--pair-seconds", type=int, default=2)
+    ap.add_argument("--ttfb-requests", type=int, default=100,
+                    help="streams through a token zone and without, each "
+                    "(0: none)")
     ap.add_argument("--no-callgrind", dest="callgrind", action="store_false",
                     help="skip the instruction counts")
     ap.add_argument("--out", default=os.path.join(REPO, "docs",
                                                   "BENCHMARKS.md"))
+    ap.add_argument("--results", default=os.path.join(REPO, "build", "bench",
+                                                      "results.json"),
+                    help="the run's figures as JSON (written, or read with "
+                    "--charts-only)")
+    ap.add_argument("--charts-dir", default=None,
+                    help="where the SVG charts go (default: next to --out)")
+    ap.add_argument("--charts-only", action="store_true",
+                    help="draw the charts from --results, run nothing")
     args = ap.parse_args()
+    charts_dir = args.charts_dir or os.path.dirname(os.path.abspath(args.out))
+
+    if args.charts_only:
+        for path in bench_charts.draw(bench_charts.load(args.results),
+                                      charts_dir):
+            print("bench: wrote " + path)
+        return
 
     work = private_dir("agw-bench-")
     docroot(work)
@@ -426,7 +583,7 @@ def main():
 
     http, urls = render(rows, work, sim.port, redis_conf)
     n = Nginx(http, workers=1)
-    ir, ir_range, passes, pair_ratios = {}, {}, [], {}
+    ir, ir_range, passes, pair_ratios, ttfb = {}, {}, [], {}, []
     results = {r[0]: [] for r in rows}
     try:
         n.start()
@@ -458,7 +615,9 @@ def main():
         if args.pairs:
             pair_ratios = side_by_side(rows, sim.port, args.pairs,
                                        args.pair_seconds,
-                                       args.connections // 2)
+                                       args.connections // 2, redis_conf)
+        if args.ttfb_requests:
+            ttfb = ttfb_lines(args.ttfb_requests)
         if args.callgrind:
             print("instructions per request under callgrind...", flush=True)
             passes = [instructions_per_request(http, rows, urls, 2)
@@ -484,7 +643,20 @@ def main():
                "cpu_hi": max(x[3] for x in v)}
            for k, v in results.items()}
 
-    lines = [
+    figures = {"rows": [{"name": r[0], "ceiling": r[2], "peer": r[3]}
+                        for r in rows], "med": med}
+    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
+    with open(args.results, "w") as f:
+        json.dump(figures, f, indent=1)
+    try:
+        charts = bench_charts.draw(figures, charts_dir)
+    except ImportError:
+        print("bench: no charts: python3-matplotlib missing "
+              "(scripts/deps.sh bench)", file=sys.stderr)
+        charts = []
+
+    lines = bench_charts.markdown() if charts else []
+    lines += [
         "| row | req/s (median) | spread min..max | p50 ms | p99 ms "
         "| worker CPU µs/req (min..max) | instructions/req (min..max) "
         "| vs ceiling "
@@ -525,6 +697,7 @@ def main():
     if pair_ratios:
         lines += side_by_side_lines(pair_ratios, args.pairs,
                                     args.pair_seconds, args.connections // 2)
+    lines += ttfb
     lines.append("")
     lines.append("Each row is a server of its own on its own port, with the "
                  "same single location `location = %s { ... }`, so that "

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Static checks of what cannot run here: the Docker images, compose.yaml and
-# the k6 scenarios (no Docker engine, no k6 binary on the build machine).
+# Static checks of the Docker images, compose.yaml and the k6 scenarios,
+# fast and without an engine (make test-docker runs the images for real;
+# no k6 binary exists on the build machine).
 #
 #   scripts/check-static.sh [ROOT]        ROOT: a checkout (default: this one)
 #

@@ -1,31 +1,72 @@
 #!/usr/bin/env bash
-# Install the Debian packages the build, the local stack and the tests need.
-# Idempotent and quiet when everything is present; uses sudo when not root.
+# Install the Debian packages a task needs, by group.  Idempotent and quiet
+# when everything is present; uses sudo when not root.
 # Why each package: see README.md, "Dependencies".
+#
+#   scripts/deps.sh [GROUP...]     default: build run test
+#
+#   build    compile the module and ai-sim (all the Docker build stage has)
+#   run      `make run`: the local stack's Redis, envsubst, readiness checks
+#   test     `make test`: unit, fuzz, integration and static checks
+#   bench    `make bench`: wrk and the charts
+#   docker   `make test-docker`: the engine, compose and debootstrap
 set -euo pipefail
 
-packages=(
+group_build=(
     build-essential        # gcc, make: module and ai-sim
     nginx                  # the nginx binary the module loads into
     nginx-dev              # that nginx's source tree + conf_flags to build against
     libpcre2-dev libssl-dev zlib1g-dev   # what nginx's configure checks for
     libhiredis-dev         # hiredis async API for the Redis store
-    redis-server           # Redis for `make run CACHE=redis` and the tests
     libevent-dev           # ai-sim's event loop and HTTP server (evhttp)
     libcjson-dev           # ai-sim's JSON
-    libcmocka-dev          # unit tests
-    python3-pytest python3-requests python3-redis   # integration tests
+)
+group_run=(
+    redis-server           # Redis for `make run CACHE=redis` and the tests
     gettext-base           # envsubst: renders nginx-conf/ templates
     curl procps psmisc     # readiness checks, process inspection
-    wrk                    # make bench
-    libfaketime            # tests: a wall clock stepped under nginx
+)
+group_test=(
+    libcmocka-dev          # unit tests
+    python3-pytest python3-requests python3-redis   # integration tests
+    libfaketime            # a wall clock stepped under nginx
     clang libclang-rt-14-dev   # libFuzzer target
     valgrind               # leak checks of ai-sim
-    docker-compose         # static check of compose.yaml (no engine needed)
+    docker-compose python3-yaml   # static check of compose.yaml (no engine needed)
+    prometheus             # promtool: lints /cachez?format=prometheus
+)
+group_bench=(
+    wrk                    # load generator
+    python3-matplotlib     # the SVG charts of docs/BENCHMARKS.md
+)
+group_docker=(
+    docker.io              # the engine (dockerd) and its client
+    docker-compose         # compose v1; `docker compose` v2 is used when present
+    debootstrap            # base images where no registry answers
+    curl
 )
 
+groups=("$@")
+[ ${#groups[@]} -eq 0 ] && groups=(build run test)
+
+packages=()
+for g in "${groups[@]}"; do
+    case $g in
+        build|run|test|bench|docker) ;;
+        *) echo "deps: unknown group $g (build run test bench docker)" >&2
+           exit 2 ;;
+    esac
+    declare -n list="group_$g"
+    packages+=("${list[@]}")
+    unset -n list
+done
+
 # k6 scripts are syntax-checked with node; any node on PATH will do
-command -v node >/dev/null || packages+=(nodejs)
+for g in "${groups[@]}"; do
+    if [ "$g" = test ] && ! command -v node >/dev/null; then
+        packages+=(nodejs)
+    fi
+done
 
 missing=()
 for p in "${packages[@]}"; do

@@ -20,6 +20,11 @@
 #   AGW_CACHE       the cache store: a zone name      main (shared memory)
 #                   or "redis"
 #   AGW_REDIS       Redis HOST:PORT (AGW_CACHE=redis)  127.0.0.1:6379
+#   AGW_REAL_IP_FROM  proxies whose X-Forwarded-For    none (loopback only)
+#                   is believed: addresses or CIDRs,
+#                   space-separated (your load balancers)
+#   AGW_CACHEZ_ALLOW  addresses or CIDRs allowed to    none (loopback only)
+#                   /cachez besides loopback (scrapers)
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -71,6 +76,34 @@ else
 fi
 export AGW_REDIS_DIRECTIVE
 
+# the shared-memory zone exists only when the cache uses it
+if [ "$AGW_CACHE" = redis ]; then
+    AGW_CACHE_ZONE_DIRECTIVE=
+else
+    AGW_CACHE_ZONE_DIRECTIVE="ai_gateway_cache_zone zone=$AGW_CACHE:64m max_entry_size=1m;"
+fi
+export AGW_CACHE_ZONE_DIRECTIVE
+
+# "DIRECTIVE ADDR;" per address of a space-separated list; anything but an
+# address or a CIDR is refused here, not left for nginx to misread
+directives() {
+    local name=$1 directive=$2 list=$3 out= a
+    for a in $list; do
+        case $a in
+            *[!0-9A-Fa-f.:/]*|'')
+                echo "render-conf: $name: \"$a\" is not an address or CIDR" >&2
+                return 1 ;;
+        esac
+        out="$out$directive $a; "
+    done
+    printf '%s' "${out% }"
+}
+AGW_REAL_IP_FROM_DIRECTIVES=$(directives AGW_REAL_IP_FROM set_real_ip_from \
+                              "${AGW_REAL_IP_FROM:-}")
+AGW_CACHEZ_ALLOW_DIRECTIVES=$(directives AGW_CACHEZ_ALLOW allow \
+                              "${AGW_CACHEZ_ALLOW:-}")
+export AGW_REAL_IP_FROM_DIRECTIVES AGW_CACHEZ_ALLOW_DIRECTIVES
+
 case $AGW_MODULE in
     /*) ;;
     *) echo "render-conf: AGW_MODULE must be an absolute path" \
@@ -81,7 +114,8 @@ esac
 # shellcheck disable=SC2016  # literal names for envsubst
 vars='${AGW_MODULE} ${AGW_LISTEN} ${AGW_SIM1} ${AGW_SIM2} ${AGW_SIM3}'
 vars="$vars \${AGW_USER} \${AGW_ERROR_LOG} \${AGW_ACCESS_LOG} \${AGW_WORKERS}"
-vars="$vars \${AGW_CACHE} \${AGW_REDIS_DIRECTIVE}"
+vars="$vars \${AGW_CACHE} \${AGW_REDIS_DIRECTIVE} \${AGW_CACHE_ZONE_DIRECTIVE}"
+vars="$vars \${AGW_REAL_IP_FROM_DIRECTIVES} \${AGW_CACHEZ_ALLOW_DIRECTIVES}"
 
 outdir=$(dirname "$out")
 mkdir -p "$outdir"

@@ -4,6 +4,8 @@
 #   three ai-sim replicas   127.0.0.1:9001..9003 (sim-1..3)
 #   redis-server            127.0.0.1:6379, db 0, no persistence
 #                           (CACHE=redis only)
+#   a Redis Cluster         127.0.0.1:7001..7003, bus 17001..17003
+#                           (CACHE=redis-cluster: scripts/redis-cluster.sh)
 #   nginx + the module      127.0.0.1:8080, config rendered from
 #                           nginx-conf/gateway.conf.template
 #
@@ -17,7 +19,9 @@
 # ai-sim (and the redis-server) this script started, by PID.
 #
 # Environment: CACHE=shm (default: the shared-memory cache) or CACHE=redis
-# (the Redis cache store), AGW_MODULE and AGW_SIM_BIN to run other builds.
+# (the Redis cache store) or CACHE=redis-cluster (the Redis cache store on
+# a local 3-master Redis Cluster), AGW_MODULE and AGW_SIM_BIN to run other
+# builds.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,6 +36,7 @@ say() { printf 'run: %s\n' "$*"; }
 die() { printf 'run: %s\n' "$*" >&2; exit 1; }
 
 redis_port=6379
+agw_redis=127.0.0.1:$redis_port
 ports=("$listen_port" "${sim_ports[@]}")
 
 case $cache in
@@ -40,8 +45,13 @@ case $cache in
         agw_cache=redis
         ports+=("$redis_port")
         command -v redis-server >/dev/null || die "no redis-server (make deps)" ;;
+    redis-cluster)
+        agw_cache=redis
+        agw_redis="127.0.0.1:7001 cluster"
+        ports+=(7001 7002 7003 17001 17002 17003)
+        command -v redis-server >/dev/null || die "no redis-server (make deps)" ;;
     *)
-        echo "run: unknown CACHE=\"$cache\" (shm or redis)" >&2
+        echo "run: unknown CACHE=\"$cache\" (shm, redis or redis-cluster)" >&2
         exit 2 ;;
 esac
 
@@ -117,6 +127,9 @@ stop_all() {
         wait "$redis_pid" 2>/dev/null || true
         say "stopped redis-server (pid $redis_pid)"
     fi
+    if [ -d "$rundir/redis-cluster" ]; then
+        "$repo/scripts/redis-cluster.sh" stop "$rundir/redis-cluster" || true
+    fi
     say "logs kept in $rundir"
 }
 
@@ -187,6 +200,13 @@ if [ "$cache" = redis ]; then
 fi
 
 
+# 5b. CACHE=redis-cluster: 3 throwaway masters (scripts/redis-cluster.sh)
+
+if [ "$cache" = redis-cluster ]; then
+    PORT=7001 "$repo/scripts/redis-cluster.sh" start "$rundir/redis-cluster"
+fi
+
+
 # 6. nginx: render, test, run in the foreground (daemon off)
 
 AGW_MODULE=$module \
@@ -197,7 +217,7 @@ AGW_SIM3=127.0.0.1:${sim_ports[2]} \
 AGW_ERROR_LOG=error.log \
 AGW_ACCESS_LOG=access.log \
 AGW_CACHE=$agw_cache \
-AGW_REDIS=127.0.0.1:$redis_port \
+AGW_REDIS=$agw_redis \
     "$repo/scripts/render-conf.sh" "$rundir/nginx.conf"
 
 nginx_args=(-p "$rundir/" -c "$rundir/nginx.conf" -e "$rundir/error.log")

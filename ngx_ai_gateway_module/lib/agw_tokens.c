@@ -406,3 +406,61 @@ agw_duration_format(uint8_t *buf, uint64_t ms)
 
     return n;
 }
+
+
+/*
+ * The usage of a stored answer, for the cache's tokens_saved: every HIT
+ * would pay for a full parse of the body, so only its tail is read, where
+ * OpenAI-style answers put "usage" (last in a JSON answer, in the last
+ * event of a stream with include_usage).  The last "total_tokens" key in
+ * the final AGW_TOKENS_TAIL bytes, followed by optional whitespace, a
+ * colon and an integer; anything else is 0.  A statistic, never a charge.
+ */
+
+uint64_t
+agw_tokens_tail_total(const uint8_t *body, size_t len)
+{
+    static const char  key[] = "\"total_tokens\"";
+
+    size_t          klen;
+    uint64_t        n;
+    const uint8_t  *start, *p, *last;
+
+    klen = sizeof(key) - 1;
+    last = body + len;
+    start = (len > AGW_TOKENS_TAIL) ? last - AGW_TOKENS_TAIL : body;
+
+    for (p = last - klen; p >= start && len >= klen; p--) {
+        if (*p == '"' && memcmp(p, key, klen) == 0) {
+            break;
+        }
+    }
+
+    if (len < klen || p < start) {
+        return 0;
+    }
+
+    for (p += klen; p < last && (*p == ' ' || *p == '\t' || *p == '\r'
+                                 || *p == '\n'); p++) { /* void */ }
+
+    if (p == last || *p++ != ':') {
+        return 0;
+    }
+
+    for ( /* void */ ; p < last && (*p == ' ' || *p == '\t' || *p == '\r'
+                                     || *p == '\n'); p++) { /* void */ }
+
+    n = 0;
+
+    if (p == last || *p < '0' || *p > '9') {
+        return 0;
+    }
+
+    for ( /* void */ ; p < last && *p >= '0' && *p <= '9'; p++) {
+        /* n <= AGW_TOKENS_MAX (2^40): n * 10 fits */
+        n = agw_tokens_add(n * 10 > AGW_TOKENS_MAX ? AGW_TOKENS_MAX : n * 10,
+                           (uint64_t) (*p - '0'));
+    }
+
+    return n;
+}

@@ -95,6 +95,13 @@ int agw_usage_tokens(const agw_usage_t *u, uint64_t *tokens);
 void agw_usage_merge(agw_usage_t *acc, const agw_usage_t *ev);
 
 
+/* how much of a stored answer's end agw_tokens_tail_total() reads */
+#define AGW_TOKENS_TAIL  1024
+
+/* "total_tokens" near the end of a stored answer (cache statistics) */
+uint64_t agw_tokens_tail_total(const uint8_t *body, size_t len);
+
+
 /*
  * ms as Go's time.Duration prints it, which is how OpenAI writes
  * x-ratelimit-reset-*: "0s", "20ms", "1s", "1.5s", "6m0s", "1h2m3s";

@@ -17,6 +17,7 @@
 
 #include "ngx_http_ai_gateway_cache.h"
 #include "agw_policy.h"
+#include "agw_tokens.h"
 
 
 static ngx_int_t ngx_http_ai_gateway_cache_add_variables(ngx_conf_t *cf);
@@ -35,6 +36,8 @@ static ngx_array_t *ngx_http_ai_gateway_cache_compile_key(ngx_conf_t *cf,
 static char *ngx_http_ai_gateway_cache_ttl_check(ngx_conf_t *cf, void *post,
     void *data);
 static ngx_int_t ngx_http_ai_gateway_cache_status_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ai_gateway_cache_tier_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_flag_t ngx_http_ai_gateway_cache_is_stale(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx);
@@ -116,6 +119,13 @@ static ngx_command_t  ngx_http_ai_gateway_cache_commands[] = {
       ngx_conf_set_off_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ai_gateway_cache_conf_t, max_body),
+      NULL },
+
+    { ngx_string("ai_gateway_cache_near"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_ai_gateway_store_near,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_cache_conf_t, near),
       NULL },
 
     { ngx_string("ai_gateway_cache_lock"),
@@ -212,6 +222,10 @@ static ngx_http_variable_t  ngx_http_ai_gateway_cache_vars[] = {
       ngx_http_ai_gateway_cache_status_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("ai_gateway_cache_tier"), NULL,
+      ngx_http_ai_gateway_cache_tier_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -258,6 +272,7 @@ ngx_http_ai_gateway_cache_create_conf(ngx_conf_t *cf)
     conf->authorized = NGX_CONF_UNSET;
     conf->credentials = NGX_CONF_UNSET_PTR;
     conf->max_body = NGX_CONF_UNSET;
+    conf->near = NGX_CONF_UNSET_PTR;
     conf->lock = NGX_CONF_UNSET;
     conf->lock_timeout = NGX_CONF_UNSET_MSEC;
     conf->use_stale = NGX_CONF_UNSET_UINT;
@@ -274,9 +289,25 @@ ngx_http_ai_gateway_cache_merge_conf(ngx_conf_t *cf, void *parent,
     ngx_http_ai_gateway_cache_conf_t  *prev = parent;
     ngx_http_ai_gateway_cache_conf_t  *conf = child;
 
+    char                              *rv;
     ngx_str_t                         *name;
+    ngx_flag_t                         near;
 
     ngx_conf_merge_ptr_value(conf->store, prev->store, NULL);
+
+    near = (conf->near != NGX_CONF_UNSET_PTR);
+    ngx_conf_merge_ptr_value(conf->near, prev->near, NULL);
+
+    rv = ngx_http_ai_gateway_store_near_merge(cf, &conf->store, conf->near,
+                                              near);
+    if (rv != NGX_CONF_OK) {
+        if (rv != NGX_CONF_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"ai_gateway_cache_near\" %s", rv);
+        }
+
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_merge_sec_value(conf->ttl, prev->ttl, 300);
 
     /*
@@ -1007,6 +1038,15 @@ ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r, ngx_int_t rc)
 }
 
 
+/* does the store keep entries ai_gateway_cache_stale past their TTL? */
+ngx_flag_t
+ngx_http_ai_gateway_cache_keeps_stale(ngx_http_ai_gateway_store_t *store)
+{
+    return store->ref.backend.len == 3
+           && ngx_strncmp(store->ref.backend.data, "shm", 3) == 0;
+}
+
+
 ngx_flag_t
 ngx_http_ai_gateway_cache_is_hit(ngx_http_request_t *r)
 {
@@ -1023,8 +1063,8 @@ ngx_http_ai_gateway_cache_is_hit(ngx_http_request_t *r)
 /*
  * An entry past its own lifetime but within ai_gateway_cache_stale: the
  * store keeps entries that much longer (cache_filter.c), so the lifetime
- * ends that long before the store's expiry.  A store that does not say
- * when its entry expires (Redis) keeps no stale time.
+ * ends that long before the store's expiry.  Only the shared-memory store
+ * keeps them longer (Redis, and the near zone in front of it, do not).
  */
 static ngx_flag_t
 ngx_http_ai_gateway_cache_is_stale(ngx_http_request_t *r,
@@ -1035,6 +1075,7 @@ ngx_http_ai_gateway_cache_is_stale(ngx_http_request_t *r,
     conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
 
     return conf->stale > 0 && ctx->found.expires != 0
+           && ngx_http_ai_gateway_cache_keeps_stale(ctx->store)
            && ctx->found.expires - conf->stale <= ngx_time();
 }
 
@@ -1068,6 +1109,11 @@ ngx_http_ai_gateway_cache_serve(ngx_http_request_t *r)
     if (rc != NGX_OK) {
         return rc;
     }
+
+    /* the tokens the upstream did not spend again (SPEC 7.1) */
+    ngx_http_ai_gateway_count(ctx->store->ref.stats->tokens_saved,
+                              agw_tokens_tail_total((const uint8_t *) e->body,
+                                                    e->body_len));
 
     r->headers_out.status = e->status;
     r->headers_out.content_length_n = e->body_len;
@@ -1120,6 +1166,37 @@ ngx_http_ai_gateway_cache_status_variable(ngx_http_request_t *r,
 
     v->len = ngx_http_ai_gateway_cache_status_names[ctx->status].len;
     v->data = ngx_http_ai_gateway_cache_status_names[ctx->status].data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* where a HIT came from: "shm", "near" or "redis" (SPEC 7.4) */
+static ngx_int_t
+ngx_http_ai_gateway_cache_tier_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_cache_module);
+
+    if (ctx == NULL || ctx->status != NGX_HTTP_AI_GATEWAY_CACHE_HIT) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (ctx->found.near) {
+        v->len = sizeof("near") - 1;
+        v->data = (u_char *) "near";
+
+    } else {
+        v->len = ctx->store->ref.backend.len;
+        v->data = ctx->store->ref.backend.data;
+    }
+
     v->valid = 1;
     v->no_cacheable = 0;
     v->not_found = 0;

@@ -50,6 +50,7 @@ typedef struct {
     ngx_array_t                       *credentials; /* ngx_str_t, lowercase
                                                      header names */
     off_t                              max_body;  /* bytes */
+    ngx_http_ai_gateway_store_t       *near;      /* ai_gateway_cache_near */
 
     /* single flight and stale on error (cache_wait.c) */
     ngx_flag_t                         lock;
@@ -126,6 +127,10 @@ ngx_int_t ngx_http_ai_gateway_cache_body_digest(ngx_http_request_t *r,
 /* cache.c, for the body reader: carry on once the body is in */
 ngx_int_t ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx);
+
+/* cache.c: entries kept past their TTL for stale answers (shm only) */
+ngx_flag_t ngx_http_ai_gateway_cache_keeps_stale(
+    ngx_http_ai_gateway_store_t *store);
 
 /* cache_filter.c */
 ngx_int_t ngx_http_ai_gateway_cache_filter_init(ngx_conf_t *cf);

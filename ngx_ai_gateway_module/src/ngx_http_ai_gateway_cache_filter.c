@@ -768,9 +768,7 @@ ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
 
     ttl = ctx->ttl;
 
-    if (conf->stale > 0 && ctx->store->ref.backend.len == 3
-        && ngx_strncmp(ctx->store->ref.backend.data, "shm", 3) == 0)
-    {
+    if (conf->stale > 0 && ngx_http_ai_gateway_cache_keeps_stale(ctx->store)) {
         ttl += conf->stale;
     }
 

@@ -42,6 +42,7 @@ struct ngx_http_ai_gateway_redis_conf_s {
     u_char                            *addr;     /* resolved, NUL-ended */
     in_port_t                          port;
     ngx_uint_t                         db;
+    ngx_flag_t                         cluster;  /* a Redis Cluster seed */
     ngx_str_t                          password;
     ngx_str_t                          prefix;   /* of every key */
     ngx_msec_t                         connect_timeout;
@@ -49,6 +50,7 @@ struct ngx_http_ai_gateway_redis_conf_s {
     ngx_msec_t                         write_timeout; /* of cache writes */
     size_t                             max_entry_size; /* of the cache */
     ngx_http_ai_gateway_store_t       *store;    /* the Redis cache */
+    ngx_array_t                       *nears;    /* near cache wrappers */
 };
 
 
@@ -129,6 +131,15 @@ void ngx_http_ai_gateway_store_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_ai_gateway_redis_conf_t *rcf,
     ngx_http_ai_gateway_shared_stats_t *stats);
 void ngx_http_ai_gateway_store_redis_exit_process(void);
+
+/*
+ * A lookup that also keeps what it finds in the near zone, for at most
+ * near_ttl and never longer than the entry's remaining TTL in Redis
+ */
+ngx_int_t ngx_http_ai_gateway_store_redis_lookup_near(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
+    ngx_http_ai_gateway_found_t *found, ngx_http_ai_gateway_store_t *near,
+    time_t near_ttl);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_REDIS_H_INCLUDED_ */

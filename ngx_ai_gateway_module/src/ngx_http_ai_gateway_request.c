@@ -48,10 +48,20 @@ ngx_http_ai_gateway_request_info(ngx_http_request_t *r)
 
     r = r->main;
 
+    static ngx_http_ai_gateway_request_info_t  none;
+
     info = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
 
     if (info) {
         return info;
+    }
+
+    /* no body at all (a GET): nothing to read, nothing to allocate */
+
+    if (r->request_body == NULL && r->headers_in.content_length_n <= 0
+        && !r->headers_in.chunked)
+    {
+        return &none;
     }
 
     info = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_request_info_t));

@@ -28,6 +28,10 @@ typedef struct {
     ngx_atomic_t                       too_large;  /* over max_entry_size */
     ngx_atomic_t                       entries;    /* gauge */
     ngx_atomic_t                       bytes_used; /* gauge, bytes */
+    ngx_atomic_t                       tokens_saved; /* usage.total_tokens
+                                                       of answers HITs
+                                                       replayed */
+    ngx_atomic_t                       near_hits;  /* of hits: near zone */
     ngx_atomic_t                       coalesced;  /* answered from another
                                                       request's flight */
     ngx_atomic_t                       stale;      /* expired, served on an

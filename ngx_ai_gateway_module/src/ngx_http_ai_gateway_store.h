@@ -25,6 +25,7 @@ typedef struct ngx_http_ai_gateway_store_s  ngx_http_ai_gateway_store_t;
 typedef struct {
     agw_entry_t                          entry;
     time_t                               expires;  /* unix seconds */
+    unsigned                             near:1;   /* from the near zone */
 } ngx_http_ai_gateway_found_t;
 
 
@@ -57,6 +58,16 @@ char *ngx_http_ai_gateway_store_shm_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_http_ai_gateway_store_t *ngx_http_ai_gateway_store_shm_find(
     ngx_conf_t *cf, ngx_str_t *name);
+
+/* the near cache in front of Redis: ai_gateway_cache_near (store_near.c) */
+char *ngx_http_ai_gateway_store_near(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ai_gateway_store_near_merge(ngx_conf_t *cf,
+    ngx_http_ai_gateway_store_t **storep, ngx_http_ai_gateway_store_t *near,
+    ngx_flag_t explicit);
+/* the near zone of a location's store, NULL without one (for purge) */
+ngx_http_ai_gateway_store_t *ngx_http_ai_gateway_store_near_zone(
+    ngx_http_ai_gateway_store_t *store);
 
 void ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r,
     ngx_int_t rc);

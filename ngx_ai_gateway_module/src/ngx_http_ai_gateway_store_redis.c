@@ -25,7 +25,11 @@
  * not the limiter's "rl:" buckets under the same prefix), counted by
  * worker 0 every NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN ms with SCAN MATCH
  * (one round trip per 1000 keys, never KEYS or DBSIZE: the database may be
- * shared).  bytes_used is not known and stays 0.
+ * shared).  bytes_used is not known and stays 0.  With a Redis Cluster
+ * the keys are spread over the nodes and "entries" stays 0.
+ *
+ * Cluster: every command of an entry names the one key, so the whole
+ * MULTI/EXEC block goes to the node that owns it (redis.c).
  */
 
 #include "ngx_http_ai_gateway_redis.h"
@@ -42,6 +46,11 @@ typedef struct {
     ngx_http_ai_gateway_store_t         *store;
     ngx_http_ai_gateway_found_t         *found;
     ngx_str_t                            key;     /* the Redis key */
+
+    /* a near cache's lookup: keep a HIT there too (store_near.c) */
+    ngx_http_ai_gateway_store_t         *near;
+    time_t                               near_ttl;
+    agw_digest_t                         digest;
 } ngx_http_ai_gateway_store_redis_lookup_t;
 
 
@@ -124,9 +133,20 @@ ngx_http_ai_gateway_store_redis_init_process(ngx_cycle_t *cycle,
     ngx_uint_t                               i;
     ngx_http_ai_gateway_store_redis_scan_t  *scan;
 
+    ngx_http_ai_gateway_store_t            **nears;
+
     rcf->store->ref.stats = &stats->redis_cache;
 
-    if (ngx_worker != 0) {
+    if (rcf->nears) {
+        nears = rcf->nears->elts;
+
+        for (i = 0; i < rcf->nears->nelts; i++) {
+            nears[i]->ref.stats = &stats->redis_cache;
+        }
+    }
+
+    /* a cluster's keys are spread over its nodes: not counted (0) */
+    if (ngx_worker != 0 || rcf->cluster) {
         return;
     }
 
@@ -309,11 +329,27 @@ ngx_http_ai_gateway_store_redis_found(redisReply *reply,
 {
     ngx_http_ai_gateway_store_redis_lookup_t  *lk = data;
 
+    time_t               ttl;
     ngx_int_t            rc;
+    redisReply          *pttl;
     const char          *reason;
     ngx_http_request_t  *r;
 
     r = lk->r;
+    pttl = NULL;
+
+    if (lk->near && status == NGX_HTTP_AI_GATEWAY_REDIS_OK) {
+        /* EXEC's reply: HGETALL's, then PTTL's */
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+            && reply->element[1]->type == REDIS_REPLY_INTEGER)
+        {
+            pttl = reply->element[1];
+            reply = reply->element[0];
+
+        } else {
+            status = NGX_HTTP_AI_GATEWAY_REDIS_ERROR;
+        }
+    }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ai_gateway redis cache lookup status:%d reply:%p",
@@ -336,6 +372,18 @@ ngx_http_ai_gateway_store_redis_found(redisReply *reply,
             lk->found->expires = 0;  /* Redis keeps the TTL */
             rc = NGX_OK;
 
+            if (pttl) {
+                /* whole seconds left, never more: -1 is "no TTL" */
+                ttl = (pttl->integer == -1) ? lk->near_ttl
+                                            : (time_t) (pttl->integer / 1000);
+                ttl = ngx_min(ttl, lk->near_ttl);
+
+                if (ttl > 0) {
+                    (void) lk->near->save(r, lk->near, &lk->digest,
+                                          &lk->found->entry, ttl);
+                }
+            }
+
         } else {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "redis cache: ignoring entry \"%V\": %s",
@@ -355,8 +403,21 @@ ngx_http_ai_gateway_store_redis_lookup(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
     ngx_http_ai_gateway_found_t *found)
 {
-    size_t                                     len[2];
-    const char                                *argv[2];
+    return ngx_http_ai_gateway_store_redis_lookup_near(r, store, digest,
+                                                       found, NULL, 0);
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_store_redis_lookup_near(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
+    ngx_http_ai_gateway_found_t *found, ngx_http_ai_gateway_store_t *near,
+    time_t near_ttl)
+{
+    void                                      *sent;
+    size_t                                     len[2], plen[2];
+    const char                                *argv[2], *pargv[2];
+    ngx_http_ai_gateway_redis_argv_t           cmds[2];
     ngx_http_ai_gateway_store_redis_lookup_t  *lk;
 
     if (!ngx_http_ai_gateway_redis_available()) {
@@ -373,6 +434,9 @@ ngx_http_ai_gateway_store_redis_lookup(ngx_http_request_t *r,
     lk->r = r;
     lk->store = store;
     lk->found = found;
+    lk->near = near;
+    lk->near_ttl = near_ttl;
+    lk->digest = *digest;
 
     if (ngx_http_ai_gateway_store_redis_key(r->pool, store, digest, &lk->key)
         != NGX_OK)
@@ -385,11 +449,31 @@ ngx_http_ai_gateway_store_redis_lookup(ngx_http_request_t *r,
     argv[1] = (const char *) lk->key.data;
     len[1] = lk->key.len;
 
-    if (ngx_http_ai_gateway_redis_send(r->pool,
-                                       ngx_http_ai_gateway_store_redis_found,
-                                       lk, 2, argv, len)
-        == NULL)
-    {
+    if (near) {
+        /* the entry and its remaining TTL, which the near copy keeps to */
+        cmds[0].argc = 2;
+        cmds[0].argv = argv;
+        cmds[0].argvlen = len;
+        pargv[0] = "PTTL";
+        plen[0] = 4;
+        pargv[1] = argv[1];
+        plen[1] = len[1];
+
+        cmds[1].argc = 2;
+        cmds[1].argv = pargv;
+        cmds[1].argvlen = plen;
+
+        sent = ngx_http_ai_gateway_redis_send_multi(r->pool,
+                                        ngx_http_ai_gateway_store_redis_found,
+                                        lk, 2, cmds);
+
+    } else {
+        sent = ngx_http_ai_gateway_redis_send(r->pool,
+                                        ngx_http_ai_gateway_store_redis_found,
+                                        lk, 2, argv, len);
+    }
+
+    if (sent == NULL) {
         ngx_http_ai_gateway_count(store->ref.stats->errors, 1);
         return NGX_ERROR;
     }

@@ -54,7 +54,16 @@ typedef struct {
 } ngx_http_ai_gateway_shm_node_t;
 
 
+/*
+ * bumped whenever the layout of the zone's structures (this one, the
+ * nodes, the counters) or the key digest changes: a reload never hands a
+ * zone to workers that would read it differently
+ */
+#define NGX_HTTP_AI_GATEWAY_SHM_VERSION  3    /* 3: coalesced, stale */
+
+
 typedef struct {
+    ngx_uint_t                          version;
     ngx_rbtree_t                        rbtree;
     ngx_rbtree_node_t                   sentinel;
     ngx_queue_t                         lru;
@@ -239,6 +248,15 @@ ngx_http_ai_gateway_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ctx = shm_zone->data;
 
     if (octx) {
+        if (octx->sh->version != NGX_HTTP_AI_GATEWAY_SHM_VERSION) {
+            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                          "ai_gateway_cache_zone \"%V\" holds entries of "
+                          "version %ui, this module uses version %ui",
+                          &shm_zone->shm.name, octx->sh->version,
+                          (ngx_uint_t) NGX_HTTP_AI_GATEWAY_SHM_VERSION);
+            return NGX_ERROR;
+        }
+
         ctx->sh = octx->sh;
         ctx->shpool = octx->shpool;
         goto done;
@@ -256,6 +274,8 @@ ngx_http_ai_gateway_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     if (ctx->sh == NULL) {
         return NGX_ERROR;
     }
+
+    ctx->sh->version = NGX_HTTP_AI_GATEWAY_SHM_VERSION;
 
     ctx->shpool->data = ctx->sh;
 

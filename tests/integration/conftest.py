@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from harness.nginx import Nginx  # noqa: E402
-from harness.redis import RedisServer, available  # noqa: E402
+from harness.redis import RedisCluster, RedisServer, available  # noqa: E402
 from harness.sim import Sim  # noqa: E402
 
 FAST_SIM = ("--ttft-ms", "1", "--tpot-ms", "0.2", "--jitter", "0")
@@ -102,3 +102,21 @@ def redis_factory():
 @pytest.fixture
 def redis_server(redis_factory):
     return redis_factory()
+
+
+@pytest.fixture
+def redis_cluster_factory():
+    """redis_cluster_factory(masters=3, replicas=0) -> a started Redis
+    Cluster on loopback, removed after the test."""
+    if not available():
+        pytest.skip("redis-server is not installed")
+    started = []
+
+    def start(**kwargs):
+        c = RedisCluster(**kwargs)
+        started.append(c)
+        return c.start()
+
+    yield start
+    for c in started:
+        c.cleanup()

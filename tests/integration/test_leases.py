@@ -9,6 +9,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from test_limit import Client, cachez, get, server
 from test_limit_redis import redis_conf
 
@@ -126,3 +128,28 @@ def test_reload_keeps_leases_without_double_spending(nginx_factory,
     c.close()
     passed += sum(get(n, "/")[0] == 200 for _ in range(40))
     assert passed == 40, passed
+
+
+LEASE_ERRORS = [
+    ("ai_gateway_limit_zone k zone=a:1m rate=1r/s burst=5 lease=2;",
+     '"lease" of zone "a" requires "redis"'),
+    ("ai_gateway_redis 127.0.0.1:1;\n"
+     "    ai_gateway_limit_zone k zone=a:1m rate=1r/s burst=5 redis lease=6;",
+     'lease 6 of zone "a" exceeds its burst 5'),
+    ("ai_gateway_redis 127.0.0.1:1;\n"
+     "    ai_gateway_limit_zone k zone=a:1m rate=1r/s burst=5 redis lease=x;",
+     'invalid lease "lease=x"'),
+    ("ai_gateway_redis 127.0.0.1:1;\n"
+     "    ai_gateway_limit_zone k zone=a:1m rate=1r/s burst=5 redis lease=0;",
+     'invalid lease "lease=0"'),
+]
+
+
+@pytest.mark.parametrize("zones,message", LEASE_ERRORS,
+                         ids=[e[1][:30] for e in LEASE_ERRORS])
+def test_lease_config_errors(nginx_factory, zones, message):
+    n = nginx_factory(server("location / { empty_gif; }", zones), start=False)
+    rc, out = n.test_config()
+    assert rc != 0 and message in out, out
+    assert n.conf_path in out, out
+    n.skip_alerts.append(".")

@@ -1,5 +1,5 @@
-"""Packaging that cannot run on the build machine (no Docker engine, no k6),
-checked statically: scripts/check-static.sh passes on the checkout and fails
+"""Packaging checked statically, without a Docker engine or k6 (make
+test-docker runs the images for real): scripts/check-static.sh passes on the checkout and fails
 on deliberately broken copies of it; scripts/k6-report.py renders k6
 summaries as Markdown.
 
@@ -243,3 +243,55 @@ def test_k6_report_strict_and_errors(tmp_path):
     r = subprocess.run(["/usr/bin/python3", REPORT, str(bad)],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert r.returncode == 2 and "not JSON" in r.stderr
+
+
+# ---- scripts/bench_charts.py (make bench's SVG charts) -------------------
+
+def have_matplotlib():
+    return subprocess.run(["/usr/bin/python3", "-c", "import matplotlib"],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not have_matplotlib(),
+                    reason="python3-matplotlib missing (scripts/deps.sh bench)")
+def test_bench_charts_from_results(tmp_path):
+    """`bench.py --charts-only` draws both charts from a run's results.json
+    (synthetic here: the full bench takes 15 minutes of both cores)."""
+    def m(rps, cpu):
+        return {"rps": rps, "lo": rps * 0.9, "hi": rps * 1.1, "p50": 1.0,
+                "p99": 2.0, "cpu": cpu, "cpu_lo": cpu, "cpu_hi": cpu}
+    results = {
+        "rows": [{"name": "nginx return 200", "ceiling": None, "peer": None},
+                 {"name": "shm cache HIT", "ceiling": "nginx return 200",
+                  "peer": "proxy_cache HIT"},
+                 {"name": "proxy_cache HIT", "ceiling": "nginx return 200",
+                  "peer": None}],
+        "med": {"nginx return 200": m(50000, 20.0),
+                "shm cache HIT": m(40000, 25.0),
+                "proxy_cache HIT": m(30000, 33.0)},
+    }
+    src = tmp_path / "results.json"
+    src.write_text(json.dumps(results))
+    out = tmp_path / "charts"
+    r = subprocess.run(["/usr/bin/python3", os.path.join(REPO, "scripts",
+                                                         "bench.py"),
+                        "--charts-only", "--results", str(src),
+                        "--charts-dir", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rps = (out / "bench-rps.svg").read_text()
+    peers = (out / "bench-peers.svg").read_text()
+    assert rps.startswith("<?xml") and "<svg" in rps
+    for name in ("nginx return 200", "shm cache HIT", "proxy_cache HIT"):
+        assert name in rps, name
+    # only rows with a stock peer are in the ratio chart
+    assert "vs proxy_cache HIT" in peers and "nginx return 200\n" not in peers
+
+    # the same results draw the same bytes (the charts are committed)
+    again = tmp_path / "again"
+    subprocess.run(["/usr/bin/python3", os.path.join(REPO, "scripts",
+                                                     "bench.py"),
+                    "--charts-only", "--results", str(src),
+                    "--charts-dir", str(again)], check=True,
+                   capture_output=True, timeout=120)
+    assert (again / "bench-rps.svg").read_text() == rps

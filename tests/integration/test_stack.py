@@ -53,6 +53,10 @@ class Gateway(Nginx):
         return kw
 
     def get(self, path, **kw):
+        if path.startswith("/cachez"):
+            # stats are for loopback: asked as the test itself, unspread
+            kw.setdefault("timeout", 10)
+            return requests.get(self.url + path, **kw)
         return requests.get(self.url + path, **self.spread(kw))
 
     def post(self, path, body, **kw):
@@ -321,15 +325,16 @@ def test_cachez_json_and_prometheus(gateway):
     assert re.search(r"^# TYPE ai_gateway_\w+ (counter|gauge)$", r.text, re.M)
 
 
-def test_cachez_denied_to_public_addresses(gateway):
+def test_cachez_for_loopback_only(gateway):
     """realip.conf trusts X-Forwarded-For from loopback, so a loopback test
-    can present itself as any client; /cachez then sees that address."""
+    can present itself as any client; /cachez then sees that address and
+    answers loopback only: private networks hold clients too (issue 11)."""
     assert gateway.get("/cachez").status_code == 200
-    for addr in ("10.1.2.3", "192.168.7.7", "172.20.0.1"):
+    r = gateway.get("/cachez", headers={"X-Forwarded-For": "127.0.0.9"})
+    assert r.status_code == 200, r.text
+    for addr in ("10.1.2.3", "192.168.7.7", "172.20.0.1", "203.0.113.7"):
         r = gateway.get("/cachez", headers={"X-Forwarded-For": addr})
-        assert r.status_code == 200, "private %s refused" % addr
-    r = gateway.get("/cachez", headers={"X-Forwarded-For": "203.0.113.7"})
-    assert r.status_code == 403, "public client reached /cachez"
+        assert r.status_code == 403, "%s reached /cachez" % addr
     # the rest of the gateway stays open to everybody
     r = gateway.get("/healthz", headers={"X-Forwarded-For": "203.0.113.7"})
     assert r.status_code == 200
@@ -412,8 +417,43 @@ def test_shipped_per_client_limit(gateway, sims):
     assert other.headers["RateLimit-Policy"].startswith('"per_client";q=40')
 
 
+def test_shipped_token_budget_per_api_key(gateway):
+    """The shipped per-key TPM zone (60000 tokens a minute): a request
+    reserves its estimate and settles on the answer's usage; one that can
+    never fit is told so; no X-Api-Key, no token zone."""
+    key = {"X-Api-Key": "tour-key"}
+    chat = {"model": "sim-small", "max_tokens": 100,
+            "messages": [{"role": "user", "content": "count my tokens"}]}
+
+    r = gateway.post("/v1/chat/completions", chat, headers=key)
+    assert r.status_code == 200, r.text
+    estimate = 4 + 100                    # 15 bytes of prompt, max_tokens
+    assert r.headers["x-ratelimit-limit-tokens"] == "60000"
+    assert int(r.headers["x-ratelimit-remaining-tokens"]) in (
+        60000 - estimate, 60000 - estimate + 1), r.headers
+    assert r.headers["x-ratelimit-limit-requests"] == "40", r.headers
+    used = r.json()["usage"]["total_tokens"]
+
+    tpm = gateway.get("/cachez").json()["limits"]["tpm"]
+    assert tpm["unit"] == "tokens"
+    assert tpm["reserved"] == estimate and tpm["settled"] == used, tpm
+
+    too_big = dict(chat, max_tokens=70000)
+    r = gateway.post("/v1/chat/completions", too_big, headers=key)
+    assert r.status_code == 429, r.text
+    assert r.json() == {"error": "cost_exceeds_limit", "scope": "tpm",
+                        "limit": 60000}
+    assert r.headers["x-should-retry"] == "false"
+    assert "Retry-After" not in r.headers
+
+    # without a key the zone does not apply: no token figures
+    r = gateway.post("/v1/chat/completions", too_big)
+    assert "x-ratelimit-limit-tokens" not in r.headers, r.headers
+
+
 def test_shipped_health_stats_and_slow_are_never_limited(gateway):
-    client = {"X-Forwarded-For": "192.168.8.8"}
+    # one client, on loopback so that /cachez answers it
+    client = {"X-Forwarded-For": "127.0.8.8"}
     for path in ("/healthz", "/cachez", "/slow?unlimited"):
         for _ in range(45):
             r = gateway.get(path, headers=client)
@@ -446,6 +486,8 @@ def test_shipped_config_with_the_redis_store(sims, gateway_factory,
     keys = list(redis_server.client().scan_iter("gw:v1:*"))
     assert len(keys) == 1, keys
     z = gateway.get("/cachez").json()
+    # a Redis-only stack declares no shared-memory cache zone (64m unused)
+    assert list(z["caches"]) == ["redis"], z["caches"]
     assert z["caches"]["redis"]["hits"] == 1
     assert z["caches"]["redis"]["stores"] >= 1
     assert z["redis"]["configured"] is True

@@ -242,16 +242,20 @@ def test_cache_hits_take_no_tokens(nginx_factory, sim):
     c = Client(n)
     body = chat("cache me", 10)
 
-    status, h, _ = post(c, body)
+    status, h, answer = post(c, body)
     assert status == 200 and h["x-cache"] == "MISS", h
+    used = json.loads(answer)["usage"]["total_tokens"]
     before = cachez(n)["limits"]["tpm"]
 
     for _ in range(3):
         status, h, _ = post(c, body)
         assert status == 200 and h["x-cache"] == "HIT", h
 
-    after = cachez(n)["limits"]["tpm"]
-    assert after["reserved"] == before["reserved"], (before, after)
+    after = cachez(n)
+    assert after["limits"]["tpm"]["reserved"] == before["reserved"], (
+        before, after)
+    # the tokens the three HITs did not spend again
+    assert after["caches"]["c"]["tokens_saved"] == 3 * used, after
 
 
 def test_estimate_over_burst_never_fits(nginx_factory, sim):

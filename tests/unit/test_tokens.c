@@ -291,6 +291,46 @@ test_tokens_usage_merge(void **state)
 }
 
 
+static void
+test_tokens_tail_total(void **state)
+{
+    size_t    i;
+    uint64_t  got;
+
+    static const struct {
+        const char  *body;
+        uint64_t     total;
+    } rows[] = {
+        { "{\"id\":1,\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,"
+          "\"total_tokens\":7}}", 7 },
+        { "{\"usage\": {\"total_tokens\" : \n 1234 }}", 1234 },
+        /* the last one counts: a stream's final usage event */
+        { "data: {\"usage\":{\"total_tokens\":1}}\n\n"
+          "data: {\"usage\":{\"total_tokens\":29}}\n\ndata: [DONE]\n\n", 29 },
+        { "{\"usage\":null}", 0 },
+        { "{\"total_tokens\":\"7\"}", 0 },
+        { "{\"total_tokens\":-7}", 0 },
+        { "{\"total_tokens\"", 0 },
+        { "{\"total_tokens\":", 0 },
+        { "\"total_tokens\"", 0 },
+        { "", 0 },
+        { "total_tokens", 0 },
+        { "{\"total_tokens\":99999999999999999999999}", AGW_TOKENS_MAX },
+    };
+
+    for (i = 0; i < nitems(rows); i++) {
+        got = agw_tokens_tail_total((const uint8_t *) rows[i].body,
+                                    strlen(rows[i].body));
+        if (got != rows[i].total) {
+            print_error("tail_total row %zu: expected %llu, got %llu\n", i,
+                        (unsigned long long) rows[i].total,
+                        (unsigned long long) got);
+            fail();
+        }
+    }
+}
+
+
 int
 main(void)
 {
@@ -299,6 +339,7 @@ main(void)
         cmocka_unit_test(test_tokens_duration),
         cmocka_unit_test(test_tokens_usage_split),
         cmocka_unit_test(test_tokens_usage_merge),
+        cmocka_unit_test(test_tokens_tail_total),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

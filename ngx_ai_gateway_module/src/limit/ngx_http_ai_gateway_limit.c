@@ -686,6 +686,9 @@ done:
                 st[i].charged = NULL;
             }
 
+            /* an ended lease that was to go back with the script call */
+            ngx_http_ai_gateway_limit_lease_restore(&st[i], now);
+
             st[i].zone = NULL;
         }
     }

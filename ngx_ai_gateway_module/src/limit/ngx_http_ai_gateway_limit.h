@@ -264,7 +264,8 @@ typedef struct {
 
     /* token zones: the estimate reserved and what the answer says */
     uint64_t                            estimate;
-    ngx_http_ai_gateway_limit_answer_t *answer;  /* NULL: nothing to settle */
+    uint64_t                            used;     /* once settled */
+    ngx_http_ai_gateway_limit_answer_t *answer;  /* NULL: not read */
 
     unsigned                            waiting:1;  /* for Redis */
     unsigned                            replied:1;  /* Redis answered or
@@ -273,6 +274,7 @@ typedef struct {
     unsigned                            estimated:1; /* estimate is set */
     unsigned                            tokens:1;    /* a token zone applies */
     unsigned                            leased:1;    /* a lease paid a zone */
+    unsigned                            settle:1;   /* tokens reserved */
     unsigned                            settled:1;
 
     /*
@@ -436,7 +438,10 @@ ngx_int_t ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
  */
 ngx_uint_t ngx_http_ai_gateway_limit_lease_take(
     ngx_http_ai_gateway_limit_state_t *st, uint64_t now);
-/* hand the tokens of ended leases (all of them when exiting) back */
+/* an unsent giveback (st->giveback) back into the key's node, ended */
+void ngx_http_ai_gateway_limit_lease_restore(
+    ngx_http_ai_gateway_limit_state_t *st, uint64_t now);
+/* hand the tokens of ended leases back, from a timer in every worker */
 ngx_int_t ngx_http_ai_gateway_limit_lease_init_process(ngx_cycle_t *cycle);
 
 /* settle a redis token zone's reservation on the answer's use */

@@ -54,9 +54,6 @@ ngx_http_ai_gateway_limit_backend_t  ngx_http_ai_gateway_limit_backend_lease = {
 
 
 static ngx_event_t  ngx_http_ai_gateway_limit_lease_event;
-static ngx_array_t *ngx_http_ai_gateway_limit_lease_zones;
-static ngx_http_ai_gateway_redis_conf_t
-                   *ngx_http_ai_gateway_limit_lease_redis;
 
 
 ngx_uint_t
@@ -148,58 +145,57 @@ ngx_http_ai_gateway_limit_lease_refund(ngx_http_ai_gateway_limit_state_t *st,
 }
 
 
+/*
+ * An ended lease moved into st->giveback to go back with the script call,
+ * when that call is not made after all (a shared-memory zone refused the
+ * request first, or Redis could not be asked): the tokens are still out
+ * of Redis, so they return to the key's node as an ended lease, which the
+ * sweep hands back.  Never after a call was sent: Redis may have applied
+ * the giveback, and handing it back twice would exceed the budget.
+ */
+
+void
+ngx_http_ai_gateway_limit_lease_restore(ngx_http_ai_gateway_limit_state_t *st,
+    uint64_t now)
+{
+    ngx_http_ai_gateway_limit_node_t  *node;
+
+    if (st->giveback == 0) {
+        return;
+    }
+
+    ngx_http_ai_gateway_limit_zone_lock(st->zone);
+
+    node = ngx_http_ai_gateway_limit_zone_lookup(st->zone, st->key);
+
+    /* an evicted node took its lease with it, as in lease_refund() */
+
+    if (node) {
+        node->lease += st->giveback;
+
+        if (node->lease_end > now) {
+            node->lease_end = now;      /* ended: the sweep hands it back */
+        }
+    }
+
+    ngx_http_ai_gateway_limit_zone_unlock(st->zone);
+
+    st->giveback = 0;
+}
+
+
 ngx_int_t
 ngx_http_ai_gateway_limit_lease_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                               i, n;
-    ngx_http_ai_gateway_limit_zone_t       **zones, **z;
-    ngx_http_ai_gateway_main_conf_t         *amcf;
-    ngx_http_ai_gateway_limit_main_conf_t   *lmcf;
-
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
     {
         return NGX_OK;
     }
 
-    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                            ngx_http_ai_gateway_limit_module);
-    amcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                               ngx_http_ai_gateway_module);
-
-    if (lmcf == NULL || amcf == NULL || amcf->redis == NULL) {
-        return NGX_OK;
-    }
-
-    zones = lmcf->zones.elts;
-
-    for (i = 0, n = 0; i < lmcf->zones.nelts; i++) {
-        n += (zones[i]->lease != 0);
-    }
-
-    if (n == 0) {
-        return NGX_OK;
-    }
-
-    ngx_http_ai_gateway_limit_lease_zones = ngx_array_create(cycle->pool, n,
-                                   sizeof(ngx_http_ai_gateway_limit_zone_t *));
-    if (ngx_http_ai_gateway_limit_lease_zones == NULL) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < lmcf->zones.nelts; i++) {
-        if (zones[i]->lease) {
-            z = ngx_array_push(ngx_http_ai_gateway_limit_lease_zones);
-            *z = zones[i];
-        }
-    }
-
-    ngx_http_ai_gateway_limit_lease_redis = amcf->redis;
-
     ngx_http_ai_gateway_limit_lease_event.handler =
                                          ngx_http_ai_gateway_limit_lease_sweep;
     ngx_http_ai_gateway_limit_lease_event.log = cycle->log;
-    ngx_http_ai_gateway_limit_lease_event.data = cycle;
 
     /* never what keeps a worker that shuts down alive */
     ngx_http_ai_gateway_limit_lease_event.cancelable = 1;
@@ -211,24 +207,43 @@ ngx_http_ai_gateway_limit_lease_init_process(ngx_cycle_t *cycle)
 }
 
 
+/*
+ * The zones are read from the cycle in force at each sweep, never kept:
+ * with master_process off a reload replaces the cycle under the same
+ * process and frees the old one.
+ */
+
 static void
 ngx_http_ai_gateway_limit_lease_sweep(ngx_event_t *ev)
 {
-    uint64_t                           now;
-    ngx_uint_t                         i;
-    ngx_http_ai_gateway_limit_zone_t **zones;
+    uint64_t                                now;
+    ngx_uint_t                              i;
+    ngx_http_ai_gateway_limit_zone_t      **zones;
+    ngx_http_ai_gateway_main_conf_t        *amcf;
+    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
 
-    now = ngx_http_ai_gateway_limit_now();
-    zones = ngx_http_ai_gateway_limit_lease_zones->elts;
-
-    for (i = 0; i < ngx_http_ai_gateway_limit_lease_zones->nelts; i++) {
-        ngx_http_ai_gateway_limit_lease_return(
-                                         ngx_http_ai_gateway_limit_lease_redis,
-                                         zones[i], now);
+    if (ngx_exiting) {
+        return;
     }
 
-    if (!ngx_exiting) {
-        ngx_add_timer(ev, NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_SWEEP_MS);
+    ngx_add_timer(ev, NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_SWEEP_MS);
+
+    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                            ngx_http_ai_gateway_limit_module);
+    amcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_ai_gateway_module);
+
+    if (lmcf == NULL || amcf == NULL || amcf->redis == NULL) {
+        return;
+    }
+
+    now = ngx_http_ai_gateway_limit_now();
+    zones = lmcf->zones.elts;
+
+    for (i = 0; i < lmcf->zones.nelts; i++) {
+        if (zones[i]->lease) {
+            ngx_http_ai_gateway_limit_lease_return(amcf->redis, zones[i], now);
+        }
     }
 }
 

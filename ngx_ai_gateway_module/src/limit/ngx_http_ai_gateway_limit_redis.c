@@ -40,8 +40,9 @@
  * number of keys in Redis (other nodes' keys are not seen, and counting
  * those would take a SCAN).
  *
- * With Redis Cluster the keys of one request would have to share a hash
- * slot; only a single Redis (or a primary with replicas) is supported.
+ * With a Redis Cluster ("ai_gateway_redis ... cluster") the keys of one
+ * script call share the hash tag {<prefix>rl}, so the call runs on one
+ * node: the limiter's buckets all live on the node owning that slot.
  */
 
 #include "ngx_http_ai_gateway_limit.h"
@@ -54,6 +55,43 @@
 
 /* <prefix>rl:<zone>:<hex>, with the prefix and zone names nginx accepts */
 #define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_KEY_MAX  512
+
+
+/*
+ * The bucket's key.  With a Redis Cluster every bucket is under the hash
+ * tag {<prefix>rl}: the keys of one script call must share a slot, so all
+ * buckets live on one node (the limiter's load is not spread, the cache's
+ * is): {<prefix>rl}:<zone>:<hex>
+ */
+static size_t
+ngx_http_ai_gateway_limit_redis_key_len(ngx_http_ai_gateway_redis_conf_t *rcf,
+    ngx_http_ai_gateway_limit_zone_t *zone)
+{
+    return (rcf->cluster ? 2 : 0) + rcf->prefix.len + sizeof("rl:") - 1
+           + zone->name.len + 1 + 2 * NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN;
+}
+
+
+static u_char *
+ngx_http_ai_gateway_limit_redis_key(u_char *p,
+    ngx_http_ai_gateway_redis_conf_t *rcf,
+    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key)
+{
+    if (rcf->cluster) {
+        *p++ = '{';
+        p = ngx_cpymem(p, rcf->prefix.data, rcf->prefix.len);
+        p = ngx_cpymem(p, "rl}:", sizeof("rl}:") - 1);
+
+    } else {
+        p = ngx_cpymem(p, rcf->prefix.data, rcf->prefix.len);
+        p = ngx_cpymem(p, "rl:", sizeof("rl:") - 1);
+    }
+
+    p = ngx_cpymem(p, zone->name.data, zone->name.len);
+    *p++ = ':';
+
+    return ngx_hex_dump(p, key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+}
 
 
 /*
@@ -203,6 +241,8 @@ static ngx_int_t ngx_http_ai_gateway_limit_redis_result(
     ngx_http_ai_gateway_limit_ctx_t *ctx, redisReply *reply);
 static void ngx_http_ai_gateway_limit_redis_failed(
     ngx_http_ai_gateway_limit_ctx_t *ctx);
+static void ngx_http_ai_gateway_limit_redis_unsent(
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
 static void ngx_http_ai_gateway_limit_redis_settled(redisReply *reply,
     ngx_http_ai_gateway_redis_status_e status, void *data);
 
@@ -247,6 +287,7 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
     }
 
     if (!ngx_http_ai_gateway_redis_available()) {
+        ngx_http_ai_gateway_limit_redis_unsent(ctx);
         ngx_http_ai_gateway_limit_redis_failed(ctx);
         return NGX_OK;
     }
@@ -270,8 +311,7 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
             continue;
         }
 
-        len = rcf->prefix.len + sizeof("rl:") - 1 + zone->name.len + 1
-              + 2 * NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN;
+        len = ngx_http_ai_gateway_limit_redis_key_len(rcf, zone);
 
         p = ngx_pnalloc(r->pool, len + a * NGX_INT64_LEN);
         if (p == NULL) {
@@ -279,11 +319,7 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
         }
 
         argv[k] = (const char *) p;
-        p = ngx_cpymem(p, rcf->prefix.data, rcf->prefix.len);
-        p = ngx_cpymem(p, "rl:", sizeof("rl:") - 1);
-        p = ngx_cpymem(p, zone->name.data, zone->name.len);
-        *p++ = ':';
-        p = ngx_hex_dump(p, st[i].key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+        p = ngx_http_ai_gateway_limit_redis_key(p, rcf, zone, st[i].key);
         argvlen[k] = len;
 
         argv[m + k * a] = (const char *) p;
@@ -341,6 +377,7 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
                                        m, (int) (m * (1 + a)), argv, argvlen)
         == NULL)
     {
+        ngx_http_ai_gateway_limit_redis_unsent(ctx);
         ngx_http_ai_gateway_limit_redis_failed(ctx);
         return NGX_OK;
     }
@@ -541,6 +578,31 @@ malformed:
 
 
 /*
+ * The script call was never sent: the ended leases that were to go back
+ * with it are kept (lease.c), not lost
+ */
+
+static void
+ngx_http_ai_gateway_limit_redis_unsent(ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    uint64_t                            now;
+    ngx_uint_t                          i;
+    ngx_http_ai_gateway_limit_state_t  *st;
+
+    st = ctx->st;
+    now = ngx_http_ai_gateway_limit_now();
+
+    for (i = 0; i < ctx->n; i++) {
+        if (st[i].zone && !st[i].leased && st[i].giveback
+            && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+        {
+            ngx_http_ai_gateway_limit_lease_restore(&st[i], now);
+        }
+    }
+}
+
+
+/*
  * Redis could not answer: what ai_gateway_limit_redis_fail makes of it,
  * for every redis zone of the request
  */
@@ -637,18 +699,13 @@ ngx_http_ai_gateway_limit_redis_move(ngx_http_ai_gateway_redis_conf_t *rcf,
         return;
     }
 
-    len = rcf->prefix.len + sizeof("rl:") - 1 + zone->name.len + 1
-          + 2 * NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN;
+    len = ngx_http_ai_gateway_limit_redis_key_len(rcf, zone);
 
     if (len > NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_KEY_MAX) {
         return;
     }
 
-    p = ngx_cpymem(buf, rcf->prefix.data, rcf->prefix.len);
-    p = ngx_cpymem(p, "rl:", sizeof("rl:") - 1);
-    p = ngx_cpymem(p, zone->name.data, zone->name.len);
-    *p++ = ':';
-    p = ngx_hex_dump(p, key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+    p = ngx_http_ai_gateway_limit_redis_key(buf, rcf, zone, key);
 
     argv[0] = (const char *) buf;
     argvlen[0] = len;

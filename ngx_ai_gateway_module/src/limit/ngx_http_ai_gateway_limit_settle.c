@@ -38,15 +38,16 @@
 #define NGX_HTTP_AI_GATEWAY_ANSWER_SSE   2
 
 
+/* the answer of a request with tokens reserved, as it passes */
 struct ngx_http_ai_gateway_limit_answer_s {
     ngx_uint_t                          mode;     /* _ANSWER_JSON, _SSE */
-    agw_answer_t                        json;
-    agw_sse_t                           sse;
     agw_usage_t                         usage;    /* a stream's, merged */
     uint64_t                            content;  /* content events */
-    uint64_t                            used;     /* once settled */
     unsigned                            stream_usage:1;
-    unsigned                            body:1;   /* a body byte passed */
+    union {
+        agw_answer_t                    json;
+        agw_sse_t                       sse;
+    } u;
 };
 
 
@@ -54,6 +55,8 @@ static ngx_int_t ngx_http_ai_gateway_limit_settle_header_filter(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_ai_gateway_limit_settle_body_filter(
     ngx_http_request_t *r, ngx_chain_t *in);
+static ngx_uint_t ngx_http_ai_gateway_limit_type(ngx_str_t *type,
+    char *name);
 static int ngx_http_ai_gateway_limit_settle_event(void *data,
     const agw_sse_event_t *ev);
 static ngx_int_t ngx_http_ai_gateway_limit_settle_handler(
@@ -123,24 +126,23 @@ ngx_int_t
 ngx_http_ai_gateway_limit_settle_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx)
 {
-    if (ctx->answer) {
-        return NGX_OK;
-    }
-
-    ctx->answer = ngx_pcalloc(r->pool,
-                              sizeof(ngx_http_ai_gateway_limit_answer_t));
-    if (ctx->answer == NULL) {
-        return NGX_ERROR;
-    }
+    /* the answer is read only if it can say something: see the filter */
+    ctx->settle = 1;
 
     return NGX_OK;
 }
 
 
+/*
+ * A JSON answer may carry usage, a stream may carry usage events and
+ * content events; any other answer is not read at all.
+ */
+
 static ngx_int_t
 ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
 {
     u_char                              *data;
+    ngx_uint_t                           mode;
     ngx_str_t                           *type;
     ngx_http_ai_gateway_limit_ctx_t     *ctx;
     ngx_http_ai_gateway_limit_answer_t  *a;
@@ -151,34 +153,69 @@ ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_ai_gateway_limit_get_ctx(r);
 
-    if (ctx == NULL || ctx->answer == NULL || ctx->answer->mode) {
+    if (ctx == NULL || !ctx->settle || ctx->answer) {
         return ngx_http_next_header_filter(r);
     }
 
-    a = ctx->answer;
     type = &r->headers_out.content_type;
 
-    if (type->len >= sizeof("text/event-stream") - 1
-        && ngx_strncasecmp(type->data, (u_char *) "text/event-stream",
-                           sizeof("text/event-stream") - 1)
-           == 0)
+    if (ngx_http_ai_gateway_limit_type(type, "text/event-stream")) {
+        mode = NGX_HTTP_AI_GATEWAY_ANSWER_SSE;
+
+    } else if (type->len > 12 && (type->data[0] | 0x20) == 'a'
+               && (ngx_http_ai_gateway_limit_type(type, "application/json")
+                   || ngx_strlcasestrn(type->data, type->data + type->len,
+                                       (u_char *) "+json", 5 - 1)
+                      != NULL))
     {
+        mode = NGX_HTTP_AI_GATEWAY_ANSWER_JSON;
+
+    } else {
+        return ngx_http_next_header_filter(r);
+    }
+
+    a = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_limit_answer_t));
+    if (a == NULL) {
+        return NGX_ERROR;
+    }
+
+    a->mode = mode;
+    a->content = 0;
+    a->stream_usage = 0;
+    ngx_memzero(&a->usage, sizeof(agw_usage_t));
+
+    if (mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
         data = ngx_pnalloc(r->pool, NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT);
         if (data == NULL) {
             return NGX_ERROR;
         }
 
-        agw_sse_init(&a->sse, data, NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT,
+        agw_sse_init(&a->u.sse, data, NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT,
                      ngx_http_ai_gateway_limit_settle_event, a);
 
-        a->mode = NGX_HTTP_AI_GATEWAY_ANSWER_SSE;
-
     } else {
-        agw_answer_init(&a->json);
-        a->mode = NGX_HTTP_AI_GATEWAY_ANSWER_JSON;
+        agw_answer_init(&a->u.json);
     }
 
+    ctx->answer = a;
+
     return ngx_http_next_header_filter(r);
+}
+
+
+/* the media type, parameters aside, in any case */
+
+static ngx_uint_t
+ngx_http_ai_gateway_limit_type(ngx_str_t *type, char *name)
+{
+    size_t  len;
+
+    len = ngx_strlen(name);
+
+    return type->len >= len
+           && ngx_strncasecmp(type->data, (u_char *) name, len) == 0
+           && (type->len == len || type->data[len] == ';'
+               || type->data[len] == ' ');
 }
 
 
@@ -200,9 +237,7 @@ ngx_http_ai_gateway_limit_settle_body_filter(ngx_http_request_t *r,
 
     ctx = ngx_http_ai_gateway_limit_get_ctx(r);
 
-    if (ctx == NULL || ctx->answer == NULL || ctx->answer->mode == 0
-        || ctx->settled)
-    {
+    if (ctx == NULL || ctx->answer == NULL || ctx->settled) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -223,13 +258,11 @@ ngx_http_ai_gateway_limit_settle_body_filter(ngx_http_request_t *r,
             continue;
         }
 
-        a->body = 1;
-
         if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
-            (void) agw_sse_feed(&a->sse, b->pos, len);
+            (void) agw_sse_feed(&a->u.sse, b->pos, len);
 
         } else {
-            (void) agw_answer_feed(&a->json, b->pos, len);
+            (void) agw_answer_feed(&a->u.json, b->pos, len);
         }
     }
 
@@ -277,7 +310,7 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
     a = ctx->answer;
 
     if (ctx->settled) {
-        return a->used;
+        return ctx->used;
     }
 
     status = r->err_status ? r->err_status : r->headers_out.status;
@@ -288,7 +321,10 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
         return 0;
     }
 
-    if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
+    if (a == NULL) {
+        /* an answer that could not say: not read */
+
+    } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
         if (a->stream_usage && agw_usage_tokens(&a->usage, &tokens)) {
             return tokens;
         }
@@ -301,8 +337,7 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
                                        : 0);
         }
 
-    } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_JSON
-               && agw_usage_tokens(&a->json.usage, &tokens))
+    } else if (agw_usage_tokens(&a->u.json.usage, &tokens))
     {
         return tokens;
     }
@@ -322,15 +357,25 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
     ngx_http_ai_gateway_limit_ctx_t     *ctx;
     ngx_http_ai_gateway_limit_state_t   *s, *last;
 
-    ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
+    /*
+     * with log_subrequest on, the log phase runs for subrequests (mirror,
+     * SSI) too, possibly before the main answer came: only the main
+     * request settles its reservation
+     */
 
-    if (ctx == NULL || ctx->answer == NULL || ctx->settled) {
+    if (r != r->main) {
         return NGX_OK;
     }
 
-    used = ngx_http_ai_gateway_limit_used(r->main, ctx);
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
 
-    ctx->answer->used = used;
+    if (ctx == NULL || !ctx->settle || ctx->settled) {
+        return NGX_OK;
+    }
+
+    used = ngx_http_ai_gateway_limit_used(r, ctx);
+
+    ctx->used = used;
     ctx->settled = 1;
 
     now = ngx_http_ai_gateway_limit_now();
@@ -423,7 +468,7 @@ ngx_http_ai_gateway_tokens_used_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
 
-    if (ctx == NULL || ctx->answer == NULL) {
+    if (ctx == NULL || !ctx->settle) {
         v->not_found = 1;
         return NGX_OK;
     }

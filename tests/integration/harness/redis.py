@@ -26,9 +26,10 @@ def available():
 
 
 class RedisServer:
-    def __init__(self, port=None, password=None):
+    def __init__(self, port=None, password=None, extra=()):
         self.port = port or free_port()
         self.password = password
+        self.extra = list(extra)
         self.dir = tempfile.mkdtemp(prefix="agw-redis-")
         self.proc = None
 
@@ -40,7 +41,7 @@ class RedisServer:
                 "--logfile", os.path.join(self.dir, "redis.log")]
         if self.password:
             argv += ["--requirepass", self.password]
-        return argv
+        return argv + self.extra
 
     def start(self):
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
@@ -89,3 +90,97 @@ class RedisServer:
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """A real Redis Cluster on loopback: `masters` masters with `replicas`
+    replicas each, every node a RedisServer with cluster-enabled on its
+    own free port and a free cluster bus port (never port+10000, which may
+    be taken), joined by `redis-cli --cluster create`."""
+
+    def __init__(self, masters=3, replicas=0):
+        self.nodes = []
+        for _ in range(masters * (1 + replicas)):
+            bus = free_port()
+            self.nodes.append(RedisServer(extra=[
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", "1000",
+                "--cluster-port", str(bus),
+                # a cluster with a slot not served still serves the others
+                "--cluster-require-full-coverage", "no",
+                "--cluster-replica-validity-factor", "0"]))
+        self.replicas = replicas
+
+    @property
+    def seed(self):
+        return self.nodes[0]
+
+    def start(self):
+        for n in self.nodes:
+            n.start()
+        subprocess.run(
+            [shutil.which("redis-cli") or "redis-cli", "--cluster", "create"]
+            + ["127.0.0.1:%d" % n.port for n in self.nodes]
+            + ["--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            timeout=60)
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout=30):
+        """Every running node sees the cluster ok and all slots served."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if all(self._ok(n) for n in self.nodes
+                       if n.proc is not None and n.proc.poll() is None):
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not become ok")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _ok(node):
+        info = node.client().execute_command("CLUSTER", "INFO")
+        if isinstance(info, bytes):
+            info = info.decode()
+        return ("cluster_state:ok" in info
+                and "cluster_slots_ok:16384" in info)
+
+    def masters(self):
+        """[(RedisServer, node id, [slot ranges])] of the serving masters."""
+        out = []
+        for entry in self.seed_client().execute_command("CLUSTER", "SLOTS"):
+            port = int(entry[2][1])
+            node = next(n for n in self.nodes if n.port == port)
+            nid = entry[2][2]
+            nid = nid.decode() if isinstance(nid, bytes) else nid
+            out.append((node, nid, (int(entry[0]), int(entry[1]))))
+        return out
+
+    def seed_client(self):
+        for n in self.nodes:
+            if n.proc is not None and n.proc.poll() is None:
+                return n.client()
+        raise RuntimeError("no node running")
+
+    def owner(self, key):
+        """The RedisServer that serves key now."""
+        slot = self.seed_client().execute_command("CLUSTER", "KEYSLOT", key)
+        for node, _, (lo, hi) in self.masters():
+            if lo <= slot <= hi:
+                return node
+        raise RuntimeError("slot %d not served" % slot)
+
+    def keys(self, pattern="*"):
+        out = []
+        for node, _, _ in self.masters():
+            out += node.client().keys(pattern)
+        return out
+
+    def cleanup(self):
+        for n in self.nodes:
+            n.cleanup()
