@@ -30,6 +30,7 @@ KIB = "k" * 1024
 
 HTTP = """
     ai_gateway_cache_zone zone=main:32k max_entry_size=2k;
+    ai_gateway_cache_zone zone=near:32k max_entry_size=2k;
     ai_gateway_redis 127.0.0.1:{redis} timeout=100ms;
     ai_gateway_limit_zone $binary_remote_addr zone=one:1m rate=1r/m burst=1;
     ai_gateway_limit_zone $binary_remote_addr zone=tok:1m
@@ -49,6 +50,12 @@ HTTP = """
 
         location /redis/ {{
             ai_gateway_cache redis;
+            proxy_pass http://127.0.0.1:%%PORT%%/raw/;
+        }}
+
+        location /near/ {{
+            ai_gateway_cache redis;
+            ai_gateway_cache_near near ttl=5s;
             proxy_pass http://127.0.0.1:%%PORT%%/raw/;
         }}
 
@@ -173,6 +180,13 @@ def busy_gateway(nginx_factory, redis_server):
     deadline = time.monotonic() + 5
     while get("/redis/small").headers["X-Cache"] != "HIT":
         assert time.monotonic() < deadline, "no Redis HIT"
+        time.sleep(0.05)
+
+    # near cache: stored in Redis and here, then answered from here
+    assert get("/near/small").headers["X-Cache"] == "MISS"
+    deadline = time.monotonic() + 5
+    while get("/near/small").headers["X-Cache"] != "HIT":
+        assert time.monotonic() < deadline, "no near HIT"
         time.sleep(0.05)
 
     # a Redis that never answers (timeouts), then one that is gone (errors):

@@ -348,7 +348,10 @@ def test_reload_under_load_keeps_hitting(nginx_factory, sim, redis_server):
     statuses, failures = load.during(n.url + "/slow?reload", reload_twice)
     assert not failures, failures
     assert len(statuses) > 20, statuses
-    assert statuses.count("HIT") >= len(statuses) - 2, \
+    # a new worker's very first request may come before its connection
+    # is up (a MISS, answered from upstream): at most one per new worker,
+    # two reloads of two workers
+    assert statuses.count("HIT") >= len(statuses) - 4, \
         "new workers reconnect at once and keep hitting: %s" % statuses
     assert requests.get(n.url + "/slow?reload").headers["X-Cache"] == "HIT"
     # the old workers' connections are gone, the new ones counted
