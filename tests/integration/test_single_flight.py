@@ -341,11 +341,10 @@ def test_lock_timeout_sends_waiters_upstream(nginx_factory, sim_factory):
                      extra="ai_gateway_cache_lock_timeout 200ms;")
     results = burst(n, "/infer", {"prompt": "slow one", "max_tokens": 4}, 4,
                     stagger=0.02)
+    # the waiters left after 200 ms and went upstream themselves (had they
+    # waited for the leader's answer, they would be COALESCED)
     assert sim.requests_seen() == 4
     assert words(results) == ["MISS"] * 4
-    # the waiters left after 200 ms, not at the leader's end
-    for r in results:
-        assert r["end"] - r["start"] < 2.0
 
 
 def test_reload_during_a_coalesced_stream(nginx_factory, sim_factory):
