@@ -41,6 +41,8 @@ static ngx_int_t ngx_http_ai_gateway_cache_tier_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static char *ngx_http_ai_gateway_cache_key_ignore(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static ngx_flag_t ngx_http_ai_gateway_cache_is_stale(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
 
 
 static ngx_conf_bitmask_t  ngx_http_ai_gateway_cache_methods_mask[] = {
@@ -142,11 +144,39 @@ static ngx_command_t  ngx_http_ai_gateway_cache_commands[] = {
       0,
       NULL },
 
+    { ngx_string("ai_gateway_cache_lock"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_cache_conf_t, lock),
+      NULL },
+
+    { ngx_string("ai_gateway_cache_lock_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_cache_conf_t, lock_timeout),
+      NULL },
+
+    { ngx_string("ai_gateway_cache_use_stale"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ai_gateway_cache_use_stale,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("ai_gateway_cache_purge"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_ai_gateway_cache_purge,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("ai_gateway_cache_stale"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_cache_conf_t, stale),
       NULL },
 
       ngx_null_command
@@ -188,7 +218,9 @@ ngx_str_t  ngx_http_ai_gateway_cache_status_names[] = {
     ngx_null_string,
     ngx_string("BYPASS"),
     ngx_string("MISS"),
-    ngx_string("HIT")
+    ngx_string("HIT"),
+    ngx_string("COALESCED"),
+    ngx_string("STALE")
 };
 
 
@@ -266,6 +298,10 @@ ngx_http_ai_gateway_cache_create_conf(ngx_conf_t *cf)
     conf->near = NGX_CONF_UNSET_PTR;
     conf->key_json = NGX_CONF_UNSET;
     conf->key_ignore = NGX_CONF_UNSET_PTR;
+    conf->lock = NGX_CONF_UNSET;
+    conf->lock_timeout = NGX_CONF_UNSET_MSEC;
+    conf->use_stale = NGX_CONF_UNSET_UINT;
+    conf->stale = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -341,6 +377,19 @@ ngx_http_ai_gateway_cache_merge_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_off_value(conf->max_body, prev->max_body, 1024 * 1024);
     ngx_conf_merge_value(conf->key_json, prev->key_json, 0);
     ngx_conf_merge_ptr_value(conf->key_ignore, prev->key_ignore, NULL);
+
+    ngx_conf_merge_value(conf->lock, prev->lock, 1);
+    ngx_conf_merge_msec_value(conf->lock_timeout, prev->lock_timeout, 60000);
+    ngx_conf_merge_uint_value(conf->use_stale, prev->use_stale, 0);
+    ngx_conf_merge_sec_value(conf->stale, prev->stale, 0);
+
+    /* one flight table for the whole configuration, where it is used */
+    if (conf->store && conf->lock) {
+        conf->flight = ngx_http_ai_gateway_flight_zone(cf);
+        if (conf->flight == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
 
     return NGX_CONF_OK;
 }
@@ -952,7 +1001,8 @@ ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
 
     ngx_http_ai_gateway_cache_lookup_done(r, rc);
 
-    return NGX_DECLINED;
+    /* waiting on an identical request's flight (cache_wait.c) */
+    return ctx->waiting ? NGX_DONE : NGX_DECLINED;
 }
 
 
@@ -982,8 +1032,25 @@ ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r, ngx_int_t rc)
 
     ctx->waiting = 0;
     ctx->done = 1;
+
+    if (rc == NGX_OK && ngx_http_ai_gateway_cache_is_stale(r, ctx)) {
+        /* kept for an upstream failure (cache_filter.c); a MISS until then */
+        ctx->stale = ctx->found;
+        ctx->has_stale = 1;
+        rc = NGX_DECLINED;
+    }
+
     ctx->status = (rc == NGX_OK) ? NGX_HTTP_AI_GATEWAY_CACHE_HIT
                                  : NGX_HTTP_AI_GATEWAY_CACHE_MISS;
+
+    if (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_MISS
+        && ngx_http_ai_gateway_cache_join(r, ctx) == NGX_AGAIN)
+    {
+        /* counted, and the phases resumed, once the wait is over */
+        ctx->waiting = 1;
+        ctx->done = 0;
+        return;
+    }
 
     ngx_http_ai_gateway_cache_count(ctx);
 
@@ -998,6 +1065,15 @@ ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r, ngx_int_t rc)
 }
 
 
+/* does the store keep entries ai_gateway_cache_stale past their TTL? */
+ngx_flag_t
+ngx_http_ai_gateway_cache_keeps_stale(ngx_http_ai_gateway_store_t *store)
+{
+    return store->ref.backend.len == 3
+           && ngx_strncmp(store->ref.backend.data, "shm", 3) == 0;
+}
+
+
 ngx_flag_t
 ngx_http_ai_gateway_cache_is_hit(ngx_http_request_t *r)
 {
@@ -1005,23 +1081,48 @@ ngx_http_ai_gateway_cache_is_hit(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_cache_module);
 
-    return ctx && ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_HIT;
+    /* a coalesced answer, decided before the limiter, costs as a HIT */
+    return ctx && (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_HIT
+                   || ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_COALESCED);
+}
+
+
+/*
+ * An entry past its own lifetime but within ai_gateway_cache_stale: the
+ * store keeps entries that much longer (cache_filter.c), so the lifetime
+ * ends that long before the store's expiry.  Only the shared-memory store
+ * keeps them longer (Redis, and the near zone in front of it, do not).
+ */
+static ngx_flag_t
+ngx_http_ai_gateway_cache_is_stale(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_cache_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+
+    return conf->stale > 0 && ctx->found.expires != 0
+           && ngx_http_ai_gateway_cache_keeps_stale(ctx->store)
+           && ctx->found.expires - conf->stale <= ngx_time();
 }
 
 
 ngx_int_t
 ngx_http_ai_gateway_cache_serve(ngx_http_request_t *r)
 {
-    size_t                            pos;
     ngx_int_t                         rc;
     ngx_buf_t                        *b;
     ngx_chain_t                       out;
-    agw_header_t                      hdr;
     agw_entry_t                      *e;
-    ngx_table_elt_t                  *h;
     ngx_http_ai_gateway_cache_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    if (ctx && ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_COALESCED
+        && r == r->main)
+    {
+        return ngx_http_ai_gateway_cache_serve_coalesced(r, ctx);
+    }
 
     if (ctx == NULL || ctx->status != NGX_HTTP_AI_GATEWAY_CACHE_HIT
         || r != r->main)
@@ -1044,49 +1145,10 @@ ngx_http_ai_gateway_cache_serve(ngx_http_request_t *r)
     r->headers_out.status = e->status;
     r->headers_out.content_length_n = e->body_len;
 
-    pos = 0;
-
-    /* the entry decoded, so its headers blob is known to be well formed */
-    while (agw_headers_next(e->headers, e->headers_len, &pos, &hdr) == 1) {
-
-        if (hdr.name_len == sizeof("Content-Type") - 1
-            && ngx_strncasecmp((u_char *) hdr.name, (u_char *) "Content-Type",
-                               hdr.name_len) == 0)
-        {
-            r->headers_out.content_type.data = (u_char *) hdr.value;
-            r->headers_out.content_type.len = hdr.value_len;
-            r->headers_out.content_type_len = hdr.value_len;
-            continue;
-        }
-
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        h->hash = 1;
-        h->key.data = (u_char *) hdr.name;
-        h->key.len = hdr.name_len;
-        h->value.data = (u_char *) hdr.value;
-        h->value.len = hdr.value_len;
-        h->lowcase_key = NULL;
-
-        /* where the not-modified filter looks, so it can answer 304 */
-
-        if (hdr.name_len == sizeof("ETag") - 1
-            && ngx_strncasecmp(h->key.data, (u_char *) "ETag",
-                               hdr.name_len) == 0)
-        {
-            r->headers_out.etag = h;
-
-        } else if (hdr.name_len == sizeof("Last-Modified") - 1
-                   && ngx_strncasecmp(h->key.data, (u_char *) "Last-Modified",
-                                      hdr.name_len) == 0)
-        {
-            r->headers_out.last_modified = h;
-            r->headers_out.last_modified_time =
-                                ngx_parse_http_time(h->value.data, h->value.len);
-        }
+    if (ngx_http_ai_gateway_cache_set_headers(r, e->headers, e->headers_len)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     rc = ngx_http_send_header(r);

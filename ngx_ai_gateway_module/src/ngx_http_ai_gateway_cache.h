@@ -11,16 +11,31 @@
 #include "ngx_http_ai_gateway_module.h"
 #include "ngx_http_ai_gateway_store.h"
 #include "agw_json.h"
+#include "ngx_http_ai_gateway_flight.h"
 #include "agw_key.h"
 #include "agw_sha256.h"
+#include "agw_sse.h"
 
 
 typedef enum {
     NGX_HTTP_AI_GATEWAY_CACHE_NONE = 0,   /* not a cached location */
     NGX_HTTP_AI_GATEWAY_CACHE_BYPASS,
     NGX_HTTP_AI_GATEWAY_CACHE_MISS,
-    NGX_HTTP_AI_GATEWAY_CACHE_HIT
+    NGX_HTTP_AI_GATEWAY_CACHE_HIT,
+    NGX_HTTP_AI_GATEWAY_CACHE_COALESCED,  /* from another request's flight */
+    NGX_HTTP_AI_GATEWAY_CACHE_STALE       /* expired, the upstream failed */
 } ngx_http_ai_gateway_cache_status_e;
+
+
+/* ai_gateway_cache_use_stale */
+#define NGX_HTTP_AI_GATEWAY_STALE_ERROR     0x0002
+#define NGX_HTTP_AI_GATEWAY_STALE_TIMEOUT   0x0004
+#define NGX_HTTP_AI_GATEWAY_STALE_500       0x0008
+#define NGX_HTTP_AI_GATEWAY_STALE_502       0x0010
+#define NGX_HTTP_AI_GATEWAY_STALE_503       0x0020
+#define NGX_HTTP_AI_GATEWAY_STALE_504       0x0040
+#define NGX_HTTP_AI_GATEWAY_STALE_429       0x0080
+#define NGX_HTTP_AI_GATEWAY_STALE_OFF       0x0001
 
 
 typedef struct {
@@ -40,6 +55,13 @@ typedef struct {
     ngx_flag_t                         key_json;  /* canonical JSON bodies */
     ngx_array_t                       *key_ignore; /* agw_json_str_t: top-
                                                      level fields left out */
+
+    /* single flight and stale on error (cache_wait.c) */
+    ngx_flag_t                         lock;
+    ngx_msec_t                         lock_timeout;
+    ngx_shm_zone_t                    *flight;    /* NULL: lock off */
+    ngx_uint_t                         use_stale; /* STALE_* bits */
+    time_t                             stale;     /* s past the TTL */
 } ngx_http_ai_gateway_cache_conf_t;
 
 
@@ -83,6 +105,26 @@ typedef struct {
     unsigned                           pipe:1;    /* read from the pipe */
     ngx_int_t                        (*input_filter_init)(void *data);
     ngx_event_pipe_input_filter_pt     pipe_input_filter;
+
+    /* a stream: stored only once its terminal event went by */
+    unsigned                           stream:1;
+    unsigned                           terminal:1;
+    agw_sse_t                         *sse;
+
+    /* single flight: leading one, or waiting on one (cache_wait.c) */
+    ngx_http_ai_gateway_flight_t       flight;
+    ngx_event_t                        wait;      /* the waiter's ticks */
+    ngx_msec_t                         wait_start;
+    ngx_msec_t                         wait_delay;
+    off_t                              flight_length; /* -1: unknown */
+    unsigned                           flight_headers:1; /* sent */
+    unsigned                           orphan:1;  /* leader's client gone */
+    ngx_http_event_handler_pt          client_read;
+
+    /* stale on error: an expired entry kept while the upstream answers */
+    unsigned                           has_stale:1;
+    unsigned                           stale_sent:1;
+    ngx_http_ai_gateway_found_t        stale;
 } ngx_http_ai_gateway_cache_ctx_t;
 
 
@@ -104,8 +146,22 @@ char *ngx_http_ai_gateway_cache_purge(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx);
 
+/* cache.c: entries kept past their TTL for stale answers (shm only) */
+ngx_flag_t ngx_http_ai_gateway_cache_keeps_stale(
+    ngx_http_ai_gateway_store_t *store);
+
 /* cache_filter.c */
 ngx_int_t ngx_http_ai_gateway_cache_filter_init(ngx_conf_t *cf);
+
+/* cache_wait.c: single flight and stale entries */
+char *ngx_http_ai_gateway_cache_use_stale(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_ai_gateway_cache_join(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_cache_serve_coalesced(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_cache_set_headers(ngx_http_request_t *r,
+    const u_char *headers, size_t len);
 
 extern ngx_str_t  ngx_http_ai_gateway_cache_status_names[];
 

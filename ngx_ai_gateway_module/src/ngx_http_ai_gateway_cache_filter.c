@@ -11,6 +11,21 @@
  * that cannot be stored as it is (a control byte) is not stored at all;
  * hop-by-hop headers, those the upstream's Connection header names, and
  * those written fresh on every answer are left out.
+ *
+ * A stream (text/event-stream) is copied the same way and fed to the SSE
+ * parser (lib/agw_sse.c) as it passes: it is stored only if its terminal
+ * event went by and the upstream's answer is complete, so a cut stream is
+ * never replayed as a whole one.
+ *
+ * The leader of a flight (cache_wait.c) publishes what it captures, headers
+ * then body, for its waiters, and ends the flight when the answer is
+ * stored or turns out not storable.
+ *
+ * Stale on error: a request that found its entry expired but within
+ * ai_gateway_cache_stale keeps it; if the upstream then fails in a way
+ * ai_gateway_cache_use_stale lists (before any of its answer went out),
+ * the header filter replaces the failed answer by the entry and the body
+ * filter drops the failed body, as proxy_cache_use_stale answers.
  */
 
 #include "ngx_http_ai_gateway_cache.h"
@@ -27,6 +42,24 @@ static ngx_int_t ngx_http_ai_gateway_cache_append(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_buf_t *in);
 static void ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx);
+static void ngx_http_ai_gateway_cache_abandon(
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_cache_sse_init(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
+static ngx_flag_t ngx_http_ai_gateway_cache_stale_applies(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_ai_gateway_cache_stale_header(
+    ngx_http_request_t *r, ngx_http_ai_gateway_cache_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_cache_stale_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_ai_gateway_cache_pass(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in);
+static void ngx_http_ai_gateway_cache_drop(ngx_chain_t *in);
+static void ngx_http_ai_gateway_cache_leader_read(ngx_http_request_t *r);
+
+
+#define NGX_HTTP_AI_GATEWAY_SSE_EVENT_MAX  65536  /* bytes of event data
+                                                     the parser holds */
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -313,6 +346,30 @@ ngx_http_ai_gateway_cache_http_time(ngx_table_elt_t *h)
 }
 
 
+/*
+ * Every event-stream server sends "Cache-Control: no-cache" (OpenAI's, and
+ * ai-sim as it), as SSE asks, so that no proxy holds the events back: on a
+ * stream it is that transport hint, not the origin's word on storing, and
+ * its lines are left out; no-store and private still forbid storing
+ * (agw_response_storable), and a max-age on a line of its own counts.
+ */
+static void
+ngx_http_ai_gateway_cache_stream_cc(ngx_http_ai_gateway_capture_t *cap)
+{
+    size_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < cap->ncc; i++) {
+        if (!agw_cc_has(cap->cc[i].data, cap->cc[i].len, "no-cache")) {
+            cap->cc[n++] = cap->cc[i];
+        }
+    }
+
+    cap->ncc = n;
+}
+
+
 /* the answer's own lifetime against ai_gateway_cache_ttl; 0: not stored */
 static time_t
 ngx_http_ai_gateway_cache_fresh(ngx_http_request_t *r,
@@ -479,6 +536,20 @@ ngx_http_ai_gateway_cache_start_capture(ngx_http_request_t *r,
 
     verdict = agw_response_storable(&facts);
 
+    if (verdict == AGW_STORE_STREAM) {
+        /* streams are stored when they end cleanly: the other rules hold */
+        facts.content_type = NULL;
+        facts.content_type_len = 0;
+
+        verdict = agw_response_storable(&facts);
+
+        if (verdict == AGW_STORE_OK
+            && ngx_http_ai_gateway_cache_sse_init(r, ctx) != NGX_OK)
+        {
+            return;
+        }
+    }
+
     if (verdict == AGW_STORE_TOO_LARGE) {
         ngx_http_ai_gateway_count(ctx->store->ref.stats->too_large, 1);
     }
@@ -488,6 +559,10 @@ ngx_http_ai_gateway_cache_start_capture(ngx_http_request_t *r,
                        "ai_gateway cache not storing: %s",
                        agw_store_reason(verdict));
         return;
+    }
+
+    if (ctx->stream) {
+        ngx_http_ai_gateway_cache_stream_cc(&cap);
     }
 
     ttl = ngx_http_ai_gateway_cache_fresh(r, &cap);
@@ -525,6 +600,16 @@ ngx_http_ai_gateway_cache_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
+    if (ctx->has_stale && ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_MISS
+        && ngx_http_ai_gateway_cache_stale_applies(r))
+    {
+        ngx_http_ai_gateway_cache_abandon(ctx);
+
+        if (ngx_http_ai_gateway_cache_stale_header(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
     if (ngx_http_ai_gateway_cache_add_header(r, "X-Cache",
             &ngx_http_ai_gateway_cache_status_names[ctx->status])
         != NGX_OK)
@@ -532,14 +617,20 @@ ngx_http_ai_gateway_cache_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    if (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_HIT) {
+    if (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_HIT
+        || ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_STALE)
+    {
         age.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
         if (age.data == NULL) {
             return NGX_ERROR;
         }
 
         age.len = ngx_sprintf(age.data, "%T",
-                     ngx_max(ngx_time() - (time_t) ctx->found.entry.created, 0))
+                     ngx_max(ngx_time()
+                             - (time_t) (ctx->status
+                                         == NGX_HTTP_AI_GATEWAY_CACHE_HIT
+                                         ? ctx->found.entry.created
+                                         : ctx->stale.entry.created), 0))
                   - age.data;
 
         if (ngx_http_ai_gateway_cache_add_header(r, "Age", &age) != NGX_OK) {
@@ -548,6 +639,21 @@ ngx_http_ai_gateway_cache_header_filter(ngx_http_request_t *r)
 
     } else if (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_MISS) {
         ngx_http_ai_gateway_cache_start_capture(r, ctx);
+
+        if (!ctx->capture) {
+            /* not to be stored: the waiters go on their own */
+            ngx_http_ai_gateway_cache_abandon(ctx);
+
+        } else if (ctx->flight.role == NGX_HTTP_AI_GATEWAY_FLIGHT_LEADER) {
+            ngx_http_ai_gateway_flight_headers(&ctx->flight, ctx->headers,
+                                     ctx->headers_len,
+                                     r->headers_out.content_length_n);
+
+            if (r->read_event_handler != ngx_http_block_reading) {
+                ctx->client_read = r->read_event_handler;
+                r->read_event_handler = ngx_http_ai_gateway_cache_leader_read;
+            }
+        }
     }
 
     return ngx_http_next_header_filter(r);
@@ -567,6 +673,7 @@ ngx_http_ai_gateway_cache_append(ngx_http_request_t *r,
 
     if ((b ? (size_t) (b->last - b->pos) : 0) + len > limit) {
         ngx_http_ai_gateway_count(ctx->store->ref.stats->too_large, 1);
+        ngx_http_ai_gateway_cache_abandon(ctx);
         return NGX_DECLINED;
     }
 
@@ -596,6 +703,13 @@ ngx_http_ai_gateway_cache_append(ngx_http_request_t *r,
 
     b->last = ngx_cpymem(b->last, in->pos, len);
 
+    if (ctx->sse) {
+        /* a stream: where its terminal event is (an error just stops it) */
+        (void) agw_sse_feed(ctx->sse, in->pos, len);
+    }
+
+    ngx_http_ai_gateway_flight_publish(&ctx->flight, in->pos, len);
+
     return NGX_OK;
 }
 
@@ -604,11 +718,14 @@ static void
 ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx)
 {
-    ngx_str_t    model;
-    agw_entry_t  entry;
+    time_t                             ttl;
+    ngx_str_t                          model;
+    agw_entry_t                        entry;
+    ngx_http_ai_gateway_cache_conf_t  *conf;
 
     if (r->headers_out.status != NGX_HTTP_OK) {
         /* a later header filter changed the answer (a range, a 304) */
+        ngx_http_ai_gateway_cache_abandon(ctx);
         return;
     }
 
@@ -617,6 +734,18 @@ ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
            != r->headers_out.content_length_n)
     {
         /* cut short (the upstream went away): never a partial answer */
+        ngx_http_ai_gateway_cache_abandon(ctx);
+        return;
+    }
+
+    if (ctx->stream
+        && (!ctx->terminal || agw_sse_finish(ctx->sse) != AGW_SSE_OK))
+    {
+        /* a stream that did not reach its end is not a whole answer */
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ai_gateway cache not storing: stream without its "
+                       "terminal event");
+        ngx_http_ai_gateway_cache_abandon(ctx);
         return;
     }
 
@@ -640,7 +769,20 @@ ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
         entry.model_len = model.len;
     }
 
-    (void) ctx->store->save(r, ctx->store, &ctx->digest, &entry, ctx->ttl);
+    /* kept past its lifetime for stale answers, where the store says when
+     * its entries expire (cache.c, is_stale) */
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+
+    ttl = ctx->ttl;
+
+    if (conf->stale > 0 && ngx_http_ai_gateway_cache_keeps_stale(ctx->store)) {
+        ttl += conf->stale;
+    }
+
+    (void) ctx->store->save(r, ctx->store, &ctx->digest, &entry, ttl);
+
+    /* the waiters have all of it: done, whether the store took it or not */
+    ngx_http_ai_gateway_flight_finish(&ctx->flight, 1);
 }
 
 
@@ -653,8 +795,18 @@ ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
 
-    if (ctx == NULL || !ctx->capture || r != r->main) {
+    if (ctx && ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_STALE
+        && r == r->main)
+    {
+        return ngx_http_ai_gateway_cache_stale_body(r, ctx, in);
+    }
+
+    if (ctx == NULL || r != r->main) {
         return ngx_http_next_body_filter(r, in);
+    }
+
+    if (!ctx->capture) {
+        return ngx_http_ai_gateway_cache_pass(r, ctx, in);
     }
 
     for (cl = in; cl; cl = cl->next) {
@@ -676,6 +828,7 @@ ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
              * would block the worker; not stored, and counted
              */
             ngx_http_ai_gateway_count(ctx->store->ref.stats->errors, 1);
+            ngx_http_ai_gateway_cache_abandon(ctx);
             ctx->capture = 0;
             break;
         }
@@ -696,7 +849,268 @@ ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
     }
 
-    return ngx_http_next_body_filter(r, in);
+    return ngx_http_ai_gateway_cache_pass(r, ctx, in);
+}
+
+
+/*
+ * A leader whose client went away while others wait on its answer reads
+ * on for them: what it can no longer send is dropped here, so that the
+ * upstream module carries on as if it had been sent.
+ */
+static ngx_int_t
+ngx_http_ai_gateway_cache_pass(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_int_t  rc;
+
+    if (!ctx->orphan) {
+        rc = ngx_http_next_body_filter(r, in);
+
+        if (rc != NGX_ERROR
+            || !ngx_http_ai_gateway_flight_waiters(&ctx->flight))
+        {
+            return rc;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "ai_gateway cache: client gone, reading on for the "
+                      "requests waiting on this answer");
+        ctx->orphan = 1;
+    }
+
+    ngx_http_ai_gateway_cache_drop(in);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_cache_drop(ngx_chain_t *in)
+{
+    ngx_chain_t  *cl;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+}
+
+
+/*
+ * The leader's client read handler, once its answer is being shared: a
+ * client that goes away is not a reason to cut the answer the waiters read
+ * (the upstream module would close the upstream connection at once).
+ */
+static void
+ngx_http_ai_gateway_cache_leader_read(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    if (ngx_http_ai_gateway_flight_waiters(&ctx->flight)) {
+        ngx_http_block_reading(r);
+        return;
+    }
+
+    ctx->client_read(r);
+}
+
+
+/* the answer will not be stored: a flight it leads fails */
+static void
+ngx_http_ai_gateway_cache_abandon(ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_flight_finish(&ctx->flight, 0);
+}
+
+
+static int
+ngx_http_ai_gateway_cache_sse_event(void *data, const agw_sse_event_t *ev)
+{
+    ngx_http_ai_gateway_cache_ctx_t *ctx = data;
+
+    agw_sse_info_t  info;
+
+    agw_sse_inspect(ev, &info);
+
+    /* anything after the terminal event is kept; the end stays seen */
+    if (info.terminal) {
+        ctx->terminal = 1;
+    }
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_sse_init(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    u_char  *data;
+
+    ctx->sse = ngx_palloc(r->pool, sizeof(agw_sse_t));
+    data = ngx_pnalloc(r->pool, NGX_HTTP_AI_GATEWAY_SSE_EVENT_MAX);
+
+    if (ctx->sse == NULL || data == NULL) {
+        return NGX_ERROR;
+    }
+
+    agw_sse_init(ctx->sse, data, NGX_HTTP_AI_GATEWAY_SSE_EVENT_MAX,
+                 ngx_http_ai_gateway_cache_sse_event, ctx);
+
+    ctx->stream = 1;
+
+    return NGX_OK;
+}
+
+
+/* did the upstream fail in a way ai_gateway_cache_use_stale lists? */
+static ngx_flag_t
+ngx_http_ai_gateway_cache_stale_applies(ngx_http_request_t *r)
+{
+    ngx_uint_t                         mask;
+    ngx_http_upstream_t               *u;
+    ngx_http_ai_gateway_cache_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+    u = r->upstream;
+
+    if (conf->use_stale == 0 || u == NULL) {
+        return 0;
+    }
+
+    mask = 0;
+
+    if (u->headers_in.status_n == 0) {
+        /* no answer from the upstream: nginx's own error page */
+        switch (r->headers_out.status) {
+        case NGX_HTTP_GATEWAY_TIME_OUT:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_TIMEOUT;
+            break;
+        case NGX_HTTP_INTERNAL_SERVER_ERROR:
+        case NGX_HTTP_BAD_GATEWAY:
+        case NGX_HTTP_SERVICE_UNAVAILABLE:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_ERROR;
+            break;
+        }
+
+    } else {
+        switch (r->headers_out.status) {
+        case NGX_HTTP_INTERNAL_SERVER_ERROR:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_500;
+            break;
+        case NGX_HTTP_BAD_GATEWAY:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_502;
+            break;
+        case NGX_HTTP_SERVICE_UNAVAILABLE:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_503;
+            break;
+        case NGX_HTTP_GATEWAY_TIME_OUT:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_504;
+            break;
+        case NGX_HTTP_TOO_MANY_REQUESTS:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_429;
+            break;
+        }
+    }
+
+    return (conf->use_stale & mask) ? 1 : 0;
+}
+
+
+/* the failed answer's headers become the stale entry's */
+static ngx_int_t
+ngx_http_ai_gateway_cache_stale_header(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    agw_entry_t  *e;
+
+    e = &ctx->stale.entry;
+
+    if (ngx_list_init(&r->headers_out.headers, r->pool, 20,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    r->headers_out.status = e->status;
+    r->headers_out.status_line.len = 0;
+    r->err_status = 0;
+
+    r->headers_out.server = NULL;
+    r->headers_out.date = NULL;
+    r->headers_out.content_length = NULL;
+    r->headers_out.content_encoding = NULL;
+    r->headers_out.location = NULL;
+    r->headers_out.refresh = NULL;
+    r->headers_out.last_modified = NULL;
+    r->headers_out.content_range = NULL;
+    r->headers_out.accept_ranges = NULL;
+    r->headers_out.www_authenticate = NULL;
+    r->headers_out.expires = NULL;
+    r->headers_out.etag = NULL;
+    r->headers_out.override_charset = NULL;
+    r->headers_out.content_type_len = 0;
+    r->headers_out.content_type.len = 0;
+    r->headers_out.content_type.data = NULL;
+    r->headers_out.charset.len = 0;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.cache_control.nelts = 0;
+    r->headers_out.link.nelts = 0;
+    r->headers_out.content_length_n = e->body_len;
+    r->headers_out.last_modified_time = -1;
+
+    if (ngx_http_ai_gateway_cache_set_headers(r, e->headers, e->headers_len)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ctx->status = NGX_HTTP_AI_GATEWAY_CACHE_STALE;
+    ngx_http_ai_gateway_count(ctx->store->ref.stats->stale, 1);
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "ai_gateway cache: upstream failed, answering with a "
+                  "stale entry");
+
+    return NGX_OK;
+}
+
+
+/* the failed answer's body is dropped; the stale entry's goes out once */
+static ngx_int_t
+ngx_http_ai_gateway_cache_stale_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  out;
+
+    ngx_http_ai_gateway_cache_drop(in);
+
+    if (ctx->stale_sent) {
+        return ngx_http_next_body_filter(r, NULL);
+    }
+
+    ctx->stale_sent = 1;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = (u_char *) ctx->stale.entry.body;
+    b->last = b->pos + ctx->stale.entry.body_len;
+    b->memory = ctx->stale.entry.body_len ? 1 : 0;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
 }
 
 

@@ -71,6 +71,10 @@ static ngx_http_ai_gateway_field_t  ngx_http_ai_gateway_cache_fields[] = {
         "LLM tokens (usage.total_tokens) of the answers HITs replayed."),
     ngx_http_ai_gateway_cache_field(near_hits, 0, 0,
         "Of the hits, those answered by the near cache (ai_gateway_cache_near)."),
+    ngx_http_ai_gateway_cache_field(coalesced, 0, 0,
+        "Requests answered from an identical request in flight."),
+    ngx_http_ai_gateway_cache_field(stale, 0, 0,
+        "Expired entries served because the upstream failed."),
     { NULL, NULL, 0, 0, 0 }
 };
 

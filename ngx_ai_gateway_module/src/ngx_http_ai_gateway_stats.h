@@ -32,6 +32,10 @@ typedef struct {
                                                        of answers HITs
                                                        replayed */
     ngx_atomic_t                       near_hits;  /* of hits: near zone */
+    ngx_atomic_t                       coalesced;  /* answered from another
+                                                      request's flight */
+    ngx_atomic_t                       stale;      /* expired, served on an
+                                                      upstream failure */
 } ngx_http_ai_gateway_cache_stats_t;
 
 

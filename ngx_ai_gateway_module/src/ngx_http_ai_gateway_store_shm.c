@@ -61,7 +61,7 @@ typedef struct {
  * nodes, the counters) or the key digest changes: a reload never hands a
  * zone to workers that would read it differently
  */
-#define NGX_HTTP_AI_GATEWAY_SHM_VERSION  2
+#define NGX_HTTP_AI_GATEWAY_SHM_VERSION  3    /* 3: coalesced, stale */
 
 
 typedef struct {

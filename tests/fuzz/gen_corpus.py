@@ -64,6 +64,18 @@ SEEDS = {
     "truncated": entry(200, 5, b"key", JSON, b"body")[:-1],
     "trailing": entry(200, 5, b"key", JSON, b"body") + b"x",
     "bad-header": entry(200, 5, b"key", b"A:b\r\n", b""),
+    # a stored stream (SPEC 7.2): the events as the upstream sent them
+    "stream-chat": entry(200, 1700000200,
+                         b"POSThttpapi.local/v1/chat/completions",
+                         blob((b"Content-Type", b"text/event-stream"),
+                              (b"X-Server-Id", b"sim-1")),
+                         b'data: {"choices":[{"delta":{"role":"assistant"}}]}'
+                         b'\n\ndata: {"choices":[{"delta":{"content":"hi"}}]}'
+                         b'\n\ndata: [DONE]\n\n'),
+    "fields-stream": fields(1, b"200",
+                            blob((b"Content-Type", b"text/event-stream")),
+                            b"event: message_stop\ndata: {}\n\n",
+                            b"1700000000", b"k"),
     "fields-ok": fields(1, b"200", JSON, b'{"ok":true}', b"1700000000",
                         b"GEThttplocalhost/v1/models"),
     "fields-101": fields(1, b"101",

@@ -7,6 +7,7 @@ as 0."""
 import re
 import shutil
 import subprocess
+import threading
 import time
 
 import pytest
@@ -24,6 +25,7 @@ pytestmark = [
 ]
 
 BIG = "b" * 3000   # over max_entry_size, under nginx's 4k word limit
+TRICKLE = "t" * 150
 KIB = "k" * 1024
 
 HTTP = """
@@ -77,6 +79,22 @@ HTTP = """
             return 200 '{{"usage":{{"total_tokens":5}}}}';
         }}
 
+        # stale: stored from /raw/small, then /raw/fail's 502 (STALE)
+        location /stale/ {{
+            ai_gateway_cache main;
+            ai_gateway_cache_key $uri;
+            ai_gateway_cache_ttl 1s;
+            ai_gateway_cache_stale 30s;
+            ai_gateway_cache_use_stale http_502;
+            proxy_pass http://127.0.0.1:%%PORT%%/raw/$arg_r;
+        }}
+        # coalesced: an answer trickling for a second, asked for twice
+        location /trickle/ {{
+            ai_gateway_cache main;
+            proxy_pass http://127.0.0.1:%%PORT%%/raw/trickle;
+        }}
+        location /raw/trickle {{ limit_rate 100; return 200 "{trickle}"; }}
+        location /raw/fail {{ return 502; }}
         location /raw/small {{ return 200 "s"; }}
         location /raw/kib {{ return 200 "{kib}"; }}
         location /raw/big {{ return 200 "{big}"; }}
@@ -113,7 +131,8 @@ def busy_gateway(nginx_factory, redis_server):
     """A gateway whose every counter moved: hits, misses, bypasses, stores,
     evictions, expired, errors, too_large, passed, rejected, the token
     figures, and the Redis connection's errors and timeouts."""
-    n = nginx_factory(HTTP.format(redis=redis_server.port, kib=KIB, big=BIG))
+    n = nginx_factory(HTTP.format(redis=redis_server.port, kib=KIB, big=BIG,
+                                  trickle=TRICKLE))
     deadline = time.monotonic() + 5
     while not cachez(n).json()["redis"]["connected"]:
         assert time.monotonic() < deadline, "nginx did not connect to Redis"
@@ -134,8 +153,19 @@ def busy_gateway(nginx_factory, redis_server):
     get("/shm/big")
     for i in range(60):
         get("/shm/kib?i=%d" % i)
+    # coalesced (single flight) and stale (SPEC 7.2)
+    assert get("/stale/x?r=small").headers["X-Cache"] == "MISS"
+    trickled = []
+    leader = threading.Thread(target=lambda: trickled.append(
+        get("/trickle/a").headers["X-Cache"]))
+    leader.start()
+    time.sleep(0.3)
+    trickled.append(get("/trickle/a").headers["X-Cache"])
+    leader.join()
+    assert sorted(trickled) == ["COALESCED", "MISS"], trickled
     time.sleep(2.1)
     get("/shm/small")
+    assert get("/stale/x?r=fail").headers["X-Cache"] == "STALE"
 
     # limits: one passed, one rejected
     assert requests.get(n.url + "/limited").status_code == 200

@@ -375,13 +375,17 @@ def test_shipped_cache_answers_repeated_prompts(gateway, sims):
         == "HIT"
 
 
-def test_shipped_streams_are_never_stored(gateway):
+def test_shipped_streams_are_stored_once_complete(gateway):
+    # SPEC 7.2: a stream that ended with data: [DONE] is replayed whole
     chat = {"messages": [{"role": "user", "content": "stream"}],
             "max_tokens": 4, "stream": True}
-    for _ in range(2):
-        r = gateway.post("/v1/chat/completions", chat)
-        assert r.headers["X-Cache"] == "MISS"
-        assert r.text.rstrip().endswith("data: [DONE]")
+    first = gateway.post("/v1/chat/completions", chat)
+    assert first.headers["X-Cache"] == "MISS"
+    assert first.text.rstrip().endswith("data: [DONE]")
+    again = gateway.post("/v1/chat/completions", chat)
+    assert again.headers["X-Cache"] == "HIT"
+    assert again.headers["Content-Type"].startswith("text/event-stream")
+    assert again.text == first.text
 
 
 def test_shipped_per_client_limit(gateway, sims):

@@ -126,6 +126,8 @@ SHM_HTTP = """
         # the key ignores the arguments, which make the answer's size
         location /tiny/ {{
             ai_gateway_cache tiny;
+            # two concurrent MISSes of one key must both reach the upstream
+            ai_gateway_cache_lock off;
             ai_gateway_cache_key $uri;
             proxy_buffer_size 64k;
             proxy_buffers 4 64k;
