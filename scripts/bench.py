@@ -445,32 +445,11 @@ TTFB_BODY = ('{"model":"sim-small","stream":true,"max_tokens":32,'
 
 
 def first_event_ms(port, path):
-    """One streamed chat: ms from the request sent to the first `data:`
-    event received, and to the end of the stream."""
-    import socket
-    import time as _time
-    body = TTFB_BODY.encode()
-    req = ("POST %s HTTP/1.1\r\nHost: b\r\nX-Api-Key: bench\r\n"
-           "Content-Type: application/json\r\nContent-Length: %d\r\n"
-           "Connection: close\r\n\r\n" % (path, len(body))).encode() + body
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    start = _time.perf_counter()
-    s.sendall(req)
-    data, first = b"", None
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-        if first is None and b"data: " in data:
-            first = _time.perf_counter()
-    end = _time.perf_counter()
-    s.close()
-    if first is None or b"[DONE]" not in data:
-        raise SystemExit("bench: the stream through %s did not complete"
-                         % path)
-    return (first - start) * 1000, (end - start) * 1000
+    """One streamed chat through a token zone: ms to the first event and
+    to the last."""
+    first, last, _, _ = stream_times(port, TTFB_BODY, path=path,
+                                     headers="X-Api-Key: bench\r\n")
+    return first, last
 
 
 def ttfb_lines(requests):
@@ -546,17 +525,22 @@ STREAM_HTTP = """
 """
 
 
-def stream_times(port, prompt, t0=None):
+def stream_times(port, body, t0=None, path="/v1/chat/completions",
+                 headers=""):
     """One streamed chat through the gateway: (ms to the first event, ms to
-    the last, X-Cache), measured from t0 (perf_counter) if given, else from
-    the request sent."""
+    the last, X-Cache, time of the first event), measured from t0
+    (perf_counter) if given, else from the request sent.  body: the JSON,
+    or a prompt for a 32-token chat."""
     import socket
     import time as _time
-    body = ('{"model":"sim-small","stream":true,"max_tokens":32,'
-            '"messages":[{"role":"user","content":"%s"}]}' % prompt).encode()
-    req = ("POST /v1/chat/completions HTTP/1.1\r\nHost: b\r\n"
+    if not body.startswith("{"):
+        body = ('{"model":"sim-small","stream":true,"max_tokens":32,'
+                '"messages":[{"role":"user","content":"%s"}]}' % body)
+    body = body.encode()
+    req = ("POST %s HTTP/1.1\r\nHost: b\r\n%s"
            "Content-Type: application/json\r\nContent-Length: %d\r\n"
-           "Connection: close\r\n\r\n" % len(body)).encode() + body
+           "Connection: close\r\n\r\n" % (path, headers, len(body))
+           ).encode() + body
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     start = _time.perf_counter() if t0 is None else t0
@@ -572,7 +556,8 @@ def stream_times(port, prompt, t0=None):
     end = _time.perf_counter()
     s.close()
     if first is None or b"[DONE]" not in data:
-        raise SystemExit("bench: a stream did not complete")
+        raise SystemExit("bench: the stream through %s did not complete"
+                         % path)
     head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
     cache = re.search(r"(?im)^X-Cache: (\w+)", head)
     return ((first - start) * 1000, (end - start) * 1000,
