@@ -73,6 +73,8 @@ static ngx_int_t ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
     const agw_entry_t *entry, time_t ttl);
 static void ngx_http_ai_gateway_store_redis_scan(ngx_event_t *ev);
+static ngx_int_t ngx_http_ai_gateway_store_redis_pattern(ngx_pool_t *pool,
+    ngx_http_ai_gateway_redis_conf_t *rcf, ngx_str_t *pattern);
 
 
 /* worker 0's; allocated, not static: ev->data is read as a connection */
@@ -131,7 +133,6 @@ ngx_http_ai_gateway_store_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_ai_gateway_redis_conf_t *rcf,
     ngx_http_ai_gateway_shared_stats_t *stats)
 {
-    u_char                                  *p;
     ngx_uint_t                               i;
     ngx_http_ai_gateway_store_redis_scan_t  *scan;
 
@@ -160,35 +161,12 @@ ngx_http_ai_gateway_store_redis_init_process(ngx_cycle_t *cycle,
 
     scan->store = rcf->store;
 
-    /*
-     * The prefix is literal: its glob characters escaped; then exactly the
-     * 64 hex digits of a cache key, so that other keys under the prefix
-     * (the limiter's "rl:" buckets) are not counted as cache entries
-     */
-    scan->pattern.data = ngx_pnalloc(cycle->pool,
-                                     2 * rcf->prefix.len
-                                     + AGW_DIGEST_HEX_LEN
-                                       * (sizeof("[0-9a-f]") - 1));
-    if (scan->pattern.data == NULL) {
+    if (ngx_http_ai_gateway_store_redis_pattern(cycle->pool, rcf,
+                                                &scan->pattern)
+        != NGX_OK)
+    {
         return;
     }
-
-    p = scan->pattern.data;
-
-    for (i = 0; i < rcf->prefix.len; i++) {
-        switch (rcf->prefix.data[i]) {
-        case '*': case '?': case '[': case ']': case '\\':
-            *p++ = '\\';
-        }
-
-        *p++ = rcf->prefix.data[i];
-    }
-
-    for (i = 0; i < AGW_DIGEST_HEX_LEN; i++) {
-        p = ngx_cpymem(p, "[0-9a-f]", sizeof("[0-9a-f]") - 1);
-    }
-
-    scan->pattern.len = p - scan->pattern.data;
 
     scan->timer.handler = ngx_http_ai_gateway_store_redis_scan;
     scan->timer.data = scan;
@@ -747,8 +725,6 @@ ngx_http_ai_gateway_store_redis_purge(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, ngx_http_ai_gateway_purge_by_e by,
     ngx_str_t *value, ngx_http_ai_gateway_purge_done_pt done)
 {
-    u_char                                   *p;
-    ngx_uint_t                                i;
     ngx_http_ai_gateway_redis_conf_t         *rcf;
     ngx_http_ai_gateway_store_redis_purge_t  *pg;
 
@@ -786,32 +762,11 @@ ngx_http_ai_gateway_store_redis_purge(ngx_http_request_t *r,
         ngx_str_set(&pg->value, "");
     }
 
-    /* the prefix taken literally, then the 64 hex digits of a cache key */
-
-    pg->pattern.data = ngx_pnalloc(r->pool,
-                                   2 * rcf->prefix.len
-                                   + AGW_DIGEST_HEX_LEN
-                                     * (sizeof("[0-9a-f]") - 1));
-    if (pg->pattern.data == NULL) {
+    if (ngx_http_ai_gateway_store_redis_pattern(r->pool, rcf, &pg->pattern)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
-
-    p = pg->pattern.data;
-
-    for (i = 0; i < rcf->prefix.len; i++) {
-        switch (rcf->prefix.data[i]) {
-        case '*': case '?': case '[': case ']': case '\\':
-            *p++ = '\\';
-        }
-
-        *p++ = rcf->prefix.data[i];
-    }
-
-    for (i = 0; i < AGW_DIGEST_HEX_LEN; i++) {
-        p = ngx_cpymem(p, "[0-9a-f]", sizeof("[0-9a-f]") - 1);
-    }
-
-    pg->pattern.len = p - pg->pattern.data;
 
     pg->cursor[0] = '0';
     pg->cursor_len = 1;
@@ -964,4 +919,46 @@ ngx_http_ai_gateway_store_redis_purge_scan(
     }
 
     return NGX_AGAIN;
+}
+
+
+/*
+ * The SCAN pattern of the cache's keys: the prefix taken literally (its
+ * glob characters escaped), then exactly the 64 hex digits of a cache key,
+ * so that other keys under the prefix (the limiter's "rl:" buckets) are
+ * neither counted nor purged as cache entries.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_store_redis_pattern(ngx_pool_t *pool,
+    ngx_http_ai_gateway_redis_conf_t *rcf, ngx_str_t *pattern)
+{
+    u_char      *p;
+    ngx_uint_t   i;
+
+    pattern->data = ngx_pnalloc(pool, 2 * rcf->prefix.len
+                                      + AGW_DIGEST_HEX_LEN
+                                        * (sizeof("[0-9a-f]") - 1));
+    if (pattern->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = pattern->data;
+
+    for (i = 0; i < rcf->prefix.len; i++) {
+        switch (rcf->prefix.data[i]) {
+        case '*': case '?': case '[': case ']': case '\\':
+            *p++ = '\\';
+        }
+
+        *p++ = rcf->prefix.data[i];
+    }
+
+    for (i = 0; i < AGW_DIGEST_HEX_LEN; i++) {
+        p = ngx_cpymem(p, "[0-9a-f]", sizeof("[0-9a-f]") - 1);
+    }
+
+    pattern->len = p - pattern->data;
+
+    return NGX_OK;
 }
