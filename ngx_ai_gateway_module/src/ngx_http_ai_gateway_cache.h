@@ -114,6 +114,7 @@ typedef struct {
     /* single flight: leading one, or waiting on one (cache_wait.c) */
     ngx_http_ai_gateway_flight_t       flight;
     ngx_event_t                        wait;      /* the waiter's ticks */
+    ngx_http_request_t                *request;   /* the one waiting */
     ngx_msec_t                         wait_start;
     ngx_msec_t                         wait_delay;
     off_t                              flight_length; /* -1: unknown */

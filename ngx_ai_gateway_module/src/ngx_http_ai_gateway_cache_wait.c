@@ -128,9 +128,11 @@ ngx_http_ai_gateway_cache_join(ngx_http_request_t *r,
         return NGX_OK;
     }
 
+    /* data: the client's connection, whose fd event debug lines print */
     ctx->wait.handler = ngx_http_ai_gateway_cache_wait_handler;
-    ctx->wait.data = r;
+    ctx->wait.data = r->connection;
     ctx->wait.log = r->connection->log;
+    ctx->request = r;
 
     cln->handler = ngx_http_ai_gateway_cache_wait_cleanup;
     cln->data = ctx;
@@ -338,10 +340,10 @@ ngx_http_ai_gateway_cache_wait_handler(ngx_event_t *ev)
     ngx_http_request_t               *r;
     ngx_http_ai_gateway_cache_ctx_t  *ctx;
 
-    r = ev->data;
+    ctx = ngx_http_ai_gateway_event_owner(ev, ngx_http_ai_gateway_cache_ctx_t,
+                                          wait);
+    r = ctx->request;
     c = r->connection;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
 
     if (ctx->waiting) {
         ngx_http_ai_gateway_cache_wait_headers(r, ctx);

@@ -68,6 +68,21 @@ ngx_int_t ngx_http_ai_gateway_parse_zone(ngx_conf_t *cf, ngx_str_t *value,
 ngx_int_t ngx_http_ai_gateway_add_variables(ngx_conf_t *cf,
     ngx_http_variable_t *vars);
 
+
+/*
+ * Events the module arms outside a connection (timers, posted events).
+ * nginx's event debug lines print the fd of the connection an event's data
+ * points to (ngx_event_ident(ev->data)): a NULL data crashed every worker
+ * under "error_log ... debug", and an owner struct printed garbage.  Their
+ * data is a dummy connection with fd -1, as nginx's cache manager gives its
+ * events, and their handler finds its owner from the event's place in it.
+ */
+#define ngx_http_ai_gateway_event_owner(ev, type, field)                      \
+    ((type *) ((u_char *) (ev) - offsetof(type, field)))
+
+void ngx_http_ai_gateway_event_init(ngx_event_t *ev,
+    ngx_event_handler_pt handler, ngx_log_t *log);
+
 char *ngx_http_ai_gateway_cachez(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_ai_gateway_cachez_handler(ngx_http_request_t *r);

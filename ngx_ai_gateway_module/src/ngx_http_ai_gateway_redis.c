@@ -678,9 +678,12 @@ static void
 ngx_http_ai_gateway_redis_connect_timeout(ngx_event_t *ev)
 {
     ngx_uint_t                           level;
-    ngx_http_ai_gateway_redis_node_t    *node = ev->data;
+    ngx_http_ai_gateway_redis_node_t    *node;
     ngx_http_ai_gateway_redis_worker_t  *w;
 
+    node = ngx_http_ai_gateway_event_owner(ev,
+                                           ngx_http_ai_gateway_redis_node_t,
+                                           connect);
     w = &ngx_http_ai_gateway_redis_worker;
 
     level = node->breaker ? NGX_LOG_INFO : NGX_LOG_ERR;
@@ -699,7 +702,9 @@ ngx_http_ai_gateway_redis_connect_timeout(ngx_event_t *ev)
 static void
 ngx_http_ai_gateway_redis_reconnect(ngx_event_t *ev)
 {
-    ngx_http_ai_gateway_redis_connect(ev->data);
+    ngx_http_ai_gateway_redis_connect(
+        ngx_http_ai_gateway_event_owner(ev, ngx_http_ai_gateway_redis_node_t,
+                                        reconnect));
 }
 
 
@@ -817,14 +822,13 @@ ngx_http_ai_gateway_redis_node_init(ngx_http_ai_gateway_redis_node_t *node,
     node->index = index;
 
     /* cancelable: a graceful shutdown does not wait for them */
-    node->reconnect.handler = ngx_http_ai_gateway_redis_reconnect;
-    node->reconnect.data = node;
-    node->reconnect.log = log;
+    ngx_http_ai_gateway_event_init(&node->reconnect,
+                                   ngx_http_ai_gateway_redis_reconnect, log);
     node->reconnect.cancelable = 1;
 
-    node->connect.handler = ngx_http_ai_gateway_redis_connect_timeout;
-    node->connect.data = node;
-    node->connect.log = log;
+    ngx_http_ai_gateway_event_init(&node->connect,
+                                   ngx_http_ai_gateway_redis_connect_timeout,
+                                   log);
     node->connect.cancelable = 1;
 }
 
@@ -986,9 +990,9 @@ ngx_http_ai_gateway_redis_init_process(ngx_cycle_t *cycle)
 
         ngx_memset(w->slots, NGX_HTTP_AI_GATEWAY_REDIS_NO_NODE, AGW_SLOTS);
 
-        w->refresh.handler = ngx_http_ai_gateway_redis_refresh_handler;
-        w->refresh.data = w;
-        w->refresh.log = cycle->log;
+        ngx_http_ai_gateway_event_init(&w->refresh,
+                                   ngx_http_ai_gateway_redis_refresh_handler,
+                                   cycle->log);
         w->refresh.cancelable = 1;
     }
 
@@ -1418,10 +1422,12 @@ ngx_http_ai_gateway_redis_reply(redisAsyncContext *ac, void *r,
 static void
 ngx_http_ai_gateway_redis_timeout(ngx_event_t *ev)
 {
-    ngx_http_ai_gateway_redis_cmd_t     *cmd = ev->data;
+    ngx_http_ai_gateway_redis_cmd_t     *cmd;
     ngx_http_ai_gateway_redis_node_t    *node;
     ngx_http_ai_gateway_redis_worker_t  *w;
 
+    cmd = ngx_http_ai_gateway_event_owner(ev, ngx_http_ai_gateway_redis_cmd_t,
+                                          timer);
     w = &ngx_http_ai_gateway_redis_worker;
     node = cmd->node;
 
@@ -1609,9 +1615,8 @@ ngx_http_ai_gateway_redis_start(ngx_http_ai_gateway_redis_cmd_t *cmd,
         cmd->cln = cln;
     }
 
-    cmd->timer.handler = ngx_http_ai_gateway_redis_timeout;
-    cmd->timer.data = cmd;
-    cmd->timer.log = w->log;
+    ngx_http_ai_gateway_event_init(&cmd->timer,
+                                   ngx_http_ai_gateway_redis_timeout, w->log);
 
     ngx_add_timer(&cmd->timer,
                   cmd->write ? w->conf->write_timeout : w->conf->timeout);

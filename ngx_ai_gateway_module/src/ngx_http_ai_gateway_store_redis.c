@@ -77,7 +77,7 @@ static ngx_int_t ngx_http_ai_gateway_store_redis_pattern(ngx_pool_t *pool,
     ngx_http_ai_gateway_redis_conf_t *rcf, ngx_str_t *pattern);
 
 
-/* worker 0's; allocated, not static: ev->data is read as a connection */
+/* worker 0's */
 static ngx_http_ai_gateway_store_redis_scan_t
     *ngx_http_ai_gateway_store_redis_scan_state;
 
@@ -168,9 +168,9 @@ ngx_http_ai_gateway_store_redis_init_process(ngx_cycle_t *cycle,
         return;
     }
 
-    scan->timer.handler = ngx_http_ai_gateway_store_redis_scan;
-    scan->timer.data = scan;
-    scan->timer.log = cycle->log;
+    ngx_http_ai_gateway_event_init(&scan->timer,
+                                   ngx_http_ai_gateway_store_redis_scan,
+                                   cycle->log);
     scan->timer.cancelable = 1;
 
     ngx_add_timer(&scan->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
@@ -634,10 +634,13 @@ ngx_http_ai_gateway_store_redis_scanned(redisReply *reply,
 static void
 ngx_http_ai_gateway_store_redis_scan(ngx_event_t *ev)
 {
-    ngx_http_ai_gateway_store_redis_scan_t  *scan = ev->data;
+    size_t                                   len[6];
+    const char                              *argv[6];
+    ngx_http_ai_gateway_store_redis_scan_t  *scan;
 
-    size_t       len[6];
-    const char  *argv[6];
+    scan = ngx_http_ai_gateway_event_owner(ev,
+                                       ngx_http_ai_gateway_store_redis_scan_t,
+                                       timer);
 
     if (scan->cursor_len == 0) {
         /* a new count */

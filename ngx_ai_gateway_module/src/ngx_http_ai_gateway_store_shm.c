@@ -867,9 +867,9 @@ ngx_http_ai_gateway_store_shm_purge(ngx_http_request_t *r,
                ? 0 : ngx_http_ai_gateway_shm_purge_hash(value->data,
                                                         value->len);
 
-    pg->event.handler = ngx_http_ai_gateway_shm_purge_slice;
-    pg->event.data = pg;
-    pg->event.log = r->connection->log;
+    ngx_http_ai_gateway_event_init(&pg->event,
+                                   ngx_http_ai_gateway_shm_purge_slice,
+                                   r->connection->log);
 
     cln->handler = ngx_http_ai_gateway_shm_purge_cleanup;
     cln->data = pg;
@@ -930,15 +930,16 @@ ngx_http_ai_gateway_shm_purge_next_locked(ngx_http_ai_gateway_shm_purge_t *pg)
 static void
 ngx_http_ai_gateway_shm_purge_slice(ngx_event_t *ev)
 {
-    ngx_http_ai_gateway_shm_purge_t *pg = ev->data;
-
     time_t                           now;
     uint64_t                         hash;
     ngx_uint_t                       n;
     ngx_rbtree_node_t               *node, *next;
     ngx_http_ai_gateway_shm_ctx_t   *ctx;
     ngx_http_ai_gateway_shm_node_t  *sn;
+    ngx_http_ai_gateway_shm_purge_t *pg;
 
+    pg = ngx_http_ai_gateway_event_owner(ev, ngx_http_ai_gateway_shm_purge_t,
+                                         event);
     ctx = pg->ctx;
     now = ngx_time();
 

@@ -187,15 +187,39 @@ ngx_http_ai_gateway_limit_lease_restore(ngx_http_ai_gateway_limit_state_t *st,
 ngx_int_t
 ngx_http_ai_gateway_limit_lease_init_process(ngx_cycle_t *cycle)
 {
+    ngx_uint_t                              i;
+    ngx_http_ai_gateway_limit_zone_t      **zones;
+    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
+
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
     {
         return NGX_OK;
     }
 
-    ngx_http_ai_gateway_limit_lease_event.handler =
-                                         ngx_http_ai_gateway_limit_lease_sweep;
-    ngx_http_ai_gateway_limit_lease_event.log = cycle->log;
+    /* no timer at all where no zone leases: loaded, the module is idle */
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                            ngx_http_ai_gateway_limit_module);
+    if (lmcf == NULL) {
+        return NGX_OK;
+    }
+
+    zones = lmcf->zones.elts;
+
+    for (i = 0; i < lmcf->zones.nelts; i++) {
+        if (zones[i]->lease) {
+            break;
+        }
+    }
+
+    if (i == lmcf->zones.nelts) {
+        return NGX_OK;
+    }
+
+    ngx_http_ai_gateway_event_init(&ngx_http_ai_gateway_limit_lease_event,
+                                   ngx_http_ai_gateway_limit_lease_sweep,
+                                   cycle->log);
 
     /* never what keeps a worker that shuts down alive */
     ngx_http_ai_gateway_limit_lease_event.cancelable = 1;

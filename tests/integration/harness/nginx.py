@@ -98,7 +98,7 @@ class Nginx:
     harness adds load_module, pid, logs, temp paths and events{}."""
 
     def __init__(self, http, main="", workers=1, port=None, env=None,
-                 master=True, wrapper=()):
+                 master=True, wrapper=(), level=None):
         self.port = port or free_port()
         self.dir = private_dir("agw-nginx-")
         for sub in ("logs", "temp"):
@@ -114,6 +114,8 @@ class Nginx:
         self.wrapper = list(wrapper)
         self.main = main
         self.http = http
+        # error_log level: "info" unless the test or AGW_LOG_LEVEL says
+        self.level = level or os.environ.get("AGW_LOG_LEVEL", "info")
         self.env = asan_env()
         if SANITIZE:
             self.env["ASAN_OPTIONS"] = (
@@ -158,7 +160,7 @@ http {{
 {http}
 }}
 """.format(module=MODULE, workers=self.workers, dir=self.dir,
-           level=os.environ.get("AGW_LOG_LEVEL", "info"),
+           level=self.level,
            master="on" if self.master else "off",
            main=self.main, http=http.replace("%%PORT%%", str(self.port)))
 
