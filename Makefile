@@ -3,6 +3,8 @@
 #   make run        start 3 ai-sim replicas and nginx on 127.0.0.1:8080
 #   make test       unit tests, fuzz smoke, integration tests (+ ASan run)
 #   make test-docker  the compose stack built and checked for real
+#   make test-nginx   nginx's own test suite: stock, module loaded, module
+#                     active on every request; fails on any difference
 #   make clean
 # Every target installs the missing Debian packages of the groups it needs
 # first (scripts/deps.sh build|run|test|bench|docker).
@@ -26,7 +28,8 @@ SIM_SRCS    := $(wildcard backends/ai-sim/*.[ch])
 
 .PHONY: all deps deps-build deps-run deps-test deps-bench deps-docker run \
         test test-unit test-integration test-asan fuzz-smoke bench \
-        bench-charts bench-multi test-docker clean
+        bench-charts bench-multi test-docker test-nginx deps-nginx-tests \
+        clean
 
 all: deps-build
 	@$(MAKE) --no-print-directory $(MODULE_SO) $(AI_SIM)
@@ -35,7 +38,7 @@ all: deps-build
 deps:
 	@scripts/deps.sh build run test
 
-deps-build deps-run deps-test deps-bench deps-docker:
+deps-build deps-run deps-test deps-bench deps-docker deps-nginx-tests:
 	@scripts/deps.sh $(patsubst deps-%,%,$@)
 
 $(MODULE_SO): $(MODULE_SRCS) scripts/build-module.sh
@@ -80,6 +83,21 @@ bench-charts: deps-bench
 # or a docker group member; starts dockerd when root and none answers)
 test-docker: deps-docker
 	scripts/test-docker.sh
+
+# nginx's own test suite (../shared/nginx-tests, see ../shared/nginx-tests.md)
+# against /usr/sbin/nginx three ways: stock (the baseline: about 57 files
+# fail on 1.22.1 without us, they test newer nginx), with the module loaded,
+# and with it active on every request (a passing limiter, headers off).  All
+# 492 files, two at a time (about 4 minutes a way here); a file that differs
+# is run again alone before it counts (scripts/nginx_tests.py).
+NGINX_TESTS ?= ../shared/nginx-tests
+
+test-nginx: all deps-nginx-tests
+	@test -d $(NGINX_TESTS) || { \
+	    echo "test-nginx: no nginx-tests at $(NGINX_TESTS) (set NGINX_TESTS=)"; \
+	    exit 1; }
+	/usr/bin/python3 scripts/nginx_tests.py --suite $(NGINX_TESTS) \
+	    --module $(MODULE_SO) --out $(BUILD)/nginx-tests --jobs 2
 
 # several gateways (SPEC 7.4): near-cache and Redis Cluster HITs side by side
 bench-multi: all deps-run deps-bench

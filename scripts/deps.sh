@@ -10,6 +10,7 @@
 #   test     `make test`: unit, fuzz, integration and static checks
 #   bench    `make bench`: wrk and the charts
 #   docker   `make test-docker`: the engine, compose and debootstrap
+#   nginx-tests  `make test-nginx`: the dynamic modules nginx-tests loads
 set -euo pipefail
 
 group_build=(
@@ -46,17 +47,25 @@ group_docker=(
     curl
 )
 
+# Debian builds seven of nginx's modules as =dynamic; nginx-tests loads them
+# (TEST_NGINX_MODULES) and nearly every file fails at dlopen() without them
+group_nginx_tests=(
+    libnginx-mod-http-geoip libnginx-mod-http-image-filter
+    libnginx-mod-http-perl libnginx-mod-http-xslt-filter
+    libnginx-mod-mail libnginx-mod-stream libnginx-mod-stream-geoip
+)
+
 groups=("$@")
 [ ${#groups[@]} -eq 0 ] && groups=(build run test)
 
 packages=()
 for g in "${groups[@]}"; do
     case $g in
-        build|run|test|bench|docker) ;;
-        *) echo "deps: unknown group $g (build run test bench docker)" >&2
+        build|run|test|bench|docker|nginx-tests) ;;
+        *) echo "deps: unknown group $g (build run test bench docker nginx-tests)" >&2
            exit 2 ;;
     esac
-    declare -n list="group_$g"
+    declare -n list="group_${g//-/_}"
     packages+=("${list[@]}")
     unset -n list
 done
