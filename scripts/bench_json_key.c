@@ -5,7 +5,7 @@
  *
  *   L=ngx_ai_gateway_module/lib
  *   cc -O2 -g -I$L -o /tmp/bench_json_key scripts/bench_json_key.c \
- *       $L/agw_json.c $L/agw_sha256.c $L/agw_key.c
+ *       $L/agw_json*.c $L/agw_sha256.c $L/agw_key.c
  *   valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \
  *       /tmp/bench_json_key
  *   callgrind_annotate --inclusive=yes /tmp/cg.out | grep bench_
@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
-#include "agw_json.h"
+#include "agw_json_canonical.h"
 #include "agw_sha256.h"
 #include "agw_key.h"
 
