@@ -39,7 +39,8 @@ ENV DEBIAN_FRONTEND=noninteractive
 COPY --from=build /src/build/nginx.version /tmp/nginx.version
 
 # nginx pinned to the version whose nginx-dev tree built the module;
-# libhiredis0.14 is the runtime half of libhiredis-dev (the Redis store).
+# libhiredis0.14 is the runtime half of libhiredis-dev (the Redis store);
+# libssl3 and zlib1g, the module's libcrypto and zlib, come with nginx.
 RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
  && chmod 755 /usr/sbin/policy-rc.d \
  && v=$(cat /tmp/nginx.version) \

@@ -17,7 +17,8 @@ group_build=(
     build-essential        # gcc, make: module and ai-sim
     nginx                  # the nginx binary the module loads into
     nginx-dev              # that nginx's source tree + conf_flags to build against
-    libpcre2-dev libssl-dev zlib1g-dev   # what nginx's configure checks for
+    libpcre2-dev           # what nginx's configure checks for
+    libssl-dev zlib1g-dev  # the same; and lib/'s SHA-256 (libcrypto), CRC-32 (zlib)
     libhiredis-dev         # hiredis async API for the Redis store
     libevent-dev           # ai-sim's event loop and HTTP server (evhttp)
     libcjson-dev           # ai-sim's JSON

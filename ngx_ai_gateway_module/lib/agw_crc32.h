@@ -1,8 +1,8 @@
 
 /*
- * CRC-32 (IEEE 802.3, reflected polynomial 0xedb88320): the same checksum as
- * zlib's crc32() and nginx's ngx_crc32_long(), so a key checksum computed here
- * can be compared with one computed by either.
+ * CRC-32 (IEEE 802.3, reflected polynomial 0xedb88320), computed by zlib's
+ * crc32(): the same checksum as nginx's ngx_crc32_long(), so a key
+ * checksum computed here can be compared with one computed by either.
  */
 
 

@@ -1,9 +1,11 @@
 
 /*
- * Strict JSON (RFC 8259): a canonicaliser for cache keys that also reads
- * the request fields the token limiter needs, and an incremental push
- * tokenizer for answers that arrive in pieces.  See the essay in
- * agw_json.c.
+ * Strict JSON (RFC 8259), what every reader here shares: the results, the
+ * depth limit, string contents (escapes, surrogates, UTF-8 as RFC 3629
+ * has it) and unescaping.  The readers have a header each:
+ * agw_json_scan.h (one pass over a whole text), agw_json_canonical.h (the
+ * cache key's canonical form), agw_json_request.h (what the limiter reads
+ * from a request) and agw_json_push.h (answers that arrive in pieces).
  */
 
 
@@ -28,27 +30,6 @@
 
 #define AGW_JSON_MAX_DEPTH  64           /* containers, nested */
 
-/* max_tokens and friends above this are read as this (agw_tokens.h) */
-#define AGW_JSON_MAX_INT    ((uint64_t) 1 << 40)
-
-
-/* what the limiter needs from an inference request; all 0 when absent */
-typedef struct {
-    const uint8_t  *model;               /* raw string content, in the input,
-                                            without the quotes */
-    size_t          model_len;
-    uint64_t        prompt_bytes;        /* unescaped bytes of `prompt` and
-                                            of every messages[].content */
-    uint64_t        max_tokens;          /* max_completion_tokens, else
-                                            max_tokens, <= AGW_JSON_MAX_INT */
-    unsigned        valid:1;             /* the input is valid JSON (the
-                                            fields below are meaningful) */
-    unsigned        model_escaped:1;     /* model holds backslash escapes */
-    unsigned        has_max_tokens:1;
-    unsigned        stream:1;            /* "stream": true */
-    unsigned        include_usage:1;     /* stream_options.include_usage */
-} agw_json_request_t;
-
 
 typedef struct {
     const uint8_t  *data;
@@ -56,112 +37,42 @@ typedef struct {
 } agw_json_str_t;
 
 
-/* receives the canonical bytes in order; non-zero stops with ESTOP */
-typedef int (*agw_json_write_pt)(void *ctx, const uint8_t *data, size_t len);
-
-
-/* a write callback into a caller's buffer: ctx is an agw_json_buf_t */
-typedef struct {
-    uint8_t  *pos;
-    uint8_t  *end;
-} agw_json_buf_t;
-
-int agw_json_buf_write(void *ctx, const uint8_t *data, size_t len);
-
-
 /*
- * scratch bytes that always suffice to canonicalise `len` bytes of input
- * (12 bytes per value the input could hold); less may do for real bodies,
- * and too little is AGW_JSON_ENOMEM, never an overrun
- */
-size_t agw_json_scratch_size(size_t len);
-
-/*
- * Writes the canonical form of the JSON text in[0..len) through write(),
- * leaving out top-level members named in ignore[0..nignore).  Nothing is
- * written unless the whole input is canonicalisable: on any error the
- * caller keys by the raw bytes.  req, if not NULL, is filled in the same
- * pass (req->valid says whether the input was valid JSON, even when the
- * result is EDUP, ERANGE or ENOMEM).  scratch must be aligned for
- * uint32_t.
- */
-int agw_json_canonical(const uint8_t *in, size_t len,
-    const agw_json_str_t *ignore, size_t nignore,
-    void *scratch, size_t scratch_len,
-    agw_json_write_pt write, void *ctx, agw_json_request_t *req);
-
-/* only the request fields: one pass, no scratch, no output */
-int agw_json_scan_request(const uint8_t *in, size_t len,
-    agw_json_request_t *req);
-
-/*
- * Unescapes the content of a JSON string (as agw_json_request_t.model
- * holds it) into out; returns the length, or -1 if it does not fit or is
- * not a valid string content.
+ * Unescapes the content of a JSON string (the bytes between its quotes)
+ * into out; returns the length, or -1 if it does not fit or is not a
+ * valid string content.
  */
 ptrdiff_t agw_json_unescape(const uint8_t *in, size_t len, uint8_t *out,
     size_t out_len);
 
 
+/* for the readers in lib/: the bytes of a string's content */
+
+#define AGW_JSON_BYTE_PLAIN      0       /* ASCII that stands for itself */
+#define AGW_JSON_BYTE_QUOTE      1
+#define AGW_JSON_BYTE_BACKSLASH  2
+#define AGW_JSON_BYTE_CONTROL    3       /* invalid unless escaped */
+#define AGW_JSON_BYTE_HIGH       4       /* >= 0x80: a UTF-8 sequence */
+
+extern const uint8_t  agw_json_byte_class[256];
+
+/* the value of a hex digit, -1 if c is not one */
+int agw_json_hex(uint8_t c);
+
 /*
- * The push tokenizer: fed any split of a JSON text, it calls the handler
- * once per token.  Strings are not kept: a key or string value event
- * carries its first AGW_JSON_TEXT_MAX unescaped bytes and its full
- * unescaped length; a number carries its text the same way.
+ * the escape at p ('\'): bytes it takes, 0 if invalid; a surrogate pair is
+ * one code point, a lone surrogate is invalid
  */
+size_t agw_json_escape(const uint8_t *p, const uint8_t *end, uint32_t *cp);
 
-#define AGW_JSON_TEXT_MAX  48
+/* the UTF-8 sequence at p (RFC 3629): its length, 0 if invalid */
+size_t agw_json_utf8(const uint8_t *p, const uint8_t *end, uint32_t *cp);
 
-enum {
-    AGW_JSON_OBJECT = 1,
-    AGW_JSON_OBJECT_END,
-    AGW_JSON_ARRAY,
-    AGW_JSON_ARRAY_END,
-    AGW_JSON_KEY,
-    AGW_JSON_STRING,
-    AGW_JSON_NUMBER,
-    AGW_JSON_TRUE,
-    AGW_JSON_FALSE,
-    AGW_JSON_NULL
-};
+/* the bytes of cp in UTF-8 */
+size_t agw_json_utf8_len(uint32_t cp);
 
-typedef struct {
-    unsigned        type;                /* AGW_JSON_OBJECT ... */
-    unsigned        depth;               /* containers around the token (an
-                                            _END: around its container) */
-    const uint8_t  *text;                /* KEY, STRING, NUMBER */
-    size_t          text_len;            /* <= AGW_JSON_TEXT_MAX */
-    uint64_t        full_len;            /* unescaped length */
-} agw_json_event_t;
-
-typedef int (*agw_json_event_pt)(void *ctx, const agw_json_event_t *ev);
-
-typedef struct {
-    agw_json_event_pt  handler;
-    void              *ctx;
-    uint64_t           stack;            /* bit d: container d is an object */
-    uint64_t           full_len;
-    uint32_t           ucp;              /* \u escape being read */
-    uint32_t           hi;               /* pending high surrogate, or 0 */
-    unsigned           depth;
-    unsigned           state;
-    unsigned           sub;              /* number state, literal position,
-                                            hex digits read */
-    int                rc;               /* sticky result */
-    const char        *literal;
-    unsigned           key:1;            /* the string is a member name */
-    uint8_t            text[AGW_JSON_TEXT_MAX];
-    size_t             text_len;
-} agw_json_push_t;
-
-void agw_json_push_init(agw_json_push_t *j, agw_json_event_pt handler,
-    void *ctx);
-
-/* AGW_JSON_OK while the input can still be JSON; errors are sticky */
-int agw_json_push_feed(agw_json_push_t *j, const uint8_t *data, size_t len);
-
-/* AGW_JSON_OK if the input was exactly one JSON value */
-int agw_json_push_finish(agw_json_push_t *j);
+/* writes cp in UTF-8 (at most 4 bytes), returns how many */
+size_t agw_json_utf8_put(uint8_t *out, uint32_t cp);
 
 
 #endif /* _AGW_JSON_H_INCLUDED_ */

@@ -1,6 +1,7 @@
 
 /*
- * Streaming SHA-256 (FIPS 180-4) for cache keys and request body digests.
+ * Streaming SHA-256 (FIPS 180-4) for cache keys and request body digests,
+ * computed by OpenSSL's libcrypto.  See agw_sha256.c.
  */
 
 
@@ -11,16 +12,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/sha.h>
+
 
 #define AGW_SHA256_DIGEST_LEN  32        /* bytes */
-#define AGW_SHA256_BLOCK_LEN   64        /* bytes */
 
 
+/* a plain struct the caller owns: on the stack, in a pool, in shm */
 typedef struct {
-    uint32_t  state[8];
-    uint64_t  bytes;                     /* message length so far, bytes */
-    uint8_t   buffer[AGW_SHA256_BLOCK_LEN];
-    size_t    buffered;                  /* bytes waiting in buffer */
+    SHA256_CTX  ctx;
 } agw_sha256_t;
 
 
@@ -28,12 +28,6 @@ void agw_sha256_init(agw_sha256_t *ctx);
 void agw_sha256_update(agw_sha256_t *ctx, const void *data, size_t len);
 void agw_sha256_final(agw_sha256_t *ctx,
     uint8_t digest[AGW_SHA256_DIGEST_LEN]);
-
-/*
- * Use the CPU's SHA instructions when it has them (the default) or not;
- * returns whether they are used.  For tests of both paths.
- */
-int agw_sha256_set_accelerated(int on);
 
 /* one call over a single buffer */
 void agw_sha256(const void *data, size_t len,

@@ -7,13 +7,13 @@
  * estimate: the prompt at about four bytes a token (the usual rule of
  * thumb for English with OpenAI's tokenizers; the prompt is the unescaped
  * text of `prompt`, `input`, `system` and every messages[].content, read by
- * agw_json in the same pass as the cache key) plus what the request allows
- * the model to write: max_completion_tokens (or the Responses API's
- * max_output_tokens), else max_tokens, else the configured default.  A
- * body that is not JSON has no fields to read, so its size stands in for
- * the prompt.  Every sum saturates at AGW_TOKENS_MAX, far above any
- * bucket, so a hostile max_tokens of 10^30 is a cost that never fits
- * instead of an overflow that fits.
+ * agw_json_request.c in the same pass as the cache key) plus what the
+ * request allows the model to write: max_completion_tokens (or the
+ * Responses API's max_output_tokens), else max_tokens, else the
+ * configured default.  A body that is not JSON has no fields to read, so
+ * its size stands in for the prompt.  Every sum saturates at
+ * AGW_TOKENS_MAX, far above any bucket, so a hostile max_tokens of 10^30
+ * is a cost that never fits instead of an overflow that fits.
  *
  * Settlement reads the real figure from the answer as it passes, without
  * holding it: agw_answer_t wraps the push tokenizer, which keeps a few

@@ -13,7 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "agw_json.h"
+#include "agw_json_push.h"
+#include "agw_json_request.h"
 
 
 /*

@@ -20,7 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agw_json.h"
+#include "agw_json_canonical.h"
+#include "agw_json_push.h"
+#include "agw_json_scan.h"
 #include "agw_tokens.h"
 
 

@@ -13,6 +13,8 @@
 
 AGW_LIB_SRCS      := $(wildcard $(LIB_DIR)/*.c)
 AGW_LIB_HDRS      := $(wildcard $(LIB_DIR)/*.h)
+# what lib/ links, as the module's config: libcrypto (SHA-256), zlib (CRC-32)
+AGW_LIB_LIBS      := -lcrypto -lz
 
 AGW_UNIT_CC       ?= $(CC)
 AGW_UNIT_CFLAGS   ?= -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter \
@@ -41,7 +43,7 @@ AGW_NGX_CFLAGS    := -W -Wall -Wpointer-arith -Wno-unused-parameter -Werror
 $(BUILD)/unit/%: tests/unit/%.c $(AGW_LIB_SRCS) $(AGW_LIB_HDRS)
 	@mkdir -p $(@D)
 	$(AGW_UNIT_CC) $(AGW_UNIT_CFLAGS) -I$(LIB_DIR) -o $@ $< $(AGW_LIB_SRCS) \
-		-lcmocka
+		-lcmocka $(AGW_LIB_LIBS)
 
 unit: $(AGW_UNIT_BINS)
 	@failed=""; \
@@ -56,7 +58,8 @@ unit: $(AGW_UNIT_BINS)
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(AGW_LIB_SRCS) $(AGW_LIB_HDRS)
 	@mkdir -p $(@D)
-	$(AGW_FUZZ_CC) $(AGW_FUZZ_CFLAGS) -I$(LIB_DIR) -o $@ $< $(AGW_LIB_SRCS)
+	$(AGW_FUZZ_CC) $(AGW_FUZZ_CFLAGS) -I$(LIB_DIR) -o $@ $< $(AGW_LIB_SRCS) \
+		$(AGW_LIB_LIBS)
 
 # each target fuzzes in build/fuzz/<name>/ (corpus copy, artifacts, log),
 # so a crasher names its target and the seeds in git stay as they are

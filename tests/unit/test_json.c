@@ -17,6 +17,9 @@
 #include <cmocka.h>
 
 #include "agw_json.h"
+#include "agw_json_canonical.h"
+#include "agw_json_push.h"
+#include "agw_json_scan.h"
 
 
 #define nitems(a)  (sizeof(a) / sizeof((a)[0]))

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "agw_json_scan.h"
 #include "agw_tokens.h"
 
 
