@@ -17,6 +17,7 @@
 
 #include "ngx_http_ai_gateway_cache.h"
 #include "ngx_http_ai_gateway_request.h"
+#include "agw_json_canonical.h"
 
 
 static ngx_int_t ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r,

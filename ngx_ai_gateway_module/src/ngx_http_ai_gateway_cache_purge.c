@@ -13,13 +13,14 @@
  * object, an unknown cache or field, or no selector or two is a 400, any
  * other method a 405, both with a JSON error.
  *
- * The body is read with the canonicaliser (lib/agw_json.c) rather than a
+ * The body is read with the canonicaliser (lib/agw_json_canonical.c) rather than a
  * parser of its own: what it writes is strict JSON with sorted members, no
  * whitespace and no duplicate, so the few fields above are picked from it
  * by a scan that only has to know where a string ends.
  */
 
 #include "ngx_http_ai_gateway_cache.h"
+#include "agw_json_canonical.h"
 
 
 static ngx_int_t ngx_http_ai_gateway_cache_purge_handler(

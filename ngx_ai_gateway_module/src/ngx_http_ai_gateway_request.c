@@ -1,7 +1,7 @@
 /*
  * What an inference request says about itself (SPEC 7.1): the model, the
  * prompt's size and the tokens it asks for, read once from its JSON body
- * by lib/agw_json.c and kept in the core module's request ctx.
+ * by lib/agw_json_scan.c and kept in the core module's request ctx.
  *
  * Only a body that nginx holds in memory is read: the cache step reads the
  * body of cached locations before the limiter runs, and a body small
@@ -14,6 +14,7 @@
 
 #include "ngx_http_ai_gateway_request.h"
 #include "agw_json.h"
+#include "agw_json_scan.h"
 #include "agw_tokens.h"
 
 
