@@ -110,20 +110,43 @@ void sim_accept_free(sim_ctx_t *ctx);
 /* sim_http.c */
 int sim_http_init(sim_ctx_t *ctx, int fd);
 void sim_http_set_idle(sim_ctx_t *ctx, struct evhttp_connection *evcon);
+void sim_http_add_common_headers(sim_ctx_t *ctx, struct evhttp_request *req,
+    const char *content_type, long total_tokens);
+void sim_http_send_body(sim_ctx_t *ctx, struct evhttp_request *req,
+    int status, const char *reason, const char *body, size_t len,
+    long total_tokens);
 void sim_http_send_json(sim_ctx_t *ctx, struct evhttp_request *req,
     int status, const char *reason, cJSON *json, long total_tokens);
 void sim_http_send_error(sim_ctx_t *ctx, struct evhttp_request *req,
     int status, const char *reason, const char *type, const char *message);
-void sim_http_add_common_headers(sim_ctx_t *ctx, struct evhttp_request *req,
-    const char *content_type, long total_tokens);
+void sim_http_send_bad_request(sim_ctx_t *ctx, struct evhttp_request *req,
+    const char *message);
+void sim_http_send_oom(sim_ctx_t *ctx, struct evhttp_request *req);
+void sim_http_send_injected(sim_ctx_t *ctx, struct evhttp_request *req);
+int sim_http_check_body_size(sim_ctx_t *ctx, struct evhttp_request *req);
 
+/* sim_req.c */
+uint64_t sim_now_ms(void);
+double sim_jitter(sim_ctx_t *ctx);
 sim_req_t *sim_req_create(sim_ctx_t *ctx, struct evhttp_request *req,
     sim_req_handler_pt handler);
 int sim_req_schedule(sim_req_t *r, double delay_ms);
 void sim_req_finalize(sim_req_t *r);
 void sim_req_free_all(sim_ctx_t *ctx);
-double sim_jitter(sim_ctx_t *ctx);
-uint64_t sim_now_ms(void);
+void sim_req_delay_reply(sim_ctx_t *ctx, struct evhttp_request *req,
+    cJSON *reply, long total_tokens, sim_req_handler_pt handler,
+    double delay_ms);
+void sim_reply_with_latency(sim_req_t *r);
+void sim_reply_plain(sim_req_t *r);
+
+/* routes: sim_status.c, sim_infer.c, sim_chat.c */
+void sim_healthz_handler(sim_ctx_t *ctx, struct evhttp_request *req);
+void sim_models_handler(sim_ctx_t *ctx, struct evhttp_request *req);
+void sim_infer_handler(sim_ctx_t *ctx, struct evhttp_request *req);
+void sim_slow_handler(sim_ctx_t *ctx, struct evhttp_request *req);
+void sim_chat_handler(sim_ctx_t *ctx, struct evhttp_request *req);
+int sim_fail(sim_ctx_t *ctx);
+double sim_latency_ms(sim_ctx_t *ctx, unsigned completion_tokens);
 
 /* sim_stream.c */
 typedef struct {
