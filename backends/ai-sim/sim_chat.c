@@ -73,6 +73,41 @@ sim_chat_prompt(cJSON *root, size_t *len, const char **err)
 }
 
 
+/*
+ * The prompt in the order the model reads it, for the prefix cache: each
+ * message's role and content, each followed by a newline, as a chat
+ * template lays them out; "messages" is valid by now.
+ */
+static int
+sim_chat_seq(cJSON *root, sim_prefix_seq_t *seq)
+{
+    cJSON       *messages, *msg;
+    const char  *s;
+
+    messages = cJSON_GetObjectItemCaseSensitive(root, "messages");
+
+    cJSON_ArrayForEach(msg, messages) {
+        s = cJSON_GetObjectItemCaseSensitive(msg, "role")->valuestring;
+
+        if (sim_prefix_seq_add(seq, s, strlen(s)) != 0
+            || sim_prefix_seq_add(seq, "\n", 1) != 0)
+        {
+            return -1;
+        }
+
+        s = cJSON_GetObjectItemCaseSensitive(msg, "content")->valuestring;
+
+        if (sim_prefix_seq_add(seq, s, strlen(s)) != 0
+            || sim_prefix_seq_add(seq, "\n", 1) != 0)
+        {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
 static cJSON *
 sim_chat_reply(sim_ctx_t *ctx, const char *model, uint64_t hash,
     unsigned prompt_tokens, unsigned max_tokens)
@@ -189,6 +224,7 @@ sim_chat_handler(sim_ctx_t *ctx, struct evhttp_request *req)
     uint64_t            hash;
     unsigned            max_tokens, prompt_tokens;
     const char         *err, *model;
+    sim_prefix_seq_t    seq;
     sim_stream_conf_t   sc;
 
     if (sim_http_check_body_size(ctx, req) != 0) {
@@ -260,6 +296,15 @@ sim_chat_handler(sim_ctx_t *ctx, struct evhttp_request *req)
     hash = sim_model_hash(model, prompt, prompt_len, max_tokens);
     free(prompt);
 
+    sim_prefix_seq_init(&seq, ctx->prefix.capacity > 0);
+
+    if (sim_chat_seq(root, &seq) != 0) {
+        sim_prefix_seq_free(&seq);
+        cJSON_Delete(root);
+        sim_http_send_oom(ctx, req);
+        return;
+    }
+
     if (stream) {
         if (sc.cut_after == -1) {
             sc.cut_after = sim_chat_cut_draw(ctx, max_tokens);
@@ -270,6 +315,7 @@ sim_chat_handler(sim_ctx_t *ctx, struct evhttp_request *req)
         sc.prompt_tokens = prompt_tokens;
         sc.max_tokens = max_tokens;
         sc.include_usage = include_usage;
+        sc.seq = &seq;
 
         if (sim_stream_start(ctx, req, &sc) != 0) {
             sim_http_send_oom(ctx, req);
@@ -283,11 +329,11 @@ sim_chat_handler(sim_ctx_t *ctx, struct evhttp_request *req)
     cJSON_Delete(root);
 
     if (reply == NULL) {
+        sim_prefix_seq_free(&seq);
         sim_http_send_oom(ctx, req);
         return;
     }
 
-    sim_req_delay_reply(ctx, req, reply, (long) prompt_tokens + max_tokens,
-                        sim_reply_with_latency,
-                        sim_latency_ms(ctx, max_tokens));
+    sim_sched_reply(ctx, req, reply, (long) prompt_tokens + max_tokens,
+                    max_tokens, &seq);
 }

@@ -32,6 +32,7 @@ static void sim_http_handler(struct evhttp_request *req, void *arg);
 
 static const sim_route_t  sim_routes[] = {
     { "/healthz", SIM_GET_HEAD, "GET, HEAD", sim_healthz_handler, 0 },
+    { "/metrics", SIM_GET_HEAD, "GET, HEAD", sim_metrics_handler, 0 },
     { "/infer", EVHTTP_REQ_POST, "POST", sim_infer_handler, 1 },
     { "/slow", SIM_GET_HEAD, "GET, HEAD", sim_slow_handler, 1 },
     { "/v1/models", SIM_GET_HEAD, "GET, HEAD", sim_models_handler, 1 },
@@ -90,6 +91,8 @@ sim_http_add_common_headers(sim_ctx_t *ctx, struct evhttp_request *req,
         snprintf(buf, sizeof(buf), "%ld", total_tokens);
         evhttp_add_header(headers, "X-Usage-Total-Tokens", buf);
     }
+
+    sim_metrics_add_load_header(ctx, headers);
 }
 
 

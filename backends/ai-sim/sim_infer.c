@@ -22,23 +22,16 @@ sim_fail(sim_ctx_t *ctx)
 }
 
 
-double
-sim_latency_ms(sim_ctx_t *ctx, unsigned completion_tokens)
-{
-    return (ctx->conf.ttft_ms + completion_tokens * ctx->conf.tpot_ms)
-           * sim_jitter(ctx);
-}
-
-
 void
 sim_infer_handler(sim_ctx_t *ctx, struct evhttp_request *req)
 {
-    char         id[32], *output;
-    cJSON       *root, *prompt, *reply, *usage;
-    size_t       prompt_len, output_len;
-    uint64_t     hash;
-    unsigned     max_tokens, prompt_tokens;
-    const char  *err, *model;
+    char              id[32], *output;
+    cJSON            *root, *prompt, *reply, *usage;
+    size_t            prompt_len, output_len;
+    uint64_t          hash;
+    unsigned          max_tokens, prompt_tokens;
+    const char       *err, *model;
+    sim_prefix_seq_t  seq;
 
     if (sim_http_check_body_size(ctx, req) != 0) {
         return;
@@ -78,19 +71,24 @@ sim_infer_handler(sim_ctx_t *ctx, struct evhttp_request *req)
     hash = sim_model_hash(model, prompt->valuestring, prompt_len,
                           max_tokens);
 
+    /* the prefix cache reads the prompt as the model would */
+    sim_prefix_seq_init(&seq, ctx->prefix.capacity > 0);
+
     output = sim_model_generate(hash, max_tokens, &output_len);
     reply = cJSON_CreateObject();
     usage = sim_json_usage(prompt_tokens, max_tokens);
 
     snprintf(id, sizeof(id), "infer-%016" PRIx64, hash);
 
-    if (output == NULL || reply == NULL || usage == NULL
+    if (sim_prefix_seq_add(&seq, prompt->valuestring, prompt_len) != 0
+        || output == NULL || reply == NULL || usage == NULL
         || cJSON_AddStringToObject(reply, "id", id) == NULL
         || cJSON_AddStringToObject(reply, "server_id", ctx->conf.id) == NULL
         || cJSON_AddStringToObject(reply, "model", model) == NULL
         || cJSON_AddStringToObject(reply, "output", output) == NULL
         || !cJSON_AddItemToObject(reply, "usage", usage))
     {
+        sim_prefix_seq_free(&seq);
         free(output);
         cJSON_Delete(usage);
         cJSON_Delete(reply);
@@ -102,9 +100,8 @@ sim_infer_handler(sim_ctx_t *ctx, struct evhttp_request *req)
     free(output);
     cJSON_Delete(root);
 
-    sim_req_delay_reply(ctx, req, reply, (long) prompt_tokens + max_tokens,
-                        sim_reply_with_latency,
-                        sim_latency_ms(ctx, max_tokens));
+    sim_sched_reply(ctx, req, reply, (long) prompt_tokens + max_tokens,
+                    max_tokens, &seq);
 }
 
 

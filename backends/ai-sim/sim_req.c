@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <event2/bufferevent.h>
+
 #include "sim.h"
 
 
@@ -26,6 +28,17 @@ sim_now_ms(void)
 }
 
 
+uint64_t
+sim_now_us(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
 double
 sim_jitter(sim_ctx_t *ctx)
 {
@@ -39,6 +52,36 @@ sim_jitter(sim_ctx_t *ctx)
 
     /* uniform in [1 - jitter, 1 + jitter] */
     return 1.0 - j + 2.0 * j * sim_rng_uniform(&ctx->rng);
+}
+
+
+/*
+ * evhttp 2.1 stops reading a connection once its request is in, and reads
+ * again, for close detection only, when the answer starts: a client who
+ * leaves while its JSON answer waits would go unseen until the answer is
+ * written, and would hold a decode slot or a queue place all that time.
+ * So we do now what evhttp_write_buffer() does when an answer starts: no
+ * read callback, evhttp's own event callback kept, EV_READ on; an EOF
+ * then fails the connection, which calls our close callback.  Sending the
+ * answer sets evhttp's callbacks again, and bytes of a pipelined request
+ * wait in the input buffer until the answer is out.
+ */
+static void
+sim_req_watch_close(struct evhttp_connection *evcon)
+{
+    void                  *arg;
+    struct bufferevent    *bev;
+    bufferevent_data_cb    write_cb;
+    bufferevent_event_cb   event_cb;
+
+    bev = evhttp_connection_get_bufferevent(evcon);
+    if (bev == NULL) {
+        return;
+    }
+
+    bufferevent_getcb(bev, NULL, &write_cb, &event_cb, &arg);
+    bufferevent_setcb(bev, NULL, write_cb, event_cb, arg);
+    (void) bufferevent_enable(bev, EV_READ);
 }
 
 
@@ -64,7 +107,10 @@ sim_req_create(sim_ctx_t *ctx, struct evhttp_request *req,
     r->evcon = evhttp_request_get_connection(req);
     r->handler = handler;
     r->start_ms = sim_now_ms();
+    r->start_us = sim_now_us();
     r->total_tokens = -1;
+    r->factor = 1.0;
+    sim_prefix_seq_init(&r->seq, 0);
 
     r->next = ctx->inflight_head;
     if (r->next != NULL) {
@@ -74,17 +120,19 @@ sim_req_create(sim_ctx_t *ctx, struct evhttp_request *req,
     ctx->inflight++;
 
     /*
-     * The connection can go away while the timer is pending (a streaming
-     * client hangs up); the close callback is the only notice we get
-     * before the request memory is gone.
+     * The connection can go away while the timer is pending (a client
+     * hangs up while queued, decoding or streaming); the close callback
+     * is the only notice we get before the request memory is gone.
      *
-     * evhttp keeps reading while it answers, to see the client leave, and
-     * its read timeout would cut an answer that takes longer than
-     * --idle-timeout; a request in flight gets the long timeout instead.
+     * evhttp keeps reading while it answers, to see the client leave (we
+     * make it read before the answer starts, too), and its read timeout
+     * would cut an answer that takes longer than --idle-timeout; a
+     * request in flight gets the long timeout instead.
      */
     if (r->evcon != NULL) {
         evhttp_connection_set_closecb(r->evcon, sim_req_close_handler, r);
         evhttp_connection_set_timeout(r->evcon, SIM_HTTP_TIMEOUT);
+        sim_req_watch_close(r->evcon);
     }
 
     return r;
@@ -133,6 +181,10 @@ sim_req_finalize(sim_req_t *r)
 
     ctx->inflight--;
 
+    /* its slot and cache blocks go to the next sequence at once */
+    sim_sched_leave(r);
+    sim_prefix_seq_free(&r->seq);
+
     if (r->evcon != NULL) {
         evhttp_connection_set_closecb(r->evcon, NULL, NULL);
         sim_http_set_idle(ctx, r->evcon);
@@ -153,6 +205,9 @@ sim_req_finalize(sim_req_t *r)
 void
 sim_req_free_all(sim_ctx_t *ctx)
 {
+    /* the queue must not start what is about to be freed */
+    ctx->stopping = 1;
+
     while (ctx->inflight_head != NULL) {
         sim_req_finalize(ctx->inflight_head);
     }

@@ -22,7 +22,16 @@ sim_healthz_handler(sim_ctx_t *ctx, struct evhttp_request *req)
         || cJSON_AddNumberToObject(root, "inflight", ctx->inflight) == NULL
         || cJSON_AddNumberToObject(root, "requests",
                                    (double) ctx->requests) == NULL
-        || cJSON_AddNumberToObject(root, "cut", (double) ctx->cut) == NULL)
+        || cJSON_AddNumberToObject(root, "cut", (double) ctx->cut) == NULL
+        || cJSON_AddNumberToObject(root, "running", ctx->slots.running)
+           == NULL
+        || cJSON_AddNumberToObject(root, "waiting", ctx->slots.waiting)
+           == NULL
+        || cJSON_AddNumberToObject(root, "prefix_hit_tokens",
+                                   (double) ctx->prefix.hit_tokens) == NULL
+        || cJSON_AddNumberToObject(root, "prefix_query_tokens",
+                                   (double) ctx->prefix.query_tokens)
+           == NULL)
     {
         cJSON_Delete(root);
         sim_http_send_oom(ctx, req);
