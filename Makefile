@@ -52,7 +52,8 @@ run: all deps-run
 	CACHE=$(CACHE) scripts/run.sh
 
 include tests/unit/rules.mk
-include tests/unit/sim.mk
+# optional: the Docker build stages copy only Makefile and rules.mk
+-include tests/unit/sim.mk
 
 test: all deps-run deps-test
 	@$(MAKE) --no-print-directory test-unit fuzz-smoke test-integration
