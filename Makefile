@@ -27,7 +27,7 @@ MODULE_SRCS := $(wildcard ngx_ai_gateway_module/config \
 SIM_SRCS    := $(wildcard backends/ai-sim/*.[ch])
 
 .PHONY: all deps deps-build deps-run deps-test deps-bench deps-docker run \
-        test test-unit test-integration test-asan fuzz-smoke bench \
+        test test-unit sim-unit test-integration test-asan fuzz-smoke bench \
         bench-charts bench-multi test-docker test-nginx deps-nginx-tests \
         clean
 
@@ -55,11 +55,13 @@ run: all deps-run
 	CACHE=$(CACHE) scripts/run.sh
 
 include tests/unit/rules.mk
+# optional: the Docker build stages copy only Makefile and rules.mk
+-include tests/unit/sim.mk
 
 test: all deps-run deps-test
 	@$(MAKE) --no-print-directory test-unit fuzz-smoke test-integration
 
-test-unit: unit
+test-unit: unit sim-unit
 
 fuzz-smoke: fuzz-run
 

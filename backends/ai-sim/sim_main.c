@@ -30,7 +30,8 @@ sim_usage(FILE *f)
         "usage: ai-sim --port N --id ID [--host 127.0.0.1] [--ttft-ms 40]\n"
         "              [--tpot-ms 4] [--jitter 0.1] [--max-body 1m]\n"
         "              [--fail-rate 0.0] [--cut-rate 0.0] [--seed N]\n"
-        "              [--idle-timeout 10]\n"
+        "              [--idle-timeout 10] [--slots N]\n"
+        "              [--prefill-us-per-token U] [--prefix-cache-tokens N]\n"
         "\n"
         "  --port N          port to listen on, 0 for an ephemeral one\n"
         "  --id ID           replica id, sent back in X-Server-Id\n"
@@ -47,7 +48,19 @@ sim_usage(FILE *f)
         "  --seed N          seed for jitter, failures and cuts\n"
         "                    (default: time)\n"
         "  --idle-timeout S  close a connection idle for S seconds, between\n"
-        "                    requests or inside one (default 10)\n");
+        "                    requests or inside one (default 10)\n"
+        "\n"
+        "  the inference server's model (all off by default):\n"
+        "  --slots N         at most N sequences decode at once, the others\n"
+        "                    wait in a FIFO queue (default 0: no limit)\n"
+        "  --prefill-us-per-token U\n"
+        "                    the first token comes U microseconds later for\n"
+        "                    each prompt token not in the prefix cache\n"
+        "                    (a token: 4 bytes of prompt text; default 0)\n"
+        "  --prefix-cache-tokens N\n"
+        "                    an LRU prefix cache of N tokens in blocks of\n"
+        "                    16, as vLLM's automatic prefix caching\n"
+        "                    (default 0: none)\n");
 }
 
 
@@ -166,6 +179,9 @@ sim_parse_args(int argc, char **argv, sim_conf_t *conf)
         { "cut-rate", required_argument, NULL, 'c' },
         { "idle-timeout", required_argument, NULL, 'I' },
         { "seed", required_argument, NULL, 's' },
+        { "slots", required_argument, NULL, 'S' },
+        { "prefill-us-per-token", required_argument, NULL, 'P' },
+        { "prefix-cache-tokens", required_argument, NULL, 'C' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -180,6 +196,9 @@ sim_parse_args(int argc, char **argv, sim_conf_t *conf)
     conf->fail_rate = 0;
     conf->cut_rate = 0;
     conf->idle_timeout = SIM_IDLE_TIMEOUT;
+    conf->slots = 0;
+    conf->prefill_us = 0;
+    conf->prefix_tokens = 0;
     conf->seed = 0;
     conf->seed_set = 0;
 
@@ -298,6 +317,40 @@ sim_parse_args(int argc, char **argv, sim_conf_t *conf)
 
             conf->seed = v;
             conf->seed_set = 1;
+            break;
+
+        case 'S':
+            if (sim_parse_uint(optarg, SIM_SLOTS_MAX, &v) != 0) {
+                fprintf(stderr, "ai-sim: invalid --slots \"%s\", expected "
+                        "0..%u\n", optarg, SIM_SLOTS_MAX);
+                return -1;
+            }
+
+            conf->slots = (unsigned) v;
+            break;
+
+        case 'P':
+            if (sim_parse_double(optarg, 0, 1000000, &conf->prefill_us) != 0)
+            {
+                fprintf(stderr, "ai-sim: invalid --prefill-us-per-token "
+                        "\"%s\", expected microseconds, 0..1000000\n",
+                        optarg);
+                return -1;
+            }
+
+            break;
+
+        case 'C':
+            if (sim_parse_uint(optarg, SIM_PREFIX_MAX_TOKENS, &v) != 0
+                || (v > 0 && v < SIM_PREFIX_BLOCK_TOKENS))
+            {
+                fprintf(stderr, "ai-sim: invalid --prefix-cache-tokens "
+                        "\"%s\", expected 0 or %u..%u\n", optarg,
+                        SIM_PREFIX_BLOCK_TOKENS, SIM_PREFIX_MAX_TOKENS);
+                return -1;
+            }
+
+            conf->prefix_tokens = v;
             break;
 
         case 'h':
@@ -496,6 +549,11 @@ main(int argc, char **argv)
         goto done;
     }
 
+    if (sim_sched_init(&ctx) != 0) {
+        close(fd);
+        goto done;
+    }
+
     /* it owns fd from here, also when it fails */
     if (sim_http_init(&ctx, fd) != 0) {
         fprintf(stderr, "ai-sim: cannot start the HTTP server\n");
@@ -534,6 +592,7 @@ done:
     }
 
     sim_accept_free(&ctx);
+    sim_sched_free(&ctx);
 
     if (sigint != NULL) {
         event_free(sigint);

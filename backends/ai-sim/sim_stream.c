@@ -115,8 +115,13 @@ sim_stream_start(sim_ctx_t *ctx, struct evhttp_request *req,
 
     r = sim_req_create(ctx, req, sim_stream_tick);
     if (r == NULL) {
+        sim_prefix_seq_free(sc->seq);
         return -1;
     }
+
+    r->seq = *sc->seq;
+    sim_prefix_seq_init(sc->seq, 0);
+    r->stream = 1;
 
     r->prefix = sim_stream_prefix(ctx, sc->model, sc->hash);
     r->chunk = evbuffer_new();
@@ -140,9 +145,11 @@ sim_stream_start(sim_ctx_t *ctx, struct evhttp_request *req,
 
     /* one jitter factor per request, as for the non-stream latency */
     factor = sim_jitter(ctx);
+    r->factor = factor;
     r->tpot_ms = ctx->conf.tpot_ms * factor;
 
-    if (sim_req_schedule(r, ctx->conf.ttft_ms * factor) != 0) {
+    /* the first tick comes after the queue and the prefill */
+    if (sim_sched_enter(r) != 0) {
         sim_req_finalize(r);
         return -1;
     }
@@ -204,6 +211,8 @@ sim_stream_tick(sim_req_t *r)
     ok = 1;
 
     if (r->sent == 0) {
+        sim_sched_first_token(r);
+
         /* OpenAI opens with the role and an empty content */
         ok &= evbuffer_add_printf(buf, "%s" SIM_STREAM_DELTA
                                   "{\"role\":\"assistant\","
