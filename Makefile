@@ -56,7 +56,7 @@ run: all deps-run
 
 include tests/unit/rules.mk
 # optional: the Docker build stages copy only Makefile and rules.mk
--include tests/unit/sim.mk
+include tests/unit/sim.mk
 
 test: all deps-run deps-test
 	@$(MAKE) --no-print-directory test-unit fuzz-smoke test-integration

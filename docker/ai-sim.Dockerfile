@@ -20,7 +20,7 @@ COPY scripts/deps.sh scripts/deps.sh
 RUN scripts/deps.sh build
 # only what the make line reads: editing docs or tests reuses the layers
 COPY Makefile ./
-COPY tests/unit/rules.mk tests/unit/rules.mk
+COPY tests/unit/rules.mk tests/unit/sim.mk tests/unit/
 COPY backends/ai-sim backends/ai-sim
 RUN make build/ai-sim
 

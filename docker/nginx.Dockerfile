@@ -25,7 +25,7 @@ COPY scripts/deps.sh scripts/deps.sh
 RUN scripts/deps.sh build
 # only what the make line reads: editing docs or tests reuses the layers
 COPY Makefile ./
-COPY tests/unit/rules.mk tests/unit/rules.mk
+COPY tests/unit/rules.mk tests/unit/sim.mk tests/unit/
 COPY scripts/build-module.sh scripts/build-module.sh
 COPY ngx_ai_gateway_module ngx_ai_gateway_module
 RUN make build/ngx_ai_gateway_module.so \
