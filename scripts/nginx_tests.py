@@ -44,13 +44,13 @@ TAP_RE = re.compile(r"^(not ok|ok) (\d+)\b(.*)$")
 PLAN_RE = re.compile(r"^1\.\.(\d+)(.*)$")
 
 
-def modes(module):
+def modes(module, active_http):
     load = "load_module %s;" % module
     return {
         "stock": {},
         "loaded": {"TEST_NGINX_GLOBALS": load},
         "active": {"TEST_NGINX_GLOBALS": load,
-                   "TEST_NGINX_GLOBALS_HTTP": ACTIVE_HTTP},
+                   "TEST_NGINX_GLOBALS_HTTP": active_http},
     }
 
 
@@ -159,6 +159,8 @@ def main():
     ap.add_argument("--timeout", type=int, default=300,
                     help="seconds a file may take")
     ap.add_argument("--modes", default="stock,loaded,active")
+    ap.add_argument("--active-http", default=ACTIVE_HTTP,
+                    help="the http-level directives of the active mode")
     ap.add_argument("files", nargs="*", help="only these .t files")
     args = ap.parse_args()
 
@@ -166,7 +168,7 @@ def main():
     files = args.files or sorted(f for f in os.listdir(suite)
                                  if f.endswith(".t"))
     wanted = args.modes.split(",")
-    table = modes(module)
+    table = modes(module, args.active_http)
 
     results, envs = {}, {}
     for mode in wanted:
