@@ -1,6 +1,8 @@
 # ngx_ai_gateway: module + ai-sim + local stack + tests.
-#   make            build build/ngx_ai_gateway_module.so and build/ai-sim
+#   make            build build/ngx_ai_gateway_module.so, build/ai-sim and
+#                   build/agw-load
 #   make run        start 3 ai-sim replicas and nginx on 127.0.0.1:8080
+#   make bench-streams  thousands of streamed chats at once through nginx
 #   make test       unit tests, fuzz smoke, integration tests (+ ASan run)
 #   make test-docker  the compose stack built and checked for real
 #   make test-nginx   nginx's own test suite: stock, module loaded, module
@@ -14,6 +16,7 @@ LIB_DIR    := ngx_ai_gateway_module/lib
 MODULE_SO  := $(BUILD)/ngx_ai_gateway_module.so
 ASAN_SO    := $(BUILD)/asan/ngx_ai_gateway_module.so
 AI_SIM     := $(BUILD)/ai-sim
+AGW_LOAD   := $(BUILD)/agw-load
 CC         ?= cc
 SIM_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror
 # Debian's python3 has the Debian test packages (an earlier python3 on PATH may not)
@@ -25,14 +28,15 @@ MODULE_SRCS := $(wildcard ngx_ai_gateway_module/config \
                           ngx_ai_gateway_module/src/*/*.[ch] \
                           $(LIB_DIR)/*.[ch])
 SIM_SRCS    := $(wildcard backends/ai-sim/*.[ch])
+LOAD_SRCS   := $(filter-out %_test.c,$(wildcard scripts/load/*.[ch]))
 
 .PHONY: all deps deps-build deps-run deps-test deps-bench deps-docker run \
         test test-unit sim-unit test-integration test-asan fuzz-smoke bench \
-        bench-charts bench-multi test-docker test-nginx deps-nginx-tests \
-        clean
+        bench-charts bench-multi bench-streams test-load test-docker \
+        test-nginx deps-nginx-tests clean
 
 all: deps-build
-	@$(MAKE) --no-print-directory $(MODULE_SO) $(AI_SIM)
+	@$(MAKE) --no-print-directory $(MODULE_SO) $(AI_SIM) $(AGW_LOAD)
 
 # what `make test` needs: build + run + test
 deps:
@@ -50,6 +54,18 @@ $(ASAN_SO): $(MODULE_SRCS) scripts/build-module.sh
 $(AI_SIM): $(SIM_SRCS)
 	@mkdir -p $(BUILD)
 	$(CC) $(SIM_CFLAGS) -o $@ $(filter %.c,$(SIM_SRCS)) -levent -lcjson -lm
+
+# the load client of the stream benches (scripts/load/README.md); its SSE
+# scanner checked against streams cut at every byte
+$(AGW_LOAD): $(LOAD_SRCS)
+	@mkdir -p $(BUILD)
+	$(CC) $(SIM_CFLAGS) -o $@ $(filter %.c,$(LOAD_SRCS)) -levent -lm
+
+test-load: deps-build
+	@mkdir -p $(BUILD)
+	$(CC) $(SIM_CFLAGS) -o $(BUILD)/load_sse_test \
+	    scripts/load/load_sse_test.c scripts/load/load_sse.c
+	$(BUILD)/load_sse_test
 
 run: all deps-run
 	CACHE=$(CACHE) scripts/run.sh
@@ -104,6 +120,14 @@ test-nginx: all deps-nginx-tests
 # several gateways (SPEC 7.4): near-cache and Redis Cluster HITs side by side
 bench-multi: all deps-run deps-bench
 	/usr/bin/python3 scripts/bench_multi.py
+
+# thousands of streamed chats open at once through nginx + the module, each
+# location kind against the same client direct to ai-sim (issue 25):
+# memory per open stream, time to first event; N = 1,000 and 5,000, two
+# runs each (about 5 minutes here).  BENCH_STREAMS_N=1000,5000,10000 adds
+# 10,000 (about 4 more minutes); BENCH_STREAMS_REPS=1 halves the time.
+bench-streams: all deps-run deps-bench
+	/usr/bin/python3 scripts/bench_streams.py
 
 clean:
 	rm -rf $(BUILD) run .pytest_cache
