@@ -3,7 +3,7 @@
 
 For each N (1,000 and 5,000 by default; 10,000 with --n or
 BENCH_STREAMS_N), build/agw-load opens N streamed chats at once
-(`--hold`, one connection each, opened at --connect-rate a second) and
+(`--hold`, one connection each, opened at a bounded rate, see PACE) and
 reads them to the end, against three ai-sim replicas, in turn:
 
     direct          the client straight to the replicas: the reference
@@ -11,6 +11,7 @@ reads them to the end, against three ai-sim replicas, in turn:
     limits + tokens per-client, global and per-key token zones, passing
     cache MISS      ai_gateway_cache with the lock, distinct prompts: each
                     stream is captured and stored when it ends
+    shipped /v1/    the shipped config's location: cache and limits
     cache HIT       the same prompts again, replayed from the zone
     coalesced       identical prompts, N/100 of them, each asked 100 times
                     at once: one leader upstream, the rest COALESCED
@@ -25,8 +26,8 @@ at its peak while they all are, minus the same workers' RssAnon idle)
 divided by N.
 
 The pace is chosen so that the replicas, nginx and the client together
-stay within this 2-core machine: N x 1000 / tpot_ms events a second, at
-most 20,000 (ai-sim writes one chunk per token); see PACE.
+stay within this 2-core machine (ai-sim writes one chunk per token);
+see PACE.
 
 Also the client's ceiling: agw-load against the replicas and through
 nginx at full speed (no pacing), and against nginx serving a stored
@@ -38,7 +39,7 @@ docs/BENCHMARKS.md (replaced between its markers, the rest of the file
 kept) and docs/bench-streams.svg.
 
     scripts/bench_streams.py [--n 1000,5000[,10000]] [--reps 2]
-                             [--connect-rate 2000] [--rows direct,plain,...]
+                             [--connect-rate R] [--rows direct,plain,...]
                              [--ceiling-seconds 5 | --no-ceiling]
     scripts/bench_streams.py --charts-only [--results FILE] [--out FILE]
 """
@@ -48,6 +49,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -75,7 +77,14 @@ TTFT_MS = 500
 CEILING_CONNECTIONS = 256
 
 # N: (tokens, ms a token); at most about 20,000 events a second in all
-PACE = {1000: (40, 50), 5000: (40, 250), 10000: (20, 500)}
+# N: (tokens, ms a token, new connections a second).  A stream lasts
+# longer than the opening of all N (so all are open at once, for several
+# seconds), and N x 1000 / ms a token, the events a second through every
+# process, stays at 10,000-20,000: more starves nginx and the replicas of
+# CPU on this shared 2-core machine, and the first event then measures
+# the run queue.
+PACE = {1000: (40, 50, 2000), 5000: (20, 500, 1000),
+        10000: (20, 1000, 1000)}
 
 HTTP = """
     access_log off;
@@ -118,6 +127,11 @@ CACHE = ("ai_gateway_cache streams; ai_gateway_cache_methods POST;"
 LIMITS = ("ai_gateway_limit zone=per_client; ai_gateway_limit zone=global;"
           " ai_gateway_limit zone=tpm;")
 
+SHIPPED = (CACHE + " ai_gateway_cache_key_ignore user;"
+           " ai_gateway_cache_use_stale error timeout http_500 http_502"
+           " http_503 http_504; ai_gateway_cache_stale 10m; " + LIMITS +
+           " ai_gateway_limit_headers all;")
+
 # name, label, location body (None: direct), extra client arguments
 ROWS = [
     ("direct", "direct to ai-sim (reference)", None, []),
@@ -125,6 +139,10 @@ ROWS = [
     ("limits", "limits + token zone", LIMITS,
      ["-H", "X-Api-Key: user-{u}", "--users", "1000"]),
     ("miss", "cache MISS (stored at the end)", CACHE, []),
+    # the shipped config's /v1/ (nginx-conf/gateway.conf.template): the
+    # cache and the limits together; no X-Api-Key, which would bypass
+    # the cache (the token zone then does not apply)
+    ("shipped", "shipped /v1/: cache + limits", SHIPPED, []),
     ("hit", "cache HIT replay", CACHE, []),
     ("coalesced", "coalesced waiters", CACHE, ["--prompts", "identical"]),
 ]
@@ -133,12 +151,16 @@ ROWS = [
 class BigNginx(Nginx):
     """The harness's nginx with room for N streams: each holds a client
     and an upstream connection, and accept() does not spread connections
-    evenly between workers, so every worker gets room for all of them."""
+    evenly between workers, so every worker gets room for all of them
+    (or as many as the hard descriptor limit allows: a master without
+    CAP_SYS_RESOURCE cannot raise it, and says so in an alert)."""
 
     def __init__(self, http, connections, **kw):
-        self.connections = connections
-        super().__init__(http, main="worker_rlimit_nofile %d;"
-                         % (connections + 1024), **kw)
+        nofile = min(connections + 1024,
+                     resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        self.connections = nofile - 1024
+        super().__init__(http, main="worker_rlimit_nofile %d;" % nofile,
+                         **kw)
 
     def render(self, http=None):
         return super().render(http).replace(
@@ -147,13 +169,16 @@ class BigNginx(Nginx):
 
 
 def raise_nofile():
-    """Children inherit it: nginx's master, ai-sim, the client."""
+    """Children inherit it: nginx's master, ai-sim, the client.  The hard
+    limit goes up only with CAP_SYS_RESOURCE (root outside a container);
+    the soft one up to the hard one in any case."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = max(NOFILE, soft)
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
 
 def proc_status(pid):
@@ -284,7 +309,9 @@ def errors_in_log(n):
             if level in line:
                 msg = line.split(level, 1)[1]
                 msg = msg.split(":", 1)[1] if ":" in msg else msg
-                msg = msg.split(", client:")[0].strip()[:120]
+                msg = msg.split(", client:")[0].strip()
+                # "*123 " numbers the connection: the same message
+                msg = re.sub(r"^\*\d+ ", "", msg)[:120]
                 key = level + " " + msg
                 counts[key] = counts.get(key, 0) + 1
     return counts
@@ -294,7 +321,8 @@ def measure_row(row, n_streams, sims, fast_sims, static, rate, salt):
     """One row at one N: the client's report, the workers' memory, the
     error log."""
     name, label, body, extra = row
-    tokens, _ = PACE[n_streams]
+    tokens, tpot, default_rate = PACE[n_streams]
+    rate = rate or default_rate
     args = ["--hold", "-n", str(n_streams), "--connect-rate", str(rate),
             "--max-tokens", str(tokens), "--usage", "--timeout", "120",
             "--salt", salt] + extra
@@ -302,8 +330,8 @@ def measure_row(row, n_streams, sims, fast_sims, static, rate, salt):
         args += ["--groups", str(max(1, n_streams // 100))]
     tag = "%s-%d" % (name, n_streams)
     # the whole wave, bounded: connecting, the streams, and some slack
-    limit = n_streams / rate + TTFT_MS / 1000 + 4 * tokens * \
-        PACE[n_streams][1] / 1000 + 60
+    limit = n_streams / rate + TTFT_MS / 1000 + 4 * tokens * tpot / 1000 \
+        + 60
 
     if body is None:
         report, _ = run_client(args, sim_urls(sims), [], tag, limit)
@@ -465,18 +493,20 @@ def run(ns, rows, rate, reps, ceiling_seconds):
                "replicas": REPLICAS, "ceiling_seconds": ceiling_seconds,
                "ceiling_connections": CEILING_CONNECTIONS,
                "rows": [[r[0], r[1], r[2] is not None] for r in rows],
+               "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
                "runs": {}}
     if ceiling_seconds:
         results["ceiling"] = ceiling(ceiling_seconds)
     fast = start_sims(["--ttft-ms", "0", "--tpot-ms", "0", "--jitter", "0"])
     try:
         for n_streams in ns:
-            tokens, tpot = PACE[n_streams]
+            tokens, tpot, default_rate = PACE[n_streams]
             sims = start_sims(["--ttft-ms", str(TTFT_MS), "--tpot-ms",
                                str(tpot), "--jitter", "0"])
             by_row = {r[0]: [] for r in rows}
             try:
-                for rep in range(reps):
+                # 10,000 streams take minutes a run: one
+                for rep in range(reps if n_streams < 10000 else 1):
                     # prompts of their own: nothing cached by an earlier
                     # run or row answers this one
                     salt = "r%x%d" % (int(time.time()), rep)
@@ -493,9 +523,9 @@ def run(ns, rows, rate, reps, ceiling_seconds):
             finally:
                 for s in sims:
                     s.stop()
-            results["runs"][str(n_streams)] = {"tokens": tokens,
-                                               "tpot_ms": tpot,
-                                               "rows": by_row}
+            results["runs"][str(n_streams)] = {
+                "tokens": tokens, "tpot_ms": tpot,
+                "connect_rate": rate or default_rate, "rows": by_row}
     finally:
         for s in fast:
             s.stop()
@@ -513,11 +543,13 @@ def main():
                     help="which locations (default: all)")
     ap.add_argument("--reps", type=int,
                     default=int(os.environ.get("BENCH_STREAMS_REPS", "2")),
-                    help="repetitions of every row (default 2, or "
-                    "$BENCH_STREAMS_REPS)")
-    ap.add_argument("--connect-rate", type=int, default=2000,
-                    help="new connections a second (default 2000: nginx's "
-                    "listen backlog, 4096 here, drops SYNs beyond it)")
+                    help="repetitions of every row below N = 10,000, "
+                    "which runs once (default 2, or $BENCH_STREAMS_REPS)")
+    ap.add_argument("--connect-rate", type=int, default=0,
+                    help="new connections a second (default: by N, see "
+                    "PACE; a burst beyond nginx's listen backlog, 4096 "
+                    "here, loses SYNs, which the client retries a second "
+                    "later)")
     ap.add_argument("--ceiling-seconds", type=int, default=5)
     ap.add_argument("--no-ceiling", dest="ceiling_seconds",
                     action="store_const", const=0)
@@ -540,7 +572,12 @@ def main():
                                  % sorted(PACE))
         wanted = args.rows.split(",")
         rows = [r for r in ROWS if r[0] in wanted]
-        raise_nofile()
+        nofile = raise_nofile()
+        if nofile < 2 * max(ns, default=0) + 1024:
+            raise SystemExit("bench-streams: N = %d needs about %d "
+                             "descriptors per process; the hard limit is %d "
+                             "(ulimit -Hn)" % (max(ns), 2 * max(ns) + 1024,
+                                               nofile))
         results = run(ns, rows, args.connect_rate, max(1, args.reps),
                       args.ceiling_seconds)
         os.makedirs(os.path.dirname(args.results), exist_ok=True)

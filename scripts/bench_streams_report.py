@@ -78,6 +78,9 @@ def summary(reps, n_streams):
         if mem else None,
         "lag_p99": max(r["report"]["client"]["loop_lag_ms"]["p99"]
                        for r in reps),
+        # the share of the run the client was runnable but off the CPU
+        "runq": max(r["report"]["client"].get("runqueue_wait_s", 0)
+                    / max(r["report"]["wall_s"], 1e-9) for r in reps),
         "loadavg": [r.get("loadavg") for r in reps],
         "log": merge_logs(reps),
         "behind_leader": [r["behind_leader"] for r in reps
@@ -88,7 +91,7 @@ def summary(reps, n_streams):
 # rows whose first event waits for a replica's first token as direct's
 # does: the others (a replay, a waiter joining a generation under way)
 # are not comparable with it
-UPSTREAM_ROWS = ("plain", "limits", "miss")
+UPSTREAM_ROWS = ("plain", "limits", "miss", "shipped")
 
 
 def merge_logs(reps):
@@ -205,17 +208,19 @@ def run_lines(results, n):
     rows = {name: summary(reps, n_int) for name, reps in run["rows"].items()
             if reps}
     d99 = rows["direct"]["p99"] if "direct" in rows else None
-    reps = results["reps"]
+    reps = max(len(r) for r in run["rows"].values())
     lines = [
-        "**N = %s** (%d tokens, one every %d ms; %s):" % (
+        "**N = %s** (%d tokens, one every %d ms, %s new connections a "
+        "second; %s):" % (
             format(n_int, ","), run["tokens"], run["tpot_ms"],
+            format(run.get("connect_rate", results["connect_rate"]), ","),
             "median of %d runs, p99's range in brackets" % reps
             if reps > 1 else "one run"),
         "",
         "| location | ok | 5xx | failed | X-Cache | first event p50 ms "
         "| first event p99 ms | p99 vs direct | end p50 s | heap per "
         "stream, all open / peak KiB | shm MiB | workers' fds | client "
-        "lag p99 ms |",
+        "loop lag p99 ms, waiting for a CPU |",
         "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: "
         "| ---: | ---: | ---: |",
     ]
@@ -228,7 +233,7 @@ def run_lines(results, n):
             p99 += " (%.0f..%.0f)" % s["p99_range"]
         lines.append(
             "| %s | %d | %d | %d | %s | %s | %s | %s | %s | %s / %s | %s "
-            "| %s | %d |" % (
+            "| %s | %d, %.0f%% |" % (
                 label, s["ok"], s["5xx"], s["failed"],
                 cache_counts(s["x_cache"]), fmt(s["p50"]), p99,
                 "-" if name not in UPSTREAM_ROWS or d99 is None
@@ -237,7 +242,7 @@ def run_lines(results, n):
                 fmt(s["heap_open"]), fmt(s["heap_peak"]),
                 fmt(s["shm"] / 1024 if s["shm"] is not None else None),
                 " + ".join(str(f) for f in s["fds"]) if s["fds"] else "-",
-                s["lag_p99"]))
+                s["lag_p99"], s["runq"] * 100))
     lines.append("")
     lines.append("`p99 vs direct` only where each request waits for a "
                  "replica's first token as direct's do: a HIT replays at "
@@ -287,7 +292,7 @@ def findings(results):
         s = {name: summary(reps, n_int) for name, reps in run.items()
              if reps}
         plain = s.get("plain", {}).get("heap_peak")
-        for name in ("miss", "hit", "coalesced", "limits"):
+        for name in ("limits", "miss", "shipped", "hit", "coalesced"):
             other = s.get(name, {}).get("heap_peak")
             if plain is not None and other is not None:
                 out.append("- N = %s, %s: %.1f KiB per open stream "
@@ -320,8 +325,9 @@ def section(results):
     lines.append(
         "Produced by `make bench-streams` (scripts/bench_streams.py; the "
         "client is build/agw-load, scripts/load/README.md) on %s: %s; %s. "
-        "N streamed chats opened at once, one connection each, %d new "
-        "connections a second, then read to the end; %d ai-sim replicas "
+        "N streamed chats opened at once, one connection each (at a "
+        "bounded rate of new connections: a burst beyond the listen "
+        "backlog loses SYNs), then read to the end; %d ai-sim replicas "
         "behind `least_conn`, first token after %d ms, no jitter; nginx "
         "with two workers, a fresh one for each location and run. `first "
         "event` is from the request's start (connecting included) to its "
@@ -332,7 +338,7 @@ def section(results):
         "all workers) the busiest worker touched meanwhile. `workers' "
         "fds`: descriptors each worker held with all N open.%s" % (
             results["date"], results["machine"], results.get("nginx", ""),
-            results["connect_rate"], results.get("replicas", 3),
+            results.get("replicas", 3),
             results["ttft_ms"],
             " The machine's load average when the rows started: "
             "%.1f..%.1f (other work shares its 2 cores)."

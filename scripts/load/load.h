@@ -26,7 +26,7 @@
 #define LOAD_VALUE_OTHER     255                 /* past LOAD_MAX_VALUES */
 #define LOAD_CHUNK_SHIFT     16                  /* records per chunk */
 #define LOAD_TICK_US         10000               /* lag probe period */
-#define LOAD_LAG_BUCKETS     64                  /* 1 ms each, last: more */
+#define LOAD_LAG_BUCKETS     1024                /* 1 ms each, last: more */
 #define LOAD_SSE_HEAD        13                  /* "data: [DONE]\r" */
 #define LOAD_SSE_LONG        (LOAD_SSE_HEAD + 1)
 
