@@ -230,10 +230,12 @@ class Sampler(threading.Thread):
             self.samples.append((time.monotonic(), snapshot(self.pids)))
 
 
-def run_client(args, urls, pids, label, timeout):
-    """agw-load with args against urls; the workers' memory when all
-    streams are open (the client's "all-open" line) and at its peak until
-    the first stream ends.  Returns (report, memory)."""
+def run_client(args, urls, pids, label, timeout, watch=()):
+    """agw-load with args against urls.  With the workers' pids: their
+    memory when all streams are open (the client's "all-open" line, if
+    they all were before the first one ended) and at its peak during the
+    run.  With watch (pids of any process): the share of the run each
+    was runnable but waited for a CPU.  Returns (report, memory)."""
     os.makedirs(OUT_DIR, exist_ok=True)
     json_path = os.path.join(OUT_DIR, label + ".json")
     cmd = [LOAD, "--json", json_path, "--csv",
@@ -241,6 +243,8 @@ def run_client(args, urls, pids, label, timeout):
         + args + urls
     sampler = Sampler(pids)
     marks = {}
+    waits = {pid: run_queue_wait(pid) for pid in list(pids) + list(watch)}
+    t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE, text=True)
     sampler.start()
@@ -250,12 +254,9 @@ def run_client(args, urls, pids, label, timeout):
         for line in p.stderr:
             lines.append(line.rstrip())
             word = line.split()[1] if len(line.split()) > 1 else ""
-            if word == "all-open" and pids:
-                marks["all_open"] = (time.monotonic(), snapshot(pids, True),
-                                     line.strip())
-            elif word in ("all-open", "first-done") and word not in marks:
-                marks[word.replace("-", "_")] = (time.monotonic(), None,
-                                                 line.strip())
+            if word in ("all-open", "first-done") and word not in marks:
+                marks[word] = (time.monotonic(),
+                               snapshot(pids, True) if pids else None)
 
     reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
@@ -268,21 +269,36 @@ def run_client(args, urls, pids, label, timeout):
     reader.join(timeout=5)
     sampler.stop.set()
     sampler.join()
+    wall = time.monotonic() - t0
     if p.returncode != 0:
         raise SystemExit("bench-streams: agw-load failed (%d): %s\n%s"
                          % (p.returncode, " ".join(cmd), "\n".join(lines)))
     with open(json_path) as f:
         report = json.load(f)
+    report["cpu_wait"] = {str(pid): (run_queue_wait(pid) - w) / wall
+                          for pid, w in waits.items()}
 
     memory = None
-    if pids and "all_open" in marks:
-        t_open, at_open, _ = marks["all_open"]
-        t_done = marks.get("first_done", (float("inf"),))[0]
-        window = [s for t, s in sampler.samples if t_open <= t <= t_done]
-        peak = max(window + [at_open], key=lambda s: total(s, "RssAnon"))
-        memory = {"all_open": at_open, "peak": peak,
+    if pids:
+        samples = [s for _, s in sampler.samples]
+        samples += [m[1] for m in marks.values()] or [snapshot(pids)]
+        memory = {"peak": max(samples, key=lambda s: total(s, "RssAnon")),
                   "end": snapshot(pids)}
+        t_open = marks.get("all-open", (None,))[0]
+        t_done = marks.get("first-done", (float("inf"),))[0]
+        # all N open at once: their headers in before any one ended
+        if t_open is not None and t_open <= t_done:
+            memory["all_open"] = marks["all-open"][1]
     return report, memory
+
+
+def run_queue_wait(pid):
+    """Seconds pid was runnable but off the CPU (/proc/PID/schedstat)."""
+    try:
+        with open("/proc/%d/schedstat" % pid) as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def start_sims(args):
@@ -334,8 +350,10 @@ def measure_row(row, n_streams, sims, fast_sims, static, rate, salt):
         + 60
 
     if body is None:
-        report, _ = run_client(args, sim_urls(sims), [], tag, limit)
-        return {"report": report}
+        report, _ = run_client(args, sim_urls(sims), [], tag, limit,
+                               watch=[x.proc.pid for x in sims])
+        return {"report": report, "workers": [],
+                "replicas": [x.proc.pid for x in sims]}
 
     # a zone for every answer of the run with room to spare: ~9 KiB each
     zone_mb = max(64, n_streams * 24 // 1024)
@@ -358,7 +376,8 @@ def measure_row(row, n_streams, sims, fast_sims, static, rate, salt):
         time.sleep(0.3)
         pids = n.worker_pids()
         idle = snapshot(pids, True)
-        report, memory = run_client(args, url, pids, tag, limit)
+        report, memory = run_client(args, url, pids, tag, limit,
+                                    watch=[x.proc.pid for x in use])
         cachez = None
         try:
             with urllib.request.urlopen(n.url + "/cachez", timeout=5) as r:
@@ -370,7 +389,8 @@ def measure_row(row, n_streams, sims, fast_sims, static, rate, salt):
         log_errors = errors_in_log(n)
         n.cleanup()
     out = {"report": report, "idle": idle, "memory": memory,
-           "log": log_errors, "cachez": cachez}
+           "log": log_errors, "cachez": cachez, "workers": pids,
+           "replicas": [x.proc.pid for x in use]}
     if name == "coalesced":
         out["behind_leader"] = behind_leader(
             os.path.join(OUT_DIR, tag + ".csv"), max(1, n_streams // 100))
@@ -572,12 +592,12 @@ def main():
                                  % sorted(PACE))
         wanted = args.rows.split(",")
         rows = [r for r in ROWS if r[0] in wanted]
+        # the client holds N; each worker 2 per stream of its share
         nofile = raise_nofile()
-        if nofile < 2 * max(ns, default=0) + 1024:
-            raise SystemExit("bench-streams: N = %d needs about %d "
-                             "descriptors per process; the hard limit is %d "
-                             "(ulimit -Hn)" % (max(ns), 2 * max(ns) + 1024,
-                                               nofile))
+        if nofile < max(ns, default=0) + 1024:
+            raise SystemExit("bench-streams: N = %d needs %d descriptors "
+                             "in the client; the hard limit is %d (ulimit "
+                             "-Hn)" % (max(ns), max(ns) + 1024, nofile))
         results = run(ns, rows, args.connect_rate, max(1, args.reps),
                       args.ceiling_seconds)
         os.makedirs(os.path.dirname(args.results), exist_ok=True)

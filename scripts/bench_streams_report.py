@@ -23,13 +23,24 @@ def total(snap, key):
 
 
 def per_stream_kib(res, n_streams, at="all_open"):
-    """The workers' RssAnon at `at` (all_open, peak) minus idle, per
-    stream; None without a measurement (the direct row)."""
+    """The workers' RssAnon over idle, per stream: when all N were open
+    (None if they never all were at once), or at its peak during the run
+    over the most streams open at once.  None for the direct row."""
     mem = res.get("memory")
-    if not mem:
+    if not mem or at not in mem:
         return None
+    streams = n_streams if at == "all_open" \
+        else max(1, res["report"]["open"]["peak"])
     return (total(mem[at], "RssAnon") - total(res["idle"], "RssAnon")) \
-        / n_streams
+        / streams
+
+
+def cpu_wait(res, who):
+    """The largest share of the run any of who's processes (workers,
+    replicas) spent runnable but waiting for a CPU."""
+    waits = res["report"].get("cpu_wait", {})
+    got = [waits[str(pid)] for pid in res.get(who, []) if str(pid) in waits]
+    return max(got) if got else None
 
 
 def shm_kib(res, at="peak"):
@@ -75,12 +86,14 @@ def summary(reps, n_streams):
                             for r in reps),
         "shm": median(shm_kib(r) for r in reps),
         "fds": [s.get("fds", 0) for s in mem["all_open"].values()]
-        if mem else None,
+        if mem and "all_open" in mem else None,
         "lag_p99": max(r["report"]["client"]["loop_lag_ms"]["p99"]
                        for r in reps),
-        # the share of the run the client was runnable but off the CPU
-        "runq": max(r["report"]["client"].get("runqueue_wait_s", 0)
-                    / max(r["report"]["wall_s"], 1e-9) for r in reps),
+        # the share of the run each was runnable but off the CPU
+        "wait_client": max(r["report"]["client"].get("runqueue_wait_s", 0)
+                           / max(r["report"]["wall_s"], 1e-9) for r in reps),
+        "wait_workers": median(cpu_wait(r, "workers") for r in reps),
+        "wait_replicas": median(cpu_wait(r, "replicas") for r in reps),
         "loadavg": [r.get("loadavg") for r in reps],
         "log": merge_logs(reps),
         "behind_leader": [r["behind_leader"] for r in reps
@@ -100,6 +113,10 @@ def merge_logs(reps):
         for msg, count in (r.get("log") or {}).items():
             out[msg] = out.get(msg, 0) + count
     return out
+
+
+def pct(v):
+    return "-" if v is None else "%.0f%%" % (v * 100)
 
 
 def fmt(v, spec="%.1f"):
@@ -132,18 +149,23 @@ def draw(results, outdir):
     width = 0.8 / max(1, len(ns))
     fig, (mem_ax, lat_ax) = plt.subplots(1, 2, figsize=(11, 4.8))
 
-    for ax, shown, value, title, ylabel in (
+    for ax, shown, value, title, ylabel, log in (
             (mem_ax, proxied,
              lambda s: s["heap_peak"], "nginx workers' heap per open stream",
-             "KiB per stream (RssAnon, peak while all open)"),
+             "KiB per stream (RssAnon at its peak)", False),
+            # a log scale: a HIT's few ms and a starved run's seconds
             (lat_ax, rows, lambda s: s["p99"], "time to first event, p99",
              "ms from the request (first token: %d ms)"
-             % results["ttft_ms"])):
+             % results["ttft_ms"], True)):
+        if log:
+            ax.set_yscale("log")
         for k, n in enumerate(ns):
             run = results["runs"][n]["rows"]
             xs = [i + k * width for i in range(len(shown))]
             vals = [value(summary(run[r[0]], int(n))) or 0
                     if run.get(r[0]) else 0 for r in shown]
+            if log:
+                vals = [max(v, 0.1) for v in vals]
             ax.bar(xs, vals, width, label="N = %s" % format(int(n), ","),
                    color=colors[k % len(colors)])
             for x, v in zip(xs, vals):
@@ -219,8 +241,8 @@ def run_lines(results, n):
         "",
         "| location | ok | 5xx | failed | X-Cache | first event p50 ms "
         "| first event p99 ms | p99 vs direct | end p50 s | heap per "
-        "stream, all open / peak KiB | shm MiB | workers' fds | client "
-        "loop lag p99 ms, waiting for a CPU |",
+        "stream, all open / peak KiB | shm MiB | workers' fds | waiting "
+        "for a CPU: workers / replicas / client |",
         "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: "
         "| ---: | ---: | ---: |",
     ]
@@ -233,7 +255,7 @@ def run_lines(results, n):
             p99 += " (%.0f..%.0f)" % s["p99_range"]
         lines.append(
             "| %s | %d | %d | %d | %s | %s | %s | %s | %s | %s / %s | %s "
-            "| %s | %d, %.0f%% |" % (
+            "| %s | %s / %s / %s |" % (
                 label, s["ok"], s["5xx"], s["failed"],
                 cache_counts(s["x_cache"]), fmt(s["p50"]), p99,
                 "-" if name not in UPSTREAM_ROWS or d99 is None
@@ -242,12 +264,16 @@ def run_lines(results, n):
                 fmt(s["heap_open"]), fmt(s["heap_peak"]),
                 fmt(s["shm"] / 1024 if s["shm"] is not None else None),
                 " + ".join(str(f) for f in s["fds"]) if s["fds"] else "-",
-                s["lag_p99"], s["runq"] * 100))
+                pct(s["wait_workers"]), pct(s["wait_replicas"]),
+                pct(s["wait_client"])))
     lines.append("")
     lines.append("`p99 vs direct` only where each request waits for a "
                  "replica's first token as direct's do: a HIT replays at "
                  "once, and a waiter that joins a generation already under "
-                 "way gets the events so far at once.")
+                 "way gets the events so far at once. A HIT's whole answer "
+                 "is written at once and fits in the socket buffers, so no "
+                 "HIT stream stays open in nginx: its heap figure is that "
+                 "of finished requests.")
     lines.append("")
 
     behind = rows.get("coalesced", {}).get("behind_leader")
@@ -292,7 +318,8 @@ def findings(results):
         s = {name: summary(reps, n_int) for name, reps in run.items()
              if reps}
         plain = s.get("plain", {}).get("heap_peak")
-        for name in ("limits", "miss", "shipped", "hit", "coalesced"):
+        # not the HIT row: its replays do not stay open
+        for name in ("limits", "miss", "shipped", "coalesced"):
             other = s.get(name, {}).get("heap_peak")
             if plain is not None and other is not None:
                 out.append("- N = %s, %s: %.1f KiB per open stream "
@@ -305,10 +332,15 @@ def findings(results):
                      if name in UPSTREAM_ROWS and v["p99"] is not None]
             if worst:
                 w, name = max(worst)
+                busy = max(v["wait_workers"] or 0 for v in s.values())
                 out.append("- N = %s: first event p99 through nginx, at "
-                           "worst %+.1f ms from direct (%s)." % (
+                           "worst %+.1f ms from direct (%s)%s." % (
                                format(n_int, ","), w,
-                               labels(results)[name]))
+                               labels(results)[name],
+                               "; the workers waited for a CPU up to %.0f%% "
+                               "of a run: the run queue, not a verdict on "
+                               "the gateway" % (busy * 100)
+                               if busy > 0.2 else ""))
     if not out:
         return []
     return ["Read from this run (the issue's goals: a cached stream at "
@@ -331,12 +363,18 @@ def section(results):
         "behind `least_conn`, first token after %d ms, no jitter; nginx "
         "with two workers, a fresh one for each location and run. `first "
         "event` is from the request's start (connecting included) to its "
-        "first `data:` line. `heap per stream`: the workers' RssAnon "
-        "(heap and pools) when all N had their headers, and at its peak "
-        "while all were open, minus the same workers idle, divided by N. "
-        "`shm`: the shared memory (cache and flight zones, one copy for "
-        "all workers) the busiest worker touched meanwhile. `workers' "
-        "fds`: descriptors each worker held with all N open.%s" % (
+        "first `data:` line. `heap per stream`: the two workers' RssAnon "
+        "(heap and pools) over the same workers idle: when all N had "
+        "their headers (if that came before any stream ended) divided by "
+        "N, and at its peak during the run divided by the most streams "
+        "open at once. `shm`: the shared memory (cache and flight zones, "
+        "one copy for all workers) the busiest worker touched. `workers' "
+        "fds`: descriptors each worker held when all N were open. "
+        "`waiting for a CPU`: the share of the run the busiest worker, "
+        "the busiest replica and the client were runnable while another "
+        "process had the CPU (/proc/PID/schedstat): where it is high, "
+        "time to first event measures this machine's run queue, not the "
+        "gateway.%s" % (
             results["date"], results["machine"], results.get("nginx", ""),
             results.get("replicas", 3),
             results["ttft_ms"],
