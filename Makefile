@@ -123,9 +123,10 @@ bench-multi: all deps-run deps-bench
 
 # thousands of streamed chats open at once through nginx + the module, each
 # location kind against the same client direct to ai-sim (issue 25):
-# memory per open stream, time to first event; N = 1,000 and 5,000, two
-# runs each (about 5 minutes here).  BENCH_STREAMS_N=1000,5000,10000 adds
-# 10,000 (about 4 more minutes); BENCH_STREAMS_REPS=1 halves the time.
+# memory per open stream, time to first event, into docs/BENCHMARKS.md.
+# N = 1,000 and 5,000, two runs each: about 6 minutes here (1,000: 1.5,
+# 5,000: 4.5).  BENCH_STREAMS_N=1000,5000,10000 adds one run of 10,000
+# (about 4 minutes more); BENCH_STREAMS_REPS=1 halves the rest.
 bench-streams: all deps-run deps-bench
 	/usr/bin/python3 scripts/bench_streams.py
 

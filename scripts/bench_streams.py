@@ -488,6 +488,19 @@ def cpu_seconds(pid):
         return 0.0
 
 
+def module_version():
+    """The last commit of the module's sources, and whether the tree
+    differs from it."""
+    def git(*args):
+        return subprocess.run(["git", "-C", REPO] + list(args),
+                              capture_output=True, text=True).stdout.strip()
+    commit = git("log", "-1", "--format=%h of %cs", "--",
+                 "ngx_ai_gateway_module")
+    dirty = git("status", "--porcelain", "--", "ngx_ai_gateway_module")
+    return (commit + (", with local changes" if dirty else "")) \
+        if commit else "unknown"
+
+
 def print_row(n_streams, row, res):
     rep = res["report"]
     lat = rep["latency_ms"]["first_event"]
@@ -509,6 +522,7 @@ def run(ns, rows, rate, reps, ceiling_seconds):
                "nginx": subprocess.run(["/usr/sbin/nginx", "-v"],
                                        capture_output=True,
                                        text=True).stderr.strip(),
+               "module": module_version(),
                "connect_rate": rate, "ttft_ms": TTFT_MS, "reps": reps,
                "replicas": REPLICAS, "ceiling_seconds": ceiling_seconds,
                "ceiling_connections": CEILING_CONNECTIONS,
@@ -575,6 +589,9 @@ def main():
                     action="store_const", const=0)
     ap.add_argument("--results", default=RESULTS)
     ap.add_argument("--out", default=DOC)
+    ap.add_argument("--note", default=None,
+                    help="a paragraph for the section (what this run is "
+                    "the figures of); kept in the results")
     ap.add_argument("--charts-only", action="store_true",
                     help="redraw the chart and the section from --results")
     args = ap.parse_args()
@@ -604,6 +621,10 @@ def main():
         with open(args.results, "w") as f:
             json.dump(results, f, indent=1)
 
+    if args.note is not None:
+        results["note"] = args.note
+        with open(args.results, "w") as f:
+            json.dump(results, f, indent=1)
     if results["runs"]:
         try:
             path = bench_streams_report.draw(

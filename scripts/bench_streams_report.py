@@ -144,7 +144,8 @@ def draw(results, outdir):
 
     ns = sorted(results["runs"], key=int)
     rows = results["rows"]
-    proxied = [r for r in rows if r[2]]
+    # not the HIT row: its replays do not stay open (see the section)
+    proxied = [r for r in rows if r[2] and r[0] != "hit"]
     colors = ["#4878a8", "#d08040", "#60a060", "#b04848", "#8868b0"]
     width = 0.8 / max(1, len(ns))
     fig, (mem_ax, lat_ax) = plt.subplots(1, 2, figsize=(11, 4.8))
@@ -382,6 +383,11 @@ def section(results):
             "%.1f..%.1f (other work shares its 2 cores)."
             % (min(loads), max(loads)) if loads else ""))
     lines.append("")
+    if results.get("module"):
+        lines += ["The module as of commit %s (the last change to "
+                  "ngx_ai_gateway_module/)." % results["module"], ""]
+    if results.get("note"):
+        lines += [results["note"], ""]
     lines += ceiling_lines(results)
     for n in sorted(results["runs"], key=int):
         lines += run_lines(results, n)
