@@ -77,7 +77,7 @@ include tests/unit/sim.mk
 test: all deps-run deps-test
 	@$(MAKE) --no-print-directory test-unit fuzz-smoke test-integration
 
-test-unit: unit sim-unit
+test-unit: unit sim-unit test-load
 
 fuzz-smoke: fuzz-run
 

@@ -894,7 +894,20 @@ def main():
     print("/cachez after the run: " + cachez)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
-        f.write(text)
+        f.write(text + kept_sections(args.out))
+
+
+def kept_sections(path):
+    """The sections other benches own in the same document (make
+    bench-streams, bench-balance): each between its own `<!-- NAME: begin`
+    and `<!-- NAME: end -->` markers, kept as they are."""
+    try:
+        with open(path) as f:
+            doc = f.read()
+    except FileNotFoundError:
+        return ""
+    return "".join("\n" + m.group(0) + "\n" for m in re.finditer(
+        r"<!-- ([\w-]+): begin.*?<!-- \1: end -->", doc, re.S))
 
 
 if __name__ == "__main__":
