@@ -1,5 +1,6 @@
 # ngx_ai_gateway: module + ai-sim + local stack + tests.
-#   make            build build/ngx_ai_gateway_module.so and build/ai-sim
+#   make            build build/ngx_ai_gateway_module.so and build/ai-sim,
+#                   install uPlot for /dashboard into build/dashboard/
 #   make run        start 3 ai-sim replicas and nginx on 127.0.0.1:8080
 #   make test       unit tests, fuzz smoke, integration tests (+ ASan run)
 #   make test-docker  the compose stack built and checked for real
@@ -7,13 +8,15 @@
 #                     active on every request; fails on any difference
 #   make clean
 # Every target installs the missing Debian packages of the groups it needs
-# first (scripts/deps.sh build|run|test|bench|docker).
+# first (scripts/deps.sh build|dashboard|run|test|bench|docker).
 
 BUILD      := build
 LIB_DIR    := ngx_ai_gateway_module/lib
 MODULE_SO  := $(BUILD)/ngx_ai_gateway_module.so
 ASAN_SO    := $(BUILD)/asan/ngx_ai_gateway_module.so
 AI_SIM     := $(BUILD)/ai-sim
+# uPlot, pinned by nginx-conf/dashboard/package-lock.json (npm ci)
+DASHBOARD  := $(BUILD)/dashboard/vendor/uPlot.iife.min.js
 CC         ?= cc
 SIM_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror
 # Debian's python3 has the Debian test packages (an earlier python3 on PATH may not)
@@ -26,19 +29,21 @@ MODULE_SRCS := $(wildcard ngx_ai_gateway_module/config \
                           $(LIB_DIR)/*.[ch])
 SIM_SRCS    := $(wildcard backends/ai-sim/*.[ch])
 
-.PHONY: all deps deps-build deps-run deps-test deps-bench deps-docker run \
+.PHONY: all deps deps-build deps-dashboard deps-run deps-test deps-bench \
+        deps-docker dashboard run \
         test test-unit sim-unit test-integration test-asan fuzz-smoke bench \
         bench-charts bench-multi test-docker test-nginx deps-nginx-tests \
         clean
 
-all: deps-build
-	@$(MAKE) --no-print-directory $(MODULE_SO) $(AI_SIM)
+all: deps-build deps-dashboard
+	@$(MAKE) --no-print-directory $(MODULE_SO) $(AI_SIM) $(DASHBOARD)
 
 # what `make test` needs: build + run + test
 deps:
-	@scripts/deps.sh build run test
+	@scripts/deps.sh build dashboard run test
 
-deps-build deps-run deps-test deps-bench deps-docker deps-nginx-tests:
+deps-build deps-dashboard deps-run deps-test deps-bench deps-docker \
+deps-nginx-tests:
 	@scripts/deps.sh $(patsubst deps-%,%,$@)
 
 $(MODULE_SO): $(MODULE_SRCS) scripts/build-module.sh
@@ -50,6 +55,16 @@ $(ASAN_SO): $(MODULE_SRCS) scripts/build-module.sh
 $(AI_SIM): $(SIM_SRCS)
 	@mkdir -p $(BUILD)
 	$(CC) $(SIM_CFLAGS) -o $@ $(filter %.c,$(SIM_SRCS)) -levent -lcjson -lm
+
+# /dashboard's uPlot from the npm registry (the page itself is in
+# nginx-conf/dashboard/; scripts/render-conf.sh puts both next to the config)
+$(DASHBOARD): nginx-conf/dashboard/package.json \
+              nginx-conf/dashboard/package-lock.json \
+              scripts/install-dashboard.sh
+	scripts/install-dashboard.sh $(BUILD)/dashboard
+
+dashboard: deps-dashboard
+	@$(MAKE) --no-print-directory $(DASHBOARD)
 
 run: all deps-run
 	CACHE=$(CACHE) scripts/run.sh
@@ -65,7 +80,7 @@ test-unit: unit sim-unit
 
 fuzz-smoke: fuzz-run
 
-test-integration: $(MODULE_SO) $(AI_SIM)
+test-integration: $(MODULE_SO) $(AI_SIM) $(DASHBOARD)
 	$(PYTEST) -q -ra tests/integration
 
 # The integration suite again, with the module built with AddressSanitizer
