@@ -39,7 +39,8 @@ group_test=(
     valgrind               # leak checks of ai-sim
     docker-compose python3-yaml   # static check of compose.yaml (no engine needed)
     prometheus             # promtool: lints /cachez?format=prometheus
-    chromium               # headless: opens /dashboard (test_dashboard.py)
+    chromium python3-websocket   # /dashboard in headless Chromium, driven
+                                 # over DevTools (test_dashboard.py)
 )
 group_bench=(
     wrk                    # load generator

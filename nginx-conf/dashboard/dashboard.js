@@ -312,14 +312,12 @@
             text);
   }
 
-  // rows: [{key, name, attrs, cells: [[field, value, text], ...]}]
-  function renderTable(name, rows, empty) {
+  // rows: [{key, name, attrs, cells: [[field, value, text], ...]}]; a
+  // table without rows is hidden (the chart above it says why)
+  function renderTable(name, rows) {
     const table = document.querySelector('table[data-table="' + name + '"]');
-    const note = document.querySelector('[data-nodata="' + name + '"]');
     const body = table.tBodies[0];
     table.hidden = rows.length === 0;
-    note.hidden = rows.length !== 0;
-    note.textContent = rows.length ? '' : empty;
 
     const keys = rows.map((r) => r.key);
     const same = body.rows.length === rows.length
@@ -513,7 +511,7 @@
         ['bytes_used', used,
          fmt.bytes(used) + (cap ? ' of ' + fmt.bytes(cap) : '')]
       ]};
-    }), noCaches);
+    }));
 
     renderTable('limits', zones.map(([name, z]) => {
       const unit = z.unit === 'tokens' ? 'tokens' : 'requests';
@@ -526,7 +524,7 @@
         ['keys', num(z.keys), fmt.count(num(z.keys))],
         ['settled', settled, fmt.count(settled)]
       ]};
-    }), noZones);
+    }));
 
     const percentiles = (m) => {
       const t = isObj(m.ttft_ms) ? m.ttft_ms : {};
@@ -541,13 +539,13 @@
         ['tokens_output', num(m.tokens_output),
          fmt.count(num(m.tokens_output))]
       ].concat(percentiles(m))
-    })), noModels);
+    })));
 
     renderTable('servers', servers.map(([name, s]) => ({
       key: name, name: name, cells: [
         ['requests', num(s.requests), fmt.count(num(s.requests))]
       ].concat(percentiles(s))
-    })), noServers);
+    })));
 
     renderTable('peers', replicas.map((r) => {
       const p = r.peer, rep = isObj(p.report) ? p.report : {};
@@ -567,7 +565,7 @@
         ['age_ms', age, age === null ? 'no report'
                         : decFmt.format(age / 1000) + ' s ago']
       ]};
-    }), noPeers);
+    }));
   }
 
 

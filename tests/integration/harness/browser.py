@@ -35,6 +35,11 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 
 
 def available():
+    """Chromium and python3-websocket (scripts/deps.sh test)."""
+    try:
+        import websocket  # noqa: F401  (only: is it there)
+    except ImportError:
+        return False
     return os.access(CHROMIUM, os.X_OK)
 
 
