@@ -1,6 +1,7 @@
 # ngx_ai_gateway: module + ai-sim + local stack + tests.
 #   make            build build/ngx_ai_gateway_module.so, build/ai-sim and
-#                   build/agw-load
+#                   build/agw-load, install uPlot for /dashboard into
+#                   build/dashboard/
 #   make run        start 3 ai-sim replicas and nginx on 127.0.0.1:8080
 #   make bench-streams  thousands of streamed chats at once through nginx
 #   make test       unit tests, fuzz smoke, integration tests (+ ASan run)
@@ -9,7 +10,7 @@
 #                     active on every request; fails on any difference
 #   make clean
 # Every target installs the missing Debian packages of the groups it needs
-# first (scripts/deps.sh build|run|test|bench|docker).
+# first (scripts/deps.sh build|dashboard|run|test|bench|docker).
 
 BUILD      := build
 LIB_DIR    := ngx_ai_gateway_module/lib
@@ -17,6 +18,8 @@ MODULE_SO  := $(BUILD)/ngx_ai_gateway_module.so
 ASAN_SO    := $(BUILD)/asan/ngx_ai_gateway_module.so
 AI_SIM     := $(BUILD)/ai-sim
 AGW_LOAD   := $(BUILD)/agw-load
+# uPlot, pinned by nginx-conf/dashboard/package-lock.json (npm ci)
+DASHBOARD  := $(BUILD)/dashboard/vendor/uPlot.iife.min.js
 CC         ?= cc
 SIM_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror
 # Debian's python3 has the Debian test packages (an earlier python3 on PATH may not)
@@ -30,19 +33,21 @@ MODULE_SRCS := $(wildcard ngx_ai_gateway_module/config \
 SIM_SRCS    := $(wildcard backends/ai-sim/*.[ch])
 LOAD_SRCS   := $(filter-out %_test.c,$(wildcard scripts/load/*.[ch]))
 
-.PHONY: all deps deps-build deps-run deps-test deps-bench deps-docker run \
+.PHONY: all deps deps-build deps-dashboard deps-run deps-test deps-bench \
+        deps-docker dashboard run \
         test test-unit sim-unit test-integration test-asan fuzz-smoke bench \
         bench-charts bench-multi bench-streams test-load test-docker \
         test-nginx deps-nginx-tests clean
 
-all: deps-build
-	@$(MAKE) --no-print-directory $(MODULE_SO) $(AI_SIM) $(AGW_LOAD)
+all: deps-build deps-dashboard
+	@$(MAKE) --no-print-directory $(MODULE_SO) $(AI_SIM) $(AGW_LOAD) $(DASHBOARD)
 
 # what `make test` needs: build + run + test
 deps:
-	@scripts/deps.sh build run test
+	@scripts/deps.sh build dashboard run test
 
-deps-build deps-run deps-test deps-bench deps-docker deps-nginx-tests:
+deps-build deps-dashboard deps-run deps-test deps-bench deps-docker \
+deps-nginx-tests:
 	@scripts/deps.sh $(patsubst deps-%,%,$@)
 
 $(MODULE_SO): $(MODULE_SRCS) scripts/build-module.sh
@@ -67,6 +72,16 @@ test-load: deps-build
 	    scripts/load/load_sse_test.c scripts/load/load_sse.c
 	$(BUILD)/load_sse_test
 
+# /dashboard's uPlot from the npm registry (the page itself is in
+# nginx-conf/dashboard/; scripts/render-conf.sh puts both next to the config)
+$(DASHBOARD): nginx-conf/dashboard/package.json \
+              nginx-conf/dashboard/package-lock.json \
+              scripts/install-dashboard.sh
+	scripts/install-dashboard.sh $(BUILD)/dashboard
+
+dashboard: deps-dashboard
+	@$(MAKE) --no-print-directory $(DASHBOARD)
+
 run: all deps-run
 	CACHE=$(CACHE) scripts/run.sh
 
@@ -81,7 +96,7 @@ test-unit: unit sim-unit test-load
 
 fuzz-smoke: fuzz-run
 
-test-integration: $(MODULE_SO) $(AI_SIM)
+test-integration: $(MODULE_SO) $(AI_SIM) $(DASHBOARD)
 	$(PYTEST) -q -ra tests/integration
 
 # The integration suite again, with the module built with AddressSanitizer

@@ -6,9 +6,13 @@
 #   build  debian:12       scripts/deps.sh build (compilers and -dev
 #                          packages only, what `make` itself installs),
 #                          then `make build/ngx_ai_gateway_module.so`
+#   dashboard  debian:12   scripts/deps.sh dashboard (Debian's npm), then
+#                          scripts/install-dashboard.sh: uPlot for
+#                          /dashboard, as `make` installs it
 #   final  debian:12-slim  packaged nginx (the exact version the module was
 #                          built against) + the .so + nginx-conf/ +
-#                          scripts/render-conf.sh + envsubst; no compilers
+#                          scripts/render-conf.sh + envsubst + uPlot; no
+#                          compilers, no node
 #
 # The build stage is identical in docker/ai-sim.Dockerfile up to the deps.sh
 # line, so the two images share its cached layers (the slow one).
@@ -32,6 +36,20 @@ RUN make build/ngx_ai_gateway_module.so \
  && dpkg-query -W -f='${Version}' nginx > build/nginx.version
 
 
+# uPlot from the npm registry, at the version package-lock.json pins
+FROM debian:12 AS dashboard
+
+ENV DEBIAN_FRONTEND=noninteractive
+RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
+ && chmod 755 /usr/sbin/policy-rc.d
+
+WORKDIR /src
+COPY scripts/deps.sh scripts/install-dashboard.sh scripts/
+RUN scripts/deps.sh dashboard
+COPY nginx-conf/dashboard/package.json nginx-conf/dashboard/package-lock.json nginx-conf/dashboard/
+RUN scripts/install-dashboard.sh build/dashboard
+
+
 FROM debian:12-slim
 
 ENV DEBIAN_FRONTEND=noninteractive
@@ -51,6 +69,8 @@ RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
 
 COPY --from=build /src/build/ngx_ai_gateway_module.so /usr/lib/nginx/modules/ngx_ai_gateway_module.so
 COPY nginx-conf/ /opt/ai-gateway/nginx-conf/
+# where render-conf.sh looks for it, as in a checkout after `make`
+COPY --from=dashboard /src/build/dashboard/vendor/ /opt/ai-gateway/build/dashboard/vendor/
 COPY scripts/render-conf.sh /opt/ai-gateway/scripts/render-conf.sh
 COPY docker/nginx-entrypoint.sh /usr/local/bin/nginx-entrypoint.sh
 

@@ -5,7 +5,8 @@
 #
 #   scripts/check-static.sh [ROOT]        ROOT: a checkout (default: this one)
 #
-# CHECK_STATIC_ONLY=compose,docker,k6 (any of them) runs only those parts.
+# CHECK_STATIC_ONLY=compose,docker,k6,dashboard (any of them) runs only
+# those parts.
 #
 #   compose  `docker-compose config -q` (Debian's docker-compose, v1) accepts
 #            compose.yaml; every build context and Dockerfile exists; every
@@ -26,6 +27,12 @@
 #            stdout text and $SUMMARY_DIR/<name>-summary.json; every exec
 #            function runs once against SPEC-shaped fake answers and all its
 #            checks must pass
+#   dashboard  `node --check` on nginx-conf/dashboard/*.js; package.json
+#            pins uPlot to one exact version and package-lock.json holds
+#            that version with its integrity hash and nothing else; the
+#            page loads only files of this nginx (/dashboard/..., each one
+#            in nginx-conf/dashboard/ or copied by install-dashboard.sh),
+#            and no file of the page names another host
 #
 # Needs: docker-compose, python3-yaml (with it), nodejs, make, apt-cache.
 # Exit status: 0 all good, 1 a check failed, 2 a tool is missing.
@@ -50,7 +57,7 @@ fi
 
 failed=0
 step() { printf 'check-static: %s\n' "$*"; }
-want() { case ",${CHECK_STATIC_ONLY:-compose,docker,k6}," in *,"$1",*) return 0 ;; esac; return 1; }
+want() { case ",${CHECK_STATIC_ONLY:-compose,docker,k6,dashboard}," in *,"$1",*) return 0 ;; esac; return 1; }
 
 # ---- compose: the v1 parser, then the cross-references --------------------
 
@@ -647,6 +654,89 @@ JS
     if ! node "$k6tmp/harness.mjs" "${scenarios[@]}"; then
         failed=1
     fi
+fi
+fi
+
+# ---- dashboard: syntax, uPlot pinned, nothing from another host ------------
+
+if want dashboard; then
+step "dashboard: node --check, uPlot pinned, local files only"
+for f in "$root"/nginx-conf/dashboard/*.js; do
+    if ! node --check "$f"; then
+        echo "check-static: FAIL: ${f#"$root"/}: JavaScript syntax error (above)" >&2
+        failed=1
+    fi
+done
+if ! "$python" - "$root" <<'PY'
+import json
+import os
+import re
+import sys
+
+root = sys.argv[1]
+dash = os.path.join(root, "nginx-conf", "dashboard")
+errors = 0
+
+
+def err(msg):
+    global errors
+    errors += 1
+    print("check-static: FAIL: nginx-conf/dashboard/" + msg, file=sys.stderr)
+
+
+def read(name):
+    with open(os.path.join(dash, name)) as f:
+        return f.read()
+
+
+pkg = json.loads(read("package.json"))
+lock = json.loads(read("package-lock.json"))
+deps = pkg.get("dependencies") or {}
+if list(deps) != ["uplot"]:
+    err("package.json: dependencies must be uplot alone (got %s)" % list(deps))
+version = deps.get("uplot", "")
+if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+    err("package.json: uplot \"%s\" is not one exact version" % version)
+pkgs = lock.get("packages") or {}
+if (pkgs.get("") or {}).get("dependencies") != deps:
+    err("package-lock.json: out of step with package.json (npm install"
+        " --package-lock-only)")
+entry = pkgs.get("node_modules/uplot") or {}
+if entry.get("version") != version or \
+        not str(entry.get("integrity", "")).startswith("sha512-"):
+    err("package-lock.json: no uplot %s with a sha512 integrity" % version)
+extra = sorted(set(pkgs) - {"", "node_modules/uplot"})
+if extra:
+    err("package-lock.json: packages besides uplot: %s" % extra)
+
+with open(os.path.join(root, "scripts", "install-dashboard.sh")) as f:
+    installer = f.read()
+html = read("index.html")
+for link in re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', html):
+    if link == "data:,":
+        continue
+    if not link.startswith("/dashboard/"):
+        err("index.html: %s is not a file of this nginx (/dashboard/...)"
+            % link)
+        continue
+    name = link[len("/dashboard/"):]
+    if name.startswith("vendor/"):
+        if os.path.basename(name) not in installer:
+            err("index.html: %s: install-dashboard.sh does not install it"
+                % link)
+    elif not os.path.isfile(os.path.join(dash, name)):
+        err("index.html: %s: no such file in nginx-conf/dashboard/" % link)
+for name in sorted(os.listdir(dash)):
+    if name.endswith((".html", ".js", ".css")):
+        text = read(name)
+        for m in re.finditer(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text,
+                             re.I):
+            err("%s: names another host (%s): the page loads nothing from"
+                " outside this nginx" % (name, m.group(0)))
+sys.exit(1 if errors else 0)
+PY
+then
+    failed=1
 fi
 fi
 

@@ -6,6 +6,7 @@
 #   scripts/deps.sh [GROUP...]     default: build run test
 #
 #   build    compile the module and ai-sim (all the Docker build stage has)
+#   dashboard  npm: installs uPlot for /dashboard (any npm on PATH will do)
 #   run      `make run`: the local stack's Redis, envsubst, readiness checks
 #   test     `make test`: unit, fuzz, integration and static checks
 #   bench    `make bench`: wrk and the charts
@@ -23,6 +24,8 @@ group_build=(
     libevent-dev           # ai-sim's event loop and HTTP server (evhttp)
     libcjson-dev           # ai-sim's JSON
 )
+# npm, added below unless one is on PATH already
+group_dashboard=()
 group_run=(
     redis-server           # Redis for `make run CACHE=redis` and the tests
     gettext-base           # envsubst: renders nginx-conf/ templates
@@ -36,6 +39,8 @@ group_test=(
     valgrind               # leak checks of ai-sim
     docker-compose python3-yaml   # static check of compose.yaml (no engine needed)
     prometheus             # promtool: lints /cachez?format=prometheus
+    chromium python3-websocket   # /dashboard in headless Chromium, driven
+                                 # over DevTools (test_dashboard.py)
 )
 group_bench=(
     wrk                    # load generator
@@ -62,8 +67,8 @@ groups=("$@")
 packages=()
 for g in "${groups[@]}"; do
     case $g in
-        build|run|test|bench|docker|nginx-tests) ;;
-        *) echo "deps: unknown group $g (build run test bench docker nginx-tests)" >&2
+        build|dashboard|run|test|bench|docker|nginx-tests) ;;
+        *) echo "deps: unknown group $g (build dashboard run test bench docker nginx-tests)" >&2
            exit 2 ;;
     esac
     declare -n list="group_${g//-/_}"
@@ -71,10 +76,15 @@ for g in "${groups[@]}"; do
     unset -n list
 done
 
-# k6 scripts are syntax-checked with node; any node on PATH will do
+# k6 scripts are syntax-checked with node, and `npm ci` installs uPlot
+# for /dashboard (scripts/install-dashboard.sh); any node or npm on PATH
+# will do, else Debian's
 for g in "${groups[@]}"; do
     if [ "$g" = test ] && ! command -v node >/dev/null; then
         packages+=(nodejs)
+    fi
+    if [ "$g" = dashboard ] && ! command -v npm >/dev/null; then
+        packages+=(npm)
     fi
 done
 

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Render nginx-conf/gateway.conf.template into a full nginx.conf and copy
 # nginx-conf/snippets/ next to it (the template includes them by relative
-# path, which nginx resolves against the directory of the -c file).
+# path, which nginx resolves against the directory of the -c file), and the
+# /dashboard page into dashboard/ next to it: nginx-conf/dashboard/'s
+# files, and uPlot from build/dashboard/vendor/ (where `make` installs it:
+# scripts/install-dashboard.sh) into dashboard/vendor/.  Copies, not paths
+# into the checkout: nginx's workers (www-data or nobody) must read them
+# wherever the clone is.
 #
 #   scripts/render-conf.sh OUT_FILE [TEMPLATE]
 #
@@ -24,7 +29,8 @@
 #                   is believed: addresses or CIDRs,
 #                   space-separated (your load balancers)
 #   AGW_CACHEZ_ALLOW  addresses or CIDRs allowed to    none (loopback only)
-#                   /cachez besides loopback (scrapers)
+#                   /cachez and /dashboard besides
+#                   loopback (scrapers)
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -116,9 +122,15 @@ vars='${AGW_MODULE} ${AGW_LISTEN} ${AGW_SIM1} ${AGW_SIM2} ${AGW_SIM3}'
 vars="$vars \${AGW_USER} \${AGW_ERROR_LOG} \${AGW_ACCESS_LOG} \${AGW_WORKERS}"
 vars="$vars \${AGW_CACHE} \${AGW_REDIS_DIRECTIVE} \${AGW_CACHE_ZONE_DIRECTIVE}"
 vars="$vars \${AGW_REAL_IP_FROM_DIRECTIVES} \${AGW_CACHEZ_ALLOW_DIRECTIVES}"
+vars="$vars \${AGW_DASHBOARD_ROOT}"
 
 outdir=$(dirname "$out")
 mkdir -p "$outdir"
+outdir=$(cd "$outdir" && pwd)
+
+# the page's files, by absolute path (nginx would resolve a relative alias
+# under its prefix, not next to the config)
+export AGW_DASHBOARD_ROOT=$outdir/dashboard
 
 tmp=$(mktemp "$outdir/.render.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
@@ -134,6 +146,23 @@ fi
 if [ -d "$snippets" ]; then
     mkdir -p "$outdir/snippets"
     cp "$snippets"/*.conf "$outdir/snippets/"
+fi
+
+# /dashboard: the page, and uPlot when make has installed it (without it
+# the page still shows its tables, and says why it draws no chart)
+dashboard=$(dirname "$template")/dashboard
+vendor=$repo/build/dashboard/vendor
+if [ -d "$dashboard" ]; then
+    mkdir -p "$AGW_DASHBOARD_ROOT/vendor"
+    cp "$dashboard"/*.html "$dashboard"/*.js "$dashboard"/*.css \
+       "$AGW_DASHBOARD_ROOT/"
+    if [ -f "$vendor/uPlot.iife.min.js" ]; then
+        cp "$vendor"/* "$AGW_DASHBOARD_ROOT/vendor/"
+    else
+        echo "render-conf: no uPlot in $vendor (run make): /dashboard" \
+             "will show its tables without charts" >&2
+    fi
+    chmod -R a+rX "$AGW_DASHBOARD_ROOT"
 fi
 
 chmod 644 "$tmp"

@@ -14,8 +14,9 @@
 # 4. checks: every service healthy, MISS then HIT, a 429 burst with the
 #    RateLimit headers (a forged X-Forwarded-For from the host does not
 #    help: only loopback and the k6 container are trusted), gw:v1:* keys
-#    with their TTL in the redis container, /cachez (403 from the host, 200
-#    inside the nginx container), Prometheus' ai_gateway_cache_hits_total
+#    with their TTL in the redis container, /cachez and /dashboard (403
+#    from the host, 200 inside the nginx container, uPlot included),
+#    Prometheus' ai_gateway_cache_hits_total
 #    equal to /cachez's, a replica stopped and the gateway still answering;
 # 5. `down -v`: no container, network or volume of the project left; the
 #    dangling images of the build removed (the build stage's package layer
@@ -266,6 +267,8 @@ elif what == "limit":
     out(s == 403, "/cachez from the host is 403 (got %d)" % s)
     s, h, b = req("GET", "/cachez", headers={"X-Forwarded-For": "127.0.0.1"})
     out(s == 403, "/cachez with a forged X-Forwarded-For: 127.0.0.1 is 403 (got %d)" % s)
+    s, h, b = req("GET", "/dashboard/")
+    out(s == 403, "/dashboard/ from the host is 403, as /cachez (got %d)" % s)
 elif what == "failover":
     time.sleep(2.5)     # the per-client bucket refills after the burst
     ok, ids = 0, set()
@@ -322,6 +325,19 @@ if [[ $status == *" 200 "* ]] && [ -n "$hits" ] && [ "$hits" -ge 1 ]; then
 else
     fail "/cachez inside the nginx container (status '$status', body '${json:0:300}')"
 fi
+
+# /dashboard inside the container: the page, and uPlot from the image's
+# dashboard stage (render-conf.sh copied both next to the config)
+for path in /dashboard/ /dashboard/vendor/uPlot.iife.min.js; do
+    status=$("${compose[@]}" exec -T nginx bash -c \
+        'exec 3<>/dev/tcp/127.0.0.1/8080 && printf "GET %s HTTP/1.0\r\n\r\n" "$1" >&3 && head -n1 <&3' \
+        _ "$path" 2>/dev/null | tr -d '\r')
+    if [[ $status == *" 200 "* ]]; then
+        pass "GET $path inside the nginx container: 200"
+    else
+        fail "GET $path inside the nginx container (got '$status')"
+    fi
+done
 
 # Prometheus scrapes every 5 s: its latest sample must reach /cachez's figure
 prom=

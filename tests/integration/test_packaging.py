@@ -132,6 +132,28 @@ def test_entrypoint_not_executable_fails(tree):
     assert_fails(tree, "docker", "not executable")
 
 
+def test_dashboard_js_syntax_error_fails(tree):
+    edit(tree / "nginx-conf" / "dashboard" / "dashboard.js",
+         "function isObj(v) {", "function isObj(v) {{")
+    assert_fails(tree, "dashboard",
+                 "nginx-conf/dashboard/dashboard.js: JavaScript syntax error")
+
+
+def test_dashboard_from_a_cdn_fails(tree):
+    edit(tree / "nginx-conf" / "dashboard" / "index.html",
+         'src="/dashboard/vendor/uPlot.iife.min.js"',
+         'src="https://cdn.jsdelivr.net/npm/uplot@1.6.32/dist/uPlot.iife.min.js"')
+    assert_fails(tree, "dashboard", "is not a file of this nginx",
+                 "names another host (https://cdn.jsdelivr.net)")
+
+
+def test_dashboard_unpinned_uplot_fails(tree):
+    edit(tree / "nginx-conf" / "dashboard" / "package.json",
+         '"uplot": "1.', '"uplot": "^1.')
+    assert_fails(tree, "dashboard", "is not one exact version",
+                 "out of step with package.json")
+
+
 def bookworm():
     try:
         return "VERSION_CODENAME=bookworm" in open("/etc/os-release").read()
