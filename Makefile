@@ -1,7 +1,7 @@
 # ngx_ai_gateway: module + ai-sim + local stack + tests.
 #   make            build build/ngx_ai_gateway_module.so and build/ai-sim
 #   make run        start 3 ai-sim replicas and nginx on 127.0.0.1:8080
-#   make test       unit tests, fuzz smoke, integration tests (+ ASan run)
+#   make test       layering check, unit tests, fuzz smoke, integration tests
 #   make test-docker  the compose stack built and checked for real
 #   make clean
 # Every target installs the missing Debian packages of the groups it needs
@@ -25,7 +25,7 @@ MODULE_SRCS := $(wildcard ngx_ai_gateway_module/config \
 SIM_SRCS    := $(wildcard backends/ai-sim/*.[ch])
 
 .PHONY: all deps deps-build deps-run deps-test deps-bench deps-docker run \
-        test test-unit test-integration test-asan fuzz-smoke bench \
+        test check-layers test-unit test-integration test-asan fuzz-smoke bench \
         bench-charts bench-multi test-docker clean
 
 all: deps-build
@@ -54,7 +54,12 @@ run: all deps-run
 include tests/unit/rules.mk
 
 test: all deps-run deps-test
-	@$(MAKE) --no-print-directory test-unit fuzz-smoke test-integration
+	@$(MAKE) --no-print-directory check-layers test-unit fuzz-smoke \
+		test-integration
+
+# every #include under src/ runs down the layers (DESIGN.md)
+check-layers:
+	scripts/check-layers.sh
 
 test-unit: unit
 
