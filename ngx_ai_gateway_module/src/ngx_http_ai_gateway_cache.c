@@ -165,13 +165,6 @@ static ngx_command_t  ngx_http_ai_gateway_cache_commands[] = {
       0,
       NULL },
 
-    { ngx_string("ai_gateway_cache_purge"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_ai_gateway_cache_purge,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
     { ngx_string("ai_gateway_cache_stale"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,

@@ -8,7 +8,9 @@
 #define _NGX_HTTP_AI_GATEWAY_CACHE_H_INCLUDED_
 
 
-#include "ngx_http_ai_gateway_module.h"
+#include "base/ngx_http_ai_gateway_conf.h"
+#include "base/ngx_http_ai_gateway_event.h"
+#include "base/ngx_http_ai_gateway_stats.h"
 #include "ngx_http_ai_gateway_store.h"
 #include "agw_json.h"
 #include "ngx_http_ai_gateway_flight.h"
@@ -129,6 +131,22 @@ typedef struct {
 } ngx_http_ai_gateway_cache_ctx_t;
 
 
+extern ngx_module_t  ngx_http_ai_gateway_cache_module;
+
+
+/*
+ * Steps of the dispatcher (core/): decide BYPASS, read and digest the body,
+ * look the key up; answer a HIT from the store.  NGX_DECLINED to go on,
+ * NGX_DONE while waiting (the cache resumes the phases itself), or a
+ * status for nginx to finalize.
+ */
+ngx_int_t ngx_http_ai_gateway_cache_lookup(ngx_http_request_t *r);
+ngx_int_t ngx_http_ai_gateway_cache_serve(ngx_http_request_t *r);
+
+/* will this request be answered from the cache?  (the dispatcher asks) */
+ngx_flag_t ngx_http_ai_gateway_cache_is_hit(ngx_http_request_t *r);
+
+
 /* cache_body.c */
 ngx_int_t ngx_http_ai_gateway_cache_body_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_ai_gateway_cache_read_body(ngx_http_request_t *r,
@@ -138,10 +156,6 @@ ngx_int_t ngx_http_ai_gateway_cache_body_digest(ngx_http_request_t *r,
 /* the model the request names, as recorded with its entry; may be empty */
 ngx_int_t ngx_http_ai_gateway_cache_body_model(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_str_t *model);
-
-/* cache_purge.c: ai_gateway_cache_purge */
-char *ngx_http_ai_gateway_cache_purge(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 
 /* cache.c, for the body reader: carry on once the body is in */
 ngx_int_t ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,

@@ -16,7 +16,7 @@
  */
 
 #include "ngx_http_ai_gateway_cache.h"
-#include "ngx_http_ai_gateway_request.h"
+#include "base/ngx_http_ai_gateway_request.h"
 
 
 static ngx_int_t ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r,

@@ -8,7 +8,7 @@
 #define _NGX_HTTP_AI_GATEWAY_FLIGHT_H_INCLUDED_
 
 
-#include "ngx_http_ai_gateway_module.h"
+#include "base/ngx_http_ai_gateway_conf.h"
 #include "agw_key.h"
 
 

@@ -33,7 +33,9 @@
 
 #include <hiredis/hiredis.h>
 
-#include "ngx_http_ai_gateway_module.h"
+#include "base/ngx_http_ai_gateway_conf.h"
+#include "base/ngx_http_ai_gateway_event.h"
+#include "base/ngx_http_ai_gateway_stats.h"
 #include "ngx_http_ai_gateway_store.h"
 
 

@@ -13,7 +13,8 @@
 #define _NGX_HTTP_AI_GATEWAY_STORE_H_INCLUDED_
 
 
-#include "ngx_http_ai_gateway_module.h"
+#include "base/ngx_http_ai_gateway_conf.h"
+#include "base/ngx_http_ai_gateway_stats.h"
 #include "agw_entry.h"
 #include "agw_key.h"
 

@@ -25,7 +25,7 @@
  * "nginx -t" also runs init_zone, which therefore only sets up memory.
  */
 
-#include "ngx_http_ai_gateway_module.h"
+#include "base/ngx_http_ai_gateway_event.h"
 #include "ngx_http_ai_gateway_store.h"
 #include "agw_entry.h"
 
@@ -78,6 +78,13 @@ typedef struct {
     ngx_slab_pool_t                    *shpool;
     ngx_http_ai_gateway_store_t        *store;
 } ngx_http_ai_gateway_shm_ctx_t;
+
+
+/*
+ * the zones' tag: ngx_cycle.c hands a zone to the next cycle only under
+ * the same tag, and a limit zone of the same name is another use
+ */
+static ngx_uint_t  ngx_http_ai_gateway_shm_tag;
 
 
 static ngx_int_t ngx_http_ai_gateway_shm_init_zone(ngx_shm_zone_t *shm_zone,
@@ -183,7 +190,7 @@ ngx_http_ai_gateway_store_shm_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     shm_zone = ngx_shared_memory_add(cf, &name, size,
-                                     &ngx_http_ai_gateway_cache_module);
+                                     &ngx_http_ai_gateway_shm_tag);
     if (shm_zone == NULL) {
         return NGX_CONF_ERROR;
     }

@@ -49,7 +49,7 @@
  */
 
 #include "ngx_http_ai_gateway_limit.h"
-#include "ngx_http_ai_gateway_request.h"
+#include "base/ngx_http_ai_gateway_request.h"
 
 
 
@@ -368,7 +368,7 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     ctx->n = n;
     ctx->fail = lcf->redis_fail;
 
-    hit = ngx_http_ai_gateway_cache_is_hit(r);
+    hit = ngx_http_ai_gateway_request_cached(r);
 
     /* keys and costs first, outside of any lock */
 

@@ -13,7 +13,9 @@
 #define _NGX_HTTP_AI_GATEWAY_LIMIT_H_INCLUDED_
 
 
-#include "ngx_http_ai_gateway_module.h"
+#include "base/ngx_http_ai_gateway_conf.h"
+#include "base/ngx_http_ai_gateway_event.h"
+#include "base/ngx_http_ai_gateway_stats.h"
 
 #include "agw_bucket.h"
 #include "agw_key.h"
@@ -290,6 +292,19 @@ typedef struct {
     ngx_uint_t                          n;
     ngx_uint_t                          fail;     /* _FAIL_OPEN, _CLOSED */
 } ngx_http_ai_gateway_limit_ctx_t;
+
+
+extern ngx_module_t  ngx_http_ai_gateway_limit_module;
+
+
+/*
+ * Steps of the dispatcher (core/): where the cache would read a request
+ * body, refuse now, unread, a request that no bucket could pass as a MISS;
+ * after the cache lookup, charge (or, for a cached answer, just read) the
+ * buckets.  NGX_DECLINED to go on, NGX_DONE while waiting, or a status.
+ */
+ngx_int_t ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r);
+ngx_int_t ngx_http_ai_gateway_limit_check(ngx_http_request_t *r);
 
 
 /* ngx_http_ai_gateway_limit.c: the decision */

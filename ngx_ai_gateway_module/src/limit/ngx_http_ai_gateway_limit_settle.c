@@ -26,7 +26,7 @@
  */
 
 #include "ngx_http_ai_gateway_limit.h"
-#include "ngx_http_ai_gateway_request.h"
+#include "base/ngx_http_ai_gateway_request.h"
 #include "agw_sse.h"
 
 

@@ -1,15 +1,20 @@
 /*
- * ngx_http_ai_gateway_module: directives, configuration and the module
- * definition.  Features live in their own files and are wired in here.
+ * ngx_http_ai_gateway_module: the module definition, its directives, and
+ * the PRECONTENT phase handler that runs the cache and the limiter in
+ * order.  Each feature lives in its folder and is wired in here, the one
+ * place that sees them all (DESIGN.md): the three nginx modules of the
+ * .so are this one, the limiter (limit/) and the cache (cache/).
  */
 
-#include "ngx_http_ai_gateway_module.h"
-#include "ngx_http_ai_gateway_redis.h"
+#include "base/ngx_http_ai_gateway_conf.h"
+#include "base/ngx_http_ai_gateway_request.h"
+#include "base/ngx_http_ai_gateway_stats.h"
+#include "core/ngx_http_ai_gateway_handlers.h"
 #include "ngx_http_ai_gateway_cache.h"
-#include "ngx_http_ai_gateway_request.h"
+#include "ngx_http_ai_gateway_limit.h"
+#include "ngx_http_ai_gateway_redis.h"
 
 
-static void *ngx_http_ai_gateway_create_main_conf(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r);
 static ngx_flag_t ngx_http_ai_gateway_body_ahead(ngx_http_request_t *r);
@@ -20,6 +25,13 @@ static ngx_command_t  ngx_http_ai_gateway_commands[] = {
     { ngx_string("ai_gateway_cachez"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_ai_gateway_cachez,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_cache_purge"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ai_gateway_cache_purge,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -64,34 +76,6 @@ ngx_module_t  ngx_http_ai_gateway_module = {
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
-
-
-static void *
-ngx_http_ai_gateway_create_main_conf(ngx_conf_t *cf)
-{
-    ngx_http_ai_gateway_main_conf_t  *amcf;
-
-    amcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_main_conf_t));
-    if (amcf == NULL) {
-        return NULL;
-    }
-
-    if (ngx_array_init(&amcf->caches, cf->pool, 4,
-                       sizeof(ngx_http_ai_gateway_cache_ref_t *))
-        != NGX_OK)
-    {
-        return NULL;
-    }
-
-    if (ngx_array_init(&amcf->limits, cf->pool, 4,
-                       sizeof(ngx_http_ai_gateway_limit_ref_t *))
-        != NGX_OK)
-    {
-        return NULL;
-    }
-
-    return amcf;
-}
 
 
 static ngx_int_t
@@ -151,6 +135,14 @@ ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
         return rc;
     }
 
+    /* the limiter reads, not charges, the zones of a cached answer */
+
+    if (r == r->main && ngx_http_ai_gateway_cache_is_hit(r)
+        && ngx_http_ai_gateway_request_set_cached(r) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     rc = ngx_http_ai_gateway_limit_check(r);
     if (rc != NGX_DECLINED) {
         return rc;
@@ -176,82 +168,4 @@ ngx_http_ai_gateway_body_ahead(ngx_http_request_t *r)
            && ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module)
               == NULL
            && (r->headers_in.content_length_n > 0 || r->headers_in.chunked);
-}
-
-
-/*
- * "zone=NAME:SIZE" of ai_gateway_limit_zone and ai_gateway_cache_zone, with
- * limit_req_zone's messages and its rule that a zone holds at least 8 pages
- */
-ngx_int_t
-ngx_http_ai_gateway_parse_zone(ngx_conf_t *cf, ngx_str_t *value,
-    ngx_str_t *name, ssize_t *size)
-{
-    u_char     *p;
-    ngx_str_t   s;
-
-    name->data = value->data + sizeof("zone=") - 1;
-
-    p = (u_char *) ngx_strlchr(name->data, value->data + value->len, ':');
-
-    if (p == NULL || p == name->data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone size \"%V\"", value);
-        return NGX_ERROR;
-    }
-
-    name->len = p - name->data;
-
-    s.data = p + 1;
-    s.len = value->data + value->len - s.data;
-
-    *size = ngx_parse_size(&s);
-
-    if (*size == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid zone size \"%V\"", value);
-        return NGX_ERROR;
-    }
-
-    if (*size < (ssize_t) (8 * ngx_pagesize)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "zone \"%V\" is too small", value);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-ngx_int_t
-ngx_http_ai_gateway_add_variables(ngx_conf_t *cf, ngx_http_variable_t *vars)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_connection_t  ngx_http_ai_gateway_event_ident;
-
-
-void
-ngx_http_ai_gateway_event_init(ngx_event_t *ev, ngx_event_handler_pt handler,
-    ngx_log_t *log)
-{
-    ngx_http_ai_gateway_event_ident.fd = (ngx_socket_t) -1;
-
-    ev->handler = handler;
-    ev->data = &ngx_http_ai_gateway_event_ident;
-    ev->log = log;
 }

@@ -1,7 +1,8 @@
 /*
  * What an inference request says about itself (SPEC 7.1): the model, the
  * prompt's size and the tokens it asks for, read once from its JSON body
- * by lib/agw_json.c and kept in the core module's request ctx.
+ * by lib/agw_json.c and kept in the core module's request ctx, with what
+ * the dispatcher tells of the request.
  *
  * Only a body that nginx holds in memory is read: the cache step reads the
  * body of cached locations before the limiter runs, and a body small
@@ -12,9 +13,17 @@
  * request of an uncached location until its last byte arrived.
  */
 
-#include "ngx_http_ai_gateway_request.h"
+#include "base/ngx_http_ai_gateway_request.h"
 #include "agw_json.h"
 #include "agw_tokens.h"
+
+
+/* the core module's request ctx */
+typedef struct {
+    ngx_http_ai_gateway_request_info_t   info;
+    unsigned                             read:1;   /* info is final */
+    unsigned                             cached:1;
+} ngx_http_ai_gateway_request_ctx_t;
 
 
 static ngx_int_t ngx_http_ai_gateway_request_scan(ngx_http_request_t *r,
@@ -44,16 +53,16 @@ ngx_http_ai_gateway_request_add_variables(ngx_conf_t *cf)
 ngx_http_ai_gateway_request_info_t *
 ngx_http_ai_gateway_request_info(ngx_http_request_t *r)
 {
-    ngx_http_ai_gateway_request_info_t  *info;
+    ngx_http_ai_gateway_request_ctx_t          *ctx;
+    ngx_http_ai_gateway_request_info_t         *info;
+    static ngx_http_ai_gateway_request_info_t   none;
 
     r = r->main;
 
-    static ngx_http_ai_gateway_request_info_t  none;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
 
-    info = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
-
-    if (info) {
-        return info;
+    if (ctx && ctx->read) {
+        return &ctx->info;
     }
 
     /* no body at all (a GET): nothing to read, nothing to allocate */
@@ -64,10 +73,17 @@ ngx_http_ai_gateway_request_info(ngx_http_request_t *r)
         return &none;
     }
 
-    info = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_request_info_t));
-    if (info == NULL) {
-        return NULL;
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_request_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_module);
     }
+
+    info = &ctx->info;
+    ngx_memzero(info, sizeof(ngx_http_ai_gateway_request_info_t));
 
     if (r->headers_in.content_length_n > 0) {
         info->body_len = r->headers_in.content_length_n;
@@ -81,13 +97,48 @@ ngx_http_ai_gateway_request_info(ngx_http_request_t *r)
         return info;
     }
 
-    ngx_http_set_ctx(r, info, ngx_http_ai_gateway_module);
+    ctx->read = 1;
 
     if (ngx_http_ai_gateway_request_scan(r, info) == NGX_ERROR) {
         return NULL;
     }
 
     return info;
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_request_set_cached(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    r = r->main;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_request_ctx_t));
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_module);
+    }
+
+    ctx->cached = 1;
+
+    return NGX_OK;
+}
+
+
+ngx_flag_t
+ngx_http_ai_gateway_request_cached(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_module);
+
+    return ctx && ctx->cached;
 }
 
 

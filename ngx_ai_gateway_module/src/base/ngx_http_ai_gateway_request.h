@@ -1,14 +1,16 @@
 /*
- * What an inference request says about itself: the model it names and
- * the figures of the token estimate (SPEC 7.1), read once per request from
- * the JSON body that nginx already holds in memory, and $ai_gateway_model.
+ * What is known of a request, for every layer: what an inference request
+ * says about itself (the model it names and the figures of the token
+ * estimate, SPEC 7.1), read once per request from the JSON body that nginx
+ * already holds in memory, and $ai_gateway_model; and what the dispatcher
+ * learned of it before the limiter runs (its answer comes from the cache).
  */
 
 #ifndef _NGX_HTTP_AI_GATEWAY_REQUEST_H_INCLUDED_
 #define _NGX_HTTP_AI_GATEWAY_REQUEST_H_INCLUDED_
 
 
-#include "ngx_http_ai_gateway_module.h"
+#include "base/ngx_http_ai_gateway_conf.h"
 
 
 typedef struct {
@@ -40,6 +42,14 @@ uint64_t ngx_http_ai_gateway_request_prompt_tokens(
     ngx_http_ai_gateway_request_info_t *info);
 
 ngx_int_t ngx_http_ai_gateway_request_add_variables(ngx_conf_t *cf);
+
+/*
+ * The request is answered from the cache (a HIT, or another request's
+ * flight): the dispatcher (core/) says so after the lookup, and the
+ * limiter then reads the buckets of a zone without charging them
+ */
+ngx_int_t ngx_http_ai_gateway_request_set_cached(ngx_http_request_t *r);
+ngx_flag_t ngx_http_ai_gateway_request_cached(ngx_http_request_t *r);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_REQUEST_H_INCLUDED_ */

@@ -13,8 +13,7 @@
 #define _NGX_HTTP_AI_GATEWAY_STATS_H_INCLUDED_
 
 
-#include <ngx_config.h>
-#include <ngx_core.h>
+#include "base/ngx_http_ai_gateway_conf.h"
 
 
 typedef struct {
@@ -95,6 +94,8 @@ typedef struct {
 
 
 ngx_int_t ngx_http_ai_gateway_stats_zone_add(ngx_conf_t *cf);
+ngx_http_ai_gateway_shared_stats_t *ngx_http_ai_gateway_shared_stats(
+    ngx_http_ai_gateway_main_conf_t *amcf);
 
 /* this worker's Redis connection is up / down */
 void ngx_http_ai_gateway_stats_redis_up(

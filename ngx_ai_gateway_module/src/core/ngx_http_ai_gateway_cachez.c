@@ -15,7 +15,9 @@
  * are absent from both formats.
  */
 
-#include "ngx_http_ai_gateway_module.h"
+#include "base/ngx_http_ai_gateway_conf.h"
+#include "base/ngx_http_ai_gateway_stats.h"
+#include "core/ngx_http_ai_gateway_handlers.h"
 
 
 typedef struct {

@@ -19,7 +19,9 @@
  * by a scan that only has to know where a string ends.
  */
 
-#include "ngx_http_ai_gateway_cache.h"
+#include "core/ngx_http_ai_gateway_handlers.h"
+#include "ngx_http_ai_gateway_store.h"
+#include "agw_json.h"
 
 
 static ngx_int_t ngx_http_ai_gateway_cache_purge_handler(

@@ -6,7 +6,7 @@
  * runs init_zone, so it does nothing but set up memory.
  */
 
-#include "ngx_http_ai_gateway_module.h"
+#include "base/ngx_http_ai_gateway_stats.h"
 
 
 #define NGX_HTTP_AI_GATEWAY_STATS_ZONE_SIZE  (8 * ngx_pagesize)
