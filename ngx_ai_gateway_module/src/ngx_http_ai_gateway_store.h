@@ -104,6 +104,23 @@ char *ngx_http_ai_gateway_store_near_merge(ngx_conf_t *cf,
 ngx_http_ai_gateway_store_t *ngx_http_ai_gateway_store_near_zone(
     ngx_http_ai_gateway_store_t *store);
 
+/*
+ * the Redis cache store (store_redis.c), "ai_gateway_cache redis": created
+ * with the connection's configuration; it registers what it runs in every
+ * worker with the connection
+ */
+ngx_http_ai_gateway_store_t *ngx_http_ai_gateway_store_redis_create(
+    ngx_conf_t *cf, ngx_http_ai_gateway_redis_conf_t *rcf);
+
+/*
+ * A lookup that also keeps what it finds in the near zone, for at most
+ * near_ttl and never longer than the entry's remaining TTL in Redis
+ */
+ngx_int_t ngx_http_ai_gateway_store_redis_lookup_near(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
+    ngx_http_ai_gateway_found_t *found, ngx_http_ai_gateway_store_t *near,
+    time_t near_ttl);
+
 void ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r,
     ngx_int_t rc);
 

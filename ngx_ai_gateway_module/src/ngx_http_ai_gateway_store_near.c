@@ -18,8 +18,8 @@
  * entries, evictions and expired.
  */
 
-#include "ngx_http_ai_gateway_redis.h"
-#include "ngx_http_ai_gateway_cache.h"
+#include "redis/ngx_http_ai_gateway_redis.h"
+#include "ngx_http_ai_gateway_store.h"
 
 
 typedef struct {
@@ -33,6 +33,8 @@ typedef struct {
 static ngx_int_t ngx_http_ai_gateway_store_near_lookup(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
     ngx_http_ai_gateway_found_t *found);
+static void ngx_http_ai_gateway_store_near_start(ngx_cycle_t *cycle,
+    void *data);
 static ngx_int_t ngx_http_ai_gateway_store_near_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
     const agw_entry_t *entry, time_t ttl);
@@ -135,9 +137,8 @@ ngx_http_ai_gateway_store_near_merge(ngx_conf_t *cf,
     ngx_http_ai_gateway_store_t **storep, ngx_http_ai_gateway_store_t *near,
     ngx_flag_t explicit)
 {
-    ngx_http_ai_gateway_store_t       *store, **nears;
+    ngx_http_ai_gateway_store_t       *store;
     ngx_http_ai_gateway_store_near_t  *nr;
-    ngx_http_ai_gateway_main_conf_t   *amcf;
 
     store = *storep;
 
@@ -169,32 +170,37 @@ ngx_http_ai_gateway_store_near_merge(ngx_conf_t *cf,
     nr = near->data;
 
     if (nr->redis == NULL) {
-        amcf = ngx_http_conf_get_module_main_conf(cf,
-                                                  ngx_http_ai_gateway_module);
-
         nr->redis = store;
         near->max_entry_size = store->max_entry_size;
 
         /* its counters are the Redis cache's, known in each worker */
-        if (amcf->redis->nears == NULL) {
-            amcf->redis->nears = ngx_array_create(cf->pool, 2,
-                                         sizeof(ngx_http_ai_gateway_store_t *));
-            if (amcf->redis->nears == NULL) {
-                return NGX_CONF_ERROR;
-            }
-        }
-
-        nears = ngx_array_push(amcf->redis->nears);
-        if (nears == NULL) {
+        if (ngx_http_ai_gateway_redis_on_worker(cf,
+                                         ngx_http_ai_gateway_store_near_start,
+                                         NULL, near)
+            != NGX_OK)
+        {
             return NGX_CONF_ERROR;
         }
-
-        *nears = near;
     }
 
     *storep = near;
 
     return NGX_CONF_OK;
+}
+
+
+/* after the Redis store's, which registered with ai_gateway_redis */
+
+static void
+ngx_http_ai_gateway_store_near_start(ngx_cycle_t *cycle, void *data)
+{
+    ngx_http_ai_gateway_store_t *near = data;
+
+    ngx_http_ai_gateway_store_near_t  *nr;
+
+    nr = near->data;
+
+    near->ref.stats = nr->redis->ref.stats;
 }
 
 

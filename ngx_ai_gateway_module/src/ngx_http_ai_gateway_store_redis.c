@@ -33,7 +33,9 @@
  * MULTI/EXEC block goes to the node that owns it (redis.c).
  */
 
-#include "ngx_http_ai_gateway_redis.h"
+#include "base/ngx_http_ai_gateway_event.h"
+#include "redis/ngx_http_ai_gateway_redis.h"
+#include "ngx_http_ai_gateway_store.h"
 #include "agw_entry.h"
 #include "agw_key.h"
 
@@ -72,6 +74,9 @@ static ngx_int_t ngx_http_ai_gateway_store_redis_lookup(
 static ngx_int_t ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
     const agw_entry_t *entry, time_t ttl);
+static void ngx_http_ai_gateway_store_redis_start(ngx_cycle_t *cycle,
+    void *data);
+static void ngx_http_ai_gateway_store_redis_stop(void *data);
 static void ngx_http_ai_gateway_store_redis_scan(ngx_event_t *ev);
 static ngx_int_t ngx_http_ai_gateway_store_redis_pattern(ngx_pool_t *pool,
     ngx_http_ai_gateway_redis_conf_t *rcf, ngx_str_t *pattern);
@@ -115,8 +120,6 @@ ngx_http_ai_gateway_store_redis_create(ngx_conf_t *cf,
     store->max_entry_size = rcf->max_entry_size;
     store->data = rcf;
 
-    /* ref.stats is set in each worker, once the stats zone exists */
-
     stores = ngx_array_push(&amcf->caches);
     if (stores == NULL) {
         return NULL;
@@ -124,29 +127,37 @@ ngx_http_ai_gateway_store_redis_create(ngx_conf_t *cf,
 
     *stores = store;
 
+    /* ref.stats is set in each worker, once the stats zone exists */
+
+    if (ngx_http_ai_gateway_redis_on_worker(cf,
+                                        ngx_http_ai_gateway_store_redis_start,
+                                        ngx_http_ai_gateway_store_redis_stop,
+                                        store)
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     return store;
 }
 
 
-void
-ngx_http_ai_gateway_store_redis_init_process(ngx_cycle_t *cycle,
-    ngx_http_ai_gateway_redis_conf_t *rcf,
-    ngx_http_ai_gateway_shared_stats_t *stats)
+static void
+ngx_http_ai_gateway_store_redis_start(ngx_cycle_t *cycle, void *data)
 {
-    ngx_uint_t                               i;
+    ngx_http_ai_gateway_store_t *store = data;
+
+    ngx_http_ai_gateway_main_conf_t         *amcf;
+    ngx_http_ai_gateway_redis_conf_t        *rcf;
+    ngx_http_ai_gateway_shared_stats_t      *stats;
     ngx_http_ai_gateway_store_redis_scan_t  *scan;
 
-    ngx_http_ai_gateway_store_t            **nears;
+    amcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_ai_gateway_module);
+    stats = ngx_http_ai_gateway_shared_stats(amcf);
+    rcf = store->data;
 
-    rcf->store->ref.stats = &stats->redis_cache;
-
-    if (rcf->nears) {
-        nears = rcf->nears->elts;
-
-        for (i = 0; i < rcf->nears->nelts; i++) {
-            nears[i]->ref.stats = &stats->redis_cache;
-        }
-    }
+    store->ref.stats = &stats->redis_cache;
 
     /* a cluster's keys are spread over its nodes: not counted (0) */
     if (ngx_worker != 0 || rcf->cluster) {
@@ -159,7 +170,7 @@ ngx_http_ai_gateway_store_redis_init_process(ngx_cycle_t *cycle,
         return;
     }
 
-    scan->store = rcf->store;
+    scan->store = store;
 
     if (ngx_http_ai_gateway_store_redis_pattern(cycle->pool, rcf,
                                                 &scan->pattern)
@@ -179,8 +190,8 @@ ngx_http_ai_gateway_store_redis_init_process(ngx_cycle_t *cycle,
 }
 
 
-void
-ngx_http_ai_gateway_store_redis_exit_process(void)
+static void
+ngx_http_ai_gateway_store_redis_stop(void *data)
 {
     ngx_http_ai_gateway_store_redis_scan_t  *scan;
 

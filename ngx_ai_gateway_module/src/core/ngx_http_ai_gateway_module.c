@@ -10,11 +10,14 @@
 #include "base/ngx_http_ai_gateway_request.h"
 #include "base/ngx_http_ai_gateway_stats.h"
 #include "core/ngx_http_ai_gateway_handlers.h"
+#include "redis/ngx_http_ai_gateway_redis.h"
+#include "ngx_http_ai_gateway_store.h"
 #include "ngx_http_ai_gateway_cache.h"
 #include "ngx_http_ai_gateway_limit.h"
-#include "ngx_http_ai_gateway_redis.h"
 
 
+static char *ngx_http_ai_gateway_redis_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r);
 static ngx_flag_t ngx_http_ai_gateway_body_ahead(ngx_http_request_t *r);
@@ -38,7 +41,7 @@ static ngx_command_t  ngx_http_ai_gateway_commands[] = {
 
     { ngx_string("ai_gateway_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_http_ai_gateway_redis,
+      ngx_http_ai_gateway_redis_conf,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -76,6 +79,32 @@ ngx_module_t  ngx_http_ai_gateway_module = {
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+
+/*
+ * ai_gateway_redis: the connection (redis/), and the Redis cache store that
+ * comes with it (store/), "ai_gateway_cache redis"
+ */
+
+static char *
+ngx_http_ai_gateway_redis_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_ai_gateway_main_conf_t *amcf = conf;
+
+    char  *rv;
+
+    rv = ngx_http_ai_gateway_redis(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (ngx_http_ai_gateway_store_redis_create(cf, amcf->redis) == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
 
 
 static ngx_int_t

@@ -25,7 +25,7 @@
  */
 
 #include "ngx_http_ai_gateway_limit.h"
-#include "ngx_http_ai_gateway_redis.h"
+#include "redis/ngx_http_ai_gateway_redis.h"
 
 
 /* how often ended leases are looked for, and how many nodes per zone */

@@ -46,7 +46,7 @@
  */
 
 #include "ngx_http_ai_gateway_limit.h"
-#include "ngx_http_ai_gateway_redis.h"
+#include "redis/ngx_http_ai_gateway_redis.h"
 
 
 /* arguments per zone: rate, period_ms, burst, cost, ttl_ms, dry_run,

@@ -3,7 +3,10 @@
  * connection per worker, driven by nginx's own event loop, with pipelined
  * commands, a timer on every command, reconnects with back-off and a
  * circuit breaker.  Users (the Redis cache store, the Redis limiter) only
- * see the command API below.
+ * see the command API below; the connection knows commands and replies,
+ * nothing else.  It creates no store and starts none: what its users run
+ * in every worker with it, they register (ngx_http_ai_gateway_redis_on_
+ * worker()).
  *
  * Contract of a command: ngx_http_ai_gateway_redis_send() and friends
  * return NULL when Redis cannot be used right now (not configured, not
@@ -34,9 +37,6 @@
 #include <hiredis/hiredis.h>
 
 #include "base/ngx_http_ai_gateway_conf.h"
-#include "base/ngx_http_ai_gateway_event.h"
-#include "base/ngx_http_ai_gateway_stats.h"
-#include "ngx_http_ai_gateway_store.h"
 
 
 struct ngx_http_ai_gateway_redis_conf_s {
@@ -51,8 +51,7 @@ struct ngx_http_ai_gateway_redis_conf_s {
     ngx_msec_t                         timeout;  /* of every command */
     ngx_msec_t                         write_timeout; /* of cache writes */
     size_t                             max_entry_size; /* of the cache */
-    ngx_http_ai_gateway_store_t       *store;    /* the Redis cache */
-    ngx_array_t                       *nears;    /* near cache wrappers */
+    ngx_array_t                        workers;  /* worker_hook_t */
 };
 
 
@@ -85,8 +84,30 @@ typedef struct {
 } ngx_http_ai_gateway_redis_script_t;
 
 
+/*
+ * What a user of the connection runs in every worker: start once the
+ * worker's connection is set up (before it connects), stop when the worker
+ * exits, before the connection is dropped
+ */
+typedef void (*ngx_http_ai_gateway_redis_start_pt)(ngx_cycle_t *cycle,
+    void *data);
+typedef void (*ngx_http_ai_gateway_redis_stop_pt)(void *data);
+
+typedef struct {
+    ngx_http_ai_gateway_redis_start_pt  start;
+    ngx_http_ai_gateway_redis_stop_pt   stop;     /* NULL: none */
+    void                               *data;
+} ngx_http_ai_gateway_redis_worker_hook_t;
+
+
+/* ai_gateway_redis: amcf->redis, the connection's configuration */
 char *ngx_http_ai_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+/* registered in the order given; ai_gateway_redis must come first */
+ngx_int_t ngx_http_ai_gateway_redis_on_worker(ngx_conf_t *cf,
+    ngx_http_ai_gateway_redis_start_pt start,
+    ngx_http_ai_gateway_redis_stop_pt stop, void *data);
+
 ngx_int_t ngx_http_ai_gateway_redis_init_process(ngx_cycle_t *cycle);
 void ngx_http_ai_gateway_redis_exit_process(ngx_cycle_t *cycle);
 
@@ -124,24 +145,6 @@ ngx_http_ai_gateway_redis_cmd_t *ngx_http_ai_gateway_redis_eval(
     void *data, ngx_http_ai_gateway_redis_script_t *script,
     ngx_uint_t numkeys, int argc, const char **argv,
     const size_t *argvlen);
-
-
-/* store_redis.c: the Redis cache store, created by ai_gateway_redis */
-ngx_http_ai_gateway_store_t *ngx_http_ai_gateway_store_redis_create(
-    ngx_conf_t *cf, ngx_http_ai_gateway_redis_conf_t *rcf);
-void ngx_http_ai_gateway_store_redis_init_process(ngx_cycle_t *cycle,
-    ngx_http_ai_gateway_redis_conf_t *rcf,
-    ngx_http_ai_gateway_shared_stats_t *stats);
-void ngx_http_ai_gateway_store_redis_exit_process(void);
-
-/*
- * A lookup that also keeps what it finds in the near zone, for at most
- * near_ttl and never longer than the entry's remaining TTL in Redis
- */
-ngx_int_t ngx_http_ai_gateway_store_redis_lookup_near(ngx_http_request_t *r,
-    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    ngx_http_ai_gateway_found_t *found, ngx_http_ai_gateway_store_t *near,
-    time_t near_ttl);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_REDIS_H_INCLUDED_ */
