@@ -30,7 +30,7 @@
  * the keys are spread over the nodes and "entries" stays 0.
  *
  * Cluster: every command of an entry names the one key, so the whole
- * MULTI/EXEC block goes to the node that owns it (redis.c).
+ * MULTI/EXEC block goes to the node that owns it (redis/).
  */
 
 #include "base/ngx_http_ai_gateway_event.h"

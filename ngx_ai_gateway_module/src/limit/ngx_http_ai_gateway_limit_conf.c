@@ -11,9 +11,8 @@
  *     ai_gateway_limit_redis_fail open|closed;
  *
  * The request-time decision is ngx_http_ai_gateway_limit.c, what the client
- * is told ngx_http_ai_gateway_limit_headers.c, the buckets
- * ngx_http_ai_gateway_limit_zone.c (shared memory) and
- * ngx_http_ai_gateway_limit_redis.c (Redis).
+ * is told ngx_http_ai_gateway_limit_headers.c; the buckets are the
+ * backends' (bucket/: shared memory, Redis, leases).
  */
 
 #include "ngx_http_ai_gateway_limit.h"
@@ -40,6 +39,8 @@ static char *ngx_http_ai_gateway_limit_headers_conf(ngx_conf_t *cf,
 static char *ngx_http_ai_gateway_limit_default_max_check(ngx_conf_t *cf,
     void *post, void *data);
 static ngx_int_t ngx_http_ai_gateway_limit_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ai_gateway_limit_init_process(ngx_cycle_t *cycle);
+static ngx_array_t *ngx_http_ai_gateway_limit_leases(ngx_cycle_t *cycle);
 
 
 
@@ -123,7 +124,7 @@ ngx_module_t  ngx_http_ai_gateway_limit_module = {
     NGX_HTTP_MODULE,                          /* module type */
     NULL,                                     /* init master */
     NULL,                                     /* init module */
-    ngx_http_ai_gateway_limit_lease_init_process, /* init process */
+    ngx_http_ai_gateway_limit_init_process,   /* init process */
     NULL,                                     /* init thread */
     NULL,                                     /* exit thread */
     NULL,                                     /* exit process */
@@ -153,6 +154,13 @@ ngx_http_ai_gateway_limit_create_main_conf(ngx_conf_t *cf)
 
     if (ngx_array_init(&lmcf->zones, cf->pool, 4,
                        sizeof(ngx_http_ai_gateway_limit_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&lmcf->leases, cf->pool, 1,
+                       sizeof(ngx_http_ai_gateway_bucket_zone_t *))
         != NGX_OK)
     {
         return NULL;
@@ -276,7 +284,7 @@ ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               prev->tokens_default_max, 256);
 
     ngx_conf_merge_uint_value(conf->redis_fail, prev->redis_fail,
-                              NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_OPEN);
+                              NGX_HTTP_AI_GATEWAY_BUCKET_FAIL_OPEN);
 
     return NGX_CONF_OK;
 }
@@ -341,6 +349,7 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_shm_zone_t                         *shm_zone;
     ngx_http_ai_gateway_limit_ref_t        *ref, **refp;
     ngx_http_ai_gateway_limit_zone_t       *zone, **zonep;
+    ngx_http_ai_gateway_bucket_zone_t      *bz, **leasep;
     ngx_http_ai_gateway_main_conf_t        *amcf;
     ngx_http_compile_complex_value_t        ccv;
     ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
@@ -526,22 +535,23 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    zone->name = name;
-    zone->lease = lease;
-    zone->backend = redis ? NGX_HTTP_AI_GATEWAY_LIMIT_REDIS
-                          : NGX_HTTP_AI_GATEWAY_LIMIT_SHM;
-    zone->tokens = tokens;
+    bz = &zone->buckets;
+
+    bz->name = name;
+    bz->lease = lease;
+    bz->backend = redis ? &ngx_http_ai_gateway_bucket_redis
+                        : &ngx_http_ai_gateway_bucket_shm;
+    bz->tokens = tokens;
     zone->file = cf->conf_file->file.name;
     zone->line = cf->conf_file->line;
-    zone->bucket.rate = rate;
-    zone->bucket.period_ms = period;
-    zone->bucket.burst = burst;
+    bz->bucket.rate = rate;
+    bz->bucket.period_ms = period;
+    bz->bucket.burst = burst;
 
     if (zone->key.lengths == NULL) {
         zone->key_kind = NGX_HTTP_AI_GATEWAY_LIMIT_KEY_CONSTANT;
 
-        ngx_http_ai_gateway_limit_key_slot(zone, zone->key_slot,
-                                           &zone->key.value);
+        ngx_http_ai_gateway_bucket_key(bz, zone->key_slot, &zone->key.value);
 
     } else {
         zone->key_index = ngx_http_ai_gateway_limit_key_variable(cf,
@@ -552,7 +562,7 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                          : NGX_HTTP_AI_GATEWAY_LIMIT_KEY_VARIABLE;
     }
 
-    if (!agw_bucket_conf_valid(&zone->bucket)) {
+    if (!agw_bucket_conf_valid(&bz->bucket)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "rate or burst of zone \"%V\" is too large",
                            &name);
@@ -576,7 +586,7 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     zone->policy_value.data = p;
     p = ngx_sprintf(p, "\"%V\";q=%uL;w=%uL", &name, burst,
-                    agw_bucket_window_s(&zone->bucket));
+                    agw_bucket_window_s(&bz->bucket));
     zone->policy_value.len = p - zone->policy_value.data;
 
     zone->fields_start.data = p;
@@ -612,7 +622,7 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (redis) {
         /* ai_gateway_redis may come later: checked in postconfiguration */
         ngx_str_set(&ref->backend, "redis");
-        ngx_http_ai_gateway_limit_redis_init_conf();
+        ngx_http_ai_gateway_bucket_redis_init_conf();
 
     } else {
         ngx_str_set(&ref->backend, "shm");
@@ -637,8 +647,17 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     *zonep = zone;
 
-    zone->ref = ref;
-    zone->shm_zone = shm_zone;
+    if (lease) {
+        leasep = ngx_array_push(&lmcf->leases);
+        if (leasep == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *leasep = bz;
+    }
+
+    bz->ref = ref;
+    bz->shm_zone = shm_zone;
 
     shm_zone->init = ngx_http_ai_gateway_limit_zone_init;
     shm_zone->data = zone;
@@ -812,10 +831,10 @@ ngx_http_ai_gateway_limit_redis_fail(ngx_conf_t *cf, ngx_command_t *cmd,
     value = cf->args->elts;
 
     if (ngx_strcmp(value[1].data, "open") == 0) {
-        lcf->redis_fail = NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_OPEN;
+        lcf->redis_fail = NGX_HTTP_AI_GATEWAY_BUCKET_FAIL_OPEN;
 
     } else if (ngx_strcmp(value[1].data, "closed") == 0) {
-        lcf->redis_fail = NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_CLOSED;
+        lcf->redis_fail = NGX_HTTP_AI_GATEWAY_BUCKET_FAIL_CLOSED;
 
     } else {
         return "must be \"open\" or \"closed\"";
@@ -919,13 +938,13 @@ ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
     zones = lmcf->zones.elts;
 
     for (i = 0; i < lmcf->zones.nelts; i++) {
-        if (zones[i]->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS
+        if (zones[i]->buckets.backend == &ngx_http_ai_gateway_bucket_redis
             && amcf->redis == NULL)
         {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "ai_gateway_limit_zone \"%V\" has the \"redis\" "
                           "flag but \"ai_gateway_redis\" is not configured "
-                          "in %V:%ui", &zones[i]->name, &zones[i]->file,
+                          "in %V:%ui", &zones[i]->buckets.name, &zones[i]->file,
                           zones[i]->line);
             return NGX_ERROR;
         }
@@ -947,12 +966,13 @@ ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
         /* agw_bucket rejects such a request forever: refuse it now */
 
         if (use[i].cost != NGX_CONF_UNSET_UINT
-            && use[i].cost > zone->bucket.burst)
+            && use[i].cost > zone->buckets.bucket.burst)
         {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "cost %ui exceeds burst %uL of zone \"%V\" "
-                          "in %V:%ui", use[i].cost, zone->bucket.burst,
-                          &zone->name, &use[i].file, use[i].line);
+                          "in %V:%ui", use[i].cost,
+                          zone->buckets.bucket.burst, &zone->buckets.name,
+                          &use[i].file, use[i].line);
             return NGX_ERROR;
         }
     }
@@ -962,4 +982,60 @@ ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
     }
 
     return ngx_http_ai_gateway_limit_headers_init(cf);
+}
+
+
+/*
+ * The zone's shared memory is its backend's (bucket/); a reload must not
+ * hand the buckets of one key to another
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_ai_gateway_limit_zone_t *ozone = data;
+
+    ngx_http_ai_gateway_limit_zone_t  *zone;
+
+    zone = shm_zone->data;
+
+    if (ozone
+        && (zone->key.value.len != ozone->key.value.len
+            || ngx_strncmp(zone->key.value.data, ozone->key.value.data,
+                           zone->key.value.len)
+               != 0))
+    {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "ai_gateway_limit_zone \"%V\" uses the \"%V\" key "
+                      "while previously it used the \"%V\" key",
+                      &shm_zone->shm.name, &zone->key.value,
+                      &ozone->key.value);
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ai_gateway_bucket_zone_init(shm_zone, &zone->buckets,
+                                                ozone ? &ozone->buckets
+                                                      : NULL);
+}
+
+
+/* the zones that lease hand their ended leases back from a timer */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_init_process(ngx_cycle_t *cycle)
+{
+    return ngx_http_ai_gateway_bucket_lease_init_process(cycle,
+                                             ngx_http_ai_gateway_limit_leases);
+}
+
+
+static ngx_array_t *
+ngx_http_ai_gateway_limit_leases(ngx_cycle_t *cycle)
+{
+    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                            ngx_http_ai_gateway_limit_module);
+
+    return lmcf ? &lmcf->leases : NULL;
 }

@@ -1,13 +1,8 @@
 /*
  * The buckets of an ai_gateway_limit_zone in shared memory: a red-black
  * tree keyed by the key value (or its digest), and an LRU queue threaded
- * through the same nodes, as ngx_http_limit_req_module keeps them.
- *
- * Every function but init_zone and charge runs with the zone's slab mutex
- * held (the caller takes it with ngx_http_ai_gateway_limit_zone_lock(), so
- * that a request limited by several zones can check all of them and take
- * from all of them under the same locks); charge, for a request with one
- * zone, takes the lock itself.
+ * through the same nodes, as ngx_http_limit_req_module keeps them (see
+ * ngx_http_ai_gateway_bucket_node.h for the locking).
  *
  * When the slab allocator has no room for a new bucket, the least recently
  * used ones are freed until it has; since all nodes have the same size, the
@@ -17,27 +12,28 @@
  *
  * A zone with the "redis" flag keeps its buckets in Redis; its tree here
  * only mirrors the buckets this nginx charged, for the "keys" gauge (see
- * ngx_http_ai_gateway_limit_redis.c).
+ * ngx_http_ai_gateway_bucket_redis.c).
  */
 
-#include "ngx_http_ai_gateway_limit.h"
+#include "bucket/ngx_http_ai_gateway_bucket_node.h"
 
 
 /* LRU tail buckets freed on each allocation if they have refilled */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_EXPIRE  2
+#define NGX_HTTP_AI_GATEWAY_BUCKET_EXPIRE  2
 
 
-static void ngx_http_ai_gateway_limit_rbtree_insert_value(
+static void ngx_http_ai_gateway_bucket_rbtree_insert_value(
     ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *sentinel);
-static ngx_http_ai_gateway_limit_node_t *ngx_http_ai_gateway_limit_zone_alloc(
-    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t now,
+static ngx_http_ai_gateway_bucket_node_t *
+    ngx_http_ai_gateway_bucket_zone_alloc(
+    ngx_http_ai_gateway_bucket_zone_t *zone, u_char *key, uint64_t now,
     ngx_log_t *log);
-static ngx_inline ngx_http_ai_gateway_limit_node_t *
-    ngx_http_ai_gateway_limit_zone_find(ngx_http_ai_gateway_limit_zone_t *zone,
-    u_char *key);
-static ngx_uint_t ngx_http_ai_gateway_limit_zone_expire(
-    ngx_http_ai_gateway_limit_zone_t *zone, ngx_uint_t n, uint64_t now);
+static ngx_inline ngx_http_ai_gateway_bucket_node_t *
+    ngx_http_ai_gateway_bucket_zone_find(
+    ngx_http_ai_gateway_bucket_zone_t *zone, u_char *key);
+static ngx_uint_t ngx_http_ai_gateway_bucket_zone_expire(
+    ngx_http_ai_gateway_bucket_zone_t *zone, ngx_uint_t n, uint64_t now);
 
 
 /*
@@ -47,35 +43,19 @@ static ngx_uint_t ngx_http_ai_gateway_limit_zone_expire(
  */
 
 ngx_int_t
-ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone, void *data)
+ngx_http_ai_gateway_bucket_zone_init(ngx_shm_zone_t *shm_zone,
+    ngx_http_ai_gateway_bucket_zone_t *zone,
+    ngx_http_ai_gateway_bucket_zone_t *ozone)
 {
-    ngx_http_ai_gateway_limit_zone_t  *ozone = data;
-
-    size_t                             len;
-    ngx_http_ai_gateway_limit_zone_t  *zone;
-
-    zone = shm_zone->data;
+    size_t  len;
 
     if (ozone) {
-        if (zone->key.value.len != ozone->key.value.len
-            || ngx_strncmp(zone->key.value.data, ozone->key.value.data,
-                           zone->key.value.len)
-               != 0)
-        {
-            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                          "ai_gateway_limit_zone \"%V\" uses the \"%V\" key "
-                          "while previously it used the \"%V\" key",
-                          &shm_zone->shm.name, &zone->key.value,
-                          &ozone->key.value);
-            return NGX_ERROR;
-        }
-
-        if (ozone->sh->version != NGX_HTTP_AI_GATEWAY_LIMIT_VERSION) {
+        if (ozone->sh->version != NGX_HTTP_AI_GATEWAY_BUCKET_VERSION) {
             ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                           "ai_gateway_limit_zone \"%V\" holds buckets of "
                           "version %ui, this module uses version %ui",
                           &shm_zone->shm.name, ozone->sh->version,
-                          (ngx_uint_t) NGX_HTTP_AI_GATEWAY_LIMIT_VERSION);
+                          (ngx_uint_t) NGX_HTTP_AI_GATEWAY_BUCKET_VERSION);
             return NGX_ERROR;
         }
 
@@ -98,17 +78,17 @@ ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     zone->sh = ngx_slab_calloc(zone->shpool,
-                               sizeof(ngx_http_ai_gateway_limit_shctx_t));
+                               sizeof(ngx_http_ai_gateway_bucket_shctx_t));
     if (zone->sh == NULL) {
         return NGX_ERROR;
     }
 
     zone->shpool->data = zone->sh;
 
-    zone->sh->version = NGX_HTTP_AI_GATEWAY_LIMIT_VERSION;
+    zone->sh->version = NGX_HTTP_AI_GATEWAY_BUCKET_VERSION;
 
     ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
-                    ngx_http_ai_gateway_limit_rbtree_insert_value);
+                    ngx_http_ai_gateway_bucket_rbtree_insert_value);
 
     ngx_queue_init(&zone->sh->queue);
 
@@ -139,7 +119,7 @@ ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone, void *data)
  */
 
 static ngx_inline ngx_rbtree_key_t
-ngx_http_ai_gateway_limit_tree_key(u_char *key)
+ngx_http_ai_gateway_bucket_tree_key(u_char *key)
 {
     ngx_rbtree_key_t  k;
 
@@ -155,7 +135,7 @@ ngx_http_ai_gateway_limit_tree_key(u_char *key)
  */
 
 static ngx_inline uint64_t
-ngx_http_ai_gateway_limit_word(u_char *p)
+ngx_http_ai_gateway_bucket_word(u_char *p)
 {
     uint64_t  w;
 
@@ -166,27 +146,27 @@ ngx_http_ai_gateway_limit_word(u_char *p)
 
 
 static ngx_inline ngx_int_t
-ngx_http_ai_gateway_limit_key_cmp(u_char *a, u_char *b)
+ngx_http_ai_gateway_bucket_key_cmp(u_char *a, u_char *b)
 {
     uint64_t    x, y;
     ngx_uint_t  i;
 
-    if (((ngx_http_ai_gateway_limit_word(a)
-          ^ ngx_http_ai_gateway_limit_word(b))
-         | (ngx_http_ai_gateway_limit_word(a + 8)
-            ^ ngx_http_ai_gateway_limit_word(b + 8))
-         | (ngx_http_ai_gateway_limit_word(a + 16)
-            ^ ngx_http_ai_gateway_limit_word(b + 16))
-         | (ngx_http_ai_gateway_limit_word(a + 24)
-            ^ ngx_http_ai_gateway_limit_word(b + 24)))
+    if (((ngx_http_ai_gateway_bucket_word(a)
+          ^ ngx_http_ai_gateway_bucket_word(b))
+         | (ngx_http_ai_gateway_bucket_word(a + 8)
+            ^ ngx_http_ai_gateway_bucket_word(b + 8))
+         | (ngx_http_ai_gateway_bucket_word(a + 16)
+            ^ ngx_http_ai_gateway_bucket_word(b + 16))
+         | (ngx_http_ai_gateway_bucket_word(a + 24)
+            ^ ngx_http_ai_gateway_bucket_word(b + 24)))
         == 0)
     {
         return 0;
     }
 
     for (i = 0; /* void */; i += 8) {
-        x = ngx_http_ai_gateway_limit_word(a + i);
-        y = ngx_http_ai_gateway_limit_word(b + i);
+        x = ngx_http_ai_gateway_bucket_word(a + i);
+        y = ngx_http_ai_gateway_bucket_word(b + i);
 
         if (x != y) {
             return (x < y) ? -1 : 1;
@@ -195,26 +175,26 @@ ngx_http_ai_gateway_limit_key_cmp(u_char *a, u_char *b)
 }
 
 
-ngx_http_ai_gateway_limit_node_t *
-ngx_http_ai_gateway_limit_zone_lookup(ngx_http_ai_gateway_limit_zone_t *zone,
+ngx_http_ai_gateway_bucket_node_t *
+ngx_http_ai_gateway_bucket_zone_lookup(ngx_http_ai_gateway_bucket_zone_t *zone,
     u_char *key)
 {
-    return ngx_http_ai_gateway_limit_zone_find(zone, key);
+    return ngx_http_ai_gateway_bucket_zone_find(zone, key);
 }
 
 
 /* the lookup itself, inline in zone_charge(), the path of most requests */
 
-static ngx_inline ngx_http_ai_gateway_limit_node_t *
-ngx_http_ai_gateway_limit_zone_find(ngx_http_ai_gateway_limit_zone_t *zone,
+static ngx_inline ngx_http_ai_gateway_bucket_node_t *
+ngx_http_ai_gateway_bucket_zone_find(ngx_http_ai_gateway_bucket_zone_t *zone,
     u_char *key)
 {
-    ngx_int_t                          rc;
-    ngx_rbtree_key_t                   hash;
-    ngx_rbtree_node_t                 *node, *sentinel;
-    ngx_http_ai_gateway_limit_node_t  *ln;
+    ngx_int_t                           rc;
+    ngx_rbtree_key_t                    hash;
+    ngx_rbtree_node_t                  *node, *sentinel;
+    ngx_http_ai_gateway_bucket_node_t  *ln;
 
-    hash = ngx_http_ai_gateway_limit_tree_key(key);
+    hash = ngx_http_ai_gateway_bucket_tree_key(key);
 
     node = zone->sh->rbtree.root;
     sentinel = zone->sh->rbtree.sentinel;
@@ -233,9 +213,9 @@ ngx_http_ai_gateway_limit_zone_find(ngx_http_ai_gateway_limit_zone_t *zone,
 
         /* hash == node->key */
 
-        ln = (ngx_http_ai_gateway_limit_node_t *) &node->color;
+        ln = (ngx_http_ai_gateway_bucket_node_t *) &node->color;
 
-        rc = ngx_http_ai_gateway_limit_key_cmp(key, ln->key);
+        rc = ngx_http_ai_gateway_bucket_key_cmp(key, ln->key);
 
         if (rc == 0) {
             ngx_queue_remove(&ln->queue);
@@ -252,8 +232,8 @@ ngx_http_ai_gateway_limit_zone_find(ngx_http_ai_gateway_limit_zone_t *zone,
 
 
 void
-ngx_http_ai_gateway_limit_zone_check(ngx_http_ai_gateway_limit_zone_t *zone,
-    ngx_http_ai_gateway_limit_node_t *node, uint64_t cost, uint64_t now,
+ngx_http_ai_gateway_bucket_zone_check(ngx_http_ai_gateway_bucket_zone_t *zone,
+    ngx_http_ai_gateway_bucket_node_t *node, uint64_t cost, uint64_t now,
     agw_bucket_result_t *res)
 {
     agw_bucket_t  fresh;
@@ -270,17 +250,17 @@ ngx_http_ai_gateway_limit_zone_check(ngx_http_ai_gateway_limit_zone_t *zone,
 
 
 ngx_uint_t
-ngx_http_ai_gateway_limit_zone_charge(ngx_http_ai_gateway_limit_zone_t *zone,
+ngx_http_ai_gateway_bucket_zone_charge(ngx_http_ai_gateway_bucket_zone_t *zone,
     u_char *key, uint64_t cost, uint64_t now, ngx_log_t *log,
     agw_bucket_result_t *res)
 {
-    ngx_uint_t                         taken;
-    agw_bucket_t                       fresh;
-    ngx_http_ai_gateway_limit_node_t  *node;
+    ngx_uint_t                          taken;
+    agw_bucket_t                        fresh;
+    ngx_http_ai_gateway_bucket_node_t  *node;
 
-    ngx_http_ai_gateway_limit_zone_lock(zone);
+    ngx_http_ai_gateway_bucket_zone_lock(zone);
 
-    node = ngx_http_ai_gateway_limit_zone_find(zone, key);
+    node = ngx_http_ai_gateway_bucket_zone_find(zone, key);
 
     if (node) {
         taken = agw_bucket_consume(&node->bucket, &zone->bucket, cost, now,
@@ -298,7 +278,7 @@ ngx_http_ai_gateway_limit_zone_charge(ngx_http_ai_gateway_limit_zone_t *zone,
         if (agw_bucket_consume(&fresh, &zone->bucket, cost, now, res)
             && cost)
         {
-            node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
+            node = ngx_http_ai_gateway_bucket_zone_alloc(zone, key, now, log);
 
             if (node) {
                 node->bucket = fresh;
@@ -307,19 +287,19 @@ ngx_http_ai_gateway_limit_zone_charge(ngx_http_ai_gateway_limit_zone_t *zone,
         }
     }
 
-    ngx_http_ai_gateway_limit_zone_unlock(zone);
+    ngx_http_ai_gateway_bucket_zone_unlock(zone);
 
     return taken;
 }
 
 
 ngx_int_t
-ngx_http_ai_gateway_limit_zone_commit(ngx_http_ai_gateway_limit_zone_t *zone,
-    ngx_http_ai_gateway_limit_node_t *node, u_char *key,
+ngx_http_ai_gateway_bucket_zone_commit(ngx_http_ai_gateway_bucket_zone_t *zone,
+    ngx_http_ai_gateway_bucket_node_t *node, u_char *key,
     agw_bucket_result_t *res, uint64_t now, ngx_log_t *log)
 {
     if (node == NULL) {
-        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
+        node = ngx_http_ai_gateway_bucket_zone_alloc(zone, key, now, log);
         if (node == NULL) {
             return NGX_DECLINED;
         }
@@ -341,8 +321,8 @@ ngx_http_ai_gateway_limit_zone_commit(ngx_http_ai_gateway_limit_zone_t *zone,
  */
 
 void
-ngx_http_ai_gateway_limit_zone_refund(ngx_http_ai_gateway_limit_zone_t *zone,
-    ngx_http_ai_gateway_limit_node_t *node, uint64_t cost, uint64_t now)
+ngx_http_ai_gateway_bucket_zone_refund(ngx_http_ai_gateway_bucket_zone_t *zone,
+    ngx_http_ai_gateway_bucket_node_t *node, uint64_t cost, uint64_t now)
 {
     if (node != NULL) {
         agw_bucket_settle(&node->bucket, &zone->bucket, cost, 0, now);
@@ -358,20 +338,20 @@ ngx_http_ai_gateway_limit_zone_refund(ngx_http_ai_gateway_limit_zone_t *zone,
  */
 
 void
-ngx_http_ai_gateway_limit_zone_settle(ngx_http_ai_gateway_limit_zone_t *zone,
+ngx_http_ai_gateway_bucket_zone_settle(ngx_http_ai_gateway_bucket_zone_t *zone,
     u_char *key, uint64_t reserved, uint64_t actual, uint64_t now,
     ngx_log_t *log)
 {
-    ngx_http_ai_gateway_limit_node_t  *node;
+    ngx_http_ai_gateway_bucket_node_t  *node;
 
-    node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
+    node = ngx_http_ai_gateway_bucket_zone_lookup(zone, key);
 
     if (node == NULL) {
         if (actual <= reserved) {
             return;     /* a forgotten bucket is full: nothing to give */
         }
 
-        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
+        node = ngx_http_ai_gateway_bucket_zone_alloc(zone, key, now, log);
         if (node == NULL) {
             return;
         }
@@ -382,16 +362,16 @@ ngx_http_ai_gateway_limit_zone_settle(ngx_http_ai_gateway_limit_zone_t *zone,
 
 
 void
-ngx_http_ai_gateway_limit_zone_track(ngx_http_ai_gateway_limit_zone_t *zone,
+ngx_http_ai_gateway_bucket_zone_track(ngx_http_ai_gateway_bucket_zone_t *zone,
     u_char *key, uint64_t level, uint64_t now, uint64_t lease, ngx_log_t *log)
 {
-    uint64_t                           cap;
-    ngx_http_ai_gateway_limit_node_t  *node;
+    uint64_t                            cap;
+    ngx_http_ai_gateway_bucket_node_t  *node;
 
-    node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
+    node = ngx_http_ai_gateway_bucket_zone_lookup(zone, key);
 
     if (node == NULL) {
-        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
+        node = ngx_http_ai_gateway_bucket_zone_alloc(zone, key, now, log);
         if (node == NULL) {
             return;     /* the lease is lost: never more than it took */
         }
@@ -410,26 +390,26 @@ ngx_http_ai_gateway_limit_zone_track(ngx_http_ai_gateway_limit_zone_t *zone,
 
     if (lease) {
         node->lease += lease;
-        node->lease_end = now + NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_MS;
+        node->lease_end = now + NGX_HTTP_AI_GATEWAY_BUCKET_LEASE_MS;
     }
 }
 
 
 /* a new, full bucket for key, evicting to make room */
 
-static ngx_http_ai_gateway_limit_node_t *
-ngx_http_ai_gateway_limit_zone_alloc(ngx_http_ai_gateway_limit_zone_t *zone,
+static ngx_http_ai_gateway_bucket_node_t *
+ngx_http_ai_gateway_bucket_zone_alloc(ngx_http_ai_gateway_bucket_zone_t *zone,
     u_char *key, uint64_t now, ngx_log_t *log)
 {
-    size_t                             size;
-    ngx_rbtree_node_t                 *rn;
-    ngx_http_ai_gateway_limit_node_t  *node;
+    size_t                              size;
+    ngx_rbtree_node_t                  *rn;
+    ngx_http_ai_gateway_bucket_node_t  *node;
 
-    (void) ngx_http_ai_gateway_limit_zone_expire(zone,
-                                       NGX_HTTP_AI_GATEWAY_LIMIT_EXPIRE, now);
+    (void) ngx_http_ai_gateway_bucket_zone_expire(zone,
+                                       NGX_HTTP_AI_GATEWAY_BUCKET_EXPIRE, now);
 
     size = offsetof(ngx_rbtree_node_t, color)
-           + sizeof(ngx_http_ai_gateway_limit_node_t);
+           + sizeof(ngx_http_ai_gateway_bucket_node_t);
 
     rn = ngx_slab_alloc_locked(zone->shpool, size);
 
@@ -437,7 +417,7 @@ ngx_http_ai_gateway_limit_zone_alloc(ngx_http_ai_gateway_limit_zone_t *zone,
 
         /* the zone is full: forget the least recently used bucket */
 
-        if (ngx_http_ai_gateway_limit_zone_expire(zone, 0, now) == 0) {
+        if (ngx_http_ai_gateway_bucket_zone_expire(zone, 0, now) == 0) {
             ngx_log_error(NGX_LOG_WARN, log, 0,
                           "ai_gateway_limit_zone \"%V\" has no room for "
                           "a bucket, request not charged", &zone->name);
@@ -447,10 +427,10 @@ ngx_http_ai_gateway_limit_zone_alloc(ngx_http_ai_gateway_limit_zone_t *zone,
         rn = ngx_slab_alloc_locked(zone->shpool, size);
     }
 
-    node = (ngx_http_ai_gateway_limit_node_t *) &rn->color;
+    node = (ngx_http_ai_gateway_bucket_node_t *) &rn->color;
 
-    rn->key = ngx_http_ai_gateway_limit_tree_key(key);
-    ngx_memcpy(node->key, key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+    rn->key = ngx_http_ai_gateway_bucket_tree_key(key);
+    ngx_memcpy(node->key, key, NGX_HTTP_AI_GATEWAY_BUCKET_KEY_LEN);
 
     agw_bucket_init(&node->bucket, &zone->bucket, now);
     node->lease = 0;
@@ -472,20 +452,20 @@ ngx_http_ai_gateway_limit_zone_alloc(ngx_http_ai_gateway_limit_zone_t *zone,
  */
 
 static ngx_uint_t
-ngx_http_ai_gateway_limit_zone_expire(ngx_http_ai_gateway_limit_zone_t *zone,
+ngx_http_ai_gateway_bucket_zone_expire(ngx_http_ai_gateway_bucket_zone_t *zone,
     ngx_uint_t n, uint64_t now)
 {
-    ngx_uint_t                         freed;
-    ngx_queue_t                       *q;
-    ngx_rbtree_node_t                 *rn;
-    ngx_http_ai_gateway_limit_node_t  *node;
+    ngx_uint_t                          freed;
+    ngx_queue_t                        *q;
+    ngx_rbtree_node_t                  *rn;
+    ngx_http_ai_gateway_bucket_node_t  *node;
 
     freed = 0;
 
     while (!ngx_queue_empty(&zone->sh->queue)) {
 
         q = ngx_queue_last(&zone->sh->queue);
-        node = ngx_queue_data(q, ngx_http_ai_gateway_limit_node_t, queue);
+        node = ngx_queue_data(q, ngx_http_ai_gateway_bucket_node_t, queue);
 
         if (n
             && (node->lease
@@ -517,11 +497,11 @@ ngx_http_ai_gateway_limit_zone_expire(ngx_http_ai_gateway_limit_zone_t *zone,
 
 
 static void
-ngx_http_ai_gateway_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
+ngx_http_ai_gateway_bucket_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
 {
     ngx_rbtree_node_t                 **p;
-    ngx_http_ai_gateway_limit_node_t   *ln, *lnt;
+    ngx_http_ai_gateway_bucket_node_t  *ln, *lnt;
 
     for ( ;; ) {
 
@@ -535,10 +515,10 @@ ngx_http_ai_gateway_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
 
         } else { /* node->key == temp->key */
 
-            ln = (ngx_http_ai_gateway_limit_node_t *) &node->color;
-            lnt = (ngx_http_ai_gateway_limit_node_t *) &temp->color;
+            ln = (ngx_http_ai_gateway_bucket_node_t *) &node->color;
+            lnt = (ngx_http_ai_gateway_bucket_node_t *) &temp->color;
 
-            p = (ngx_http_ai_gateway_limit_key_cmp(ln->key, lnt->key) < 0)
+            p = (ngx_http_ai_gateway_bucket_key_cmp(ln->key, lnt->key) < 0)
                 ? &temp->left : &temp->right;
         }
 
@@ -560,15 +540,15 @@ ngx_http_ai_gateway_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
 /* lease=: Redis refused key; remember its bucket for a lease time */
 
 void
-ngx_http_ai_gateway_limit_zone_refused(ngx_http_ai_gateway_limit_zone_t *zone,
+ngx_http_ai_gateway_bucket_zone_refused(ngx_http_ai_gateway_bucket_zone_t *zone,
     u_char *key, agw_bucket_t *b, uint64_t now, ngx_log_t *log)
 {
-    ngx_http_ai_gateway_limit_node_t  *node;
+    ngx_http_ai_gateway_bucket_node_t  *node;
 
-    node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
+    node = ngx_http_ai_gateway_bucket_zone_lookup(zone, key);
 
     if (node == NULL) {
-        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
+        node = ngx_http_ai_gateway_bucket_zone_alloc(zone, key, now, log);
         if (node == NULL) {
             return;
         }
@@ -577,45 +557,5 @@ ngx_http_ai_gateway_limit_zone_refused(ngx_http_ai_gateway_limit_zone_t *zone,
     node->bucket.level = b->level;
     node->bucket.debt = b->debt;
     node->bucket.stamp_ms = now;
-    node->lease_end = now + NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_MS;
+    node->lease_end = now + NGX_HTTP_AI_GATEWAY_BUCKET_LEASE_MS;
 }
-
-
-/* the shared-memory backend (see ngx_http_ai_gateway_limit_backend_t) */
-
-static void
-ngx_http_ai_gateway_limit_shm_refund(ngx_http_ai_gateway_limit_state_t *st,
-    uint64_t now)
-{
-    ngx_http_ai_gateway_limit_zone_lock(st->zone);
-
-    st->node = ngx_http_ai_gateway_limit_zone_lookup(st->zone, st->key);
-
-    ngx_http_ai_gateway_limit_zone_refund(st->zone, st->node, st->cost, now);
-
-    /* the figures reported: what the bucket holds now */
-    ngx_http_ai_gateway_limit_zone_check(st->zone, st->node, 0, now,
-                                         &st->res);
-
-    ngx_http_ai_gateway_limit_zone_unlock(st->zone);
-}
-
-
-static void
-ngx_http_ai_gateway_limit_shm_settle(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_state_t *st, uint64_t used, uint64_t now)
-{
-    ngx_http_ai_gateway_limit_zone_lock(st->zone);
-
-    ngx_http_ai_gateway_limit_zone_settle(st->zone, st->key, st->reserved,
-                                          used, now, r->connection->log);
-
-    ngx_http_ai_gateway_limit_zone_unlock(st->zone);
-}
-
-
-ngx_http_ai_gateway_limit_backend_t  ngx_http_ai_gateway_limit_backend_shm = {
-    ngx_string("shm"),
-    ngx_http_ai_gateway_limit_shm_refund,
-    ngx_http_ai_gateway_limit_shm_settle
-};

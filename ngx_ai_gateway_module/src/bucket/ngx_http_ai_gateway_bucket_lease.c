@@ -4,9 +4,9 @@
  *
  * A redis zone costs a round trip per request.  With a lease, the script
  * that charges a request takes up to N tokens of the key's Redis bucket at
- * once (ngx_http_ai_gateway_limit_redis.c) and this nginx keeps what the
+ * once (ngx_http_ai_gateway_bucket_redis.c) and this nginx keeps what the
  * request did not spend in the key's node of the zone's shared memory, for
- * NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_MS.  The next requests for the key, in
+ * NGX_HTTP_AI_GATEWAY_BUCKET_LEASE_MS.  The next requests for the key, in
  * any worker, spend the lease under the zone's lock, with no round trip.
  * Tokens leave Redis before they are spent here, so several gateways
  * together never admit more than the shared budget; the price is that a
@@ -24,21 +24,21 @@
  * then refills at the bucket's rate as it refills spent tokens.
  */
 
-#include "ngx_http_ai_gateway_limit.h"
-#include "redis/ngx_http_ai_gateway_redis.h"
+#include "base/ngx_http_ai_gateway_event.h"
+#include "bucket/ngx_http_ai_gateway_bucket_node.h"
 
 
 /* how often ended leases are looked for, and how many nodes per zone */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_SWEEP_MS  500
-#define NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_SWEEP_N   64
+#define NGX_HTTP_AI_GATEWAY_BUCKET_LEASE_SWEEP_MS  500
+#define NGX_HTTP_AI_GATEWAY_BUCKET_LEASE_SWEEP_N   64
 
 
-static void ngx_http_ai_gateway_limit_lease_refund(
-    ngx_http_ai_gateway_limit_state_t *st, uint64_t now);
-static void ngx_http_ai_gateway_limit_lease_sweep(ngx_event_t *ev);
-static void ngx_http_ai_gateway_limit_lease_return(
+static void ngx_http_ai_gateway_bucket_lease_refund(
+    ngx_http_ai_gateway_bucket_state_t *st, uint64_t now);
+static void ngx_http_ai_gateway_bucket_lease_sweep(ngx_event_t *ev);
+static void ngx_http_ai_gateway_bucket_lease_return(
     ngx_http_ai_gateway_redis_conf_t *rcf,
-    ngx_http_ai_gateway_limit_zone_t *zone, uint64_t now);
+    ngx_http_ai_gateway_bucket_zone_t *zone, uint64_t now);
 
 
 /*
@@ -46,30 +46,38 @@ static void ngx_http_ai_gateway_limit_lease_return(
  * a token reservation settles in Redis, where the bucket is.
  */
 
-ngx_http_ai_gateway_limit_backend_t  ngx_http_ai_gateway_limit_backend_lease = {
+static ngx_http_ai_gateway_bucket_backend_t
+    ngx_http_ai_gateway_bucket_lease =
+{
     ngx_string("lease"),
-    ngx_http_ai_gateway_limit_lease_refund,
-    ngx_http_ai_gateway_limit_redis_settle
+    1,
+    NULL,
+    NULL,
+    ngx_http_ai_gateway_bucket_lease_refund,
+    ngx_http_ai_gateway_bucket_redis_settle
 };
 
 
-static ngx_event_t  ngx_http_ai_gateway_limit_lease_event;
+static ngx_event_t  ngx_http_ai_gateway_bucket_lease_event;
+
+/* the zones that lease, of the cycle in force (the policy knows them) */
+static ngx_http_ai_gateway_bucket_zones_pt  ngx_http_ai_gateway_bucket_leases;
 
 
 ngx_uint_t
-ngx_http_ai_gateway_limit_lease_take(ngx_http_ai_gateway_limit_state_t *st,
+ngx_http_ai_gateway_bucket_lease_take(ngx_http_ai_gateway_bucket_state_t *st,
     uint64_t now)
 {
-    ngx_uint_t                         taken;
-    ngx_http_ai_gateway_limit_zone_t  *zone;
-    ngx_http_ai_gateway_limit_node_t  *node;
+    ngx_uint_t                          taken;
+    ngx_http_ai_gateway_bucket_zone_t  *zone;
+    ngx_http_ai_gateway_bucket_node_t  *node;
 
     zone = st->zone;
     taken = 0;
 
-    ngx_http_ai_gateway_limit_zone_lock(zone);
+    ngx_http_ai_gateway_bucket_zone_lock(zone);
 
-    node = ngx_http_ai_gateway_limit_zone_lookup(zone, st->key);
+    node = ngx_http_ai_gateway_bucket_zone_lookup(zone, st->key);
 
     if (node && node->lease) {
 
@@ -107,12 +115,12 @@ ngx_http_ai_gateway_limit_lease_take(ngx_http_ai_gateway_limit_state_t *st,
         }
     }
 
-    ngx_http_ai_gateway_limit_zone_unlock(zone);
+    ngx_http_ai_gateway_bucket_zone_unlock(zone);
 
     st->leased = (u_char) taken;
 
     if (taken == 1) {
-        st->charged = &ngx_http_ai_gateway_limit_backend_lease;
+        st->charged = &ngx_http_ai_gateway_bucket_lease;
     }
 
     return taken;
@@ -120,14 +128,14 @@ ngx_http_ai_gateway_limit_lease_take(ngx_http_ai_gateway_limit_state_t *st,
 
 
 static void
-ngx_http_ai_gateway_limit_lease_refund(ngx_http_ai_gateway_limit_state_t *st,
+ngx_http_ai_gateway_bucket_lease_refund(ngx_http_ai_gateway_bucket_state_t *st,
     uint64_t now)
 {
-    ngx_http_ai_gateway_limit_node_t  *node;
+    ngx_http_ai_gateway_bucket_node_t  *node;
 
-    ngx_http_ai_gateway_limit_zone_lock(st->zone);
+    ngx_http_ai_gateway_bucket_zone_lock(st->zone);
 
-    node = ngx_http_ai_gateway_limit_zone_lookup(st->zone, st->key);
+    node = ngx_http_ai_gateway_bucket_zone_lookup(st->zone, st->key);
 
     /* an evicted node took its lease with it: nothing to add to */
 
@@ -139,7 +147,7 @@ ngx_http_ai_gateway_limit_lease_refund(ngx_http_ai_gateway_limit_state_t *st,
         }
     }
 
-    ngx_http_ai_gateway_limit_zone_unlock(st->zone);
+    ngx_http_ai_gateway_bucket_zone_unlock(st->zone);
 
     st->leased = 0;
 }
@@ -155,18 +163,18 @@ ngx_http_ai_gateway_limit_lease_refund(ngx_http_ai_gateway_limit_state_t *st,
  */
 
 void
-ngx_http_ai_gateway_limit_lease_restore(ngx_http_ai_gateway_limit_state_t *st,
+ngx_http_ai_gateway_bucket_lease_restore(ngx_http_ai_gateway_bucket_state_t *st,
     uint64_t now)
 {
-    ngx_http_ai_gateway_limit_node_t  *node;
+    ngx_http_ai_gateway_bucket_node_t  *node;
 
     if (st->giveback == 0) {
         return;
     }
 
-    ngx_http_ai_gateway_limit_zone_lock(st->zone);
+    ngx_http_ai_gateway_bucket_zone_lock(st->zone);
 
-    node = ngx_http_ai_gateway_limit_zone_lookup(st->zone, st->key);
+    node = ngx_http_ai_gateway_bucket_zone_lookup(st->zone, st->key);
 
     /* an evicted node took its lease with it, as in lease_refund() */
 
@@ -178,18 +186,17 @@ ngx_http_ai_gateway_limit_lease_restore(ngx_http_ai_gateway_limit_state_t *st,
         }
     }
 
-    ngx_http_ai_gateway_limit_zone_unlock(st->zone);
+    ngx_http_ai_gateway_bucket_zone_unlock(st->zone);
 
     st->giveback = 0;
 }
 
 
 ngx_int_t
-ngx_http_ai_gateway_limit_lease_init_process(ngx_cycle_t *cycle)
+ngx_http_ai_gateway_bucket_lease_init_process(ngx_cycle_t *cycle,
+    ngx_http_ai_gateway_bucket_zones_pt zones)
 {
-    ngx_uint_t                              i;
-    ngx_http_ai_gateway_limit_zone_t      **zones;
-    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
+    ngx_array_t  *leases;
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
@@ -199,33 +206,23 @@ ngx_http_ai_gateway_limit_lease_init_process(ngx_cycle_t *cycle)
 
     /* no timer at all where no zone leases: loaded, the module is idle */
 
-    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                            ngx_http_ai_gateway_limit_module);
-    if (lmcf == NULL) {
+    leases = zones(cycle);
+
+    if (leases == NULL || leases->nelts == 0) {
         return NGX_OK;
     }
 
-    zones = lmcf->zones.elts;
+    ngx_http_ai_gateway_bucket_leases = zones;
 
-    for (i = 0; i < lmcf->zones.nelts; i++) {
-        if (zones[i]->lease) {
-            break;
-        }
-    }
-
-    if (i == lmcf->zones.nelts) {
-        return NGX_OK;
-    }
-
-    ngx_http_ai_gateway_event_init(&ngx_http_ai_gateway_limit_lease_event,
-                                   ngx_http_ai_gateway_limit_lease_sweep,
+    ngx_http_ai_gateway_event_init(&ngx_http_ai_gateway_bucket_lease_event,
+                                   ngx_http_ai_gateway_bucket_lease_sweep,
                                    cycle->log);
 
     /* never what keeps a worker that shuts down alive */
-    ngx_http_ai_gateway_limit_lease_event.cancelable = 1;
+    ngx_http_ai_gateway_bucket_lease_event.cancelable = 1;
 
-    ngx_add_timer(&ngx_http_ai_gateway_limit_lease_event,
-                  NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_SWEEP_MS);
+    ngx_add_timer(&ngx_http_ai_gateway_bucket_lease_event,
+                  NGX_HTTP_AI_GATEWAY_BUCKET_LEASE_SWEEP_MS);
 
     return NGX_OK;
 }
@@ -238,36 +235,33 @@ ngx_http_ai_gateway_limit_lease_init_process(ngx_cycle_t *cycle)
  */
 
 static void
-ngx_http_ai_gateway_limit_lease_sweep(ngx_event_t *ev)
+ngx_http_ai_gateway_bucket_lease_sweep(ngx_event_t *ev)
 {
-    uint64_t                                now;
-    ngx_uint_t                              i;
-    ngx_http_ai_gateway_limit_zone_t      **zones;
-    ngx_http_ai_gateway_main_conf_t        *amcf;
-    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
+    uint64_t                             now;
+    ngx_uint_t                           i;
+    ngx_array_t                         *leases;
+    ngx_http_ai_gateway_bucket_zone_t  **zones;
+    ngx_http_ai_gateway_main_conf_t     *amcf;
 
     if (ngx_exiting) {
         return;
     }
 
-    ngx_add_timer(ev, NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_SWEEP_MS);
+    ngx_add_timer(ev, NGX_HTTP_AI_GATEWAY_BUCKET_LEASE_SWEEP_MS);
 
-    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                            ngx_http_ai_gateway_limit_module);
+    leases = ngx_http_ai_gateway_bucket_leases((ngx_cycle_t *) ngx_cycle);
     amcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
                                                ngx_http_ai_gateway_module);
 
-    if (lmcf == NULL || amcf == NULL || amcf->redis == NULL) {
+    if (leases == NULL || amcf == NULL || amcf->redis == NULL) {
         return;
     }
 
-    now = ngx_http_ai_gateway_limit_now();
-    zones = lmcf->zones.elts;
+    now = ngx_http_ai_gateway_bucket_now();
+    zones = leases->elts;
 
-    for (i = 0; i < lmcf->zones.nelts; i++) {
-        if (zones[i]->lease) {
-            ngx_http_ai_gateway_limit_lease_return(amcf->redis, zones[i], now);
-        }
+    for (i = 0; i < leases->nelts; i++) {
+        ngx_http_ai_gateway_bucket_lease_return(amcf->redis, zones[i], now);
     }
 }
 
@@ -278,45 +272,45 @@ ngx_http_ai_gateway_limit_lease_sweep(ngx_event_t *ev)
  */
 
 static void
-ngx_http_ai_gateway_limit_lease_return(ngx_http_ai_gateway_redis_conf_t *rcf,
-    ngx_http_ai_gateway_limit_zone_t *zone, uint64_t now)
+ngx_http_ai_gateway_bucket_lease_return(ngx_http_ai_gateway_redis_conf_t *rcf,
+    ngx_http_ai_gateway_bucket_zone_t *zone, uint64_t now)
 {
-    ngx_uint_t                         n, i, seen;
-    ngx_queue_t                       *q;
-    ngx_http_ai_gateway_limit_node_t  *node;
+    ngx_uint_t                          n, i, seen;
+    ngx_queue_t                        *q;
+    ngx_http_ai_gateway_bucket_node_t  *node;
 
     struct {
-        u_char    key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
+        u_char    key[NGX_HTTP_AI_GATEWAY_BUCKET_KEY_LEN];
         uint64_t  tokens;
-    } back[NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_SWEEP_N];
+    } back[NGX_HTTP_AI_GATEWAY_BUCKET_LEASE_SWEEP_N];
 
     n = 0;
     seen = 0;
 
-    ngx_http_ai_gateway_limit_zone_lock(zone);
+    ngx_http_ai_gateway_bucket_zone_lock(zone);
 
     for (q = ngx_queue_last(&zone->sh->queue);
          q != ngx_queue_sentinel(&zone->sh->queue)
-         && n < NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_SWEEP_N
-         && seen < 4 * NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_SWEEP_N;
+         && n < NGX_HTTP_AI_GATEWAY_BUCKET_LEASE_SWEEP_N
+         && seen < 4 * NGX_HTTP_AI_GATEWAY_BUCKET_LEASE_SWEEP_N;
          q = ngx_queue_prev(q), seen++)
     {
-        node = ngx_queue_data(q, ngx_http_ai_gateway_limit_node_t, queue);
+        node = ngx_queue_data(q, ngx_http_ai_gateway_bucket_node_t, queue);
 
         if (node->lease == 0 || now < node->lease_end) {
             continue;
         }
 
-        ngx_memcpy(back[n].key, node->key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+        ngx_memcpy(back[n].key, node->key, NGX_HTTP_AI_GATEWAY_BUCKET_KEY_LEN);
         back[n].tokens = node->lease;
         node->lease = 0;
         n++;
     }
 
-    ngx_http_ai_gateway_limit_zone_unlock(zone);
+    ngx_http_ai_gateway_bucket_zone_unlock(zone);
 
     for (i = 0; i < n; i++) {
-        ngx_http_ai_gateway_limit_redis_move(rcf, zone, back[i].key,
+        ngx_http_ai_gateway_bucket_redis_move(rcf, zone, back[i].key,
                           (int64_t) (back[i].tokens * zone->bucket.period_ms));
     }
 }

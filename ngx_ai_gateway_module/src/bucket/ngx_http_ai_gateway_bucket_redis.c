@@ -45,16 +45,16 @@
  * node: the limiter's buckets all live on the node owning that slot.
  */
 
-#include "ngx_http_ai_gateway_limit.h"
+#include "bucket/ngx_http_ai_gateway_bucket_node.h"
 #include "redis/ngx_http_ai_gateway_redis.h"
 
 
 /* arguments per zone: rate, period_ms, burst, cost, ttl_ms, dry_run,
    lease, giveback */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_ARGS  8
+#define NGX_HTTP_AI_GATEWAY_BUCKET_REDIS_ARGS  8
 
 /* <prefix>rl:<zone>:<hex>, with the prefix and zone names nginx accepts */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_KEY_MAX  512
+#define NGX_HTTP_AI_GATEWAY_BUCKET_REDIS_KEY_MAX  512
 
 
 /*
@@ -64,18 +64,18 @@
  * is): {<prefix>rl}:<zone>:<hex>
  */
 static size_t
-ngx_http_ai_gateway_limit_redis_key_len(ngx_http_ai_gateway_redis_conf_t *rcf,
-    ngx_http_ai_gateway_limit_zone_t *zone)
+ngx_http_ai_gateway_bucket_redis_key_len(ngx_http_ai_gateway_redis_conf_t *rcf,
+    ngx_http_ai_gateway_bucket_zone_t *zone)
 {
     return (rcf->cluster ? 2 : 0) + rcf->prefix.len + sizeof("rl:") - 1
-           + zone->name.len + 1 + 2 * NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN;
+           + zone->name.len + 1 + 2 * NGX_HTTP_AI_GATEWAY_BUCKET_KEY_LEN;
 }
 
 
 static u_char *
-ngx_http_ai_gateway_limit_redis_key(u_char *p,
+ngx_http_ai_gateway_bucket_redis_key(u_char *p,
     ngx_http_ai_gateway_redis_conf_t *rcf,
-    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key)
+    ngx_http_ai_gateway_bucket_zone_t *zone, u_char *key)
 {
     if (rcf->cluster) {
         *p++ = '{';
@@ -90,7 +90,7 @@ ngx_http_ai_gateway_limit_redis_key(u_char *p,
     p = ngx_cpymem(p, zone->name.data, zone->name.len);
     *p++ = ':';
 
-    return ngx_hex_dump(p, key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+    return ngx_hex_dump(p, key, NGX_HTTP_AI_GATEWAY_BUCKET_KEY_LEN);
 }
 
 
@@ -117,7 +117,7 @@ ngx_http_ai_gateway_limit_redis_key(u_char *p,
  */
 
 static ngx_http_ai_gateway_redis_script_t
-    ngx_http_ai_gateway_limit_redis_script =
+    ngx_http_ai_gateway_bucket_redis_script =
 {
     ngx_string(
     "if redis.replicate_commands then redis.replicate_commands() end\n"
@@ -196,7 +196,7 @@ static ngx_http_ai_gateway_redis_script_t
  */
 
 static ngx_http_ai_gateway_redis_script_t
-    ngx_http_ai_gateway_limit_redis_settle_script =
+    ngx_http_ai_gateway_bucket_redis_settle_script =
 {
     ngx_string(
     "if redis.replicate_commands then redis.replicate_commands() end\n"
@@ -235,64 +235,107 @@ static ngx_http_ai_gateway_redis_script_t
 };
 
 
-static void ngx_http_ai_gateway_limit_redis_reply(redisReply *reply,
+static ngx_int_t ngx_http_ai_gateway_bucket_redis_charge(
+    ngx_http_ai_gateway_bucket_batch_t *batch);
+static void ngx_http_ai_gateway_bucket_redis_reply(redisReply *reply,
     ngx_http_ai_gateway_redis_status_e status, void *data);
-static ngx_int_t ngx_http_ai_gateway_limit_redis_result(
-    ngx_http_ai_gateway_limit_ctx_t *ctx, redisReply *reply);
-static void ngx_http_ai_gateway_limit_redis_failed(
-    ngx_http_ai_gateway_limit_ctx_t *ctx);
-static void ngx_http_ai_gateway_limit_redis_unsent(
-    ngx_http_ai_gateway_limit_ctx_t *ctx);
-static void ngx_http_ai_gateway_limit_redis_settled(redisReply *reply,
+static ngx_int_t ngx_http_ai_gateway_bucket_redis_result(
+    ngx_http_ai_gateway_bucket_batch_t *batch, redisReply *reply);
+static void ngx_http_ai_gateway_bucket_redis_failed(
+    ngx_http_ai_gateway_bucket_batch_t *batch);
+static void ngx_http_ai_gateway_bucket_redis_unsent(
+    ngx_http_ai_gateway_bucket_batch_t *batch);
+static void ngx_http_ai_gateway_bucket_redis_settled(redisReply *reply,
     ngx_http_ai_gateway_redis_status_e status, void *data);
 
 
 void
-ngx_http_ai_gateway_limit_redis_init_conf(void)
+ngx_http_ai_gateway_bucket_redis_init_conf(void)
 {
-    if (ngx_http_ai_gateway_limit_redis_script.sha1[0] == '\0') {
+    if (ngx_http_ai_gateway_bucket_redis_script.sha1[0] == '\0') {
         ngx_http_ai_gateway_redis_script_init(
-                                      &ngx_http_ai_gateway_limit_redis_script);
+                                      &ngx_http_ai_gateway_bucket_redis_script);
         ngx_http_ai_gateway_redis_script_init(
-                               &ngx_http_ai_gateway_limit_redis_settle_script);
+                               &ngx_http_ai_gateway_bucket_redis_settle_script);
     }
 }
 
 
+/*
+ * The backend's charge: the zones whose cost this nginx's lease covers (or
+ * that Redis lately refused) are decided at once (bucket_lease.c), the
+ * others by the script
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_bucket_redis_charge(
+    ngx_http_ai_gateway_bucket_batch_t *batch)
+{
+    ngx_uint_t                           i, m;
+    ngx_http_ai_gateway_bucket_state_t  *st;
+
+    st = batch->st;
+    m = batch->count;
+
+    for (i = 0; m && i < batch->n; i++) {
+        if (st[i].zone && st[i].zone->lease && st[i].cost && !st[i].dry
+            && st[i].zone->backend == &ngx_http_ai_gateway_bucket_redis
+            && ngx_http_ai_gateway_bucket_lease_take(&st[i],
+                                             ngx_http_ai_gateway_bucket_now()))
+        {
+            m--;
+
+            if (st[i].leased == 1) {
+                batch->refundable = 1;
+            }
+        }
+    }
+
+    if (m == 0) {
+        return NGX_OK;
+    }
+
+    return ngx_http_ai_gateway_bucket_redis_check(batch);
+}
+
+
 ngx_int_t
-ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx)
+ngx_http_ai_gateway_bucket_redis_check(
+    ngx_http_ai_gateway_bucket_batch_t *batch)
 {
     u_char                              *p;
     size_t                              *argvlen, len;
     uint64_t                             cap;
     ngx_uint_t                           i, k, m, a;
     const char                         **argv;
-    ngx_http_ai_gateway_limit_zone_t    *zone;
+    ngx_http_request_t                  *r;
+    ngx_http_ai_gateway_bucket_zone_t   *zone;
     ngx_http_ai_gateway_redis_conf_t    *rcf;
     ngx_http_ai_gateway_main_conf_t     *amcf;
-    ngx_http_ai_gateway_limit_state_t   *st;
+    ngx_http_ai_gateway_bucket_state_t  *st;
+
+    r = batch->request;
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
     rcf = amcf->redis;
 
-    st = ctx->st;
+    st = batch->st;
 
-    for (i = 0, m = 0; i < ctx->n; i++) {
+    for (i = 0, m = 0; i < batch->n; i++) {
         if (st[i].zone && !st[i].leased
-            && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+            && st[i].zone->backend == &ngx_http_ai_gateway_bucket_redis)
         {
             m++;
         }
     }
 
     if (!ngx_http_ai_gateway_redis_available()) {
-        ngx_http_ai_gateway_limit_redis_unsent(ctx);
-        ngx_http_ai_gateway_limit_redis_failed(ctx);
+        ngx_http_ai_gateway_bucket_redis_unsent(batch);
+        ngx_http_ai_gateway_bucket_redis_failed(batch);
         return NGX_OK;
     }
 
-    a = NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_ARGS;
+    a = NGX_HTTP_AI_GATEWAY_BUCKET_REDIS_ARGS;
 
     argv = ngx_palloc(r->pool, m * (1 + a) * sizeof(char *));
     argvlen = ngx_palloc(r->pool, m * (1 + a) * sizeof(size_t));
@@ -302,16 +345,16 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
 
     /* the keys first, then the arguments of every zone, as KEYS and ARGV */
 
-    for (i = 0, k = 0; i < ctx->n; i++) {
+    for (i = 0, k = 0; i < batch->n; i++) {
         zone = st[i].zone;
 
         if (zone == NULL || st[i].leased
-            || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+            || zone->backend != &ngx_http_ai_gateway_bucket_redis)
         {
             continue;
         }
 
-        len = ngx_http_ai_gateway_limit_redis_key_len(rcf, zone);
+        len = ngx_http_ai_gateway_bucket_redis_key_len(rcf, zone);
 
         p = ngx_pnalloc(r->pool, len + a * NGX_INT64_LEN);
         if (p == NULL) {
@@ -319,7 +362,7 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
         }
 
         argv[k] = (const char *) p;
-        p = ngx_http_ai_gateway_limit_redis_key(p, rcf, zone, st[i].key);
+        p = ngx_http_ai_gateway_bucket_redis_key(p, rcf, zone, st[i].key);
         argvlen[k] = len;
 
         argv[m + k * a] = (const char *) p;
@@ -371,14 +414,14 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
      */
 
     if (ngx_http_ai_gateway_redis_eval(r->pool,
-                                       ngx_http_ai_gateway_limit_redis_reply,
-                                       ctx,
-                                       &ngx_http_ai_gateway_limit_redis_script,
+                                       ngx_http_ai_gateway_bucket_redis_reply,
+                                       batch,
+                                       &ngx_http_ai_gateway_bucket_redis_script,
                                        m, (int) (m * (1 + a)), argv, argvlen)
         == NULL)
     {
-        ngx_http_ai_gateway_limit_redis_unsent(ctx);
-        ngx_http_ai_gateway_limit_redis_failed(ctx);
+        ngx_http_ai_gateway_bucket_redis_unsent(batch);
+        ngx_http_ai_gateway_bucket_redis_failed(batch);
         return NGX_OK;
     }
 
@@ -390,18 +433,16 @@ ngx_http_ai_gateway_limit_redis_check(ngx_http_request_t *r,
 
 
 static void
-ngx_http_ai_gateway_limit_redis_reply(redisReply *reply,
+ngx_http_ai_gateway_bucket_redis_reply(redisReply *reply,
     ngx_http_ai_gateway_redis_status_e status, void *data)
 {
-    ngx_http_ai_gateway_limit_ctx_t *ctx = data;
+    ngx_http_ai_gateway_bucket_batch_t *batch = data;
 
-    ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
-    r = ctx->request;
-    c = r->connection;
+    r = batch->request;
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "ai_gateway limit: redis reply status:%d", (int) status);
 
     if (r->main->count == 0) {
@@ -413,46 +454,36 @@ ngx_http_ai_gateway_limit_redis_reply(redisReply *reply,
     }
 
     if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK
-        || ngx_http_ai_gateway_limit_redis_result(ctx, reply) != NGX_OK)
+        || ngx_http_ai_gateway_bucket_redis_result(batch, reply) != NGX_OK)
     {
-        ngx_http_ai_gateway_limit_redis_failed(ctx);
+        ngx_http_ai_gateway_bucket_redis_failed(batch);
     }
 
-    ctx->waiting = 0;
-    ctx->replied = 1;
-
-    /*
-     * resume as ngx_http_limit_req_delay() does; this runs outside the
-     * request's own event handlers, hence the posted requests
-     */
-
-    r->read_event_handler = ngx_http_block_reading;
-    r->write_event_handler = ngx_http_core_run_phases;
-
-    ngx_http_core_run_phases(r);
-    ngx_http_run_posted_requests(c);
+    /* the policy decides, and resumes the request */
+    batch->done(batch);
 }
 
 
 /* the script's answer into the zones' results; NGX_ERROR if malformed */
 
 static ngx_int_t
-ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
+ngx_http_ai_gateway_bucket_redis_result(
+    ngx_http_ai_gateway_bucket_batch_t *batch,
     redisReply *reply)
 {
-    int64_t                             got;
-    uint64_t                            cap, now, want, level;
-    ngx_uint_t                          i, k, m, taken;
-    agw_bucket_t                        b;
-    redisReply                         *e;
-    ngx_http_ai_gateway_limit_zone_t   *zone;
-    ngx_http_ai_gateway_limit_state_t  *st;
+    int64_t                              got;
+    uint64_t                             cap, now, want, level;
+    ngx_uint_t                           i, k, m, taken;
+    agw_bucket_t                         b;
+    redisReply                          *e;
+    ngx_http_ai_gateway_bucket_zone_t   *zone;
+    ngx_http_ai_gateway_bucket_state_t  *st;
 
-    st = ctx->st;
+    st = batch->st;
 
-    for (i = 0, m = 0; i < ctx->n; i++) {
+    for (i = 0, m = 0; i < batch->n; i++) {
         if (st[i].zone && !st[i].leased
-            && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+            && st[i].zone->backend == &ngx_http_ai_gateway_bucket_redis)
         {
             m++;
         }
@@ -474,13 +505,13 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
 
     taken = (reply->element[0]->integer == 1);
 
-    now = ngx_http_ai_gateway_limit_now();
+    now = ngx_http_ai_gateway_bucket_now();
 
-    for (i = 0, k = 1; i < ctx->n; i++) {
+    for (i = 0, k = 1; i < batch->n; i++) {
         zone = st[i].zone;
 
         if (zone == NULL || st[i].leased
-            || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+            || zone->backend != &ngx_http_ai_gateway_bucket_redis)
         {
             continue;
         }
@@ -520,12 +551,12 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
                 agw_bucket_check(&b, &zone->bucket, 0, 0, &st[i].res);
 
             } else if (zone->lease && st[i].cost) {
-                /* refused: remembered for a lease time (lease.c) */
-                ngx_http_ai_gateway_limit_zone_lock(zone);
-                ngx_http_ai_gateway_limit_zone_refused(zone, st[i].key, &b,
-                                                       now,
-                                                ctx->request->connection->log);
-                ngx_http_ai_gateway_limit_zone_unlock(zone);
+                /* refused: remembered for a lease time (bucket_lease.c) */
+                ngx_http_ai_gateway_bucket_zone_lock(zone);
+                ngx_http_ai_gateway_bucket_zone_refused(zone, st[i].key, &b,
+                                             now,
+                                             batch->request->connection->log);
+                ngx_http_ai_gateway_bucket_zone_unlock(zone);
             }
 
             continue;
@@ -547,18 +578,18 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
             goto malformed;
         }
 
-        st[i].charged = &ngx_http_ai_gateway_limit_backend_redis;
+        st[i].charged = &ngx_http_ai_gateway_bucket_redis;
 
         want = (uint64_t) got * zone->bucket.period_ms;
         level = (b.level > want) ? b.level - want : 0;
 
-        ngx_http_ai_gateway_limit_zone_lock(zone);
+        ngx_http_ai_gateway_bucket_zone_lock(zone);
 
-        ngx_http_ai_gateway_limit_zone_track(zone, st[i].key, level, now,
+        ngx_http_ai_gateway_bucket_zone_track(zone, st[i].key, level, now,
                                              (uint64_t) got - st[i].cost,
-                                             ctx->request->connection->log);
+                                             batch->request->connection->log);
 
-        ngx_http_ai_gateway_limit_zone_unlock(zone);
+        ngx_http_ai_gateway_bucket_zone_unlock(zone);
 
         /*
          * the figures reported stay those of the bucket less this cost:
@@ -570,7 +601,7 @@ ngx_http_ai_gateway_limit_redis_result(ngx_http_ai_gateway_limit_ctx_t *ctx,
 
 malformed:
 
-    ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+    ngx_log_error(NGX_LOG_ERR, batch->request->connection->log, 0,
                   "ai_gateway_limit: unexpected reply from the redis script");
 
     return NGX_ERROR;
@@ -579,24 +610,25 @@ malformed:
 
 /*
  * The script call was never sent: the ended leases that were to go back
- * with it are kept (lease.c), not lost
+ * with it are kept (bucket_lease.c), not lost
  */
 
 static void
-ngx_http_ai_gateway_limit_redis_unsent(ngx_http_ai_gateway_limit_ctx_t *ctx)
+ngx_http_ai_gateway_bucket_redis_unsent(
+    ngx_http_ai_gateway_bucket_batch_t *batch)
 {
-    uint64_t                            now;
-    ngx_uint_t                          i;
-    ngx_http_ai_gateway_limit_state_t  *st;
+    uint64_t                             now;
+    ngx_uint_t                           i;
+    ngx_http_ai_gateway_bucket_state_t  *st;
 
-    st = ctx->st;
-    now = ngx_http_ai_gateway_limit_now();
+    st = batch->st;
+    now = ngx_http_ai_gateway_bucket_now();
 
-    for (i = 0; i < ctx->n; i++) {
+    for (i = 0; i < batch->n; i++) {
         if (st[i].zone && !st[i].leased && st[i].giveback
-            && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+            && st[i].zone->backend == &ngx_http_ai_gateway_bucket_redis)
         {
-            ngx_http_ai_gateway_limit_lease_restore(&st[i], now);
+            ngx_http_ai_gateway_bucket_lease_restore(&st[i], now);
         }
     }
 }
@@ -608,23 +640,24 @@ ngx_http_ai_gateway_limit_redis_unsent(ngx_http_ai_gateway_limit_ctx_t *ctx)
  */
 
 static void
-ngx_http_ai_gateway_limit_redis_failed(ngx_http_ai_gateway_limit_ctx_t *ctx)
+ngx_http_ai_gateway_bucket_redis_failed(
+    ngx_http_ai_gateway_bucket_batch_t *batch)
 {
-    ngx_uint_t                          i;
-    ngx_http_ai_gateway_limit_state_t  *st;
+    ngx_uint_t                           i;
+    ngx_http_ai_gateway_bucket_state_t  *st;
 
-    st = ctx->st;
+    st = batch->st;
 
-    for (i = 0; i < ctx->n; i++) {
+    for (i = 0; i < batch->n; i++) {
         if (st[i].zone == NULL || st[i].leased
-            || st[i].zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
+            || st[i].zone->backend != &ngx_http_ai_gateway_bucket_redis)
         {
             continue;
         }
 
         ngx_memzero(&st[i].res, sizeof(agw_bucket_result_t));
 
-        if (ctx->fail == NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_OPEN
+        if (batch->fail == NGX_HTTP_AI_GATEWAY_BUCKET_FAIL_OPEN
             || st[i].cost == 0)
         {
             /* passes, with no figures to report */
@@ -640,7 +673,7 @@ ngx_http_ai_gateway_limit_redis_failed(ngx_http_ai_gateway_limit_ctx_t *ctx)
         st[i].res.retry_after_ms = 1000;
     }
 
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ctx->request->connection->log, 0,
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, batch->request->connection->log, 0,
                    "ai_gateway limit: redis unavailable");
 }
 
@@ -653,12 +686,12 @@ ngx_http_ai_gateway_limit_redis_failed(ngx_http_ai_gateway_limit_ctx_t *ctx)
  */
 
 void
-ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_state_t *st, uint64_t used, uint64_t now)
+ngx_http_ai_gateway_bucket_redis_settle(ngx_http_request_t *r,
+    ngx_http_ai_gateway_bucket_state_t *st, uint64_t used, uint64_t now)
 {
-    uint64_t                           units;
-    ngx_http_ai_gateway_main_conf_t   *amcf;
-    ngx_http_ai_gateway_limit_zone_t  *zone;
+    uint64_t                            units;
+    ngx_http_ai_gateway_main_conf_t    *amcf;
+    ngx_http_ai_gateway_bucket_zone_t  *zone;
 
     amcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
     zone = st->zone;
@@ -668,14 +701,14 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
     if (used < st->reserved) {
         units = st->reserved - used;
         units = (units > zone->bucket.burst) ? zone->bucket.burst : units;
-        ngx_http_ai_gateway_limit_redis_move(amcf->redis, zone, st->key,
-                                       (int64_t) (units * zone->bucket.period_ms));
+        ngx_http_ai_gateway_bucket_redis_move(amcf->redis, zone, st->key,
+                                  (int64_t) (units * zone->bucket.period_ms));
 
     } else {
         units = used - st->reserved;
         units = (units > zone->bucket.burst) ? zone->bucket.burst : units;
-        ngx_http_ai_gateway_limit_redis_move(amcf->redis, zone, st->key,
-                                     -(int64_t) (units * zone->bucket.period_ms));
+        ngx_http_ai_gateway_bucket_redis_move(amcf->redis, zone, st->key,
+                                 -(int64_t) (units * zone->bucket.period_ms));
     }
 }
 
@@ -687,10 +720,10 @@ ngx_http_ai_gateway_limit_redis_settle(ngx_http_request_t *r,
  */
 
 void
-ngx_http_ai_gateway_limit_redis_move(ngx_http_ai_gateway_redis_conf_t *rcf,
-    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, int64_t units)
+ngx_http_ai_gateway_bucket_redis_move(ngx_http_ai_gateway_redis_conf_t *rcf,
+    ngx_http_ai_gateway_bucket_zone_t *zone, u_char *key, int64_t units)
 {
-    u_char       *p, buf[NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_KEY_MAX
+    u_char       *p, buf[NGX_HTTP_AI_GATEWAY_BUCKET_REDIS_KEY_MAX
                          + 4 * NGX_INT64_LEN + 1];
     size_t        len, argvlen[5];
     const char   *argv[5];
@@ -699,13 +732,13 @@ ngx_http_ai_gateway_limit_redis_move(ngx_http_ai_gateway_redis_conf_t *rcf,
         return;
     }
 
-    len = ngx_http_ai_gateway_limit_redis_key_len(rcf, zone);
+    len = ngx_http_ai_gateway_bucket_redis_key_len(rcf, zone);
 
-    if (len > NGX_HTTP_AI_GATEWAY_LIMIT_REDIS_KEY_MAX) {
+    if (len > NGX_HTTP_AI_GATEWAY_BUCKET_REDIS_KEY_MAX) {
         return;
     }
 
-    p = ngx_http_ai_gateway_limit_redis_key(buf, rcf, zone, key);
+    p = ngx_http_ai_gateway_bucket_redis_key(buf, rcf, zone, key);
 
     argv[0] = (const char *) buf;
     argvlen[0] = len;
@@ -727,14 +760,14 @@ ngx_http_ai_gateway_limit_redis_move(ngx_http_ai_gateway_redis_conf_t *rcf,
     argvlen[4] = p - (u_char *) argv[4];
 
     (void) ngx_http_ai_gateway_redis_eval(NULL,
-                               ngx_http_ai_gateway_limit_redis_settled, NULL,
-                               &ngx_http_ai_gateway_limit_redis_settle_script,
+                               ngx_http_ai_gateway_bucket_redis_settled, NULL,
+                               &ngx_http_ai_gateway_bucket_redis_settle_script,
                                1, 5, argv, argvlen);
 }
 
 
 static void
-ngx_http_ai_gateway_limit_redis_settled(redisReply *reply,
+ngx_http_ai_gateway_bucket_redis_settled(redisReply *reply,
     ngx_http_ai_gateway_redis_status_e status, void *data)
 {
     /* nothing waits for it: a failure is counted by the connection */
@@ -742,12 +775,17 @@ ngx_http_ai_gateway_limit_redis_settled(redisReply *reply,
 
 
 /*
- * The Redis backend: a charge is never refunded (the script charges all of
- * a request's Redis zones or none, and runs last); settlements go to Redis.
+ * The Redis backend: no read without a round trip, so no check; a charge
+ * is never refunded (the script charges all of a request's Redis zones or
+ * none, and runs last: a charge paid from a lease is the lease backend's);
+ * settlements go to Redis.
  */
 
-ngx_http_ai_gateway_limit_backend_t  ngx_http_ai_gateway_limit_backend_redis = {
+ngx_http_ai_gateway_bucket_backend_t  ngx_http_ai_gateway_bucket_redis = {
     ngx_string("redis"),
+    1,
     NULL,
-    ngx_http_ai_gateway_limit_redis_settle
+    ngx_http_ai_gateway_bucket_redis_charge,
+    NULL,
+    ngx_http_ai_gateway_bucket_redis_settle
 };
