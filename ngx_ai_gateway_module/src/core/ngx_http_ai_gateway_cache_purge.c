@@ -20,7 +20,7 @@
  */
 
 #include "core/ngx_http_ai_gateway_handlers.h"
-#include "ngx_http_ai_gateway_store.h"
+#include "store/ngx_http_ai_gateway_store.h"
 #include "agw_json.h"
 
 

@@ -11,9 +11,9 @@
 #include "base/ngx_http_ai_gateway_stats.h"
 #include "core/ngx_http_ai_gateway_handlers.h"
 #include "redis/ngx_http_ai_gateway_redis.h"
-#include "ngx_http_ai_gateway_store.h"
-#include "ngx_http_ai_gateway_cache.h"
-#include "ngx_http_ai_gateway_limit.h"
+#include "store/ngx_http_ai_gateway_store.h"
+#include "cache/ngx_http_ai_gateway_cache.h"
+#include "limit/ngx_http_ai_gateway_limit.h"
 
 
 static char *ngx_http_ai_gateway_redis_conf(ngx_conf_t *cf,

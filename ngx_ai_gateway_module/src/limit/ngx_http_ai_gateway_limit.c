@@ -45,7 +45,7 @@
  */
 
 #include "base/ngx_http_ai_gateway_request.h"
-#include "ngx_http_ai_gateway_limit.h"
+#include "limit/ngx_http_ai_gateway_limit.h"
 
 
 static ngx_int_t ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,

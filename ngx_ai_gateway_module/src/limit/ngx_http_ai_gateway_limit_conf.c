@@ -15,7 +15,7 @@
  * backends' (bucket/: shared memory, Redis, leases).
  */
 
-#include "ngx_http_ai_gateway_limit.h"
+#include "limit/ngx_http_ai_gateway_limit.h"
 
 
 static void *ngx_http_ai_gateway_limit_create_main_conf(ngx_conf_t *cf);

@@ -6,7 +6,7 @@
  * decision (ngx_http_ai_gateway_limit.c); nothing here touches a bucket.
  */
 
-#include "ngx_http_ai_gateway_limit.h"
+#include "limit/ngx_http_ai_gateway_limit.h"
 
 
 static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,

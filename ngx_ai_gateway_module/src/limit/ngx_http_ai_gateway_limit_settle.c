@@ -25,7 +25,7 @@
  * $ai_gateway_tokens_estimate the reservation.
  */
 
-#include "ngx_http_ai_gateway_limit.h"
+#include "limit/ngx_http_ai_gateway_limit.h"
 #include "base/ngx_http_ai_gateway_request.h"
 #include "agw_sse.h"
 

@@ -15,7 +15,7 @@
  * milliseconds.
  */
 
-#include "ngx_http_ai_gateway_cache.h"
+#include "cache/ngx_http_ai_gateway_cache.h"
 
 
 #define NGX_HTTP_AI_GATEWAY_WAIT_MIN  1    /* ms */

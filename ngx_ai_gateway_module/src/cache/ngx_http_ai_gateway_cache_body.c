@@ -15,7 +15,7 @@
  * JSON, a repeated member, too deep) is hashed as it is.
  */
 
-#include "ngx_http_ai_gateway_cache.h"
+#include "cache/ngx_http_ai_gateway_cache.h"
 #include "base/ngx_http_ai_gateway_request.h"
 
 

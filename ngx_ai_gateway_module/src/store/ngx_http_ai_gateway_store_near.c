@@ -4,11 +4,12 @@
  * are hot on this nginx answer at shared-memory speed while every gateway
  * still shares Redis.
  *
- * It is a store of its own that wraps the two: a lookup asks the zone
- * first (a HIT there is a "near" HIT, $ai_gateway_cache_tier), then Redis,
- * which asks for the entry's remaining TTL with it and keeps what it
- * found in the zone for min(ttl, that TTL) (store_redis.c); a save writes
- * Redis and, once Redis took it, the zone for min(ttl, the answer's TTL).
+ * It is a store composed of two, used through the store interface only:
+ * a lookup asks the zone first (a HIT there is a "near" HIT,
+ * $ai_gateway_cache_tier), then Redis, for the entry and its expiry (the
+ * remaining TTL), and keeps what Redis found in the zone for min(ttl,
+ * that TTL); a save writes Redis and, once Redis took it, the zone for
+ * min(ttl, the answer's TTL).
  * A near copy therefore never outlives the Redis entry it came from, and
  * a change made in Redis by another gateway is seen here after at most
  * ttl: the staleness bound.  The zone evicts as any cache zone does.
@@ -19,7 +20,7 @@
  */
 
 #include "redis/ngx_http_ai_gateway_redis.h"
-#include "ngx_http_ai_gateway_store.h"
+#include "store/ngx_http_ai_gateway_store.h"
 
 
 typedef struct {
@@ -30,9 +31,24 @@ typedef struct {
 } ngx_http_ai_gateway_store_near_t;
 
 
+/* a lookup that went on to Redis */
+typedef struct {
+    ngx_http_ai_gateway_store_near_t    *nr;
+    agw_digest_t                         digest;
+    ngx_http_ai_gateway_found_t         *found;
+    ngx_http_ai_gateway_store_done_pt    done;
+    void                                *data;
+} ngx_http_ai_gateway_store_near_lookup_t;
+
+
 static ngx_int_t ngx_http_ai_gateway_store_near_lookup(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    ngx_http_ai_gateway_found_t *found);
+    ngx_http_ai_gateway_found_t *found,
+    ngx_http_ai_gateway_store_done_pt done, void *data);
+static void ngx_http_ai_gateway_store_near_found(ngx_http_request_t *r,
+    ngx_int_t rc, void *data);
+static void ngx_http_ai_gateway_store_near_keep(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_near_lookup_t *nl, ngx_int_t rc);
 static void ngx_http_ai_gateway_store_near_start(ngx_cycle_t *cycle,
     void *data);
 static ngx_int_t ngx_http_ai_gateway_store_near_save(ngx_http_request_t *r,
@@ -222,14 +238,17 @@ ngx_http_ai_gateway_store_near_zone(ngx_http_ai_gateway_store_t *store)
 static ngx_int_t
 ngx_http_ai_gateway_store_near_lookup(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    ngx_http_ai_gateway_found_t *found)
+    ngx_http_ai_gateway_found_t *found,
+    ngx_http_ai_gateway_store_done_pt done, void *data)
 {
-    ngx_int_t                          rc;
-    ngx_http_ai_gateway_store_near_t  *nr;
+    ngx_int_t                                 rc;
+    ngx_http_ai_gateway_store_near_t         *nr;
+    ngx_http_ai_gateway_store_near_lookup_t  *nl;
 
     nr = store->data;
 
-    rc = nr->zone->lookup(r, nr->zone, digest, found);
+    /* the zone answers at once */
+    rc = nr->zone->lookup(r, nr->zone, digest, found, NULL, NULL);
 
     if (rc == NGX_OK) {
         found->near = 1;
@@ -237,10 +256,75 @@ ngx_http_ai_gateway_store_near_lookup(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    /* a near MISS, or a near copy that failed its checks: ask Redis */
-    return ngx_http_ai_gateway_store_redis_lookup_near(r, nr->redis, digest,
-                                                       found, nr->zone,
-                                                       nr->ttl);
+    /*
+     * a near MISS, or a near copy that failed its checks: ask Redis, for
+     * the entry and how long it has left
+     */
+
+    nl = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_store_near_lookup_t));
+    if (nl == NULL) {
+        return NGX_ERROR;
+    }
+
+    nl->nr = nr;
+    nl->digest = *digest;
+    nl->found = found;
+    nl->done = done;
+    nl->data = data;
+
+    found->expiry = 1;
+
+    rc = nr->redis->lookup(r, nr->redis, digest, found,
+                           ngx_http_ai_gateway_store_near_found, nl);
+
+    if (rc != NGX_AGAIN) {
+        ngx_http_ai_gateway_store_near_keep(r, nl, rc);
+    }
+
+    return rc;
+}
+
+
+static void
+ngx_http_ai_gateway_store_near_found(ngx_http_request_t *r, ngx_int_t rc,
+    void *data)
+{
+    ngx_http_ai_gateway_store_near_lookup_t *nl = data;
+
+    ngx_http_ai_gateway_store_near_keep(r, nl, rc);
+
+    nl->done(r, rc, nl->data);
+}
+
+
+/*
+ * What Redis found goes into the zone for at most the near ttl and never
+ * longer than the entry has left in Redis (expires 0: no TTL)
+ */
+
+static void
+ngx_http_ai_gateway_store_near_keep(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_near_lookup_t *nl, ngx_int_t rc)
+{
+    time_t                             ttl;
+    ngx_http_ai_gateway_found_t       *found;
+    ngx_http_ai_gateway_store_near_t  *nr;
+
+    nr = nl->nr;
+    found = nl->found;
+
+    found->expiry = 0;
+
+    if (rc != NGX_OK) {
+        return;
+    }
+
+    ttl = found->expires ? found->expires - ngx_time() : nr->ttl;
+    ttl = ngx_min(ttl, nr->ttl);
+
+    if (ttl > 0) {
+        (void) nr->zone->save(r, nr->zone, &nl->digest, &found->entry, ttl);
+    }
 }
 
 

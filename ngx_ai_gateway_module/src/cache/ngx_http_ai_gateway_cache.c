@@ -15,7 +15,7 @@
  * meets another's answer.
  */
 
-#include "ngx_http_ai_gateway_cache.h"
+#include "cache/ngx_http_ai_gateway_cache.h"
 #include "agw_policy.h"
 #include "agw_tokens.h"
 
@@ -41,6 +41,8 @@ static ngx_int_t ngx_http_ai_gateway_cache_tier_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static char *ngx_http_ai_gateway_cache_key_ignore(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+static void ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r,
+    ngx_int_t rc, void *data);
 static ngx_flag_t ngx_http_ai_gateway_cache_is_stale(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx);
 
@@ -985,14 +987,15 @@ ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
 
     agw_key_final(&key, &ctx->digest, pbody, pcred);
 
-    rc = ctx->store->lookup(r, ctx->store, &ctx->digest, &ctx->found);
+    rc = ctx->store->lookup(r, ctx->store, &ctx->digest, &ctx->found,
+                            ngx_http_ai_gateway_cache_lookup_done, ctx);
 
     if (rc == NGX_AGAIN) {
         ctx->waiting = 1;
         return NGX_DONE;
     }
 
-    ngx_http_ai_gateway_cache_lookup_done(r, rc);
+    ngx_http_ai_gateway_cache_lookup_done(r, rc, ctx);
 
     /* waiting on an identical request's flight (cache_wait.c) */
     return ctx->waiting ? NGX_DONE : NGX_DECLINED;
@@ -1001,17 +1004,18 @@ ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
 
 /*
  * The store's answer: NGX_OK found, anything else a MISS (a failing store
- * counted its own error).  Called directly by stores that complete at once,
- * and by asynchronous stores, after which the phases resume.
+ * counted its own error).  Called here when the store answered at once,
+ * and by an asynchronous store as the handler its lookup was given, after
+ * which the phases resume.
  */
-void
-ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r, ngx_int_t rc)
+static void
+ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r, ngx_int_t rc,
+    void *data)
 {
-    ngx_uint_t                        resume;
-    ngx_connection_t                 *c;
-    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+    ngx_http_ai_gateway_cache_ctx_t *ctx = data;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+    ngx_uint_t         resume;
+    ngx_connection_t  *c;
 
     resume = ctx->waiting;
 

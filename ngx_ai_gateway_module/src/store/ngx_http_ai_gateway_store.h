@@ -1,12 +1,17 @@
 /*
- * The boundary between the cache policy (cache.c: keys, bypass rules,
- * HIT/MISS/BYPASS, headers, counters) and the stores that hold entries.
+ * The store interface (DESIGN.md): the boundary between the cache policy
+ * (cache/: keys, bypass rules, HIT/MISS/BYPASS, headers, counters) and the
+ * stores that hold entries, lookup, save and purge:
+ *
+ *   store_shm.c    ai_gateway_cache_zone, in shared memory
+ *   store_redis.c  the Redis cache, on the connection of redis/
+ *   store_near.c   a store composed of two: a shared-memory zone in front
+ *                  of the Redis cache
  *
  * A store may complete at once (shared memory) or later (Redis), so lookup
- * may return NGX_AGAIN and report through
- * ngx_http_ai_gateway_cache_lookup_done() when the answer arrives.  Stores
- * are best effort: a store that fails counts an error and the request is
- * served from upstream as if it were a MISS.
+ * may return NGX_AGAIN and report through the handler it was given when
+ * the answer arrives.  Stores are best effort: a store that fails counts
+ * an error and the request is served from upstream as if it were a MISS.
  */
 
 #ifndef _NGX_HTTP_AI_GATEWAY_STORE_H_INCLUDED_
@@ -25,19 +30,30 @@ typedef struct ngx_http_ai_gateway_store_s  ngx_http_ai_gateway_store_t;
 /* what a lookup found: an entry decoded into memory the request owns */
 typedef struct {
     agw_entry_t                          entry;
-    time_t                               expires;  /* unix seconds */
+    time_t                               expires;  /* unix seconds; 0: not
+                                                      told (a store that
+                                                      keeps the TTL) */
     unsigned                             near:1;   /* from the near zone */
+    unsigned                             expiry:1; /* asked of the store:
+                                                      tell expires even if
+                                                      it keeps the TTL */
 } ngx_http_ai_gateway_found_t;
 
+
+/* a lookup that returned NGX_AGAIN reports here, once, with its answer */
+typedef void (*ngx_http_ai_gateway_store_done_pt)(ngx_http_request_t *r,
+    ngx_int_t rc, void *data);
 
 /*
  * lookup: NGX_OK (found, *found filled), NGX_DECLINED (not there),
  * NGX_ERROR (store failed: counted by the store), NGX_AGAIN (pending: the
- * store calls ngx_http_ai_gateway_cache_lookup_done() later).
+ * store calls done(r, rc, data) later with one of the others, from outside
+ * the request's event handlers).
  */
 typedef ngx_int_t (*ngx_http_ai_gateway_store_lookup_pt)(
     ngx_http_request_t *r, ngx_http_ai_gateway_store_t *store,
-    const agw_digest_t *digest, ngx_http_ai_gateway_found_t *found);
+    const agw_digest_t *digest, ngx_http_ai_gateway_found_t *found,
+    ngx_http_ai_gateway_store_done_pt done, void *data);
 
 /* store: fire and forget; NGX_OK once written or handed over */
 typedef ngx_int_t (*ngx_http_ai_gateway_store_save_pt)(
@@ -112,17 +128,6 @@ ngx_http_ai_gateway_store_t *ngx_http_ai_gateway_store_near_zone(
 ngx_http_ai_gateway_store_t *ngx_http_ai_gateway_store_redis_create(
     ngx_conf_t *cf, ngx_http_ai_gateway_redis_conf_t *rcf);
 
-/*
- * A lookup that also keeps what it finds in the near zone, for at most
- * near_ttl and never longer than the entry's remaining TTL in Redis
- */
-ngx_int_t ngx_http_ai_gateway_store_redis_lookup_near(ngx_http_request_t *r,
-    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    ngx_http_ai_gateway_found_t *found, ngx_http_ai_gateway_store_t *near,
-    time_t near_ttl);
-
-void ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r,
-    ngx_int_t rc);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_STORE_H_INCLUDED_ */

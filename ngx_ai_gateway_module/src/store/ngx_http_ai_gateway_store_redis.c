@@ -16,11 +16,12 @@
  *
  * The lookup waits the way limit_req's delay does: the store returns
  * NGX_AGAIN, the client is watched with ngx_http_test_reading(), and the
- * reply handler resumes the phases through
- * ngx_http_ai_gateway_cache_lookup_done().  The command is tied to the
- * request's pool, so a client that goes away first leaves a reply that
- * nobody reads.  When Redis is unavailable (down, breaker open) the lookup
- * is a MISS at once.
+ * reply handler reports through the handler the lookup was given (the
+ * cache's resumes the phases).  The command is tied to the request's pool,
+ * so a client that goes away first leaves a reply that nobody reads.  When
+ * Redis is unavailable (down, breaker open) the lookup is a MISS at once.
+ * A lookup asked for the entry's expiry (a near cache's) reads its PTTL
+ * with it, in one MULTI/EXEC.
  *
  * "entries" is the number of cache keys (the prefix and 64 hex digits,
  * not the limiter's "rl:" buckets under the same prefix), counted by
@@ -35,7 +36,7 @@
 
 #include "base/ngx_http_ai_gateway_event.h"
 #include "redis/ngx_http_ai_gateway_redis.h"
-#include "ngx_http_ai_gateway_store.h"
+#include "store/ngx_http_ai_gateway_store.h"
 #include "agw_entry.h"
 #include "agw_key.h"
 
@@ -49,11 +50,9 @@ typedef struct {
     ngx_http_ai_gateway_store_t         *store;
     ngx_http_ai_gateway_found_t         *found;
     ngx_str_t                            key;     /* the Redis key */
-
-    /* a near cache's lookup: keep a HIT there too (store_near.c) */
-    ngx_http_ai_gateway_store_t         *near;
-    time_t                               near_ttl;
-    agw_digest_t                         digest;
+    ngx_http_ai_gateway_store_done_pt    done;
+    void                                *data;
+    unsigned                             expiry:1; /* PTTL asked too */
 } ngx_http_ai_gateway_store_redis_lookup_t;
 
 
@@ -70,7 +69,8 @@ typedef struct {
 
 static ngx_int_t ngx_http_ai_gateway_store_redis_lookup(
     ngx_http_request_t *r, ngx_http_ai_gateway_store_t *store,
-    const agw_digest_t *digest, ngx_http_ai_gateway_found_t *found);
+    const agw_digest_t *digest, ngx_http_ai_gateway_found_t *found,
+    ngx_http_ai_gateway_store_done_pt done, void *data);
 static ngx_int_t ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
     const agw_entry_t *entry, time_t ttl);
@@ -320,7 +320,6 @@ ngx_http_ai_gateway_store_redis_found(redisReply *reply,
 {
     ngx_http_ai_gateway_store_redis_lookup_t  *lk = data;
 
-    time_t               ttl;
     ngx_int_t            rc;
     redisReply          *pttl;
     const char          *reason;
@@ -329,7 +328,7 @@ ngx_http_ai_gateway_store_redis_found(redisReply *reply,
     r = lk->r;
     pttl = NULL;
 
-    if (lk->near && status == NGX_HTTP_AI_GATEWAY_REDIS_OK) {
+    if (lk->expiry && status == NGX_HTTP_AI_GATEWAY_REDIS_OK) {
         /* EXEC's reply: HGETALL's, then PTTL's */
         if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
             && reply->element[1]->type == REDIS_REPLY_INTEGER)
@@ -363,16 +362,10 @@ ngx_http_ai_gateway_store_redis_found(redisReply *reply,
             lk->found->expires = 0;  /* Redis keeps the TTL */
             rc = NGX_OK;
 
-            if (pttl) {
+            if (pttl && pttl->integer != -1) {
                 /* whole seconds left, never more: -1 is "no TTL" */
-                ttl = (pttl->integer == -1) ? lk->near_ttl
-                                            : (time_t) (pttl->integer / 1000);
-                ttl = ngx_min(ttl, lk->near_ttl);
-
-                if (ttl > 0) {
-                    (void) lk->near->save(r, lk->near, &lk->digest,
-                                          &lk->found->entry, ttl);
-                }
+                lk->found->expires = ngx_time()
+                                     + (time_t) (pttl->integer / 1000);
             }
 
         } else {
@@ -384,26 +377,15 @@ ngx_http_ai_gateway_store_redis_found(redisReply *reply,
         }
     }
 
-    /* resumes the phases */
-    ngx_http_ai_gateway_cache_lookup_done(r, rc);
+    lk->done(r, rc, lk->data);
 }
 
 
 static ngx_int_t
 ngx_http_ai_gateway_store_redis_lookup(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    ngx_http_ai_gateway_found_t *found)
-{
-    return ngx_http_ai_gateway_store_redis_lookup_near(r, store, digest,
-                                                       found, NULL, 0);
-}
-
-
-ngx_int_t
-ngx_http_ai_gateway_store_redis_lookup_near(ngx_http_request_t *r,
-    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    ngx_http_ai_gateway_found_t *found, ngx_http_ai_gateway_store_t *near,
-    time_t near_ttl)
+    ngx_http_ai_gateway_found_t *found,
+    ngx_http_ai_gateway_store_done_pt done, void *data)
 {
     void                                      *sent;
     size_t                                     len[2], plen[2];
@@ -425,9 +407,9 @@ ngx_http_ai_gateway_store_redis_lookup_near(ngx_http_request_t *r,
     lk->r = r;
     lk->store = store;
     lk->found = found;
-    lk->near = near;
-    lk->near_ttl = near_ttl;
-    lk->digest = *digest;
+    lk->done = done;
+    lk->data = data;
+    lk->expiry = found->expiry;
 
     if (ngx_http_ai_gateway_store_redis_key(r->pool, store, digest, &lk->key)
         != NGX_OK)
@@ -440,8 +422,8 @@ ngx_http_ai_gateway_store_redis_lookup_near(ngx_http_request_t *r,
     argv[1] = (const char *) lk->key.data;
     len[1] = lk->key.len;
 
-    if (near) {
-        /* the entry and its remaining TTL, which the near copy keeps to */
+    if (lk->expiry) {
+        /* the entry and its remaining TTL (a near copy keeps to it) */
         cmds[0].argc = 2;
         cmds[0].argv = argv;
         cmds[0].argvlen = len;

@@ -26,7 +26,7 @@
  */
 
 #include "base/ngx_http_ai_gateway_event.h"
-#include "ngx_http_ai_gateway_store.h"
+#include "store/ngx_http_ai_gateway_store.h"
 #include "agw_entry.h"
 
 
@@ -93,7 +93,8 @@ static void ngx_http_ai_gateway_shm_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_int_t ngx_http_ai_gateway_shm_lookup(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    ngx_http_ai_gateway_found_t *found);
+    ngx_http_ai_gateway_found_t *found,
+    ngx_http_ai_gateway_store_done_pt done, void *data);
 static ngx_int_t ngx_http_ai_gateway_shm_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
     const agw_entry_t *entry, time_t ttl);
@@ -552,7 +553,8 @@ ngx_http_ai_gateway_shm_evict_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
 static ngx_int_t
 ngx_http_ai_gateway_shm_lookup(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    ngx_http_ai_gateway_found_t *found)
+    ngx_http_ai_gateway_found_t *found,
+    ngx_http_ai_gateway_store_done_pt done, void *data)
 {
     u_char                           *buf, *p;
     time_t                            now;

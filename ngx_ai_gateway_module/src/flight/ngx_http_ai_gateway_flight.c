@@ -23,7 +23,7 @@
  * the old workers' flights keep their waiters in either generation.
  */
 
-#include "ngx_http_ai_gateway_flight.h"
+#include "flight/ngx_http_ai_gateway_flight.h"
 
 
 #define NGX_HTTP_AI_GATEWAY_FLIGHT_SIZE   (32 * 1024 * 1024)

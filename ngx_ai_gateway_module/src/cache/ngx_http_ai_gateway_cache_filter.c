@@ -28,7 +28,7 @@
  * filter drops the failed body, as proxy_cache_use_stale answers.
  */
 
-#include "ngx_http_ai_gateway_cache.h"
+#include "cache/ngx_http_ai_gateway_cache.h"
 #include "agw_fresh.h"
 #include "agw_policy.h"
 
