@@ -167,6 +167,12 @@ ngx_flag_t ngx_http_ai_gateway_cache_keeps_stale(
 
 /* cache_filter.c */
 ngx_int_t ngx_http_ai_gateway_cache_filter_init(ngx_conf_t *cf);
+/* with proxy buffering, the body is copied as the upstream's pipe reads it */
+ngx_int_t ngx_http_ai_gateway_cache_input_filter_init(void *data);
+
+/* cache_capture.c: may the answer be stored, for how long; capture it */
+void ngx_http_ai_gateway_cache_start_capture(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
 
 /* cache_wait.c: single flight and stale entries */
 char *ngx_http_ai_gateway_cache_use_stale(ngx_conf_t *cf,

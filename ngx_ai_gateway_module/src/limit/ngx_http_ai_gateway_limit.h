@@ -172,11 +172,14 @@ ngx_int_t ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r);
 ngx_int_t ngx_http_ai_gateway_limit_check(ngx_http_request_t *r);
 
 
-/* ngx_http_ai_gateway_limit.c: the decision */
+/* limit.c: the zones of a request, their keys and costs, the backends */
 ngx_http_ai_gateway_limit_ctx_t *ngx_http_ai_gateway_limit_get_ctx(
     ngx_http_request_t *r);
 void ngx_http_ai_gateway_limit_cleanup(void *data);
 
+/* limit_decide.c: the decision over all zones, once they answered */
+ngx_int_t ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_limit_estimate(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
     ngx_http_ai_gateway_limit_ctx_t *ctx);
@@ -197,9 +200,9 @@ ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
 extern ngx_str_t  ngx_http_ai_gateway_limit_status_names[];
 
 
-/* limit_conf.c: the zones' shared memory (bucket/), and their keys */
-ngx_int_t ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone,
-    void *data);
+/* limit_zone.c: ai_gateway_limit_zone */
+char *ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_LIMIT_H_INCLUDED_ */

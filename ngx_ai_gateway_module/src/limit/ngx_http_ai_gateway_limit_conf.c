@@ -10,9 +10,9 @@
  *     ai_gateway_tokens_default_max N;
  *     ai_gateway_limit_redis_fail open|closed;
  *
- * The request-time decision is ngx_http_ai_gateway_limit.c, what the client
- * is told ngx_http_ai_gateway_limit_headers.c; the buckets are the
- * backends' (bucket/: shared memory, Redis, leases).
+ * The zones are limit_zone.c, the request-time decision limit.c and
+ * limit_decide.c, what the client is told limit_headers.c; the buckets are
+ * the backends' (bucket/: shared memory, Redis, leases).
  */
 
 #include "limit/ngx_http_ai_gateway_limit.h"
@@ -24,10 +24,6 @@ static char *ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static ngx_int_t ngx_http_ai_gateway_limit_lock_order(ngx_conf_t *cf,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf);
-static ngx_int_t ngx_http_ai_gateway_limit_key_variable(ngx_conf_t *cf,
-    ngx_str_t *key);
-static char *ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
 static char *ngx_http_ai_gateway_limit(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ai_gateway_limit_redis_fail(ngx_conf_t *cf,
@@ -41,7 +37,6 @@ static char *ngx_http_ai_gateway_limit_default_max_check(ngx_conf_t *cf,
 static ngx_int_t ngx_http_ai_gateway_limit_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ai_gateway_limit_init_process(ngx_cycle_t *cycle);
 static ngx_array_t *ngx_http_ai_gateway_limit_leases(ngx_cycle_t *cycle);
-
 
 
 static ngx_conf_post_t  ngx_http_ai_gateway_limit_status_post = {
@@ -131,8 +126,6 @@ ngx_module_t  ngx_http_ai_gateway_limit_module = {
     NULL,                                     /* exit master */
     NGX_MODULE_V1_PADDING
 };
-
-
 
 
 static void *
@@ -285,382 +278,6 @@ ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     ngx_conf_merge_uint_value(conf->redis_fail, prev->redis_fail,
                               NGX_HTTP_AI_GATEWAY_BUCKET_FAIL_OPEN);
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * The index of the variable if the key is one variable alone ("$name" or
- * "${name}"), which the request reads without the script engine; otherwise
- * NGX_ERROR.  "$1" is a regex capture, not a variable.
- */
-
-static ngx_int_t
-ngx_http_ai_gateway_limit_key_variable(ngx_conf_t *cf, ngx_str_t *key)
-{
-    u_char     ch;
-    size_t     i;
-    ngx_str_t  name;
-
-    if (key->len < 2 || key->data[0] != '$') {
-        return NGX_ERROR;
-    }
-
-    name.data = key->data + 1;
-    name.len = key->len - 1;
-
-    if (name.data[0] == '{') {
-        if (name.len < 3 || name.data[name.len - 1] != '}') {
-            return NGX_ERROR;
-        }
-
-        name.data++;
-        name.len -= 2;
-    }
-
-    if (name.data[0] >= '0' && name.data[0] <= '9') {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < name.len; i++) {
-        ch = name.data[i];
-
-        if ((ch < 'a' || ch > 'z') && (ch < 'A' || ch > 'Z')
-            && (ch < '0' || ch > '9') && ch != '_')
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    return ngx_http_get_variable_index(cf, &name);
-}
-
-
-static char *
-ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    u_char                                 *p;
-    size_t                                  len;
-    ssize_t                                 size;
-    ngx_int_t                               rate, burst, lease;
-    ngx_str_t                              *value, name;
-    ngx_uint_t                              i, period, redis, tokens;
-    ngx_shm_zone_t                         *shm_zone;
-    ngx_http_ai_gateway_limit_ref_t        *ref, **refp;
-    ngx_http_ai_gateway_limit_zone_t       *zone, **zonep;
-    ngx_http_ai_gateway_bucket_zone_t      *bz, **leasep;
-    ngx_http_ai_gateway_main_conf_t        *amcf;
-    ngx_http_compile_complex_value_t        ccv;
-    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
-
-    value = cf->args->elts;
-
-    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_limit_zone_t));
-    if (zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-
-    ccv.cf = cf;
-    ccv.value = &value[1];
-    ccv.complex_value = &zone->key;
-
-    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    /* an empty key value means "not this request": a constant one, never */
-
-    if (zone->key.lengths == NULL && zone->key.value.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "the key of \"%V\" is an empty string, so the "
-                           "zone would never apply", &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    size = 0;
-    rate = 0;
-    burst = 0;
-    period = 0;
-    redis = 0;
-    lease = 0;
-    tokens = 0;
-    name.len = 0;
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
-
-            if (ngx_http_ai_gateway_parse_zone(cf, &value[i], &name, &size)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            /* the name is quoted in RateLimit-Policy and RateLimit */
-
-            if (ngx_strlchr(name.data, name.data + name.len, '"')
-                || ngx_strlchr(name.data, name.data + name.len, '\\'))
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone name \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
-
-            len = value[i].len;
-            p = value[i].data + len - 3;
-
-            /* requests (r/s, r/m) or LLM tokens (t/s, t/m) */
-
-            if (len > 8 && (p[0] == 'r' || p[0] == 't')
-                && ngx_strncmp(p + 1, "/s", 2) == 0)
-            {
-                period = 1000;
-
-            } else if (len > 8 && (p[0] == 'r' || p[0] == 't')
-                       && ngx_strncmp(p + 1, "/m", 2) == 0)
-            {
-                period = 60000;
-
-            } else {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid rate \"%V\", it must be "
-                                   "\"Nr/s\", \"Nr/m\", \"Nt/s\" or "
-                                   "\"Nt/m\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            tokens = (p[0] == 't');
-
-            rate = ngx_atoi(value[i].data + 5, len - 8);
-
-            if (rate == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid rate \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            if (rate < 1) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "rate must be at least 1 in \"%V\"",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
-
-            burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
-
-            if (burst == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid burst \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            if (burst < 1) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "burst must be at least 1 in \"%V\"",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strcmp(value[i].data, "redis") == 0) {
-            redis = 1;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "lease=", 6) == 0) {
-
-            lease = ngx_atoi(value[i].data + 6, value[i].len - 6);
-
-            if (lease == NGX_ERROR || lease < 1) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid lease \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (name.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have \"zone\" parameter",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (period == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have \"rate\" parameter",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (burst == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have \"burst\" parameter",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (lease && !redis) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"lease\" of zone \"%V\" requires \"redis\"",
-                           &name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (lease > burst) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "lease %i of zone \"%V\" exceeds its burst %i",
-                           lease, &name, burst);
-        return NGX_CONF_ERROR;
-    }
-
-    bz = &zone->buckets;
-
-    bz->name = name;
-    bz->lease = lease;
-    bz->backend = redis ? &ngx_http_ai_gateway_bucket_redis
-                        : &ngx_http_ai_gateway_bucket_shm;
-    bz->tokens = tokens;
-    zone->file = cf->conf_file->file.name;
-    zone->line = cf->conf_file->line;
-    bz->bucket.rate = rate;
-    bz->bucket.period_ms = period;
-    bz->bucket.burst = burst;
-
-    if (zone->key.lengths == NULL) {
-        zone->key_kind = NGX_HTTP_AI_GATEWAY_LIMIT_KEY_CONSTANT;
-
-        ngx_http_ai_gateway_bucket_key(bz, zone->key_slot, &zone->key.value);
-
-    } else {
-        zone->key_index = ngx_http_ai_gateway_limit_key_variable(cf,
-                                                                 &value[1]);
-
-        zone->key_kind = (zone->key_index == NGX_ERROR)
-                         ? NGX_HTTP_AI_GATEWAY_LIMIT_KEY_COMPLEX
-                         : NGX_HTTP_AI_GATEWAY_LIMIT_KEY_VARIABLE;
-    }
-
-    if (!agw_bucket_conf_valid(&bz->bucket)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "rate or burst of zone \"%V\" is too large",
-                           &name);
-        return NGX_CONF_ERROR;
-    }
-
-    /*
-     * the structured fields quote the zone name; names are checked above
-     * to hold no quote or backslash
-     */
-    p = ngx_pnalloc(cf->pool, NGX_INT64_LEN + sizeof("\"\";q=;w=") - 1
-                              + name.len + 2 * NGX_INT64_LEN
-                              + sizeof("\"\";r=") - 1 + name.len);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    zone->limit_value.data = p;
-    p = ngx_sprintf(p, "%uL", burst);
-    zone->limit_value.len = p - zone->limit_value.data;
-
-    zone->policy_value.data = p;
-    p = ngx_sprintf(p, "\"%V\";q=%uL;w=%uL", &name, burst,
-                    agw_bucket_window_s(&bz->bucket));
-    zone->policy_value.len = p - zone->policy_value.data;
-
-    zone->fields_start.data = p;
-    p = ngx_sprintf(p, "\"%V\";r=", &name);
-    zone->fields_start.len = p - zone->fields_start.data;
-
-    shm_zone = ngx_shared_memory_add(cf, &name, size,
-                                     &ngx_http_ai_gateway_limit_module);
-    if (shm_zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (shm_zone->data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate zone \"%V\"", &name);
-        return NGX_CONF_ERROR;
-    }
-
-    ref = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_limit_ref_t));
-    if (ref == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ref->name = name;
-
-    if (tokens) {
-        ngx_str_set(&ref->unit, "tokens");
-
-    } else {
-        ngx_str_set(&ref->unit, "requests");
-    }
-
-    if (redis) {
-        /* ai_gateway_redis may come later: checked in postconfiguration */
-        ngx_str_set(&ref->backend, "redis");
-        ngx_http_ai_gateway_bucket_redis_init_conf();
-
-    } else {
-        ngx_str_set(&ref->backend, "shm");
-    }
-
-    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ai_gateway_module);
-
-    refp = ngx_array_push(&amcf->limits);
-    if (refp == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    *refp = ref;
-
-    lmcf = ngx_http_conf_get_module_main_conf(cf,
-                                            ngx_http_ai_gateway_limit_module);
-
-    zonep = ngx_array_push(&lmcf->zones);
-    if (zonep == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    *zonep = zone;
-
-    if (lease) {
-        leasep = ngx_array_push(&lmcf->leases);
-        if (leasep == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        *leasep = bz;
-    }
-
-    bz->ref = ref;
-    bz->shm_zone = shm_zone;
-
-    shm_zone->init = ngx_http_ai_gateway_limit_zone_init;
-    shm_zone->data = zone;
 
     return NGX_CONF_OK;
 }
@@ -920,7 +537,6 @@ ngx_http_ai_gateway_limit_status_check(ngx_conf_t *cf, void *post, void *data)
 }
 
 
-
 static ngx_int_t
 ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
 {
@@ -982,40 +598,6 @@ ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
     }
 
     return ngx_http_ai_gateway_limit_headers_init(cf);
-}
-
-
-/*
- * The zone's shared memory is its backend's (bucket/); a reload must not
- * hand the buckets of one key to another
- */
-
-ngx_int_t
-ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone, void *data)
-{
-    ngx_http_ai_gateway_limit_zone_t *ozone = data;
-
-    ngx_http_ai_gateway_limit_zone_t  *zone;
-
-    zone = shm_zone->data;
-
-    if (ozone
-        && (zone->key.value.len != ozone->key.value.len
-            || ngx_strncmp(zone->key.value.data, ozone->key.value.data,
-                           zone->key.value.len)
-               != 0))
-    {
-        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                      "ai_gateway_limit_zone \"%V\" uses the \"%V\" key "
-                      "while previously it used the \"%V\" key",
-                      &shm_zone->shm.name, &zone->key.value,
-                      &ozone->key.value);
-        return NGX_ERROR;
-    }
-
-    return ngx_http_ai_gateway_bucket_zone_init(shm_zone, &zone->buckets,
-                                                ozone ? &ozone->buckets
-                                                      : NULL);
 }
 
 

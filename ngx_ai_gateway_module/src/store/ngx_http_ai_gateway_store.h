@@ -102,13 +102,6 @@ char *ngx_http_ai_gateway_store_shm_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_http_ai_gateway_store_t *ngx_http_ai_gateway_store_shm_find(
     ngx_conf_t *cf, ngx_str_t *name);
-ngx_int_t ngx_http_ai_gateway_store_shm_purge(ngx_http_request_t *r,
-    ngx_http_ai_gateway_store_t *store, ngx_http_ai_gateway_purge_by_e by,
-    ngx_str_t *value, ngx_http_ai_gateway_purge_done_pt done);
-/* the Redis store's (store_redis.c) */
-ngx_int_t ngx_http_ai_gateway_store_redis_purge(ngx_http_request_t *r,
-    ngx_http_ai_gateway_store_t *store, ngx_http_ai_gateway_purge_by_e by,
-    ngx_str_t *value, ngx_http_ai_gateway_purge_done_pt done);
 
 /* the near cache in front of Redis: ai_gateway_cache_near (store_near.c) */
 char *ngx_http_ai_gateway_store_near(ngx_conf_t *cf, ngx_command_t *cmd,

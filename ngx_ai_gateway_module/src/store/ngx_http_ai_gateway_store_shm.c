@@ -25,59 +25,10 @@
  * "nginx -t" also runs init_zone, which therefore only sets up memory.
  */
 
-#include "base/ngx_http_ai_gateway_event.h"
-#include "store/ngx_http_ai_gateway_store.h"
-#include "agw_entry.h"
+#include "store/ngx_http_ai_gateway_store_shm.h"
 
 
 #define NGX_HTTP_AI_GATEWAY_SHM_MAX_EVICT  64
-
-
-typedef struct ngx_http_ai_gateway_shm_chunk_s  ngx_http_ai_gateway_shm_chunk_t;
-
-struct ngx_http_ai_gateway_shm_chunk_s {
-    ngx_http_ai_gateway_shm_chunk_t    *next;
-    uint32_t                            len;      /* data bytes here */
-    uint32_t                            slot;     /* bytes allocated */
-    u_char                              data[1];
-};
-
-
-typedef struct {
-    ngx_rbtree_node_t                   node;     /* key: digest prefix */
-    ngx_queue_t                         queue;    /* LRU */
-    time_t                              expires;  /* unix seconds */
-    uint32_t                            len;      /* entry bytes */
-    uint32_t                            size;     /* slab bytes held */
-    ngx_http_ai_gateway_shm_chunk_t    *chunks;
-    u_char                              digest[sizeof(agw_digest_t)];
-    uint64_t                            key_hash;   /* of the key text and */
-    uint64_t                            model_hash; /* the model, for purge */
-} ngx_http_ai_gateway_shm_node_t;
-
-
-/*
- * bumped whenever the layout of the zone's structures (this one, the
- * nodes, the counters) or the key digest changes: a reload never hands a
- * zone to workers that would read it differently
- */
-#define NGX_HTTP_AI_GATEWAY_SHM_VERSION  3    /* 3: coalesced, stale */
-
-
-typedef struct {
-    ngx_uint_t                          version;
-    ngx_rbtree_t                        rbtree;
-    ngx_rbtree_node_t                   sentinel;
-    ngx_queue_t                         lru;
-    ngx_http_ai_gateway_cache_stats_t   stats;
-} ngx_http_ai_gateway_shm_sh_t;
-
-
-typedef struct {
-    ngx_http_ai_gateway_shm_sh_t       *sh;
-    ngx_slab_pool_t                    *shpool;
-    ngx_http_ai_gateway_store_t        *store;
-} ngx_http_ai_gateway_shm_ctx_t;
 
 
 /*
@@ -98,8 +49,6 @@ static ngx_int_t ngx_http_ai_gateway_shm_lookup(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ai_gateway_shm_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
     const agw_entry_t *entry, time_t ttl);
-static uint64_t ngx_http_ai_gateway_shm_purge_hash(const u_char *data,
-    size_t len);
 
 
 char *
@@ -411,7 +360,7 @@ ngx_http_ai_gateway_shm_find_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
 }
 
 
-static void
+void
 ngx_http_ai_gateway_shm_delete_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
     ngx_http_ai_gateway_shm_node_t *sn)
 {
@@ -793,224 +742,4 @@ ngx_http_ai_gateway_shm_save(ngx_http_request_t *r,
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return NGX_OK;
-}
-
-
-/*
- * Purge.  The tree is walked in its own order (digest prefix, then the
- * full digest) a slice of entries per hold of the zone's lock; between
- * slices the lock is free and the worker goes back to its event loop for
- * a timer tick, so neither other workers nor this one's connections wait
- * for a large zone.  The position is kept as the last digest seen, not as
- * a node pointer: by the next slice that node may be gone.  Entries are
- * matched by a 64-bit hash of their key text or model kept in the node (a
- * false match is a 1 in 2^64 chance of one extra MISS).
- */
-
-#define NGX_HTTP_AI_GATEWAY_SHM_PURGE_SLICE  128
-
-
-typedef struct {
-    ngx_http_request_t                 *r;
-    ngx_http_ai_gateway_shm_ctx_t      *ctx;
-    ngx_http_ai_gateway_purge_done_pt   done;
-    ngx_http_ai_gateway_purge_by_e      by;
-    uint64_t                            hash;
-    ngx_uint_t                          purged;
-    ngx_event_t                         event;
-    ngx_rbtree_key_t                    key;      /* the last node seen */
-    u_char                              digest[sizeof(agw_digest_t)];
-    unsigned                            started:1;
-} ngx_http_ai_gateway_shm_purge_t;
-
-
-static void ngx_http_ai_gateway_shm_purge_slice(ngx_event_t *ev);
-static void ngx_http_ai_gateway_shm_purge_cleanup(void *data);
-
-
-static uint64_t
-ngx_http_ai_gateway_shm_purge_hash(const u_char *data, size_t len)
-{
-    uint64_t      hash;
-    agw_digest_t  digest;
-    agw_sha256_t  sha;
-
-    if (len == 0) {
-        return 0;
-    }
-
-    agw_sha256_init(&sha);
-    agw_sha256_update(&sha, data, len);
-    agw_digest_final(&digest, &sha);
-
-    ngx_memcpy(&hash, digest.bytes, sizeof(uint64_t));
-
-    /* 0 means none */
-    return hash ? hash : 1;
-}
-
-
-ngx_int_t
-ngx_http_ai_gateway_store_shm_purge(ngx_http_request_t *r,
-    ngx_http_ai_gateway_store_t *store, ngx_http_ai_gateway_purge_by_e by,
-    ngx_str_t *value, ngx_http_ai_gateway_purge_done_pt done)
-{
-    ngx_pool_cleanup_t               *cln;
-    ngx_http_ai_gateway_shm_purge_t  *pg;
-
-    pg = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_shm_purge_t));
-    if (pg == NULL) {
-        return NGX_ERROR;
-    }
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
-    }
-
-    pg->r = r;
-    pg->ctx = store->data;
-    pg->done = done;
-    pg->by = by;
-    pg->hash = (by == NGX_HTTP_AI_GATEWAY_PURGE_ALL)
-               ? 0 : ngx_http_ai_gateway_shm_purge_hash(value->data,
-                                                        value->len);
-
-    ngx_http_ai_gateway_event_init(&pg->event,
-                                   ngx_http_ai_gateway_shm_purge_slice,
-                                   r->connection->log);
-
-    cln->handler = ngx_http_ai_gateway_shm_purge_cleanup;
-    cln->data = pg;
-
-    /* the first slice once this handler has returned */
-    ngx_post_event(&pg->event, &ngx_posted_events);
-
-    return NGX_AGAIN;
-}
-
-
-/* the first node after the last one seen, in the tree's order */
-static ngx_rbtree_node_t *
-ngx_http_ai_gateway_shm_purge_next_locked(ngx_http_ai_gateway_shm_purge_t *pg)
-{
-    ngx_int_t                        rc;
-    ngx_rbtree_t                    *tree;
-    ngx_rbtree_node_t               *node, *sentinel, *found;
-    ngx_http_ai_gateway_shm_node_t  *sn;
-
-    tree = &pg->ctx->sh->rbtree;
-    node = tree->root;
-    sentinel = tree->sentinel;
-
-    if (node == sentinel) {
-        return NULL;
-    }
-
-    if (!pg->started) {
-        return ngx_rbtree_min(node, sentinel);
-    }
-
-    found = NULL;
-
-    while (node != sentinel) {
-
-        if (node->key != pg->key) {
-            rc = (node->key > pg->key) ? 1 : -1;
-
-        } else {
-            sn = (ngx_http_ai_gateway_shm_node_t *) node;
-            rc = ngx_memcmp(sn->digest, pg->digest, sizeof(pg->digest));
-        }
-
-        if (rc > 0) {
-            found = node;
-            node = node->left;
-
-        } else {
-            node = node->right;
-        }
-    }
-
-    return found;
-}
-
-
-static void
-ngx_http_ai_gateway_shm_purge_slice(ngx_event_t *ev)
-{
-    time_t                           now;
-    uint64_t                         hash;
-    ngx_uint_t                       n;
-    ngx_rbtree_node_t               *node, *next;
-    ngx_http_ai_gateway_shm_ctx_t   *ctx;
-    ngx_http_ai_gateway_shm_node_t  *sn;
-    ngx_http_ai_gateway_shm_purge_t *pg;
-
-    pg = ngx_http_ai_gateway_event_owner(ev, ngx_http_ai_gateway_shm_purge_t,
-                                         event);
-    ctx = pg->ctx;
-    now = ngx_time();
-
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    node = ngx_http_ai_gateway_shm_purge_next_locked(pg);
-
-    for (n = 0; node && n < NGX_HTTP_AI_GATEWAY_SHM_PURGE_SLICE; n++) {
-        sn = (ngx_http_ai_gateway_shm_node_t *) node;
-        next = ngx_rbtree_next(&ctx->sh->rbtree, node);
-
-        pg->started = 1;
-        pg->key = node->key;
-        ngx_memcpy(pg->digest, sn->digest, sizeof(pg->digest));
-
-        switch (pg->by) {
-        case NGX_HTTP_AI_GATEWAY_PURGE_KEY:
-            hash = sn->key_hash;
-            break;
-        case NGX_HTTP_AI_GATEWAY_PURGE_MODEL:
-            hash = sn->model_hash;
-            break;
-        default: /* ALL */
-            hash = 0;
-        }
-
-        if (hash == pg->hash) {
-            if (sn->expires > now) {
-                pg->purged++;
-
-            } else {
-                ngx_http_ai_gateway_count(ctx->sh->stats.expired, 1);
-            }
-
-            ngx_http_ai_gateway_shm_delete_locked(ctx, sn);
-        }
-
-        node = next;
-    }
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-
-    if (node) {
-        /* more: give the lock and the event loop a turn */
-        ngx_add_timer(ev, 1);
-        return;
-    }
-
-    pg->done(pg->r, NGX_OK, pg->purged);
-}
-
-
-static void
-ngx_http_ai_gateway_shm_purge_cleanup(void *data)
-{
-    ngx_http_ai_gateway_shm_purge_t *pg = data;
-
-    if (pg->event.timer_set) {
-        ngx_del_timer(&pg->event);
-    }
-
-    if (pg->event.posted) {
-        ngx_delete_posted_event(&pg->event);
-    }
 }
