@@ -135,6 +135,24 @@ ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
 }
 
 
+/*
+ * The dispatcher: the steps of the cache and the limiter, run in this
+ * order on every request (and again from the top when a suspended step
+ * resumes the phases, so each step must notice it already ran):
+ *
+ *   limit_precheck where the cache would read a request body: refuse now,
+ *                  unread, a request that no bucket could pass as a MISS
+ *   cache_lookup   decide BYPASS, read and digest the body, look the key up
+ *                  (then the request's context learns whether the cache
+ *                  answers it: a HIT or another request's flight)
+ *   limit_check    charge (or, for a cached answer, just read) the buckets
+ *   cache_serve    answer a HIT from the store
+ *
+ * A step returns NGX_DECLINED to go on; NGX_DONE when it is waiting (it will
+ * call ngx_http_core_run_phases() itself) or has already finalized the
+ * request; or an HTTP status / NGX_ERROR for nginx to finalize.
+ */
+
 static ngx_int_t
 ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
 {
