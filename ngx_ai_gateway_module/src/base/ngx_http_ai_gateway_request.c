@@ -18,12 +18,13 @@
 #include "agw_tokens.h"
 
 
-/* the core module's request ctx */
-typedef struct {
-    ngx_http_ai_gateway_request_info_t   info;
-    unsigned                             read:1;   /* info is final */
-    unsigned                             cached:1;
-} ngx_http_ai_gateway_request_ctx_t;
+/*
+ * The ctx of a request that had none when the dispatcher told it is
+ * cached (a GET HIT, most often): no allocation for a flag.  Shared and
+ * never written: the request's figures get a ctx of their own.
+ */
+static ngx_http_ai_gateway_request_ctx_t  ngx_http_ai_gateway_request_cached_ctx
+    = { .cached = 1 };
 
 
 static ngx_int_t ngx_http_ai_gateway_request_scan(ngx_http_request_t *r,
@@ -53,6 +54,7 @@ ngx_http_ai_gateway_request_add_variables(ngx_conf_t *cf)
 ngx_http_ai_gateway_request_info_t *
 ngx_http_ai_gateway_request_info(ngx_http_request_t *r)
 {
+    ngx_uint_t                                  cached;
     ngx_http_ai_gateway_request_ctx_t          *ctx;
     ngx_http_ai_gateway_request_info_t         *info;
     static ngx_http_ai_gateway_request_info_t   none;
@@ -73,11 +75,15 @@ ngx_http_ai_gateway_request_info(ngx_http_request_t *r)
         return &none;
     }
 
-    if (ctx == NULL) {
+    if (ctx == NULL || ctx == &ngx_http_ai_gateway_request_cached_ctx) {
+        cached = (ctx != NULL);
+
         ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_request_ctx_t));
         if (ctx == NULL) {
             return NULL;
         }
+
+        ctx->cached = cached;
 
         ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_module);
     }
@@ -107,7 +113,7 @@ ngx_http_ai_gateway_request_info(ngx_http_request_t *r)
 }
 
 
-ngx_int_t
+void
 ngx_http_ai_gateway_request_set_cached(ngx_http_request_t *r)
 {
     ngx_http_ai_gateway_request_ctx_t  *ctx;
@@ -117,28 +123,14 @@ ngx_http_ai_gateway_request_set_cached(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
 
     if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_request_ctx_t));
-        if (ctx == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_module);
+        ngx_http_set_ctx(r, &ngx_http_ai_gateway_request_cached_ctx,
+                         ngx_http_ai_gateway_module);
+        return;
     }
 
-    ctx->cached = 1;
-
-    return NGX_OK;
-}
-
-
-ngx_flag_t
-ngx_http_ai_gateway_request_cached(ngx_http_request_t *r)
-{
-    ngx_http_ai_gateway_request_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_module);
-
-    return ctx && ctx->cached;
+    if (ctx != &ngx_http_ai_gateway_request_cached_ctx) {
+        ctx->cached = 1;
+    }
 }
 
 

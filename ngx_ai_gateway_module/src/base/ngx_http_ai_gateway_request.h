@@ -25,6 +25,14 @@ typedef struct {
 } ngx_http_ai_gateway_request_info_t;
 
 
+/* the core module's request ctx */
+typedef struct {
+    ngx_http_ai_gateway_request_info_t   info;
+    unsigned                             read:1;   /* info is final */
+    unsigned                             cached:1;
+} ngx_http_ai_gateway_request_ctx_t;
+
+
 /* the request's figures, read on first use; NULL on allocation failure */
 ngx_http_ai_gateway_request_info_t *ngx_http_ai_gateway_request_info(
     ngx_http_request_t *r);
@@ -48,8 +56,18 @@ ngx_int_t ngx_http_ai_gateway_request_add_variables(ngx_conf_t *cf);
  * flight): the dispatcher (core/) says so after the lookup, and the
  * limiter then reads the buckets of a zone without charging them
  */
-ngx_int_t ngx_http_ai_gateway_request_set_cached(ngx_http_request_t *r);
-ngx_flag_t ngx_http_ai_gateway_request_cached(ngx_http_request_t *r);
+void ngx_http_ai_gateway_request_set_cached(ngx_http_request_t *r);
+
+
+static ngx_inline ngx_flag_t
+ngx_http_ai_gateway_request_cached(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_module);
+
+    return ctx && ctx->cached;
+}
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_REQUEST_H_INCLUDED_ */

@@ -1,7 +1,9 @@
 /*
  * The response cache policy: configuration and per-request state shared by
- * cache.c (directives, lookup, serving HITs), cache_body.c (the request
- * body digest) and cache_filter.c (capturing and storing MISSes).
+ * cache.c (the module, its directives), cache_lookup.c (lookup, serving
+ * HITs), cache_body.c (the request body digest), cache_capture.c and
+ * cache_filter.c (capturing and storing MISSes) and cache_wait.c (waiting
+ * on another request's flight, stale entries).
  */
 
 #ifndef _NGX_HTTP_AI_GATEWAY_CACHE_H_INCLUDED_
@@ -11,9 +13,9 @@
 #include "base/ngx_http_ai_gateway_conf.h"
 #include "base/ngx_http_ai_gateway_event.h"
 #include "base/ngx_http_ai_gateway_stats.h"
+#include "flight/ngx_http_ai_gateway_flight.h"
 #include "store/ngx_http_ai_gateway_store.h"
 #include "agw_json.h"
-#include "flight/ngx_http_ai_gateway_flight.h"
 #include "agw_key.h"
 #include "agw_sha256.h"
 #include "agw_sse.h"
@@ -143,9 +145,6 @@ extern ngx_module_t  ngx_http_ai_gateway_cache_module;
 ngx_int_t ngx_http_ai_gateway_cache_lookup(ngx_http_request_t *r);
 ngx_int_t ngx_http_ai_gateway_cache_serve(ngx_http_request_t *r);
 
-/* will this request be answered from the cache?  (the dispatcher asks) */
-ngx_flag_t ngx_http_ai_gateway_cache_is_hit(ngx_http_request_t *r);
-
 
 /* cache_body.c */
 ngx_int_t ngx_http_ai_gateway_cache_body_init(ngx_conf_t *cf);
@@ -157,11 +156,11 @@ ngx_int_t ngx_http_ai_gateway_cache_body_digest(ngx_http_request_t *r,
 ngx_int_t ngx_http_ai_gateway_cache_body_model(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_str_t *model);
 
-/* cache.c, for the body reader: carry on once the body is in */
+/* cache_lookup.c, for the body reader: carry on once the body is in */
 ngx_int_t ngx_http_ai_gateway_cache_lookup_key(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx);
 
-/* cache.c: entries kept past their TTL for stale answers (shm only) */
+/* cache_lookup.c: entries kept past their TTL for stale answers (shm) */
 ngx_flag_t ngx_http_ai_gateway_cache_keeps_stale(
     ngx_http_ai_gateway_store_t *store);
 
@@ -185,6 +184,21 @@ ngx_int_t ngx_http_ai_gateway_cache_set_headers(ngx_http_request_t *r,
     const u_char *headers, size_t len);
 
 extern ngx_str_t  ngx_http_ai_gateway_cache_status_names[];
+
+
+/* will this request be answered from the cache?  (the dispatcher asks) */
+
+static ngx_inline ngx_flag_t
+ngx_http_ai_gateway_cache_is_hit(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_cache_module);
+
+    /* a coalesced answer, decided before the limiter, costs as a HIT */
+    return ctx && (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_HIT
+                   || ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_COALESCED);
+}
 
 
 #endif /* _NGX_HTTP_AI_GATEWAY_CACHE_H_INCLUDED_ */

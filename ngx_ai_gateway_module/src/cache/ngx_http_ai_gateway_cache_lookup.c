@@ -461,19 +461,6 @@ ngx_http_ai_gateway_cache_keeps_stale(ngx_http_ai_gateway_store_t *store)
 }
 
 
-ngx_flag_t
-ngx_http_ai_gateway_cache_is_hit(ngx_http_request_t *r)
-{
-    ngx_http_ai_gateway_cache_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_cache_module);
-
-    /* a coalesced answer, decided before the limiter, costs as a HIT */
-    return ctx && (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_HIT
-                   || ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_COALESCED);
-}
-
-
 /*
  * An entry past its own lifetime but within ai_gateway_cache_stale: the
  * store keeps entries that much longer (cache_filter.c), so the lifetime

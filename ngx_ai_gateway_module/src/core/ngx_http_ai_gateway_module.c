@@ -184,10 +184,8 @@ ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
 
     /* the limiter reads, not charges, the zones of a cached answer */
 
-    if (r == r->main && ngx_http_ai_gateway_cache_is_hit(r)
-        && ngx_http_ai_gateway_request_set_cached(r) != NGX_OK)
-    {
-        return NGX_ERROR;
+    if (r == r->main && ngx_http_ai_gateway_cache_is_hit(r)) {
+        ngx_http_ai_gateway_request_set_cached(r);
     }
 
     rc = ngx_http_ai_gateway_limit_check(r);
