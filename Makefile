@@ -4,7 +4,7 @@
 #                   build/dashboard/
 #   make run        start 3 ai-sim replicas and nginx on 127.0.0.1:8080
 #   make bench-streams  thousands of streamed chats at once through nginx
-#   make test       unit tests, fuzz smoke, integration tests (+ ASan run)
+#   make test       layering check, unit tests, fuzz smoke, integration tests
 #   make test-docker  the compose stack built and checked for real
 #   make test-nginx   nginx's own test suite: stock, module loaded, module
 #                     active on every request; fails on any difference
@@ -35,9 +35,9 @@ LOAD_SRCS   := $(filter-out %_test.c,$(wildcard scripts/load/*.[ch]))
 
 .PHONY: all deps deps-build deps-dashboard deps-run deps-test deps-bench \
         deps-docker dashboard run \
-        test test-unit sim-unit test-integration test-asan fuzz-smoke bench \
-        bench-charts bench-multi bench-streams test-load test-docker \
-        test-nginx deps-nginx-tests clean
+        test check-layers test-unit sim-unit test-integration test-asan \
+        fuzz-smoke bench bench-charts bench-multi bench-streams test-load \
+        test-docker test-nginx deps-nginx-tests clean
 
 all: deps-build deps-dashboard
 	@$(MAKE) --no-print-directory $(MODULE_SO) $(AI_SIM) $(AGW_LOAD) $(DASHBOARD)
@@ -90,7 +90,12 @@ include tests/unit/rules.mk
 include tests/unit/sim.mk
 
 test: all deps-run deps-test
-	@$(MAKE) --no-print-directory test-unit fuzz-smoke test-integration
+	@$(MAKE) --no-print-directory check-layers test-unit fuzz-smoke \
+		test-integration
+
+# every #include under src/ runs down the layers (DESIGN.md)
+check-layers:
+	scripts/check-layers.sh
 
 test-unit: unit sim-unit test-load
 

@@ -16,24 +16,20 @@
  * does), and a header filter adds the RateLimit-* fields to whatever
  * response the request gets.
  *
- * Several zones are all-or-nothing: every zone that applies is locked (in
- * the order of their names, the same for every worker, so two requests can
- * never wait for each other), all are checked, and tokens are taken from
- * each only if all allow.  Under those locks no other worker can spend the
- * tokens between the check and the take, so a rejected request changes no
- * bucket and a passed one never overdraws.  The locks are held only for
- * tree lookups and arithmetic.
- *
- * Zones with the "redis" flag keep their buckets in Redis, shared by every
- * nginx that uses the same Redis, and are checked and charged together by
- * one script (ngx_http_ai_gateway_limit_redis.c), all-or-nothing among
- * themselves.  No lock can be held across a Redis round trip, so a request
- * with zones of both kinds is decided in this order:
+ * Several zones are all-or-nothing.  The zones of each backend (bucket/)
+ * are charged together, all or none: the shared-memory zones under their
+ * locks, taken in the order of the zones' names (the location's
+ * lock_order, the same for every worker, so two requests can never wait
+ * for each other); the zones with the "redis" flag, whose buckets live in
+ * Redis, shared by every nginx that uses the same Redis, by one script.
+ * No lock can be held across a Redis round trip, so a request with zones
+ * of both kinds is decided in this order:
  *
  *   1. the shared-memory zones are checked and, if all allow, charged at
  *      once under their locks (a reservation); if one refuses, the request
  *      is decided there and Redis is not asked (its zones do not apply);
- *   2. the script checks the redis zones and charges all or none;
+ *   2. the redis zones are charged, all or none: from this nginx's leases
+ *      where they cover the cost, else by the script;
  *   3. if the request is not passed after all (a redis zone refused, or
  *      Redis failed with ai_gateway_limit_redis_fail closed), the
  *      reservation is given back, which leaves each bucket where it would
@@ -48,13 +44,8 @@
  * Redis call that can itself fail.
  */
 
-#include "ngx_http_ai_gateway_limit.h"
-#include "ngx_http_ai_gateway_request.h"
-
-
-
-/* zones of a request locked in order without allocating the order */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_STACK  8
+#include "base/ngx_http_ai_gateway_request.h"
+#include "limit/ngx_http_ai_gateway_limit.h"
 
 
 static ngx_int_t ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
@@ -62,35 +53,15 @@ static ngx_int_t ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t **ctxp);
 static ngx_int_t ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_zone_t *zone, u_char *slot);
-static ngx_int_t ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t nshm,
-    ngx_uint_t *lock_order);
-static ngx_int_t ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx);
+static void ngx_http_ai_gateway_limit_redis_done(
+    ngx_http_ai_gateway_bucket_batch_t *batch);
 static ngx_int_t ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_t *limit, uint64_t *cost);
-static ngx_http_ai_gateway_limit_state_t *ngx_http_ai_gateway_limit_decide(
-    ngx_http_ai_gateway_limit_ctx_t *ctx,
-    ngx_http_ai_gateway_limit_state_t **report);
-static ngx_http_ai_gateway_limit_state_t *ngx_http_ai_gateway_limit_refund(
-    ngx_http_ai_gateway_limit_ctx_t *ctx);
-static ngx_inline ngx_uint_t ngx_http_ai_gateway_limit_lower(
-    ngx_http_ai_gateway_limit_state_t *s,
-    ngx_http_ai_gateway_limit_state_t *least);
-static ngx_inline void ngx_http_ai_gateway_limit_count(
-    ngx_http_ai_gateway_limit_state_t *s, ngx_uint_t rejected);
-static ngx_int_t ngx_http_ai_gateway_limit_reserve(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf);
 static void ngx_http_ai_gateway_limit_body_handler(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf);
-
-
-#if (NGX_DEBUG)
-static ngx_str_t  ngx_http_ai_gateway_limit_none = ngx_string("-");
-#endif
 
 
 ngx_int_t
@@ -158,10 +129,10 @@ static ngx_int_t
 ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf)
 {
-    ngx_int_t                          rc;
-    ngx_uint_t                         i;
-    ngx_http_ai_gateway_limit_t       *limits;
-    ngx_http_ai_gateway_limit_zone_t  *zone;
+    ngx_int_t                           rc;
+    ngx_uint_t                          i;
+    ngx_http_ai_gateway_limit_t        *limits;
+    ngx_http_ai_gateway_bucket_zone_t  *zone;
 
     if (r->reading_body) {
         return NGX_DONE;        /* the phases ran again meanwhile */
@@ -176,7 +147,8 @@ ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
     limits = lcf->limits.elts;
 
     for (i = 0; i < lcf->limits.nelts; i++) {
-        zone = limits[i].shm_zone->data;
+        zone = &((ngx_http_ai_gateway_limit_zone_t *)
+                     limits[i].shm_zone->data)->buckets;
 
         if (zone->tokens && !limits[i].cost_set) {
             break;
@@ -252,24 +224,26 @@ static ngx_uint_t
 ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf)
 {
-    u_char                             key[NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN];
-    uint64_t                           now, cost;
-    ngx_int_t                          rc;
-    ngx_uint_t                         i;
-    agw_bucket_result_t                res;
-    ngx_http_ai_gateway_limit_t       *limits;
-    ngx_http_ai_gateway_limit_zone_t  *zone;
-    ngx_http_ai_gateway_limit_node_t  *node;
+    u_char                              key[
+                                            NGX_HTTP_AI_GATEWAY_BUCKET_KEY_LEN];
+    uint64_t                            now, cost;
+    ngx_int_t                           rc;
+    ngx_uint_t                          i;
+    agw_bucket_result_t                 res;
+    ngx_http_ai_gateway_limit_t        *limits;
+    ngx_http_ai_gateway_limit_zone_t   *zone;
+    ngx_http_ai_gateway_bucket_zone_t  *bz;
 
     limits = lcf->limits.elts;
-    now = ngx_http_ai_gateway_limit_now();
+    now = ngx_http_ai_gateway_bucket_now();
 
     for (i = 0; i < lcf->limits.nelts; i++) {
         zone = limits[i].shm_zone->data;
+        bz = &zone->buckets;
 
-        if (limits[i].dry_run
-            || zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_SHM)
-        {
+        /* a backend that cannot read without a round trip waits */
+
+        if (limits[i].dry_run || bz->backend->check == NULL) {
             continue;
         }
 
@@ -279,7 +253,7 @@ ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
             continue;
         }
 
-        if (zone->tokens && !limits[i].cost_set) {
+        if (bz->tokens && !limits[i].cost_set) {
             /*
              * the estimate needs the body: a bucket in debt or empty
              * cannot give even one token
@@ -295,16 +269,11 @@ ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
             continue;
         }
 
-        if (cost > zone->bucket.burst) {
+        if (cost > bz->bucket.burst) {
             return 1;
         }
 
-        ngx_http_ai_gateway_limit_zone_lock(zone);
-
-        node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
-        ngx_http_ai_gateway_limit_zone_check(zone, node, cost, now, &res);
-
-        ngx_http_ai_gateway_limit_zone_unlock(zone);
+        bz->backend->check(bz, key, cost, now, &res);
 
         if (!res.allowed) {
             return 1;
@@ -326,13 +295,14 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
     ngx_http_ai_gateway_limit_ctx_t **ctxp)
 {
-    ngx_int_t                           rc;
-    ngx_uint_t                          i, n, nshm, nredis, hit;
-    ngx_pool_cleanup_t                 *cln;
-    ngx_http_ai_gateway_limit_t        *limits;
-    ngx_http_ai_gateway_limit_ctx_t    *ctx;
-    ngx_http_ai_gateway_limit_zone_t   *zone;
-    ngx_http_ai_gateway_limit_state_t  *st;
+    ngx_int_t                            rc;
+    ngx_uint_t                           i, n, nshm, nredis, hit;
+    ngx_pool_cleanup_t                  *cln;
+    ngx_http_ai_gateway_limit_t         *limits;
+    ngx_http_ai_gateway_limit_ctx_t     *ctx;
+    ngx_http_ai_gateway_limit_zone_t    *zone;
+    ngx_http_ai_gateway_bucket_zone_t   *bz;
+    ngx_http_ai_gateway_bucket_state_t  *st;
 
     limits = lcf->limits.elts;
     n = lcf->limits.nelts;
@@ -345,15 +315,15 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
 
     cln = ngx_palloc(r->pool, sizeof(ngx_pool_cleanup_t)
                               + sizeof(ngx_http_ai_gateway_limit_ctx_t)
-                              + n * sizeof(ngx_http_ai_gateway_limit_state_t));
+                              + n * sizeof(ngx_http_ai_gateway_bucket_state_t));
     if (cln == NULL) {
         return NGX_ERROR;
     }
 
     ctx = (ngx_http_ai_gateway_limit_ctx_t *) (cln + 1);
-    st = (ngx_http_ai_gateway_limit_state_t *) (ctx + 1);
+    st = (ngx_http_ai_gateway_bucket_state_t *) (ctx + 1);
 
-    ngx_memzero(ctx, offsetof(ngx_http_ai_gateway_limit_ctx_t, request));
+    ngx_memzero(ctx, offsetof(ngx_http_ai_gateway_limit_ctx_t, batch));
 
     cln->handler = ngx_http_ai_gateway_limit_cleanup;
     cln->data = ctx;
@@ -363,12 +333,18 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_limit_module);
     *ctxp = ctx;
 
-    ctx->request = r;
-    ctx->st = st;
-    ctx->n = n;
-    ctx->fail = lcf->redis_fail;
+    ctx->batch.request = r;
+    ctx->batch.st = st;
+    ctx->batch.n = n;
+    ctx->batch.count = 0;
+    ctx->batch.order = lcf->lock_order;
+    ctx->batch.fail = lcf->redis_fail;
+    ctx->batch.done = ngx_http_ai_gateway_limit_redis_done;
+    ctx->batch.data = ctx;
+    ctx->batch.refused = 0;
+    ctx->batch.refundable = 0;
 
-    hit = ngx_http_ai_gateway_cache_is_hit(r);
+    hit = ngx_http_ai_gateway_request_cached(r);
 
     /* keys and costs first, outside of any lock */
 
@@ -378,6 +354,7 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     for (i = 0; i < n; i++) {
 
         zone = limits[i].shm_zone->data;
+        bz = &zone->buckets;
 
         rc = ngx_http_ai_gateway_limit_key(r, zone, st[i].key);
 
@@ -392,7 +369,7 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
         }
 
         /* res is written by the zone's check */
-        st[i].zone = zone;
+        st[i].zone = bz;
         st[i].node = NULL;
         st[i].blind = 0;
         st[i].taken = 0;
@@ -401,20 +378,20 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
         st[i].charged = NULL;
         st[i].dry = limits[i].dry_run;
 
-        if (zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+        if (bz->backend == &ngx_http_ai_gateway_bucket_redis) {
             ngx_memzero(&st[i].res, sizeof(agw_bucket_result_t));
         }
 
         st[i].reserved = 0;
 
-        if (zone->tokens) {
+        if (bz->tokens) {
             ctx->tokens = 1;
         }
 
         if (hit && !limits[i].charge_hits) {
             st[i].cost = 0;
 
-        } else if (zone->tokens && !limits[i].cost_set) {
+        } else if (bz->tokens && !limits[i].cost_set) {
             if (ngx_http_ai_gateway_limit_estimate(r, lcf, ctx) != NGX_OK) {
                 return NGX_ERROR;
             }
@@ -430,7 +407,7 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        if (zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS) {
+        if (bz->backend == &ngx_http_ai_gateway_bucket_redis) {
             nredis++;
 
         } else {
@@ -463,37 +440,47 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
         }
     }
 
-    /* lease=: a redis zone whose cost this nginx's lease covers is decided */
-
-    for (i = 0; nredis && i < n; i++) {
-        if (st[i].zone && st[i].zone->lease && st[i].cost && !st[i].dry
-            && ngx_http_ai_gateway_limit_lease_take(&st[i],
-                                             ngx_http_ai_gateway_limit_now()))
-        {
-            nredis--;
-            ctx->leased |= (st[i].leased == 1);
-        }
-    }
+    /* step 1: the shared-memory zones */
 
     if (nshm) {
-        rc = ngx_http_ai_gateway_limit_shm(r, ctx, nshm, lcf->lock_order);
+        ctx->batch.count = nshm;
 
-        if (rc != NGX_OK) {
-            return rc;
+        if (ngx_http_ai_gateway_bucket_shm.charge(&ctx->batch) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (ctx->batch.refused) {
+            /*
+             * the request is not passed whatever Redis would say: it is
+             * decided by these zones alone, and its redis zones are not
+             * asked, nor counted
+             */
+
+            for (i = 0; i < n; i++) {
+                if (st[i].zone
+                    && st[i].zone->backend != &ngx_http_ai_gateway_bucket_shm)
+                {
+                    st[i].zone = NULL;
+                }
+            }
+
+            return NGX_OK;
         }
     }
 
-    /* a shared-memory zone that refused decided the request (step 1) */
+    /* step 2: the redis zones, from a lease or in one script call */
 
-    if (nredis && (nshm == 0 || ctx->reserved)) {
-        rc = ngx_http_ai_gateway_limit_redis_check(r, ctx);
+    if (nredis) {
+        ctx->batch.count = nredis;
+
+        rc = ngx_http_ai_gateway_bucket_redis.charge(&ctx->batch);
 
         if (rc == NGX_ERROR) {
             return NGX_ERROR;
         }
 
         if (rc == NGX_AGAIN) {
-            /* the reply resumes the phases: see limit_redis.c */
+            /* the reply resumes the phases: limit_redis_done() */
             ctx->waiting = 1;
             r->read_event_handler = ngx_http_test_reading;
             return NGX_DONE;
@@ -528,7 +515,7 @@ ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
         key.data = vv->data;
 
     } else if (zone->key_kind == NGX_HTTP_AI_GATEWAY_LIMIT_KEY_CONSTANT) {
-        ngx_memcpy(slot, zone->key_slot, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
+        ngx_memcpy(slot, zone->key_slot, NGX_HTTP_AI_GATEWAY_BUCKET_KEY_LEN);
         return NGX_OK;
 
     } else {
@@ -541,471 +528,41 @@ ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
         }
     }
 
-    ngx_http_ai_gateway_limit_key_slot(zone, slot, &key);
+    ngx_http_ai_gateway_bucket_key(&zone->buckets, slot, &key);
 
     return NGX_OK;
 }
 
 
-
-
 /*
- * Step 1: check the request's shared-memory zones and, if all allow, charge
- * them.  If one refuses, the request is not passed whatever Redis would
- * say, so its redis zones are dropped (not asked, not counted) and the
- * request is decided by these zones alone.  NGX_OK to go on.
+ * Redis answered, or could not: the request is decided where the phases
+ * resume (ngx_http_ai_gateway_limit_check())
  */
 
-static ngx_int_t
-ngx_http_ai_gateway_limit_shm(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t nshm,
-    ngx_uint_t *lock_order)
+static void
+ngx_http_ai_gateway_limit_redis_done(ngx_http_ai_gateway_bucket_batch_t *batch)
 {
-    uint64_t                            now;
-    ngx_uint_t                          i, j, n, allowed;
-    ngx_http_ai_gateway_limit_state_t  *st, **order, *one, *s;
-    ngx_http_ai_gateway_limit_state_t  *stack[NGX_HTTP_AI_GATEWAY_LIMIT_STACK];
+    ngx_connection_t                 *c;
+    ngx_http_request_t               *r;
+    ngx_http_ai_gateway_limit_ctx_t  *ctx;
 
-    st = ctx->st;
-    n = ctx->n;
+    ctx = batch->data;
+    r = batch->request;
+    c = r->connection;
 
-    now = ngx_http_ai_gateway_limit_now();
-
-    if (nshm == 1) {
-
-        /* the usual case: one zone, nothing to agree with, one step */
-
-        for (one = st; one->zone == NULL
-                       || one->zone->backend != NGX_HTTP_AI_GATEWAY_LIMIT_SHM;
-             one++)
-        {
-            /* void */
-        }
-
-        one->taken = ngx_http_ai_gateway_limit_zone_charge(one->zone,
-                                                           one->key,
-                                                           one->cost, now,
-                                                           r->connection->log,
-                                                           &one->res);
-
-        if (one->taken) {
-            one->charged = &ngx_http_ai_gateway_limit_backend_shm;
-        }
-
-        allowed = one->res.allowed || one->dry;
-
-        goto done;
-    }
-
-    if (nshm <= NGX_HTTP_AI_GATEWAY_LIMIT_STACK) {
-        order = stack;
-
-    } else {
-        order = ngx_palloc(r->pool,
-                           nshm * sizeof(ngx_http_ai_gateway_limit_state_t *));
-        if (order == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    /* the zones that apply, in the location's lock order */
-
-    for (i = 0, j = 0; i < n; i++) {
-        s = &st[lock_order[i]];
-
-        if (s->zone && s->zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_SHM) {
-            order[j++] = s;
-        }
-    }
+    ctx->waiting = 0;
+    ctx->replied = 1;
 
     /*
-     * each zone is checked as soon as it is locked; its lock is held until
-     * every zone has answered, so that what was checked is what is taken
+     * resume as ngx_http_limit_req_delay() does; this runs outside the
+     * request's own event handlers, hence the posted requests
      */
 
-    allowed = 1;
-
-    for (i = 0; i < j; i++) {
-        s = order[i];
-
-        ngx_http_ai_gateway_limit_zone_lock(s->zone);
-
-        s->node = ngx_http_ai_gateway_limit_zone_lookup(s->zone, s->key);
-
-        ngx_http_ai_gateway_limit_zone_check(s->zone, s->node, s->cost, now,
-                                             &s->res);
-
-        if (!s->res.allowed && !s->dry) {
-            allowed = 0;
-        }
-    }
-
-    /*
-     * all allowed: take from each (a dry_run zone that would refuse takes
-     * nothing, as if it had refused); otherwise nothing is taken, and the
-     * zones that would have allowed report what they hold now, not what
-     * they would have held after this request
-     */
-
-    for (i = 0; i < j; i++) {
-        s = order[i];
-
-        if (s->cost && s->res.allowed) {
-            if (allowed) {
-                s->taken = (ngx_http_ai_gateway_limit_zone_commit(s->zone,
-                                s->node, s->key, &s->res, now,
-                                r->connection->log)
-                            == NGX_OK);
-
-                if (s->taken) {
-                    s->charged = &ngx_http_ai_gateway_limit_backend_shm;
-                }
-
-            } else {
-                ngx_http_ai_gateway_limit_zone_check(s->zone, s->node, 0, now,
-                                                     &s->res);
-            }
-        }
-
-        ngx_http_ai_gateway_limit_zone_unlock(s->zone);
-    }
-
-done:
-
-    if (allowed) {
-        ctx->reserved = 1;
-        return NGX_OK;
-    }
-
-    for (i = 0; i < n; i++) {
-        if (st[i].zone
-            && st[i].zone->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS)
-        {
-            if (st[i].charged) {
-                st[i].charged->refund(&st[i], now);
-                st[i].charged = NULL;
-            }
-
-            /* an ended lease that was to go back with the script call */
-            ngx_http_ai_gateway_limit_lease_restore(&st[i], now);
-
-            st[i].zone = NULL;
-        }
-    }
-
-    ctx->leased = 0;
-
-    return NGX_OK;
-}
-
-
-/*
- * Step 3: the decision over all zones, the counters, the reservation given
- * back if the request is not passed, the figures for the headers, and the
- * rejection.
- */
-
-static ngx_int_t
-ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx)
-{
-    ngx_http_ai_gateway_limit_state_t     *scope, *report, *s;
-    ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
-
-    if (ctx->never) {
-        scope = ctx->never;
-        ctx->status = NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED;
-        ngx_http_ai_gateway_count(scope->zone->sh->stats.rejected, 1);
-
-        report = NULL;
-
-        for (s = ctx->st; s < ctx->st + ctx->n; s++) {
-            if (s->zone && ngx_http_ai_gateway_limit_lower(s, report)) {
-                report = s;
-            }
-        }
-
-    } else if (ctx->n == 1) {
-
-        /*
-         * one zone, which applied (start declined the request otherwise),
-         * and no other zone's reservation to give back
-         */
-
-        report = ctx->st;
-        scope = (report->res.allowed || report->dry) ? NULL : report;
-
-        ctx->status = scope ? NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED
-                      : report->res.allowed ? NGX_HTTP_AI_GATEWAY_LIMIT_PASSED
-                      : NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN;
-
-        ngx_http_ai_gateway_limit_count(report, scope != NULL);
-
-        if (report->blind) {
-            report = NULL;
-        }
-
-    } else {
-        scope = ngx_http_ai_gateway_limit_decide(ctx, &report);
-
-        if ((ctx->reserved || ctx->leased) && scope) {
-            report = ngx_http_ai_gateway_limit_refund(ctx);
-        }
-    }
-
-    if (report) {
-        ctx->zone = report->zone;
-        ctx->remaining = report->res.remaining;
-        ctx->reset = agw_ms_to_s_ceil(report->res.reset_ms);
-    }
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
-
-    if ((ctx->tokens || (lcf->headers & NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_OPENAI))
-        && ngx_http_ai_gateway_limit_reserve(r, ctx) != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "ai_gateway limit: %V, \"%V\" remaining:%uL reset:%uL",
-                   &ngx_http_ai_gateway_limit_status_names[ctx->status],
-                   ctx->zone ? &ctx->zone->name
-                             : &ngx_http_ai_gateway_limit_none,
-                   ctx->remaining, ctx->reset);
-
-    if (ctx->status != NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED) {
-        return NGX_DECLINED;
-    }
-
-    return ngx_http_ai_gateway_limit_reject(r, lcf, scope,
-                                            scope == ctx->never);
-}
-
-
-/*
- * The request's status from the zones' answers, and the counters; returns
- * the zone that rejects it, if one does, and in *report the zone whose
- * figures the response carries.  A zone counts "passed" when it
- * charges the request and "rejected" when it refuses it, dry_run or not (a
- * dry run is meant to show how much would be rejected); a zone that
- * allowed a request another zone rejected, or that only read its bucket
- * for a cache HIT, counts neither.  In a dry run a would-be rejection takes
- * nothing from any zone, as a real one would not.
- *
- * A redis zone that Redis could not answer for counts like the others
- * with what ai_gateway_limit_redis_fail made of it: "open" lets the
- * request through (counted passed if it charges), "closed" refuses it
- * (counted rejected).
- */
-
-static ngx_http_ai_gateway_limit_state_t *
-ngx_http_ai_gateway_limit_decide(ngx_http_ai_gateway_limit_ctx_t *ctx,
-    ngx_http_ai_gateway_limit_state_t **report)
-{
-    ngx_uint_t                          dry;
-    ngx_http_ai_gateway_limit_state_t  *s, *last, *scope, *least;
-
-    dry = 0;
-    scope = NULL;
-    least = NULL;
-    last = ctx->st + ctx->n;
-
-    for (s = ctx->st; s < last; s++) {
-        if (s->zone == NULL) {
-            continue;
-        }
-
-        if (ngx_http_ai_gateway_limit_lower(s, least)) {
-            least = s;
-        }
-
-        if (s->res.allowed) {
-            continue;
-        }
-
-        if (s->dry) {
-            dry = 1;
-
-        } else if (scope == NULL) {
-            scope = s;
-        }
-    }
-
-    *report = least;
-
-    ctx->status = scope ? NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED
-                  : dry ? NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED_DRY_RUN
-                        : NGX_HTTP_AI_GATEWAY_LIMIT_PASSED;
-
-    for (s = ctx->st; s < last; s++) {
-        if (s->zone) {
-            ngx_http_ai_gateway_limit_count(s, scope != NULL);
-        }
-    }
-
-    return scope;
-}
-
-
-/*
- * the figures reported are those of the zone with the fewest tokens left,
- * the first on a tie; a zone that Redis could not answer for has none
- */
-
-static ngx_inline ngx_uint_t
-ngx_http_ai_gateway_limit_lower(ngx_http_ai_gateway_limit_state_t *s,
-    ngx_http_ai_gateway_limit_state_t *least)
-{
-    return !s->blind
-           && (least == NULL || s->res.remaining < least->res.remaining);
-}
-
-
-/* a zone's counters, once it is known whether the request is rejected */
-
-static ngx_inline void
-ngx_http_ai_gateway_limit_count(ngx_http_ai_gateway_limit_state_t *s,
-    ngx_uint_t rejected)
-{
-    if (!s->res.allowed) {
-        ngx_http_ai_gateway_count(s->zone->sh->stats.rejected, 1);
-
-    } else if (s->cost && !rejected) {
-        ngx_http_ai_gateway_count(s->zone->sh->stats.passed, 1);
-    }
-}
-
-
-/*
- * A redis zone refused: give the shared-memory zones back what step 1
- * took, and report what they hold now; one lock at a time, as nothing here
- * needs two zones to agree.  Returns the zone to report, as decide() does.
- */
-
-static ngx_http_ai_gateway_limit_state_t *
-ngx_http_ai_gateway_limit_refund(ngx_http_ai_gateway_limit_ctx_t *ctx)
-{
-    uint64_t                            now;
-    ngx_http_ai_gateway_limit_state_t  *s, *last, *least;
-
-    now = ngx_http_ai_gateway_limit_now();
-
-    for (s = ctx->st, last = s + ctx->n; s < last; s++) {
-
-        /*
-         * only what was taken: not from a dry_run zone that would have
-         * refused, nor from a zone that had no room to store the bucket
-         */
-
-        if (s->zone == NULL || s->charged == NULL
-            || s->charged->refund == NULL)
-        {
-            continue;
-        }
-
-        s->charged->refund(s, now);
-        s->charged = NULL;
-    }
-
-    ctx->reserved = 0;
-    ctx->leased = 0;
-
-    least = NULL;
-
-    for (s = ctx->st; s < last; s++) {
-        if (s->zone && ngx_http_ai_gateway_limit_lower(s, least)) {
-            least = s;
-        }
-    }
-
-    return least;
-}
-
-
-/*
- * The request's token estimate, once: what a token zone without a cost=
- * reserves.  At least 1: a request never makes itself free.
- */
-
-ngx_int_t
-ngx_http_ai_gateway_limit_estimate(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
-    ngx_http_ai_gateway_limit_ctx_t *ctx)
-{
-    ngx_http_ai_gateway_request_info_t  *info;
-
-    if (ctx->estimated) {
-        return NGX_OK;
-    }
-
-    info = ngx_http_ai_gateway_request_info(r);
-    if (info == NULL) {
-        return NGX_ERROR;
-    }
-
-    ctx->estimate = ngx_http_ai_gateway_request_estimate(info,
-                                                    lcf->tokens_default_max);
-    if (ctx->estimate == 0) {
-        ctx->estimate = 1;
-    }
-
-    ctx->estimated = 1;
-
-    return NGX_OK;
-}
-
-
-/*
- * A request that passes holds what its token zones took until its answer
- * ends (ngx_http_ai_gateway_limit_settle.c); the most constrained zone of
- * each unit is kept for OpenAI's headers.
- */
-
-static ngx_int_t
-ngx_http_ai_gateway_limit_reserve(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx)
-{
-    ngx_uint_t                          any;
-    ngx_http_ai_gateway_limit_state_t  *s, *last;
-
-    any = 0;
-    last = ctx->st + ctx->n;
-
-    for (s = ctx->st; s < last; s++) {
-        if (s->zone == NULL) {
-            continue;
-        }
-
-        if (s->zone->tokens) {
-            if (ngx_http_ai_gateway_limit_lower(s, ctx->report_tokens)) {
-                ctx->report_tokens = s;
-            }
-
-        } else if (ngx_http_ai_gateway_limit_lower(s, ctx->report_requests)) {
-            ctx->report_requests = s;
-        }
-
-        if (!s->zone->tokens || ctx->status == NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED
-            || s->cost == 0 || s->blind || !s->res.allowed)
-        {
-            continue;
-        }
-
-        if (s->charged == NULL) {
-            continue;       /* nothing taken (no room for the bucket) */
-        }
-
-        s->reserved = s->cost;
-        ngx_http_ai_gateway_count(s->zone->sh->stats.reserved, s->cost);
-        any = 1;
-    }
-
-    if (any) {
-        return ngx_http_ai_gateway_limit_settle_start(r, ctx);
-    }
-
-    return NGX_OK;
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
 }
 
 

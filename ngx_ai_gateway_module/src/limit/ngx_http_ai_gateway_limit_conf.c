@@ -10,13 +10,12 @@
  *     ai_gateway_tokens_default_max N;
  *     ai_gateway_limit_redis_fail open|closed;
  *
- * The request-time decision is ngx_http_ai_gateway_limit.c, what the client
- * is told ngx_http_ai_gateway_limit_headers.c, the buckets
- * ngx_http_ai_gateway_limit_zone.c (shared memory) and
- * ngx_http_ai_gateway_limit_redis.c (Redis).
+ * The zones are limit_zone.c, the request-time decision limit.c and
+ * limit_decide.c, what the client is told limit_headers.c; the buckets are
+ * the backends' (bucket/: shared memory, Redis, leases).
  */
 
-#include "ngx_http_ai_gateway_limit.h"
+#include "limit/ngx_http_ai_gateway_limit.h"
 
 
 static void *ngx_http_ai_gateway_limit_create_main_conf(ngx_conf_t *cf);
@@ -25,10 +24,6 @@ static char *ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static ngx_int_t ngx_http_ai_gateway_limit_lock_order(ngx_conf_t *cf,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf);
-static ngx_int_t ngx_http_ai_gateway_limit_key_variable(ngx_conf_t *cf,
-    ngx_str_t *key);
-static char *ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
 static char *ngx_http_ai_gateway_limit(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ai_gateway_limit_redis_fail(ngx_conf_t *cf,
@@ -40,7 +35,8 @@ static char *ngx_http_ai_gateway_limit_headers_conf(ngx_conf_t *cf,
 static char *ngx_http_ai_gateway_limit_default_max_check(ngx_conf_t *cf,
     void *post, void *data);
 static ngx_int_t ngx_http_ai_gateway_limit_init(ngx_conf_t *cf);
-
+static ngx_int_t ngx_http_ai_gateway_limit_init_process(ngx_cycle_t *cycle);
+static ngx_array_t *ngx_http_ai_gateway_limit_leases(ngx_cycle_t *cycle);
 
 
 static ngx_conf_post_t  ngx_http_ai_gateway_limit_status_post = {
@@ -123,15 +119,13 @@ ngx_module_t  ngx_http_ai_gateway_limit_module = {
     NGX_HTTP_MODULE,                          /* module type */
     NULL,                                     /* init master */
     NULL,                                     /* init module */
-    ngx_http_ai_gateway_limit_lease_init_process, /* init process */
+    ngx_http_ai_gateway_limit_init_process,   /* init process */
     NULL,                                     /* init thread */
     NULL,                                     /* exit thread */
     NULL,                                     /* exit process */
     NULL,                                     /* exit master */
     NGX_MODULE_V1_PADDING
 };
-
-
 
 
 static void *
@@ -153,6 +147,13 @@ ngx_http_ai_gateway_limit_create_main_conf(ngx_conf_t *cf)
 
     if (ngx_array_init(&lmcf->zones, cf->pool, 4,
                        sizeof(ngx_http_ai_gateway_limit_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&lmcf->leases, cf->pool, 1,
+                       sizeof(ngx_http_ai_gateway_bucket_zone_t *))
         != NGX_OK)
     {
         return NULL;
@@ -276,372 +277,7 @@ ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
                               prev->tokens_default_max, 256);
 
     ngx_conf_merge_uint_value(conf->redis_fail, prev->redis_fail,
-                              NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_OPEN);
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * The index of the variable if the key is one variable alone ("$name" or
- * "${name}"), which the request reads without the script engine; otherwise
- * NGX_ERROR.  "$1" is a regex capture, not a variable.
- */
-
-static ngx_int_t
-ngx_http_ai_gateway_limit_key_variable(ngx_conf_t *cf, ngx_str_t *key)
-{
-    u_char     ch;
-    size_t     i;
-    ngx_str_t  name;
-
-    if (key->len < 2 || key->data[0] != '$') {
-        return NGX_ERROR;
-    }
-
-    name.data = key->data + 1;
-    name.len = key->len - 1;
-
-    if (name.data[0] == '{') {
-        if (name.len < 3 || name.data[name.len - 1] != '}') {
-            return NGX_ERROR;
-        }
-
-        name.data++;
-        name.len -= 2;
-    }
-
-    if (name.data[0] >= '0' && name.data[0] <= '9') {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < name.len; i++) {
-        ch = name.data[i];
-
-        if ((ch < 'a' || ch > 'z') && (ch < 'A' || ch > 'Z')
-            && (ch < '0' || ch > '9') && ch != '_')
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    return ngx_http_get_variable_index(cf, &name);
-}
-
-
-static char *
-ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    u_char                                 *p;
-    size_t                                  len;
-    ssize_t                                 size;
-    ngx_int_t                               rate, burst, lease;
-    ngx_str_t                              *value, name;
-    ngx_uint_t                              i, period, redis, tokens;
-    ngx_shm_zone_t                         *shm_zone;
-    ngx_http_ai_gateway_limit_ref_t        *ref, **refp;
-    ngx_http_ai_gateway_limit_zone_t       *zone, **zonep;
-    ngx_http_ai_gateway_main_conf_t        *amcf;
-    ngx_http_compile_complex_value_t        ccv;
-    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
-
-    value = cf->args->elts;
-
-    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_limit_zone_t));
-    if (zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-
-    ccv.cf = cf;
-    ccv.value = &value[1];
-    ccv.complex_value = &zone->key;
-
-    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    /* an empty key value means "not this request": a constant one, never */
-
-    if (zone->key.lengths == NULL && zone->key.value.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "the key of \"%V\" is an empty string, so the "
-                           "zone would never apply", &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    size = 0;
-    rate = 0;
-    burst = 0;
-    period = 0;
-    redis = 0;
-    lease = 0;
-    tokens = 0;
-    name.len = 0;
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
-
-            if (ngx_http_ai_gateway_parse_zone(cf, &value[i], &name, &size)
-                != NGX_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            /* the name is quoted in RateLimit-Policy and RateLimit */
-
-            if (ngx_strlchr(name.data, name.data + name.len, '"')
-                || ngx_strlchr(name.data, name.data + name.len, '\\'))
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone name \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
-
-            len = value[i].len;
-            p = value[i].data + len - 3;
-
-            /* requests (r/s, r/m) or LLM tokens (t/s, t/m) */
-
-            if (len > 8 && (p[0] == 'r' || p[0] == 't')
-                && ngx_strncmp(p + 1, "/s", 2) == 0)
-            {
-                period = 1000;
-
-            } else if (len > 8 && (p[0] == 'r' || p[0] == 't')
-                       && ngx_strncmp(p + 1, "/m", 2) == 0)
-            {
-                period = 60000;
-
-            } else {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid rate \"%V\", it must be "
-                                   "\"Nr/s\", \"Nr/m\", \"Nt/s\" or "
-                                   "\"Nt/m\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            tokens = (p[0] == 't');
-
-            rate = ngx_atoi(value[i].data + 5, len - 8);
-
-            if (rate == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid rate \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            if (rate < 1) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "rate must be at least 1 in \"%V\"",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
-
-            burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
-
-            if (burst == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid burst \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            if (burst < 1) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "burst must be at least 1 in \"%V\"",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strcmp(value[i].data, "redis") == 0) {
-            redis = 1;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "lease=", 6) == 0) {
-
-            lease = ngx_atoi(value[i].data + 6, value[i].len - 6);
-
-            if (lease == NGX_ERROR || lease < 1) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid lease \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (name.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have \"zone\" parameter",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (period == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have \"rate\" parameter",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (burst == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have \"burst\" parameter",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (lease && !redis) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"lease\" of zone \"%V\" requires \"redis\"",
-                           &name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (lease > burst) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "lease %i of zone \"%V\" exceeds its burst %i",
-                           lease, &name, burst);
-        return NGX_CONF_ERROR;
-    }
-
-    zone->name = name;
-    zone->lease = lease;
-    zone->backend = redis ? NGX_HTTP_AI_GATEWAY_LIMIT_REDIS
-                          : NGX_HTTP_AI_GATEWAY_LIMIT_SHM;
-    zone->tokens = tokens;
-    zone->file = cf->conf_file->file.name;
-    zone->line = cf->conf_file->line;
-    zone->bucket.rate = rate;
-    zone->bucket.period_ms = period;
-    zone->bucket.burst = burst;
-
-    if (zone->key.lengths == NULL) {
-        zone->key_kind = NGX_HTTP_AI_GATEWAY_LIMIT_KEY_CONSTANT;
-
-        ngx_http_ai_gateway_limit_key_slot(zone, zone->key_slot,
-                                           &zone->key.value);
-
-    } else {
-        zone->key_index = ngx_http_ai_gateway_limit_key_variable(cf,
-                                                                 &value[1]);
-
-        zone->key_kind = (zone->key_index == NGX_ERROR)
-                         ? NGX_HTTP_AI_GATEWAY_LIMIT_KEY_COMPLEX
-                         : NGX_HTTP_AI_GATEWAY_LIMIT_KEY_VARIABLE;
-    }
-
-    if (!agw_bucket_conf_valid(&zone->bucket)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "rate or burst of zone \"%V\" is too large",
-                           &name);
-        return NGX_CONF_ERROR;
-    }
-
-    /*
-     * the structured fields quote the zone name; names are checked above
-     * to hold no quote or backslash
-     */
-    p = ngx_pnalloc(cf->pool, NGX_INT64_LEN + sizeof("\"\";q=;w=") - 1
-                              + name.len + 2 * NGX_INT64_LEN
-                              + sizeof("\"\";r=") - 1 + name.len);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    zone->limit_value.data = p;
-    p = ngx_sprintf(p, "%uL", burst);
-    zone->limit_value.len = p - zone->limit_value.data;
-
-    zone->policy_value.data = p;
-    p = ngx_sprintf(p, "\"%V\";q=%uL;w=%uL", &name, burst,
-                    agw_bucket_window_s(&zone->bucket));
-    zone->policy_value.len = p - zone->policy_value.data;
-
-    zone->fields_start.data = p;
-    p = ngx_sprintf(p, "\"%V\";r=", &name);
-    zone->fields_start.len = p - zone->fields_start.data;
-
-    shm_zone = ngx_shared_memory_add(cf, &name, size,
-                                     &ngx_http_ai_gateway_limit_module);
-    if (shm_zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (shm_zone->data) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "duplicate zone \"%V\"", &name);
-        return NGX_CONF_ERROR;
-    }
-
-    ref = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_limit_ref_t));
-    if (ref == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ref->name = name;
-
-    if (tokens) {
-        ngx_str_set(&ref->unit, "tokens");
-
-    } else {
-        ngx_str_set(&ref->unit, "requests");
-    }
-
-    if (redis) {
-        /* ai_gateway_redis may come later: checked in postconfiguration */
-        ngx_str_set(&ref->backend, "redis");
-        ngx_http_ai_gateway_limit_redis_init_conf();
-
-    } else {
-        ngx_str_set(&ref->backend, "shm");
-    }
-
-    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ai_gateway_module);
-
-    refp = ngx_array_push(&amcf->limits);
-    if (refp == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    *refp = ref;
-
-    lmcf = ngx_http_conf_get_module_main_conf(cf,
-                                            ngx_http_ai_gateway_limit_module);
-
-    zonep = ngx_array_push(&lmcf->zones);
-    if (zonep == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    *zonep = zone;
-
-    zone->ref = ref;
-    zone->shm_zone = shm_zone;
-
-    shm_zone->init = ngx_http_ai_gateway_limit_zone_init;
-    shm_zone->data = zone;
+                              NGX_HTTP_AI_GATEWAY_BUCKET_FAIL_OPEN);
 
     return NGX_CONF_OK;
 }
@@ -812,10 +448,10 @@ ngx_http_ai_gateway_limit_redis_fail(ngx_conf_t *cf, ngx_command_t *cmd,
     value = cf->args->elts;
 
     if (ngx_strcmp(value[1].data, "open") == 0) {
-        lcf->redis_fail = NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_OPEN;
+        lcf->redis_fail = NGX_HTTP_AI_GATEWAY_BUCKET_FAIL_OPEN;
 
     } else if (ngx_strcmp(value[1].data, "closed") == 0) {
-        lcf->redis_fail = NGX_HTTP_AI_GATEWAY_LIMIT_FAIL_CLOSED;
+        lcf->redis_fail = NGX_HTTP_AI_GATEWAY_BUCKET_FAIL_CLOSED;
 
     } else {
         return "must be \"open\" or \"closed\"";
@@ -901,7 +537,6 @@ ngx_http_ai_gateway_limit_status_check(ngx_conf_t *cf, void *post, void *data)
 }
 
 
-
 static ngx_int_t
 ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
 {
@@ -919,13 +554,13 @@ ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
     zones = lmcf->zones.elts;
 
     for (i = 0; i < lmcf->zones.nelts; i++) {
-        if (zones[i]->backend == NGX_HTTP_AI_GATEWAY_LIMIT_REDIS
+        if (zones[i]->buckets.backend == &ngx_http_ai_gateway_bucket_redis
             && amcf->redis == NULL)
         {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "ai_gateway_limit_zone \"%V\" has the \"redis\" "
                           "flag but \"ai_gateway_redis\" is not configured "
-                          "in %V:%ui", &zones[i]->name, &zones[i]->file,
+                          "in %V:%ui", &zones[i]->buckets.name, &zones[i]->file,
                           zones[i]->line);
             return NGX_ERROR;
         }
@@ -947,12 +582,13 @@ ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
         /* agw_bucket rejects such a request forever: refuse it now */
 
         if (use[i].cost != NGX_CONF_UNSET_UINT
-            && use[i].cost > zone->bucket.burst)
+            && use[i].cost > zone->buckets.bucket.burst)
         {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "cost %ui exceeds burst %uL of zone \"%V\" "
-                          "in %V:%ui", use[i].cost, zone->bucket.burst,
-                          &zone->name, &use[i].file, use[i].line);
+                          "in %V:%ui", use[i].cost,
+                          zone->buckets.bucket.burst, &zone->buckets.name,
+                          &use[i].file, use[i].line);
             return NGX_ERROR;
         }
     }
@@ -962,4 +598,26 @@ ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
     }
 
     return ngx_http_ai_gateway_limit_headers_init(cf);
+}
+
+
+/* the zones that lease hand their ended leases back from a timer */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_init_process(ngx_cycle_t *cycle)
+{
+    return ngx_http_ai_gateway_bucket_lease_init_process(cycle,
+                                             ngx_http_ai_gateway_limit_leases);
+}
+
+
+static ngx_array_t *
+ngx_http_ai_gateway_limit_leases(ngx_cycle_t *cycle)
+{
+    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                            ngx_http_ai_gateway_limit_module);
+
+    return lmcf ? &lmcf->leases : NULL;
 }

@@ -6,7 +6,7 @@
  * decision (ngx_http_ai_gateway_limit.c); nothing here touches a bucket.
  */
 
-#include "ngx_http_ai_gateway_limit.h"
+#include "limit/ngx_http_ai_gateway_limit.h"
 
 
 static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
@@ -14,7 +14,7 @@ static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ai_gateway_limit_header_filter(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_ai_gateway_limit_openai(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_state_t *s, ngx_uint_t field);
+    ngx_http_ai_gateway_bucket_state_t *s, ngx_uint_t field);
 static ngx_int_t ngx_http_ai_gateway_limit_status_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ai_gateway_limit_remaining_variable(
@@ -135,15 +135,15 @@ ngx_http_ai_gateway_limit_headers_init(ngx_conf_t *cf)
 ngx_int_t
 ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
-    ngx_http_ai_gateway_limit_state_t *st, ngx_uint_t never)
+    ngx_http_ai_gateway_bucket_state_t *st, ngx_uint_t never)
 {
-    u_char                            *p, *num, *ms, *last;
-    size_t                             len;
-    uint64_t                           retry;
-    ngx_int_t                          rc;
-    ngx_buf_t                         *b;
-    ngx_chain_t                        out;
-    ngx_http_ai_gateway_limit_zone_t  *zone;
+    u_char                             *p, *num, *ms, *last;
+    size_t                              len;
+    uint64_t                            retry;
+    ngx_int_t                           rc;
+    ngx_buf_t                          *b;
+    ngx_chain_t                         out;
+    ngx_http_ai_gateway_bucket_zone_t  *zone;
 
     rc = ngx_http_discard_request_body(r);
 
@@ -317,13 +317,16 @@ ngx_http_ai_gateway_limit_uint_back(u_char *end, uint64_t n)
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_openai(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_state_t *s, ngx_uint_t field)
+    ngx_http_ai_gateway_bucket_state_t *s, ngx_uint_t field)
 {
-    u_char  *p, *remaining, *reset;
+    u_char                            *p, *remaining, *reset;
+    ngx_http_ai_gateway_limit_zone_t  *zone;
 
     if (s == NULL) {
         return NGX_OK;
     }
+
+    zone = ngx_http_ai_gateway_limit_zone_of(s->zone);
 
     p = ngx_pnalloc(r->pool, NGX_INT64_LEN + AGW_DURATION_LEN);
     if (p == NULL) {
@@ -335,8 +338,8 @@ ngx_http_ai_gateway_limit_openai(ngx_http_request_t *r,
     p = reset + agw_duration_format(reset, s->res.reset_ms);
 
     if (ngx_http_ai_gateway_limit_header(r, field,
-                                         s->zone->limit_value.data,
-                                         s->zone->limit_value.len)
+                                         zone->limit_value.data,
+                                         zone->limit_value.len)
         != NGX_OK
         || ngx_http_ai_gateway_limit_header(r, field + 1, remaining,
                                             reset - remaining)

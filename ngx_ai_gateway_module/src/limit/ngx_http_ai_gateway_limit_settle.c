@@ -25,8 +25,8 @@
  * $ai_gateway_tokens_estimate the reservation.
  */
 
-#include "ngx_http_ai_gateway_limit.h"
-#include "ngx_http_ai_gateway_request.h"
+#include "limit/ngx_http_ai_gateway_limit.h"
+#include "base/ngx_http_ai_gateway_request.h"
 #include "agw_sse.h"
 
 
@@ -355,7 +355,7 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
 {
     uint64_t                             used, now;
     ngx_http_ai_gateway_limit_ctx_t     *ctx;
-    ngx_http_ai_gateway_limit_state_t   *s, *last;
+    ngx_http_ai_gateway_bucket_state_t  *s, *last;
 
     /*
      * with log_subrequest on, the log phase runs for subrequests (mirror,
@@ -378,21 +378,21 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
     ctx->used = used;
     ctx->settled = 1;
 
-    now = ngx_http_ai_gateway_limit_now();
+    now = ngx_http_ai_gateway_bucket_now();
 
-    for (s = ctx->st, last = s + ctx->n; s < last; s++) {
+    for (s = ctx->batch.st, last = s + ctx->batch.n; s < last; s++) {
         if (s->zone == NULL || s->reserved == 0 || s->charged == NULL) {
             continue;
         }
 
-        ngx_http_ai_gateway_count(s->zone->sh->stats.settled, used);
+        ngx_http_ai_gateway_count(s->zone->ref->stats->settled, used);
 
         if (used < s->reserved) {
-            ngx_http_ai_gateway_count(s->zone->sh->stats.returned,
+            ngx_http_ai_gateway_count(s->zone->ref->stats->returned,
                                       s->reserved - used);
 
         } else if (used > s->reserved) {
-            ngx_http_ai_gateway_count(s->zone->sh->stats.overrun,
+            ngx_http_ai_gateway_count(s->zone->ref->stats->overrun,
                                       used - s->reserved);
 
         } else {

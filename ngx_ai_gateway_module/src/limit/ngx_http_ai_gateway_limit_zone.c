@@ -1,621 +1,426 @@
 /*
- * The buckets of an ai_gateway_limit_zone in shared memory: a red-black
- * tree keyed by the key value (or its digest), and an LRU queue threaded
- * through the same nodes, as ngx_http_limit_req_module keeps them.
+ * ai_gateway_limit_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m|Nt/s|Nt/m
+ *                       burst=N [redis [lease=N]];
  *
- * Every function but init_zone and charge runs with the zone's slab mutex
- * held (the caller takes it with ngx_http_ai_gateway_limit_zone_lock(), so
- * that a request limited by several zones can check all of them and take
- * from all of them under the same locks); charge, for a request with one
- * zone, takes the lock itself.
- *
- * When the slab allocator has no room for a new bucket, the least recently
- * used ones are freed until it has; since all nodes have the same size, the
- * first one freed is enough.  Buckets that have refilled to full are freed
- * on the way as well: a full bucket is exactly what a missing key means, so
- * forgetting it changes no answer and keeps the "keys" gauge meaningful.
- *
- * A zone with the "redis" flag keeps its buckets in Redis; its tree here
- * only mirrors the buckets this nginx charged, for the "keys" gauge (see
- * ngx_http_ai_gateway_limit_redis.c).
+ * A zone as the policy keeps it: how its key is read, the header values
+ * that never change, and the buckets its backend (bucket/) keeps in the
+ * zone's shared memory.
  */
 
-#include "ngx_http_ai_gateway_limit.h"
+#include "limit/ngx_http_ai_gateway_limit.h"
 
 
-/* LRU tail buckets freed on each allocation if they have refilled */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_EXPIRE  2
-
-
-static void ngx_http_ai_gateway_limit_rbtree_insert_value(
-    ngx_rbtree_node_t *temp, ngx_rbtree_node_t *node,
-    ngx_rbtree_node_t *sentinel);
-static ngx_http_ai_gateway_limit_node_t *ngx_http_ai_gateway_limit_zone_alloc(
-    ngx_http_ai_gateway_limit_zone_t *zone, u_char *key, uint64_t now,
-    ngx_log_t *log);
-static ngx_inline ngx_http_ai_gateway_limit_node_t *
-    ngx_http_ai_gateway_limit_zone_find(ngx_http_ai_gateway_limit_zone_t *zone,
-    u_char *key);
-static ngx_uint_t ngx_http_ai_gateway_limit_zone_expire(
-    ngx_http_ai_gateway_limit_zone_t *zone, ngx_uint_t n, uint64_t now);
+static ngx_int_t ngx_http_ai_gateway_limit_key_variable(ngx_conf_t *cf,
+    ngx_str_t *key);
+static ngx_int_t ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone,
+    void *data);
 
 
 /*
- * nginx's ngx_cycle.c hands a zone to the new cycle only when its name, tag
- * and size are unchanged, so a reload that resizes a zone starts it empty
- * (data is NULL then).  "nginx -t" runs this too, so it only sets up memory.
+ * The index of the variable if the key is one variable alone ("$name" or
+ * "${name}"), which the request reads without the script engine; otherwise
+ * NGX_ERROR.  "$1" is a regex capture, not a variable.
  */
 
-ngx_int_t
+static ngx_int_t
+ngx_http_ai_gateway_limit_key_variable(ngx_conf_t *cf, ngx_str_t *key)
+{
+    u_char     ch;
+    size_t     i;
+    ngx_str_t  name;
+
+    if (key->len < 2 || key->data[0] != '$') {
+        return NGX_ERROR;
+    }
+
+    name.data = key->data + 1;
+    name.len = key->len - 1;
+
+    if (name.data[0] == '{') {
+        if (name.len < 3 || name.data[name.len - 1] != '}') {
+            return NGX_ERROR;
+        }
+
+        name.data++;
+        name.len -= 2;
+    }
+
+    if (name.data[0] >= '0' && name.data[0] <= '9') {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < name.len; i++) {
+        ch = name.data[i];
+
+        if ((ch < 'a' || ch > 'z') && (ch < 'A' || ch > 'Z')
+            && (ch < '0' || ch > '9') && ch != '_')
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_get_variable_index(cf, &name);
+}
+
+
+char *
+ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    u_char                                 *p;
+    size_t                                  len;
+    ssize_t                                 size;
+    ngx_int_t                               rate, burst, lease;
+    ngx_str_t                              *value, name;
+    ngx_uint_t                              i, period, redis, tokens;
+    ngx_shm_zone_t                         *shm_zone;
+    ngx_http_ai_gateway_limit_ref_t        *ref, **refp;
+    ngx_http_ai_gateway_limit_zone_t       *zone, **zonep;
+    ngx_http_ai_gateway_bucket_zone_t      *bz, **leasep;
+    ngx_http_ai_gateway_main_conf_t        *amcf;
+    ngx_http_compile_complex_value_t        ccv;
+    ngx_http_ai_gateway_limit_main_conf_t  *lmcf;
+
+    value = cf->args->elts;
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_limit_zone_t));
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = &zone->key;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* an empty key value means "not this request": a constant one, never */
+
+    if (zone->key.lengths == NULL && zone->key.value.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "the key of \"%V\" is an empty string, so the "
+                           "zone would never apply", &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    size = 0;
+    rate = 0;
+    burst = 0;
+    period = 0;
+    redis = 0;
+    lease = 0;
+    tokens = 0;
+    name.len = 0;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+
+            if (ngx_http_ai_gateway_parse_zone(cf, &value[i], &name, &size)
+                != NGX_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            /* the name is quoted in RateLimit-Policy and RateLimit */
+
+            if (ngx_strlchr(name.data, name.data + name.len, '"')
+                || ngx_strlchr(name.data, name.data + name.len, '\\'))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone name \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+
+            len = value[i].len;
+            p = value[i].data + len - 3;
+
+            /* requests (r/s, r/m) or LLM tokens (t/s, t/m) */
+
+            if (len > 8 && (p[0] == 'r' || p[0] == 't')
+                && ngx_strncmp(p + 1, "/s", 2) == 0)
+            {
+                period = 1000;
+
+            } else if (len > 8 && (p[0] == 'r' || p[0] == 't')
+                       && ngx_strncmp(p + 1, "/m", 2) == 0)
+            {
+                period = 60000;
+
+            } else {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid rate \"%V\", it must be "
+                                   "\"Nr/s\", \"Nr/m\", \"Nt/s\" or "
+                                   "\"Nt/m\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            tokens = (p[0] == 't');
+
+            rate = ngx_atoi(value[i].data + 5, len - 8);
+
+            if (rate == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid rate \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (rate < 1) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "rate must be at least 1 in \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+
+            burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
+
+            if (burst == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid burst \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (burst < 1) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "burst must be at least 1 in \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "redis") == 0) {
+            redis = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "lease=", 6) == 0) {
+
+            lease = ngx_atoi(value[i].data + 6, value[i].len - 6);
+
+            if (lease == NGX_ERROR || lease < 1) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid lease \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"zone\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (period == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"rate\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (burst == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"burst\" parameter",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (lease && !redis) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"lease\" of zone \"%V\" requires \"redis\"",
+                           &name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (lease > burst) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "lease %i of zone \"%V\" exceeds its burst %i",
+                           lease, &name, burst);
+        return NGX_CONF_ERROR;
+    }
+
+    bz = &zone->buckets;
+
+    bz->name = name;
+    bz->lease = lease;
+    bz->backend = redis ? &ngx_http_ai_gateway_bucket_redis
+                        : &ngx_http_ai_gateway_bucket_shm;
+    bz->tokens = tokens;
+    zone->file = cf->conf_file->file.name;
+    zone->line = cf->conf_file->line;
+    bz->bucket.rate = rate;
+    bz->bucket.period_ms = period;
+    bz->bucket.burst = burst;
+
+    if (zone->key.lengths == NULL) {
+        zone->key_kind = NGX_HTTP_AI_GATEWAY_LIMIT_KEY_CONSTANT;
+
+        ngx_http_ai_gateway_bucket_key(bz, zone->key_slot, &zone->key.value);
+
+    } else {
+        zone->key_index = ngx_http_ai_gateway_limit_key_variable(cf,
+                                                                 &value[1]);
+
+        zone->key_kind = (zone->key_index == NGX_ERROR)
+                         ? NGX_HTTP_AI_GATEWAY_LIMIT_KEY_COMPLEX
+                         : NGX_HTTP_AI_GATEWAY_LIMIT_KEY_VARIABLE;
+    }
+
+    if (!agw_bucket_conf_valid(&bz->bucket)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rate or burst of zone \"%V\" is too large",
+                           &name);
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * the structured fields quote the zone name; names are checked above
+     * to hold no quote or backslash
+     */
+    p = ngx_pnalloc(cf->pool, NGX_INT64_LEN + sizeof("\"\";q=;w=") - 1
+                              + name.len + 2 * NGX_INT64_LEN
+                              + sizeof("\"\";r=") - 1 + name.len);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->limit_value.data = p;
+    p = ngx_sprintf(p, "%uL", burst);
+    zone->limit_value.len = p - zone->limit_value.data;
+
+    zone->policy_value.data = p;
+    p = ngx_sprintf(p, "\"%V\";q=%uL;w=%uL", &name, burst,
+                    agw_bucket_window_s(&bz->bucket));
+    zone->policy_value.len = p - zone->policy_value.data;
+
+    zone->fields_start.data = p;
+    p = ngx_sprintf(p, "\"%V\";r=", &name);
+    zone->fields_start.len = p - zone->fields_start.data;
+
+    shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                     &ngx_http_ai_gateway_limit_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate zone \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    ref = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_limit_ref_t));
+    if (ref == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ref->name = name;
+
+    if (tokens) {
+        ngx_str_set(&ref->unit, "tokens");
+
+    } else {
+        ngx_str_set(&ref->unit, "requests");
+    }
+
+    if (redis) {
+        /* ai_gateway_redis may come later: checked in postconfiguration */
+        ngx_str_set(&ref->backend, "redis");
+        ngx_http_ai_gateway_bucket_redis_init_conf();
+
+    } else {
+        ngx_str_set(&ref->backend, "shm");
+    }
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ai_gateway_module);
+
+    refp = ngx_array_push(&amcf->limits);
+    if (refp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *refp = ref;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf,
+                                            ngx_http_ai_gateway_limit_module);
+
+    zonep = ngx_array_push(&lmcf->zones);
+    if (zonep == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *zonep = zone;
+
+    if (lease) {
+        leasep = ngx_array_push(&lmcf->leases);
+        if (leasep == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *leasep = bz;
+    }
+
+    bz->ref = ref;
+    bz->shm_zone = shm_zone;
+
+    shm_zone->init = ngx_http_ai_gateway_limit_zone_init;
+    shm_zone->data = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The zone's shared memory is its backend's (bucket/); a reload must not
+ * hand the buckets of one key to another
+ */
+
+static ngx_int_t
 ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_http_ai_gateway_limit_zone_t  *ozone = data;
+    ngx_http_ai_gateway_limit_zone_t *ozone = data;
 
-    size_t                             len;
     ngx_http_ai_gateway_limit_zone_t  *zone;
 
     zone = shm_zone->data;
 
-    if (ozone) {
-        if (zone->key.value.len != ozone->key.value.len
+    if (ozone
+        && (zone->key.value.len != ozone->key.value.len
             || ngx_strncmp(zone->key.value.data, ozone->key.value.data,
                            zone->key.value.len)
-               != 0)
-        {
-            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                          "ai_gateway_limit_zone \"%V\" uses the \"%V\" key "
-                          "while previously it used the \"%V\" key",
-                          &shm_zone->shm.name, &zone->key.value,
-                          &ozone->key.value);
-            return NGX_ERROR;
-        }
-
-        if (ozone->sh->version != NGX_HTTP_AI_GATEWAY_LIMIT_VERSION) {
-            ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                          "ai_gateway_limit_zone \"%V\" holds buckets of "
-                          "version %ui, this module uses version %ui",
-                          &shm_zone->shm.name, ozone->sh->version,
-                          (ngx_uint_t) NGX_HTTP_AI_GATEWAY_LIMIT_VERSION);
-            return NGX_ERROR;
-        }
-
-        /* reload: adopt the buckets and counters of the previous cycle */
-
-        zone->sh = ozone->sh;
-        zone->shpool = ozone->shpool;
-        zone->ref->stats = &zone->sh->stats;
-
-        return NGX_OK;
-    }
-
-    zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-
-    if (shm_zone->shm.exists) {
-        zone->sh = zone->shpool->data;
-        zone->ref->stats = &zone->sh->stats;
-
-        return NGX_OK;
-    }
-
-    zone->sh = ngx_slab_calloc(zone->shpool,
-                               sizeof(ngx_http_ai_gateway_limit_shctx_t));
-    if (zone->sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    zone->shpool->data = zone->sh;
-
-    zone->sh->version = NGX_HTTP_AI_GATEWAY_LIMIT_VERSION;
-
-    ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
-                    ngx_http_ai_gateway_limit_rbtree_insert_value);
-
-    ngx_queue_init(&zone->sh->queue);
-
-    zone->ref->stats = &zone->sh->stats;
-
-    len = sizeof(" in ai_gateway_limit_zone \"\"") + shm_zone->shm.name.len;
-
-    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
-    if (zone->shpool->log_ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(zone->shpool->log_ctx, " in ai_gateway_limit_zone \"%V\"%Z",
-                &shm_zone->shm.name);
-
-    /* a full zone is normal: the LRU bucket is evicted, nothing is logged */
-    zone->shpool->log_nomem = 0;
-
-    return NGX_OK;
-}
-
-
-/*
- * The tree orders buckets by the first bytes of their key slot, then by
- * the whole slot.  No hash is needed: a red-black tree stays balanced
- * whatever its keys, and the first bytes are the length and an IPv4
- * address whole, or an IPv6 address's prefix, or a long key's SHA-256.
- */
-
-static ngx_inline ngx_rbtree_key_t
-ngx_http_ai_gateway_limit_tree_key(u_char *key)
-{
-    ngx_rbtree_key_t  k;
-
-    ngx_memcpy(&k, key, sizeof(ngx_rbtree_key_t));
-
-    return k;
-}
-
-
-/*
- * A total order of key slots, by 64-bit words: equality, the usual
- * outcome of a lookup, is a few loads and no memcmp() call.
- */
-
-static ngx_inline uint64_t
-ngx_http_ai_gateway_limit_word(u_char *p)
-{
-    uint64_t  w;
-
-    ngx_memcpy(&w, p, sizeof(uint64_t));
-
-    return w;
-}
-
-
-static ngx_inline ngx_int_t
-ngx_http_ai_gateway_limit_key_cmp(u_char *a, u_char *b)
-{
-    uint64_t    x, y;
-    ngx_uint_t  i;
-
-    if (((ngx_http_ai_gateway_limit_word(a)
-          ^ ngx_http_ai_gateway_limit_word(b))
-         | (ngx_http_ai_gateway_limit_word(a + 8)
-            ^ ngx_http_ai_gateway_limit_word(b + 8))
-         | (ngx_http_ai_gateway_limit_word(a + 16)
-            ^ ngx_http_ai_gateway_limit_word(b + 16))
-         | (ngx_http_ai_gateway_limit_word(a + 24)
-            ^ ngx_http_ai_gateway_limit_word(b + 24)))
-        == 0)
+               != 0))
     {
-        return 0;
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "ai_gateway_limit_zone \"%V\" uses the \"%V\" key "
+                      "while previously it used the \"%V\" key",
+                      &shm_zone->shm.name, &zone->key.value,
+                      &ozone->key.value);
+        return NGX_ERROR;
     }
 
-    for (i = 0; /* void */; i += 8) {
-        x = ngx_http_ai_gateway_limit_word(a + i);
-        y = ngx_http_ai_gateway_limit_word(b + i);
-
-        if (x != y) {
-            return (x < y) ? -1 : 1;
-        }
-    }
+    return ngx_http_ai_gateway_bucket_zone_init(shm_zone, &zone->buckets,
+                                                ozone ? &ozone->buckets
+                                                      : NULL);
 }
-
-
-ngx_http_ai_gateway_limit_node_t *
-ngx_http_ai_gateway_limit_zone_lookup(ngx_http_ai_gateway_limit_zone_t *zone,
-    u_char *key)
-{
-    return ngx_http_ai_gateway_limit_zone_find(zone, key);
-}
-
-
-/* the lookup itself, inline in zone_charge(), the path of most requests */
-
-static ngx_inline ngx_http_ai_gateway_limit_node_t *
-ngx_http_ai_gateway_limit_zone_find(ngx_http_ai_gateway_limit_zone_t *zone,
-    u_char *key)
-{
-    ngx_int_t                          rc;
-    ngx_rbtree_key_t                   hash;
-    ngx_rbtree_node_t                 *node, *sentinel;
-    ngx_http_ai_gateway_limit_node_t  *ln;
-
-    hash = ngx_http_ai_gateway_limit_tree_key(key);
-
-    node = zone->sh->rbtree.root;
-    sentinel = zone->sh->rbtree.sentinel;
-
-    while (node != sentinel) {
-
-        if (hash < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (hash > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        /* hash == node->key */
-
-        ln = (ngx_http_ai_gateway_limit_node_t *) &node->color;
-
-        rc = ngx_http_ai_gateway_limit_key_cmp(key, ln->key);
-
-        if (rc == 0) {
-            ngx_queue_remove(&ln->queue);
-            ngx_queue_insert_head(&zone->sh->queue, &ln->queue);
-
-            return ln;
-        }
-
-        node = (rc < 0) ? node->left : node->right;
-    }
-
-    return NULL;
-}
-
-
-void
-ngx_http_ai_gateway_limit_zone_check(ngx_http_ai_gateway_limit_zone_t *zone,
-    ngx_http_ai_gateway_limit_node_t *node, uint64_t cost, uint64_t now,
-    agw_bucket_result_t *res)
-{
-    agw_bucket_t  fresh;
-
-    if (node == NULL) {
-        /* a key never seen (or forgotten when full) has a full bucket */
-        agw_bucket_init(&fresh, &zone->bucket, now);
-        agw_bucket_check(&fresh, &zone->bucket, cost, now, res);
-        return;
-    }
-
-    agw_bucket_check(&node->bucket, &zone->bucket, cost, now, res);
-}
-
-
-ngx_uint_t
-ngx_http_ai_gateway_limit_zone_charge(ngx_http_ai_gateway_limit_zone_t *zone,
-    u_char *key, uint64_t cost, uint64_t now, ngx_log_t *log,
-    agw_bucket_result_t *res)
-{
-    ngx_uint_t                         taken;
-    agw_bucket_t                       fresh;
-    ngx_http_ai_gateway_limit_node_t  *node;
-
-    ngx_http_ai_gateway_limit_zone_lock(zone);
-
-    node = ngx_http_ai_gateway_limit_zone_find(zone, key);
-
-    if (node) {
-        taken = agw_bucket_consume(&node->bucket, &zone->bucket, cost, now,
-                                   res)
-                && cost;
-
-    } else {
-
-        /* a new key: its bucket is stored only once something is taken */
-
-        agw_bucket_init(&fresh, &zone->bucket, now);
-
-        taken = 0;
-
-        if (agw_bucket_consume(&fresh, &zone->bucket, cost, now, res)
-            && cost)
-        {
-            node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
-
-            if (node) {
-                node->bucket = fresh;
-                taken = 1;
-            }
-        }
-    }
-
-    ngx_http_ai_gateway_limit_zone_unlock(zone);
-
-    return taken;
-}
-
-
-ngx_int_t
-ngx_http_ai_gateway_limit_zone_commit(ngx_http_ai_gateway_limit_zone_t *zone,
-    ngx_http_ai_gateway_limit_node_t *node, u_char *key,
-    agw_bucket_result_t *res, uint64_t now, ngx_log_t *log)
-{
-    if (node == NULL) {
-        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
-        if (node == NULL) {
-            return NGX_DECLINED;
-        }
-    }
-
-    agw_bucket_commit(&node->bucket, res, now);
-
-    return NGX_OK;
-}
-
-
-/*
- * Adding back what agw_bucket_commit() took leaves the bucket exactly where
- * it would be had nothing been taken (charges by others aside): refill
- * clamps at the capacity, and so does the refund.  The caller looks the
- * bucket up again: if it was freed meanwhile (refilled, or evicted from a
- * full zone), the key's bucket is full or new, and a new one is credited
- * at most up to its capacity.
- */
-
-void
-ngx_http_ai_gateway_limit_zone_refund(ngx_http_ai_gateway_limit_zone_t *zone,
-    ngx_http_ai_gateway_limit_node_t *node, uint64_t cost, uint64_t now)
-{
-    if (node != NULL) {
-        agw_bucket_settle(&node->bucket, &zone->bucket, cost, 0, now);
-    }
-}
-
-
-/*
- * A token zone's reservation settled on the real use (lock held): the
- * bucket is looked up again, as for a refund; one forgotten since (refilled
- * and evicted) is created again when the use overran, so the debt is not
- * lost with it.
- */
-
-void
-ngx_http_ai_gateway_limit_zone_settle(ngx_http_ai_gateway_limit_zone_t *zone,
-    u_char *key, uint64_t reserved, uint64_t actual, uint64_t now,
-    ngx_log_t *log)
-{
-    ngx_http_ai_gateway_limit_node_t  *node;
-
-    node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
-
-    if (node == NULL) {
-        if (actual <= reserved) {
-            return;     /* a forgotten bucket is full: nothing to give */
-        }
-
-        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
-        if (node == NULL) {
-            return;
-        }
-    }
-
-    agw_bucket_settle(&node->bucket, &zone->bucket, reserved, actual, now);
-}
-
-
-void
-ngx_http_ai_gateway_limit_zone_track(ngx_http_ai_gateway_limit_zone_t *zone,
-    u_char *key, uint64_t level, uint64_t now, uint64_t lease, ngx_log_t *log)
-{
-    uint64_t                           cap;
-    ngx_http_ai_gateway_limit_node_t  *node;
-
-    node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
-
-    if (node == NULL) {
-        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
-        if (node == NULL) {
-            return;     /* the lease is lost: never more than it took */
-        }
-    }
-
-    cap = zone->bucket.burst * zone->bucket.period_ms;
-
-    node->bucket.level = (level < cap) ? level : cap;
-    node->bucket.stamp_ms = now;
-    node->bucket.debt = 0;
-
-    /*
-     * added, not set: another worker's lease of the same key may have
-     * landed meanwhile, and neither may be lost
-     */
-
-    if (lease) {
-        node->lease += lease;
-        node->lease_end = now + NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_MS;
-    }
-}
-
-
-/* a new, full bucket for key, evicting to make room */
-
-static ngx_http_ai_gateway_limit_node_t *
-ngx_http_ai_gateway_limit_zone_alloc(ngx_http_ai_gateway_limit_zone_t *zone,
-    u_char *key, uint64_t now, ngx_log_t *log)
-{
-    size_t                             size;
-    ngx_rbtree_node_t                 *rn;
-    ngx_http_ai_gateway_limit_node_t  *node;
-
-    (void) ngx_http_ai_gateway_limit_zone_expire(zone,
-                                       NGX_HTTP_AI_GATEWAY_LIMIT_EXPIRE, now);
-
-    size = offsetof(ngx_rbtree_node_t, color)
-           + sizeof(ngx_http_ai_gateway_limit_node_t);
-
-    rn = ngx_slab_alloc_locked(zone->shpool, size);
-
-    while (rn == NULL) {
-
-        /* the zone is full: forget the least recently used bucket */
-
-        if (ngx_http_ai_gateway_limit_zone_expire(zone, 0, now) == 0) {
-            ngx_log_error(NGX_LOG_WARN, log, 0,
-                          "ai_gateway_limit_zone \"%V\" has no room for "
-                          "a bucket, request not charged", &zone->name);
-            return NULL;
-        }
-
-        rn = ngx_slab_alloc_locked(zone->shpool, size);
-    }
-
-    node = (ngx_http_ai_gateway_limit_node_t *) &rn->color;
-
-    rn->key = ngx_http_ai_gateway_limit_tree_key(key);
-    ngx_memcpy(node->key, key, NGX_HTTP_AI_GATEWAY_LIMIT_KEY_LEN);
-
-    agw_bucket_init(&node->bucket, &zone->bucket, now);
-    node->lease = 0;
-    node->lease_end = 0;
-
-    ngx_rbtree_insert(&zone->sh->rbtree, rn);
-    ngx_queue_insert_head(&zone->sh->queue, &node->queue);
-
-    ngx_http_ai_gateway_count(zone->sh->stats.keys, 1);
-
-    return node;
-}
-
-
-/*
- * n == 0: free the least recently used bucket, whatever its level, and
- * return 1 (0 if there is none).  n > 0: free up to n buckets from the LRU
- * tail as long as they have refilled to full; return how many were freed.
- */
-
-static ngx_uint_t
-ngx_http_ai_gateway_limit_zone_expire(ngx_http_ai_gateway_limit_zone_t *zone,
-    ngx_uint_t n, uint64_t now)
-{
-    ngx_uint_t                         freed;
-    ngx_queue_t                       *q;
-    ngx_rbtree_node_t                 *rn;
-    ngx_http_ai_gateway_limit_node_t  *node;
-
-    freed = 0;
-
-    while (!ngx_queue_empty(&zone->sh->queue)) {
-
-        q = ngx_queue_last(&zone->sh->queue);
-        node = ngx_queue_data(q, ngx_http_ai_gateway_limit_node_t, queue);
-
-        if (n
-            && (node->lease
-                || agw_bucket_level(&node->bucket, &zone->bucket, now)
-                   < zone->bucket.burst * zone->bucket.period_ms))
-        {
-            break;
-        }
-
-        ngx_queue_remove(q);
-
-        rn = (ngx_rbtree_node_t *)
-                 ((u_char *) node - offsetof(ngx_rbtree_node_t, color));
-
-        ngx_rbtree_delete(&zone->sh->rbtree, rn);
-        ngx_slab_free_locked(zone->shpool, rn);
-
-        ngx_http_ai_gateway_count(zone->sh->stats.keys, -1);
-
-        freed++;
-
-        if (n == 0 || freed == n) {
-            break;
-        }
-    }
-
-    return freed;
-}
-
-
-static void
-ngx_http_ai_gateway_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t                 **p;
-    ngx_http_ai_gateway_limit_node_t   *ln, *lnt;
-
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-
-            p = &temp->right;
-
-        } else { /* node->key == temp->key */
-
-            ln = (ngx_http_ai_gateway_limit_node_t *) &node->color;
-            lnt = (ngx_http_ai_gateway_limit_node_t *) &temp->color;
-
-            p = (ngx_http_ai_gateway_limit_key_cmp(ln->key, lnt->key) < 0)
-                ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
-}
-
-
-/* lease=: Redis refused key; remember its bucket for a lease time */
-
-void
-ngx_http_ai_gateway_limit_zone_refused(ngx_http_ai_gateway_limit_zone_t *zone,
-    u_char *key, agw_bucket_t *b, uint64_t now, ngx_log_t *log)
-{
-    ngx_http_ai_gateway_limit_node_t  *node;
-
-    node = ngx_http_ai_gateway_limit_zone_lookup(zone, key);
-
-    if (node == NULL) {
-        node = ngx_http_ai_gateway_limit_zone_alloc(zone, key, now, log);
-        if (node == NULL) {
-            return;
-        }
-    }
-
-    node->bucket.level = b->level;
-    node->bucket.debt = b->debt;
-    node->bucket.stamp_ms = now;
-    node->lease_end = now + NGX_HTTP_AI_GATEWAY_LIMIT_LEASE_MS;
-}
-
-
-/* the shared-memory backend (see ngx_http_ai_gateway_limit_backend_t) */
-
-static void
-ngx_http_ai_gateway_limit_shm_refund(ngx_http_ai_gateway_limit_state_t *st,
-    uint64_t now)
-{
-    ngx_http_ai_gateway_limit_zone_lock(st->zone);
-
-    st->node = ngx_http_ai_gateway_limit_zone_lookup(st->zone, st->key);
-
-    ngx_http_ai_gateway_limit_zone_refund(st->zone, st->node, st->cost, now);
-
-    /* the figures reported: what the bucket holds now */
-    ngx_http_ai_gateway_limit_zone_check(st->zone, st->node, 0, now,
-                                         &st->res);
-
-    ngx_http_ai_gateway_limit_zone_unlock(st->zone);
-}
-
-
-static void
-ngx_http_ai_gateway_limit_shm_settle(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_state_t *st, uint64_t used, uint64_t now)
-{
-    ngx_http_ai_gateway_limit_zone_lock(st->zone);
-
-    ngx_http_ai_gateway_limit_zone_settle(st->zone, st->key, st->reserved,
-                                          used, now, r->connection->log);
-
-    ngx_http_ai_gateway_limit_zone_unlock(st->zone);
-}
-
-
-ngx_http_ai_gateway_limit_backend_t  ngx_http_ai_gateway_limit_backend_shm = {
-    ngx_string("shm"),
-    ngx_http_ai_gateway_limit_shm_refund,
-    ngx_http_ai_gateway_limit_shm_settle
-};

@@ -1,0 +1,650 @@
+/*
+ * The cache's response filters.  The header filter labels every response of
+ * a cached location (X-Cache, and Age on a HIT) and decides whether a MISS
+ * may be stored (lib/agw_policy.c) and for how long (lib/agw_fresh.c); if
+ * so the body filter copies the body as it passes — never holding it back,
+ * so streams stay unbuffered — and hands the complete entry to the store
+ * at the last buffer.  With proxy buffering the body is copied as the
+ * upstream's pipe reads it instead, before it may be spilled to a temp file.
+ *
+ * What is stored, and which headers, is decided in cache_capture.c.
+ *
+ * A stream (text/event-stream) is copied the same way and fed to the SSE
+ * parser (lib/agw_sse.c) as it passes: it is stored only if its terminal
+ * event went by and the upstream's answer is complete, so a cut stream is
+ * never replayed as a whole one.
+ *
+ * The leader of a flight (cache_wait.c) publishes what it captures, headers
+ * then body, for its waiters, and ends the flight when the answer is
+ * stored or turns out not storable.
+ *
+ * Stale on error: a request that found its entry expired but within
+ * ai_gateway_cache_stale keeps it; if the upstream then fails in a way
+ * ai_gateway_cache_use_stale lists (before any of its answer went out),
+ * the header filter replaces the failed answer by the entry and the body
+ * filter drops the failed body, as proxy_cache_use_stale answers.
+ */
+
+#include "cache/ngx_http_ai_gateway_cache.h"
+#include "agw_policy.h"
+
+
+static ngx_int_t ngx_http_ai_gateway_cache_append(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_buf_t *in);
+static void ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
+static void ngx_http_ai_gateway_cache_abandon(
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
+static ngx_flag_t ngx_http_ai_gateway_cache_stale_applies(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_ai_gateway_cache_stale_header(
+    ngx_http_request_t *r, ngx_http_ai_gateway_cache_ctx_t *ctx);
+static ngx_int_t ngx_http_ai_gateway_cache_stale_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_ai_gateway_cache_pass(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in);
+static void ngx_http_ai_gateway_cache_drop(ngx_chain_t *in);
+static void ngx_http_ai_gateway_cache_leader_read(ngx_http_request_t *r);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_add_header(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value = *value;
+    h->lowcase_key = NULL;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Buffered proxying: capture the body as the upstream module's pipe reads
+ * it, while it is still in memory.  Once the client lags, the pipe writes
+ * what it read to its temp file and the body filter only ever sees the
+ * file; reading it back there would block the worker.  The pipe's input
+ * filter is only final after input_filter_init (the proxy module picks
+ * its chunked filter there), so that is wrapped first.
+ */
+static ngx_int_t
+ngx_http_ai_gateway_cache_pipe_filter(ngx_event_pipe_t *p, ngx_buf_t *buf)
+{
+    ngx_int_t                         rc;
+    ngx_chain_t                      *cl, **last;
+    ngx_http_request_t               *r;
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    r = p->input_ctx;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    /*
+     * the filter appends what it makes of buf to p->in; p->last_in is
+     * only meaningful while p->in is not empty
+     */
+    last = p->in ? p->last_in : &p->in;
+
+    rc = ctx->pipe_input_filter(p, buf);
+
+    if (rc != NGX_OK || !ctx->capture) {
+        return rc;
+    }
+
+    for (cl = *last; cl; cl = cl->next) {
+        if (ngx_http_ai_gateway_cache_append(r, ctx, cl->buf) != NGX_OK) {
+            ctx->capture = 0;
+            return rc;
+        }
+    }
+
+    if (p->upstream_done
+        || (r->headers_out.content_length_n >= 0 && ctx->body
+            && ctx->body->last - ctx->body->pos
+               == r->headers_out.content_length_n))
+    {
+        ctx->capture = 0;
+        ngx_http_ai_gateway_cache_save(r, ctx);
+    }
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_cache_input_filter_init(void *data)
+{
+    ngx_http_request_t *r = data;
+
+    ngx_int_t                         rc;
+    ngx_event_pipe_t                 *p;
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    rc = ctx->input_filter_init ? ctx->input_filter_init(data) : NGX_OK;
+
+    p = r->upstream->pipe;
+
+    if (rc == NGX_OK && ctx->capture && p->input_filter && p->input_ctx == r)
+    {
+        ctx->pipe_input_filter = p->input_filter;
+        p->input_filter = ngx_http_ai_gateway_cache_pipe_filter;
+        ctx->pipe = 1;
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_header_filter(ngx_http_request_t *r)
+{
+    ngx_str_t                         age;
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    if (ctx == NULL || r != r->main
+        || ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_NONE)
+    {
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (ctx->has_stale && ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_MISS
+        && ngx_http_ai_gateway_cache_stale_applies(r))
+    {
+        ngx_http_ai_gateway_cache_abandon(ctx);
+
+        if (ngx_http_ai_gateway_cache_stale_header(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_ai_gateway_cache_add_header(r, "X-Cache",
+            &ngx_http_ai_gateway_cache_status_names[ctx->status])
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_HIT
+        || ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_STALE)
+    {
+        age.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+        if (age.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        age.len = ngx_sprintf(age.data, "%T",
+                     ngx_max(ngx_time()
+                             - (time_t) (ctx->status
+                                         == NGX_HTTP_AI_GATEWAY_CACHE_HIT
+                                         ? ctx->found.entry.created
+                                         : ctx->stale.entry.created), 0))
+                  - age.data;
+
+        if (ngx_http_ai_gateway_cache_add_header(r, "Age", &age) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_MISS) {
+        ngx_http_ai_gateway_cache_start_capture(r, ctx);
+
+        if (!ctx->capture) {
+            /* not to be stored: the waiters go on their own */
+            ngx_http_ai_gateway_cache_abandon(ctx);
+
+        } else if (ctx->flight.role == NGX_HTTP_AI_GATEWAY_FLIGHT_LEADER) {
+            ngx_http_ai_gateway_flight_headers(&ctx->flight, ctx->headers,
+                                     ctx->headers_len,
+                                     r->headers_out.content_length_n);
+
+            if (r->read_event_handler != ngx_http_block_reading) {
+                ctx->client_read = r->read_event_handler;
+                r->read_event_handler = ngx_http_ai_gateway_cache_leader_read;
+            }
+        }
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_append(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_buf_t *in)
+{
+    size_t      len, limit, size;
+    ngx_buf_t  *b;
+
+    len = in->last - in->pos;
+    limit = ctx->store->max_entry_size - ctx->headers_overhead;
+    b = ctx->body;
+
+    if ((b ? (size_t) (b->last - b->pos) : 0) + len > limit) {
+        ngx_http_ai_gateway_count(ctx->store->ref.stats->too_large, 1);
+        ngx_http_ai_gateway_cache_abandon(ctx);
+        return NGX_DECLINED;
+    }
+
+    if (b == NULL || (size_t) (b->end - b->last) < len) {
+        size = b ? (size_t) (b->end - b->start) * 2 : 4096;
+
+        if (r->headers_out.content_length_n > 0 && b == NULL) {
+            size = r->headers_out.content_length_n;
+        }
+
+        size = ngx_min(ngx_max(size, (b ? (size_t) (b->last - b->pos) : 0)
+                                     + len),
+                       limit);
+
+        b = ngx_create_temp_buf(r->pool, size);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ctx->body) {
+            b->last = ngx_cpymem(b->last, ctx->body->pos,
+                                 ctx->body->last - ctx->body->pos);
+        }
+
+        ctx->body = b;
+    }
+
+    b->last = ngx_cpymem(b->last, in->pos, len);
+
+    if (ctx->sse) {
+        /* a stream: where its terminal event is (an error just stops it) */
+        (void) agw_sse_feed(ctx->sse, in->pos, len);
+    }
+
+    ngx_http_ai_gateway_flight_publish(&ctx->flight, in->pos, len);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    time_t                             ttl;
+    ngx_str_t                          model;
+    agw_entry_t                        entry;
+    ngx_http_ai_gateway_cache_conf_t  *conf;
+
+    if (r->headers_out.status != NGX_HTTP_OK) {
+        /* a later header filter changed the answer (a range, a 304) */
+        ngx_http_ai_gateway_cache_abandon(ctx);
+        return;
+    }
+
+    if (r->headers_out.content_length_n >= 0
+        && (ctx->body ? ctx->body->last - ctx->body->pos : 0)
+           != r->headers_out.content_length_n)
+    {
+        /* cut short (the upstream went away): never a partial answer */
+        ngx_http_ai_gateway_cache_abandon(ctx);
+        return;
+    }
+
+    if (ctx->stream
+        && (!ctx->terminal || agw_sse_finish(ctx->sse) != AGW_SSE_OK))
+    {
+        /* a stream that did not reach its end is not a whole answer */
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ai_gateway cache not storing: stream without its "
+                       "terminal event");
+        ngx_http_ai_gateway_cache_abandon(ctx);
+        return;
+    }
+
+    ngx_memzero(&entry, sizeof(agw_entry_t));
+
+    entry.status = (uint16_t) r->headers_out.status;
+    entry.created = ngx_time();
+    entry.key = ctx->key.data;
+    entry.key_len = ctx->key.len;
+    entry.headers = ctx->headers;
+    entry.headers_len = ctx->headers_len;
+
+    if (ctx->body) {
+        entry.body = ctx->body->pos;
+        entry.body_len = ctx->body->last - ctx->body->pos;
+    }
+
+    /* recorded beside the entry, for purge by model */
+    if (ngx_http_ai_gateway_cache_body_model(r, ctx, &model) == NGX_OK) {
+        entry.model = model.data;
+        entry.model_len = model.len;
+    }
+
+    /* kept past its lifetime for stale answers, where the store says when
+     * its entries expire (cache.c, is_stale) */
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+
+    ttl = ctx->ttl;
+
+    if (conf->stale > 0 && ngx_http_ai_gateway_cache_keeps_stale(ctx->store)) {
+        ttl += conf->stale;
+    }
+
+    (void) ctx->store->save(r, ctx->store, &ctx->digest, &entry, ttl);
+
+    /* the waiters have all of it: done, whether the store took it or not */
+    ngx_http_ai_gateway_flight_finish(&ctx->flight, 1);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_int_t                         rc;
+    ngx_chain_t                      *cl;
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    if (ctx && ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_STALE
+        && r == r->main)
+    {
+        return ngx_http_ai_gateway_cache_stale_body(r, ctx, in);
+    }
+
+    if (ctx == NULL || r != r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (!ctx->capture) {
+        return ngx_http_ai_gateway_cache_pass(r, ctx, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+
+        if (ctx->pipe) {
+            /* captured as the pipe read it: only its end is awaited */
+
+        } else if (ngx_buf_in_memory(cl->buf)) {
+            rc = ngx_http_ai_gateway_cache_append(r, ctx, cl->buf);
+
+            if (rc != NGX_OK) {
+                ctx->capture = 0;
+                break;
+            }
+
+        } else if (cl->buf->in_file) {
+            /*
+             * a file (not from an upstream's pipe): reading it back here
+             * would block the worker; not stored, and counted
+             */
+            ngx_http_ai_gateway_count(ctx->store->ref.stats->errors, 1);
+            ngx_http_ai_gateway_cache_abandon(ctx);
+            ctx->capture = 0;
+            break;
+        }
+
+        /*
+         * Store before the last bytes go out: once a client has read
+         * Content-Length bytes it may ask again at once, while the upstream
+         * module only sends the closing empty buffer after that.
+         */
+        if (cl->buf->last_buf
+            || (r->headers_out.content_length_n >= 0 && ctx->body
+                && ctx->body->last - ctx->body->pos
+                   == r->headers_out.content_length_n))
+        {
+            ctx->capture = 0;
+            ngx_http_ai_gateway_cache_save(r, ctx);
+            break;
+        }
+    }
+
+    return ngx_http_ai_gateway_cache_pass(r, ctx, in);
+}
+
+
+/*
+ * A leader whose client went away while others wait on its answer reads
+ * on for them: what it can no longer send is dropped here, so that the
+ * upstream module carries on as if it had been sent.
+ */
+static ngx_int_t
+ngx_http_ai_gateway_cache_pass(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_int_t  rc;
+
+    if (!ctx->orphan) {
+        rc = ngx_http_next_body_filter(r, in);
+
+        if (rc != NGX_ERROR
+            || !ngx_http_ai_gateway_flight_waiters(&ctx->flight))
+        {
+            return rc;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "ai_gateway cache: client gone, reading on for the "
+                      "requests waiting on this answer");
+        ctx->orphan = 1;
+    }
+
+    ngx_http_ai_gateway_cache_drop(in);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_cache_drop(ngx_chain_t *in)
+{
+    ngx_chain_t  *cl;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+}
+
+
+/*
+ * The leader's client read handler, once its answer is being shared: a
+ * client that goes away is not a reason to cut the answer the waiters read
+ * (the upstream module would close the upstream connection at once).
+ */
+static void
+ngx_http_ai_gateway_cache_leader_read(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_cache_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
+
+    if (ngx_http_ai_gateway_flight_waiters(&ctx->flight)) {
+        ngx_http_block_reading(r);
+        return;
+    }
+
+    ctx->client_read(r);
+}
+
+
+/* the answer will not be stored: a flight it leads fails */
+static void
+ngx_http_ai_gateway_cache_abandon(ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    ngx_http_ai_gateway_flight_finish(&ctx->flight, 0);
+}
+
+
+/* did the upstream fail in a way ai_gateway_cache_use_stale lists? */
+static ngx_flag_t
+ngx_http_ai_gateway_cache_stale_applies(ngx_http_request_t *r)
+{
+    ngx_uint_t                         mask;
+    ngx_http_upstream_t               *u;
+    ngx_http_ai_gateway_cache_conf_t  *conf;
+
+    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+    u = r->upstream;
+
+    if (conf->use_stale == 0 || u == NULL) {
+        return 0;
+    }
+
+    mask = 0;
+
+    if (u->headers_in.status_n == 0) {
+        /* no answer from the upstream: nginx's own error page */
+        switch (r->headers_out.status) {
+        case NGX_HTTP_GATEWAY_TIME_OUT:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_TIMEOUT;
+            break;
+        case NGX_HTTP_INTERNAL_SERVER_ERROR:
+        case NGX_HTTP_BAD_GATEWAY:
+        case NGX_HTTP_SERVICE_UNAVAILABLE:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_ERROR;
+            break;
+        }
+
+    } else {
+        switch (r->headers_out.status) {
+        case NGX_HTTP_INTERNAL_SERVER_ERROR:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_500;
+            break;
+        case NGX_HTTP_BAD_GATEWAY:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_502;
+            break;
+        case NGX_HTTP_SERVICE_UNAVAILABLE:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_503;
+            break;
+        case NGX_HTTP_GATEWAY_TIME_OUT:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_504;
+            break;
+        case NGX_HTTP_TOO_MANY_REQUESTS:
+            mask = NGX_HTTP_AI_GATEWAY_STALE_429;
+            break;
+        }
+    }
+
+    return (conf->use_stale & mask) ? 1 : 0;
+}
+
+
+/* the failed answer's headers become the stale entry's */
+static ngx_int_t
+ngx_http_ai_gateway_cache_stale_header(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    agw_entry_t  *e;
+
+    e = &ctx->stale.entry;
+
+    if (ngx_list_init(&r->headers_out.headers, r->pool, 20,
+                      sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    r->headers_out.status = e->status;
+    r->headers_out.status_line.len = 0;
+    r->err_status = 0;
+
+    r->headers_out.server = NULL;
+    r->headers_out.date = NULL;
+    r->headers_out.content_length = NULL;
+    r->headers_out.content_encoding = NULL;
+    r->headers_out.location = NULL;
+    r->headers_out.refresh = NULL;
+    r->headers_out.last_modified = NULL;
+    r->headers_out.content_range = NULL;
+    r->headers_out.accept_ranges = NULL;
+    r->headers_out.www_authenticate = NULL;
+    r->headers_out.expires = NULL;
+    r->headers_out.etag = NULL;
+    r->headers_out.override_charset = NULL;
+    r->headers_out.content_type_len = 0;
+    r->headers_out.content_type.len = 0;
+    r->headers_out.content_type.data = NULL;
+    r->headers_out.charset.len = 0;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.cache_control.nelts = 0;
+    r->headers_out.link.nelts = 0;
+    r->headers_out.content_length_n = e->body_len;
+    r->headers_out.last_modified_time = -1;
+
+    if (ngx_http_ai_gateway_cache_set_headers(r, e->headers, e->headers_len)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ctx->status = NGX_HTTP_AI_GATEWAY_CACHE_STALE;
+    ngx_http_ai_gateway_count(ctx->store->ref.stats->stale, 1);
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "ai_gateway cache: upstream failed, answering with a "
+                  "stale entry");
+
+    return NGX_OK;
+}
+
+
+/* the failed answer's body is dropped; the stale entry's goes out once */
+static ngx_int_t
+ngx_http_ai_gateway_cache_stale_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  out;
+
+    ngx_http_ai_gateway_cache_drop(in);
+
+    if (ctx->stale_sent) {
+        return ngx_http_next_body_filter(r, NULL);
+    }
+
+    ctx->stale_sent = 1;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = (u_char *) ctx->stale.entry.body;
+    b->last = b->pos + ctx->stale.entry.body_len;
+    b->memory = ctx->stale.entry.body_len ? 1 : 0;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_cache_filter_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_ai_gateway_cache_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_ai_gateway_cache_body_filter;
+
+    return NGX_OK;
+}

@@ -1,0 +1,167 @@
+/*
+ * What the files of the Redis connection share (redis/ only; users see
+ * ngx_http_ai_gateway_redis.h): the nodes, the commands in flight and the
+ * worker's state, and the functions that pass them between the concerns.
+ *
+ *   redis_conf.c        ai_gateway_redis, the users' per-worker hooks
+ *   redis_connection.c  hiredis on nginx's event loop: connect, handshake,
+ *                       the worker's start and exit
+ *   redis_breaker.c     failures counted per node, the breaker, back-off
+ *   redis_command.c     the command API: queue, timers, replies
+ *   redis_cluster.c     the slot map, routing, MOVED and ASK
+ *   redis_script.c      EVALSHA, and EVAL on NOSCRIPT
+ */
+
+#ifndef _NGX_HTTP_AI_GATEWAY_REDIS_NODE_H_INCLUDED_
+#define _NGX_HTTP_AI_GATEWAY_REDIS_NODE_H_INCLUDED_
+
+
+#include "base/ngx_http_ai_gateway_event.h"
+#include "base/ngx_http_ai_gateway_stats.h"
+#include "redis/ngx_http_ai_gateway_redis.h"
+
+#include <hiredis/async.h>
+
+
+#define NGX_HTTP_AI_GATEWAY_REDIS_BREAKER_FAILURES  3
+#define NGX_HTTP_AI_GATEWAY_REDIS_RECONNECT         100   /* ms */
+#define NGX_HTTP_AI_GATEWAY_REDIS_BACKOFF_MIN       500   /* ms */
+#define NGX_HTTP_AI_GATEWAY_REDIS_BACKOFF_MAX       5000  /* ms */
+#define NGX_HTTP_AI_GATEWAY_REDIS_MAX_NODES         64
+#define NGX_HTTP_AI_GATEWAY_REDIS_NO_NODE           0xff
+#define NGX_HTTP_AI_GATEWAY_REDIS_REDIRECTS         5
+#define NGX_HTTP_AI_GATEWAY_REDIS_REFRESH           1000  /* ms */
+
+#define NGX_HTTP_AI_GATEWAY_REDIS_MOVED             1
+#define NGX_HTTP_AI_GATEWAY_REDIS_ASK               2
+
+
+typedef struct ngx_http_ai_gateway_redis_node_s
+    ngx_http_ai_gateway_redis_node_t;
+
+
+struct ngx_http_ai_gateway_redis_cmd_s {
+    ngx_http_ai_gateway_redis_reply_pt   handler;  /* NULL once done */
+    void                                *data;
+    ngx_event_t                          timer;
+    ngx_pool_cleanup_t                  *cln;      /* in the caller's pool */
+    ngx_http_ai_gateway_redis_node_t    *node;     /* sent to */
+    unsigned                             write:1;  /* a cache write */
+    unsigned                             multi:1;
+    unsigned                             noscript:1; /* EVAL sent */
+    unsigned                             redirect:2; /* MOVED, ASK */
+    unsigned                             allocated:1; /* block: ngx_alloc */
+    ngx_uint_t                           redirects;
+    ngx_uint_t                           slot;     /* redirected */
+    ngx_http_ai_gateway_redis_node_t    *target;  /* redirected to */
+
+    /* EVALSHA: the EVAL to send instead on NOSCRIPT or a redirection */
+    int                                  argc;
+    const char                         **argv;
+    size_t                              *argvlen;
+    ngx_http_ai_gateway_redis_argv_t     eval;
+
+    /* cluster: the commands, to send again where redirected */
+    ngx_uint_t                           nblock;
+    ngx_http_ai_gateway_redis_argv_t    *block;
+};
+
+
+struct ngx_http_ai_gateway_redis_node_s {
+    ngx_str_t                            name;       /* for logs */
+    u_char                               addr[NGX_SOCKADDR_STRLEN + 1];
+    in_port_t                            port;
+    ngx_uint_t                           index;
+    redisAsyncContext                   *ac;
+    ngx_event_t                          reconnect;
+    ngx_event_t                          connect;    /* and handshake */
+    ngx_uint_t                           failures;   /* in a row */
+    ngx_msec_t                           backoff;    /* breaker, ms */
+    unsigned                             tcp:1;      /* connect() done */
+    unsigned                             ready:1;    /* handshake done */
+    unsigned                             breaker:1;  /* open */
+};
+
+
+typedef struct {
+    ngx_http_ai_gateway_redis_conf_t    *conf;
+    ngx_http_ai_gateway_shared_stats_t  *stats;
+    ngx_log_t                           *log;
+    ngx_http_ai_gateway_redis_node_t    *nodes;      /* the seed first */
+    ngx_uint_t                           nnodes;
+    ngx_uint_t                           nready;
+    u_char                              *slots;      /* node of each slot */
+    ngx_event_t                          refresh;    /* CLUSTER SLOTS */
+    unsigned                             cluster:1;
+    unsigned                             mapped:1;   /* slots known */
+    unsigned                             refreshing:1;
+    unsigned                             exiting:1;
+} ngx_http_ai_gateway_redis_worker_t;
+
+
+/* this worker's connection (redis_connection.c) */
+extern ngx_http_ai_gateway_redis_worker_t  ngx_http_ai_gateway_redis_worker;
+
+
+/* redis_connection.c */
+void ngx_http_ai_gateway_redis_connect(ngx_http_ai_gateway_redis_node_t *node);
+void ngx_http_ai_gateway_redis_node_init(ngx_http_ai_gateway_redis_node_t *node,
+    ngx_uint_t index, ngx_log_t *log);
+/* give the connection up; hiredis defers the free inside a callback */
+void ngx_http_ai_gateway_redis_drop(ngx_http_ai_gateway_redis_node_t *node);
+ngx_flag_t ngx_http_ai_gateway_redis_stopping(void);
+/* can a command be sent to this node right now? */
+ngx_flag_t ngx_http_ai_gateway_redis_usable(
+    ngx_http_ai_gateway_redis_node_t *node);
+
+/* redis_breaker.c */
+/* a failure: count it, open the breaker or plan a reconnect */
+void ngx_http_ai_gateway_redis_failed(ngx_http_ai_gateway_redis_node_t *node,
+    ngx_uint_t now);
+/* the handshake is done: the node takes commands (the breaker closes) */
+void ngx_http_ai_gateway_redis_ready(ngx_http_ai_gateway_redis_node_t *node);
+
+/* redis_command.c */
+ngx_http_ai_gateway_redis_cmd_t *ngx_http_ai_gateway_redis_alloc(
+    size_t extra);
+ngx_int_t ngx_http_ai_gateway_redis_queue(
+    ngx_http_ai_gateway_redis_node_t *node,
+    ngx_http_ai_gateway_redis_cmd_t *cmd, ngx_uint_t n,
+    ngx_http_ai_gateway_redis_argv_t *cmds, ngx_flag_t multi,
+    ngx_flag_t asking);
+ngx_http_ai_gateway_redis_cmd_t *ngx_http_ai_gateway_redis_start(
+    ngx_http_ai_gateway_redis_cmd_t *cmd,
+    ngx_http_ai_gateway_redis_node_t *node, const char *key, size_t keylen,
+    ngx_pool_t *pool, ngx_http_ai_gateway_redis_reply_pt handler, void *data,
+    ngx_uint_t n, ngx_http_ai_gateway_redis_argv_t *cmds, ngx_flag_t multi);
+void ngx_http_ai_gateway_redis_finish(ngx_http_ai_gateway_redis_cmd_t *cmd,
+    redisReply *reply, ngx_http_ai_gateway_redis_status_e status);
+void ngx_http_ai_gateway_redis_free(ngx_http_ai_gateway_redis_cmd_t *cmd);
+void ngx_http_ai_gateway_redis_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+
+/* redis_cluster.c */
+/* the node at host:port, added and connected if new; NULL if it cannot be */
+ngx_http_ai_gateway_redis_node_t *ngx_http_ai_gateway_redis_node_get(
+    u_char *host, size_t len, in_port_t port);
+/* the node that owns a key; the seed while the slots are not known */
+ngx_http_ai_gateway_redis_node_t *ngx_http_ai_gateway_redis_route(
+    const char *key, size_t len);
+/* read the slot map after delay ms (0: at once, but not from a reply) */
+void ngx_http_ai_gateway_redis_refresh_later(ngx_msec_t delay);
+void ngx_http_ai_gateway_redis_refresh_handler(ngx_event_t *ev);
+/* MOVED or ASK, and where to: the kind, or 0 for another reply */
+ngx_uint_t ngx_http_ai_gateway_redis_redirection(redisReply *reply,
+    ngx_uint_t *slot, ngx_http_ai_gateway_redis_node_t **target);
+void ngx_http_ai_gateway_redis_queued(redisAsyncContext *ac, void *r,
+    void *privdata);
+/* send cmd's block again where a MOVED or ASK points; NGX_OK if sent */
+ngx_int_t ngx_http_ai_gateway_redis_follow(
+    ngx_http_ai_gateway_redis_cmd_t *cmd, ngx_uint_t kind, ngx_uint_t slot,
+    ngx_http_ai_gateway_redis_node_t *target);
+/* a cluster keeps a copy of the commands, to send them again elsewhere */
+ngx_int_t ngx_http_ai_gateway_redis_keep(ngx_http_ai_gateway_redis_cmd_t *cmd,
+    ngx_uint_t n, ngx_http_ai_gateway_redis_argv_t *cmds);
+
+
+#endif /* _NGX_HTTP_AI_GATEWAY_REDIS_NODE_H_INCLUDED_ */

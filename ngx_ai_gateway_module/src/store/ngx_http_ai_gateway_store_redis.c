@@ -1,0 +1,705 @@
+/*
+ * The Redis cache store (ai_gateway_cache redis, SPEC 3.2).
+ *
+ * An entry is the hash <prefix><hex digest of the cache key> with the
+ * fields status (decimal), headers (the agw headers blob, "Name: value"
+ * lines), body, created (unix seconds), key (the cache key text) and
+ * model (the request's, for purge by model; empty if it named none),
+ * written by HSET and EXPIRE inside MULTI/EXEC so that no entry is ever
+ * left without its TTL, and read back with HGETALL.  What comes back is
+ * untrusted (anyone who can write to Redis wrote it): it is served only if
+ * it decodes strictly (agw_entry_from_fields(): all fields, status 200, no
+ * larger than max_entry_size, checked before anything is copied, valid
+ * headers and no framing or hop-by-hop one); anything else is a MISS and
+ * an error, never an answer.  Writes are fire and forget, with their own
+ * write_timeout, outside the breaker (ngx_http_ai_gateway_redis_send_write).
+ *
+ * The lookup waits the way limit_req's delay does: the store returns
+ * NGX_AGAIN, the client is watched with ngx_http_test_reading(), and the
+ * reply handler reports through the handler the lookup was given (the
+ * cache's resumes the phases).  The command is tied to the request's pool,
+ * so a client that goes away first leaves a reply that nobody reads.  When
+ * Redis is unavailable (down, breaker open) the lookup is a MISS at once.
+ * A lookup asked for the entry's expiry (a near cache's) reads its PTTL
+ * with it, in one MULTI/EXEC.
+ *
+ * "entries" is the number of cache keys (the prefix and 64 hex digits,
+ * not the limiter's "rl:" buckets under the same prefix), counted by
+ * worker 0 every NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN ms with SCAN MATCH
+ * (one round trip per 1000 keys, never KEYS or DBSIZE: the database may be
+ * shared).  bytes_used is not known and stays 0.  With a Redis Cluster
+ * the keys are spread over the nodes and "entries" stays 0.
+ *
+ * Cluster: every command of an entry names the one key, so the whole
+ * MULTI/EXEC block goes to the node that owns it (redis/).
+ */
+
+#include "store/ngx_http_ai_gateway_store_redis.h"
+
+
+#define NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN       3000          /* ms */
+#define NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN_MAX   10000 /* rounds */
+
+
+typedef struct {
+    ngx_http_request_t                  *r;
+    ngx_http_ai_gateway_store_t         *store;
+    ngx_http_ai_gateway_found_t         *found;
+    ngx_str_t                            key;     /* the Redis key */
+    ngx_http_ai_gateway_store_done_pt    done;
+    void                                *data;
+    unsigned                             expiry:1; /* PTTL asked too */
+} ngx_http_ai_gateway_store_redis_lookup_t;
+
+
+typedef struct {
+    ngx_http_ai_gateway_store_t         *store;
+    ngx_event_t                          timer;
+    ngx_str_t                            pattern; /* SCAN MATCH */
+    u_char                               cursor[NGX_INT64_LEN];
+    size_t                               cursor_len;
+    ngx_uint_t                           count;
+    ngx_uint_t                           rounds;
+} ngx_http_ai_gateway_store_redis_scan_t;
+
+
+static ngx_int_t ngx_http_ai_gateway_store_redis_lookup(
+    ngx_http_request_t *r, ngx_http_ai_gateway_store_t *store,
+    const agw_digest_t *digest, ngx_http_ai_gateway_found_t *found,
+    ngx_http_ai_gateway_store_done_pt done, void *data);
+static ngx_int_t ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
+    const agw_entry_t *entry, time_t ttl);
+static void ngx_http_ai_gateway_store_redis_start(ngx_cycle_t *cycle,
+    void *data);
+static void ngx_http_ai_gateway_store_redis_stop(void *data);
+static void ngx_http_ai_gateway_store_redis_scan(ngx_event_t *ev);
+
+
+/* worker 0's */
+static ngx_http_ai_gateway_store_redis_scan_t
+    *ngx_http_ai_gateway_store_redis_scan_state;
+
+
+ngx_http_ai_gateway_store_t *
+ngx_http_ai_gateway_store_redis_create(ngx_conf_t *cf,
+    ngx_http_ai_gateway_redis_conf_t *rcf)
+{
+    ngx_str_t                         name;
+    ngx_http_ai_gateway_store_t      *store, **stores;
+    ngx_http_ai_gateway_main_conf_t  *amcf;
+
+    ngx_str_set(&name, "redis");
+
+    /* "ai_gateway_cache redis" must mean the one thing */
+    if (ngx_http_ai_gateway_store_shm_find(cf, &name) != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cache zone \"redis\" conflicts with the Redis "
+                           "cache, rename the zone");
+        return NULL;
+    }
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_ai_gateway_module);
+
+    store = ngx_pcalloc(cf->pool, sizeof(ngx_http_ai_gateway_store_t));
+    if (store == NULL) {
+        return NULL;
+    }
+
+    store->ref.name = name;
+    ngx_str_set(&store->ref.backend, "redis");
+    store->lookup = ngx_http_ai_gateway_store_redis_lookup;
+    store->save = ngx_http_ai_gateway_store_redis_save;
+    store->purge = ngx_http_ai_gateway_store_redis_purge;
+    store->max_entry_size = rcf->max_entry_size;
+    store->data = rcf;
+
+    stores = ngx_array_push(&amcf->caches);
+    if (stores == NULL) {
+        return NULL;
+    }
+
+    *stores = store;
+
+    /* ref.stats is set in each worker, once the stats zone exists */
+
+    if (ngx_http_ai_gateway_redis_on_worker(cf,
+                                        ngx_http_ai_gateway_store_redis_start,
+                                        ngx_http_ai_gateway_store_redis_stop,
+                                        store)
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return store;
+}
+
+
+static void
+ngx_http_ai_gateway_store_redis_start(ngx_cycle_t *cycle, void *data)
+{
+    ngx_http_ai_gateway_store_t *store = data;
+
+    ngx_http_ai_gateway_main_conf_t         *amcf;
+    ngx_http_ai_gateway_redis_conf_t        *rcf;
+    ngx_http_ai_gateway_shared_stats_t      *stats;
+    ngx_http_ai_gateway_store_redis_scan_t  *scan;
+
+    amcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_ai_gateway_module);
+    stats = ngx_http_ai_gateway_shared_stats(amcf);
+    rcf = store->data;
+
+    store->ref.stats = &stats->redis_cache;
+
+    /* a cluster's keys are spread over its nodes: not counted (0) */
+    if (ngx_worker != 0 || rcf->cluster) {
+        return;
+    }
+
+    scan = ngx_pcalloc(cycle->pool,
+                       sizeof(ngx_http_ai_gateway_store_redis_scan_t));
+    if (scan == NULL) {
+        return;
+    }
+
+    scan->store = store;
+
+    if (ngx_http_ai_gateway_store_redis_pattern(cycle->pool, rcf,
+                                                &scan->pattern)
+        != NGX_OK)
+    {
+        return;
+    }
+
+    ngx_http_ai_gateway_event_init(&scan->timer,
+                                   ngx_http_ai_gateway_store_redis_scan,
+                                   cycle->log);
+    scan->timer.cancelable = 1;
+
+    ngx_add_timer(&scan->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
+
+    ngx_http_ai_gateway_store_redis_scan_state = scan;
+}
+
+
+static void
+ngx_http_ai_gateway_store_redis_stop(void *data)
+{
+    ngx_http_ai_gateway_store_redis_scan_t  *scan;
+
+    scan = ngx_http_ai_gateway_store_redis_scan_state;
+
+    if (scan && scan->timer.timer_set) {
+        ngx_del_timer(&scan->timer);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_store_redis_key(ngx_pool_t *pool,
+    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
+    ngx_str_t *key)
+{
+    ngx_http_ai_gateway_redis_conf_t  *rcf;
+
+    rcf = store->data;
+
+    key->len = rcf->prefix.len + AGW_DIGEST_HEX_LEN;
+
+    key->data = ngx_pnalloc(pool, key->len + 1);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(key->data, rcf->prefix.data, rcf->prefix.len);
+    agw_digest_hex(digest, (char *) key->data + rcf->prefix.len);
+
+    return NGX_OK;
+}
+
+
+/*
+ * NULL and the entry in r's pool, or the reason it is not one.  The fields
+ * are checked (lib/agw_entry.c) before anything is copied: what is copied
+ * is bounded by max_entry_size and is what will be served.
+ */
+static const char *
+ngx_http_ai_gateway_store_redis_decode(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, redisReply *reply, agw_entry_t *e)
+{
+    u_char        *p;
+    size_t         i, total;
+    agw_field_t   *field;
+    redisReply    *f, *v;
+    const char    *reason;
+    agw_fields_t   fields;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2) {
+        return "not a hash";
+    }
+
+    ngx_memzero(&fields, sizeof(agw_fields_t));
+
+    for (i = 0; i < reply->elements; i += 2) {
+        f = reply->element[i];
+        v = reply->element[i + 1];
+
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+            return "not a hash";
+        }
+
+#define ngx_http_ai_gateway_field_is(f, name)                                \
+        ((f)->len == sizeof(name) - 1                                        \
+         && ngx_strncmp((f)->str, name, sizeof(name) - 1) == 0)
+
+        if (ngx_http_ai_gateway_field_is(f, "status")) {
+            field = &fields.status;
+
+        } else if (ngx_http_ai_gateway_field_is(f, "headers")) {
+            field = &fields.headers;
+
+        } else if (ngx_http_ai_gateway_field_is(f, "body")) {
+            field = &fields.body;
+
+        } else if (ngx_http_ai_gateway_field_is(f, "created")) {
+            field = &fields.created;
+
+        } else if (ngx_http_ai_gateway_field_is(f, "key")) {
+            field = &fields.key;
+
+        } else {
+            continue;
+        }
+
+#undef ngx_http_ai_gateway_field_is
+
+        /* hiredis ends every string with a NUL: never a NULL pointer */
+        field->data = (const uint8_t *) v->str;
+        field->len = v->len;
+    }
+
+    reason = agw_entry_from_fields(&fields, store->max_entry_size, e);
+    if (reason) {
+        return reason;
+    }
+
+    /* copy out: hiredis frees the reply when the handler returns */
+    total = e->headers_len + e->body_len + e->key_len;
+
+    p = ngx_pnalloc(r->pool, total ? total : 1);
+    if (p == NULL) {
+        return "out of memory";
+    }
+
+    ngx_memcpy(p, e->headers, e->headers_len);
+    e->headers = p;
+    p += e->headers_len;
+
+    ngx_memcpy(p, e->body, e->body_len);
+    e->body = p;
+    p += e->body_len;
+
+    ngx_memcpy(p, e->key, e->key_len);
+    e->key = p;
+
+    return NULL;
+}
+
+
+static void
+ngx_http_ai_gateway_store_redis_found(redisReply *reply,
+    ngx_http_ai_gateway_redis_status_e status, void *data)
+{
+    ngx_http_ai_gateway_store_redis_lookup_t  *lk = data;
+
+    ngx_int_t            rc;
+    redisReply          *pttl;
+    const char          *reason;
+    ngx_http_request_t  *r;
+
+    r = lk->r;
+    pttl = NULL;
+
+    if (lk->expiry && status == NGX_HTTP_AI_GATEWAY_REDIS_OK) {
+        /* EXEC's reply: HGETALL's, then PTTL's */
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+            && reply->element[1]->type == REDIS_REPLY_INTEGER)
+        {
+            pttl = reply->element[1];
+            reply = reply->element[0];
+
+        } else {
+            status = NGX_HTTP_AI_GATEWAY_REDIS_ERROR;
+        }
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway redis cache lookup status:%d reply:%p",
+                   status, reply);
+
+    r->read_event_handler = ngx_http_block_reading;
+
+    if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK) {
+        /* timed out or failed: counted by the connection, a MISS here */
+        ngx_http_ai_gateway_count(lk->store->ref.stats->errors, 1);
+        rc = NGX_ERROR;
+
+    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 0) {
+        rc = NGX_DECLINED;
+
+    } else {
+        reason = ngx_http_ai_gateway_store_redis_decode(r, lk->store, reply,
+                                                        &lk->found->entry);
+        if (reason == NULL) {
+            lk->found->expires = 0;  /* Redis keeps the TTL */
+            rc = NGX_OK;
+
+            if (pttl && pttl->integer != -1) {
+                /* whole seconds left, never more: -1 is "no TTL" */
+                lk->found->expires = ngx_time()
+                                     + (time_t) (pttl->integer / 1000);
+            }
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "redis cache: ignoring entry \"%V\": %s",
+                          &lk->key, reason);
+            ngx_http_ai_gateway_count(lk->store->ref.stats->errors, 1);
+            rc = NGX_ERROR;
+        }
+    }
+
+    lk->done(r, rc, lk->data);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_store_redis_lookup(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
+    ngx_http_ai_gateway_found_t *found,
+    ngx_http_ai_gateway_store_done_pt done, void *data)
+{
+    void                                      *sent;
+    size_t                                     len[2], plen[2];
+    const char                                *argv[2], *pargv[2];
+    ngx_http_ai_gateway_redis_argv_t           cmds[2];
+    ngx_http_ai_gateway_store_redis_lookup_t  *lk;
+
+    if (!ngx_http_ai_gateway_redis_available()) {
+        /* down or breaker open: a MISS now, no waiting */
+        ngx_http_ai_gateway_count(store->ref.stats->errors, 1);
+        return NGX_ERROR;
+    }
+
+    lk = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_store_redis_lookup_t));
+    if (lk == NULL) {
+        return NGX_ERROR;
+    }
+
+    lk->r = r;
+    lk->store = store;
+    lk->found = found;
+    lk->done = done;
+    lk->data = data;
+    lk->expiry = found->expiry;
+
+    if (ngx_http_ai_gateway_store_redis_key(r->pool, store, digest, &lk->key)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    argv[0] = "HGETALL";
+    len[0] = 7;
+    argv[1] = (const char *) lk->key.data;
+    len[1] = lk->key.len;
+
+    if (lk->expiry) {
+        /* the entry and its remaining TTL (a near copy keeps to it) */
+        cmds[0].argc = 2;
+        cmds[0].argv = argv;
+        cmds[0].argvlen = len;
+        pargv[0] = "PTTL";
+        plen[0] = 4;
+        pargv[1] = argv[1];
+        plen[1] = len[1];
+
+        cmds[1].argc = 2;
+        cmds[1].argv = pargv;
+        cmds[1].argvlen = plen;
+
+        sent = ngx_http_ai_gateway_redis_send_multi(r->pool,
+                                        ngx_http_ai_gateway_store_redis_found,
+                                        lk, 2, cmds);
+
+    } else {
+        sent = ngx_http_ai_gateway_redis_send(r->pool,
+                                        ngx_http_ai_gateway_store_redis_found,
+                                        lk, 2, argv, len);
+    }
+
+    if (sent == NULL) {
+        ngx_http_ai_gateway_count(store->ref.stats->errors, 1);
+        return NGX_ERROR;
+    }
+
+    /* notice a client that goes away while Redis answers */
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_ai_gateway_store_redis_saved(redisReply *reply,
+    ngx_http_ai_gateway_redis_status_e status, void *data)
+{
+    ngx_http_ai_gateway_store_t  *store = data;
+
+    size_t  i;
+
+    if (status == NGX_HTTP_AI_GATEWAY_REDIS_OK
+        && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2)
+    {
+        for (i = 0; i < reply->elements; i++) {
+            if (reply->element[i]->type == REDIS_REPLY_ERROR) {
+                break;
+            }
+        }
+
+        if (i == reply->elements) {
+            ngx_http_ai_gateway_count(store->ref.stats->stores, 1);
+            return;
+        }
+    }
+
+    /* e.g. a non-hash value under the key: WRONGTYPE inside EXEC */
+    ngx_http_ai_gateway_count(store->ref.stats->errors, 1);
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
+    const agw_entry_t *entry, time_t ttl)
+{
+    u_char                            *p;
+    u_char                             num[3 * NGX_TIME_T_LEN];
+    size_t                             hlen[14], elen[3];
+    ngx_str_t                          key;
+    const char                        *hset[14], *expire[3];
+    ngx_http_ai_gateway_redis_argv_t   cmds[2];
+
+    if (!ngx_http_ai_gateway_redis_available()) {
+        ngx_http_ai_gateway_count(store->ref.stats->errors, 1);
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_ai_gateway_store_redis_key(r->pool, store, digest, &key)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = num;
+
+    hset[0] = "HSET";
+    hlen[0] = 4;
+    hset[1] = (const char *) key.data;
+    hlen[1] = key.len;
+
+    hset[2] = "status";
+    hlen[2] = 6;
+    hset[3] = (const char *) p;
+    hlen[3] = ngx_sprintf(p, "%ui", (ngx_uint_t) entry->status) - p;
+    p += hlen[3];
+
+    hset[4] = "headers";
+    hlen[4] = 7;
+    hset[5] = (const char *) entry->headers;
+    hlen[5] = entry->headers_len;
+
+    hset[6] = "body";
+    hlen[6] = 4;
+    hset[7] = entry->body ? (const char *) entry->body : "";
+    hlen[7] = entry->body_len;
+
+    hset[8] = "created";
+    hlen[8] = 7;
+    hset[9] = (const char *) p;
+    hlen[9] = ngx_sprintf(p, "%T", (time_t) entry->created) - p;
+    p += hlen[9];
+
+    hset[10] = "key";
+    hlen[10] = 3;
+    hset[11] = (const char *) entry->key;
+    hlen[11] = entry->key_len;
+
+    /* what purge by model matches; empty when the request named none */
+    hset[12] = "model";
+    hlen[12] = 5;
+    hset[13] = entry->model ? (const char *) entry->model : "";
+    hlen[13] = entry->model_len;
+
+    if (hset[5] == NULL) {
+        hset[5] = "";
+    }
+
+    expire[0] = "EXPIRE";
+    elen[0] = 6;
+    expire[1] = (const char *) key.data;
+    elen[1] = key.len;
+    expire[2] = (const char *) p;
+    elen[2] = ngx_sprintf(p, "%T", ttl) - p;
+
+    cmds[0].argc = 14;
+    cmds[0].argv = hset;
+    cmds[0].argvlen = hlen;
+    cmds[1].argc = 3;
+    cmds[1].argv = expire;
+    cmds[1].argvlen = elen;
+
+    /* no pool: the write is counted even if the request is gone first */
+    if (ngx_http_ai_gateway_redis_send_write(
+                                       ngx_http_ai_gateway_store_redis_saved,
+                                       store, 2, cmds)
+        == NULL)
+    {
+        ngx_http_ai_gateway_count(store->ref.stats->errors, 1);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_store_redis_scanned(redisReply *reply,
+    ngx_http_ai_gateway_redis_status_e status, void *data)
+{
+    ngx_http_ai_gateway_store_redis_scan_t  *scan = data;
+
+    redisReply  *cursor, *keys;
+
+    if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK
+        || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[0]->len == 0
+        || reply->element[0]->len > NGX_INT64_LEN
+        || reply->element[1]->type != REDIS_REPLY_ARRAY)
+    {
+        /* try again next time, from the start */
+        ngx_add_timer(&scan->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
+        return;
+    }
+
+    cursor = reply->element[0];
+    keys = reply->element[1];
+
+    scan->count += keys->elements;
+
+    if ((cursor->len == 1 && cursor->str[0] == '0')
+        || ++scan->rounds >= NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN_MAX)
+    {
+        /* a gauge: a plain store of an aligned word */
+        scan->store->ref.stats->entries = scan->count;
+
+        ngx_add_timer(&scan->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
+        return;
+    }
+
+    scan->cursor_len = cursor->len;
+    ngx_memcpy(scan->cursor, cursor->str, cursor->len);
+
+    /* the next round at once, as a posted timer would */
+    ngx_add_timer(&scan->timer, 1);
+}
+
+
+static void
+ngx_http_ai_gateway_store_redis_scan(ngx_event_t *ev)
+{
+    size_t                                   len[6];
+    const char                              *argv[6];
+    ngx_http_ai_gateway_store_redis_scan_t  *scan;
+
+    scan = ngx_http_ai_gateway_event_owner(ev,
+                                       ngx_http_ai_gateway_store_redis_scan_t,
+                                       timer);
+
+    if (scan->cursor_len == 0) {
+        /* a new count */
+        scan->cursor[0] = '0';
+        scan->cursor_len = 1;
+        scan->count = 0;
+        scan->rounds = 0;
+    }
+
+    argv[0] = "SCAN";
+    len[0] = 4;
+    argv[1] = (const char *) scan->cursor;
+    len[1] = scan->cursor_len;
+    argv[2] = "MATCH";
+    len[2] = 5;
+    argv[3] = (const char *) scan->pattern.data;
+    len[3] = scan->pattern.len;
+    argv[4] = "COUNT";
+    len[4] = 5;
+    argv[5] = "1000";
+    len[5] = 4;
+
+    /* unless it continues, the next round starts a new count */
+    scan->cursor_len = 0;
+
+    if (ngx_http_ai_gateway_redis_send(NULL,
+                                      ngx_http_ai_gateway_store_redis_scanned,
+                                      scan, 6, argv, len)
+        == NULL)
+    {
+        ngx_add_timer(&scan->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
+    }
+}
+
+
+/*
+ * The SCAN pattern of the cache's keys: the prefix taken literally (its
+ * glob characters escaped), then exactly the 64 hex digits of a cache key,
+ * so that other keys under the prefix (the limiter's "rl:" buckets) are
+ * neither counted nor purged as cache entries.
+ */
+
+ngx_int_t
+ngx_http_ai_gateway_store_redis_pattern(ngx_pool_t *pool,
+    ngx_http_ai_gateway_redis_conf_t *rcf, ngx_str_t *pattern)
+{
+    u_char      *p;
+    ngx_uint_t   i;
+
+    pattern->data = ngx_pnalloc(pool, 2 * rcf->prefix.len
+                                      + AGW_DIGEST_HEX_LEN
+                                        * (sizeof("[0-9a-f]") - 1));
+    if (pattern->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = pattern->data;
+
+    for (i = 0; i < rcf->prefix.len; i++) {
+        switch (rcf->prefix.data[i]) {
+        case '*': case '?': case '[': case ']': case '\\':
+            *p++ = '\\';
+        }
+
+        *p++ = rcf->prefix.data[i];
+    }
+
+    for (i = 0; i < AGW_DIGEST_HEX_LEN; i++) {
+        p = ngx_cpymem(p, "[0-9a-f]", sizeof("[0-9a-f]") - 1);
+    }
+
+    pattern->len = p - pattern->data;
+
+    return NGX_OK;
+}
