@@ -23,7 +23,8 @@
 #define AGW_JSON_EDEPTH   -2             /* nested deeper than
                                             AGW_JSON_MAX_DEPTH */
 #define AGW_JSON_EDUP     -3             /* an object repeats a member name */
-#define AGW_JSON_ERANGE   -4             /* an exponent beyond +-999999999,
+#define AGW_JSON_ERANGE   -4             /* a number whose canonical
+                                            exponent is beyond +-999999999,
                                             or input of 2 GiB or more */
 #define AGW_JSON_ENOMEM   -5             /* scratch too small */
 #define AGW_JSON_ESTOP    -6             /* a callback asked to stop */

@@ -11,7 +11,7 @@
  * '\' and the C0 controls, with the short forms where JSON has them and
  * \u00xx with lower-case hex otherwise), numbers by value, arrays in their
  * order.  The result is itself JSON, and canonicalising it again gives the
- * same bytes (the fuzzer holds it to that).
+ * same bytes (see "What this guarantees" below).
  *
  * Numbers are never converted to double: a double would merge 1e400 with
  * 1e401 (both infinity) and 10000000000000001 with 10000000000000000.  The
@@ -21,8 +21,22 @@
  * included, is "0".  It is written as D when E is 0, as D followed by E
  * zeros when E is 1 to 20, and as "DeE" otherwise: 1.0, 1 and 10e-1 are
  * "1", 1E2 is "100", 1.5 is "15e-1", 1e21 is "1e21", 1e400 is "1e400".
- * An exponent whose digits (leading zeros aside) are more than nine is
- * ERANGE, not rounded.
+ * A number whose E would need more than nine digits is ERANGE, not
+ * rounded: the scanner computes E from the digits as it reads them, so
+ * 1e999999999 is canonical but 0.1e-999999999 (E = -1000000000) and
+ * 10e999999999 are not, while 0.1e1000000000 is (E = 999999999) and so is
+ * a zero with any exponent ("0").
+ *
+ * What this guarantees: a text is canonicalisable, or not, as a whole;
+ * its canonical form is JSON that canonicalises again to the very same
+ * bytes (a fixed point: canonical(canonical(x)) == canonical(x) for every
+ * x that canonicalises, which the unit tests and the fuzzer check), and
+ * two texts share a canonical form only if they are the same JSON value
+ * by the rules above.  Within those rules it promises nothing about
+ * meaning: 1 and 1.0 are one value here, as RFC 8259 allows, even if some
+ * upstream tells them apart.  The cache digests a canonical form and raw
+ * bytes in separate domains (agw_key.h), so a body keyed by its bytes
+ * never meets one keyed by its canonical form.
  *
  * What is not canonicalisable returns an error and writes nothing, and the
  * caller keys by the raw bytes: anything the scanner rejects (see
@@ -455,8 +469,17 @@ agw_json_emit_number(agw_json_out_t *o, const agw_json_node_t *nd)
             p++;
         }
 
+        /*
+         * at most ten significant digits unless the number is zero (the
+         * scanner's ERANGE): the cap only keeps a zero's long exponent
+         * from overflowing
+         */
         while (p < end) {
-            exp = exp * 10 + (*p++ - '0');   /* <= 9 digits: checked */
+            if (exp < 100000000000LL) {
+                exp = exp * 10 + (*p - '0');
+            }
+
+            p++;
         }
 
         if (eneg) {

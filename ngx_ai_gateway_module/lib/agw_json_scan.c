@@ -7,8 +7,9 @@
  * surrogate, bytes that are not UTF-8 as RFC 3629 defines it (see
  * agw_json.c), leading zeros, a number without digits after its '.' or
  * 'e', trailing commas, trailing garbage, and nesting deeper than
- * AGW_JSON_MAX_DEPTH.  An exponent of more than nine significant digits,
- * valid JSON, is ERANGE: the canonical form would have to round it.
+ * AGW_JSON_MAX_DEPTH.  A number whose canonical form would need an
+ * exponent of more than nine digits, valid JSON, is ERANGE: its canonical
+ * form would not read back as itself.
  *
  * As it goes, the same pass reads the request facts: each value carries a
  * role (agw_json_request.c) that says what it means to the request, and
@@ -151,13 +152,50 @@ done:
 }
 
 
+/*
+ * The decimal exponent the canonical form writes for a number (see
+ * agw_json_canonical.c): the input's exponent, less the fraction digits,
+ * plus the trailing zeros of all the digits; 1 and *e set, or 0 for zero
+ * (written "0", no exponent).  exp is the input's exponent, already known
+ * to fit.
+ */
+
+static int
+agw_json_canonical_exponent(const uint8_t *ip, size_t ilen, const uint8_t *fp,
+    size_t flen, int64_t exp, int64_t *e)
+{
+    size_t  tz, n;
+
+    tz = 0;
+
+    for (n = flen; n && fp[n - 1] == '0'; n--) {
+        tz++;
+    }
+
+    if (n == 0) {
+        for (n = ilen; n && ip[n - 1] == '0'; n--) {
+            tz++;
+        }
+
+        if (n == 0) {
+            return 0;
+        }
+    }
+
+    *e = exp - (int64_t) flen + (int64_t) tz;
+
+    return 1;
+}
+
+
 static int
 agw_json_scan_number(agw_json_scan_t *ps, unsigned role, uint32_t *out)
 {
-    int             plain, neg;
-    size_t          sig;
+    int             plain, neg, eneg;
+    size_t          sig, ilen, flen;
+    int64_t         exp, e;
     uint32_t        idx;
-    const uint8_t  *p, *end, *digits;
+    const uint8_t  *p, *end, *digits, *frac, *edigits;
 
     p = ps->p;
     end = ps->end;
@@ -182,9 +220,13 @@ agw_json_scan_number(agw_json_scan_t *ps, unsigned role, uint32_t *out)
         return AGW_JSON_EINVAL;
     }
 
+    ilen = (size_t) (p - digits);
+    frac = p;
+    flen = 0;
+
     if (p < end && *p == '.') {
         plain = 0;
-        p++;
+        frac = ++p;
 
         if (p == end || *p < '0' || *p > '9') {
             return AGW_JSON_EINVAL;
@@ -193,13 +235,20 @@ agw_json_scan_number(agw_json_scan_t *ps, unsigned role, uint32_t *out)
         while (p < end && *p >= '0' && *p <= '9') {
             p++;
         }
+
+        flen = (size_t) (p - frac);
     }
+
+    sig = 0;
+    eneg = 0;
+    edigits = p;
 
     if (p < end && (*p == 'e' || *p == 'E')) {
         plain = 0;
         p++;
 
         if (p < end && (*p == '+' || *p == '-')) {
+            eneg = (*p == '-');
             p++;
         }
 
@@ -211,11 +260,42 @@ agw_json_scan_number(agw_json_scan_t *ps, unsigned role, uint32_t *out)
             p++;
         }
 
+        edigits = p;
+
         for (sig = 0; p < end && *p >= '0' && *p <= '9'; sig++) {
             p++;
         }
+    }
 
-        if (sig > 9 && ps->err == AGW_JSON_OK) {
+    /*
+     * ERANGE when the canonical form would write an exponent of more than
+     * nine digits: reading that form again would be ERANGE, so the form
+     * would not be a fixed point.  An input exponent of more than ten
+     * digits always is one (the digits, under 2 GiB, cannot bring it
+     * back), unless the number is zero; a plain integer only with a
+     * billion trailing zeros.
+     */
+
+    if (ps->err == AGW_JSON_OK && (!plain || ilen > 999999999)) {
+
+        exp = 0;
+
+        if (sig <= 10) {
+            while (edigits < p) {
+                exp = exp * 10 + (*edigits++ - '0');
+            }
+
+            if (eneg) {
+                exp = -exp;
+            }
+
+        } else {
+            exp = eneg ? -10000000000LL : 10000000000LL;
+        }
+
+        if (agw_json_canonical_exponent(digits, ilen, frac, flen, exp, &e)
+            && (e > 999999999 || e < -999999999))
+        {
             ps->err = AGW_JSON_ERANGE;
         }
     }

@@ -20,11 +20,24 @@
  * the high bit set on every byte but the last: one byte below 128) and the
  * bytes:
  *
- *     'V' len "agw-key-v3"   always first: bump it to retire every old key
+ *     'V' len "agw-key-v4"   always first: bump it to retire every old key
  *     'K' len key part       one per part of the key text, in order (the
  *                            module splits the key at each variable)
  *     'B' 32  body digest    only when the request is keyed on its body
  *     'A' 32  cred digest    only when credentials are part of the key
+ *
+ * The body digest is itself tagged: SHA-256 of 'R' and the body's bytes,
+ * or of 'J' and its canonical JSON form (ai_gateway_cache_key_json), so a
+ * body keyed by its bytes and another keyed by its canonical form never
+ * share a digest, even when the bytes of one are the form of the other
+ * (a location with key_json off and one with it on, sharing a store and a
+ * key text).
+ *
+ * Versions: v3 digested the body without its tag; v4 (the tag) changed
+ * every key of a request with a body, so the version changed every key:
+ * entries stored under v3 are never found again and expire with their TTL
+ * (Redis) or go with the zone (a shared-memory zone refuses a reload
+ * across the change, NGX_HTTP_AI_GATEWAY_SHM_VERSION).
  *
  * The tags make a missing field different from an empty one and stop the
  * fields from sliding into each other; the lengths make the split of the
@@ -59,7 +72,7 @@ static AGW_NOINLINE void agw_key_slot_digest(uint8_t out[AGW_KEY_SLOT_LEN],
     const uint8_t *key, size_t len);
 
 
-#define AGW_KEY_VERSION  "agw-key-v3"
+#define AGW_KEY_VERSION  "agw-key-v4"
 
 
 void
@@ -179,6 +192,14 @@ void
 agw_digest_final(agw_digest_t *out, agw_sha256_t *ctx)
 {
     agw_sha256_final(ctx, out->bytes);
+}
+
+
+void
+agw_body_digest_init(agw_sha256_t *ctx, uint8_t form)
+{
+    agw_sha256_init(ctx);
+    agw_sha256_update(ctx, &form, 1);
 }
 
 

@@ -25,7 +25,7 @@ typedef struct {
 
 /*
  * digest = SHA-256 over tagged, length-prefixed fields: the version string
- * "agw-key-v3", each part of the key text in order, the body digest if
+ * "agw-key-v4", each part of the key text in order, the body digest if
  * keyed on the body, the credentials digest if keyed on them; a missing
  * field differs from an empty one, and no two different inputs meet by
  * concatenation: parts "http" "sexample.com" differ from "https"
@@ -57,6 +57,19 @@ void agw_digest_buf(agw_digest_t *out, const uint8_t *data, size_t len);
 
 /* finish a streaming body hash into an agw_digest_t */
 void agw_digest_final(agw_digest_t *out, agw_sha256_t *ctx);
+
+/*
+ * The body digest is SHA-256 of a one-byte form tag, then the body as it
+ * was keyed: its bytes, or its canonical JSON form (agw_json_canonical.h).
+ * The tag keeps the two domains apart: bytes keyed as they are never give
+ * the digest of a canonical form, whatever they hold.  body_init starts
+ * such a hash; the body (or its form) follows with agw_sha256_update(),
+ * and agw_digest_final() ends it.
+ */
+#define AGW_BODY_RAW        'R'
+#define AGW_BODY_CANONICAL  'J'
+
+void agw_body_digest_init(agw_sha256_t *ctx, uint8_t form);
 
 
 /*

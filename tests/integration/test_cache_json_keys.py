@@ -57,6 +57,24 @@ HTTP = """
             proxy_pass http://127.0.0.1:%%PORT%%/raw/;
         }}
         location /raw/ {{ return 200 "answer"; }}
+
+        # one key text, one zone: a body keyed by its canonical form and
+        # one keyed by its bytes (issue 21, item 16)
+        location = /domain/json {{
+            ai_gateway_cache main;
+            ai_gateway_cache_methods POST;
+            ai_gateway_cache_key_json on;
+            ai_gateway_cache_authorized on;
+            ai_gateway_cache_key $request_method/domain;
+            proxy_pass http://127.0.0.1:%%PORT%%/raw/;
+        }}
+        location = /domain/bytes {{
+            ai_gateway_cache main;
+            ai_gateway_cache_methods POST;
+            ai_gateway_cache_authorized on;
+            ai_gateway_cache_key $request_method/domain;
+            proxy_pass http://127.0.0.1:%%PORT%%/raw/;
+        }}
     }}
 """
 
@@ -258,6 +276,32 @@ def test_what_is_not_canonical_json_is_keyed_by_bytes(nginx_factory, sim):
     # above ai_gateway_cache_max_body: bypassed, never keyed on a part
     big = json.dumps({"a": "x" * 9000}).encode()
     assert post(n, "/echo/z", big).headers.get("X-Cache") == "BYPASS"
+
+
+def test_bytes_and_canonical_forms_never_share_a_key(nginx_factory, sim):
+    """The digest of a body keyed by its bytes and that of one keyed by its
+    canonical form are apart (a one-byte tag, agw-key-v4): bytes that
+    happen to be another body's canonical form are another entry."""
+    n = start(nginx_factory, sim)
+    canonical = b'{"a":1,"b":2}'
+    assert post(n, "/domain/bytes", canonical).headers["X-Cache"] == "MISS"
+    assert post(n, "/domain/bytes", canonical).headers["X-Cache"] == "HIT"
+    # canonicalises to those very bytes; before: a HIT on the bytes' entry
+    assert post(n, "/domain/json", b'{ "b": 2, "a": 1.0 }') \
+        .headers["X-Cache"] == "MISS"
+    assert post(n, "/domain/json", canonical).headers["X-Cache"] == "HIT"
+    assert post(n, "/domain/bytes", canonical).headers["X-Cache"] == "HIT"
+
+    # a canonical form is a fixed point: a number whose canonical exponent
+    # would need ten digits is not canonicalised (keyed by its bytes), so
+    # it never meets the bytes of its would-be form either; before, the
+    # form "1e-1000000000" of 0.1e-999999999 was keyed like those bytes
+    assert post(n, "/echo/e", b"0.1e-999999999").headers["X-Cache"] == "MISS"
+    assert post(n, "/echo/e", b"1e-1000000000").headers["X-Cache"] == "MISS"
+    assert post(n, "/echo/e", b"0.1e-999999999").headers["X-Cache"] == "HIT"
+    # while a long exponent whose form fits is canonical
+    assert post(n, "/echo/f", b"0.1e1000000000").headers["X-Cache"] == "MISS"
+    assert post(n, "/echo/f", b"1e999999999").headers["X-Cache"] == "HIT"
 
 
 def test_key_ignore_config_errors(nginx_factory, sim):

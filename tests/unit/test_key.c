@@ -150,7 +150,7 @@ test_key_known_answer(void **state)
     agw_digest_t  d, e;
 
     /*
-     * pin the encoding: 'V' varint(10) "agw-key-v3" 'K' varint(3) "abc",
+     * pin the encoding: 'V' varint(10) "agw-key-v4" 'K' varint(3) "abc",
      * so a change to the field layout (which would orphan every cached
      * entry in Redis) cannot slip in unnoticed
      */
@@ -158,7 +158,7 @@ test_key_known_answer(void **state)
     n = 0;
     buf[n++] = 'V';
     buf[n++] = 10;
-    memcpy(buf + n, "agw-key-v3", 10);
+    memcpy(buf + n, "agw-key-v4", 10);
     n += 10;
     buf[n++] = 'K';
     buf[n++] = 3;
@@ -328,6 +328,53 @@ test_key_streaming_body(void **state)
 }
 
 
+/*
+ * A body keyed by its bytes and one keyed by its canonical form are in
+ * two domains: the same bytes under the two tags never give one digest,
+ * so bytes that happen to be another body's canonical form are another
+ * key; the tag is one byte before the body.
+ */
+static void
+test_body_digest_domains(void **state)
+{
+    uint8_t        buf[32];
+    agw_digest_t   raw, canon, plain, want, ka, kb;
+    agw_sha256_t   sha;
+    const uint8_t  body[] = "{\"a\":1,\"b\":2}";
+
+    agw_body_digest_init(&sha, AGW_BODY_RAW);
+    agw_sha256_update(&sha, body, sizeof(body) - 1);
+    agw_digest_final(&raw, &sha);
+
+    agw_body_digest_init(&sha, AGW_BODY_CANONICAL);
+    agw_sha256_update(&sha, body, sizeof(body) - 1);
+    agw_digest_final(&canon, &sha);
+
+    agw_digest_buf(&plain, body, sizeof(body) - 1);
+
+    assert_memory_not_equal(raw.bytes, canon.bytes, AGW_DIGEST_LEN);
+    assert_memory_not_equal(raw.bytes, plain.bytes, AGW_DIGEST_LEN);
+    assert_memory_not_equal(canon.bytes, plain.bytes, AGW_DIGEST_LEN);
+
+    /* pinned: SHA-256('R' body) and SHA-256('J' body) */
+
+    buf[0] = 'R';
+    memcpy(buf + 1, body, sizeof(body) - 1);
+    agw_digest_buf(&want, buf, sizeof(body));
+    assert_memory_equal(raw.bytes, want.bytes, AGW_DIGEST_LEN);
+
+    buf[0] = 'J';
+    agw_digest_buf(&want, buf, sizeof(body));
+    assert_memory_equal(canon.bytes, want.bytes, AGW_DIGEST_LEN);
+
+    /* so the keys differ too */
+
+    agw_key_digest(&ka, (const uint8_t *) "POST/v1", 7, &raw, NULL);
+    agw_key_digest(&kb, (const uint8_t *) "POST/v1", 7, &canon, NULL);
+    assert_memory_not_equal(ka.bytes, kb.bytes, AGW_DIGEST_LEN);
+}
+
+
 static void
 test_digest_hex(void **state)
 {
@@ -430,6 +477,7 @@ main(void)
         cmocka_unit_test(test_key_parts_do_not_slide),
         cmocka_unit_test(test_key_credentials_fields),
         cmocka_unit_test(test_key_streaming_body),
+        cmocka_unit_test(test_body_digest_domains),
         cmocka_unit_test(test_digest_hex),
         cmocka_unit_test(test_key_slot),
     };

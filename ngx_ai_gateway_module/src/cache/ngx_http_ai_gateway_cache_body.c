@@ -12,7 +12,9 @@
  * the canonical form needs the whole text (members are sorted), and the
  * copy is what it reads, never the temp file.  The canonical form is
  * hashed in place of the bytes; a body that is not canonicalisable (not
- * JSON, a repeated member, too deep) is hashed as it is.
+ * JSON, a repeated member, too deep) is hashed as it is.  Bytes and forms
+ * are hashed under tags of their own (agw_body_digest_init()), so the two
+ * never meet.
  */
 
 #include "cache/ngx_http_ai_gateway_cache.h"
@@ -54,7 +56,7 @@ ngx_http_ai_gateway_cache_read_body(ngx_http_request_t *r,
 
     ctx->waiting = 1;
 
-    agw_sha256_init(&ctx->body_sha);
+    agw_body_digest_init(&ctx->body_sha, AGW_BODY_RAW);
     ctx->body_max = max;
     ctx->body_hashing = 1;
     ctx->body_json = conf->key_json ? 1 : 0;
@@ -294,7 +296,7 @@ ngx_http_ai_gateway_cache_body_canonical(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        agw_sha256_init(sha);
+        agw_body_digest_init(sha, AGW_BODY_CANONICAL);
 
         rc = agw_json_canonical(ctx->body_copy, len, ignore, nignore,
                                 scratch, size,
@@ -315,7 +317,7 @@ ngx_http_ai_gateway_cache_body_canonical(ngx_http_request_t *r,
 
     if (rc != AGW_JSON_OK) {
         /* not canonicalisable: keyed by its bytes, as with key_json off */
-        agw_sha256_init(sha);
+        agw_body_digest_init(sha, AGW_BODY_RAW);
 
         if (len) {
             agw_sha256_update(sha, ctx->body_copy, len);
