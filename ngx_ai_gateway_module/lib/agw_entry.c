@@ -10,20 +10,28 @@
  *
  *     offset  size  field
  *          0     4  magic "AGWE"
- *          4     2  version (1)
+ *          4     2  version (2)
  *          6     2  status
  *          8     8  created, unix seconds
- *         16     4  CRC-32 of the key
- *         20     4  key length
- *         24     4  headers length
- *         28     4  body length
- *         32     -  key, headers blob, body
+ *         16     8  fresh until, unix seconds (0: while kept)
+ *         24     4  CRC-32 of the key
+ *         28     4  key length
+ *         32     4  headers length
+ *         36     4  body length
+ *         40     -  key, headers blob, body
+ *
+ * Version 2 added "fresh until": the end of the answer's own lifetime,
+ * decided when it was stored.  A store may keep an entry longer than that
+ * (ai_gateway_cache_stale, for stale answers); whether it is still fresh
+ * is read from the entry, never recomputed from the configuration of
+ * whoever reads it.  Version 1 entries do not decode: the shared-memory
+ * zone that held them is refused across the change (its own version).
  *
  * Unlike nginx's header, which is a C struct written with its native byte
  * order and padding, every field here is little-endian and written byte by
  * byte: no struct punning, no alignment requirement on the buffer (a slab
  * allocation or a Redis reply), and the same bytes on every platform.  The
- * fixed part is exactly 32 bytes, no padding.
+ * fixed part is exactly 40 bytes, no padding.
  *
  * The decoder trusts nothing: it checks the magic and version, then every
  * length against the bytes actually left, adding in size_t only after
@@ -403,6 +411,7 @@ agw_entry_encode(uint8_t *buf, size_t len, const agw_entry_t *e)
     p = agw_put_u16(p, AGW_ENTRY_VERSION);
     p = agw_put_u16(p, e->status);
     p = agw_put_u64(p, e->created);
+    p = agw_put_u64(p, e->fresh_until);
     p = agw_put_u32(p, agw_crc32(e->key, e->key_len));
     p = agw_put_u32(p, (uint32_t) e->key_len);
     p = agw_put_u32(p, (uint32_t) e->headers_len);
@@ -453,10 +462,10 @@ agw_entry_decode(const uint8_t *buf, size_t len, agw_entry_t *out)
         return -1;
     }
 
-    crc = agw_get_u32(buf + 16);
-    key_len = agw_get_u32(buf + 20);
-    headers_len = agw_get_u32(buf + 24);
-    body_len = agw_get_u32(buf + 28);
+    crc = agw_get_u32(buf + 24);
+    key_len = agw_get_u32(buf + 28);
+    headers_len = agw_get_u32(buf + 32);
+    body_len = agw_get_u32(buf + 36);
 
     /* each length against what is left; no sum that could wrap */
 
@@ -490,6 +499,7 @@ agw_entry_decode(const uint8_t *buf, size_t len, agw_entry_t *out)
 
     out->status = status;
     out->created = agw_get_u64(buf + 8);
+    out->fresh_until = agw_get_u64(buf + 16);
     out->key = p;
     out->key_len = key_len;
     out->headers = p + key_len;
@@ -606,12 +616,40 @@ agw_entry_check(const agw_entry_t *e, size_t max_size)
 }
 
 
+/* unix seconds in decimal: 1 to 19 digits, so it fits an int64_t */
+
+static int
+agw_entry_time(const agw_field_t *f, uint64_t *out)
+{
+    size_t    i;
+    uint64_t  t;
+
+    if (f->len == 0 || f->len > 19) {
+        return -1;
+    }
+
+    t = 0;
+
+    for (i = 0; i < f->len; i++) {
+        if (f->data[i] < '0' || f->data[i] > '9') {
+            return -1;
+        }
+
+        t = t * 10 + (f->data[i] - '0');
+    }
+
+    *out = t;
+
+    return 0;
+}
+
+
 const char *
 agw_entry_from_fields(const agw_fields_t *f, size_t max_size,
     agw_entry_t *out)
 {
     size_t    i;
-    uint64_t  created;
+    uint64_t  created, fresh;
     unsigned  status;
 
     if (f->status.data == NULL || f->headers.data == NULL
@@ -652,24 +690,21 @@ agw_entry_from_fields(const agw_fields_t *f, size_t max_size,
         return "invalid status";
     }
 
-    /* 1 to 19 digits: fits an int64_t, as a time_t */
-
-    if (f->created.len == 0 || f->created.len > 19) {
+    if (agw_entry_time(&f->created, &created) != 0) {
         return "invalid created";
     }
 
-    created = 0;
+    fresh = 0;
 
-    for (i = 0; i < f->created.len; i++) {
-        if (f->created.data[i] < '0' || f->created.data[i] > '9') {
-            return "invalid created";
-        }
-
-        created = created * 10 + (f->created.data[i] - '0');
+    if (f->fresh_until.data != NULL
+        && agw_entry_time(&f->fresh_until, &fresh) != 0)
+    {
+        return "invalid fresh_until";
     }
 
     out->status = (uint16_t) status;
     out->created = created;
+    out->fresh_until = fresh;
     out->key = f->key.data;
     out->key_len = f->key.len;
     out->headers = f->headers.data;

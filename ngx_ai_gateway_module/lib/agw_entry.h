@@ -13,14 +13,18 @@
 #include <stdint.h>
 
 
-#define AGW_ENTRY_VERSION      1
-#define AGW_ENTRY_HEADER_SIZE  32        /* bytes before the key */
+#define AGW_ENTRY_VERSION      2         /* 2: fresh_until */
+#define AGW_ENTRY_HEADER_SIZE  40        /* bytes before the key */
 #define AGW_ENTRY_MAX_FIELD    0xffffffffULL /* u32 length fields, bytes */
 
 
 typedef struct {
     uint16_t        status;
     uint64_t        created;             /* unix seconds */
+    uint64_t        fresh_until;         /* unix seconds: fresh before
+                                            this, stale from it on (kept
+                                            for ai_gateway_cache_stale);
+                                            0: fresh while it is kept */
     const uint8_t  *key;                 /* cache key text */
     size_t          key_len;
     const uint8_t  *headers;             /* headers blob, see below */
@@ -122,6 +126,10 @@ typedef struct {
     agw_field_t     body;
     agw_field_t     created;             /* decimal unix seconds */
     agw_field_t     key;                 /* cache key text */
+    agw_field_t     fresh_until;         /* decimal unix seconds, the
+                                            entry's fresh_until; optional:
+                                            missing (an entry of an older
+                                            writer) is fresh_until 0 */
 } agw_fields_t;
 
 /*

@@ -7,9 +7,10 @@
  *
  * The input is used three times: as an entry (the shared-memory layout),
  * as a bare headers blob (the Redis `headers` field, which arrives without
- * the entry around it), and as the five Redis hash fields of an entry
- * (status, headers, body, created, key: five little-endian u16 lengths,
- * 0xffff for a missing field, then the fields one after the other) handed
+ * the entry around it), and as the six Redis hash fields of an entry
+ * (status, headers, body, created, key, fresh_until: six little-endian
+ * u16 lengths, 0xffff for a missing field, then the fields one after the
+ * other) handed
  * to the Redis decoder, which must accept only what may be served.  ASan
  * catches any read past the input, which libFuzzer hands over in a heap
  * block of exactly `size` bytes.
@@ -87,12 +88,12 @@ fuzz_fields(const uint8_t *data, size_t size)
 {
     size_t         i, n, left, max_size, len;
     uint8_t       *out;
-    agw_field_t   *fields[5];
+    agw_field_t   *fields[6];
     agw_entry_t    e, d;
     agw_fields_t   f;
     const uint8_t *p;
 
-    if (size < 11) {
+    if (size < 13) {
         return;
     }
 
@@ -101,14 +102,15 @@ fuzz_fields(const uint8_t *data, size_t size)
     fields[2] = &f.body;
     fields[3] = &f.created;
     fields[4] = &f.key;
+    fields[5] = &f.fresh_until;
 
     /* a small or a roomy max_entry_size, chosen by the first byte */
     max_size = (data[0] & 1) ? 1024 * 1024 : 32 + (data[0] >> 1);
 
-    p = data + 11;
-    left = size - 11;
+    p = data + 13;
+    left = size - 13;
 
-    for (i = 0; i < 5; i++) {
+    for (i = 0; i < 6; i++) {
         len = data[1 + 2 * i] | data[2 + 2 * i] << 8;
 
         if (len == 0xffff) {

@@ -133,7 +133,8 @@ def test_entry_is_a_documented_hash_with_the_cache_ttl(nginx_factory, sim,
     assert KEY_RE.match(key), key
     h = rc.hgetall(key)
     assert set(h) == {b"status", b"headers", b"body", b"created", b"key",
-                      b"model"}, h
+                      b"model", b"fresh_until"}, h
+    assert int(h[b"fresh_until"]) == int(h[b"created"]) + 120, h
     assert h[b"model"] == b"", "a GET names no model"
     assert h[b"status"] == b"200"
     assert h[b"body"] == r.content

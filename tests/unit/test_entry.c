@@ -35,6 +35,7 @@ sample(agw_entry_t *e)
 {
     e->status = 200;
     e->created = 1700000000;
+    e->fresh_until = 1700000060;
     e->key = (const uint8_t *) key;
     e->key_len = sizeof(key) - 1;
     e->headers = (const uint8_t *) headers;
@@ -63,6 +64,7 @@ assert_entry_equal(const agw_entry_t *a, const agw_entry_t *b)
 {
     assert_int_equal(a->status, b->status);
     assert_int_equal(a->created, b->created);
+    assert_int_equal(a->fresh_until, b->fresh_until);
     assert_int_equal(a->key_len, b->key_len);
     assert_int_equal(a->headers_len, b->headers_len);
     assert_int_equal(a->body_len, b->body_len);
@@ -86,16 +88,17 @@ test_entry_layout(void **state)
     /* fixed little-endian fields at fixed offsets */
 
     assert_memory_equal(buf, "AGWE", 4);
-    assert_memory_equal(buf + 4, "\x01\x00", 2);
+    assert_memory_equal(buf + 4, "\x02\x00", 2);
     assert_memory_equal(buf + 6, "\xc8\x00", 2);
     assert_memory_equal(buf + 8, "\x00\xf1\x53\x65\x00\x00\x00\x00", 8);
-    assert_int_equal(buf[16] | buf[17] << 8 | buf[18] << 16
-                     | (uint32_t) buf[19] << 24,
+    assert_memory_equal(buf + 16, "\x3c\xf1\x53\x65\x00\x00\x00\x00", 8);
+    assert_int_equal(buf[24] | buf[25] << 8 | buf[26] << 16
+                     | (uint32_t) buf[27] << 24,
                      agw_crc32(key, sizeof(key) - 1));
-    assert_int_equal(buf[20], sizeof(key) - 1);
-    assert_int_equal(buf[24], sizeof(headers) - 1);
-    assert_int_equal(buf[28], sizeof(body) - 1);
-    assert_memory_equal(buf + 32, key, sizeof(key) - 1);
+    assert_int_equal(buf[28], sizeof(key) - 1);
+    assert_int_equal(buf[32], sizeof(headers) - 1);
+    assert_int_equal(buf[36], sizeof(body) - 1);
+    assert_memory_equal(buf + 40, key, sizeof(key) - 1);
 }
 
 
@@ -123,6 +126,7 @@ test_entry_round_trip(void **state)
     for (i = 0; i < nitems(rows); i++) {
         e.status = (uint16_t) rows[i].status;
         e.created = rows[i].created;
+        e.fresh_until = rows[i].created ^ (uint64_t) i << 40;
         e.key = (const uint8_t *) rows[i].key;
         e.key_len = strlen(rows[i].key);
         e.headers = (const uint8_t *) rows[i].headers;
@@ -224,8 +228,9 @@ test_entry_flipped_bytes(void **state)
 
     /*
      * any single flipped bit in the fixed header or the key: either
-     * rejected, or (only the created time and a status that stays valid
-     * are unchecked) decoded consistently with the flipped bytes
+     * rejected, or (only the created and fresh-until times and a status
+     * that stays valid are unchecked) decoded consistently with the
+     * flipped bytes
      */
 
     for (i = 0; i < AGW_ENTRY_HEADER_SIZE + e.key_len; i++) {
@@ -239,7 +244,7 @@ test_entry_flipped_bytes(void **state)
                 continue;
             }
 
-            if (i < 6 || i >= 16) {
+            if (i < 6 || i >= 24) {
                 print_error("corrupt byte %zu bit %zu accepted\n", i, bit);
                 fail();
             }
@@ -289,9 +294,9 @@ test_entry_hostile_lengths(void **state)
 
     for (i = 0; i < nitems(rows); i++) {
         memcpy(bad, buf, n);
-        put_u32(bad + 20, rows[i].key_len);
-        put_u32(bad + 24, rows[i].headers_len);
-        put_u32(bad + 28, rows[i].body_len);
+        put_u32(bad + 28, rows[i].key_len);
+        put_u32(bad + 32, rows[i].headers_len);
+        put_u32(bad + 36, rows[i].body_len);
 
         if (agw_entry_decode(bad, n, &d) != -1) {
             print_error("hostile lengths accepted: row %zu\n", i);
@@ -334,7 +339,11 @@ test_entry_bad_fields(void **state)
     assert_int_equal(agw_entry_decode(bad, n, &d), -1);
 
     memcpy(bad, buf, n);
-    bad[4] = 2;
+    bad[4] = 1;                          /* version 1: no fresh_until */
+    assert_int_equal(agw_entry_decode(bad, n, &d), -1);
+
+    memcpy(bad, buf, n);
+    bad[4] = 3;
     assert_int_equal(agw_entry_decode(bad, n, &d), -1);
 
     memcpy(bad, buf, n);
@@ -692,7 +701,7 @@ test_entry_from_fields(void **state)
     agw_entry_t   e;
     agw_fields_t  f, good = {
         F("200"), F("Content-Type: application/json\r\n"), F("{}"),
-        F("1700000000"), F("GET /x")
+        F("1700000000"), F("GET /x"), { NULL, 0 }
     };
 
     f = good;
@@ -741,6 +750,22 @@ test_entry_from_fields(void **state)
     f = good; f.created = (agw_field_t) F("-1");
     assert_non_null(agw_entry_from_fields(&f, 1024, &e));
     f = good; f.created = (agw_field_t) F("99999999999999999999");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+
+    /* fresh_until: optional (0: an older writer's), else unix seconds */
+    f = good;
+    assert_null(agw_entry_from_fields(&f, 1024, &e));
+    assert_int_equal(e.fresh_until, 0);
+    f = good; f.fresh_until = (agw_field_t) F("1700000060");
+    assert_null(agw_entry_from_fields(&f, 1024, &e));
+    assert_int_equal(e.fresh_until, 1700000060);
+    f = good; f.fresh_until = (agw_field_t) F("");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.fresh_until = (agw_field_t) F("-5");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.fresh_until = (agw_field_t) F("1e9");
+    assert_non_null(agw_entry_from_fields(&f, 1024, &e));
+    f = good; f.fresh_until = (agw_field_t) F("99999999999999999999");
     assert_non_null(agw_entry_from_fields(&f, 1024, &e));
 
     f = good; f.headers = (agw_field_t) F("Bad Name: x\r\n");

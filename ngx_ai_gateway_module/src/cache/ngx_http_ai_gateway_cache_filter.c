@@ -316,6 +316,7 @@ ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
 
     entry.status = (uint16_t) r->headers_out.status;
     entry.created = ngx_time();
+    entry.fresh_until = entry.created + ctx->ttl;
     entry.key = ctx->key.data;
     entry.key_len = ctx->key.len;
     entry.headers = ctx->headers;
@@ -332,8 +333,10 @@ ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
         entry.model_len = model.len;
     }
 
-    /* kept past its lifetime for stale answers, where the store says when
-     * its entries expire (cache.c, is_stale) */
+    /*
+     * kept past its lifetime for stale answers; the entry says how long it
+     * is fresh (fresh_until), whatever the location that reads it says
+     */
     conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
 
     ttl = ctx->ttl;

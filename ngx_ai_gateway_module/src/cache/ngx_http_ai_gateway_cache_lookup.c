@@ -421,9 +421,7 @@ ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r, ngx_int_t rc,
     ctx->done = 1;
 
     if (rc == NGX_OK && ngx_http_ai_gateway_cache_is_stale(r, ctx)) {
-        /* kept for an upstream failure (cache_filter.c); a MISS until then */
-        ctx->stale = ctx->found;
-        ctx->has_stale = 1;
+        /* a MISS; kept for an upstream failure if stale enough to use */
         rc = NGX_DECLINED;
     }
 
@@ -462,22 +460,38 @@ ngx_http_ai_gateway_cache_keeps_stale(ngx_http_ai_gateway_store_t *store)
 
 
 /*
- * An entry past its own lifetime but within ai_gateway_cache_stale: the
- * store keeps entries that much longer (cache_filter.c), so the lifetime
- * ends that long before the store's expiry.  Only the shared-memory store
- * keeps them longer (Redis, and the near zone in front of it, do not).
+ * An entry past its own lifetime, which the entry carries (fresh_until,
+ * decided when it was stored): a store may keep it longer for stale
+ * answers (cache_filter.c), but it is never fresh again, whatever this
+ * location's ai_gateway_cache_stale says, nor stale while it is fresh.
+ * Past it, it may still answer an upstream failure (cache_filter.c) if it
+ * is within this location's ai_gateway_cache_stale: the location that
+ * reads decides how stale an answer it accepts, the one that stored how
+ * long it is kept.  An entry without fresh_until (written by an older
+ * gateway to Redis) is fresh for as long as the store keeps it.
  */
 static ngx_flag_t
 ngx_http_ai_gateway_cache_is_stale(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx)
 {
+    uint64_t                           now, fresh_until;
     ngx_http_ai_gateway_cache_conf_t  *conf;
+
+    fresh_until = ctx->found.entry.fresh_until;
+    now = (uint64_t) ngx_time();
+
+    if (fresh_until == 0 || fresh_until > now) {
+        return 0;
+    }
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
 
-    return conf->stale > 0 && ctx->found.expires != 0
-           && ngx_http_ai_gateway_cache_keeps_stale(ctx->store)
-           && ctx->found.expires - conf->stale <= ngx_time();
+    if (conf->stale > 0 && now - fresh_until < (uint64_t) conf->stale) {
+        ctx->stale = ctx->found;
+        ctx->has_stale = 1;
+    }
+
+    return 1;
 }
 
 

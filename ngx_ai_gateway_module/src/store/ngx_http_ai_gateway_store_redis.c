@@ -3,8 +3,10 @@
  *
  * An entry is the hash <prefix><hex digest of the cache key> with the
  * fields status (decimal), headers (the agw headers blob, "Name: value"
- * lines), body, created (unix seconds), key (the cache key text) and
- * model (the request's, for purge by model; empty if it named none),
+ * lines), body, created (unix seconds), fresh_until (unix seconds: the
+ * end of the answer's lifetime, lib/agw_entry.h), key (the cache key
+ * text) and model (the request's, for purge by model; empty if it named
+ * none),
  * written by HSET and EXPIRE inside MULTI/EXEC so that no entry is ever
  * left without its TTL, and read back with HGETALL.  What comes back is
  * untrusted (anyone who can write to Redis wrote it): it is served only if
@@ -269,6 +271,10 @@ ngx_http_ai_gateway_store_redis_decode(ngx_http_request_t *r,
         } else if (ngx_http_ai_gateway_field_is(f, "key")) {
             field = &fields.key;
 
+        } else if (ngx_http_ai_gateway_field_is(f, "fresh_until")) {
+            /* optional: an older gateway's entry is fresh while kept */
+            field = &fields.fresh_until;
+
         } else {
             continue;
         }
@@ -486,10 +492,10 @@ ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
     const agw_entry_t *entry, time_t ttl)
 {
     u_char                            *p;
-    u_char                             num[3 * NGX_TIME_T_LEN];
-    size_t                             hlen[14], elen[3];
+    u_char                             num[4 * NGX_TIME_T_LEN];
+    size_t                             hlen[16], elen[3];
     ngx_str_t                          key;
-    const char                        *hset[14], *expire[3];
+    const char                        *hset[16], *expire[3];
     ngx_http_ai_gateway_redis_argv_t   cmds[2];
 
     if (!ngx_http_ai_gateway_redis_available()) {
@@ -543,6 +549,12 @@ ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
     hset[13] = entry->model ? (const char *) entry->model : "";
     hlen[13] = entry->model_len;
 
+    hset[14] = "fresh_until";
+    hlen[14] = 11;
+    hset[15] = (const char *) p;
+    hlen[15] = ngx_sprintf(p, "%T", (time_t) entry->fresh_until) - p;
+    p += hlen[15];
+
     if (hset[5] == NULL) {
         hset[5] = "";
     }
@@ -554,7 +566,7 @@ ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
     expire[2] = (const char *) p;
     elen[2] = ngx_sprintf(p, "%T", ttl) - p;
 
-    cmds[0].argc = 14;
+    cmds[0].argc = 16;
     cmds[0].argv = hset;
     cmds[0].argvlen = hlen;
     cmds[1].argc = 3;

@@ -40,7 +40,9 @@ typedef struct {
  * nodes, the counters) or the key digest changes: a reload never hands a
  * zone to workers that would read it differently
  */
-#define NGX_HTTP_AI_GATEWAY_SHM_VERSION  3    /* 3: coalesced, stale */
+#define NGX_HTTP_AI_GATEWAY_SHM_VERSION  4    /* 3: coalesced, stale;
+                                                 4: agw-key-v4, entries
+                                                 with fresh_until */
 
 
 typedef struct {
