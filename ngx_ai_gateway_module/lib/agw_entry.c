@@ -59,6 +59,7 @@
 
 #include "agw_crc32.h"
 #include "agw_entry.h"
+#include "agw_policy.h"
 
 
 static const uint8_t  agw_entry_magic[4] = { 'A', 'G', 'W', 'E' };
@@ -563,8 +564,6 @@ agw_header_replayable(const uint8_t *name, size_t len)
         "server",
         "age",
         "x-cache",
-        "retry-after",
-        "retry-after-ms",
         NULL
     };
 
@@ -574,10 +573,12 @@ agw_header_replayable(const uint8_t *name, size_t len)
         }
     }
 
-    /* RateLimit, RateLimit-Policy, RateLimit-Remaining, ... */
+    /*
+     * one request's or one client's: quota (RateLimit*, x-ratelimit-*,
+     * Retry-After, ...), request ids, timings (agw_policy.c)
+     */
 
-    return !(len >= sizeof("ratelimit") - 1
-             && agw_eq_lower(name, sizeof("ratelimit") - 1, "ratelimit"));
+    return !agw_header_per_request(name, len);
 }
 
 

@@ -104,7 +104,9 @@ int agw_header_value_valid(const uint8_t *value, size_t len);
  * Transfer-Encoding, Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
  * Upgrade, Proxy-Authenticate, Proxy-Authorization), nor Set-Cookie, nor
  * those the gateway writes fresh on every answer (Date, Server, Age,
- * X-Cache, Retry-After, retry-after-ms, RateLimit*).
+ * X-Cache), nor those about one request or client rather than the content
+ * (agw_header_per_request(): the upstream's quota such as x-ratelimit-*
+ * and Retry-After, request ids, timings).
  */
 
 /* 1 unless the header is one of the above; case-insensitive */

@@ -448,3 +448,95 @@ agw_header_is_hop_by_hop(const uint8_t *name, size_t len)
     return len >= sizeof(ratelimit) - 1
            && agw_eq_nocase(name, ratelimit, sizeof(ratelimit) - 1);
 }
+
+
+/*
+ * What an answer says about one request or one client rather than about
+ * its content.  Replayed from the cache it would be false: another
+ * client's quota (an SDK backs off, or trusts a budget that is not its
+ * own), another request's id in a support ticket or a trace, another
+ * account's organization.  So it is never stored:
+ *
+ *   the upstream's quota: x-ratelimit-* (OpenAI, Azure OpenAI, vLLM and
+ *     most gateways), anthropic-ratelimit-*, RateLimit*, Retry-After,
+ *     retry-after-ms, x-should-retry; the module writes its own where it
+ *     limits (src/limit/)
+ *   request and trace ids: x-request-id, request-id (Anthropic),
+ *     x-amzn-requestid, x-amz-request-id, apim-request-id (Azure),
+ *     x-ms-request-id, cf-ray, x-amz-cf-id, x-amzn-trace-id, traceparent,
+ *     tracestate, x-cloud-trace-context
+ *   timings of that request: openai-processing-ms, server-timing,
+ *     x-envoy-upstream-service-time, x-response-time
+ *   the account the request was made with: openai-organization,
+ *     openai-project, anthropic-organization-id
+ *
+ * Kept: what describes the answer (Content-Type, ETag, Last-Modified,
+ * Cache-Control, openai-version, x-server-id and the like).
+ */
+
+#define agw_name(s)  { s, sizeof(s) - 1 }
+
+typedef struct {
+    const char  *name;
+    size_t       len;
+} agw_name_t;
+
+
+int
+agw_header_per_request(const uint8_t *name, size_t len)
+{
+    size_t  i;
+
+    /* every HIT checks each stored header: lengths first */
+
+    static const agw_name_t  names[] = {
+        agw_name("retry-after"),
+        agw_name("retry-after-ms"),
+        agw_name("x-should-retry"),
+        agw_name("x-request-id"),
+        agw_name("request-id"),
+        agw_name("x-amzn-requestid"),
+        agw_name("x-amz-request-id"),
+        agw_name("apim-request-id"),
+        agw_name("x-ms-request-id"),
+        agw_name("cf-ray"),
+        agw_name("x-amz-cf-id"),
+        agw_name("x-amzn-trace-id"),
+        agw_name("traceparent"),
+        agw_name("tracestate"),
+        agw_name("x-cloud-trace-context"),
+        agw_name("openai-processing-ms"),
+        agw_name("server-timing"),
+        agw_name("x-envoy-upstream-service-time"),
+        agw_name("x-response-time"),
+        agw_name("openai-organization"),
+        agw_name("openai-project"),
+        agw_name("anthropic-organization-id")
+    };
+
+    static const agw_name_t  prefixes[] = {
+        agw_name("ratelimit"),
+        agw_name("x-ratelimit-"),
+        agw_name("anthropic-ratelimit-")
+    };
+
+    if (name == NULL) {
+        return 0;
+    }
+
+    for (i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+        if (len >= prefixes[i].len
+            && agw_eq_nocase(name, prefixes[i].name, prefixes[i].len))
+        {
+            return 1;
+        }
+    }
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (names[i].len == len && agw_eq_nocase(name, names[i].name, len)) {
+            return 1;
+        }
+    }
+
+    return 0;
+}

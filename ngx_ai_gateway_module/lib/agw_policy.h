@@ -127,5 +127,17 @@ int agw_content_type_is_stream(const uint8_t *value, size_t len);
  */
 int agw_header_is_hop_by_hop(const uint8_t *name, size_t len);
 
+/*
+ * 1 if a response header describes the one request or client it answered
+ * rather than the content, so it is never stored nor replayed to another:
+ * the upstream's quota (x-ratelimit-*, anthropic-ratelimit-*, RateLimit*,
+ * Retry-After, retry-after-ms, x-should-retry), request and trace ids
+ * (x-request-id, request-id, cf-ray, traceparent, ...), that request's
+ * timings (openai-processing-ms, server-timing, ...) and its account
+ * (openai-organization, openai-project, anthropic-organization-id); the
+ * list is in agw_policy.c; case-insensitive
+ */
+int agw_header_per_request(const uint8_t *name, size_t len);
+
 
 #endif /* _AGW_POLICY_H_INCLUDED_ */

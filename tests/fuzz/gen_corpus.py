@@ -41,7 +41,7 @@ def blob(*pairs):
 
 
 JSON = blob((b"Content-Type", b"application/json"),
-            (b"X-Request-Id", b"req-1"))
+            (b"X-Server-Id", b"sim-1"))
 
 SEEDS = {
     "minimal": entry(200, 0, b"", b"", b""),

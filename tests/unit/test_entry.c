@@ -25,7 +25,7 @@
 
 static const char  key[] = "POSThttpapi.local/v1/chat/completions";
 static const char  headers[] = "Content-Type: application/json\r\n"
-                               "X-Request-Id: 42\r\n"
+                               "X-Server-Id: 42\r\n"
                                "Vary: Accept-Encoding\r\n";
 static const char  body[] = "{\"id\":\"cmpl-1\",\"choices\":[]}";
 
@@ -626,12 +626,19 @@ test_header_replayable(void **state)
         "Trailer", "Upgrade", "Proxy-Authenticate", "Proxy-Authorization",
         "Set-Cookie", "Date", "Server", "Age", "X-Cache", "Retry-After",
         "retry-after-ms", "RateLimit", "RateLimit-Policy",
-        "ratelimit-remaining"
+        "ratelimit-remaining",
+        /* one request's or client's (agw_header_per_request) */
+        "x-ratelimit-remaining-tokens", "X-RateLimit-Limit-Requests",
+        "anthropic-ratelimit-tokens-remaining", "x-request-id",
+        "Request-Id", "openai-processing-ms", "cf-ray", "traceparent",
+        "openai-organization", "x-should-retry"
     };
 
     static const char  *fine[] = {
         "Content-Type", "ETag", "X-Server-Id", "Vary", "Cache-Control",
-        "Content", "T", "Rate", "Connections", "X-Connection"
+        "Content", "T", "Rate", "Connections", "X-Connection",
+        "openai-version", "x-ratelimit", "request-ids", "x-request",
+        "anthropic-ratelimit"
     };
 
     for (i = 0; i < nitems(never); i++) {
@@ -680,6 +687,12 @@ test_entry_check(void **state)
 
     e.headers = (const uint8_t *) conn;
     e.headers_len = sizeof(conn) - 1;
+    assert_non_null(agw_entry_check(&e, 1024 * 1024));
+
+    /* an entry with another request's quota or id is not one we wrote */
+    e.headers = (const uint8_t *) "X-A: b\r\nx-ratelimit-remaining-tokens: 9"
+                                  "\r\n";
+    e.headers_len = strlen((const char *) e.headers);
     assert_non_null(agw_entry_check(&e, 1024 * 1024));
 
     e.headers = (const uint8_t *) "X-A: b\r\nBad";

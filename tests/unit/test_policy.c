@@ -444,6 +444,60 @@ test_hop_by_hop(void **state)
 
 
 
+/* what one request or client was told is never stored for another */
+static void
+test_header_per_request(void **state)
+{
+    size_t  i;
+
+    static const char  *per_request[] = {
+        "x-ratelimit-limit-requests", "X-RateLimit-Remaining-Tokens",
+        "x-ratelimit-reset-tokens", "x-ratelimit-limit-project-tokens",
+        "anthropic-ratelimit-requests-limit",
+        "Anthropic-RateLimit-Tokens-Reset", "RateLimit", "RateLimit-Policy",
+        "Retry-After", "retry-after-ms", "x-should-retry",
+        "x-request-id", "X-Request-ID", "request-id", "x-amzn-requestid",
+        "apim-request-id", "cf-ray", "traceparent", "tracestate",
+        "openai-processing-ms", "server-timing",
+        "x-envoy-upstream-service-time", "openai-organization",
+        "openai-project", "anthropic-organization-id"
+    };
+
+    static const char  *content[] = {
+        "Content-Type", "ETag", "Last-Modified", "Cache-Control", "Vary",
+        "openai-version", "x-server-id", "x-ratelimit", "x-ratelimits",
+        "anthropic-ratelimit", "request-ids", "x-request", "retry",
+        "cf-cache-status", "Link", ""
+    };
+
+    for (i = 0; i < nitems(per_request); i++) {
+        if (!agw_header_per_request((const uint8_t *) per_request[i],
+                                    strlen(per_request[i])))
+        {
+            print_error("\"%s\" would be stored\n", per_request[i]);
+            fail();
+        }
+    }
+
+    for (i = 0; i < nitems(content); i++) {
+        if (agw_header_per_request((const uint8_t *) content[i],
+                                   strlen(content[i])))
+        {
+            print_error("\"%s\" would not be stored\n", content[i]);
+            fail();
+        }
+    }
+
+    assert_int_equal(agw_header_per_request(NULL, 0), 0);
+
+    /* the length bounds the name */
+    assert_int_equal(agw_header_per_request((const uint8_t *) "cf-rayX", 6),
+                     1);
+    assert_int_equal(agw_header_per_request((const uint8_t *) "cf-ray", 5),
+                     0);
+}
+
+
 /* an answer that depends on request headers the key lacks is not stored */
 static void
 test_response_varies(void **state)
@@ -479,6 +533,7 @@ main(void)
         cmocka_unit_test(test_response_storable),
         cmocka_unit_test(test_response_varies),
         cmocka_unit_test(test_hop_by_hop),
+        cmocka_unit_test(test_header_per_request),
     };
 
     return cmocka_run_group_tests_name("policy", tests, NULL, NULL);

@@ -13,6 +13,9 @@ static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
     ngx_uint_t field, u_char *value, size_t value_len);
 static ngx_int_t ngx_http_ai_gateway_limit_header_filter(
     ngx_http_request_t *r);
+static void ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_limit_openai(ngx_http_request_t *r,
     ngx_http_ai_gateway_bucket_state_t *s, ngx_uint_t field);
 static ngx_int_t ngx_http_ai_gateway_limit_status_variable(
@@ -381,6 +384,8 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
+    ngx_http_ai_gateway_limit_replace(r, lcf, ctx);
+
     if ((lcf->headers & NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_OPENAI)
         && (ngx_http_ai_gateway_limit_openai(r, ctx->report_requests,
                                        NGX_HTTP_AI_GATEWAY_LIMIT_H_LIMIT_REQUESTS)
@@ -446,6 +451,78 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * The fields the header filter is about to write replace the upstream's of
+ * the same name: an upstream that limits too (OpenAI behind the gateway)
+ * sends its own x-ratelimit-*, and two lines of one field read as "a, b"
+ * to an SDK.  Where the module limits, its figures apply; hash 0 is how
+ * nginx's filters skip a header.
+ */
+static void
+ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    ngx_uint_t                               i, f, fields;
+    ngx_list_part_t                         *part;
+    ngx_table_elt_t                         *h;
+    ngx_http_ai_gateway_limit_field_name_t  *names;
+
+    /* a bit per field written, as ngx_http_ai_gateway_limit_field_names */
+
+    fields = 0;
+
+    if (lcf->headers & NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_IETF) {
+        fields |= 0x1f << NGX_HTTP_AI_GATEWAY_LIMIT_H_LIMIT;
+    }
+
+    if (lcf->headers & NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_OPENAI) {
+        if (ctx->report_requests) {
+            fields |= 7 << NGX_HTTP_AI_GATEWAY_LIMIT_H_LIMIT_REQUESTS;
+        }
+
+        if (ctx->report_tokens) {
+            fields |= 7 << NGX_HTTP_AI_GATEWAY_LIMIT_H_LIMIT_TOKENS;
+        }
+    }
+
+    names = ngx_http_ai_gateway_limit_field_names;
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        /* every name written is "RateLimit" long or longer */
+        if (h[i].hash == 0 || h[i].key.len < sizeof("RateLimit") - 1) {
+            continue;
+        }
+
+        for (f = 0; fields >> f; f++) {
+            if ((fields >> f & 1)
+                && h[i].key.len == names[f].name.len
+                && ngx_strncasecmp(h[i].key.data, names[f].lowcase,
+                                   h[i].key.len)
+                   == 0)
+            {
+                h[i].hash = 0;
+                break;
+            }
+        }
+    }
 }
 
 
