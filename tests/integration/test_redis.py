@@ -267,6 +267,28 @@ def test_frozen_redis_costs_at_most_the_timeout(nginx_factory, sim,
     hit_after_miss(n, "/v1/models?thawed", timeout=12)
 
 
+def test_a_slow_handshake_is_not_a_failure(nginx_factory, sim,
+                                           redis_server):
+    """Issue 21: no request waits on a connect (commands queue behind the
+    handshake for at most their own timeout), so connect_timeout (default
+    1s) only says when an unanswered connection is given up; a handshake a
+    loaded host answers in 300 ms is not a failure (with the 100 ms of
+    before it was dropped and retried, over and over)."""
+    from harness.fake_redis import SlowStart
+    slow = SlowStart(redis_server.port, 0.3)
+    try:
+        n = redis_nginx(nginx_factory, sim, slow)
+        wait_connected(n, timeout=5)
+        hit_after_miss(n, "/v1/models?slow-handshake")
+        time.sleep(0.5)
+        log = n.log()
+        assert "timed out" not in log, log
+        z = cachez(n)
+        assert z["redis"]["errors"] == 0 and z["redis"]["timeouts"] == 0, z
+    finally:
+        slow.stop()
+
+
 def test_wrong_password_logs_and_serves_from_upstream(
         nginx_factory, sim, redis_factory):
     redis = redis_factory(password="s3cret")

@@ -11,6 +11,13 @@
 #include "redis/ngx_http_ai_gateway_redis_node.h"
 
 
+static ngx_int_t ngx_http_ai_gateway_redis_queue_block(
+    ngx_http_ai_gateway_redis_node_t *node,
+    ngx_http_ai_gateway_redis_cmd_t *cmd, ngx_uint_t n,
+    ngx_http_ai_gateway_redis_argv_t *cmds, ngx_flag_t multi,
+    ngx_flag_t asking);
+
+
 /* the command API */
 
 void
@@ -65,6 +72,34 @@ ngx_http_ai_gateway_redis_free(ngx_http_ai_gateway_redis_cmd_t *cmd)
  */
 ngx_int_t
 ngx_http_ai_gateway_redis_queue(ngx_http_ai_gateway_redis_node_t *node,
+    ngx_http_ai_gateway_redis_cmd_t *cmd, ngx_uint_t n,
+    ngx_http_ai_gateway_redis_argv_t *cmds, ngx_flag_t multi,
+    ngx_flag_t asking)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_http_ai_gateway_redis_queue_block(node, cmd, n, cmds, multi,
+                                               asking);
+
+    if (rc == NGX_ERROR) {
+        return rc;
+    }
+
+    /* one reply (or NULL) for cmd will come: see redis_reply() */
+
+    if (cmd->write) {
+        node->writes_sent++;
+
+    } else {
+        cmd->writes_before = node->writes_sent;
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_redis_queue_block(ngx_http_ai_gateway_redis_node_t *node,
     ngx_http_ai_gateway_redis_cmd_t *cmd, ngx_uint_t n,
     ngx_http_ai_gateway_redis_argv_t *cmds, ngx_flag_t multi,
     ngx_flag_t asking)
@@ -156,6 +191,16 @@ ngx_http_ai_gateway_redis_reply(redisAsyncContext *ac, void *r,
         node->failures = 0;
     }
 
+    if (cmd->write) {
+        /* answered, or its connection ended: later commands wait no more */
+        node->writes_answered++;
+
+        if (cmd->late) {
+            cmd->late = 0;
+            node->writes_late--;
+        }
+    }
+
     if (cmd->handler == NULL || w->exiting) {
         /* timed out, or its request is gone: nobody waits */
         ngx_http_ai_gateway_redis_free(cmd);
@@ -233,11 +278,38 @@ ngx_http_ai_gateway_redis_timeout(ngx_event_t *ev)
         /*
          * A slow cache write (up to max_entry_size) is no sign of a dead
          * Redis and must not open the breaker, which would send every
-         * "redis_fail closed" limit zone to 429: the store counts an error
+         * "redis_fail closed" limit zone to 429: the store counts an error.
+         * Still unanswered, it is late: commands behind it are no longer
+         * excused (below).
          */
         ngx_log_error(NGX_LOG_INFO, w->log, 0,
                       "redis \"%V\": cache write timed out after %M ms",
                       &node->name, w->conf->write_timeout);
+
+        cmd->late = 1;
+        node->writes_late++;
+
+        ngx_http_ai_gateway_redis_finish(cmd, NULL,
+                                         NGX_HTTP_AI_GATEWAY_REDIS_TIMEOUT);
+        return;
+    }
+
+    ngx_http_ai_gateway_count(w->stats->redis_timeouts, 1);
+
+    /*
+     * Redis answers a connection's commands in order: one queued behind a
+     * cache write that is still unanswered (a write Redis holds back, as
+     * CLIENT PAUSE WRITE does, or a large one) waits on that write, and
+     * its timeout says nothing of a dead Redis, unless the write is late
+     * itself or Redis already failed to answer a command that waited on
+     * nothing.  It is counted in /cachez, not towards the breaker.
+     */
+    if (node->writes_answered < cmd->writes_before
+        && node->writes_late == 0 && node->failures == 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, w->log, 0,
+                      "redis \"%V\": command timed out after %M ms "
+                      "behind a cache write", &node->name, w->conf->timeout);
 
         ngx_http_ai_gateway_redis_finish(cmd, NULL,
                                          NGX_HTTP_AI_GATEWAY_REDIS_TIMEOUT);
@@ -247,8 +319,6 @@ ngx_http_ai_gateway_redis_timeout(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_INFO, w->log, 0,
                   "redis \"%V\": command timed out after %M ms",
                   &node->name, w->conf->timeout);
-
-    ngx_http_ai_gateway_count(w->stats->redis_timeouts, 1);
 
     /* hiredis keeps the command until a reply or the free */
     ngx_http_ai_gateway_redis_finish(cmd, NULL,

@@ -77,7 +77,14 @@ ngx_http_ai_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     *p = '\0';
 
     ngx_str_set(&rcf->prefix, "gw:v1:");
-    rcf->connect_timeout = 100;
+    /*
+     * No request waits on a connect: commands queue behind the handshake
+     * for at most their own timeout.  connect_timeout only says when a
+     * connection that does not answer is given up (a failure, retried):
+     * 100 ms gave up on handshakes that a loaded host was merely slow to
+     * run, and each retry cost a new connection and its handshake.
+     */
+    rcf->connect_timeout = 1000;
     rcf->timeout = 50;
     rcf->write_timeout = 1000;
     rcf->max_entry_size = 1024 * 1024;

@@ -51,6 +51,12 @@ struct ngx_http_ai_gateway_redis_cmd_s {
     unsigned                             noscript:1; /* EVAL sent */
     unsigned                             redirect:2; /* MOVED, ASK */
     unsigned                             allocated:1; /* block: ngx_alloc */
+    unsigned                             late:1;   /* a write past its
+                                                      write_timeout, still
+                                                      unanswered */
+    ngx_uint_t                           writes_before; /* the node's
+                                                      writes_sent when this
+                                                      was queued */
     ngx_uint_t                           redirects;
     ngx_uint_t                           slot;     /* redirected */
     ngx_http_ai_gateway_redis_node_t    *target;  /* redirected to */
@@ -77,6 +83,17 @@ struct ngx_http_ai_gateway_redis_node_s {
     ngx_event_t                          connect;    /* and handshake */
     ngx_uint_t                           failures;   /* in a row */
     ngx_msec_t                           backoff;    /* breaker, ms */
+
+    /*
+     * cache writes queued here, and answered (a reply, or the end of
+     * their connection): Redis answers in order, so a command queued
+     * after the writes_sent-th write waits on it while writes_answered
+     * is below that; writes_late of the unanswered are past their
+     * write_timeout
+     */
+    ngx_uint_t                           writes_sent;
+    ngx_uint_t                           writes_answered;
+    ngx_uint_t                           writes_late;
     unsigned                             tcp:1;      /* connect() done */
     unsigned                             ready:1;    /* handshake done */
     unsigned                             breaker:1;  /* open */
