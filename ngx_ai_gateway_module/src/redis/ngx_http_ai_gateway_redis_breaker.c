@@ -33,6 +33,11 @@ ngx_http_ai_gateway_redis_failed(ngx_http_ai_gateway_redis_node_t *node,
 
     w = &ngx_http_ai_gateway_redis_worker;
 
+    if (node->retired) {
+        /* it left the map: closing, never reconnected */
+        return;
+    }
+
     node->failures++;
 
     /* a cluster node that fails may have been replaced: read the map */

@@ -11,87 +11,101 @@
  * NGX_HTTP_AI_GATEWAY_REDIS_REDIRECTS times.  Inside MULTI/EXEC the
  * redirection comes as the answer of a queued command and EXEC answers
  * EXECABORT: the whole block is sent again.
+ *
+ * Trust (SPEC 3.2: what comes back from Redis is untrusted).  A node, and
+ * so a connection that sends AUTH with the password, is only ever made
+ * for an address the map names: the seed, and the nodes of the answer to
+ * CLUSTER SLOTS asked of a node already in the map.  A MOVED or ASK is a
+ * reply like any other: one that names an address the map does not know
+ * is never connected to on its word; the command waits (parked) while the
+ * map is read again from a node of the map, and is followed only if the
+ * new map names that address, else it fails (a MISS, the limiter's
+ * redis_fail policy).
+ *
+ * The map itself, and the nodes that leave it: redis_cluster_map.c.
  */
 
 #include "redis/ngx_http_ai_gateway_redis_node.h"
 #include "agw_slot.h"
 
 
-/*
- * The node at host:port (an address: a cluster names its nodes by
- * address), added and connected if new; NULL if it cannot be
- */
+static void ngx_http_ai_gateway_redis_park(
+    ngx_http_ai_gateway_redis_cmd_t *cmd,
+    ngx_http_ai_gateway_redis_redirect_t *rd);
+
+
+/* the node of the map at addr:port (addr NUL-ended), or NULL */
 ngx_http_ai_gateway_redis_node_t *
-ngx_http_ai_gateway_redis_node_get(u_char *host, size_t len, in_port_t port)
+ngx_http_ai_gateway_redis_node_find(u_char *addr, in_port_t port)
 {
-    u_char                               buf[NGX_SOCKADDR_STRLEN + 1];
     ngx_uint_t                           i;
     ngx_http_ai_gateway_redis_node_t    *node;
     ngx_http_ai_gateway_redis_worker_t  *w;
-#if (NGX_HAVE_INET6)
-    u_char                               addr6[16];
-#endif
 
     w = &ngx_http_ai_gateway_redis_worker;
-
-    if (len == 0 || len > NGX_SOCKADDR_STRLEN || port == 0) {
-        return NULL;
-    }
-
-    ngx_memcpy(buf, host, len);
-    buf[len] = '\0';
 
     for (i = 0; i < w->nnodes; i++) {
         node = &w->nodes[i];
 
-        if (node->port == port
-            && ngx_strcmp(node->addr, buf) == 0)
+        if (!node->retired && node->port == port
+            && ngx_strcmp(node->addr, addr) == 0)
         {
             return node;
         }
     }
 
-    /* a host name would need a blocking resolve: addresses only */
+    return NULL;
+}
+
+
+/* the node of the map with this id, or NULL */
+ngx_http_ai_gateway_redis_node_t *
+ngx_http_ai_gateway_redis_node_by_id(ngx_uint_t id)
+{
+    ngx_uint_t                           i;
+    ngx_http_ai_gateway_redis_worker_t  *w;
+
+    w = &ngx_http_ai_gateway_redis_worker;
+
+    for (i = 0; i < w->nnodes; i++) {
+        if (w->nodes[i].id == id && !w->nodes[i].retired) {
+            return &w->nodes[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * host[0..len) as a NUL-ended address in buf; NGX_ERROR if it is not one
+ * (a host name would need a blocking resolve: a cluster names its nodes
+ * by address)
+ */
+ngx_int_t
+ngx_http_ai_gateway_redis_address(u_char *host, size_t len, u_char *buf)
+{
+#if (NGX_HAVE_INET6)
+    u_char  addr6[16];
+#endif
+
+    if (len == 0 || len > NGX_SOCKADDR_STRLEN) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(buf, host, len);
+    buf[len] = '\0';
+
     if (ngx_inet_addr(buf, len) == INADDR_NONE
 #if (NGX_HAVE_INET6)
         && ngx_inet6_addr(buf, len, addr6) != NGX_OK
 #endif
        )
     {
-        ngx_log_error(NGX_LOG_ERR, w->log, 0,
-                      "redis \"%V\": node \"%s\" is not an address",
-                      &w->conf->name, buf);
-        return NULL;
+        return NGX_ERROR;
     }
 
-    if (w->nnodes == NGX_HTTP_AI_GATEWAY_REDIS_MAX_NODES) {
-        ngx_log_error(NGX_LOG_ERR, w->log, 0,
-                      "redis \"%V\": more than %d cluster nodes",
-                      &w->conf->name, NGX_HTTP_AI_GATEWAY_REDIS_MAX_NODES);
-        return NULL;
-    }
-
-    node = &w->nodes[w->nnodes];
-
-    node->name.data = ngx_pnalloc(ngx_cycle->pool,
-                                  len + sizeof(":65535") - 1);
-    if (node->name.data == NULL) {
-        return NULL;
-    }
-
-    node->name.len = ngx_sprintf(node->name.data, "%s:%d", buf, (int) port)
-                     - node->name.data;
-
-    ngx_memcpy(node->addr, buf, len + 1);
-    node->port = port;
-
-    ngx_http_ai_gateway_redis_node_init(node, w->nnodes, w->log);
-
-    w->nnodes++;
-
-    ngx_http_ai_gateway_redis_connect(node);
-
-    return node;
+    return NGX_OK;
 }
 
 
@@ -120,8 +134,8 @@ ngx_http_ai_gateway_redis_route(const char *key, size_t len)
 
 /* "MOVED 3999 127.0.0.1:6381", "ASK 3999 127.0.0.1:6381" */
 ngx_uint_t
-ngx_http_ai_gateway_redis_redirection(redisReply *reply, ngx_uint_t *slot,
-    ngx_http_ai_gateway_redis_node_t **target)
+ngx_http_ai_gateway_redis_redirection(redisReply *reply,
+    ngx_http_ai_gateway_redis_redirect_t *rd)
 {
     u_char      *p, *last, *colon, *sp;
     ngx_int_t    n, port;
@@ -172,13 +186,14 @@ ngx_http_ai_gateway_redis_redirection(redisReply *reply, ngx_uint_t *slot,
         return 0;
     }
 
-    *target = ngx_http_ai_gateway_redis_node_get(p, colon - p,
-                                                 (in_port_t) port);
-    if (*target == NULL) {
+    if (ngx_http_ai_gateway_redis_address(p, colon - p, rd->addr) != NGX_OK)
+    {
         return 0;
     }
 
-    *slot = n;
+    rd->kind = kind;
+    rd->slot = n;
+    rd->port = (in_port_t) port;
 
     return kind;
 }
@@ -191,26 +206,17 @@ ngx_http_ai_gateway_redis_queued(redisAsyncContext *ac, void *r,
 {
     ngx_http_ai_gateway_redis_cmd_t  *cmd = privdata;
 
-    ngx_uint_t                         kind, slot;
-    ngx_http_ai_gateway_redis_node_t  *target;
-
     /* NULL: the context is being freed, cmd may be gone already */
-    if (r == NULL || cmd->redirect) {
+    if (r == NULL || cmd->redirect.kind) {
         return;
     }
 
-    kind = ngx_http_ai_gateway_redis_redirection(r, &slot, &target);
-
-    if (kind) {
-        cmd->redirect = kind;
-        cmd->slot = slot;
-        cmd->target = target;
-    }
+    (void) ngx_http_ai_gateway_redis_redirection(r, &cmd->redirect);
 }
 
 
-/* send cmd's block again where a MOVED or ASK points; NGX_OK if sent */
-ngx_int_t
+/* send cmd's block again to target */
+static ngx_int_t
 ngx_http_ai_gateway_redis_follow(ngx_http_ai_gateway_redis_cmd_t *cmd,
     ngx_uint_t kind, ngx_uint_t slot, ngx_http_ai_gateway_redis_node_t *target)
 {
@@ -218,12 +224,6 @@ ngx_http_ai_gateway_redis_follow(ngx_http_ai_gateway_redis_cmd_t *cmd,
     ngx_http_ai_gateway_redis_worker_t  *w;
 
     w = &ngx_http_ai_gateway_redis_worker;
-
-    if (cmd->block == NULL
-        || ++cmd->redirects > NGX_HTTP_AI_GATEWAY_REDIS_REDIRECTS)
-    {
-        return NGX_ERROR;
-    }
 
     ngx_log_debug3(NGX_LOG_DEBUG_EVENT, w->log, 0,
                    "ai_gateway redis %s slot:%ui to \"%V\"",
@@ -240,8 +240,7 @@ ngx_http_ai_gateway_redis_follow(ngx_http_ai_gateway_redis_cmd_t *cmd,
         return NGX_ERROR;
     }
 
-    cmd->redirect = 0;
-    cmd->target = NULL;
+    cmd->redirect.kind = 0;
 
     rc = ngx_http_ai_gateway_redis_queue(target, cmd, cmd->nblock, cmd->block,
                                          cmd->multi,
@@ -259,6 +258,171 @@ ngx_http_ai_gateway_redis_follow(ngx_http_ai_gateway_redis_cmd_t *cmd,
     }
 
     return NGX_ERROR;
+}
+
+
+/*
+ * A MOVED or ASK to rd: followed at once to a node of the map; for an
+ * address the map does not know, parked until the map is read again
+ */
+ngx_int_t
+ngx_http_ai_gateway_redis_redirect(ngx_http_ai_gateway_redis_cmd_t *cmd,
+    ngx_http_ai_gateway_redis_redirect_t *rd)
+{
+    ngx_http_ai_gateway_redis_node_t  *target;
+
+    if (cmd->block == NULL
+        || ++cmd->redirects > NGX_HTTP_AI_GATEWAY_REDIS_REDIRECTS)
+    {
+        return NGX_ERROR;
+    }
+
+    target = ngx_http_ai_gateway_redis_node_find(rd->addr, rd->port);
+
+    if (target) {
+        return ngx_http_ai_gateway_redis_follow(cmd, rd->kind, rd->slot,
+                                                target);
+    }
+
+    ngx_http_ai_gateway_redis_park(cmd, rd);
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_ai_gateway_redis_park(ngx_http_ai_gateway_redis_cmd_t *cmd,
+    ngx_http_ai_gateway_redis_redirect_t *rd)
+{
+    ngx_http_ai_gateway_redis_worker_t  *w;
+
+    w = &ngx_http_ai_gateway_redis_worker;
+
+    ngx_log_error(NGX_LOG_INFO, w->log, 0,
+                  "redis \"%V\": %s to %s:%d, not in the cluster's map: "
+                  "reading the map again",
+                  &w->conf->name,
+                  rd->kind == NGX_HTTP_AI_GATEWAY_REDIS_MOVED ? "MOVED"
+                                                              : "ASK",
+                  rd->addr, (int) rd->port);
+
+    if (&cmd->redirect != rd) {
+        cmd->redirect = *rd;
+    }
+
+    /* a map asked before now may not know the address yet */
+    cmd->wants = w->asked + 1;
+    cmd->parked = 1;
+    ngx_queue_insert_tail(&w->parked, &cmd->queue);
+
+    ngx_http_ai_gateway_redis_refresh_later(0);
+}
+
+
+/* a parked command timed out: no longer parked */
+void
+ngx_http_ai_gateway_redis_unpark(ngx_http_ai_gateway_redis_cmd_t *cmd)
+{
+    ngx_queue_remove(&cmd->queue);
+    cmd->parked = 0;
+}
+
+
+/* the worker exits: parked commands are freed, unanswered */
+void
+ngx_http_ai_gateway_redis_drop_parked(void)
+{
+    ngx_queue_t                         *q;
+    ngx_http_ai_gateway_redis_cmd_t     *cmd;
+    ngx_http_ai_gateway_redis_worker_t  *w;
+
+    w = &ngx_http_ai_gateway_redis_worker;
+
+    while (w->cluster && !ngx_queue_empty(&w->parked)) {
+        q = ngx_queue_head(&w->parked);
+        cmd = ngx_queue_data(q, ngx_http_ai_gateway_redis_cmd_t, queue);
+
+        ngx_http_ai_gateway_redis_unpark(cmd);
+        ngx_http_ai_gateway_redis_free(cmd);
+    }
+}
+
+
+/*
+ * The map was read again (ok), or could not be: the parked commands go
+ * where it says, if it names their address, else fail
+ */
+void
+ngx_http_ai_gateway_redis_mapped(ngx_flag_t ok)
+{
+    ngx_int_t                            rc;
+    ngx_queue_t                         *q, parked;
+    ngx_http_ai_gateway_redis_cmd_t     *cmd;
+    ngx_http_ai_gateway_redis_node_t    *target;
+    ngx_http_ai_gateway_redis_worker_t  *w;
+
+    w = &ngx_http_ai_gateway_redis_worker;
+
+    if (ngx_queue_empty(&w->parked)) {
+        return;
+    }
+
+    /* those parked again while this runs wait for the next map */
+    parked = w->parked;
+    parked.next->prev = &parked;
+    parked.prev->next = &parked;
+    ngx_queue_init(&w->parked);
+
+    while (!ngx_queue_empty(&parked)) {
+        q = ngx_queue_head(&parked);
+        cmd = ngx_queue_data(q, ngx_http_ai_gateway_redis_cmd_t, queue);
+
+        ngx_http_ai_gateway_redis_unpark(cmd);
+
+        if (cmd->handler == NULL || w->exiting) {
+            /* its request is gone */
+            ngx_http_ai_gateway_redis_free(cmd);
+            continue;
+        }
+
+        if (ok && cmd->wants > w->asked) {
+            /* parked while this map was on its way: the next one */
+            cmd->parked = 1;
+            ngx_queue_insert_tail(&w->parked, &cmd->queue);
+            continue;
+        }
+
+        target = ok ? ngx_http_ai_gateway_redis_node_find(cmd->redirect.addr,
+                                                          cmd->redirect.port)
+                    : NULL;
+
+        if (target) {
+            rc = ngx_http_ai_gateway_redis_follow(cmd, cmd->redirect.kind,
+                                                  cmd->redirect.slot,
+                                                  target);
+            if (rc == NGX_OK || rc == NGX_DONE) {
+                continue;
+            }
+
+        } else {
+            ngx_log_error(NGX_LOG_ERR, w->log, 0,
+                          "redis \"%V\": %s to %s:%d not followed: not in "
+                          "the cluster's map", &w->conf->name,
+                          cmd->redirect.kind == NGX_HTTP_AI_GATEWAY_REDIS_MOVED
+                          ? "MOVED" : "ASK",
+                          cmd->redirect.addr, (int) cmd->redirect.port);
+        }
+
+        ngx_http_ai_gateway_count(w->stats->redis_errors, 1);
+
+        ngx_http_ai_gateway_redis_finish(cmd, NULL,
+                                         NGX_HTTP_AI_GATEWAY_REDIS_ERROR);
+        ngx_http_ai_gateway_redis_free(cmd);
+    }
+
+    if (!ngx_queue_empty(&w->parked)) {
+        ngx_http_ai_gateway_redis_refresh_later(0);
+    }
 }
 
 
@@ -312,173 +476,4 @@ ngx_http_ai_gateway_redis_keep(ngx_http_ai_gateway_redis_cmd_t *cmd,
     cmd->allocated = 1;
 
     return NGX_OK;
-}
-
-
-/* the cluster's map: CLUSTER SLOTS */
-
-static void
-ngx_http_ai_gateway_redis_slots(redisReply *reply,
-    ngx_http_ai_gateway_redis_status_e status, void *data)
-{
-    ngx_http_ai_gateway_redis_node_t *asked = data;
-
-    size_t                               len;
-    u_char                              *host;
-    ngx_uint_t                           i, s, n;
-    redisReply                          *range, *addr;
-    ngx_http_ai_gateway_redis_node_t    *node;
-    ngx_http_ai_gateway_redis_worker_t  *w;
-
-    w = &ngx_http_ai_gateway_redis_worker;
-    w->refreshing = 0;
-
-    if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK
-        || reply->type != REDIS_REPLY_ARRAY)
-    {
-        ngx_http_ai_gateway_redis_refresh_later(
-                                           NGX_HTTP_AI_GATEWAY_REDIS_REFRESH);
-        return;
-    }
-
-    n = 0;
-
-    for (i = 0; i < reply->elements; i++) {
-        range = reply->element[i];
-
-        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3
-            || range->element[0]->type != REDIS_REPLY_INTEGER
-            || range->element[1]->type != REDIS_REPLY_INTEGER
-            || range->element[2]->type != REDIS_REPLY_ARRAY
-            || range->element[2]->elements < 2
-            || range->element[0]->integer < 0
-            || range->element[1]->integer >= AGW_SLOTS
-            || range->element[0]->integer > range->element[1]->integer)
-        {
-            continue;
-        }
-
-        addr = range->element[2];
-
-        if (addr->element[0]->type != REDIS_REPLY_STRING
-            || addr->element[1]->type != REDIS_REPLY_INTEGER)
-        {
-            continue;
-        }
-
-        /* an empty address is the node asked's own */
-        host = (u_char *) addr->element[0]->str;
-        len = addr->element[0]->len;
-
-        if (len == 0) {
-            host = asked->addr;
-            len = ngx_strlen(asked->addr);
-        }
-
-        node = ngx_http_ai_gateway_redis_node_get(host, len,
-                                       (in_port_t) addr->element[1]->integer);
-        if (node == NULL) {
-            continue;
-        }
-
-        for (s = range->element[0]->integer;
-             s <= (ngx_uint_t) range->element[1]->integer;
-             s++)
-        {
-            w->slots[s] = (u_char) node->index;
-        }
-
-        n++;
-    }
-
-    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, w->log, 0,
-                   "ai_gateway redis cluster: %ui ranges, %ui nodes",
-                   n, w->nnodes);
-
-    if (n) {
-        w->mapped = 1;
-    }
-}
-
-
-void
-ngx_http_ai_gateway_redis_refresh_handler(ngx_event_t *ev)
-{
-    size_t                               len[2];
-    ngx_uint_t                           i;
-    const char                          *argv[2];
-    ngx_http_ai_gateway_redis_cmd_t     *cmd;
-    ngx_http_ai_gateway_redis_node_t    *node;
-    ngx_http_ai_gateway_redis_argv_t     one;
-    ngx_http_ai_gateway_redis_worker_t  *w;
-
-    w = &ngx_http_ai_gateway_redis_worker;
-
-    if (w->refreshing || ngx_http_ai_gateway_redis_stopping()) {
-        return;
-    }
-
-    /* any node that answers knows the whole map: a ready one first */
-    node = NULL;
-
-    for (i = 0; i < w->nnodes; i++) {
-        if (w->nodes[i].ready
-            && ngx_http_ai_gateway_redis_usable(&w->nodes[i]))
-        {
-            node = &w->nodes[i];
-            break;
-        }
-    }
-
-    if (node == NULL) {
-        /* the failing nodes' reconnects will ask again */
-        return;
-    }
-
-    cmd = ngx_calloc(sizeof(ngx_http_ai_gateway_redis_cmd_t), w->log);
-    if (cmd == NULL) {
-        return;
-    }
-
-    argv[0] = "CLUSTER";
-    len[0] = 7;
-    argv[1] = "SLOTS";
-    len[1] = 5;
-
-    one.argc = 2;
-    one.argv = argv;
-    one.argvlen = len;
-
-    if (ngx_http_ai_gateway_redis_start(cmd, node, NULL, 0, NULL,
-                                        ngx_http_ai_gateway_redis_slots, node,
-                                        1, &one, 0)
-        != NULL)
-    {
-        w->refreshing = 1;
-    }
-}
-
-
-void
-ngx_http_ai_gateway_redis_refresh_later(ngx_msec_t delay)
-{
-    ngx_http_ai_gateway_redis_worker_t  *w;
-
-    w = &ngx_http_ai_gateway_redis_worker;
-
-    if (!w->cluster || w->refreshing || ngx_http_ai_gateway_redis_stopping())
-    {
-        return;
-    }
-
-    if (w->refresh.timer_set) {
-        if (delay) {
-            return;
-        }
-
-        ngx_del_timer(&w->refresh);
-    }
-
-    /* 0: at once, but never from inside a reply */
-    ngx_add_timer(&w->refresh, delay ? delay : 1);
 }

@@ -171,13 +171,13 @@ void
 ngx_http_ai_gateway_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata)
 {
-    redisReply                          *reply = r;
-    ngx_int_t                            rc;
-    ngx_uint_t                           kind, slot;
-    ngx_http_ai_gateway_redis_cmd_t     *cmd = privdata;
-    ngx_http_ai_gateway_redis_node_t    *node, *target;
-    ngx_http_ai_gateway_redis_worker_t  *w;
-    ngx_http_ai_gateway_redis_status_e   status;
+    redisReply                            *reply = r;
+    ngx_int_t                              rc;
+    ngx_http_ai_gateway_redis_cmd_t       *cmd = privdata;
+    ngx_http_ai_gateway_redis_node_t      *node;
+    ngx_http_ai_gateway_redis_worker_t    *w;
+    ngx_http_ai_gateway_redis_redirect_t   rd;
+    ngx_http_ai_gateway_redis_status_e     status;
 
     w = &ngx_http_ai_gateway_redis_worker;
     node = ac->data;
@@ -209,19 +209,20 @@ ngx_http_ai_gateway_redis_reply(redisAsyncContext *ac, void *r,
 
     if (w->cluster && reply && reply->type == REDIS_REPLY_ERROR) {
 
-        kind = ngx_http_ai_gateway_redis_redirection(reply, &slot, &target);
+        rd.kind = 0;
 
-        if (kind == 0 && cmd->redirect) {
+        if (ngx_http_ai_gateway_redis_redirection(reply, &rd) == 0
+            && cmd->redirect.kind)
+        {
             /* EXECABORT after a queued command was redirected */
-            kind = cmd->redirect;
-            slot = cmd->slot;
-            target = cmd->target;
+            rd = cmd->redirect;
         }
 
-        if (kind) {
-            rc = ngx_http_ai_gateway_redis_follow(cmd, kind, slot, target);
+        if (rd.kind) {
+            rc = ngx_http_ai_gateway_redis_redirect(cmd, &rd);
 
-            if (rc == NGX_OK || rc == NGX_DONE) {
+            if (rc == NGX_OK || rc == NGX_DONE || rc == NGX_AGAIN) {
+                /* sent again, answered, or parked until the next map */
                 return;
             }
         }
@@ -273,6 +274,24 @@ ngx_http_ai_gateway_redis_timeout(ngx_event_t *ev)
                                           timer);
     w = &ngx_http_ai_gateway_redis_worker;
     node = cmd->node;
+
+    if (cmd->parked) {
+        /* waited for the map, not on a node: ours to free */
+        ngx_log_error(NGX_LOG_INFO, w->log, 0,
+                      "redis \"%V\": command timed out after %M ms waiting "
+                      "for the cluster's map", &w->conf->name,
+                      cmd->write ? w->conf->write_timeout : w->conf->timeout);
+
+        if (!cmd->write) {
+            ngx_http_ai_gateway_count(w->stats->redis_timeouts, 1);
+        }
+
+        ngx_http_ai_gateway_redis_unpark(cmd);
+        ngx_http_ai_gateway_redis_finish(cmd, NULL,
+                                         NGX_HTTP_AI_GATEWAY_REDIS_TIMEOUT);
+        ngx_http_ai_gateway_redis_free(cmd);
+        return;
+    }
 
     if (cmd->write) {
         /*

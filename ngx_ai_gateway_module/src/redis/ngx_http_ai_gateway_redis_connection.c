@@ -175,6 +175,19 @@ ngx_http_ai_gateway_redis_cleanup(void *privdata)
     /* hiredis closes the socket; the worker's exit check must not see it */
     c->fd = (ngx_socket_t) -1;
 
+    if (ac == node->closing) {
+        /* a node that left the map, closed once its replies were in */
+        node->closing = NULL;
+
+        if (node->close.timer_set) {
+            ngx_del_timer(&node->close);
+        }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, w->log, 0,
+                       "ai_gateway redis \"%V\" closed", &node->name);
+        return;
+    }
+
     if (ac != node->ac) {
         /* dropped by us: already accounted for */
         return;
@@ -212,6 +225,67 @@ ngx_http_ai_gateway_redis_drop(ngx_http_ai_gateway_redis_node_t *node)
 
     /* pending commands are called back with NULL, then cleanup runs */
     redisAsyncFree(ac);
+}
+
+
+/*
+ * A node the map no longer names (a failover, a node moved or removed):
+ * no command is sent to it any more (not usable, not found), and its
+ * connection is closed once the commands in flight on it have their
+ * replies (redisAsyncDisconnect() waits for them), or once their time is
+ * up (the close timer frees it, and the commands hear NULL); only then
+ * is its place free for another node.  Never a reconnect.
+ */
+void
+ngx_http_ai_gateway_redis_retire(ngx_http_ai_gateway_redis_node_t *node)
+{
+    redisAsyncContext                   *ac;
+    ngx_http_ai_gateway_redis_worker_t  *w;
+
+    w = &ngx_http_ai_gateway_redis_worker;
+
+    ngx_log_error(NGX_LOG_NOTICE, w->log, 0,
+                  "redis \"%V\": cluster node \"%V\" left the map",
+                  &w->conf->name, &node->name);
+
+    node->retired = 1;
+    node->breaker = 0;
+
+    if (node->reconnect.timer_set) {
+        ngx_del_timer(&node->reconnect);
+    }
+
+    ac = node->ac;
+
+    if (ac == NULL) {
+        return;
+    }
+
+    ngx_http_ai_gateway_redis_gone(node);
+
+    node->closing = ac;
+
+    ngx_add_timer(&node->close, ngx_max(w->conf->timeout,
+                                        w->conf->write_timeout));
+
+    /* may free it at once (nothing in flight): cleanup clears closing */
+    redisAsyncDisconnect(ac);
+}
+
+
+static void
+ngx_http_ai_gateway_redis_close_timeout(ngx_event_t *ev)
+{
+    ngx_http_ai_gateway_redis_node_t  *node;
+
+    node = ngx_http_ai_gateway_event_owner(ev,
+                                           ngx_http_ai_gateway_redis_node_t,
+                                           close);
+
+    if (node->closing) {
+        /* whatever is still in flight hears NULL; cleanup clears closing */
+        redisAsyncFree(node->closing);
+    }
 }
 
 
@@ -325,7 +399,7 @@ ngx_http_ai_gateway_redis_connect(ngx_http_ai_gateway_redis_node_t *node)
     ngx_http_ai_gateway_redis_conf_t    *conf;
     ngx_http_ai_gateway_redis_worker_t  *w;
 
-    if (node->ac || ngx_http_ai_gateway_redis_stopping()) {
+    if (node->ac || node->retired || ngx_http_ai_gateway_redis_stopping()) {
         return;
     }
 
@@ -435,6 +509,11 @@ ngx_http_ai_gateway_redis_node_init(ngx_http_ai_gateway_redis_node_t *node,
                                    ngx_http_ai_gateway_redis_connect_timeout,
                                    log);
     node->connect.cancelable = 1;
+
+    ngx_http_ai_gateway_event_init(&node->close,
+                                   ngx_http_ai_gateway_redis_close_timeout,
+                                   log);
+    node->close.cancelable = 1;
 }
 
 
@@ -488,9 +567,12 @@ ngx_http_ai_gateway_redis_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    ngx_queue_init(&w->parked);
+
     if (w->cluster) {
         w->slots = ngx_palloc(cycle->pool, AGW_SLOTS);
-        if (w->slots == NULL) {
+        w->next = ngx_palloc(cycle->pool, AGW_SLOTS);
+        if (w->slots == NULL || w->next == NULL) {
             return NGX_ERROR;
         }
 
@@ -509,6 +591,7 @@ ngx_http_ai_gateway_redis_init_process(ngx_cycle_t *cycle)
     node->name = w->conf->name;
     ngx_cpystrn(node->addr, w->conf->addr, NGX_SOCKADDR_STRLEN + 1);
     node->port = w->conf->port;
+    node->id = ++w->ids;
     w->nnodes = 1;
 
     ngx_http_ai_gateway_redis_node_init(node, 0, cycle->log);
@@ -554,9 +637,15 @@ ngx_http_ai_gateway_redis_exit_process(ngx_cycle_t *cycle)
         ngx_del_timer(&w->refresh);
     }
 
+    ngx_http_ai_gateway_redis_drop_parked();
+
     for (i = 0; i < w->nnodes; i++) {
         if (w->nodes[i].reconnect.timer_set) {
             ngx_del_timer(&w->nodes[i].reconnect);
+        }
+
+        if (w->nodes[i].closing) {
+            redisAsyncFree(w->nodes[i].closing);
         }
 
         ngx_http_ai_gateway_redis_drop(&w->nodes[i]);
