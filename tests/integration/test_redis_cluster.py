@@ -277,3 +277,96 @@ def test_cluster_master_killed_degrades_then_recovers(nginx_factory,
                         headers={"X-User": "w"}).status_code == 200)
 
     wait_for(recovered, 30, "every entry a HIT and limits again")
+
+
+# ---- purge and the entries count on a cluster (issue 21, item 14) -------
+
+def purge_gateway(nginx_factory, cluster):
+    import test_purge
+    n = nginx_factory(test_purge.HTTP.format(
+        cache="redis",
+        redis="ai_gateway_redis 127.0.0.1:%d cluster timeout=1s "
+              "connect_timeout=1s;" % cluster.seed.port))
+    wait_for(lambda: cachez(n)["redis"]["connected"], 10,
+             "nginx to connect to the cluster")
+    return n
+
+
+def test_cluster_purge_scans_every_master_and_deletes_per_slot(
+        nginx_factory, cluster):
+    """SCAN runs on every master, each to its end, and the keys of a batch
+    are deleted one slot at a time: before, each batch was one script over
+    keys of many slots (CROSSSLOT: 503, purged 0) and SCAN was routed by
+    its cursor as if it were a key."""
+    import test_purge
+    n = purge_gateway(nginx_factory, cluster)
+
+    # by model, by key, everything: entries on the three masters
+    test_purge.check_purges(n, "redis")
+
+    for i in range(60):
+        assert test_purge.ask(n, "/v1/many", "m%d" % (i % 3),
+                              "p%d" % i) == "MISS"
+    keys = cache_keys(cluster)
+    assert len(keys) == 60 and len({nd.port for _, nd in keys}) == 3, keys
+
+    # /cachez counts the entries of every master (before: 0 on a cluster)
+    wait_for(lambda: cachez(n)["caches"]["redis"]["entries"] == 60, 10,
+             "entries == 60")
+
+    assert test_purge.purge(n, {"cache": "redis", "model": "m1"}) == \
+        {"purged": 20}
+    assert len(cache_keys(cluster)) == 40
+    assert test_purge.purge(n, {"cache": "redis", "all": True}) == \
+        {"purged": 40}
+    assert cache_keys(cluster) == []
+    wait_for(lambda: cachez(n)["caches"]["redis"]["entries"] == 0, 10,
+             "entries == 0")
+    assert "CROSSSLOT" not in n.log()
+
+
+def test_cluster_nodes_that_leave_are_closed_new_ones_used(nginx_factory,
+                                                          cluster):
+    """A resharding onto a node on a new port, and the old master removed:
+    the entries keep answering from their new owner, the old master's
+    connection is closed (it left the map), and purge scans the new map's
+    masters."""
+    import subprocess
+    import test_purge
+    n = purge_gateway(nginx_factory, cluster)
+    for i in range(30):
+        assert test_purge.ask(n, "/v1/move", "m", "p%d" % i) == "MISS"
+
+    seed_port = cluster.seed.port
+    old, old_id, _ = next(m for m in cluster.masters()
+                          if m[0].port != seed_port)
+    slots = sum(hi - lo + 1 for node, _, (lo, hi) in cluster.masters()
+                if node.port == old.port)
+    new = cluster.add_master()
+    subprocess.run(["redis-cli", "--cluster", "reshard",
+                    "127.0.0.1:%d" % seed_port,
+                    "--cluster-from", old_id,
+                    "--cluster-to", cluster.node_id(new),
+                    "--cluster-slots", str(slots), "--cluster-yes",
+                    "--cluster-pipeline", "50"],
+                   check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE, timeout=120)
+    subprocess.run(["redis-cli", "--cluster", "del-node",
+                    "127.0.0.1:%d" % seed_port, old_id],
+                   check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE, timeout=60)
+    old.stop()          # forgotten by the cluster (and reset, if still up)
+    cluster.wait_ok()
+    assert all(m[0].port != old.port for m in cluster.masters())
+
+    # every entry answers, from wherever it is now (MOVED, then the map)
+    def all_hit():
+        return all(test_purge.ask(n, "/v1/move", "m", "p%d" % i) == "HIT"
+                   for i in range(30))
+    wait_for(all_hit, 15, "every entry a HIT after the resharding")
+    wait_for(lambda: 'cluster node "127.0.0.1:%d" left the map' % old.port
+             in n.log(), 10, "the old master to leave the map")
+
+    assert test_purge.purge(n, {"cache": "redis", "all": True}) == \
+        {"purged": 30}
+    assert cache_keys(cluster) == []

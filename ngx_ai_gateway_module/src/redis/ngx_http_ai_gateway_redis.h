@@ -100,6 +100,51 @@ typedef struct {
 } ngx_http_ai_gateway_redis_worker_hook_t;
 
 
+/*
+ * SCAN over the whole keyspace: every master of a cluster, each to the end
+ * of its own cursor, one after the other (SCAN names no key: it cannot be
+ * routed), or the one server.  The caller fills pool (a request's, or
+ * NULL), pattern, count (COUNT's argument, as text), handler and data,
+ * and calls scan_start().  The handler gets each batch: keys, an array
+ * reply of strings (the reply's, freed when the handler returns), with
+ * status OK, and done set on the last one; or NULL and ERROR (a node that
+ * cannot be asked or left the map, a bad reply), which ends the scan.
+ * After a batch that is not the last, the caller asks for the next one
+ * with scan_next() once it is ready for it.  Both return NGX_AGAIN (the
+ * handler will be called) or NGX_ERROR (it will not).
+ */
+#define NGX_HTTP_AI_GATEWAY_REDIS_SCAN_NODES  64
+
+typedef struct ngx_http_ai_gateway_redis_scan_s
+    ngx_http_ai_gateway_redis_scan_t;
+
+typedef void (*ngx_http_ai_gateway_redis_scan_pt)(
+    ngx_http_ai_gateway_redis_scan_t *scan, redisReply *keys,
+    ngx_http_ai_gateway_redis_status_e status);
+
+struct ngx_http_ai_gateway_redis_scan_s {
+    ngx_pool_t                         *pool;
+    ngx_str_t                           pattern;  /* MATCH */
+    ngx_str_t                           count;    /* COUNT */
+    ngx_http_ai_gateway_redis_scan_pt   handler;
+    void                               *data;
+    unsigned                            done:1;   /* the last batch */
+
+    /* the scan's own */
+    ngx_uint_t                          nodes[
+                                        NGX_HTTP_AI_GATEWAY_REDIS_SCAN_NODES];
+    ngx_uint_t                          nnodes;
+    ngx_uint_t                          current;
+    u_char                              cursor[NGX_INT64_LEN];
+    size_t                              cursor_len;
+};
+
+ngx_int_t ngx_http_ai_gateway_redis_scan_start(
+    ngx_http_ai_gateway_redis_scan_t *scan);
+ngx_int_t ngx_http_ai_gateway_redis_scan_next(
+    ngx_http_ai_gateway_redis_scan_t *scan);
+
+
 /* ai_gateway_redis: amcf->redis, the connection's configuration */
 char *ngx_http_ai_gateway_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

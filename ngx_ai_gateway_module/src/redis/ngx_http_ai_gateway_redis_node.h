@@ -10,6 +10,7 @@
  *   redis_command.c     the command API: queue, timers, replies
  *   redis_cluster.c     the nodes, routing, MOVED and ASK, parking
  *   redis_cluster_map.c the slot map: CLUSTER SLOTS, nodes that leave
+ *   redis_scan.c        SCAN over every master
  *   redis_script.c      EVALSHA, and EVAL on NOSCRIPT
  */
 

@@ -29,8 +29,8 @@
  * not the limiter's "rl:" buckets under the same prefix), counted by
  * worker 0 every NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN ms with SCAN MATCH
  * (one round trip per 1000 keys, never KEYS or DBSIZE: the database may be
- * shared).  bytes_used is not known and stays 0.  With a Redis Cluster
- * the keys are spread over the nodes and "entries" stays 0.
+ * shared), on every master of a Redis Cluster (redis/, scan).  bytes_used
+ * is not known and stays 0.
  *
  * Cluster: every command of an entry names the one key, so the whole
  * MULTI/EXEC block goes to the node that owns it (redis/).
@@ -57,12 +57,10 @@ typedef struct {
 typedef struct {
     ngx_http_ai_gateway_store_t         *store;
     ngx_event_t                          timer;
-    ngx_str_t                            pattern; /* SCAN MATCH */
-    u_char                               cursor[NGX_INT64_LEN];
-    size_t                               cursor_len;
+    ngx_http_ai_gateway_redis_scan_t     scan;
     ngx_uint_t                           count;
     ngx_uint_t                           rounds;
-} ngx_http_ai_gateway_store_redis_scan_t;
+} ngx_http_ai_gateway_store_redis_count_t;
 
 
 static ngx_int_t ngx_http_ai_gateway_store_redis_lookup(
@@ -75,12 +73,15 @@ static ngx_int_t ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
 static void ngx_http_ai_gateway_store_redis_start(ngx_cycle_t *cycle,
     void *data);
 static void ngx_http_ai_gateway_store_redis_stop(void *data);
-static void ngx_http_ai_gateway_store_redis_scan(ngx_event_t *ev);
+static void ngx_http_ai_gateway_store_redis_count(ngx_event_t *ev);
+static void ngx_http_ai_gateway_store_redis_counted(
+    ngx_http_ai_gateway_redis_scan_t *scan, redisReply *keys,
+    ngx_http_ai_gateway_redis_status_e status);
 
 
 /* worker 0's */
-static ngx_http_ai_gateway_store_redis_scan_t
-    *ngx_http_ai_gateway_store_redis_scan_state;
+static ngx_http_ai_gateway_store_redis_count_t
+    *ngx_http_ai_gateway_store_redis_count_state;
 
 
 ngx_http_ai_gateway_store_t *
@@ -143,10 +144,10 @@ ngx_http_ai_gateway_store_redis_start(ngx_cycle_t *cycle, void *data)
 {
     ngx_http_ai_gateway_store_t *store = data;
 
-    ngx_http_ai_gateway_main_conf_t         *amcf;
-    ngx_http_ai_gateway_redis_conf_t        *rcf;
-    ngx_http_ai_gateway_shared_stats_t      *stats;
-    ngx_http_ai_gateway_store_redis_scan_t  *scan;
+    ngx_http_ai_gateway_main_conf_t          *amcf;
+    ngx_http_ai_gateway_redis_conf_t         *rcf;
+    ngx_http_ai_gateway_shared_stats_t       *stats;
+    ngx_http_ai_gateway_store_redis_count_t  *cnt;
 
     amcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_ai_gateway_module);
@@ -155,46 +156,49 @@ ngx_http_ai_gateway_store_redis_start(ngx_cycle_t *cycle, void *data)
 
     store->ref.stats = &stats->redis_cache;
 
-    /* a cluster's keys are spread over its nodes: not counted (0) */
-    if (ngx_worker != 0 || rcf->cluster) {
+    if (ngx_worker != 0) {
         return;
     }
 
-    scan = ngx_pcalloc(cycle->pool,
-                       sizeof(ngx_http_ai_gateway_store_redis_scan_t));
-    if (scan == NULL) {
+    cnt = ngx_pcalloc(cycle->pool,
+                      sizeof(ngx_http_ai_gateway_store_redis_count_t));
+    if (cnt == NULL) {
         return;
     }
 
-    scan->store = store;
+    cnt->store = store;
 
     if (ngx_http_ai_gateway_store_redis_pattern(cycle->pool, rcf,
-                                                &scan->pattern)
+                                                &cnt->scan.pattern)
         != NGX_OK)
     {
         return;
     }
 
-    ngx_http_ai_gateway_event_init(&scan->timer,
-                                   ngx_http_ai_gateway_store_redis_scan,
+    ngx_str_set(&cnt->scan.count, "1000");
+    cnt->scan.handler = ngx_http_ai_gateway_store_redis_counted;
+    cnt->scan.data = cnt;
+
+    ngx_http_ai_gateway_event_init(&cnt->timer,
+                                   ngx_http_ai_gateway_store_redis_count,
                                    cycle->log);
-    scan->timer.cancelable = 1;
+    cnt->timer.cancelable = 1;
 
-    ngx_add_timer(&scan->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
+    ngx_add_timer(&cnt->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
 
-    ngx_http_ai_gateway_store_redis_scan_state = scan;
+    ngx_http_ai_gateway_store_redis_count_state = cnt;
 }
 
 
 static void
 ngx_http_ai_gateway_store_redis_stop(void *data)
 {
-    ngx_http_ai_gateway_store_redis_scan_t  *scan;
+    ngx_http_ai_gateway_store_redis_count_t  *cnt;
 
-    scan = ngx_http_ai_gateway_store_redis_scan_state;
+    cnt = ngx_http_ai_gateway_store_redis_count_state;
 
-    if (scan && scan->timer.timer_set) {
-        ngx_del_timer(&scan->timer);
+    if (cnt && cnt->timer.timer_set) {
+        ngx_del_timer(&cnt->timer);
     }
 }
 
@@ -588,89 +592,49 @@ ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
 
 
 static void
-ngx_http_ai_gateway_store_redis_scanned(redisReply *reply,
-    ngx_http_ai_gateway_redis_status_e status, void *data)
+ngx_http_ai_gateway_store_redis_counted(ngx_http_ai_gateway_redis_scan_t *scan,
+    redisReply *keys, ngx_http_ai_gateway_redis_status_e status)
 {
-    ngx_http_ai_gateway_store_redis_scan_t  *scan = data;
+    ngx_http_ai_gateway_store_redis_count_t *cnt = scan->data;
 
-    redisReply  *cursor, *keys;
-
-    if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK
-        || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
-        || reply->element[0]->type != REDIS_REPLY_STRING
-        || reply->element[0]->len == 0
-        || reply->element[0]->len > NGX_INT64_LEN
-        || reply->element[1]->type != REDIS_REPLY_ARRAY)
-    {
+    if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK) {
         /* try again next time, from the start */
-        ngx_add_timer(&scan->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
+        ngx_add_timer(&cnt->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
         return;
     }
 
-    cursor = reply->element[0];
-    keys = reply->element[1];
+    cnt->count += keys->elements;
 
-    scan->count += keys->elements;
-
-    if ((cursor->len == 1 && cursor->str[0] == '0')
-        || ++scan->rounds >= NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN_MAX)
+    if (scan->done
+        || ++cnt->rounds >= NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN_MAX)
     {
         /* a gauge: a plain store of an aligned word */
-        scan->store->ref.stats->entries = scan->count;
+        cnt->store->ref.stats->entries = cnt->count;
 
-        ngx_add_timer(&scan->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
+        ngx_add_timer(&cnt->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
         return;
     }
 
-    scan->cursor_len = cursor->len;
-    ngx_memcpy(scan->cursor, cursor->str, cursor->len);
-
-    /* the next round at once, as a posted timer would */
-    ngx_add_timer(&scan->timer, 1);
+    if (ngx_http_ai_gateway_redis_scan_next(scan) != NGX_AGAIN) {
+        ngx_add_timer(&cnt->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
+    }
 }
 
 
 static void
-ngx_http_ai_gateway_store_redis_scan(ngx_event_t *ev)
+ngx_http_ai_gateway_store_redis_count(ngx_event_t *ev)
 {
-    size_t                                   len[6];
-    const char                              *argv[6];
-    ngx_http_ai_gateway_store_redis_scan_t  *scan;
+    ngx_http_ai_gateway_store_redis_count_t  *cnt;
 
-    scan = ngx_http_ai_gateway_event_owner(ev,
-                                       ngx_http_ai_gateway_store_redis_scan_t,
+    cnt = ngx_http_ai_gateway_event_owner(ev,
+                                       ngx_http_ai_gateway_store_redis_count_t,
                                        timer);
 
-    if (scan->cursor_len == 0) {
-        /* a new count */
-        scan->cursor[0] = '0';
-        scan->cursor_len = 1;
-        scan->count = 0;
-        scan->rounds = 0;
-    }
+    cnt->count = 0;
+    cnt->rounds = 0;
 
-    argv[0] = "SCAN";
-    len[0] = 4;
-    argv[1] = (const char *) scan->cursor;
-    len[1] = scan->cursor_len;
-    argv[2] = "MATCH";
-    len[2] = 5;
-    argv[3] = (const char *) scan->pattern.data;
-    len[3] = scan->pattern.len;
-    argv[4] = "COUNT";
-    len[4] = 5;
-    argv[5] = "1000";
-    len[5] = 4;
-
-    /* unless it continues, the next round starts a new count */
-    scan->cursor_len = 0;
-
-    if (ngx_http_ai_gateway_redis_send(NULL,
-                                      ngx_http_ai_gateway_store_redis_scanned,
-                                      scan, 6, argv, len)
-        == NULL)
-    {
-        ngx_add_timer(&scan->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
+    if (ngx_http_ai_gateway_redis_scan_start(&cnt->scan) != NGX_AGAIN) {
+        ngx_add_timer(&cnt->timer, NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN);
     }
 }
 

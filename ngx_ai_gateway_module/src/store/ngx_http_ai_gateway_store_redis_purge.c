@@ -9,9 +9,15 @@
  * every store and every expiry, and would grow without bound under TTLs; a
  * purge is rare and may take its time.  Keys seen twice by SCAN are
  * unlinked once (UNLINK counts).
+ *
+ * Redis Cluster: SCAN runs on every master in turn (redis/, scan), and a
+ * script may only touch keys of one slot, so a batch is split by slot: one
+ * script per slot, all of a batch's sent at once, each routed to its
+ * slot's owner; the next batch is asked for once they all answered.
  */
 
 #include "store/ngx_http_ai_gateway_store_redis.h"
+#include "agw_slot.h"
 
 
 #define NGX_HTTP_AI_GATEWAY_STORE_REDIS_PURGE_BATCH  "500"
@@ -23,11 +29,19 @@ typedef struct {
     ngx_http_ai_gateway_purge_done_pt    done;
     ngx_str_t                            field;   /* "" for all */
     ngx_str_t                            value;
-    ngx_str_t                            pattern;
-    u_char                               cursor[NGX_INT64_LEN];
-    size_t                               cursor_len;
+    ngx_http_ai_gateway_redis_scan_t     scan;
     ngx_uint_t                           purged;
+    ngx_uint_t                           pending; /* scripts unanswered */
+    unsigned                             failed:1;
+    unsigned                             cluster:1;
 } ngx_http_ai_gateway_store_redis_purge_t;
+
+
+/* a key of a batch and its slot, to group a batch by slot */
+typedef struct {
+    ngx_uint_t                           slot;
+    redisReply                          *key;
+} ngx_http_ai_gateway_store_redis_slot_key_t;
 
 
 static ngx_http_ai_gateway_redis_script_t
@@ -45,7 +59,10 @@ static ngx_http_ai_gateway_redis_script_t
 };
 
 
-static ngx_int_t ngx_http_ai_gateway_store_redis_purge_scan(
+static void ngx_http_ai_gateway_store_redis_purge_scanned(
+    ngx_http_ai_gateway_redis_scan_t *scan, redisReply *keys,
+    ngx_http_ai_gateway_redis_status_e status);
+static void ngx_http_ai_gateway_store_redis_purge_batch_done(
     ngx_http_ai_gateway_store_redis_purge_t *pg);
 
 
@@ -78,6 +95,7 @@ ngx_http_ai_gateway_store_redis_purge(ngx_http_request_t *r,
     pg->store = store;
     pg->done = done;
     pg->value = *value;
+    pg->cluster = rcf->cluster ? 1 : 0;
 
     switch (by) {
     case NGX_HTTP_AI_GATEWAY_PURGE_KEY:
@@ -91,16 +109,23 @@ ngx_http_ai_gateway_store_redis_purge(ngx_http_request_t *r,
         ngx_str_set(&pg->value, "");
     }
 
-    if (ngx_http_ai_gateway_store_redis_pattern(r->pool, rcf, &pg->pattern)
+    if (ngx_http_ai_gateway_store_redis_pattern(r->pool, rcf,
+                                                &pg->scan.pattern)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    pg->cursor[0] = '0';
-    pg->cursor_len = 1;
+    pg->scan.pool = r->pool;
+    ngx_str_set(&pg->scan.count, NGX_HTTP_AI_GATEWAY_STORE_REDIS_PURGE_BATCH);
+    pg->scan.handler = ngx_http_ai_gateway_store_redis_purge_scanned;
+    pg->scan.data = pg;
 
-    return ngx_http_ai_gateway_store_redis_purge_scan(pg);
+    if (ngx_http_ai_gateway_redis_scan_start(&pg->scan) != NGX_AGAIN) {
+        return NGX_ERROR;
+    }
+
+    return NGX_AGAIN;
 }
 
 
@@ -113,90 +138,64 @@ ngx_http_ai_gateway_store_redis_purge_unlinked(redisReply *reply,
     if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK
         || reply->type != REDIS_REPLY_INTEGER || reply->integer < 0)
     {
+        pg->failed = 1;
+
+    } else {
+        pg->purged += (ngx_uint_t) reply->integer;
+    }
+
+    if (--pg->pending == 0) {
+        ngx_http_ai_gateway_store_redis_purge_batch_done(pg);
+    }
+}
+
+
+/* the batch is over: the next one, or the end */
+static void
+ngx_http_ai_gateway_store_redis_purge_batch_done(
+    ngx_http_ai_gateway_store_redis_purge_t *pg)
+{
+    if (pg->failed) {
         ngx_log_error(NGX_LOG_ERR, pg->r->connection->log, 0,
                       "redis cache purge: a batch failed");
         pg->done(pg->r, NGX_ERROR, pg->purged);
         return;
     }
 
-    pg->purged += (ngx_uint_t) reply->integer;
-
-    if (pg->cursor_len == 1 && pg->cursor[0] == '0') {
+    if (pg->scan.done) {
         pg->done(pg->r, NGX_OK, pg->purged);
         return;
     }
 
-    if (ngx_http_ai_gateway_store_redis_purge_scan(pg) != NGX_AGAIN) {
+    if (ngx_http_ai_gateway_redis_scan_next(&pg->scan) != NGX_AGAIN) {
         pg->done(pg->r, NGX_ERROR, pg->purged);
     }
 }
 
 
-static void
-ngx_http_ai_gateway_store_redis_purge_scanned(redisReply *reply,
-    ngx_http_ai_gateway_redis_status_e status, void *data)
+/* one script over keys[0..n): the keys, then the field and its value */
+static ngx_int_t
+ngx_http_ai_gateway_store_redis_purge_keys(
+    ngx_http_ai_gateway_store_redis_purge_t *pg,
+    ngx_http_ai_gateway_store_redis_slot_key_t *keys, ngx_uint_t n)
 {
-    ngx_http_ai_gateway_store_redis_purge_t  *pg = data;
-
     int                               argc;
-    size_t                           *len, i;
+    size_t                           *len;
+    ngx_uint_t                        i;
     const char                      **argv;
-    redisReply                       *cursor, *keys;
     ngx_http_ai_gateway_redis_cmd_t  *cmd;
 
-    if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK
-        || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
-        || reply->element[0]->type != REDIS_REPLY_STRING
-        || reply->element[0]->len == 0
-        || reply->element[0]->len > NGX_INT64_LEN
-        || reply->element[1]->type != REDIS_REPLY_ARRAY)
-    {
-        ngx_log_error(NGX_LOG_ERR, pg->r->connection->log, 0,
-                      "redis cache purge: SCAN failed");
-        pg->done(pg->r, NGX_ERROR, pg->purged);
-        return;
-    }
-
-    cursor = reply->element[0];
-    keys = reply->element[1];
-
-    pg->cursor_len = cursor->len;
-    ngx_memcpy(pg->cursor, cursor->str, cursor->len);
-
-    for (i = 0; i < keys->elements; i++) {
-        if (keys->element[i]->type != REDIS_REPLY_STRING) {
-            pg->done(pg->r, NGX_ERROR, pg->purged);
-            return;
-        }
-    }
-
-    if (keys->elements == 0) {
-        if (pg->cursor_len == 1 && pg->cursor[0] == '0') {
-            pg->done(pg->r, NGX_OK, pg->purged);
-            return;
-        }
-
-        if (ngx_http_ai_gateway_store_redis_purge_scan(pg) != NGX_AGAIN) {
-            pg->done(pg->r, NGX_ERROR, pg->purged);
-        }
-
-        return;
-    }
-
-    /* the script's arguments: the keys, then the field and its value */
-
-    argc = (int) keys->elements + 2;
+    argc = (int) n + 2;
 
     argv = ngx_palloc(pg->r->pool, argc * sizeof(char *));
     len = ngx_palloc(pg->r->pool, argc * sizeof(size_t));
     if (argv == NULL || len == NULL) {
-        pg->done(pg->r, NGX_ERROR, pg->purged);
-        return;
+        return NGX_ERROR;
     }
 
-    for (i = 0; i < keys->elements; i++) {
-        argv[i] = keys->element[i]->str;
-        len[i] = keys->element[i]->len;
+    for (i = 0; i < n; i++) {
+        argv[i] = keys[i].key->str;
+        len[i] = keys[i].key->len;
     }
 
     argv[i] = (const char *) pg->field.data;
@@ -208,44 +207,96 @@ ngx_http_ai_gateway_store_redis_purge_scanned(redisReply *reply,
     cmd = ngx_http_ai_gateway_redis_eval(pg->r->pool,
                               ngx_http_ai_gateway_store_redis_purge_unlinked,
                               pg, &ngx_http_ai_gateway_store_redis_purge_script,
-                              keys->elements, argc, argv, len);
+                              n, argc, argv, len);
 
     ngx_pfree(pg->r->pool, argv);
     ngx_pfree(pg->r->pool, len);
 
     if (cmd == NULL) {
-        pg->done(pg->r, NGX_ERROR, pg->purged);
-    }
-}
-
-
-static ngx_int_t
-ngx_http_ai_gateway_store_redis_purge_scan(
-    ngx_http_ai_gateway_store_redis_purge_t *pg)
-{
-    size_t       len[6];
-    const char  *argv[6];
-
-    argv[0] = "SCAN";
-    len[0] = 4;
-    argv[1] = (const char *) pg->cursor;
-    len[1] = pg->cursor_len;
-    argv[2] = "MATCH";
-    len[2] = 5;
-    argv[3] = (const char *) pg->pattern.data;
-    len[3] = pg->pattern.len;
-    argv[4] = "COUNT";
-    len[4] = 5;
-    argv[5] = NGX_HTTP_AI_GATEWAY_STORE_REDIS_PURGE_BATCH;
-    len[5] = sizeof(NGX_HTTP_AI_GATEWAY_STORE_REDIS_PURGE_BATCH) - 1;
-
-    if (ngx_http_ai_gateway_redis_send(pg->r->pool,
-                                ngx_http_ai_gateway_store_redis_purge_scanned,
-                                pg, 6, argv, len)
-        == NULL)
-    {
         return NGX_ERROR;
     }
 
-    return NGX_AGAIN;
+    pg->pending++;
+
+    return NGX_OK;
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_ai_gateway_store_redis_slot_cmp(const void *one, const void *two)
+{
+    const ngx_http_ai_gateway_store_redis_slot_key_t  *a = one, *b = two;
+
+    return (a->slot > b->slot) - (a->slot < b->slot);
+}
+
+
+static void
+ngx_http_ai_gateway_store_redis_purge_scanned(
+    ngx_http_ai_gateway_redis_scan_t *scan, redisReply *keys,
+    ngx_http_ai_gateway_redis_status_e status)
+{
+    ngx_http_ai_gateway_store_redis_purge_t *pg = scan->data;
+
+    ngx_uint_t                                   i, first;
+    ngx_http_ai_gateway_store_redis_slot_key_t  *sk;
+
+    if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK) {
+        ngx_log_error(NGX_LOG_ERR, pg->r->connection->log, 0,
+                      "redis cache purge: SCAN failed");
+        pg->done(pg->r, NGX_ERROR, pg->purged);
+        return;
+    }
+
+    if (keys->elements == 0) {
+        ngx_http_ai_gateway_store_redis_purge_batch_done(pg);
+        return;
+    }
+
+    sk = ngx_palloc(pg->r->pool,
+                    keys->elements
+                    * sizeof(ngx_http_ai_gateway_store_redis_slot_key_t));
+    if (sk == NULL) {
+        pg->done(pg->r, NGX_ERROR, pg->purged);
+        return;
+    }
+
+    for (i = 0; i < keys->elements; i++) {
+        sk[i].key = keys->element[i];
+        sk[i].slot = pg->cluster ? agw_cluster_slot(sk[i].key->str,
+                                                    sk[i].key->len)
+                                 : 0;
+    }
+
+    /* a script may only touch keys of one slot (CROSSSLOT otherwise) */
+    if (pg->cluster) {
+        ngx_qsort(sk, keys->elements,
+                  sizeof(ngx_http_ai_gateway_store_redis_slot_key_t),
+                  ngx_http_ai_gateway_store_redis_slot_cmp);
+    }
+
+    /* the answers come later, never from inside eval: pending is right */
+    first = 0;
+
+    for (i = 1; i <= keys->elements; i++) {
+        if (i < keys->elements && sk[i].slot == sk[first].slot) {
+            continue;
+        }
+
+        if (ngx_http_ai_gateway_store_redis_purge_keys(pg, &sk[first],
+                                                       i - first)
+            != NGX_OK)
+        {
+            pg->failed = 1;
+            break;
+        }
+
+        first = i;
+    }
+
+    ngx_pfree(pg->r->pool, sk);
+
+    if (pg->pending == 0) {
+        ngx_http_ai_gateway_store_redis_purge_batch_done(pg);
+    }
 }

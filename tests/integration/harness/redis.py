@@ -99,18 +99,38 @@ class RedisCluster:
     be taken), joined by `redis-cli --cluster create`."""
 
     def __init__(self, masters=3, replicas=0):
-        self.nodes = []
-        for _ in range(masters * (1 + replicas)):
-            bus = free_port()
-            self.nodes.append(RedisServer(extra=[
-                "--cluster-enabled", "yes",
-                "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", "1000",
-                "--cluster-port", str(bus),
-                # a cluster with a slot not served still serves the others
-                "--cluster-require-full-coverage", "no",
-                "--cluster-replica-validity-factor", "0"]))
+        self.nodes = [self._node() for _ in range(masters * (1 + replicas))]
         self.replicas = replicas
+
+    @staticmethod
+    def _node():
+        bus = free_port()
+        return RedisServer(extra=[
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "1000",
+            "--cluster-port", str(bus),
+            # a cluster with a slot not served still serves the others
+            "--cluster-require-full-coverage", "no",
+            "--cluster-replica-validity-factor", "0"])
+
+    def add_master(self):
+        """A new empty master, on a new port, joined to the cluster
+        (`redis-cli --cluster add-node`): it owns no slot yet."""
+        node = self._node().start()
+        self.nodes.append(node)
+        subprocess.run(
+            [shutil.which("redis-cli") or "redis-cli", "--cluster",
+             "add-node", "127.0.0.1:%d" % node.port,
+             "127.0.0.1:%d" % self.seed.port],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            timeout=60)
+        self.wait_ok()
+        return node
+
+    def node_id(self, node):
+        nid = node.client().execute_command("CLUSTER", "MYID")
+        return nid.decode() if isinstance(nid, bytes) else nid
 
     @property
     def seed(self):
