@@ -173,3 +173,69 @@ def test_every_feature_under_debug_logging(nginx_factory, sim_factory,
     # timers, the purge slices) print the dummy ident, never garbage
     idents = set(re.findall(r"event timer add: (-?\d+):", log))
     assert "-1" in idents, "no module timer was armed"
+
+
+def test_cluster_paths_under_debug_logging(nginx_factory):
+    """Redis Cluster paths with debug logging (issue 21): a MOVED to an
+    address the map does not know (parked, the map read again, followed),
+    the node that left closed (its close timer), a MOVED the new map does
+    not confirm (not followed), a purge that scans every master."""
+    from harness.fake_redis import FakeRedis, array, cluster_slots, error
+
+    owner = {}
+    rogue = FakeRedis()
+
+    def answer(node):
+        def reply(args, conn):
+            name = args[0].upper()
+            if name == b"CLUSTER":
+                return cluster_slots((0, 16383, owner["node"].port))
+            if name == b"HGETALL" and owner.get("moved"):
+                return error("MOVED 1 127.0.0.1:%d" % owner["moved"])
+            return node.default(args, conn)
+        return reply
+
+    nodes = []
+    for _ in range(3):
+        f = FakeRedis()
+        f.answer = answer(f)
+        nodes.append(f)
+    seed, first, second = nodes
+    owner["node"] = first
+    try:
+        n = nginx_factory("""
+            ai_gateway_redis 127.0.0.1:%d cluster timeout=500ms;
+            server {
+                listen 127.0.0.1:%%%%PORT%%%%;
+                location = /cachez { ai_gateway_cachez; }
+                location = /purge { ai_gateway_cache_purge; }
+                location /c/ {
+                    ai_gateway_cache redis;
+                    proxy_pass http://127.0.0.1:%%%%PORT%%%%/raw/;
+                }
+                location /raw/ { return 200 "answer"; }
+            }
+        """ % seed.port, level="debug")
+        n.skip_alerts.append("not in the cluster's map")
+        deadline = time.monotonic() + 10
+        while first.accepted == 0:
+            assert time.monotonic() < deadline, "the map never read"
+            time.sleep(0.05)
+
+        owner["node"] = second
+        owner["moved"] = second.port
+        assert requests.get(n.url + "/c/a", timeout=5).status_code == 200
+        owner["moved"] = rogue.port
+        assert requests.get(n.url + "/c/b", timeout=5).status_code == 200
+        r = requests.post(n.url + "/purge",
+                          json={"cache": "redis", "all": True}, timeout=5)
+        assert r.status_code == 200, r.text
+        assert requests.get(n.url + "/cachez", timeout=5).status_code == 200
+        assert rogue.accepted == 0
+
+        log = n.log()
+        assert "exited on signal" not in log
+        assert "left the map" in log
+    finally:
+        for f in nodes + [rogue]:
+            f.stop()
