@@ -14,6 +14,12 @@
  * script may only touch keys of one slot, so a batch is split by slot: one
  * script per slot, all of a batch's sent at once, each routed to its
  * slot's owner; the next batch is asked for once they all answered.
+ *
+ * A purge may send hundreds of thousands of commands: its state and its
+ * scratch are on the heap, not in the request's pool (which only grows),
+ * and its commands are tied to no pool; one cleanup of the request's pool
+ * tells the purge its request is gone, and the state is freed once no
+ * command of it is in flight.
  */
 
 #include "store/ngx_http_ai_gateway_store_redis.h"
@@ -24,16 +30,17 @@
 
 
 typedef struct {
-    ngx_http_request_t                  *r;
+    ngx_http_request_t                  *r;       /* NULL: gone */
     ngx_http_ai_gateway_store_t         *store;
     ngx_http_ai_gateway_purge_done_pt    done;
     ngx_str_t                            field;   /* "" for all */
-    ngx_str_t                            value;
+    ngx_str_t                            value;   /* copied with the state */
     ngx_http_ai_gateway_redis_scan_t     scan;
     ngx_uint_t                           purged;
-    ngx_uint_t                           pending; /* scripts unanswered */
+    ngx_uint_t                           pending; /* commands in flight */
     unsigned                             failed:1;
     unsigned                             cluster:1;
+    unsigned                             ending:1; /* inside done() */
 } ngx_http_ai_gateway_store_redis_purge_t;
 
 
@@ -64,6 +71,9 @@ static void ngx_http_ai_gateway_store_redis_purge_scanned(
     ngx_http_ai_gateway_redis_status_e status);
 static void ngx_http_ai_gateway_store_redis_purge_batch_done(
     ngx_http_ai_gateway_store_redis_purge_t *pg);
+static void ngx_http_ai_gateway_store_redis_purge_end(
+    ngx_http_ai_gateway_store_redis_purge_t *pg, ngx_int_t rc);
+static void ngx_http_ai_gateway_store_redis_purge_gone(void *data);
 
 
 ngx_int_t
@@ -71,6 +81,7 @@ ngx_http_ai_gateway_store_redis_purge(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, ngx_http_ai_gateway_purge_by_e by,
     ngx_str_t *value, ngx_http_ai_gateway_purge_done_pt done)
 {
+    ngx_pool_cleanup_t                       *cln;
     ngx_http_ai_gateway_redis_conf_t         *rcf;
     ngx_http_ai_gateway_store_redis_purge_t  *pg;
 
@@ -85,8 +96,13 @@ ngx_http_ai_gateway_store_redis_purge(ngx_http_request_t *r,
 
     rcf = store->data;
 
-    pg = ngx_pcalloc(r->pool,
-                     sizeof(ngx_http_ai_gateway_store_redis_purge_t));
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    pg = ngx_calloc(sizeof(ngx_http_ai_gateway_store_redis_purge_t)
+                    + value->len, r->connection->log);
     if (pg == NULL) {
         return NGX_ERROR;
     }
@@ -94,7 +110,9 @@ ngx_http_ai_gateway_store_redis_purge(ngx_http_request_t *r,
     pg->r = r;
     pg->store = store;
     pg->done = done;
-    pg->value = *value;
+    pg->value.data = (u_char *) (pg + 1);
+    pg->value.len = value->len;
+    ngx_memcpy(pg->value.data, value->data, value->len);
     pg->cluster = rcf->cluster ? 1 : 0;
 
     switch (by) {
@@ -109,23 +127,73 @@ ngx_http_ai_gateway_store_redis_purge(ngx_http_request_t *r,
         ngx_str_set(&pg->value, "");
     }
 
+    /* the pattern lives as long as the request: the scan ends with it */
     if (ngx_http_ai_gateway_store_redis_pattern(r->pool, rcf,
                                                 &pg->scan.pattern)
         != NGX_OK)
     {
+        ngx_free(pg);
         return NGX_ERROR;
     }
 
-    pg->scan.pool = r->pool;
+    pg->scan.pool = NULL;
     ngx_str_set(&pg->scan.count, NGX_HTTP_AI_GATEWAY_STORE_REDIS_PURGE_BATCH);
     pg->scan.handler = ngx_http_ai_gateway_store_redis_purge_scanned;
     pg->scan.data = pg;
 
     if (ngx_http_ai_gateway_redis_scan_start(&pg->scan) != NGX_AGAIN) {
+        ngx_free(pg);
         return NGX_ERROR;
     }
 
+    pg->pending = 1;                     /* the SCAN */
+
+    cln->handler = ngx_http_ai_gateway_store_redis_purge_gone;
+    cln->data = pg;
+
     return NGX_AGAIN;
+}
+
+
+/* the request's pool goes: the purge carries on with nobody to tell */
+static void
+ngx_http_ai_gateway_store_redis_purge_gone(void *data)
+{
+    ngx_http_ai_gateway_store_redis_purge_t  *pg = data;
+
+    pg->r = NULL;
+
+    /* inside done(), the purge frees itself once done() returns */
+    if (pg->pending == 0 && !pg->ending) {
+        ngx_free(pg);
+    }
+}
+
+
+/*
+ * Nothing in flight: tell the request, once.  done() may finalize it and
+ * destroy its pool at once (its cleanup then only clears r), or later
+ * (the cleanup frees the state then).
+ */
+static void
+ngx_http_ai_gateway_store_redis_purge_end(
+    ngx_http_ai_gateway_store_redis_purge_t *pg, ngx_int_t rc)
+{
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, pg->r->connection->log, 0,
+                      "redis cache purge failed after %ui entries",
+                      pg->purged);
+    }
+
+    pg->ending = 1;
+
+    pg->done(pg->r, rc, pg->purged);
+
+    pg->ending = 0;
+
+    if (pg->r == NULL) {
+        ngx_free(pg);
+    }
 }
 
 
@@ -150,48 +218,66 @@ ngx_http_ai_gateway_store_redis_purge_unlinked(redisReply *reply,
 }
 
 
-/* the batch is over: the next one, or the end */
+/* the state of a purge whose request is gone goes with its last command */
+static ngx_flag_t
+ngx_http_ai_gateway_store_redis_purge_orphan(
+    ngx_http_ai_gateway_store_redis_purge_t *pg)
+{
+    if (pg->r != NULL) {
+        return 0;
+    }
+
+    if (pg->pending == 0) {
+        ngx_free(pg);
+    }
+
+    return 1;
+}
+
+
+/* the batch is over (nothing in flight): the next one, or the end */
 static void
 ngx_http_ai_gateway_store_redis_purge_batch_done(
     ngx_http_ai_gateway_store_redis_purge_t *pg)
 {
+    if (ngx_http_ai_gateway_store_redis_purge_orphan(pg)) {
+        return;
+    }
+
     if (pg->failed) {
-        ngx_log_error(NGX_LOG_ERR, pg->r->connection->log, 0,
-                      "redis cache purge: a batch failed");
-        pg->done(pg->r, NGX_ERROR, pg->purged);
+        ngx_http_ai_gateway_store_redis_purge_end(pg, NGX_ERROR);
         return;
     }
 
     if (pg->scan.done) {
-        pg->done(pg->r, NGX_OK, pg->purged);
+        ngx_http_ai_gateway_store_redis_purge_end(pg, NGX_OK);
         return;
     }
 
     if (ngx_http_ai_gateway_redis_scan_next(&pg->scan) != NGX_AGAIN) {
-        pg->done(pg->r, NGX_ERROR, pg->purged);
+        ngx_http_ai_gateway_store_redis_purge_end(pg, NGX_ERROR);
+        return;
     }
+
+    pg->pending = 1;
 }
 
 
-/* one script over keys[0..n): the keys, then the field and its value */
+/*
+ * one script over keys[0..n): the keys, then the field and its value, in
+ * argv and len (room for n + 2, copied by the script call)
+ */
 static ngx_int_t
 ngx_http_ai_gateway_store_redis_purge_keys(
     ngx_http_ai_gateway_store_redis_purge_t *pg,
-    ngx_http_ai_gateway_store_redis_slot_key_t *keys, ngx_uint_t n)
+    ngx_http_ai_gateway_store_redis_slot_key_t *keys, ngx_uint_t n,
+    const char **argv, size_t *len)
 {
     int                               argc;
-    size_t                           *len;
     ngx_uint_t                        i;
-    const char                      **argv;
     ngx_http_ai_gateway_redis_cmd_t  *cmd;
 
     argc = (int) n + 2;
-
-    argv = ngx_palloc(pg->r->pool, argc * sizeof(char *));
-    len = ngx_palloc(pg->r->pool, argc * sizeof(size_t));
-    if (argv == NULL || len == NULL) {
-        return NGX_ERROR;
-    }
 
     for (i = 0; i < n; i++) {
         argv[i] = keys[i].key->str;
@@ -204,13 +290,10 @@ ngx_http_ai_gateway_store_redis_purge_keys(
     len[i + 1] = pg->value.len;
 
     /* the arguments are copied: the reply may go */
-    cmd = ngx_http_ai_gateway_redis_eval(pg->r->pool,
+    cmd = ngx_http_ai_gateway_redis_eval(NULL,
                               ngx_http_ai_gateway_store_redis_purge_unlinked,
                               pg, &ngx_http_ai_gateway_store_redis_purge_script,
                               n, argc, argv, len);
-
-    ngx_pfree(pg->r->pool, argv);
-    ngx_pfree(pg->r->pool, len);
 
     if (cmd == NULL) {
         return NGX_ERROR;
@@ -238,30 +321,44 @@ ngx_http_ai_gateway_store_redis_purge_scanned(
 {
     ngx_http_ai_gateway_store_redis_purge_t *pg = scan->data;
 
-    ngx_uint_t                                   i, first;
+    u_char                                      *scratch;
+    size_t                                      *len;
+    ngx_uint_t                                   i, n, first;
+    const char                                 **argv;
     ngx_http_ai_gateway_store_redis_slot_key_t  *sk;
 
-    if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK) {
-        ngx_log_error(NGX_LOG_ERR, pg->r->connection->log, 0,
-                      "redis cache purge: SCAN failed");
-        pg->done(pg->r, NGX_ERROR, pg->purged);
+    pg->pending = 0;                     /* the SCAN answered */
+
+    if (ngx_http_ai_gateway_store_redis_purge_orphan(pg)) {
         return;
     }
 
-    if (keys->elements == 0) {
+    if (status != NGX_HTTP_AI_GATEWAY_REDIS_OK) {
+        ngx_http_ai_gateway_store_redis_purge_end(pg, NGX_ERROR);
+        return;
+    }
+
+    n = keys->elements;
+
+    if (n == 0) {
         ngx_http_ai_gateway_store_redis_purge_batch_done(pg);
         return;
     }
 
-    sk = ngx_palloc(pg->r->pool,
-                    keys->elements
-                    * sizeof(ngx_http_ai_gateway_store_redis_slot_key_t));
-    if (sk == NULL) {
-        pg->done(pg->r, NGX_ERROR, pg->purged);
+    /* the keys with their slots, and the arguments of one script */
+    scratch = ngx_alloc(n * sizeof(ngx_http_ai_gateway_store_redis_slot_key_t)
+                        + (n + 2) * (sizeof(char *) + sizeof(size_t)),
+                        ngx_cycle->log);
+    if (scratch == NULL) {
+        ngx_http_ai_gateway_store_redis_purge_end(pg, NGX_ERROR);
         return;
     }
 
-    for (i = 0; i < keys->elements; i++) {
+    sk = (ngx_http_ai_gateway_store_redis_slot_key_t *) scratch;
+    argv = (const char **) (sk + n);
+    len = (size_t *) (argv + n + 2);
+
+    for (i = 0; i < n; i++) {
         sk[i].key = keys->element[i];
         sk[i].slot = pg->cluster ? agw_cluster_slot(sk[i].key->str,
                                                     sk[i].key->len)
@@ -270,21 +367,20 @@ ngx_http_ai_gateway_store_redis_purge_scanned(
 
     /* a script may only touch keys of one slot (CROSSSLOT otherwise) */
     if (pg->cluster) {
-        ngx_qsort(sk, keys->elements,
-                  sizeof(ngx_http_ai_gateway_store_redis_slot_key_t),
+        ngx_qsort(sk, n, sizeof(ngx_http_ai_gateway_store_redis_slot_key_t),
                   ngx_http_ai_gateway_store_redis_slot_cmp);
     }
 
     /* the answers come later, never from inside eval: pending is right */
     first = 0;
 
-    for (i = 1; i <= keys->elements; i++) {
-        if (i < keys->elements && sk[i].slot == sk[first].slot) {
+    for (i = 1; i <= n; i++) {
+        if (i < n && sk[i].slot == sk[first].slot) {
             continue;
         }
 
         if (ngx_http_ai_gateway_store_redis_purge_keys(pg, &sk[first],
-                                                       i - first)
+                                                       i - first, argv, len)
             != NGX_OK)
         {
             pg->failed = 1;
@@ -294,7 +390,7 @@ ngx_http_ai_gateway_store_redis_purge_scanned(
         first = i;
     }
 
-    ngx_pfree(pg->r->pool, sk);
+    ngx_free(scratch);
 
     if (pg->pending == 0) {
         ngx_http_ai_gateway_store_redis_purge_batch_done(pg);
