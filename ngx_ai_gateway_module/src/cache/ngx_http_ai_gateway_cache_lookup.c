@@ -20,7 +20,7 @@
 
 static void ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r,
     ngx_int_t rc, void *data);
-static ngx_flag_t ngx_http_ai_gateway_cache_is_stale(ngx_http_request_t *r,
+static ngx_flag_t ngx_http_ai_gateway_cache_expired(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx);
 
 
@@ -420,8 +420,8 @@ ngx_http_ai_gateway_cache_lookup_done(ngx_http_request_t *r, ngx_int_t rc,
     ctx->waiting = 0;
     ctx->done = 1;
 
-    if (rc == NGX_OK && ngx_http_ai_gateway_cache_is_stale(r, ctx)) {
-        /* a MISS; kept for an upstream failure if stale enough to use */
+    if (rc == NGX_OK && ngx_http_ai_gateway_cache_expired(r, ctx)) {
+        /* a MISS (the entry may be kept for an upstream failure) */
         rc = NGX_DECLINED;
     }
 
@@ -460,18 +460,19 @@ ngx_http_ai_gateway_cache_keeps_stale(ngx_http_ai_gateway_store_t *store)
 
 
 /*
- * An entry past its own lifetime, which the entry carries (fresh_until,
- * decided when it was stored): a store may keep it longer for stale
- * answers (cache_filter.c), but it is never fresh again, whatever this
- * location's ai_gateway_cache_stale says, nor stale while it is fresh.
- * Past it, it may still answer an upstream failure (cache_filter.c) if it
- * is within this location's ai_gateway_cache_stale: the location that
- * reads decides how stale an answer it accepts, the one that stored how
- * long it is kept.  An entry without fresh_until (written by an older
- * gateway to Redis) is fresh for as long as the store keeps it.
+ * Is the entry found past its own lifetime?  The entry carries it
+ * (fresh_until, decided when it was stored): a store may keep it longer
+ * for stale answers (cache_filter.c), but it is never fresh again,
+ * whatever this location's ai_gateway_cache_stale says, nor stale while
+ * it is fresh.  Past it, it is kept in ctx->stale to answer an upstream
+ * failure (cache_filter.c) if it is within this location's
+ * ai_gateway_cache_stale: the location that reads decides how stale an
+ * answer it accepts, the one that stored how long it is kept.  An entry
+ * without fresh_until (written to Redis by an older gateway) is fresh for
+ * as long as the store keeps it.
  */
 static ngx_flag_t
-ngx_http_ai_gateway_cache_is_stale(ngx_http_request_t *r,
+ngx_http_ai_gateway_cache_expired(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx)
 {
     uint64_t                           now, fresh_until;
