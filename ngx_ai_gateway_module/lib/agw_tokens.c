@@ -5,13 +5,14 @@
  *
  * Admission cannot know the cost of a generation, so it reserves an
  * estimate: the prompt at about four bytes a token (the usual rule of
- * thumb for English with OpenAI's tokenizers; the prompt is the unescaped
- * text of `prompt`, `input`, `system` and every messages[].content, read by
- * agw_json_request.c in the same pass as the cache key) plus what the
- * request allows the model to write: max_completion_tokens (or the
- * Responses API's max_output_tokens), else max_tokens, else the
- * configured default.  A body that is not JSON has no fields to read, so
- * its size stands in for the prompt.  Every sum saturates at
+ * thumb for English with OpenAI's tokenizers; the prompt is every form of
+ * it agw_json_request.c reads in the same pass as the cache key: text,
+ * messages, items, system prompts, tool schemas and calls), plus one token
+ * per token id a prompt gives as numbers, plus what the request allows the
+ * model to write: max_completion_tokens (or the Responses API's
+ * max_output_tokens), else max_tokens, else the configured default.  A
+ * body that is not JSON, or JSON with no prompt field, has no fields to
+ * read, so its size stands in for the prompt.  Every sum saturates at
  * AGW_TOKENS_MAX, far above any bucket, so a hostile max_tokens of 10^30
  * is a cost that never fits instead of an overflow that fits.
  *
@@ -130,9 +131,17 @@ agw_tokens_of_bytes(uint64_t len)
 uint64_t
 agw_tokens_estimate(const agw_json_request_t *req, uint64_t default_max)
 {
-    return agw_tokens_add(agw_tokens_of_bytes(req->prompt_bytes),
+    return agw_tokens_add(agw_tokens_prompt(req->prompt_bytes,
+                                            req->prompt_tokens),
                           req->has_max_tokens ? req->max_tokens
                                               : default_max);
+}
+
+
+uint64_t
+agw_tokens_prompt(uint64_t prompt_bytes, uint64_t prompt_tokens)
+{
+    return agw_tokens_add(agw_tokens_of_bytes(prompt_bytes), prompt_tokens);
 }
 
 

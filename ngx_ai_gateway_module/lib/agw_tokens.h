@@ -32,9 +32,15 @@
 /* a + b, saturating at AGW_TOKENS_MAX */
 uint64_t agw_tokens_add(uint64_t a, uint64_t b);
 
-/* ceil(prompt_bytes / 4) + (max_tokens if given, else default_max) */
+/*
+ * ceil(prompt_bytes / 4) + prompt_tokens + (max_tokens if given, else
+ * default_max)
+ */
 uint64_t agw_tokens_estimate(const agw_json_request_t *req,
     uint64_t default_max);
+
+/* the prompt alone: ceil(prompt_bytes / 4) + prompt_tokens */
+uint64_t agw_tokens_prompt(uint64_t prompt_bytes, uint64_t prompt_tokens);
 
 /* a body that is not JSON: ceil(len / 4) + default_max */
 uint64_t agw_tokens_estimate_bytes(uint64_t len, uint64_t default_max);

@@ -196,6 +196,7 @@ ngx_http_ai_gateway_request_scan(ngx_http_request_t *r,
 
     info->json = 1;
     info->prompt_bytes = req.prompt_bytes;
+    info->prompt_tokens = req.prompt_tokens;
     info->max_tokens = req.max_tokens;
     info->has_max_tokens = req.has_max_tokens;
     info->stream = req.stream;
@@ -243,6 +244,7 @@ ngx_http_ai_gateway_request_estimate(ngx_http_ai_gateway_request_info_t *info,
 
     req.valid = 1;
     req.prompt_bytes = info->prompt_bytes;
+    req.prompt_tokens = info->prompt_tokens;
     req.max_tokens = info->max_tokens;
     req.has_max_tokens = info->has_max_tokens;
 
@@ -254,12 +256,11 @@ uint64_t
 ngx_http_ai_gateway_request_prompt_tokens(
     ngx_http_ai_gateway_request_info_t *info)
 {
-    uint64_t  bytes;
+    if (!info->json) {
+        return agw_tokens_prompt(info->body_len, 0);
+    }
 
-    bytes = info->json ? info->prompt_bytes : info->body_len;
-
-    return bytes / AGW_TOKENS_BYTES_PER_TOKEN
-           + (bytes % AGW_TOKENS_BYTES_PER_TOKEN != 0);
+    return agw_tokens_prompt(info->prompt_bytes, info->prompt_tokens);
 }
 
 

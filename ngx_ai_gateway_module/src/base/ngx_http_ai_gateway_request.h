@@ -16,6 +16,7 @@
 typedef struct {
     ngx_str_t                            model;    /* unescaped; empty: none */
     uint64_t                             prompt_bytes;
+    uint64_t                             prompt_tokens; /* token ids */
     uint64_t                             max_tokens;
     uint64_t                             body_len; /* as far as known */
     unsigned                             has_max_tokens:1;

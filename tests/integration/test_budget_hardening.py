@@ -1,0 +1,250 @@
+"""Token budgets that hold (issue 21, items 9 to 13, and which bodies a
+token zone reads): every form of a prompt is estimated, an overrun is owed
+in full, a key in debt still gets its HITs and an honest 429, a STALE
+answer costs nothing, and a Responses stream's usage is read whatever the
+size of its last event.
+
+The upstream here is scripted (Upstream): it reports, as a provider would,
+usage computed from what the request really holds (token ids one token
+each, text at four bytes a token, tool schemas by their size), after a
+short delay so that concurrent requests overlap.
+"""
+
+import concurrent.futures
+import http.client
+import http.server
+import json
+import threading
+import time
+
+import pytest
+
+from test_limit import Client, cachez, server
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+RESPONSES = "/v1/responses"
+
+
+def real_prompt_tokens(doc):
+    """What a provider would count: every string at 4 bytes a token and
+    every number (a token id) as one, anywhere in the prompt fields."""
+    tokens = 0
+    text = 0
+    stack = [doc.get(k) for k in ("prompt", "input", "messages", "system",
+                                  "instructions", "tools", "functions")]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            text += len(v.encode())
+        elif isinstance(v, bool) or v is None:
+            continue
+        elif isinstance(v, (int, float)):
+            tokens += 1
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+    return tokens + -(-text // 4)
+
+
+class Upstream:
+    """A provider that answers every POST with the usage of what it was
+    sent: JSON, or (mode "responses_stream") a Responses API stream whose
+    response.completed event carries the whole output."""
+
+    def __init__(self, delay=0.0):
+        self.delay = delay
+        self.mode = "json"
+        self.status = 200
+        self.output_bytes = 0
+        self.requests = 0
+        up = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                up.requests += 1
+                try:
+                    doc = json.loads(body)
+                except ValueError:
+                    doc = {}
+                if up.delay:
+                    time.sleep(up.delay)
+                prompt = real_prompt_tokens(doc)
+                completion = doc.get("max_tokens",
+                                     doc.get("max_output_tokens", 1))
+                usage = {"prompt_tokens": prompt,
+                         "completion_tokens": completion,
+                         "total_tokens": prompt + completion}
+                if up.mode == "responses_stream":
+                    self.stream(prompt, completion)
+                    return
+                out = json.dumps({"id": "x", "object": "text_completion",
+                                  "choices": [{"text": "ok"}],
+                                  "usage": usage}).encode()
+                self.send_response(up.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def stream(self, prompt, completion):
+                text = "w" * up.output_bytes
+                events = [
+                    ("response.created", {"type": "response.created",
+                                          "response": {"id": "r"}}),
+                    ("response.output_text.delta",
+                     {"type": "response.output_text.delta", "delta": text}),
+                    ("response.completed", {
+                        "type": "response.completed",
+                        "response": {
+                            "id": "r", "status": "completed",
+                            "output": [{"type": "message", "content": [
+                                {"type": "output_text", "text": text}]}],
+                            "usage": {"input_tokens": prompt,
+                                      "output_tokens": completion,
+                                      "total_tokens": prompt + completion}}}),
+                ]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for name, data in events:
+                    chunk = ("event: %s\ndata: %s\n\n"
+                             % (name, json.dumps(data))).encode()
+                    # in pieces, as a network delivers a big event
+                    for i in range(0, len(chunk), 4096):
+                        piece = chunk[i:i + 4096]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                        self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever,
+                         daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def upstream():
+    u = Upstream()
+    yield u
+    u.stop()
+
+
+def token_gateway(nginx_factory, port, burst, location_extra="",
+                  http_extra="", rate="1t/m", workers=1):
+    return nginx_factory(server("""
+        location /v1/ {
+            ai_gateway_limit zone=tpm;
+            ai_gateway_limit_headers all;
+            %s
+            proxy_pass http://127.0.0.1:%d;
+        }
+""" % (location_extra, port), """
+    ai_gateway_limit_zone $http_x_api_key zone=tpm:1m rate=%s burst=%d;
+    %s
+""" % (rate, burst, http_extra)), workers=workers)
+
+
+def post(port, path, doc, key="alice", headers=None, timeout=10):
+    body = doc if isinstance(doc, (bytes, str)) else json.dumps(doc)
+    h = {"Content-Type": "application/json", "X-Api-Key": key}
+    h.update(headers or {})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body, h)
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- item 9
+
+# each about 3,000 prompt tokens, in a form the estimate used to miss
+BIG_PROMPTS = {
+    "completions_token_ids": (COMPLETIONS, {
+        "model": "m", "prompt": list(range(3000)), "max_tokens": 1}),
+    "completions_arrays_of_ids": (COMPLETIONS, {
+        "model": "m", "prompt": [list(range(1500)), list(range(1500))],
+        "max_tokens": 1}),
+    "responses_input_messages": (RESPONSES, {
+        "model": "m", "max_output_tokens": 1,
+        "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "abcd" * 3000}]}]}),
+    "chat_tools_schemas": (CHAT, {
+        "model": "m", "max_tokens": 1,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {
+            "name": "f%d" % i, "description": "d" * 1180,
+            "parameters": {"type": "object"}}} for i in range(10)]}),
+}
+
+
+@pytest.mark.parametrize("form", sorted(BIG_PROMPTS))
+def test_every_prompt_form_reserves_its_size(nginx_factory, form):
+    """20 concurrent requests of about 3,000 prompt tokens each against a
+    burst of 10,000: only as many as fit are admitted, and what they used
+    stays within the budget.  Before, each reserved max_tokens (1 token)
+    alone, all 20 were admitted, and they used six times the burst."""
+    up = Upstream(delay=1.0)
+    try:
+        # in memory: a body spooled to a file is counted by its size
+        n = token_gateway(nginx_factory, up.port, 10000,
+                          "client_body_buffer_size 1m;")
+        path, doc = BIG_PROMPTS[form]
+        real = real_prompt_tokens(doc) + 1
+        assert 2900 < real < 3300, real
+
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            results = list(pool.map(lambda _: post(n.port, path, doc),
+                                    range(20)))
+
+        admitted = [r for r in results if r[0] == 200]
+        refused = [r for r in results if r[0] == 429]
+        assert len(admitted) + len(refused) == 20, [r[0] for r in results]
+        assert 1 <= len(admitted) <= 10000 // real, (
+            "%d requests of %d tokens admitted against a burst of 10000"
+            % (len(admitted), real))
+        for _, h, body in refused:
+            assert json.loads(body)["error"] == "rate_limited", body
+            assert int(h["retry-after"]) >= 1, h
+
+        z = cachez(n)["limits"]["tpm"]
+        assert z["settled"] == len(admitted) * real, z
+        assert z["settled"] <= 10000, z
+        # the reservation was the real size, within the estimate's error
+        assert z["reserved"] >= z["settled"] * 0.9, z
+    finally:
+        up.stop()
+
+
+def test_json_without_a_prompt_field_counts_by_its_size(nginx_factory,
+                                                        upstream):
+    """A body of an API the gateway does not know (no prompt, input or
+    messages) reserves its size at four bytes a token, as a body that is
+    not JSON does."""
+    n = token_gateway(nginx_factory, upstream.port, 100000)
+    doc = {"model": "m", "contents": [{"parts": [{"text": "x" * 4000}]}],
+           "max_tokens": 1}
+    size = len(json.dumps(doc))
+
+    status, h, _ = post(n.port, "/v1/other", doc)
+    assert status == 200, h
+    assert int(h["x-ratelimit-remaining-tokens"]) == \
+        100000 - (-(-size // 4) + 1), (h, size)
