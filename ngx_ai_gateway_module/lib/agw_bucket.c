@@ -111,7 +111,7 @@ agw_bucket_refill(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
 
     elapsed = now_ms - b->stamp_ms;
 
-    /* debt <= cap (see settle) and level < cap: need <= 2 * cap < 2^54 */
+    /* debt <= 2^53 - cap (see settle) and level <= cap: need <= 2^53 */
     need = cap - level + *debt;
 
     if (elapsed >= agw_div_ceil(need, conf->rate)) {
@@ -300,18 +300,44 @@ agw_bucket_take(agw_bucket_t *b, const agw_bucket_conf_t *conf,
  * what was reserved but not used goes back (paying any debt first, never
  * above capacity); what was used beyond the reservation is taken, down to
  * 0 and then as debt, which refill pays back before the bucket fills again,
- * so later requests wait.  One answer takes at most one capacity beyond
- * its reservation and the debt never exceeds one capacity: an upstream
- * that reports absurd usage can hold a key back for at most two windows,
- * and the arithmetic stays far below 2^53.  A refund is a settlement with
- * actual 0.
+ * so later requests wait until the key has paid for what it used.  The
+ * whole overrun is owed, however many capacities it spans: a key whose
+ * answers use ten times their reservation waits ten windows, not one.
+ *
+ * The debt is bounded by AGW_BUCKET_MAX_UNITS less the capacity, so that
+ * what refill must earn (capacity - level + debt) stays within 2^53 and
+ * the Redis script, in doubles, computes it exactly; an overrun is
+ * saturated there before it is multiplied.  That bound is far beyond any
+ * real answer (2^53 units of a 1000 t/s zone is 285 years of its rate): an
+ * upstream reporting a usage of 2^63 locks its key out "for ever", not
+ * for a wrapped-around moment.  A refund is a settlement with actual 0.
  */
+
+uint64_t
+agw_bucket_max_debt(const agw_bucket_conf_t *conf)
+{
+    return AGW_BUCKET_MAX_UNITS - conf->burst * conf->period_ms;
+}
+
+
+/* tokens in units, saturating at AGW_BUCKET_MAX_UNITS */
+
+static uint64_t
+agw_bucket_units(const agw_bucket_conf_t *conf, uint64_t tokens)
+{
+    if (tokens > AGW_BUCKET_MAX_UNITS / conf->period_ms) {
+        return AGW_BUCKET_MAX_UNITS;
+    }
+
+    return tokens * conf->period_ms;
+}
+
 
 void
 agw_bucket_settle(agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t reserved, uint64_t actual, uint64_t now_ms)
 {
-    uint64_t  cap, level, debt, units;
+    uint64_t  cap, level, debt, units, max;
 
     cap = conf->burst * conf->period_ms;
     level = agw_bucket_refill(b, conf, now_ms, &debt);
@@ -330,18 +356,20 @@ agw_bucket_settle(agw_bucket_t *b, const agw_bucket_conf_t *conf,
         }
 
     } else {
-        units = actual - reserved;
-        units = (units > conf->burst) ? cap : units * conf->period_ms;
+        units = agw_bucket_units(conf, actual - reserved);
 
         if (units <= level) {
             level -= units;
 
         } else {
+            /* debt and units are at most 2^53 each: the sum fits */
             debt += units - level;
             level = 0;
 
-            if (debt > cap) {
-                debt = cap;
+            max = agw_bucket_max_debt(conf);
+
+            if (debt > max) {
+                debt = max;
             }
         }
     }

@@ -33,7 +33,8 @@ typedef struct {
     uint64_t  stamp_ms;          /* time the level was computed, ms */
     uint64_t  debt;              /* units owed after an overrun (settle),
                                     paid by refill first; level is 0 while
-                                    there is debt; at most the capacity */
+                                    there is debt; at most
+                                    agw_bucket_max_debt() */
 } agw_bucket_t;
 
 
@@ -88,11 +89,17 @@ int agw_bucket_consume(agw_bucket_t *b, const agw_bucket_conf_t *conf,
 
 /*
  * settle a reservation of `reserved` tokens on the `actual` use: unused
- * tokens go back, an overrun is taken and may leave the bucket in debt
- * (at most one capacity); a refund is actual 0
+ * tokens go back, an overrun is taken whole and may leave the bucket in
+ * debt (up to agw_bucket_max_debt()); a refund is actual 0
  */
 void agw_bucket_settle(agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t reserved, uint64_t actual, uint64_t now_ms);
+
+/*
+ * the most a bucket may owe, in units: AGW_BUCKET_MAX_UNITS less its
+ * capacity, so that capacity + debt stays exact in the Redis script
+ */
+uint64_t agw_bucket_max_debt(const agw_bucket_conf_t *conf);
 
 /* the level refilled to now_ms, in units (period_ms units per token) */
 uint64_t agw_bucket_level(const agw_bucket_t *b, const agw_bucket_conf_t *conf,

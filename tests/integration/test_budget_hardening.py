@@ -11,6 +11,7 @@ short delay so that concurrent requests overlap.
 """
 
 import concurrent.futures
+import hashlib
 import http.client
 import http.server
 import json
@@ -248,3 +249,98 @@ def test_json_without_a_prompt_field_counts_by_its_size(nginx_factory,
     assert status == 200, h
     assert int(h["x-ratelimit-remaining-tokens"]) == \
         100000 - (-(-size // 4) + 1), (h, size)
+
+
+# ---------------------------------------------------------------- item 10
+
+def overrun_gateway(nginx_factory, port, redis=None):
+    """60t/m (a token a second), burst 30; cost=1 reserves one token, and
+    the upstream reports 1 + max_tokens tokens of usage."""
+    backend = ""
+    extra = ""
+    if redis is not None:
+        backend = " redis"
+        extra = "ai_gateway_redis 127.0.0.1:%d timeout=500ms;" % redis.port
+    return nginx_factory(server("""
+        location /v1/ {
+            ai_gateway_limit zone=tpm cost=1;
+            ai_gateway_limit_headers all;
+            proxy_pass http://127.0.0.1:%d;
+        }
+""" % port, """
+    ai_gateway_limit_zone $http_x_api_key zone=tpm:1m rate=60t/m burst=30%s;
+    %s
+""" % (backend, extra)))
+
+
+def assert_owes_the_whole_overrun(n):
+    # 1 token reserved, 100 used: 99 owed against the 29 left, a debt of
+    # 70 tokens at a token a second before a token is back
+    status, h, body = post(n.port, CHAT, {"model": "m", "max_tokens": 1,
+                                          "messages": [{"content": "x"}]})
+    assert status == 429, (status, body)
+    assert json.loads(body)["error"] == "rate_limited", body
+    retry = int(h["retry-after"])
+    assert 69 <= retry <= 72, (
+        "Retry-After %d: the debt beyond one burst was forgiven" % retry)
+    assert (retry - 1) * 1000 < int(h["retry-after-ms"]) <= retry * 1000, h
+    # the headers say so: nothing left, full again once the debt is paid
+    # and the burst refilled
+    assert h["ratelimit-remaining"] == "0", h
+    assert 98 <= int(h["ratelimit-reset"]) <= 100, h
+    assert h["x-ratelimit-remaining-tokens"] == "0", h
+    assert h["x-ratelimit-reset-tokens"].startswith("1m3"), h
+
+
+def test_an_overrun_is_owed_in_full(nginx_factory, upstream):
+    """An answer that used 99 tokens beyond its reservation on a 30-token
+    burst leaves a debt of 70 tokens: the key waits 70 s, not 31 s (the
+    debt was capped at one burst)."""
+    n = overrun_gateway(nginx_factory, upstream.port)
+    status, h, body = post(n.port, CHAT, {"model": "m", "max_tokens": 99,
+                                          "messages": [{"content": "x"}]})
+    assert status == 200, body
+    assert json.loads(body)["usage"]["total_tokens"] == 100
+    assert_owes_the_whole_overrun(n)
+    z = cachez(n)["limits"]["tpm"]
+    assert z["overrun"] == 99, z
+
+
+def test_an_overrun_is_owed_in_full_in_redis(nginx_factory, upstream,
+                                             redis_server):
+    n = overrun_gateway(nginx_factory, upstream.port, redis_server)
+    status, h, body = post(n.port, CHAT, {"model": "m", "max_tokens": 99,
+                                          "messages": [{"content": "x"}]})
+    assert status == 200, body
+
+    # the settlement is fire and forget: wait until Redis holds the debt
+    cl = redis_server.client()
+    key = "gw:v1:rl:tpm:" + hashlib.sha256(b"alice").hexdigest()
+    deadline = time.monotonic() + 5
+    level = None
+    while time.monotonic() < deadline:
+        level = cl.hget(key, "level")
+        if level is not None and int(level) < 0:
+            break
+        time.sleep(0.05)
+    # a token is 60000 units at 60t/m: 70 tokens owed
+    assert level is not None and int(level) <= -69 * 60000, level
+    # the key lives until the debt is paid and the bucket full again
+    assert cl.pttl(key) > 95000, cl.pttl(key)
+    assert_owes_the_whole_overrun(n)
+
+
+def test_a_hostile_usage_figure_never_wraps(nginx_factory, upstream):
+    """An upstream reporting a usage of 2^63 leaves a debt at the bound
+    (2^53 units), not a wrapped bucket that lets the key through."""
+    n = overrun_gateway(nginx_factory, upstream.port)
+    up_max = 2 ** 63
+    status, h, body = post(n.port, CHAT, {"model": "m", "max_tokens": up_max,
+                                          "messages": [{"content": "x"}]})
+    assert status == 200, body
+    for _ in range(3):
+        status, h, body = post(n.port, CHAT, {
+            "model": "m", "max_tokens": 1, "messages": [{"content": "x"}]})
+        assert status == 429, (status, h)
+        # 2^53 units of debt refilled at 60 units a ms: 1.5 * 10^11 s
+        assert int(h["retry-after"]) > 10 ** 11, h

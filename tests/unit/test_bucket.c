@@ -20,6 +20,7 @@
 #define RPM(r, b)  { (r), 60000, (b) }
 
 #define nitems(a)  (sizeof(a) / sizeof((a)[0]))
+#define MAXU       AGW_BUCKET_MAX_UNITS
 
 
 static const agw_bucket_conf_t  rps1_b5 = RPS(1, 5);
@@ -683,9 +684,10 @@ test_bucket_consume_is_check_then_take(void **state)
 
 /*
  * Settlement of token reservations: unused tokens go back (never above
- * capacity), an overrun is taken into debt (one answer takes at most one
- * capacity beyond its reservation, and the debt is at most one), refill
- * pays the debt before it fills, and a request waits while in debt.
+ * capacity), an overrun is taken into debt whole (issue 21, item 10: it
+ * was capped at one capacity, so a key that overran by ten windows
+ * waited one), refill pays the debt before it fills, and a request waits
+ * while in debt.  The debt saturates at 2^53 - capacity, never wraps.
  * Bucket 1 token/s, burst 10; every row starts full at t=0, takes
  * `reserved` at t=0 and settles at t=0 on `actual`; then a check of cost 1
  * at `later` ms.
@@ -723,13 +725,27 @@ test_bucket_settle(void **state)
         /* refill pays the debt, then fills */
         { 5, 12, 0, 2000, 12000, 1, 9, 1000, 0 },
         /*
-         * an overrun takes at most one capacity, whatever the upstream
-         * claims, and the debt never exceeds one capacity
+         * three capacities of overrun are owed whole: 30 tokens of debt,
+         * paid after 30 s, then the bucket refills
          */
-        { 5, 1000000, 0, 5000, 0, 0, 0, 15000, 6000 },
-        { 5, UINT64_MAX, 0, 5000, 0, 0, 0, 15000, 6000 },
-        { 0, UINT64_MAX, 0, 0, 0, 0, 0, 10000, 1000 },
-        { 10, UINT64_MAX, 0, 10000, 0, 0, 0, 20000, 11000 },
+        { 5, 40, 0, 30000, 0, 0, 0, 40000, 31000 },
+        { 5, 40, 0, 30000, 29999, 0, 0, 10001, 1001 },
+        { 5, 40, 0, 30000, 30000, 0, 0, 10000, 1000 },
+        { 5, 40, 0, 30000, 31000, 1, 0, 10000, 0 },
+        { 5, 1000000, 0, 999990000, 0, 0, 0, 1000000000, 999991000 },
+        /*
+         * whatever the upstream claims, the debt saturates at 2^53 less
+         * the capacity: capacity + debt is exactly 2^53, no wrap
+         */
+        { 5, UINT64_MAX, 0, MAXU - 10000, 0, 0, 0, MAXU, MAXU - 9000 },
+        { 0, UINT64_MAX, 0, MAXU - 10000, 0, 0, 0, MAXU, MAXU - 9000 },
+        { 10, UINT64_MAX, 0, MAXU - 10000, 0, 0, 0, MAXU, MAXU - 9000 },
+        { 10, MAXU, 0, MAXU - 10000, 0, 0, 0, MAXU, MAXU - 9000 },
+        /* and is paid by time like any other */
+        { 10, UINT64_MAX, 0, MAXU - 10000, MAXU - 10000, 0, 0, 10000,
+          1000 },
+        { 10, UINT64_MAX, 0, MAXU - 10000, MAXU, 1, 9, 1000, 0 },
+        { 10, UINT64_MAX, 0, MAXU - 10000, UINT64_MAX, 1, 9, 1000, 0 },
         /* an absurd reservation given back fills the bucket, no more */
         { 0, 0, 10000, 0, 0, 1, 9, 1000, 0 },
     };
@@ -777,6 +793,18 @@ test_bucket_settle(void **state)
     agw_bucket_take(&b, &conf, 4, 0);
     agw_bucket_settle(&b, &conf, 4, 0, 3000);
     assert_int_equal(b.level, 10000);
+
+    /* a second overrun adds to the first */
+    agw_bucket_init(&b, &conf, 0);
+    agw_bucket_settle(&b, &conf, 0, 25, 0);
+    agw_bucket_settle(&b, &conf, 0, 25, 0);
+    assert_int_equal(b.debt, 40000);
+    assert_int_equal(agw_bucket_max_debt(&conf), MAXU - 10000);
+
+    /* a debt at the bound, settled again, stays at the bound */
+    agw_bucket_settle(&b, &conf, 0, UINT64_MAX, 0);
+    agw_bucket_settle(&b, &conf, 0, UINT64_MAX, 0);
+    assert_int_equal(b.debt, MAXU - 10000);
 
     /* debt paid by time, in exact units, across many small steps */
     agw_bucket_init(&b, &conf, 0);
