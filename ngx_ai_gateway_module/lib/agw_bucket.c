@@ -191,15 +191,17 @@ agw_bucket_decide(const agw_bucket_conf_t *conf, uint64_t level,
     if (cost <= conf->burst) {
         want = cost * conf->period_ms;
 
-        if (want <= level && debt == 0) {
+        /* a read (cost 0) always passes: a HIT is free even in debt */
+
+        if (want <= level && (debt == 0 || cost == 0)) {
             level -= want;
 
             res->allowed = 1;
             res->remaining = level / conf->period_ms;
-            res->reset_ms = agw_div_ceil(cap - level, conf->rate);
+            res->reset_ms = agw_div_ceil(cap - level + debt, conf->rate);
             res->retry_after_ms = 0;
             res->level = level;
-            res->debt = 0;
+            res->debt = debt;
             return;
         }
 

@@ -59,6 +59,7 @@ class Upstream:
         self.mode = "json"
         self.status = 200
         self.output_bytes = 0
+        self.extra = 0          # completion tokens beyond max_tokens
         self.requests = 0
         up = self
 
@@ -78,6 +79,7 @@ class Upstream:
                 prompt = real_prompt_tokens(doc)
                 completion = doc.get("max_tokens",
                                      doc.get("max_output_tokens", 1))
+                completion += up.extra
                 usage = {"prompt_tokens": prompt,
                          "completion_tokens": completion,
                          "total_tokens": prompt + completion}
@@ -344,3 +346,98 @@ def test_a_hostile_usage_figure_never_wraps(nginx_factory, upstream):
         assert status == 429, (status, h)
         # 2^53 units of debt refilled at 60 units a ms: 1.5 * 10^11 s
         assert int(h["retry-after"]) > 10 ** 11, h
+
+
+# ---------------------------------------------------------------- item 11
+
+def small(prompt):
+    return {"model": "m", "max_tokens": 2,
+            "messages": [{"role": "user", "content": prompt}]}
+
+
+def put_in_debt(n, upstream, path):
+    """alice's answer uses 200 tokens beyond its reservation: her bucket
+    (150 tokens, a token a second) owes about 55."""
+    upstream.extra = 200
+    status, h, body = post(n.port, path, small("first"), key="alice")
+    assert status == 200, body
+    upstream.extra = 0
+    z = cachez(n)["limits"]["tpm"]
+    debt = z["settled"] - 150          # less a token or two of refill
+    assert debt > 40, z
+    return debt
+
+
+def assert_rate_limited(h, body, debt):
+    assert json.loads(body)["error"] == "rate_limited", body
+    assert "x-should-retry" not in h, h
+    retry = int(h["retry-after"])
+    # the debt paid, and the 2-token request's cost (+ the prompt's token)
+    assert debt - 3 <= retry <= debt + 5, (retry, debt)
+
+
+def wait_redis_debt(redis, zone="tpm", key=b"alice"):
+    """a redis settlement is fire and forget: until Redis holds the debt"""
+    cl = redis.client()
+    name = "gw:v1:rl:%s:%s" % (zone, hashlib.sha256(key).hexdigest())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        level = cl.hget(name, "level")
+        if level is not None and int(level) < 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no debt in Redis: %r" % cl.hgetall(name))
+
+
+@pytest.mark.parametrize("backend", ["shm", "redis"])
+def test_a_key_in_debt_gets_its_hits_and_an_honest_429(nginx_factory,
+                                                       upstream,
+                                                       redis_factory,
+                                                       backend):
+    """A key in debt is not refused before the cache lookup: a HIT is free
+    (SPEC 3.1, 7.1), and a MISS is rate_limited with the time its debt
+    takes in Retry-After.  Before, the early refusal denied the HIT, and
+    estimated the unread body by its size (more than the 150-token burst):
+    cost_exceeds_limit, x-should-retry: false, and OpenAI's clients never
+    retried a request that was only rate limited."""
+    rate, http = "60t/m", "ai_gateway_cache_zone zone=c:1m;"
+    if backend == "redis":
+        r = redis_factory()
+        rate += " redis"
+        http += "ai_gateway_redis 127.0.0.1:%d timeout=500ms;" % r.port
+    n = token_gateway(nginx_factory, upstream.port, 150, """
+            ai_gateway_cache c;
+            ai_gateway_cache_methods POST;
+            ai_gateway_cache_authorized on;""", http, rate=rate)
+    # an answer cached for alice (the cache keys on her X-Api-Key)
+    status, h, _ = post(n.port, CHAT, small("shared"), key="alice")
+    assert status == 200 and h["x-cache"] == "MISS", h
+    debt = put_in_debt(n, upstream, CHAT)
+    if backend == "redis":
+        wait_redis_debt(r)
+
+    # in debt, she is served it free
+    status, h, body = post(n.port, CHAT, small("shared"), key="alice")
+    assert status == 200, (status, body)
+    assert h["x-cache"] == "HIT", h
+    assert h["ratelimit-remaining"] == "0", h
+
+    # a MISS of hers is rate limited, honestly
+    status, h, body = post(n.port, CHAT, small("new"), key="alice")
+    assert status == 429, (status, body)
+    assert_rate_limited(h, body, debt)
+
+
+def test_a_key_in_debt_is_rate_limited_where_nothing_caches(nginx_factory,
+                                                            upstream):
+    """Where no cache reads the body, the limiter refuses a key in debt
+    before reading it (one token is the least it could cost): still
+    rate_limited with an honest Retry-After, never cost_exceeds_limit."""
+    n = token_gateway(nginx_factory, upstream.port, 150, rate="60t/m")
+    debt = put_in_debt(n, upstream, CHAT)
+
+    requests_before = upstream.requests
+    status, h, body = post(n.port, CHAT, small("x"), key="alice")
+    assert status == 429, (status, body)
+    assert_rate_limited(h, body, debt)
+    assert upstream.requests == requests_before

@@ -794,6 +794,20 @@ test_bucket_settle(void **state)
     agw_bucket_settle(&b, &conf, 4, 0, 3000);
     assert_int_equal(b.level, 10000);
 
+    /*
+     * a read (cost 0, a cache HIT) passes in debt too, and reports the
+     * debt: nothing left, full once it is paid and the burst refilled
+     */
+    agw_bucket_init(&b, &conf, 0);
+    agw_bucket_settle(&b, &conf, 0, 25, 0);
+    agw_bucket_check(&b, &conf, 0, 1000, &res);
+    assert_true(res.allowed);
+    assert_int_equal(res.remaining, 0);
+    assert_int_equal(res.reset_ms, 24000);
+    assert_int_equal(res.debt, 14000);
+    assert_true(agw_bucket_consume(&b, &conf, 0, 1000, &res));
+    assert_int_equal(b.debt, 15000);            /* a read writes nothing */
+
     /* a second overrun adds to the first */
     agw_bucket_init(&b, &conf, 0);
     agw_bucket_settle(&b, &conf, 0, 25, 0);

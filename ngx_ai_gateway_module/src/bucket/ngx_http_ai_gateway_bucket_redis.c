@@ -110,7 +110,8 @@ ngx_http_ai_gateway_bucket_redis_key(u_char *p,
  * 2^53, which agw_bucket_conf_valid() guarantees every value stays under,
  * and the ceiling division is done with math.floor and a correction.  A
  * token zone's level may be negative (a debt, see the settle script); a
- * bucket in debt has no token to give, and a bucket written here expires
+ * bucket in debt has no token to give (a read, of cost 0, passes all the
+ * same: a cache HIT is free), and a bucket written here expires
  * once refilled from the level written, debt included (a giveback may
  * leave it in debt).  Levels are written with %d, since
  * tostring() would round them to 14 digits.  redis.replicate_commands()
@@ -151,7 +152,7 @@ static ngx_http_ai_gateway_redis_script_t
     "  dirty[i] = give > 0\n"
     "  if give > 0 then l = math.min(cap, l + give) end\n"
     "  level[i], stamp[i], got[i] = l, s, 0\n"
-    "  ok[i] = not (cost > burst or cost * period > l)\n"
+    "  ok[i] = cost == 0 or not (cost > burst or cost * period > l)\n"
     "  if not ok[i] and ARGV[a + 6] == '0' then taken = 0 end\n"
     "end\n"
     "if taken == 1 then\n"

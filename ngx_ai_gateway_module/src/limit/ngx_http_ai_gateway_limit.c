@@ -50,7 +50,9 @@
 
 static ngx_int_t ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
-    ngx_http_ai_gateway_limit_ctx_t **ctxp);
+    ngx_http_ai_gateway_limit_ctx_t **ctxp, ngx_uint_t early);
+static ngx_int_t ngx_http_ai_gateway_limit_early(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t early);
 static ngx_int_t ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_zone_t *zone, u_char *slot);
 static void ngx_http_ai_gateway_limit_redis_done(
@@ -58,16 +60,18 @@ static void ngx_http_ai_gateway_limit_redis_done(
 static ngx_int_t ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_t *limit, uint64_t *cost);
 static ngx_int_t ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf);
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t *early);
 static void ngx_http_ai_gateway_limit_body_handler(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf);
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t hits,
+    uint64_t *cost);
 
 
 ngx_int_t
 ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
 {
     ngx_int_t                              rc;
+    ngx_uint_t                             early;
     ngx_http_ai_gateway_limit_ctx_t       *ctx;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
@@ -84,13 +88,13 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
     ctx = ngx_http_ai_gateway_limit_get_ctx(r);
 
     if (ctx == NULL) {
-        rc = ngx_http_ai_gateway_limit_read_body(r, lcf);
+        rc = ngx_http_ai_gateway_limit_read_body(r, lcf, &early);
 
         if (rc != NGX_DECLINED) {
             return rc;
         }
 
-        rc = ngx_http_ai_gateway_limit_start(r, lcf, &ctx);
+        rc = ngx_http_ai_gateway_limit_start(r, lcf, &ctx, early);
 
         if (rc != NGX_OK) {
             return rc;
@@ -122,17 +126,21 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
  * (max_tokens, the prompt): where no earlier step read the body, it is
  * read here first, as the mirror module does, and the proxy sends the
  * body read.  A client that no zone could admit anyway is decided without
- * it.  NGX_DECLINED to go on now, NGX_DONE while the body comes.
+ * it (*early: see limit_refuses()).  NGX_DECLINED to go on now, NGX_DONE
+ * while the body comes.
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf)
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t *early)
 {
+    uint64_t                            cost;
     ngx_int_t                           rc;
     ngx_uint_t                          i;
     ngx_http_ai_gateway_limit_t        *limits;
     ngx_http_ai_gateway_bucket_zone_t  *zone;
+
+    *early = 0;
 
     if (r->reading_body) {
         return NGX_DONE;        /* the phases ran again meanwhile */
@@ -155,7 +163,15 @@ ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
         }
     }
 
-    if (i == lcf->limits.nelts || ngx_http_ai_gateway_limit_refuses(r, lcf)) {
+    if (i == lcf->limits.nelts) {
+        return NGX_DECLINED;
+    }
+
+    /* no cache answers here: any zone may refuse before the body is read */
+
+    *early = ngx_http_ai_gateway_limit_refuses(r, lcf, 0, &cost);
+
+    if (*early) {
         return NGX_DECLINED;
     }
 
@@ -187,16 +203,23 @@ ngx_http_ai_gateway_limit_body_handler(ngx_http_request_t *r)
 /*
  * Before the cache step reads a request body: could a MISS pass?  The
  * shared-memory zones are read, not charged (a Redis zone would cost the
- * very round trip this saves, so it waits for the ordinary check).  If an
- * enforcing zone lacks the tokens, or the cost can never fit, the request
- * is decided now by the ordinary check, which takes nothing when it
- * refuses: a drained client's body is never read, spooled, digested or
- * looked up.  Otherwise NGX_DECLINED, and a HIT found next stays free.
+ * very round trip this saves, so it waits for the ordinary check).  Only a
+ * zone that charges HITs (charge_hits) may refuse here: any other lets a
+ * HIT through free, whatever its bucket holds (SPEC 3.1, 7.1), and which
+ * request is a HIT is known only once its body is read and looked up.  If
+ * such a zone lacks the tokens, or the cost can never fit, the request is
+ * decided now, taking nothing: a drained client's body is never read,
+ * spooled, digested or looked up.  Otherwise NGX_DECLINED, and a HIT found
+ * next stays free of the other zones.
  */
 
 ngx_int_t
 ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r)
 {
+    uint64_t                               cost;
+    ngx_int_t                              rc;
+    ngx_uint_t                             early;
+    ngx_http_ai_gateway_limit_ctx_t       *ctx;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
     if (r != r->main) {
@@ -205,28 +228,45 @@ ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
 
-    if (lcf->limits.nelts == 0 || ngx_http_ai_gateway_limit_get_ctx(r) != NULL
-        || !ngx_http_ai_gateway_limit_refuses(r, lcf))
+    if (lcf->limits.nelts == 0 || ngx_http_ai_gateway_limit_get_ctx(r) != NULL)
     {
         return NGX_DECLINED;
     }
 
-    return ngx_http_ai_gateway_limit_check(r);
+    early = ngx_http_ai_gateway_limit_refuses(r, lcf, 1, &cost);
+
+    if (!early) {
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_ai_gateway_limit_start(r, lcf, &ctx, early);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_ai_gateway_limit_finish(r, ctx);
 }
 
 
 /*
- * Would an enforcing shared-memory zone refuse this request as a MISS?  A
- * read: nothing is charged, and an error reads as "no".
+ * Would an enforcing shared-memory zone refuse this request as a MISS,
+ * before its body is read?  A read: nothing is charged, and an error
+ * reads as "no".  hits: a cache HIT may still answer the request, so only
+ * a zone that charges HITs may refuse it.  A token zone's estimate needs
+ * the body, so it is read at its least, one token: a bucket in debt or
+ * empty cannot give even that.  Returns the refusing limit's index + 1
+ * (its cost in *cost), or 0.
  */
 
 static ngx_uint_t
 ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf)
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t hits,
+    uint64_t *cost)
 {
     u_char                              key[
                                             NGX_HTTP_AI_GATEWAY_BUCKET_KEY_LEN];
-    uint64_t                            now, cost;
+    uint64_t                            now;
     ngx_int_t                           rc;
     ngx_uint_t                          i;
     agw_bucket_result_t                 res;
@@ -243,7 +283,9 @@ ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
 
         /* a backend that cannot read without a round trip waits */
 
-        if (limits[i].dry_run || bz->backend->check == NULL) {
+        if (limits[i].dry_run || bz->backend->check == NULL
+            || (hits && !limits[i].charge_hits))
+        {
             continue;
         }
 
@@ -254,29 +296,25 @@ ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
         }
 
         if (bz->tokens && !limits[i].cost_set) {
-            /*
-             * the estimate needs the body: a bucket in debt or empty
-             * cannot give even one token
-             */
-            cost = 1;
+            *cost = 1;
 
         } else if (limits[i].cost_cv == NULL) {
-            cost = limits[i].cost;
+            *cost = limits[i].cost;
 
-        } else if (ngx_http_ai_gateway_limit_cost(r, &limits[i], &cost)
+        } else if (ngx_http_ai_gateway_limit_cost(r, &limits[i], cost)
                    != NGX_OK)
         {
             continue;
         }
 
-        if (cost > bz->bucket.burst) {
-            return 1;
+        if (*cost > bz->bucket.burst) {
+            return i + 1;
         }
 
-        bz->backend->check(bz, key, cost, now, &res);
+        bz->backend->check(bz, key, *cost, now, &res);
 
         if (!res.allowed) {
-            return 1;
+            return i + 1;
         }
     }
 
@@ -286,14 +324,16 @@ ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
 
 /*
  * A request met for the first time: its ctx (in *ctxp), the zones' keys and
- * costs, and steps 1 and 2.  NGX_OK when decided (to finish), NGX_DECLINED when
- * no zone applies, NGX_DONE while Redis is asked, NGX_ERROR.
+ * costs, and steps 1 and 2.  early: the index + 1 of a zone that refuses
+ * the request before its body is read (limit_refuses()), else 0.  NGX_OK
+ * when decided (to finish), NGX_DECLINED when no zone applies, NGX_DONE
+ * while Redis is asked, NGX_ERROR.
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
-    ngx_http_ai_gateway_limit_ctx_t **ctxp)
+    ngx_http_ai_gateway_limit_ctx_t **ctxp, ngx_uint_t early)
 {
     ngx_int_t                            rc;
     ngx_uint_t                           i, n, nshm, nredis, hit;
@@ -391,6 +431,15 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
         if (hit && !limits[i].charge_hits) {
             st[i].cost = 0;
 
+        } else if (bz->tokens && !limits[i].cost_set && early) {
+            /*
+             * refused before the body is read: the estimate is not known,
+             * and the size of an unread body is not it (a rate_limited
+             * answer must not turn into cost_exceeds_limit); one token is
+             * the least it can be
+             */
+            st[i].cost = 1;
+
         } else if (bz->tokens && !limits[i].cost_set) {
             if (ngx_http_ai_gateway_limit_estimate(r, lcf, ctx) != NGX_OK) {
                 return NGX_ERROR;
@@ -432,6 +481,10 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
             ctx->never = &st[i];
             break;
         }
+    }
+
+    if (ctx->never == NULL && early && st[early - 1].zone) {
+        return ngx_http_ai_gateway_limit_early(r, ctx, early - 1);
     }
 
     if (ctx->never) {
@@ -486,6 +539,61 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
             return NGX_DONE;
         }
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A request refused before its body was read, by the zone at index i: the
+ * shared-memory zones are only read, for the figures of the headers (the
+ * Redis zones are not asked: the round trip is what the early refusal
+ * saves), and the refusing zone's answer is read for its lower-bound cost,
+ * which says how long to wait.  Refused even if that zone could pass it
+ * now (another worker gave tokens back meanwhile): the error is on the
+ * safe side, and Retry-After is then 1.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_early(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t i)
+{
+    uint64_t                             cost;
+    ngx_uint_t                           k, nshm;
+    ngx_http_ai_gateway_bucket_state_t  *st, *s;
+
+    st = ctx->batch.st;
+    s = &st[i];
+    cost = s->cost;
+    nshm = 0;
+
+    for (k = 0; k < ctx->batch.n; k++) {
+        st[k].cost = 0;
+
+        if (st[k].zone == NULL) {
+            continue;
+        }
+
+        if (st[k].zone->backend != &ngx_http_ai_gateway_bucket_shm) {
+            st[k].zone = NULL;
+            continue;
+        }
+
+        nshm++;
+    }
+
+    ctx->batch.count = nshm;
+
+    if (ngx_http_ai_gateway_bucket_shm.charge(&ctx->batch) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    s->zone->backend->check(s->zone, s->key, cost,
+                            ngx_http_ai_gateway_bucket_now(), &s->res);
+
+    s->res.allowed = 0;
+    s->cost = cost;
+    ctx->early = s;
 
     return NGX_OK;
 }

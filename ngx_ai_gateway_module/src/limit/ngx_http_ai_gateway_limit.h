@@ -145,6 +145,12 @@ typedef struct {
     ngx_http_ai_gateway_bucket_state_t  *never;
 
     /*
+     * a zone that refused the request before its body was read (a bucket
+     * in debt or empty): rate limited, every zone only read
+     */
+    ngx_http_ai_gateway_bucket_state_t  *early;
+
+    /*
      * the zones as the backends are given them: the request, its zones
      * (one per limit) and what they report (set when the ctx is created)
      */
@@ -164,9 +170,10 @@ extern ngx_module_t  ngx_http_ai_gateway_limit_module;
 
 /*
  * Steps of the dispatcher (core/): where the cache would read a request
- * body, refuse now, unread, a request that no bucket could pass as a MISS;
- * after the cache lookup, charge (or, for a cached answer, just read) the
- * buckets.  NGX_DECLINED to go on, NGX_DONE while waiting, or a status.
+ * body, refuse now, unread, a request that no bucket charging HITs could
+ * pass; after the cache lookup, charge (or, for a cached answer, just
+ * read) the buckets.  NGX_DECLINED to go on, NGX_DONE while waiting, or a
+ * status.
  */
 ngx_int_t ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r);
 ngx_int_t ngx_http_ai_gateway_limit_check(ngx_http_request_t *r);

@@ -42,8 +42,8 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     ngx_http_ai_gateway_bucket_state_t    *scope, *report, *s;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
-    if (ctx->never) {
-        scope = ctx->never;
+    if (ctx->never || ctx->early) {
+        scope = ctx->never ? ctx->never : ctx->early;
         ctx->status = NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED;
         ngx_http_ai_gateway_count(scope->zone->ref->stats->rejected, 1);
 
