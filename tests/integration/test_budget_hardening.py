@@ -441,3 +441,39 @@ def test_a_key_in_debt_is_rate_limited_where_nothing_caches(nginx_factory,
     assert status == 429, (status, body)
     assert_rate_limited(h, body, debt)
     assert upstream.requests == requests_before
+
+
+# ---------------------------------------------------------------- item 12
+
+def test_a_stale_answer_returns_the_reservation(nginx_factory, upstream):
+    """The upstream fails and the cache answers with its stale copy: the
+    request used nothing, and its reservation goes back as for the 5xx it
+    replaces.  Before, it was charged the stale body's usage."""
+    n = token_gateway(nginx_factory, upstream.port, 100000, """
+            ai_gateway_cache c;
+            ai_gateway_cache_methods POST;
+            ai_gateway_cache_authorized on;
+            ai_gateway_cache_ttl 1s;
+            ai_gateway_cache_stale 60s;
+            ai_gateway_cache_use_stale error http_500;""",
+                      "ai_gateway_cache_zone zone=c:1m;")
+    doc = {"model": "m", "max_tokens": 500,
+           "messages": [{"role": "user", "content": "tell me"}]}
+
+    status, h, body = post(n.port, CHAT, doc)
+    assert status == 200 and h["x-cache"] == "MISS", h
+    used = json.loads(body)["usage"]["total_tokens"]
+    before = cachez(n)["limits"]["tpm"]
+    assert before["settled"] == used, before
+
+    time.sleep(2.1)                      # past the TTL, within stale
+    upstream.status = 500
+    status, h, body = post(n.port, CHAT, doc)
+    assert status == 200 and h["x-cache"] == "STALE", (status, h)
+    assert json.loads(body)["usage"]["total_tokens"] == used
+
+    z = cachez(n)["limits"]["tpm"]
+    assert z["settled"] == before["settled"], (
+        "a STALE answer was charged: %s" % z)
+    assert z["returned"] - before["returned"] == \
+        z["reserved"] - before["reserved"], z

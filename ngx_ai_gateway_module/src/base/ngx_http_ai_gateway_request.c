@@ -135,6 +135,33 @@ ngx_http_ai_gateway_request_set_cached(ngx_http_request_t *r)
 }
 
 
+ngx_int_t
+ngx_http_ai_gateway_request_set_stale(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    r = r->main;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    if (ctx == NULL || ctx == &ngx_http_ai_gateway_request_cached_ctx) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_request_ctx_t));
+        if (ctx == NULL) {
+            return NGX_ERROR;
+        }
+
+        ctx->cached = (ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module)
+                       != NULL);
+
+        ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_module);
+    }
+
+    ctx->stale = 1;
+
+    return NGX_OK;
+}
+
+
 /* NGX_OK, read or not; NGX_ERROR on allocation failure */
 
 static ngx_int_t

@@ -31,6 +31,7 @@ typedef struct {
     ngx_http_ai_gateway_request_info_t   info;
     unsigned                             read:1;   /* info is final */
     unsigned                             cached:1;
+    unsigned                             stale:1;
 } ngx_http_ai_gateway_request_ctx_t;
 
 
@@ -58,6 +59,25 @@ ngx_int_t ngx_http_ai_gateway_request_add_variables(ngx_conf_t *cf);
  * limiter then reads the buckets of a zone without charging them
  */
 void ngx_http_ai_gateway_request_set_cached(ngx_http_request_t *r);
+
+
+/*
+ * The upstream failed and the cache answers with a stale copy (the cache
+ * says so as it sends it): the request used nothing of its reservation.
+ * NGX_ERROR on allocation failure.
+ */
+ngx_int_t ngx_http_ai_gateway_request_set_stale(ngx_http_request_t *r);
+
+
+static ngx_inline ngx_flag_t
+ngx_http_ai_gateway_request_stale(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_module);
+
+    return ctx && ctx->stale;
+}
 
 
 static ngx_inline ngx_flag_t

@@ -12,6 +12,7 @@
  * reaches), each zone's reservation is settled on what the answer used:
  *
  *   nothing reached the client, or the status is a 5xx    0 (all back)
+ *   a stale copy from the cache (the upstream failed)     0
  *   the answer reported usage                             its total
  *   a stream without usage                                one token per
  *                                                         content event,
@@ -316,7 +317,7 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
     status = r->err_status ? r->err_status : r->headers_out.status;
 
     if (!r->header_sent || status >= NGX_HTTP_INTERNAL_SERVER_ERROR
-        || status == 0)
+        || status == 0 || ngx_http_ai_gateway_request_stale(r))
     {
         return 0;
     }
