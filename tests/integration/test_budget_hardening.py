@@ -477,3 +477,30 @@ def test_a_stale_answer_returns_the_reservation(nginx_factory, upstream):
         "a STALE answer was charged: %s" % z)
     assert z["returned"] - before["returned"] == \
         z["reserved"] - before["reserved"], z
+
+
+# ---------------------------------------------------------------- item 13
+
+@pytest.mark.parametrize("output_bytes", [100, 40000, 400000])
+def test_a_responses_stream_settles_on_its_usage_whatever_its_size(
+        nginx_factory, upstream, output_bytes):
+    """A Responses API stream ends with response.completed, which repeats
+    the whole output before its usage: past 16 KB the usage was lost and
+    the stream settled on its content events and prompt estimate."""
+    upstream.mode = "responses_stream"
+    upstream.output_bytes = output_bytes
+    n = token_gateway(nginx_factory, upstream.port, 1000000)
+    doc = {"model": "m", "stream": True, "max_output_tokens": 3000,
+           "input": [{"role": "user", "content": "write a lot"}]}
+
+    status, h, body = post(n.port, RESPONSES, doc)
+    assert status == 200, body
+    assert b"response.completed" in body
+    usage = None
+    for line in body.decode().split("\n"):
+        if line.startswith("data: ") and "response.completed" in line:
+            usage = json.loads(line[6:])["response"]["usage"]["total_tokens"]
+    assert usage == 3000 + real_prompt_tokens(doc), usage
+
+    z = cachez(n)["limits"]["tpm"]
+    assert z["settled"] == usage, (z, usage)

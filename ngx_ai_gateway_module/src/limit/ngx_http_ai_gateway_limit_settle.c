@@ -3,10 +3,11 @@
  *
  * A request admitted by a token zone reserved its estimate there
  * (ngx_http_ai_gateway_limit.c).  Its answer is read as it passes, never
- * held back: a body filter hands each buffer in memory to lib/agw_tokens.c
- * (a JSON answer's usage) or lib/agw_sse.c (a stream's events: content
- * events counted, the last usage kept) and passes the chain on unchanged,
- * so a stream reaches the client byte for byte when it would have anyway.
+ * held back: a body filter hands each buffer in memory to lib/agw_usage.c
+ * (a JSON answer's usage, or a stream's: content events counted, usage
+ * merged over its events, each event read as it passes whatever its size)
+ * and passes the chain on unchanged, so a stream reaches the client byte
+ * for byte when it would have anyway.
  *
  * When the request ends (the log phase, which every finalized request
  * reaches), each zone's reservation is settled on what the answer used:
@@ -28,27 +29,12 @@
 
 #include "limit/ngx_http_ai_gateway_limit.h"
 #include "base/ngx_http_ai_gateway_request.h"
-#include "agw_sse.h"
-
-
-/* the largest stream event read for usage; a bigger one ends the reading */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT  16384
-
-
-#define NGX_HTTP_AI_GATEWAY_ANSWER_JSON  1
-#define NGX_HTTP_AI_GATEWAY_ANSWER_SSE   2
+#include "agw_usage.h"
 
 
 /* the answer of a request with tokens reserved, as it passes */
 struct ngx_http_ai_gateway_limit_answer_s {
-    ngx_uint_t                          mode;     /* _ANSWER_JSON, _SSE */
-    agw_usage_t                         usage;    /* a stream's, merged */
-    uint64_t                            content;  /* content events */
-    unsigned                            stream_usage:1;
-    union {
-        agw_answer_t                    json;
-        agw_sse_t                       sse;
-    } u;
+    agw_usage_reader_t                  reader;
 };
 
 
@@ -58,8 +44,6 @@ static ngx_int_t ngx_http_ai_gateway_limit_settle_body_filter(
     ngx_http_request_t *r, ngx_chain_t *in);
 static ngx_uint_t ngx_http_ai_gateway_limit_type(ngx_str_t *type,
     char *name);
-static int ngx_http_ai_gateway_limit_settle_event(void *data,
-    const agw_sse_event_t *ev);
 static ngx_int_t ngx_http_ai_gateway_limit_settle_handler(
     ngx_http_request_t *r);
 static uint64_t ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
@@ -142,7 +126,6 @@ ngx_http_ai_gateway_limit_settle_start(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
 {
-    u_char                              *data;
     ngx_uint_t                           mode;
     ngx_str_t                           *type;
     ngx_http_ai_gateway_limit_ctx_t     *ctx;
@@ -161,7 +144,7 @@ ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
     type = &r->headers_out.content_type;
 
     if (ngx_http_ai_gateway_limit_type(type, "text/event-stream")) {
-        mode = NGX_HTTP_AI_GATEWAY_ANSWER_SSE;
+        mode = AGW_USAGE_SSE;
 
     } else if (type->len > 12 && (type->data[0] | 0x20) == 'a'
                && (ngx_http_ai_gateway_limit_type(type, "application/json")
@@ -169,7 +152,7 @@ ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
                                        (u_char *) "+json", 5 - 1)
                       != NULL))
     {
-        mode = NGX_HTTP_AI_GATEWAY_ANSWER_JSON;
+        mode = AGW_USAGE_JSON;
 
     } else {
         return ngx_http_next_header_filter(r);
@@ -180,23 +163,7 @@ ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    a->mode = mode;
-    a->content = 0;
-    a->stream_usage = 0;
-    ngx_memzero(&a->usage, sizeof(agw_usage_t));
-
-    if (mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
-        data = ngx_pnalloc(r->pool, NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT);
-        if (data == NULL) {
-            return NGX_ERROR;
-        }
-
-        agw_sse_init(&a->u.sse, data, NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT,
-                     ngx_http_ai_gateway_limit_settle_event, a);
-
-    } else {
-        agw_answer_init(&a->u.json);
-    }
+    agw_usage_reader_init(&a->reader, mode);
 
     ctx->answer = a;
 
@@ -259,37 +226,10 @@ ngx_http_ai_gateway_limit_settle_body_filter(ngx_http_request_t *r,
             continue;
         }
 
-        if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
-            (void) agw_sse_feed(&a->u.sse, b->pos, len);
-
-        } else {
-            (void) agw_answer_feed(&a->u.json, b->pos, len);
-        }
+        agw_usage_reader_feed(&a->reader, b->pos, len);
     }
 
     return ngx_http_next_body_filter(r, in);
-}
-
-
-static int
-ngx_http_ai_gateway_limit_settle_event(void *data, const agw_sse_event_t *ev)
-{
-    ngx_http_ai_gateway_limit_answer_t *a = data;
-
-    agw_sse_info_t  info;
-
-    agw_sse_inspect(ev, &info);
-
-    if (info.content) {
-        a->content++;
-    }
-
-    if (info.has_usage) {
-        agw_usage_merge(&a->usage, &info.usage);
-        a->stream_usage = 1;
-    }
-
-    return 0;
 }
 
 
@@ -305,6 +245,7 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
 {
     uint64_t                             tokens;
     ngx_uint_t                           status;
+    agw_usage_t                          usage;
     ngx_http_ai_gateway_limit_answer_t  *a;
     ngx_http_ai_gateway_request_info_t  *info;
 
@@ -325,22 +266,19 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
     if (a == NULL) {
         /* an answer that could not say: not read */
 
-    } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
-        if (a->stream_usage && agw_usage_tokens(&a->usage, &tokens)) {
-            return tokens;
-        }
-
-        if (a->content) {
-            info = ngx_http_ai_gateway_request_info(r);
-
-            return agw_tokens_add(a->content,
-                                  info ? ngx_http_ai_gateway_request_prompt_tokens(info)
-                                       : 0);
-        }
-
-    } else if (agw_usage_tokens(&a->u.json.usage, &tokens))
+    } else if (agw_usage_reader_usage(&a->reader, &usage)
+               && agw_usage_tokens(&usage, &tokens))
     {
         return tokens;
+
+    } else if (a->reader.content) {
+        /* a stream without usage: its content events and the prompt */
+
+        info = ngx_http_ai_gateway_request_info(r);
+
+        return agw_tokens_add(a->reader.content,
+                      info ? ngx_http_ai_gateway_request_prompt_tokens(info)
+                           : 0);
     }
 
     if (status < NGX_HTTP_OK || status >= NGX_HTTP_SPECIAL_RESPONSE) {
