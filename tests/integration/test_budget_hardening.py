@@ -15,11 +15,15 @@ import hashlib
 import http.client
 import http.server
 import json
+import os
+import shutil
+import socket
 import threading
 import time
 
 import pytest
 
+from harness.nginx import private_dir
 from test_limit import Client, cachez, server
 
 CHAT = "/v1/chat/completions"
@@ -67,6 +71,17 @@ class Upstream:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self):
+                if up.mode == "early":
+                    # answers on the headers, the body unread
+                    out = b'{"usage":{"total_tokens":1}}'
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(out)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(out)
+                    self.close_connection = True
+                    return
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n)
                 up.requests += 1
@@ -94,6 +109,9 @@ class Upstream:
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)
+
+            do_PUT = do_POST
+            do_GET = do_POST
 
             def stream(self, prompt, completion):
                 text = "w" * up.output_bytes
@@ -504,3 +522,94 @@ def test_a_responses_stream_settles_on_its_usage_whatever_its_size(
 
     z = cachez(n)["limits"]["tpm"]
     assert z["settled"] == usage, (z, usage)
+
+
+# ------------------------------------------- which bodies a token zone reads
+
+def raw_exchange(port, head, body, timeout=2.0):
+    """send a request's head and the start of its body; what comes back
+    before the rest of the body would ever arrive"""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(head.encode() + body)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if b"\r\n\r\n" in data:
+                break
+        return data
+    except socket.timeout:
+        return b""
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("method,ctype", [
+    ("POST", "multipart/form-data; boundary=x"),
+    ("POST", "application/octet-stream"),
+    ("PUT", "application/json"),
+    ("GET", None),
+])
+def test_only_inference_bodies_are_read(nginx_factory, upstream, method,
+                                        ctype):
+    """A token zone reads a body only if it can be an inference request (a
+    POST of JSON): an upload, or another method, goes upstream unread
+    (proxy_request_buffering off streams it on), reserving its declared
+    size at four bytes a token plus the default max.  Before, every body
+    was read first: the upstream got nothing until its last byte."""
+    upstream.mode = "early"
+    n = token_gateway(nginx_factory, upstream.port, 10 ** 6,
+                      "proxy_request_buffering off; "
+                      "proxy_http_version 1.1;")
+    head = ("%s /v1/upload HTTP/1.1\r\nHost: t\r\nX-Api-Key: alice\r\n"
+            "Content-Length: 100000\r\n%s\r\n"
+            % (method, "Content-Type: %s\r\n" % ctype if ctype else ""))
+    answer = raw_exchange(n.port, head, b"x" * 1000)
+    assert answer.startswith(b"HTTP/1.1 200"), (
+        "the body was waited for: %r" % answer[:200])
+    assert b"x-ratelimit-remaining-tokens: %d" % (10 ** 6 - 25000 - 256) \
+        in answer.lower(), answer
+
+
+def test_a_json_post_is_read_for_its_estimate(nginx_factory, upstream):
+    """The counterpart: a POST of JSON is read (its prompt is the
+    estimate), so the upstream sees it only once it is whole."""
+    upstream.mode = "early"
+    n = token_gateway(nginx_factory, upstream.port, 10 ** 6,
+                      "proxy_request_buffering off; "
+                      "proxy_http_version 1.1;")
+    head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\n"
+            "X-Api-Key: alice\r\nContent-Length: 100000\r\n"
+            "Content-Type: application/json\r\n\r\n")
+    assert raw_exchange(n.port, head, b"{" + b" " * 999, timeout=1.0) == b""
+
+
+def test_a_dav_put_is_not_read_by_a_token_zone(nginx_factory):
+    """nginx's own dav_chunked.t with a token zone at http level: the DAV
+    handler needs the body in a file; read into memory first, the PUT
+    failed with a 500."""
+    root = private_dir("agw-dav-")
+    os.chmod(root, 0o777)
+    n = nginx_factory("""
+    ai_gateway_limit_zone global zone=tpm:1m rate=1000000t/s burst=1000000;
+    ai_gateway_limit zone=tpm;
+    server {
+        listen 127.0.0.1:%%%%PORT%%%%;
+        location / {
+            root %s;
+            dav_methods PUT;
+            client_body_buffer_size 1k;
+        }
+    }
+""" % root)
+    head = ("PUT /file HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n")
+    body = b"a\r\n0123456789\r\n0\r\n\r\n"
+    answer = raw_exchange(n.port, head, body)
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:200]
+    with open(os.path.join(root, "file"), "rb") as f:
+        assert f.read() == b"0123456789"
+    shutil.rmtree(root)

@@ -257,6 +257,54 @@ ngx_http_ai_gateway_request_scan(ngx_http_request_t *r,
 }
 
 
+ngx_flag_t
+ngx_http_ai_gateway_request_inference(ngx_http_request_t *r)
+{
+    u_char     *p, *last;
+    size_t      len;
+    ngx_str_t  *type;
+
+    if (r->method != NGX_HTTP_POST) {
+        return 0;
+    }
+
+    if (r->headers_in.content_type == NULL) {
+        return 1;
+    }
+
+    /* the media type, parameters and surrounding spaces aside */
+
+    type = &r->headers_in.content_type->value;
+    p = type->data;
+    last = p + type->len;
+
+    while (p < last && *p == ' ') {
+        p++;
+    }
+
+    for (len = 0; p + len < last && p[len] != ';' && p[len] != ' '; len++) {
+        /* void */
+    }
+
+    if (len == 0) {
+        return 1;
+    }
+
+    if ((len == sizeof("application/json") - 1
+         && ngx_strncasecmp(p, (u_char *) "application/json", len) == 0)
+        || (len == sizeof("application/x-www-form-urlencoded") - 1
+            && ngx_strncasecmp(p,
+                               (u_char *) "application/x-www-form-urlencoded",
+                               len)
+               == 0))
+    {
+        return 1;
+    }
+
+    return len > 5 && ngx_strncasecmp(p + len - 5, (u_char *) "+json", 5) == 0;
+}
+
+
 uint64_t
 ngx_http_ai_gateway_request_estimate(ngx_http_ai_gateway_request_info_t *info,
     uint64_t default_max)

@@ -47,6 +47,15 @@ ngx_http_ai_gateway_request_info_t *ngx_http_ai_gateway_request_info(
 uint64_t ngx_http_ai_gateway_request_estimate(
     ngx_http_ai_gateway_request_info_t *info, uint64_t default_max);
 
+/*
+ * Can the body be an inference request, worth reading for its facts?  A
+ * POST with a JSON media type (application/json, any +json), none at all,
+ * or application/x-www-form-urlencoded (what `curl -d` sends a JSON prompt
+ * as).  Other bodies (uploads, other methods: a DAV PUT) are never read
+ * for an estimate: they count by their declared size.
+ */
+ngx_flag_t ngx_http_ai_gateway_request_inference(ngx_http_request_t *r);
+
 /* the prompt alone, in tokens */
 uint64_t ngx_http_ai_gateway_request_prompt_tokens(
     ngx_http_ai_gateway_request_info_t *info);

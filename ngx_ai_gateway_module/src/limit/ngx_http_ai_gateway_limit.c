@@ -146,8 +146,15 @@ ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
         return NGX_DONE;        /* the phases ran again meanwhile */
     }
 
+    /*
+     * only a body that can be an inference request is read: any other
+     * (an upload, a DAV PUT, which needs its body in a file) is estimated
+     * by its declared size, unread
+     */
+
     if (r->request_body
-        || (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked))
+        || (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked)
+        || !ngx_http_ai_gateway_request_inference(r))
     {
         return NGX_DECLINED;
     }
