@@ -19,6 +19,16 @@
  * 2000 ms exactly; a thousand 1 ms steps sum to the same level as one step
  * of 1000 ms, so calling often never drifts and calling rarely never loses.
  *
+ * Money.  A budget in dollars is a bucket of micro-dollars (agw_price.c),
+ * with rates in whole cents per minute, hour or day.  One token (a
+ * micro-dollar) is then period / 10^4 units (6 for a minute, 360 for an
+ * hour, 8640 for a day: AGW_BUCKET_USD_*), and `rate` is the rate in cents:
+ * a cent a day refills one unit a millisecond, 86.4 * 10^6 units a day,
+ * exactly 10^4 micro-dollars.  The scale depends on the period alone, so a
+ * reload that changes a budget's rate keeps every bucket's level meaning
+ * the same money.  With a daily period a bucket holds up to 2^53 / 8640
+ * micro-dollars, about 1.04 million dollars.
+ *
  * Overflow.  Every product is guarded.  Capacity (burst * period_ms) is
  * checked once, in agw_bucket_conf_valid().  Refill compares the elapsed
  * time with the time still needed to fill, ceil((capacity - level) / rate),
@@ -142,7 +152,14 @@ agw_bucket_conf_valid(const agw_bucket_conf_t *conf)
         return 0;
     }
 
-    if (conf->period_ms != 1000 && conf->period_ms != 60000) {
+    switch (conf->period_ms) {
+    case 1000:                           /* r/s, t/s */
+    case 60000:                          /* r/m, t/m */
+    case AGW_BUCKET_USD_MINUTE:          /* usd/m, h, d: see below */
+    case AGW_BUCKET_USD_HOUR:
+    case AGW_BUCKET_USD_DAY:
+        break;
+    default:
         return 0;
     }
 

@@ -19,10 +19,20 @@
  */
 #define AGW_BUCKET_MAX_UNITS  ((uint64_t) 1 << 53)
 
+/*
+ * a money zone's units per micro-dollar (its period_ms), with its rate in
+ * cents per minute, hour or day: see agw_bucket.c
+ */
+#define AGW_BUCKET_USD_MINUTE  6
+#define AGW_BUCKET_USD_HOUR    360
+#define AGW_BUCKET_USD_DAY     8640
+
 
 typedef struct {
-    uint64_t  rate;              /* tokens added per period */
-    uint64_t  period_ms;         /* 1000 for r/s, 60000 for r/m */
+    uint64_t  rate;              /* tokens added per period; a money
+                                    zone's: cents per minute, hour, day */
+    uint64_t  period_ms;         /* 1000 for r/s, 60000 for r/m; a money
+                                    zone's AGW_BUCKET_USD_* */
     uint64_t  burst;             /* capacity, tokens (>= 1) */
 } agw_bucket_conf_t;
 
@@ -53,7 +63,10 @@ typedef struct {
 } agw_bucket_result_t;
 
 
-/* 1 if usable: rate >= 1, period 1000 or 60000, burst >= 1, no overflow */
+/*
+ * 1 if usable: rate >= 1, period 1000, 60000 or AGW_BUCKET_USD_*,
+ * burst >= 1, no overflow
+ */
 int agw_bucket_conf_valid(const agw_bucket_conf_t *conf);
 
 /* a new bucket starts full */

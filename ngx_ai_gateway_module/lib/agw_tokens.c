@@ -23,8 +23,15 @@
  *     usage.total_tokens                    OpenAI, non-streamed answers,
  *                                           and the last chunk of a stream
  *                                           with include_usage
- *     usage.input_tokens, .output_tokens    Anthropic (summed when there
- *                                           is no total)
+ *     usage.prompt_tokens, .completion_tokens
+ *     usage.input_tokens, .output_tokens    Anthropic, Responses (summed
+ *                                           when there is no total)
+ *     usage.prompt_tokens_details.cached_tokens,
+ *     usage.input_tokens_details.cached_tokens
+ *                                           of the input, read from the
+ *                                           provider's prompt cache
+ *     usage.cache_read_input_tokens,
+ *     usage.cache_creation_input_tokens     Anthropic's, beyond its input
  *     response.usage.*                      Responses API,
  *                                           response.completed event
  *     message.usage.*                       Anthropic message_start event
@@ -72,7 +79,11 @@ enum {
     AGW_K_TEXT,
     AGW_K_TOTAL,
     AGW_K_INPUT,
-    AGW_K_OUTPUT
+    AGW_K_OUTPUT,
+    AGW_K_DETAILS,
+    AGW_K_CACHED,
+    AGW_K_CACHE_READ,
+    AGW_K_CACHE_WRITE
 };
 
 
@@ -93,7 +104,14 @@ static const agw_tokens_name_t  agw_tokens_keys[] = {
     { "text", AGW_K_TEXT },
     { "total_tokens", AGW_K_TOTAL },
     { "input_tokens", AGW_K_INPUT },
+    { "prompt_tokens", AGW_K_INPUT },
     { "output_tokens", AGW_K_OUTPUT },
+    { "completion_tokens", AGW_K_OUTPUT },
+    { "prompt_tokens_details", AGW_K_DETAILS },
+    { "input_tokens_details", AGW_K_DETAILS },
+    { "cached_tokens", AGW_K_CACHED },
+    { "cache_read_input_tokens", AGW_K_CACHE_READ },
+    { "cache_creation_input_tokens", AGW_K_CACHE_WRITE },
     { NULL, 0 }
 };
 
@@ -225,6 +243,11 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
                     || a->key[1] == AGW_K_RESPONSE)))
         {
             a->usage_depth = d + 1;
+
+        } else if (a->usage_depth && d == a->usage_depth && d < 4
+                   && a->key[d] == AGW_K_DETAILS)
+        {
+            a->details_depth = d + 1;
         }
 
         /* fall through */
@@ -236,15 +259,29 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
         break;
 
     case AGW_JSON_OBJECT_END:
-        if (a->usage_depth && d + 1 == a->usage_depth) {
+        if (a->details_depth && d + 1 == a->details_depth) {
+            a->details_depth = 0;
+
+        } else if (a->usage_depth && d + 1 == a->usage_depth) {
             a->usage_depth = 0;
         }
         break;
 
     case AGW_JSON_NUMBER:
-        if (d == 0 || d != a->usage_depth
-            || agw_tokens_integer(ev, &v) != 0)
-        {
+        if (d == 0 || agw_tokens_integer(ev, &v) != 0) {
+            break;
+        }
+
+        if (d == a->details_depth) {
+            if (a->key[d] == AGW_K_CACHED) {
+                a->usage.cached = v;
+                a->usage.has_cached = 1;
+            }
+
+            break;
+        }
+
+        if (d != a->usage_depth) {
             break;
         }
 
@@ -260,6 +297,14 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
         case AGW_K_OUTPUT:
             a->usage.output = v;
             a->usage.has_output = 1;
+            break;
+        case AGW_K_CACHE_READ:
+            a->usage.cache_read = v;
+            a->usage.has_cache_read = 1;
+            break;
+        case AGW_K_CACHE_WRITE:
+            a->usage.cache_write = v;
+            a->usage.has_cache_write = 1;
             break;
         }
 
@@ -342,6 +387,21 @@ agw_usage_merge(agw_usage_t *acc, const agw_usage_t *ev)
     if (ev->has_output) {
         acc->output = ev->output;
         acc->has_output = 1;
+    }
+
+    if (ev->has_cached) {
+        acc->cached = ev->cached;
+        acc->has_cached = 1;
+    }
+
+    if (ev->has_cache_read) {
+        acc->cache_read = ev->cache_read;
+        acc->has_cache_read = 1;
+    }
+
+    if (ev->has_cache_write) {
+        acc->cache_write = ev->cache_write;
+        acc->has_cache_write = 1;
     }
 }
 

@@ -51,6 +51,13 @@ test_bucket_conf_valid(void **state)
         { RPM(1, AGW_BUCKET_MAX_UNITS / 60000 + 1), 0 },
         { RPS(1, UINT64_MAX), 0 },
         { RPS(UINT64_MAX, 1), 0 },
+        /* money: micro-dollars, rates in cents a minute, hour, day */
+        { { 1, AGW_BUCKET_USD_MINUTE, 1 }, 1 },
+        { { 1, AGW_BUCKET_USD_HOUR, 1 }, 1 },
+        { { 1, AGW_BUCKET_USD_DAY, 1 }, 1 },
+        { { 1, AGW_BUCKET_USD_DAY, AGW_BUCKET_MAX_UNITS / 8640 }, 1 },
+        { { 1, AGW_BUCKET_USD_DAY, AGW_BUCKET_MAX_UNITS / 8640 + 1 }, 0 },
+        { { 1, 8641, 1 }, 0 },
     };
 
     for (i = 0; i < nitems(rows); i++) {
@@ -683,6 +690,46 @@ test_bucket_consume_is_check_then_take(void **state)
 
 
 /*
+ * A money bucket: 100 USD a day (10^4 cents), burst 10 USD.  A cent a day
+ * refills a unit a ms and a micro-dollar is 8640 units, so the day's
+ * rate is exact: after a full day the bucket has regained 100 USD (more
+ * than its burst: it is full), after 8.64 s one cent.
+ */
+
+static void
+test_bucket_money(void **state)
+{
+    agw_bucket_t         b;
+    agw_bucket_result_t  res;
+
+    static const agw_bucket_conf_t  conf = { 10000, AGW_BUCKET_USD_DAY,
+                                             10000000 };
+
+    agw_bucket_init(&b, &conf, 0);
+    assert_true(agw_bucket_consume(&b, &conf, 10000000, 0, &res));
+    assert_int_equal(res.remaining, 0);
+    /* 10 USD back at 100 USD a day: 2.4 hours */
+    assert_int_equal(res.reset_ms, 8640000);
+
+    /* a cent takes 8.64 s */
+    agw_bucket_check(&b, &conf, 10000, 8639, &res);
+    assert_false(res.allowed);
+    assert_int_equal(res.retry_after_ms, 1);
+    agw_bucket_check(&b, &conf, 10000, 8640, &res);
+    assert_true(res.allowed);
+    assert_int_equal(res.remaining, 0);
+
+    /* a micro-dollar, 8640 units, after 0.864 ms: rounded to 1 ms */
+    agw_bucket_check(&b, &conf, 1, 0, &res);
+    assert_int_equal(res.retry_after_ms, 1);
+    agw_bucket_check(&b, &conf, 1, 1, &res);
+    assert_true(res.allowed);
+
+    assert_int_equal(agw_bucket_window_s(&conf), 8640);
+}
+
+
+/*
  * Settlement of token reservations: unused tokens go back (never above
  * capacity), an overrun is taken into debt whole (issue 21, item 10: it
  * was capped at one capacity, so a key that overran by ten windows
@@ -852,6 +899,7 @@ main(void)
         cmocka_unit_test(test_bucket_take_saturates),
         cmocka_unit_test(test_bucket_consume_is_check_then_take),
         cmocka_unit_test(test_bucket_settle),
+        cmocka_unit_test(test_bucket_money),
     };
 
     return cmocka_run_group_tests_name("bucket", tests, NULL, NULL);

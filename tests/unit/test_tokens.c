@@ -434,6 +434,72 @@ test_tokens_tail_total(void **state)
 }
 
 
+/*
+ * The figures money needs (lib/agw_price.c): input and output, and the
+ * cached tokens of each API, at every split; only where usage lives.
+ */
+
+static void
+test_tokens_usage_fields(void **state)
+{
+    size_t        i, k, len;
+    uint64_t      tokens;
+    agw_answer_t  a;
+
+    static const struct {
+        const char  *body;
+        uint64_t     input, output, cached, cache_read, cache_write;
+    } rows[] = {
+        { "{\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":20,"
+          "\"total_tokens\":1020,\"prompt_tokens_details\":{"
+          "\"cached_tokens\":768,\"audio_tokens\":0},"
+          "\"completion_tokens_details\":{\"reasoning_tokens\":5}}}",
+          1000, 20, 768, 0, 0 },
+        { "{\"object\":\"response\",\"usage\":{\"input_tokens\":300,"
+          "\"input_tokens_details\":{\"cached_tokens\":256},"
+          "\"output_tokens\":7,\"total_tokens\":307}}",
+          300, 7, 256, 0, 0 },
+        { "{\"type\":\"message\",\"usage\":{\"input_tokens\":12,"
+          "\"cache_creation_input_tokens\":100,"
+          "\"cache_read_input_tokens\":2000,\"output_tokens\":30}}",
+          12, 30, 0, 2000, 100 },
+        { "{\"type\":\"response.completed\",\"response\":{\"usage\":{"
+          "\"input_tokens\":9,\"input_tokens_details\":{\"cached_tokens\":"
+          "8},\"output_tokens\":1,\"total_tokens\":10}}}",
+          9, 1, 8, 0, 0 },
+        /* cached_tokens outside a details object is not the usage's */
+        { "{\"usage\":{\"prompt_tokens\":5,\"cached_tokens\":5,"
+          "\"x\":{\"cached_tokens\":5}}}", 5, 0, 0, 0, 0 },
+        { "{\"prompt_tokens_details\":{\"cached_tokens\":5}}",
+          0, 0, 0, 0, 0 },
+    };
+
+    for (i = 0; i < nitems(rows); i++) {
+        len = strlen(rows[i].body);
+
+        for (k = 0; k <= len; k++) {
+            (void) usage_split(rows[i].body, k, &tokens, &a);
+
+            if (a.usage.input != rows[i].input
+                || a.usage.output != rows[i].output
+                || a.usage.cached != rows[i].cached
+                || a.usage.cache_read != rows[i].cache_read
+                || a.usage.cache_write != rows[i].cache_write)
+            {
+                print_error("fields row %zu split %zu: got %llu %llu %llu "
+                            "%llu %llu\n", i, k,
+                            (unsigned long long) a.usage.input,
+                            (unsigned long long) a.usage.output,
+                            (unsigned long long) a.usage.cached,
+                            (unsigned long long) a.usage.cache_read,
+                            (unsigned long long) a.usage.cache_write);
+                fail();
+            }
+        }
+    }
+}
+
+
 int
 main(void)
 {
@@ -442,6 +508,7 @@ main(void)
         cmocka_unit_test(test_tokens_estimate_prompt_forms),
         cmocka_unit_test(test_tokens_duration),
         cmocka_unit_test(test_tokens_usage_split),
+        cmocka_unit_test(test_tokens_usage_fields),
         cmocka_unit_test(test_tokens_usage_merge),
         cmocka_unit_test(test_tokens_tail_total),
     };

@@ -63,8 +63,7 @@ static ngx_int_t ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t *early);
 static void ngx_http_ai_gateway_limit_body_handler(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t hits,
-    uint64_t *cost);
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t hits);
 
 
 ngx_int_t
@@ -134,7 +133,6 @@ static ngx_int_t
 ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t *early)
 {
-    uint64_t                            cost;
     ngx_int_t                           rc;
     ngx_uint_t                          i;
     ngx_http_ai_gateway_limit_t        *limits;
@@ -161,11 +159,13 @@ ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
 
     limits = lcf->limits.elts;
 
+    /* a token zone's estimate needs it, a money zone's model too */
+
     for (i = 0; i < lcf->limits.nelts; i++) {
         zone = &((ngx_http_ai_gateway_limit_zone_t *)
                      limits[i].shm_zone->data)->buckets;
 
-        if (zone->tokens && !limits[i].cost_set) {
+        if ((zone->tokens && !limits[i].cost_set) || zone->usd) {
             break;
         }
     }
@@ -174,9 +174,9 @@ ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    /* no cache answers here: any zone may refuse before the body is read */
+    /* no cache answers here: any zone that knows its cost may refuse now */
 
-    *early = ngx_http_ai_gateway_limit_refuses(r, lcf, 0, &cost);
+    *early = ngx_http_ai_gateway_limit_refuses(r, lcf, 0);
 
     if (*early) {
         return NGX_DECLINED;
@@ -223,7 +223,6 @@ ngx_http_ai_gateway_limit_body_handler(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r)
 {
-    uint64_t                               cost;
     ngx_int_t                              rc;
     ngx_uint_t                             early;
     ngx_http_ai_gateway_limit_ctx_t       *ctx;
@@ -240,7 +239,7 @@ ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    early = ngx_http_ai_gateway_limit_refuses(r, lcf, 1, &cost);
+    early = ngx_http_ai_gateway_limit_refuses(r, lcf, 1);
 
     if (!early) {
         return NGX_DECLINED;
@@ -260,20 +259,21 @@ ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r)
  * Would an enforcing shared-memory zone refuse this request as a MISS,
  * before its body is read?  A read: nothing is charged, and an error
  * reads as "no".  hits: a cache HIT may still answer the request, so only
- * a zone that charges HITs may refuse it.  A token zone's estimate needs
- * the body, so it is read at its least, one token: a bucket in debt or
- * empty cannot give even that.  Returns the refusing limit's index + 1
- * (its cost in *cost), or 0.
+ * a zone that charges HITs may refuse it.  A token or money zone whose
+ * cost is the request's estimate cannot say without the body: refused on
+ * a guess, its client would be told a Retry-After for a guess (a drained
+ * money budget refused at one micro-dollar said 9 s where 389 s were
+ * true), so it waits for the body and decides on the estimate.  Returns
+ * the refusing limit's index + 1, or 0.
  */
 
 static ngx_uint_t
 ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t hits,
-    uint64_t *cost)
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t hits)
 {
     u_char                              key[
                                             NGX_HTTP_AI_GATEWAY_BUCKET_KEY_LEN];
-    uint64_t                            now;
+    uint64_t                            now, cost;
     ngx_int_t                           rc;
     ngx_uint_t                          i;
     agw_bucket_result_t                 res;
@@ -291,7 +291,8 @@ ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
         /* a backend that cannot read without a round trip waits */
 
         if (limits[i].dry_run || bz->backend->check == NULL
-            || (hits && !limits[i].charge_hits))
+            || (hits && !limits[i].charge_hits)
+            || (bz->tokens && !limits[i].cost_set))
         {
             continue;
         }
@@ -302,23 +303,20 @@ ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
             continue;
         }
 
-        if (bz->tokens && !limits[i].cost_set) {
-            *cost = 1;
+        if (limits[i].cost_cv == NULL) {
+            cost = limits[i].cost;
 
-        } else if (limits[i].cost_cv == NULL) {
-            *cost = limits[i].cost;
-
-        } else if (ngx_http_ai_gateway_limit_cost(r, &limits[i], cost)
+        } else if (ngx_http_ai_gateway_limit_cost(r, &limits[i], &cost)
                    != NGX_OK)
         {
             continue;
         }
 
-        if (*cost > bz->bucket.burst) {
+        if (cost > bz->bucket.burst) {
             return i + 1;
         }
 
-        bz->backend->check(bz, key, *cost, now, &res);
+        bz->backend->check(bz, key, cost, now, &res);
 
         if (!res.allowed) {
             return i + 1;
@@ -435,17 +433,34 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
             ctx->tokens = 1;
         }
 
+        /*
+         * a money zone prices the request by its model, to reserve its
+         * estimate and to settle on its usage, whatever it is charged
+         * (cost= or a HIT)
+         */
+
+        if (bz->usd) {
+            ctx->usd = 1;
+
+            if (ngx_http_ai_gateway_limit_priced(r, lcf, ctx) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+
         if (hit && !limits[i].charge_hits) {
             st[i].cost = 0;
 
         } else if (bz->tokens && !limits[i].cost_set && early) {
             /*
-             * refused before the body is read: the estimate is not known,
-             * and the size of an unread body is not it (a rate_limited
-             * answer must not turn into cost_exceeds_limit); one token is
-             * the least it can be
+             * refused before the body is read by another zone: only read,
+             * the estimate is not known, and the size of an unread body
+             * is not it (it must not turn a rate_limited answer into
+             * cost_exceeds_limit)
              */
-            st[i].cost = 1;
+            st[i].cost = 0;
+
+        } else if (bz->usd && !limits[i].cost_set) {
+            st[i].cost = ctx->estimate_usd;
 
         } else if (bz->tokens && !limits[i].cost_set) {
             if (ngx_http_ai_gateway_limit_estimate(r, lcf, ctx) != NGX_OK) {

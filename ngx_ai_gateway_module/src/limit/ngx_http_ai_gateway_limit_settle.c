@@ -1,5 +1,5 @@
 /*
- * Token zones settled on the real usage (SPEC 7.1).
+ * Token and money zones settled on the real usage (SPEC 7.1, 8.4).
  *
  * A request admitted by a token zone reserved its estimate there
  * (ngx_http_ai_gateway_limit.c).  Its answer is read as it passes, never
@@ -46,11 +46,13 @@ static ngx_uint_t ngx_http_ai_gateway_limit_type(ngx_str_t *type,
     char *name);
 static ngx_int_t ngx_http_ai_gateway_limit_settle_handler(
     ngx_http_request_t *r);
-static uint64_t ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx);
+static void ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, uint64_t *tokens, uint64_t *usd);
 static ngx_int_t ngx_http_ai_gateway_tokens_estimate_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ai_gateway_tokens_used_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ai_gateway_cost_usd_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
 
@@ -62,6 +64,10 @@ static ngx_http_variable_t  ngx_http_ai_gateway_limit_settle_vars[] = {
 
     { ngx_string("ai_gateway_tokens_used"), NULL,
       ngx_http_ai_gateway_tokens_used_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_gateway_cost_usd"), NULL,
+      ngx_http_ai_gateway_cost_usd_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -234,16 +240,18 @@ ngx_http_ai_gateway_limit_settle_body_filter(ngx_http_request_t *r,
 
 
 /*
- * What the answer used, in tokens (see the table at the top).  The same
- * figure whenever it is asked: by the access log, which may run first, and
- * by the settlement.
+ * What the answer used, in tokens and, for a priced request, in
+ * micro-dollars (see the table at the top; a usage is priced by
+ * lib/agw_price.c, its cached tokens at their price).  The same figures
+ * whenever asked: by the access log, which may run first, and by the
+ * settlement.
  */
 
-static uint64_t
+static void
 ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx)
+    ngx_http_ai_gateway_limit_ctx_t *ctx, uint64_t *tokens, uint64_t *usd)
 {
-    uint64_t                             tokens;
+    uint64_t                             prompt;
     ngx_uint_t                           status;
     agw_usage_t                          usage;
     ngx_http_ai_gateway_limit_answer_t  *a;
@@ -252,40 +260,55 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
     a = ctx->answer;
 
     if (ctx->settled) {
-        return ctx->used;
+        *tokens = ctx->used;
+        *usd = ctx->used_usd;
+        return;
     }
+
+    *tokens = 0;
+    *usd = 0;
 
     status = r->err_status ? r->err_status : r->headers_out.status;
 
     if (!r->header_sent || status >= NGX_HTTP_INTERNAL_SERVER_ERROR
         || status == 0 || ngx_http_ai_gateway_request_stale(r))
     {
-        return 0;
+        return;
     }
 
     if (a == NULL) {
         /* an answer that could not say: not read */
 
     } else if (agw_usage_reader_usage(&a->reader, &usage)
-               && agw_usage_tokens(&usage, &tokens))
+               && agw_usage_tokens(&usage, tokens))
     {
-        return tokens;
+        if (ctx->priced) {
+            (void) agw_price_usage(&ctx->price, &usage, usd);
+        }
+
+        return;
 
     } else if (a->reader.content) {
         /* a stream without usage: its content events and the prompt */
 
         info = ngx_http_ai_gateway_request_info(r);
+        prompt = info ? ngx_http_ai_gateway_request_prompt_tokens(info) : 0;
 
-        return agw_tokens_add(a->reader.content,
-                      info ? ngx_http_ai_gateway_request_prompt_tokens(info)
-                           : 0);
+        *tokens = agw_tokens_add(a->reader.content, prompt);
+
+        if (ctx->priced) {
+            *usd = agw_price_cost(&ctx->price, prompt, 0, a->reader.content);
+        }
+
+        return;
     }
 
     if (status < NGX_HTTP_OK || status >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return 0;
+        return;
     }
 
-    return ctx->estimate;
+    *tokens = ctx->estimate;
+    *usd = ctx->estimate_usd;
 }
 
 
@@ -312,9 +335,7 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    used = ngx_http_ai_gateway_limit_used(r, ctx);
-
-    ctx->used = used;
+    ngx_http_ai_gateway_limit_used(r, ctx, &ctx->used, &ctx->used_usd);
     ctx->settled = 1;
 
     now = ngx_http_ai_gateway_bucket_now();
@@ -323,6 +344,8 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
         if (s->zone == NULL || s->reserved == 0 || s->charged == NULL) {
             continue;
         }
+
+        used = s->zone->usd ? ctx->used_usd : ctx->used;
 
         ngx_http_ai_gateway_count(s->zone->ref->stats->settled, used);
 
@@ -341,9 +364,10 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
         s->charged->settle(r, s, used, now);
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "ai_gateway limit: settled %uL tokens of %uL",
-                   used, ctx->estimate);
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway limit: settled %uL tokens of %uL, "
+                   "%uL micro-USD of %uL", ctx->used, ctx->estimate,
+                   ctx->used_usd, ctx->estimate_usd);
 
     return NGX_OK;
 }
@@ -403,6 +427,7 @@ static ngx_int_t
 ngx_http_ai_gateway_tokens_used_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
+    uint64_t                          tokens, usd;
     ngx_http_ai_gateway_limit_ctx_t  *ctx;
 
     ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
@@ -412,6 +437,49 @@ ngx_http_ai_gateway_tokens_used_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    return ngx_http_ai_gateway_limit_token_variable(r, v,
-                                   ngx_http_ai_gateway_limit_used(r->main, ctx));
+    ngx_http_ai_gateway_limit_used(r->main, ctx, &tokens, &usd);
+
+    return ngx_http_ai_gateway_limit_token_variable(r, v, tokens);
+}
+
+
+/*
+ * The settled cost of a request a money zone priced, in USD with 6
+ * decimals: what its budget was charged in the end, so 0 for a request
+ * that reserved nothing (refused, a free HIT, a model priced at 0)
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_cost_usd_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                           *p;
+    uint64_t                          tokens, usd;
+    ngx_http_ai_gateway_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->priced) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    usd = 0;
+
+    if (ctx->settle) {
+        ngx_http_ai_gateway_limit_used(r->main, ctx, &tokens, &usd);
+    }
+
+    p = ngx_pnalloc(r->pool, AGW_PRICE_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = agw_price_format(p, usd);
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
 }
