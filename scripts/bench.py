@@ -19,6 +19,8 @@ and the charts (scripts/bench_charts.py, SVG) next to docs/BENCHMARKS.md.
     scripts/bench.py [--seconds 4] [--reps 5] [--connections 32]
                      [--pairs 30] [--pair-seconds 2]
                      [--callgrind-passes 3 | --no-callgrind]
+    scripts/bench.py --callgrind-rows ROW... [--callgrind-passes 3]
+                     only these rows' instructions per request
     scripts/bench.py --charts-only [--results FILE] [--charts-dir DIR]
                      redraw the charts from a run's results.json
 """
@@ -70,6 +72,9 @@ HTTP = """
     limit_req_zone global zone=stock_global:1m rate=100000000r/s;
     ai_gateway_limit_zone $binary_remote_addr zone=agw_tokens:1m
                           rate=100000000t/s burst=100000000;
+    ai_gateway_model_price default input=0.15 output=0.60;
+    ai_gateway_limit_zone $binary_remote_addr zone=agw_usd:1m
+                          rate=1000000usd/m burst=1000000usd;
     limit_req_status 429;
     {redis_conf}
 
@@ -176,6 +181,11 @@ ROWS = [
     ("module token zone, passing",
      STATIC + " ai_gateway_limit zone=agw_tokens;",
      "static file (limiter ceiling)", "module limiter, passing", 200),
+    # SPEC 8.4: a money zone prices that estimate (the default price: no
+    # body, no model) and settles it alike
+    ("module money zone, passing",
+     STATIC + " ai_gateway_limit zone=agw_usd;",
+     "static file (limiter ceiling)", "module token zone, passing", 200),
     ("module limiter, 429 path", STATIC + " ai_gateway_limit zone=agw_429;",
      "static file (limiter ceiling)", "stock limit_req, 429 path", 429),
     ("stock limit_req, 429 path", STATIC + " limit_req zone=stock_429;",
@@ -313,6 +323,7 @@ SIDE_BY_SIDE = [
     ("static file + the limiter's five headers by add_header",
      "static file (limiter ceiling)"),
     ("module token zone, passing", "module limiter, passing"),
+    ("module money zone, passing", "module token zone, passing"),
     ("module Redis limiter, passing", "module limiter, passing"),
     ("module Redis limiter, lease=1000, passing", "module limiter, passing"),
 ]
@@ -652,6 +663,36 @@ def fmt_ratio(a, b):
     return "%.2f" % (a / b) if a and b else "-"
 
 
+def callgrind_rows(names, passes):
+    """--callgrind-rows: the instructions per request of these rows only,
+    under callgrind, printed with each row's ratio to its peer (when the
+    peer is among them); docs/BENCHMARKS.md is left as it is.  For
+    measuring one change without the whole bench."""
+    rows = [r for r in ROWS if r[0] in names]
+    missing = set(names) - {r[0] for r in rows}
+    if missing:
+        raise SystemExit("bench: no such row: %s" % ", ".join(sorted(missing)))
+    work = private_dir("agw-bench-")
+    docroot(work)
+    sim = Sim(None, "sim-bench", "--ttft-ms", "0", "--tpot-ms", "0",
+              "--jitter", "0").start()
+    try:
+        http, urls = render(rows, work, sim.port, "")
+        runs = [instructions_per_request(http, rows, urls, 2)
+                for _ in range(passes)]
+    finally:
+        sim.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    for name, _, _, peer, _, _ in rows:
+        ir = sorted(run[name] for run in runs)
+        line = "%-40s %8.0f instructions/request (%.0f..%.0f)" % (
+            name, statistics.median(ir), ir[0], ir[-1])
+        if peer in names:
+            line += ", x%s of %s" % (paired(runs, name, peer,
+                                            operator.truediv, "%.3f"), peer)
+        print(line, flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=4)
@@ -682,7 +723,14 @@ def main():
                     help="where the SVG charts go (default: next to --out)")
     ap.add_argument("--charts-only", action="store_true",
                     help="draw the charts from --results, run nothing")
+    ap.add_argument("--callgrind-rows", nargs="+", metavar="ROW",
+                    help="only these rows' instructions per request "
+                    "(callgrind), printed; nothing else runs")
     args = ap.parse_args()
+
+    if args.callgrind_rows:
+        callgrind_rows(args.callgrind_rows, args.callgrind_passes)
+        return
     charts_dir = args.charts_dir or os.path.dirname(os.path.abspath(args.out))
 
     if args.charts_only:
