@@ -529,3 +529,44 @@ def test_a_fixed_cost_reserves_it_and_settles_the_priced_usage(
     assert z["reserved"] == 1000, z
     assert z["settled"] == micro(SMALL, 100, 50), z
     assert z["unpriced"] == 0, z
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_spooled_body_is_priced_by_its_model(nginx_factory, sim, chunked):
+    """A prompt larger than client_body_buffer_size goes to a temp file,
+    which nginx cannot read back without blocking: its model and
+    max_tokens are read as the body passes, its prompt counts by size.
+    The model comes last, as OpenAI's Python SDK writes it."""
+    n = money_gateway(nginx_factory, sim.port,
+                      location_extra="client_body_buffer_size 1k;")
+    doc = json.dumps({"messages": [{"role": "user",
+                                    "content": words(2000)}],
+                      "max_tokens": 50, "model": "sim-large"}).encode()
+
+    conn = http.client.HTTPConnection("127.0.0.1", n.port, timeout=10)
+    h = {"Content-Type": "application/json", "X-Api-Key": "alice"}
+    if chunked:
+        conn.putrequest("POST", CHAT)
+        for k, v in h.items():
+            conn.putheader(k, v)
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        for i in range(0, len(doc), 3000):
+            piece = doc[i:i + 3000]
+            conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        conn.send(b"0\r\n\r\n")
+    else:
+        conn.request("POST", CHAT, doc, h)
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    assert r.status == 200, body
+    usage = json.loads(body)["usage"]
+
+    z = cachez(n)["limits"]["spend"]
+    assert z["unpriced"] == 0, z
+    # the prompt by its size, max_tokens read: sim-large's prices
+    assert z["reserved"] == micro(LARGE, ceil_div(len(doc), 4), 50), z
+    assert z["settled"] == micro(LARGE, usage["prompt_tokens"],
+                                 usage["completion_tokens"]), (z, usage)
+    assert "buffered to a temporary file" in n.log()

@@ -26,9 +26,15 @@ typedef struct {
 } ngx_http_ai_gateway_request_info_t;
 
 
+/* what a body nginx spools says, read as it passes (request.c) */
+typedef struct ngx_http_ai_gateway_request_watch_s
+    ngx_http_ai_gateway_request_watch_t;
+
+
 /* the core module's request ctx */
 typedef struct {
     ngx_http_ai_gateway_request_info_t   info;
+    ngx_http_ai_gateway_request_watch_t *watch;
     unsigned                             read:1;   /* info is final */
     unsigned                             cached:1;
     unsigned                             stale:1;
@@ -61,6 +67,13 @@ uint64_t ngx_http_ai_gateway_request_prompt_tokens(
     ngx_http_ai_gateway_request_info_t *info);
 
 ngx_int_t ngx_http_ai_gateway_request_add_variables(ngx_conf_t *cf);
+
+/*
+ * A request body filter that reads the model and max_tokens of inference
+ * bodies nginx writes to a temp file, which the facts above cannot read
+ * back; for configurations that set body_facts in the main conf
+ */
+ngx_int_t ngx_http_ai_gateway_request_body_init(ngx_conf_t *cf);
 
 /*
  * The request is answered from the cache (a HIT, or another request's

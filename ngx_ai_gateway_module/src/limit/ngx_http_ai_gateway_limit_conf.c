@@ -19,6 +19,7 @@
  * the backends' (bucket/: shared memory, Redis, leases).
  */
 
+#include "base/ngx_http_ai_gateway_request.h"
 #include "limit/ngx_http_ai_gateway_limit.h"
 
 
@@ -612,6 +613,12 @@ ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
     }
 
     if (ngx_http_ai_gateway_limit_price_init(cf, lmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (amcf->body_facts
+        && ngx_http_ai_gateway_request_body_init(cf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

@@ -277,8 +277,7 @@ ngx_http_ai_gateway_limit_priced(ngx_http_request_t *r,
         ctx->unpriced = 1;
     }
 
-    max = (info->json && info->has_max_tokens) ? info->max_tokens
-                                               : lcf->tokens_default_max;
+    max = info->has_max_tokens ? info->max_tokens : lcf->tokens_default_max;
 
     ctx->estimate_usd = agw_price_cost(&ctx->price,
                                ngx_http_ai_gateway_request_prompt_tokens(info),

@@ -440,7 +440,9 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     *zonep = zone;
 
     if (usd) {
+        /* the model of a body nginx spools is read as it passes */
         lmcf->usd = 1;
+        amcf->body_facts = 1;
     }
 
     if (lease) {
