@@ -181,11 +181,17 @@ ROWS = [
     ("module token zone, passing",
      STATIC + " ai_gateway_limit zone=agw_tokens;",
      "static file (limiter ceiling)", "module limiter, passing", 200),
-    # SPEC 8.4: a money zone prices that estimate (the default price: no
-    # body, no model) and settles it alike
-    ("module money zone, passing",
-     STATIC + " ai_gateway_limit zone=agw_usd;",
-     "static file (limiter ceiling)", "module token zone, passing", 200),
+    # SPEC 8.4: a money zone prices a prompt's estimate by its model (a
+    # request without a body costs nothing, so these two rows POST a chat
+    # request, through the proxy, to compare a money zone and a token
+    # zone on the same request; the answer says nothing: settled as
+    # reserved)
+    ("module token zone, POST",
+     "ai_gateway_limit zone=agw_tokens; proxy_pass http://origin/origin;",
+     None, None, 200),
+    ("module money zone, POST",
+     "ai_gateway_limit zone=agw_usd; proxy_pass http://origin/origin;",
+     None, "module token zone, POST", 200),
     ("module limiter, 429 path", STATIC + " ai_gateway_limit zone=agw_429;",
      "static file (limiter ceiling)", "stock limit_req, 429 path", 429),
     ("stock limit_req, 429 path", STATIC + " limit_req zone=stock_429;",
@@ -212,9 +218,17 @@ def parse_ms(text):
     return float(m.group(1)) * scale[m.group(2)]
 
 
+# the rows named ", POST" send this chat request (a wrk script written
+# next to the docroot by render())
+POST_BODY = ('{"model":"bench","max_tokens":16,"messages":'
+             '[{"role":"user","content":"what does this cost"}]}')
+POST_URLS = {}
+
+
 def wrk(url, seconds, connections):
+    script = ["-s", POST_URLS[url]] if url in POST_URLS else []
     out = subprocess.run(["wrk", "-t1", "-c%d" % connections,
-                          "-d%ds" % seconds, "--latency", url],
+                          "-d%ds" % seconds, "--latency"] + script + [url],
                          capture_output=True, text=True, check=True).stdout
     if "Latency Distribution" not in out:
         raise SystemExit("bench: wrk %s failed:\n%s" % (url, out))
@@ -254,9 +268,16 @@ def redis_benchmark(port, seconds):
 def render(rows, work, sim_port, redis_conf):
     """The http{} body, and each row's URL on its own port."""
     urls, servers = {}, []
+    lua = os.path.join(work, "post.lua")
+    with open(lua, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.body = %s\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                % json.dumps(POST_BODY))
     for name, body, _, _, _, _ in rows:
         port = free_port()
         urls[name] = "http://127.0.0.1:%d%s" % (port, URI)
+        if name.endswith(", POST"):
+            POST_URLS[urls[name]] = lua
         servers.append(SERVER.format(port=port, body=body.format(dir=work)))
     http = HTTP.format(dir=work, sim=sim_port, kib=KIB,
                        redis_conf=redis_conf, servers="".join(servers))
@@ -323,7 +344,7 @@ SIDE_BY_SIDE = [
     ("static file + the limiter's five headers by add_header",
      "static file (limiter ceiling)"),
     ("module token zone, passing", "module limiter, passing"),
-    ("module money zone, passing", "module token zone, passing"),
+    ("module money zone, POST", "module token zone, POST"),
     ("module Redis limiter, passing", "module limiter, passing"),
     ("module Redis limiter, lease=1000, passing", "module limiter, passing"),
 ]

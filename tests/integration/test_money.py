@@ -570,3 +570,20 @@ def test_a_spooled_body_is_priced_by_its_model(nginx_factory, sim, chunked):
     assert z["settled"] == micro(LARGE, usage["prompt_tokens"],
                                  usage["completion_tokens"]), (z, usage)
     assert "buffered to a temporary file" in n.log()
+
+
+def test_a_request_without_a_body_costs_nothing(nginx_factory, sim):
+    """GET /v1/models is no inference: no model to price, nothing
+    reserved, nothing counted unpriced, and it passes a spent budget"""
+    n = money_gateway(nginx_factory, sim.port, budget="0.000045usd")
+    c = Client(n)
+    for _ in range(3):
+        status, h, body = c.get("/v1/models", headers={"X-Api-Key": "alice"})
+        assert status == 200, body
+    assert post(n.port, chat(words(100), 50))[0] == 200
+    status, h, body = c.get("/v1/models", headers={"X-Api-Key": "alice"})
+    assert status == 200, body
+    z = cachez(n)["limits"]["spend"]
+    assert z["reserved"] == micro(SMALL, 100, 50), z
+    assert z["unpriced"] == 0, z
+    assert cost_log(n, 5)[0][3] == "cost=0.000000", cost_log(n, 5)

@@ -255,6 +255,20 @@ ngx_http_ai_gateway_limit_priced(ngx_http_request_t *r,
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_limit_module);
 
+    /*
+     * a request without a body (GET /v1/models) is no inference: it costs
+     * nothing, whatever model it does not name
+     */
+
+    if (r->main->headers_in.content_length_n <= 0
+        && !r->main->headers_in.chunked)
+    {
+        ngx_memzero(&ctx->price, sizeof(agw_price_t));
+        ctx->estimate_usd = 0;
+        ctx->priced = 1;
+        return NGX_OK;
+    }
+
     model = &info->model;
     prices = lmcf->prices.elts;
 
