@@ -5,8 +5,9 @@ file by file and subtest by subtest (make test-nginx; issue 19).
     stock    /usr/sbin/nginx as Debian ships it: the baseline (about 57
              files fail on 1.22.1 without our module: they test newer nginx)
     loaded   the same with `load_module` of our module and no directive
-    active   loaded, and active on every request: a passing limiter zone
-             with headers off at http level (TEST_NGINX_GLOBALS_HTTP)
+    active   loaded, and active on every request: a passing request zone
+             and token zone with headers off at http level
+             (TEST_NGINX_GLOBALS_HTTP)
 
 A module must be invisible until configured, and a passing limiter must
 change no answer.  Any file or subtest whose result differs from the stock
@@ -33,11 +34,15 @@ NGINX = "/usr/sbin/nginx"
 # Debian builds seven modules as =dynamic: the suite loads them from here
 MODULES = "/usr/lib/nginx/modules"
 
-# on every request, changing no answer: a limiter that always passes and
-# writes no header
+# on every request, changing no answer: a request zone and a token zone
+# that always pass and write no header (the token zone estimates, reads
+# the bodies that can be inference requests and settles every answer)
 ACTIVE_HTTP = ("ai_gateway_limit_zone agw_everywhere zone=agw_everywhere:1m "
                "rate=1000000r/s burst=1000000; "
+               "ai_gateway_limit_zone agw_tokens zone=agw_tokens:1m "
+               "rate=1000000000t/s burst=1000000000; "
                "ai_gateway_limit zone=agw_everywhere; "
+               "ai_gateway_limit zone=agw_tokens; "
                "ai_gateway_limit_headers off;")
 
 TAP_RE = re.compile(r"^(not ok|ok) (\d+)\b(.*)$")

@@ -109,6 +109,10 @@ struct sim_req_s {
     sim_slot_link_t           slot;
     sim_prefix_seq_t          seq;
     double                    factor;            /* jitter, all phases */
+    uint64_t                  hit_tokens;        /* of the prompt, found in
+                                                    the prefix cache */
+    uint64_t                  seq_tokens;        /* of the prompt, looked
+                                                    up there */
     unsigned                  inference:1;       /* holds or awaits a slot */
     unsigned                  first_token:1;     /* TTFT observed */
     unsigned                  stream:1;
@@ -218,6 +222,10 @@ int sim_json_get_include_usage(cJSON *root, int *include_usage,
     const char **err);
 char *sim_json_print(cJSON *json, size_t *len);
 cJSON *sim_json_usage(unsigned prompt_tokens, unsigned completion_tokens);
+unsigned sim_json_cached_tokens(unsigned prompt_tokens, uint64_t hit,
+    uint64_t seq);
+int sim_json_usage_cached(sim_ctx_t *ctx, cJSON *reply, uint64_t hit,
+    uint64_t seq);
 
 
 #endif /* _SIM_H_INCLUDED_ */

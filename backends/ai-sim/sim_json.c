@@ -215,3 +215,56 @@ sim_json_usage(unsigned prompt_tokens, unsigned completion_tokens)
 
     return usage;
 }
+
+
+/*
+ * With a prefix cache (--prefix-cache-tokens), a usage says how much of
+ * the prompt it held, as vLLM and OpenAI do:
+ * "prompt_tokens_details": {"cached_tokens": N}.  The cache counts the
+ * prompt in 4-byte pieces and usage.prompt_tokens in words (README), so N
+ * is the prompt's share that hit, in the usage's units:
+ * prompt_tokens x hit / looked up, rounded down.  Without a cache, the
+ * usage is left as it was.  -1 on allocation failure.
+ */
+unsigned
+sim_json_cached_tokens(unsigned prompt_tokens, uint64_t hit, uint64_t seq)
+{
+    if (seq == 0 || hit >= seq) {
+        return (seq == 0) ? 0 : prompt_tokens;
+    }
+
+    return (unsigned) ((uint64_t) prompt_tokens * hit / seq);
+}
+
+
+int
+sim_json_usage_cached(sim_ctx_t *ctx, cJSON *reply, uint64_t hit,
+    uint64_t seq)
+{
+    cJSON  *usage, *details, *prompt;
+
+    if (ctx->prefix.capacity == 0 || reply == NULL) {
+        return 0;
+    }
+
+    usage = cJSON_GetObjectItemCaseSensitive(reply, "usage");
+    prompt = usage ? cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens")
+                   : NULL;
+
+    if (!cJSON_IsNumber(prompt)) {
+        return 0;
+    }
+
+    details = cJSON_AddObjectToObject(usage, "prompt_tokens_details");
+
+    if (details == NULL
+        || cJSON_AddNumberToObject(details, "cached_tokens",
+                   sim_json_cached_tokens((unsigned) prompt->valuedouble,
+                                          hit, seq))
+           == NULL)
+    {
+        return -1;
+    }
+
+    return 0;
+}

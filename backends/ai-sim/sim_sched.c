@@ -116,6 +116,10 @@ sim_sched_start(sim_req_t *r)
     hit = sim_prefix_lookup(&ctx->prefix, &r->seq);
     tokens = sim_prefix_seq_tokens(&r->seq);
 
+    /* usage.prompt_tokens_details.cached_tokens, as vLLM and OpenAI say */
+    r->hit_tokens = hit;
+    r->seq_tokens = tokens;
+
     prefill_ms = (double) (tokens - hit) * ctx->conf.prefill_us / 1000.0;
 
     return sim_req_schedule(r, (ctx->conf.ttft_ms + prefill_ms) * r->factor);
@@ -151,6 +155,14 @@ sim_sched_prefilled(sim_req_t *r)
     req = r->req;
 
     sim_sched_first_token(r);
+
+    if (sim_json_usage_cached(ctx, r->reply, r->hit_tokens, r->seq_tokens)
+        != 0)
+    {
+        sim_req_finalize(r);
+        sim_http_send_oom(ctx, req);
+        return;
+    }
 
     r->handler = sim_reply_with_latency;
 

@@ -181,10 +181,27 @@ sim_stream_add_end(sim_req_t *r, struct evbuffer *buf)
     if (r->include_usage
         && evbuffer_add_printf(buf, "%s[],\"usage\":{\"prompt_tokens\":%u,"
                                "\"completion_tokens\":%u,"
-                               "\"total_tokens\":%ld}}\n\n", r->prefix,
+                               "\"total_tokens\":%ld", r->prefix,
                                r->prompt_tokens, r->completion_tokens,
                                r->total_tokens) < 0)
     {
+        return -1;
+    }
+
+    /* with a prefix cache, what it held of the prompt (sim_json.c) */
+
+    if (r->include_usage && r->ctx->prefix.capacity
+        && evbuffer_add_printf(buf, ",\"prompt_tokens_details\":"
+                               "{\"cached_tokens\":%u}",
+                               sim_json_cached_tokens(r->prompt_tokens,
+                                                      r->hit_tokens,
+                                                      r->seq_tokens))
+           < 0)
+    {
+        return -1;
+    }
+
+    if (r->include_usage && evbuffer_add(buf, "}}\n\n", 4) != 0) {
         return -1;
     }
 

@@ -98,6 +98,8 @@
     ms: (v) => v === null ? NONE : decFmt.format(v) + ' ms',
     perSec: (v) => v === null ? NONE : decFmt.format(v) + '/s',
     text: (v) => v === null ? NONE : String(v),
+    // micro-dollars, as a money zone counts them
+    usd: (v) => v === null ? NONE : (v / 1e6).toFixed(6) + ' USD',
     bytes: function (v) {
       if (v === null) {
         return NONE;
@@ -514,15 +516,17 @@
     }));
 
     renderTable('limits', zones.map(([name, z]) => {
-      const unit = z.unit === 'tokens' ? 'tokens' : 'requests';
-      const settled = unit === 'tokens' ? num(z.settled) : null;
+      const unit = z.unit === 'tokens' || z.unit === 'usd' ? z.unit
+                                                           : 'requests';
+      const settled = unit === 'requests' ? null : num(z.settled);
       return {key: name, name: name, cells: [
         ['unit', unit, unit],
         ['backend', z.backend, fmt.text(z.backend ?? null)],
         ['passed', num(z.passed), fmt.count(num(z.passed))],
         ['rejected', num(z.rejected), fmt.count(num(z.rejected))],
         ['keys', num(z.keys), fmt.count(num(z.keys))],
-        ['settled', settled, fmt.count(settled)]
+        ['settled', settled,
+         unit === 'usd' ? fmt.usd(settled) : fmt.count(settled)]
       ]};
     }));
 

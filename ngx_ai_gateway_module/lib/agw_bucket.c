@@ -19,6 +19,16 @@
  * 2000 ms exactly; a thousand 1 ms steps sum to the same level as one step
  * of 1000 ms, so calling often never drifts and calling rarely never loses.
  *
+ * Money.  A budget in dollars is a bucket of micro-dollars (agw_price.c),
+ * with rates in whole cents per minute, hour or day.  One token (a
+ * micro-dollar) is then period / 10^4 units (6 for a minute, 360 for an
+ * hour, 8640 for a day: AGW_BUCKET_USD_*), and `rate` is the rate in cents:
+ * a cent a day refills one unit a millisecond, 86.4 * 10^6 units a day,
+ * exactly 10^4 micro-dollars.  The scale depends on the period alone, so a
+ * reload that changes a budget's rate keeps every bucket's level meaning
+ * the same money.  With a daily period a bucket holds up to 2^53 / 8640
+ * micro-dollars, about 1.04 million dollars.
+ *
  * Overflow.  Every product is guarded.  Capacity (burst * period_ms) is
  * checked once, in agw_bucket_conf_valid().  Refill compares the elapsed
  * time with the time still needed to fill, ceil((capacity - level) / rate),
@@ -111,7 +121,7 @@ agw_bucket_refill(const agw_bucket_t *b, const agw_bucket_conf_t *conf,
 
     elapsed = now_ms - b->stamp_ms;
 
-    /* debt <= cap (see settle) and level < cap: need <= 2 * cap < 2^54 */
+    /* debt <= 2^53 - cap (see settle) and level <= cap: need <= 2^53 */
     need = cap - level + *debt;
 
     if (elapsed >= agw_div_ceil(need, conf->rate)) {
@@ -142,7 +152,14 @@ agw_bucket_conf_valid(const agw_bucket_conf_t *conf)
         return 0;
     }
 
-    if (conf->period_ms != 1000 && conf->period_ms != 60000) {
+    switch (conf->period_ms) {
+    case 1000:                           /* r/s, t/s */
+    case 60000:                          /* r/m, t/m */
+    case AGW_BUCKET_USD_MINUTE:          /* usd/m, h, d: see below */
+    case AGW_BUCKET_USD_HOUR:
+    case AGW_BUCKET_USD_DAY:
+        break;
+    default:
         return 0;
     }
 
@@ -191,15 +208,17 @@ agw_bucket_decide(const agw_bucket_conf_t *conf, uint64_t level,
     if (cost <= conf->burst) {
         want = cost * conf->period_ms;
 
-        if (want <= level && debt == 0) {
+        /* a read (cost 0) always passes: a HIT is free even in debt */
+
+        if (want <= level && (debt == 0 || cost == 0)) {
             level -= want;
 
             res->allowed = 1;
             res->remaining = level / conf->period_ms;
-            res->reset_ms = agw_div_ceil(cap - level, conf->rate);
+            res->reset_ms = agw_div_ceil(cap - level + debt, conf->rate);
             res->retry_after_ms = 0;
             res->level = level;
-            res->debt = 0;
+            res->debt = debt;
             return;
         }
 
@@ -300,18 +319,44 @@ agw_bucket_take(agw_bucket_t *b, const agw_bucket_conf_t *conf,
  * what was reserved but not used goes back (paying any debt first, never
  * above capacity); what was used beyond the reservation is taken, down to
  * 0 and then as debt, which refill pays back before the bucket fills again,
- * so later requests wait.  One answer takes at most one capacity beyond
- * its reservation and the debt never exceeds one capacity: an upstream
- * that reports absurd usage can hold a key back for at most two windows,
- * and the arithmetic stays far below 2^53.  A refund is a settlement with
- * actual 0.
+ * so later requests wait until the key has paid for what it used.  The
+ * whole overrun is owed, however many capacities it spans: a key whose
+ * answers use ten times their reservation waits ten windows, not one.
+ *
+ * The debt is bounded by AGW_BUCKET_MAX_UNITS less the capacity, so that
+ * what refill must earn (capacity - level + debt) stays within 2^53 and
+ * the Redis script, in doubles, computes it exactly; an overrun is
+ * saturated there before it is multiplied.  That bound is far beyond any
+ * real answer (2^53 units of a 1000 t/s zone is 285 years of its rate): an
+ * upstream reporting a usage of 2^63 locks its key out "for ever", not
+ * for a wrapped-around moment.  A refund is a settlement with actual 0.
  */
+
+uint64_t
+agw_bucket_max_debt(const agw_bucket_conf_t *conf)
+{
+    return AGW_BUCKET_MAX_UNITS - conf->burst * conf->period_ms;
+}
+
+
+/* tokens in units, saturating at AGW_BUCKET_MAX_UNITS */
+
+static uint64_t
+agw_bucket_units(const agw_bucket_conf_t *conf, uint64_t tokens)
+{
+    if (tokens > AGW_BUCKET_MAX_UNITS / conf->period_ms) {
+        return AGW_BUCKET_MAX_UNITS;
+    }
+
+    return tokens * conf->period_ms;
+}
+
 
 void
 agw_bucket_settle(agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t reserved, uint64_t actual, uint64_t now_ms)
 {
-    uint64_t  cap, level, debt, units;
+    uint64_t  cap, level, debt, units, max;
 
     cap = conf->burst * conf->period_ms;
     level = agw_bucket_refill(b, conf, now_ms, &debt);
@@ -330,18 +375,20 @@ agw_bucket_settle(agw_bucket_t *b, const agw_bucket_conf_t *conf,
         }
 
     } else {
-        units = actual - reserved;
-        units = (units > conf->burst) ? cap : units * conf->period_ms;
+        units = agw_bucket_units(conf, actual - reserved);
 
         if (units <= level) {
             level -= units;
 
         } else {
+            /* debt and units are at most 2^53 each: the sum fits */
             debt += units - level;
             level = 0;
 
-            if (debt > cap) {
-                debt = cap;
+            max = agw_bucket_max_debt(conf);
+
+            if (debt > max) {
+                debt = max;
             }
         }
     }

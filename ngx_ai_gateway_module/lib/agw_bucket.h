@@ -19,10 +19,20 @@
  */
 #define AGW_BUCKET_MAX_UNITS  ((uint64_t) 1 << 53)
 
+/*
+ * a money zone's units per micro-dollar (its period_ms), with its rate in
+ * cents per minute, hour or day: see agw_bucket.c
+ */
+#define AGW_BUCKET_USD_MINUTE  6
+#define AGW_BUCKET_USD_HOUR    360
+#define AGW_BUCKET_USD_DAY     8640
+
 
 typedef struct {
-    uint64_t  rate;              /* tokens added per period */
-    uint64_t  period_ms;         /* 1000 for r/s, 60000 for r/m */
+    uint64_t  rate;              /* tokens added per period; a money
+                                    zone's: cents per minute, hour, day */
+    uint64_t  period_ms;         /* 1000 for r/s, 60000 for r/m; a money
+                                    zone's AGW_BUCKET_USD_* */
     uint64_t  burst;             /* capacity, tokens (>= 1) */
 } agw_bucket_conf_t;
 
@@ -33,7 +43,8 @@ typedef struct {
     uint64_t  stamp_ms;          /* time the level was computed, ms */
     uint64_t  debt;              /* units owed after an overrun (settle),
                                     paid by refill first; level is 0 while
-                                    there is debt; at most the capacity */
+                                    there is debt; at most
+                                    agw_bucket_max_debt() */
 } agw_bucket_t;
 
 
@@ -52,7 +63,10 @@ typedef struct {
 } agw_bucket_result_t;
 
 
-/* 1 if usable: rate >= 1, period 1000 or 60000, burst >= 1, no overflow */
+/*
+ * 1 if usable: rate >= 1, period 1000, 60000 or AGW_BUCKET_USD_*,
+ * burst >= 1, no overflow
+ */
 int agw_bucket_conf_valid(const agw_bucket_conf_t *conf);
 
 /* a new bucket starts full */
@@ -88,11 +102,17 @@ int agw_bucket_consume(agw_bucket_t *b, const agw_bucket_conf_t *conf,
 
 /*
  * settle a reservation of `reserved` tokens on the `actual` use: unused
- * tokens go back, an overrun is taken and may leave the bucket in debt
- * (at most one capacity); a refund is actual 0
+ * tokens go back, an overrun is taken whole and may leave the bucket in
+ * debt (up to agw_bucket_max_debt()); a refund is actual 0
  */
 void agw_bucket_settle(agw_bucket_t *b, const agw_bucket_conf_t *conf,
     uint64_t reserved, uint64_t actual, uint64_t now_ms);
+
+/*
+ * the most a bucket may owe, in units: AGW_BUCKET_MAX_UNITS less its
+ * capacity, so that capacity + debt stays exact in the Redis script
+ */
+uint64_t agw_bucket_max_debt(const agw_bucket_conf_t *conf);
 
 /* the level refilled to now_ms, in units (period_ms units per token) */
 uint64_t agw_bucket_level(const agw_bucket_t *b, const agw_bucket_conf_t *conf,

@@ -307,8 +307,9 @@ agw_json_scan_number(agw_json_scan_t *ps, unsigned role, uint32_t *out)
 
     *out = idx;
 
-    if (role != AGW_JSON_ROLE_NONE && ps->request.req && plain && !neg) {
-        agw_json_request_integer(&ps->request, role, digits, p);
+    if (role != AGW_JSON_ROLE_NONE && ps->request.req) {
+        agw_json_request_number(&ps->request, role, digits, p,
+                                plain && !neg);
     }
 
     ps->p = p;
@@ -327,6 +328,10 @@ agw_json_scan_object(agw_json_scan_t *ps, unsigned role, uint32_t *out)
 
     if (++ps->depth > AGW_JSON_MAX_DEPTH) {
         return AGW_JSON_EDEPTH;
+    }
+
+    if (role != AGW_JSON_ROLE_NONE && ps->request.req) {
+        role = agw_json_request_object(role);
     }
 
     idx = agw_json_node_new(ps);
@@ -357,9 +362,9 @@ agw_json_scan_object(agw_json_scan_t *ps, unsigned role, uint32_t *out)
 
         child = AGW_JSON_ROLE_NONE;
 
-        if (role != AGW_JSON_ROLE_NONE && ps->request.req && !esc) {
-            child = agw_json_request_member(role, ns + 1,
-                                         (size_t) (ps->p - ns) - 2);
+        if (role != AGW_JSON_ROLE_NONE && ps->request.req) {
+            child = agw_json_request_member(&ps->request, role, ns + 1,
+                                            (size_t) (ps->p - ns) - 2, esc);
         }
 
         agw_json_skip_ws(ps);
@@ -536,7 +541,8 @@ agw_json_scan_literal(agw_json_scan_t *ps, unsigned role, uint32_t *out)
 static int
 agw_json_scan_value(agw_json_scan_t *ps, unsigned role, uint32_t *out)
 {
-    int  esc;
+    int             rc, esc;
+    const uint8_t  *start;
 
     agw_json_skip_ws(ps);
 
@@ -546,25 +552,39 @@ agw_json_scan_value(agw_json_scan_t *ps, unsigned role, uint32_t *out)
         return AGW_JSON_EINVAL;
     }
 
+    start = ps->p;
+
     switch (*ps->p) {
 
     case '{':
-        return agw_json_scan_object(ps, role, out);
+        rc = agw_json_scan_object(ps, role, out);
+        break;
 
     case '[':
-        return agw_json_scan_array(ps, role, out);
+        rc = agw_json_scan_array(ps, role, out);
+        break;
 
     case '"':
-        return agw_json_scan_string(ps, role, out, &esc);
+        rc = agw_json_scan_string(ps, role, out, &esc);
+        break;
 
     case 't':
     case 'f':
     case 'n':
-        return agw_json_scan_literal(ps, role, out);
+        rc = agw_json_scan_literal(ps, role, out);
+        break;
 
     default:
-        return agw_json_scan_number(ps, role, out);
+        rc = agw_json_scan_number(ps, role, out);
     }
+
+    /* a value that counts by its size, as written */
+
+    if (role == AGW_JSON_ROLE_RAW && rc == AGW_JSON_OK && ps->request.req) {
+        agw_json_request_raw(&ps->request, (size_t) (ps->p - start));
+    }
+
+    return rc;
 }
 
 
@@ -578,7 +598,7 @@ agw_json_scan(agw_json_scan_t *ps, const uint8_t *in, size_t len,
     ps->p = in;
     ps->end = in + len;
 
-    agw_json_request_start(&ps->request, req);
+    agw_json_request_start(&ps->request, req, len);
 
     if (len >= AGW_JSON_ESC_BIT) {
         return AGW_JSON_ERANGE;

@@ -17,7 +17,10 @@
  * parser is a byte-at-a-time state machine with a fast path over value
  * bytes, and it copies nothing but the current event's data, into a
  * buffer the caller sizes: an event larger than that is an error that
- * sticks (the stream is not storable), never a reallocation.  The leading
+ * sticks (the stream is not storable), never a reallocation.  In streaming
+ * mode it copies nothing at all: the data goes to a handler piece by piece
+ * as it passes (agw_usage.c reads an event's usage that way, whatever its
+ * size).  The leading
  * byte order mark the spec allows is not skipped: no inference API sends
  * one.
  *
@@ -62,9 +65,30 @@ agw_sse_init(agw_sse_t *s, uint8_t *data, size_t cap,
 }
 
 
+void
+agw_sse_init_stream(agw_sse_t *s, agw_sse_data_pt on_data,
+    agw_sse_handler_pt handler, void *ctx)
+{
+    memset(s, 0, sizeof(agw_sse_t));
+
+    s->on_data = on_data;
+    s->handler = handler;
+    s->ctx = ctx;
+}
+
+
 static void
 agw_sse_append(agw_sse_t *s, const uint8_t *p, size_t n)
 {
+    if (s->field == AGW_SSE_F_DATA && s->on_data) {
+        if (n) {
+            s->on_data(s->ctx, p, n);
+            s->data_len += n;
+        }
+
+        return;
+    }
+
     if (s->field == AGW_SSE_F_DATA) {
         if (n > s->cap - s->data_len) {
             s->rc = AGW_SSE_ETOOBIG;

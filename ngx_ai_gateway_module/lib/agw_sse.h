@@ -33,8 +33,13 @@ typedef struct {
 /* non-zero stops the parser with AGW_SSE_ESTOP */
 typedef int (*agw_sse_handler_pt)(void *ctx, const agw_sse_event_t *ev);
 
+/* a piece of the current event's data, as it passes (streaming mode) */
+typedef void (*agw_sse_data_pt)(void *ctx, const uint8_t *p, size_t len);
+
 typedef struct {
     agw_sse_handler_pt  handler;
+    agw_sse_data_pt     on_data;         /* streaming mode: data is handed
+                                            over, not kept */
     void               *ctx;
     uint8_t            *data;            /* caller's buffer for one event */
     size_t              cap;
@@ -55,6 +60,14 @@ typedef struct {
 
 /* data[0..cap) holds one event's data; more is AGW_SSE_ETOOBIG */
 void agw_sse_init(agw_sse_t *s, uint8_t *data, size_t cap,
+    agw_sse_handler_pt handler, void *ctx);
+
+/*
+ * Streaming mode: no buffer, no size limit: each piece of an event's data
+ * goes to on_data as it arrives ('\n' between data lines), and the
+ * handler then gets the event with data NULL and data_len its length
+ */
+void agw_sse_init_stream(agw_sse_t *s, agw_sse_data_pt on_data,
     agw_sse_handler_pt handler, void *ctx);
 
 /* any split of the stream; calls the handler for each complete event */

@@ -5,13 +5,14 @@
  *
  * Admission cannot know the cost of a generation, so it reserves an
  * estimate: the prompt at about four bytes a token (the usual rule of
- * thumb for English with OpenAI's tokenizers; the prompt is the unescaped
- * text of `prompt`, `input`, `system` and every messages[].content, read by
- * agw_json_request.c in the same pass as the cache key) plus what the
- * request allows the model to write: max_completion_tokens (or the
- * Responses API's max_output_tokens), else max_tokens, else the
- * configured default.  A body that is not JSON has no fields to read, so
- * its size stands in for the prompt.  Every sum saturates at
+ * thumb for English with OpenAI's tokenizers; the prompt is every form of
+ * it agw_json_request.c reads in the same pass as the cache key: text,
+ * messages, items, system prompts, tool schemas and calls), plus one token
+ * per token id a prompt gives as numbers, plus what the request allows the
+ * model to write: max_completion_tokens (or the Responses API's
+ * max_output_tokens), else max_tokens, else the configured default.  A
+ * body that is not JSON, or JSON with no prompt field, has no fields to
+ * read, so its size stands in for the prompt.  Every sum saturates at
  * AGW_TOKENS_MAX, far above any bucket, so a hostile max_tokens of 10^30
  * is a cost that never fits instead of an overflow that fits.
  *
@@ -22,8 +23,15 @@
  *     usage.total_tokens                    OpenAI, non-streamed answers,
  *                                           and the last chunk of a stream
  *                                           with include_usage
- *     usage.input_tokens, .output_tokens    Anthropic (summed when there
- *                                           is no total)
+ *     usage.prompt_tokens, .completion_tokens
+ *     usage.input_tokens, .output_tokens    Anthropic, Responses (summed
+ *                                           when there is no total)
+ *     usage.prompt_tokens_details.cached_tokens,
+ *     usage.input_tokens_details.cached_tokens
+ *                                           of the input, read from the
+ *                                           provider's prompt cache
+ *     usage.cache_read_input_tokens,
+ *     usage.cache_creation_input_tokens     Anthropic's, beyond its input
  *     response.usage.*                      Responses API,
  *                                           response.completed event
  *     message.usage.*                       Anthropic message_start event
@@ -71,7 +79,11 @@ enum {
     AGW_K_TEXT,
     AGW_K_TOTAL,
     AGW_K_INPUT,
-    AGW_K_OUTPUT
+    AGW_K_OUTPUT,
+    AGW_K_DETAILS,
+    AGW_K_CACHED,
+    AGW_K_CACHE_READ,
+    AGW_K_CACHE_WRITE
 };
 
 
@@ -92,7 +104,14 @@ static const agw_tokens_name_t  agw_tokens_keys[] = {
     { "text", AGW_K_TEXT },
     { "total_tokens", AGW_K_TOTAL },
     { "input_tokens", AGW_K_INPUT },
+    { "prompt_tokens", AGW_K_INPUT },
     { "output_tokens", AGW_K_OUTPUT },
+    { "completion_tokens", AGW_K_OUTPUT },
+    { "prompt_tokens_details", AGW_K_DETAILS },
+    { "input_tokens_details", AGW_K_DETAILS },
+    { "cached_tokens", AGW_K_CACHED },
+    { "cache_read_input_tokens", AGW_K_CACHE_READ },
+    { "cache_creation_input_tokens", AGW_K_CACHE_WRITE },
     { NULL, 0 }
 };
 
@@ -130,9 +149,17 @@ agw_tokens_of_bytes(uint64_t len)
 uint64_t
 agw_tokens_estimate(const agw_json_request_t *req, uint64_t default_max)
 {
-    return agw_tokens_add(agw_tokens_of_bytes(req->prompt_bytes),
+    return agw_tokens_add(agw_tokens_prompt(req->prompt_bytes,
+                                            req->prompt_tokens),
                           req->has_max_tokens ? req->max_tokens
                                               : default_max);
+}
+
+
+uint64_t
+agw_tokens_prompt(uint64_t prompt_bytes, uint64_t prompt_tokens)
+{
+    return agw_tokens_add(agw_tokens_of_bytes(prompt_bytes), prompt_tokens);
 }
 
 
@@ -216,6 +243,11 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
                     || a->key[1] == AGW_K_RESPONSE)))
         {
             a->usage_depth = d + 1;
+
+        } else if (a->usage_depth && d == a->usage_depth && d < 4
+                   && a->key[d] == AGW_K_DETAILS)
+        {
+            a->details_depth = d + 1;
         }
 
         /* fall through */
@@ -227,15 +259,29 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
         break;
 
     case AGW_JSON_OBJECT_END:
-        if (a->usage_depth && d + 1 == a->usage_depth) {
+        if (a->details_depth && d + 1 == a->details_depth) {
+            a->details_depth = 0;
+
+        } else if (a->usage_depth && d + 1 == a->usage_depth) {
             a->usage_depth = 0;
         }
         break;
 
     case AGW_JSON_NUMBER:
-        if (d == 0 || d != a->usage_depth
-            || agw_tokens_integer(ev, &v) != 0)
-        {
+        if (d == 0 || agw_tokens_integer(ev, &v) != 0) {
+            break;
+        }
+
+        if (d == a->details_depth) {
+            if (a->key[d] == AGW_K_CACHED) {
+                a->usage.cached = v;
+                a->usage.has_cached = 1;
+            }
+
+            break;
+        }
+
+        if (d != a->usage_depth) {
             break;
         }
 
@@ -251,6 +297,14 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
         case AGW_K_OUTPUT:
             a->usage.output = v;
             a->usage.has_output = 1;
+            break;
+        case AGW_K_CACHE_READ:
+            a->usage.cache_read = v;
+            a->usage.has_cache_read = 1;
+            break;
+        case AGW_K_CACHE_WRITE:
+            a->usage.cache_write = v;
+            a->usage.has_cache_write = 1;
             break;
         }
 
@@ -333,6 +387,21 @@ agw_usage_merge(agw_usage_t *acc, const agw_usage_t *ev)
     if (ev->has_output) {
         acc->output = ev->output;
         acc->has_output = 1;
+    }
+
+    if (ev->has_cached) {
+        acc->cached = ev->cached;
+        acc->has_cached = 1;
+    }
+
+    if (ev->has_cache_read) {
+        acc->cache_read = ev->cache_read;
+        acc->has_cache_read = 1;
+    }
+
+    if (ev->has_cache_write) {
+        acc->cache_write = ev->cache_write;
+        acc->has_cache_write = 1;
     }
 }
 

@@ -32,9 +32,15 @@
 /* a + b, saturating at AGW_TOKENS_MAX */
 uint64_t agw_tokens_add(uint64_t a, uint64_t b);
 
-/* ceil(prompt_bytes / 4) + (max_tokens if given, else default_max) */
+/*
+ * ceil(prompt_bytes / 4) + prompt_tokens + (max_tokens if given, else
+ * default_max)
+ */
 uint64_t agw_tokens_estimate(const agw_json_request_t *req,
     uint64_t default_max);
+
+/* the prompt alone: ceil(prompt_bytes / 4) + prompt_tokens */
+uint64_t agw_tokens_prompt(uint64_t prompt_bytes, uint64_t prompt_tokens);
 
 /* a body that is not JSON: ceil(len / 4) + default_max */
 uint64_t agw_tokens_estimate_bytes(uint64_t len, uint64_t default_max);
@@ -43,11 +49,24 @@ uint64_t agw_tokens_estimate_bytes(uint64_t len, uint64_t default_max);
 /* usage figures of one answer or event */
 typedef struct {
     uint64_t  total;                     /* usage.total_tokens */
-    uint64_t  input;                     /* usage.input_tokens */
-    uint64_t  output;                    /* usage.output_tokens */
+    uint64_t  input;                     /* usage.input_tokens, or
+                                            prompt_tokens */
+    uint64_t  output;                    /* usage.output_tokens, or
+                                            completion_tokens */
+    uint64_t  cached;                    /* of the input, read from the
+                                            provider's prompt cache:
+                                            prompt_tokens_details. or
+                                            input_tokens_details.
+                                            cached_tokens */
+    uint64_t  cache_read;                /* Anthropic, beyond input_tokens:
+                                            cache_read_input_tokens */
+    uint64_t  cache_write;               /* cache_creation_input_tokens */
     unsigned  has_total:1;
     unsigned  has_input:1;
     unsigned  has_output:1;
+    unsigned  has_cached:1;
+    unsigned  has_cache_read:1;
+    unsigned  has_cache_write:1;
 } agw_usage_t;
 
 /* what an answer (a JSON body or one SSE event's data) says */
@@ -67,6 +86,8 @@ typedef struct {
     unsigned         type;               /* top-level "type" */
     unsigned         usage_depth;        /* keys of the usage object are at
                                             this depth; 0: not inside it */
+    unsigned         details_depth;      /* keys of its *_tokens_details
+                                            object; 0: not inside it */
     uint8_t          key[5];             /* class of the current key at
                                             depths 1 to 4 */
     unsigned         content:1;          /* choices[].delta.content or
@@ -89,9 +110,9 @@ int agw_usage_tokens(const agw_usage_t *u, uint64_t *tokens);
 
 /*
  * the usage of a stream so far, given one more event's: a total replaces
- * everything; input and output figures replace their own (Anthropic sends
- * input_tokens in message_start, cumulative output_tokens in each
- * message_delta)
+ * everything; the other figures replace their own (Anthropic sends
+ * input_tokens and its cache figures in message_start, cumulative
+ * output_tokens in each message_delta)
  */
 void agw_usage_merge(agw_usage_t *acc, const agw_usage_t *ev);
 

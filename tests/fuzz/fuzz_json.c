@@ -111,6 +111,7 @@ fuzz_same_req(const agw_json_request_t *x, const agw_json_request_t *y)
 {
     return x->valid == y->valid
            && x->prompt_bytes == y->prompt_bytes
+           && x->prompt_tokens == y->prompt_tokens
            && x->max_tokens == y->max_tokens
            && x->has_max_tokens == y->has_max_tokens
            && x->stream == y->stream

@@ -4,7 +4,9 @@
  * in three pieces at places the input picks, with the same events (types,
  * data, count) and the same ending either way; every event's data stays
  * within the buffer and is inspected (JSON, usage, terminal) without
- * crashing.
+ * crashing.  The streaming mode (no buffer, data handed over as it
+ * passes) sees the same events with the same data, and the usage reader
+ * built on it runs over the same pieces.
  */
 
 
@@ -14,6 +16,7 @@
 #include <string.h>
 
 #include "agw_sse.h"
+#include "agw_usage.h"
 
 
 #define FUZZ_MAX_SIZE  (64 * 1024)       /* bytes */
@@ -25,6 +28,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 typedef struct {
     uint64_t  hash;
+    uint64_t  dhash;                     /* the events' data only */
+    uint64_t  ehash;                     /* the current event's data */
     uint64_t  count;
     uint64_t  terminal;
     uint64_t  tokens;
@@ -41,6 +46,17 @@ fuzz_mix(fuzz_trace_t *t, const void *p, size_t n)
 
     for (i = 0; i < n; i++) {
         t->hash = (t->hash ^ b[i]) * 0x100000001b3ULL;
+    }
+}
+
+
+static void
+fuzz_dmix(uint64_t *h, const uint8_t *p, size_t n)
+{
+    size_t  i;
+
+    for (i = 0; i < n; i++) {
+        *h = (*h ^ p[i]) * 0x100000001b3ULL;
     }
 }
 
@@ -63,6 +79,9 @@ fuzz_event(void *ctx, const agw_sse_event_t *ev)
     }
 
     t->count++;
+    t->ehash = 0;
+    fuzz_dmix(&t->ehash, ev->data, ev->data_len);
+    t->dhash = t->dhash * 31 + t->ehash;
     fuzz_mix(t, &ev->type_len, sizeof(ev->type_len));
     fuzz_mix(t, ev->type, ev->type_len);
     fuzz_mix(t, &ev->data_len, sizeof(ev->data_len));
@@ -114,12 +133,67 @@ fuzz_run(const uint8_t *data, size_t size, size_t a, size_t b,
 }
 
 
+static void
+fuzz_stream_data(void *ctx, const uint8_t *p, size_t n)
+{
+    fuzz_trace_t  *t = ctx;
+
+    fuzz_dmix(&t->ehash, p, n);
+}
+
+
+static int
+fuzz_stream_event(void *ctx, const agw_sse_event_t *ev)
+{
+    fuzz_trace_t  *t = ctx;
+
+    if (ev->data != NULL) {
+        abort();
+    }
+
+    t->count++;
+    t->dhash = t->dhash * 31 + t->ehash;
+    t->ehash = 0;
+
+    return 0;
+}
+
+
+/* the streaming mode, in the same pieces */
+
+static void
+fuzz_stream(const uint8_t *data, size_t size, size_t a, size_t b,
+    fuzz_trace_t *t)
+{
+    agw_sse_t           s;
+    agw_usage_t         usage;
+    agw_usage_reader_t  u;
+
+    memset(t, 0, sizeof(fuzz_trace_t));
+
+    agw_sse_init_stream(&s, fuzz_stream_data, fuzz_stream_event, t);
+    agw_sse_feed(&s, data, a);
+    agw_sse_feed(&s, data + a, b - a);
+    agw_sse_feed(&s, data + b, size - b);
+
+    agw_usage_reader_init(&u, AGW_USAGE_SSE);
+    agw_usage_reader_feed(&u, data, a);
+    agw_usage_reader_feed(&u, data + a, b - a);
+    agw_usage_reader_feed(&u, data + b, size - b);
+    (void) agw_usage_reader_usage(&u, &usage);
+
+    if (u.events != t->count) {
+        abort();
+    }
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int           rc1, rc2;
     size_t        a, b;
-    fuzz_trace_t  t1, t2;
+    fuzz_trace_t  t1, t2, t3;
 
     if (size > FUZZ_MAX_SIZE) {
         return 0;
@@ -143,6 +217,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (rc1 != rc2 || t1.count != t2.count || t1.hash != t2.hash
         || t1.terminal != t2.terminal || t1.tokens != t2.tokens)
+    {
+        abort();
+    }
+
+    /* with no event too big for the buffer, streaming sees the same */
+
+    fuzz_stream(data, size, a, b, &t3);
+
+    if (rc1 != AGW_SSE_ETOOBIG
+        && (t3.count != t1.count || t3.dhash != t1.dhash))
     {
         abort();
     }

@@ -241,7 +241,7 @@ def test_dashboard_shows_cachez_live(gateway, browser):
         assert c["state"] == "ok" and c["canvas"], (name, c)
     assert page["charts"]["hit_ratio"]["series"] == ["all caches", "main"]
     assert page["charts"]["limit_rejected"]["series"] == \
-        ["per_client", "global", "tpm"]
+        ["per_client", "global", "tpm", "spend"]
 
     # it keeps polling: more traffic, after the page opened, shows in its
     # figures, and the rate charts draw the interval's HITs and 429s

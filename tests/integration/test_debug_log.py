@@ -7,6 +7,7 @@ data points to; a module timer with no data crashed every worker at start,
 in a respawn loop, with the module merely loaded.  These tests run every
 feature's path (limits in shm and Redis with leases, token zones, both
 caches, the near cache, streams, coalesced waiters, stale, purge, /cachez,
+money zones,
 Redis lost and found, a reload) with debug logging on; the sanitizer run
 runs them under ASan, where an event whose data is too small to hold a
 connection's fd would be reported too.
@@ -56,6 +57,8 @@ FEATURES = """
     ai_gateway_limit_zone global zone=tpm:1m rate=100000t/m burst=100000;
     ai_gateway_limit_zone global zone=shared:1m rate=100r/s burst=1000
                           redis lease=50;
+    ai_gateway_model_price sim input=0.15 output=0.60;
+    ai_gateway_limit_zone global zone=spend:1m rate=100usd/d burst=100usd;
 
     upstream sim {{ server 127.0.0.1:{sim}; keepalive 8; }}
 
@@ -70,6 +73,7 @@ FEATURES = """
         location /v1/ {{
             ai_gateway_limit zone=per_client;
             ai_gateway_limit zone=tpm;
+            ai_gateway_limit zone=spend;
             ai_gateway_limit_headers all;
             ai_gateway_cache main;
             ai_gateway_cache_methods POST;
@@ -79,6 +83,7 @@ FEATURES = """
         }}
 
         location /stale/ {{
+            ai_gateway_limit zone=tpm;
             ai_gateway_cache main;
             ai_gateway_cache_methods POST;
             ai_gateway_cache_ttl 1s;

@@ -20,8 +20,9 @@ import time
 
 import pytest
 
-# a request zone reports no token figures
-NO_TOKENS = {"reserved": 0, "settled": 0, "returned": 0, "overrun": 0}
+# a request zone reports no token (or money) figures
+NO_TOKENS = {"reserved": 0, "settled": 0, "returned": 0, "overrun": 0,
+             "unpriced": 0}
 
 REALIP = """
     set_real_ip_from 127.0.0.1;

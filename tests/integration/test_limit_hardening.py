@@ -127,18 +127,29 @@ def partial_post(port, path, xff, declared, sent=b"x" * 100, timeout=3.0):
 
 
 def test_drained_client_refused_before_its_body_is_read(nginx_factory, sim):
-    """A client without tokens for a MISS is refused before nginx reads
-    (and spools, and digests) its body: the 429 comes while the body is
-    still on its way.  Before, nginx waited for the whole body."""
+    """A client without tokens for a MISS, on a zone that charges HITs
+    too, is refused before nginx reads (and spools, and digests) its body:
+    the 429 comes while the body is still on its way.  Before, nginx waited
+    for the whole body.  A zone that lets HITs through free cannot refuse
+    that early (issue 21, item 11): the body is read and looked up, and the
+    drained client still gets its HIT."""
     n = nginx_factory(server("""
         location / {
             ai_gateway_cache c;
             ai_gateway_cache_methods POST;
-            ai_gateway_limit zone=per_client;
+            ai_gateway_limit zone=per_client charge_hits;
             client_body_buffer_size 8k;
             proxy_pass http://127.0.0.1:%d;
         }
-""" % sim.port, """
+
+        location /free/ {
+            ai_gateway_cache c;
+            ai_gateway_cache_methods POST;
+            ai_gateway_limit zone=per_client;
+            client_body_buffer_size 8k;
+            proxy_pass http://127.0.0.1:%d/;
+        }
+""" % (sim.port, sim.port), """
     ai_gateway_cache_zone zone=c:1m;
     ai_gateway_limit_zone $binary_remote_addr zone=per_client:1m
                           rate=1r/m burst=1;
@@ -160,10 +171,28 @@ def test_drained_client_refused_before_its_body_is_read(nginx_factory, sim):
     assert answer.startswith(b"HTTP/1.1 "), answer[:100]
     assert not answer.startswith(b"HTTP/1.1 429"), answer[:200]
 
+    # where HITs are free, a client that spent its token on a MISS...
+    status, h, _ = c.request("POST", "/free/infer",
+                             {"X-Forwarded-For": "10.0.0.20",
+                              "Content-Type": "application/json"}, body)
+    assert status == 200 and h.get("x-cache") == "MISS", h
+
+    # ...has its body waited for...
+    answer = partial_post(n.port, "/free/infer", "10.0.0.20", 1024 * 1024,
+                          timeout=1.0)
+    assert answer == b"", "answered before its body came: %r" % answer[:200]
+
+    # ...and its identical prompt is a free HIT, its bucket still empty
+    status, h, _ = c.request("POST", "/free/infer",
+                             {"X-Forwarded-For": "10.0.0.20",
+                              "Content-Type": "application/json"}, body)
+    assert status == 200 and h.get("x-cache") == "HIT", h
+    assert h["ratelimit-remaining"] == "0", h
+
     # the identical prompt is still a free HIT for a client with tokens
-    status, h, _ = c.request("POST", "/infer", {"X-Forwarded-For": "10.0.0.9",
-                                                "Content-Type":
-                                                "application/json"}, body)
+    status, h, _ = c.request("POST", "/free/infer",
+                             {"X-Forwarded-For": "10.0.0.9",
+                              "Content-Type": "application/json"}, body)
     assert status == 200 and h.get("x-cache") == "HIT", h
     assert h["ratelimit-remaining"] == "1", "a HIT was charged: %s" % h
 

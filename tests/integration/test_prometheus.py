@@ -35,6 +35,9 @@ HTTP = """
     ai_gateway_limit_zone $binary_remote_addr zone=one:1m rate=1r/m burst=1;
     ai_gateway_limit_zone $binary_remote_addr zone=tok:1m
                           rate=1t/m burst=100000;
+    ai_gateway_model_price priced input=1 output=1;
+    ai_gateway_limit_zone $binary_remote_addr zone=usd:1m
+                          rate=1usd/d burst=1usd;
 
     server {{
         listen 127.0.0.1:%%PORT%%;
@@ -72,6 +75,11 @@ HTTP = """
         }}
         location = /tokens-over {{
             ai_gateway_limit zone=tok cost=1;
+            proxy_pass http://127.0.0.1:%%PORT%%/raw/usage;
+        }}
+        # a money zone: a model without a price (unpriced)
+        location = /money {{
+            ai_gateway_limit zone=usd;
             proxy_pass http://127.0.0.1:%%PORT%%/raw/usage;
         }}
         location /raw/usage {{
@@ -177,6 +185,11 @@ def busy_gateway(nginx_factory, redis_server):
     # token zone: reserved, settled, returned and overrun
     get("/tokens")
     get("/tokens-over")
+
+    # money zone: a model nobody priced
+    assert requests.post(n.url + "/money", timeout=5,
+                         json={"model": "unknown", "prompt": "x",
+                               "max_tokens": 1}).status_code == 200
 
     # Redis cache: miss + store, hit (SCAN counts the entry every 3 s)
     assert get("/redis/small").headers["X-Cache"] == "MISS"

@@ -10,6 +10,7 @@ must reach their temp paths), two workers, and its error log is checked for
 import concurrent.futures
 import http.client
 import json
+import os
 import re
 import subprocess
 import threading
@@ -494,3 +495,47 @@ def test_shipped_config_with_the_redis_store(sims, gateway_factory,
     assert z["caches"]["redis"]["hits"] == 1
     assert z["caches"]["redis"]["stores"] >= 1
     assert z["redis"]["configured"] is True
+
+
+def test_shipped_money_budget_per_api_key(gateway):
+    """The shipped per-key daily budget on /v1/ (1 USD a day, ai-sim's
+    models priced): 55,000 prompt tokens to sim-large (15 USD per 1M) cost
+    about 0.83 USD; the key's second such request is refused until the
+    budget has refilled, and the access log says what each cost."""
+    key = {"X-Api-Key": "spender"}
+    big = {"model": "sim-large", "max_tokens": 16,
+           "messages": [{"role": "user", "content": "abc " * 55000}]}
+
+    r = gateway.post("/v1/chat/completions", big, headers=key)
+    assert r.status_code == 200, r.text[:200]
+    usage = r.json()["usage"]
+    cost = -(-(usage["prompt_tokens"] * 15000000
+               + usage["completion_tokens"] * 75000000) // 10 ** 6)
+    assert 800000 < cost < 850000, usage
+
+    r = gateway.post("/v1/chat/completions", big, headers=key)
+    assert r.status_code == 429, r.text[:200]
+    assert r.headers["RateLimit-Scope"] == "spend", r.headers
+    assert r.json()["error"] == "rate_limited"
+    # the ~0.65 USD missing, at 1 USD a day: about 16 hours
+    assert 14 * 3600 < int(r.headers["Retry-After"]) < 17 * 3600, r.headers
+
+    spend = gateway.get("/cachez").json()["limits"]["spend"]
+    assert spend["unit"] == "usd" and spend["settled"] == cost, spend
+    assert spend["unpriced"] == 0, spend
+
+    # another key has its own dollar
+    r = gateway.post("/v1/chat/completions", big,
+                     headers={"X-Api-Key": "another"})
+    assert r.status_code == 200, r.text[:200]
+
+    path = os.path.join(gateway.dir, "logs", "access.log")
+    deadline = time.monotonic() + 5
+    while True:
+        with open(path) as f:
+            costs = re.findall(r"model=sim-large .* cost=(\S+)", f.read())
+        if len(costs) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert costs[:2] == ["%d.%06d" % divmod(cost, 10 ** 6), "0.000000"], \
+        costs

@@ -20,6 +20,7 @@
 #define RPM(r, b)  { (r), 60000, (b) }
 
 #define nitems(a)  (sizeof(a) / sizeof((a)[0]))
+#define MAXU       AGW_BUCKET_MAX_UNITS
 
 
 static const agw_bucket_conf_t  rps1_b5 = RPS(1, 5);
@@ -50,6 +51,13 @@ test_bucket_conf_valid(void **state)
         { RPM(1, AGW_BUCKET_MAX_UNITS / 60000 + 1), 0 },
         { RPS(1, UINT64_MAX), 0 },
         { RPS(UINT64_MAX, 1), 0 },
+        /* money: micro-dollars, rates in cents a minute, hour, day */
+        { { 1, AGW_BUCKET_USD_MINUTE, 1 }, 1 },
+        { { 1, AGW_BUCKET_USD_HOUR, 1 }, 1 },
+        { { 1, AGW_BUCKET_USD_DAY, 1 }, 1 },
+        { { 1, AGW_BUCKET_USD_DAY, AGW_BUCKET_MAX_UNITS / 8640 }, 1 },
+        { { 1, AGW_BUCKET_USD_DAY, AGW_BUCKET_MAX_UNITS / 8640 + 1 }, 0 },
+        { { 1, 8641, 1 }, 0 },
     };
 
     for (i = 0; i < nitems(rows); i++) {
@@ -682,10 +690,51 @@ test_bucket_consume_is_check_then_take(void **state)
 
 
 /*
+ * A money bucket: 100 USD a day (10^4 cents), burst 10 USD.  A cent a day
+ * refills a unit a ms and a micro-dollar is 8640 units, so the day's
+ * rate is exact: after a full day the bucket has regained 100 USD (more
+ * than its burst: it is full), after 8.64 s one cent.
+ */
+
+static void
+test_bucket_money(void **state)
+{
+    agw_bucket_t         b;
+    agw_bucket_result_t  res;
+
+    static const agw_bucket_conf_t  conf = { 10000, AGW_BUCKET_USD_DAY,
+                                             10000000 };
+
+    agw_bucket_init(&b, &conf, 0);
+    assert_true(agw_bucket_consume(&b, &conf, 10000000, 0, &res));
+    assert_int_equal(res.remaining, 0);
+    /* 10 USD back at 100 USD a day: 2.4 hours */
+    assert_int_equal(res.reset_ms, 8640000);
+
+    /* a cent takes 8.64 s */
+    agw_bucket_check(&b, &conf, 10000, 8639, &res);
+    assert_false(res.allowed);
+    assert_int_equal(res.retry_after_ms, 1);
+    agw_bucket_check(&b, &conf, 10000, 8640, &res);
+    assert_true(res.allowed);
+    assert_int_equal(res.remaining, 0);
+
+    /* a micro-dollar, 8640 units, after 0.864 ms: rounded to 1 ms */
+    agw_bucket_check(&b, &conf, 1, 0, &res);
+    assert_int_equal(res.retry_after_ms, 1);
+    agw_bucket_check(&b, &conf, 1, 1, &res);
+    assert_true(res.allowed);
+
+    assert_int_equal(agw_bucket_window_s(&conf), 8640);
+}
+
+
+/*
  * Settlement of token reservations: unused tokens go back (never above
- * capacity), an overrun is taken into debt (one answer takes at most one
- * capacity beyond its reservation, and the debt is at most one), refill
- * pays the debt before it fills, and a request waits while in debt.
+ * capacity), an overrun is taken into debt whole (issue 21, item 10: it
+ * was capped at one capacity, so a key that overran by ten windows
+ * waited one), refill pays the debt before it fills, and a request waits
+ * while in debt.  The debt saturates at 2^53 - capacity, never wraps.
  * Bucket 1 token/s, burst 10; every row starts full at t=0, takes
  * `reserved` at t=0 and settles at t=0 on `actual`; then a check of cost 1
  * at `later` ms.
@@ -723,13 +772,27 @@ test_bucket_settle(void **state)
         /* refill pays the debt, then fills */
         { 5, 12, 0, 2000, 12000, 1, 9, 1000, 0 },
         /*
-         * an overrun takes at most one capacity, whatever the upstream
-         * claims, and the debt never exceeds one capacity
+         * three capacities of overrun are owed whole: 30 tokens of debt,
+         * paid after 30 s, then the bucket refills
          */
-        { 5, 1000000, 0, 5000, 0, 0, 0, 15000, 6000 },
-        { 5, UINT64_MAX, 0, 5000, 0, 0, 0, 15000, 6000 },
-        { 0, UINT64_MAX, 0, 0, 0, 0, 0, 10000, 1000 },
-        { 10, UINT64_MAX, 0, 10000, 0, 0, 0, 20000, 11000 },
+        { 5, 40, 0, 30000, 0, 0, 0, 40000, 31000 },
+        { 5, 40, 0, 30000, 29999, 0, 0, 10001, 1001 },
+        { 5, 40, 0, 30000, 30000, 0, 0, 10000, 1000 },
+        { 5, 40, 0, 30000, 31000, 1, 0, 10000, 0 },
+        { 5, 1000000, 0, 999990000, 0, 0, 0, 1000000000, 999991000 },
+        /*
+         * whatever the upstream claims, the debt saturates at 2^53 less
+         * the capacity: capacity + debt is exactly 2^53, no wrap
+         */
+        { 5, UINT64_MAX, 0, MAXU - 10000, 0, 0, 0, MAXU, MAXU - 9000 },
+        { 0, UINT64_MAX, 0, MAXU - 10000, 0, 0, 0, MAXU, MAXU - 9000 },
+        { 10, UINT64_MAX, 0, MAXU - 10000, 0, 0, 0, MAXU, MAXU - 9000 },
+        { 10, MAXU, 0, MAXU - 10000, 0, 0, 0, MAXU, MAXU - 9000 },
+        /* and is paid by time like any other */
+        { 10, UINT64_MAX, 0, MAXU - 10000, MAXU - 10000, 0, 0, 10000,
+          1000 },
+        { 10, UINT64_MAX, 0, MAXU - 10000, MAXU, 1, 9, 1000, 0 },
+        { 10, UINT64_MAX, 0, MAXU - 10000, UINT64_MAX, 1, 9, 1000, 0 },
         /* an absurd reservation given back fills the bucket, no more */
         { 0, 0, 10000, 0, 0, 1, 9, 1000, 0 },
     };
@@ -778,6 +841,32 @@ test_bucket_settle(void **state)
     agw_bucket_settle(&b, &conf, 4, 0, 3000);
     assert_int_equal(b.level, 10000);
 
+    /*
+     * a read (cost 0, a cache HIT) passes in debt too, and reports the
+     * debt: nothing left, full once it is paid and the burst refilled
+     */
+    agw_bucket_init(&b, &conf, 0);
+    agw_bucket_settle(&b, &conf, 0, 25, 0);
+    agw_bucket_check(&b, &conf, 0, 1000, &res);
+    assert_true(res.allowed);
+    assert_int_equal(res.remaining, 0);
+    assert_int_equal(res.reset_ms, 24000);
+    assert_int_equal(res.debt, 14000);
+    assert_true(agw_bucket_consume(&b, &conf, 0, 1000, &res));
+    assert_int_equal(b.debt, 15000);            /* a read writes nothing */
+
+    /* a second overrun adds to the first */
+    agw_bucket_init(&b, &conf, 0);
+    agw_bucket_settle(&b, &conf, 0, 25, 0);
+    agw_bucket_settle(&b, &conf, 0, 25, 0);
+    assert_int_equal(b.debt, 40000);
+    assert_int_equal(agw_bucket_max_debt(&conf), MAXU - 10000);
+
+    /* a debt at the bound, settled again, stays at the bound */
+    agw_bucket_settle(&b, &conf, 0, UINT64_MAX, 0);
+    agw_bucket_settle(&b, &conf, 0, UINT64_MAX, 0);
+    assert_int_equal(b.debt, MAXU - 10000);
+
     /* debt paid by time, in exact units, across many small steps */
     agw_bucket_init(&b, &conf, 0);
     agw_bucket_take(&b, &conf, 10, 0);
@@ -810,6 +899,7 @@ main(void)
         cmocka_unit_test(test_bucket_take_saturates),
         cmocka_unit_test(test_bucket_consume_is_check_then_take),
         cmocka_unit_test(test_bucket_settle),
+        cmocka_unit_test(test_bucket_money),
     };
 
     return cmocka_run_group_tests_name("bucket", tests, NULL, NULL);

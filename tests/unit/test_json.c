@@ -24,6 +24,7 @@
 
 #define nitems(a)  (sizeof(a) / sizeof((a)[0]))
 #define STR(s)     { (const uint8_t *) (s), sizeof(s) - 1 }
+#define LEN        UINT64_MAX            /* the input's length */
 
 
 static int
@@ -432,12 +433,14 @@ test_json_request_scan(void **state)
     int                 rc, rc2;
     size_t              i;
     char                out[1024];
+    uint64_t            prompt_bytes;
     agw_json_request_t  req, req2;
 
     static const struct {
         const char  *in;
         const char  *model;
-        uint64_t     prompt_bytes;
+        uint64_t     prompt_bytes;       /* LEN: the input's length */
+        uint64_t     prompt_tokens;      /* token ids */
         int          has_max;
         uint64_t     max_tokens;
         int          stream;
@@ -447,42 +450,44 @@ test_json_request_scan(void **state)
         { "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"system\","
           "\"content\":\"be brief\"},{\"role\":\"user\",\"content\":"
           "\"hello\"}],\"max_tokens\":100}",
-          "gpt-4o", 13, 1, 100, 0, 0, 1 },
+          "gpt-4o", 13, 0, 1, 100, 0, 0, 1 },
         { "{\"model\":\"m\",\"prompt\":\"abcd\",\"max_tokens\":7}",
-          "m", 4, 1, 7, 0, 0, 1 },
-        { "{\"prompt\":[\"ab\",\"cde\",[1,2]]}", NULL, 5, 0, 0, 0, 0, 1 },
+          "m", 4, 0, 1, 7, 0, 0, 1 },
+        /* strings, and an array of token ids: one token each */
+        { "{\"prompt\":[\"ab\",\"cde\",[1,2]]}", NULL, 5, 2, 0, 0, 0, 0, 1 },
         { "{\"messages\":[{\"content\":[{\"type\":\"text\",\"text\":\"abc\"},"
           "{\"type\":\"image_url\",\"image_url\":{\"url\":\"x\"}}]}]}",
-          NULL, 3, 0, 0, 0, 0, 1 },
+          NULL, 3, 0, 0, 0, 0, 0, 1 },
         { "{\"messages\":[{\"content\":\"\\u00e9\\n\"}]}",
-          NULL, 3, 0, 0, 0, 0, 1 },
+          NULL, 3, 0, 0, 0, 0, 0, 1 },
+        /* no prompt field at all: the whole body counts by its size */
         { "{\"max_tokens\":5,\"max_completion_tokens\":9}",
-          NULL, 0, 1, 9, 0, 0, 1 },
+          NULL, LEN, 0, 1, 9, 0, 0, 1 },
         { "{\"max_completion_tokens\":9,\"max_tokens\":5}",
-          NULL, 0, 1, 9, 0, 0, 1 },
+          NULL, LEN, 0, 1, 9, 0, 0, 1 },
         { "{\"max_tokens\":99999999999999999999999999}",
-          NULL, 0, 1, AGW_JSON_MAX_INT, 0, 0, 1 },
-        { "{\"max_tokens\":-5}", NULL, 0, 0, 0, 0, 0, 1 },
-        { "{\"max_tokens\":1.5}", NULL, 0, 0, 0, 0, 0, 1 },
-        { "{\"max_tokens\":\"5\"}", NULL, 0, 0, 0, 0, 0, 1 },
+          NULL, LEN, 0, 1, AGW_JSON_MAX_INT, 0, 0, 1 },
+        { "{\"max_tokens\":-5}", NULL, LEN, 0, 0, 0, 0, 0, 1 },
+        { "{\"max_tokens\":1.5}", NULL, LEN, 0, 0, 0, 0, 0, 1 },
+        { "{\"max_tokens\":\"5\"}", NULL, LEN, 0, 0, 0, 0, 0, 1 },
         { "{\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
-          NULL, 0, 0, 0, 1, 1, 1 },
+          NULL, LEN, 0, 0, 0, 1, 1, 1 },
         { "{\"stream\":false,\"stream_options\":{\"include_usage\":false}}",
-          NULL, 0, 0, 0, 0, 0, 1 },
-        { "{\"stream\":\"true\"}", NULL, 0, 0, 0, 0, 0, 1 },
+          NULL, LEN, 0, 0, 0, 0, 0, 1 },
+        { "{\"stream\":\"true\"}", NULL, LEN, 0, 0, 0, 0, 0, 1 },
         /* only at top level */
         { "{\"x\":{\"model\":\"m\",\"prompt\":\"abc\",\"max_tokens\":3}}",
-          NULL, 0, 0, 0, 0, 0, 1 },
-        { "[{\"model\":\"m\"}]", NULL, 0, 0, 0, 0, 0, 1 },
+          NULL, LEN, 0, 0, 0, 0, 0, 1 },
+        { "[{\"model\":\"m\"}]", NULL, LEN, 0, 0, 0, 0, 0, 1 },
         /* Responses API and Anthropic shapes */
         { "{\"model\":\"o\",\"input\":\"hey\",\"max_output_tokens\":4}",
-          "o", 3, 1, 4, 0, 0, 1 },
+          "o", 3, 0, 1, 4, 0, 0, 1 },
         { "{\"system\":\"ab\",\"messages\":[{\"content\":\"cd\"}]}",
-          NULL, 4, 0, 0, 0, 0, 1 },
+          NULL, 4, 0, 0, 0, 0, 0, 1 },
         /* duplicates: still valid JSON, the last wins */
-        { "{\"model\":\"a\",\"model\":\"b\"}", "b", 0, 0, 0, 0, 0, 1 },
-        { "{\"model\":\"a\"", NULL, 0, 0, 0, 0, 0, 0 },
-        { "not json", NULL, 0, 0, 0, 0, 0, 0 },
+        { "{\"model\":\"a\",\"model\":\"b\"}", "b", LEN, 0, 0, 0, 0, 0, 1 },
+        { "{\"model\":\"a\"", NULL, 0, 0, 0, 0, 0, 0, 0 },
+        { "not json", NULL, 0, 0, 0, 0, 0, 0, 0 },
     };
 
     for (i = 0; i < nitems(rows); i++) {
@@ -491,9 +496,13 @@ test_json_request_scan(void **state)
         rc2 = canon_ignore(rows[i].in, strlen(rows[i].in), NULL, 0, out,
                            sizeof(out), &req2);
 
+        prompt_bytes = (rows[i].prompt_bytes == LEN) ? strlen(rows[i].in)
+                                                     : rows[i].prompt_bytes;
+
         if ((rc == AGW_JSON_OK) != rows[i].valid
             || req.valid != rows[i].valid
-            || req.prompt_bytes != rows[i].prompt_bytes
+            || req.prompt_bytes != prompt_bytes
+            || req.prompt_tokens != rows[i].prompt_tokens
             || req.has_max_tokens != rows[i].has_max
             || req.max_tokens != rows[i].max_tokens
             || req.stream != rows[i].stream
@@ -504,9 +513,10 @@ test_json_request_scan(void **state)
                     || memcmp(req.model, rows[i].model, req.model_len))))
         {
             print_error("scan failed: row %zu: %s: rc %d valid %d prompt "
-                        "%llu max %d/%llu stream %d usage %d\n", i,
+                        "%llu+%llu max %d/%llu stream %d usage %d\n", i,
                         rows[i].in, rc, req.valid,
                         (unsigned long long) req.prompt_bytes,
+                        (unsigned long long) req.prompt_tokens,
                         req.has_max_tokens,
                         (unsigned long long) req.max_tokens, req.stream,
                         req.include_usage);
@@ -518,6 +528,7 @@ test_json_request_scan(void **state)
         (void) rc2;
         assert_int_equal(req2.valid, req.valid);
         assert_int_equal(req2.prompt_bytes, req.prompt_bytes);
+        assert_int_equal(req2.prompt_tokens, req.prompt_tokens);
         assert_int_equal(req2.max_tokens, req.max_tokens);
         assert_int_equal(req2.stream, req.stream);
         assert_int_equal(req2.include_usage, req.include_usage);

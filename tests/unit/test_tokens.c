@@ -65,8 +65,9 @@ test_tokens_estimate(void **state)
         { "{\"prompt\":[\"1234\",\"5\"],\"max_tokens\":0}", 256, 2 },
         /* missing fields: the default */
         { "{\"model\":\"m\",\"prompt\":\"abcd\"}", 256, 257 },
-        { "{}", 256, 256 },
         { "{\"messages\":[]}", 16, 16 },
+        /* JSON without any prompt field: its size, 2 bytes -> 1 token */
+        { "{}", 256, 257 },
         /* escapes count unescaped: 2 bytes */
         { "{\"prompt\":\"\\u00e9\"}", 0, 1 },
         /* huge max_tokens saturates, never wraps */
@@ -97,6 +98,107 @@ test_tokens_estimate(void **state)
     assert_int_equal(agw_tokens_add(MAX - 1, 1), MAX);
     assert_int_equal(agw_tokens_add(MAX - 2, 1), MAX - 1);
     assert_int_equal(agw_tokens_add(UINT64_MAX, UINT64_MAX), MAX);
+}
+
+
+/*
+ * Every form a prompt comes in counts (issue 21, item 9): before, each of
+ * these bodies was estimated at its max_tokens alone.
+ */
+
+static void
+test_tokens_estimate_prompt_forms(void **state)
+{
+    size_t    i;
+    uint64_t  got;
+
+    static const struct {
+        const char  *what;
+        const char  *body;
+        uint64_t     expected;           /* max_tokens 1 in each */
+    } rows[] = {
+        { "completions prompt as token ids: one token each",
+          "{\"model\":\"m\",\"prompt\":[11,22,33,44,55],\"max_tokens\":1}",
+          5 + 1 },
+        { "an array of prompts given as id arrays",
+          "{\"prompt\":[[1,2,3],[4,5]],\"max_tokens\":1}", 5 + 1 },
+        { "an array of text prompts",
+          "{\"prompt\":[\"abcd\",\"efgh\",\"ijkl\"],\"max_tokens\":1}",
+          3 + 1 },
+        { "a single id",
+          "{\"prompt\":50256,\"max_tokens\":1}", 1 + 1 },
+        { "ids that are not plain integers count too",
+          "{\"prompt\":[-1,1.5,2e3],\"max_tokens\":1}", 3 + 1 },
+        { "Responses input: messages with a string content",
+          "{\"model\":\"o\",\"input\":[{\"role\":\"user\",\"content\":"
+          "\"12345678\"}],\"max_output_tokens\":1}", 2 + 1 },
+        { "Responses input: input_text parts",
+          "{\"input\":[{\"type\":\"message\",\"role\":\"user\",\"content\":"
+          "[{\"type\":\"input_text\",\"text\":\"abcdefgh\"},"
+          "{\"type\":\"input_image\",\"image_url\":\"https://x/y.png\"}]}],"
+          "\"max_output_tokens\":1}", 2 + 1 },
+        { "Responses input: function call items",
+          "{\"input\":[{\"type\":\"function_call\",\"call_id\":\"c\","
+          "\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1234}\"},"
+          "{\"type\":\"function_call_output\",\"call_id\":\"c\","
+          "\"output\":\"abcd\"}],\"max_output_tokens\":1}",
+          /* arguments {"a":1234}: 10 bytes, output 4: 14 -> 4 */
+          4 + 1 },
+        { "Responses instructions",
+          "{\"instructions\":\"abcdefgh\",\"input\":\"abcd\","
+          "\"max_output_tokens\":1}", 3 + 1 },
+        { "Anthropic system as a string and as parts",
+          "{\"system\":[{\"type\":\"text\",\"text\":\"abcdefgh\"}],"
+          "\"messages\":[{\"role\":\"user\",\"content\":\"abcd\"}],"
+          "\"max_tokens\":1}", 3 + 1 },
+        { "tools: the schemas count by their size",
+          "{\"messages\":[],\"tools\":[{\"type\":\"function\","
+          "\"function\":{\"name\":\"f\",\"parameters\":{}}}],"
+          "\"max_tokens\":1}",
+          /* the tools array as written: 61 bytes -> 16 */
+          16 + 1 },
+        { "functions (legacy) count by their size",
+          "{\"messages\":[],\"functions\":[{\"name\":\"abc\"}],"
+          "\"max_tokens\":1}",
+          /* [{"name":"abc"}]: 16 bytes -> 4 */
+          4 + 1 },
+        { "tool_calls of an assistant message, and the tool's answer",
+          "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":"
+          "[{\"id\":\"1\",\"type\":\"function\",\"function\":{\"name\":"
+          "\"f\",\"arguments\":\"{}\"}}]},{\"role\":\"tool\","
+          "\"tool_call_id\":\"1\",\"content\":\"abcd\"}],\"max_tokens\":1}",
+          /* the tool_calls array: 71 bytes -> 18, content 4 -> 1 */
+          18 + 1 + 1 },
+        { "Anthropic tool_use input and tool_result content",
+          "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":"
+          "\"tool_use\",\"id\":\"t\",\"name\":\"f\",\"input\":"
+          "{\"q\":\"abcdefgh\"}}]},{\"role\":\"user\",\"content\":"
+          "[{\"type\":\"tool_result\",\"tool_use_id\":\"t\",\"content\":"
+          "\"abcd\"}]}],\"max_tokens\":1}",
+          /* input {"q":"abcdefgh"}: 16 bytes, result 4: 20 -> 5 */
+          5 + 1 },
+        { "a member name with escapes counts by size",
+          "{\"messages\":[],\"m\\u0065ssages\":[{\"content\":\"abcd\"}],"
+          "\"max_tokens\":1}",
+          /* [{"content":"abcd"}]: 20 bytes -> 5 */
+          5 + 1 },
+        { "JSON of an unknown API: its whole size",
+          "{\"contents\":[{\"parts\":[{\"text\":\"abcdefgh\"}]}],"
+          "\"max_tokens\":1}",
+          /* 61 bytes -> 16 */
+          16 + 1 },
+    };
+
+    for (i = 0; i < nitems(rows); i++) {
+        got = estimate(rows[i].body, 256);
+
+        if (got != rows[i].expected) {
+            print_error("%s: %s: expected %llu, got %llu\n", rows[i].what,
+                        rows[i].body, (unsigned long long) rows[i].expected,
+                        (unsigned long long) got);
+            fail();
+        }
+    }
 }
 
 
@@ -332,13 +434,81 @@ test_tokens_tail_total(void **state)
 }
 
 
+/*
+ * The figures money needs (lib/agw_price.c): input and output, and the
+ * cached tokens of each API, at every split; only where usage lives.
+ */
+
+static void
+test_tokens_usage_fields(void **state)
+{
+    size_t        i, k, len;
+    uint64_t      tokens;
+    agw_answer_t  a;
+
+    static const struct {
+        const char  *body;
+        uint64_t     input, output, cached, cache_read, cache_write;
+    } rows[] = {
+        { "{\"usage\":{\"prompt_tokens\":1000,\"completion_tokens\":20,"
+          "\"total_tokens\":1020,\"prompt_tokens_details\":{"
+          "\"cached_tokens\":768,\"audio_tokens\":0},"
+          "\"completion_tokens_details\":{\"reasoning_tokens\":5}}}",
+          1000, 20, 768, 0, 0 },
+        { "{\"object\":\"response\",\"usage\":{\"input_tokens\":300,"
+          "\"input_tokens_details\":{\"cached_tokens\":256},"
+          "\"output_tokens\":7,\"total_tokens\":307}}",
+          300, 7, 256, 0, 0 },
+        { "{\"type\":\"message\",\"usage\":{\"input_tokens\":12,"
+          "\"cache_creation_input_tokens\":100,"
+          "\"cache_read_input_tokens\":2000,\"output_tokens\":30}}",
+          12, 30, 0, 2000, 100 },
+        { "{\"type\":\"response.completed\",\"response\":{\"usage\":{"
+          "\"input_tokens\":9,\"input_tokens_details\":{\"cached_tokens\":"
+          "8},\"output_tokens\":1,\"total_tokens\":10}}}",
+          9, 1, 8, 0, 0 },
+        /* cached_tokens outside a details object is not the usage's */
+        { "{\"usage\":{\"prompt_tokens\":5,\"cached_tokens\":5,"
+          "\"x\":{\"cached_tokens\":5}}}", 5, 0, 0, 0, 0 },
+        { "{\"prompt_tokens_details\":{\"cached_tokens\":5}}",
+          0, 0, 0, 0, 0 },
+    };
+
+    for (i = 0; i < nitems(rows); i++) {
+        len = strlen(rows[i].body);
+
+        for (k = 0; k <= len; k++) {
+            (void) usage_split(rows[i].body, k, &tokens, &a);
+
+            if (a.usage.input != rows[i].input
+                || a.usage.output != rows[i].output
+                || a.usage.cached != rows[i].cached
+                || a.usage.cache_read != rows[i].cache_read
+                || a.usage.cache_write != rows[i].cache_write)
+            {
+                print_error("fields row %zu split %zu: got %llu %llu %llu "
+                            "%llu %llu\n", i, k,
+                            (unsigned long long) a.usage.input,
+                            (unsigned long long) a.usage.output,
+                            (unsigned long long) a.usage.cached,
+                            (unsigned long long) a.usage.cache_read,
+                            (unsigned long long) a.usage.cache_write);
+                fail();
+            }
+        }
+    }
+}
+
+
 int
 main(void)
 {
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_tokens_estimate),
+        cmocka_unit_test(test_tokens_estimate_prompt_forms),
         cmocka_unit_test(test_tokens_duration),
         cmocka_unit_test(test_tokens_usage_split),
+        cmocka_unit_test(test_tokens_usage_fields),
         cmocka_unit_test(test_tokens_usage_merge),
         cmocka_unit_test(test_tokens_tail_total),
     };

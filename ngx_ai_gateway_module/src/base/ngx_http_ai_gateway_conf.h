@@ -25,6 +25,9 @@ typedef struct {
     ngx_array_t                          limits;  /* limit_ref_t * */
     ngx_flag_t                           redis_configured;
     ngx_http_ai_gateway_redis_conf_t    *redis;   /* ai_gateway_redis */
+    ngx_flag_t                           body_facts; /* read the facts of
+                                                        bodies nginx spools
+                                                        (base/request.c) */
 } ngx_http_ai_gateway_main_conf_t;
 
 

@@ -16,6 +16,7 @@
 typedef struct {
     ngx_str_t                            model;    /* unescaped; empty: none */
     uint64_t                             prompt_bytes;
+    uint64_t                             prompt_tokens; /* token ids */
     uint64_t                             max_tokens;
     uint64_t                             body_len; /* as far as known */
     unsigned                             has_max_tokens:1;
@@ -25,11 +26,18 @@ typedef struct {
 } ngx_http_ai_gateway_request_info_t;
 
 
+/* what a body nginx spools says, read as it passes (request.c) */
+typedef struct ngx_http_ai_gateway_request_watch_s
+    ngx_http_ai_gateway_request_watch_t;
+
+
 /* the core module's request ctx */
 typedef struct {
     ngx_http_ai_gateway_request_info_t   info;
+    ngx_http_ai_gateway_request_watch_t *watch;
     unsigned                             read:1;   /* info is final */
     unsigned                             cached:1;
+    unsigned                             stale:1;
 } ngx_http_ai_gateway_request_ctx_t;
 
 
@@ -45,6 +53,15 @@ ngx_http_ai_gateway_request_info_t *ngx_http_ai_gateway_request_info(
 uint64_t ngx_http_ai_gateway_request_estimate(
     ngx_http_ai_gateway_request_info_t *info, uint64_t default_max);
 
+/*
+ * Can the body be an inference request, worth reading for its facts?  A
+ * POST with a JSON media type (application/json, any +json), none at all,
+ * or application/x-www-form-urlencoded (what `curl -d` sends a JSON prompt
+ * as).  Other bodies (uploads, other methods: a DAV PUT) are never read
+ * for an estimate: they count by their declared size.
+ */
+ngx_flag_t ngx_http_ai_gateway_request_inference(ngx_http_request_t *r);
+
 /* the prompt alone, in tokens */
 uint64_t ngx_http_ai_gateway_request_prompt_tokens(
     ngx_http_ai_gateway_request_info_t *info);
@@ -52,11 +69,37 @@ uint64_t ngx_http_ai_gateway_request_prompt_tokens(
 ngx_int_t ngx_http_ai_gateway_request_add_variables(ngx_conf_t *cf);
 
 /*
+ * A request body filter that reads the model and max_tokens of inference
+ * bodies nginx writes to a temp file, which the facts above cannot read
+ * back; for configurations that set body_facts in the main conf
+ */
+ngx_int_t ngx_http_ai_gateway_request_body_init(ngx_conf_t *cf);
+
+/*
  * The request is answered from the cache (a HIT, or another request's
  * flight): the dispatcher (core/) says so after the lookup, and the
  * limiter then reads the buckets of a zone without charging them
  */
 void ngx_http_ai_gateway_request_set_cached(ngx_http_request_t *r);
+
+
+/*
+ * The upstream failed and the cache answers with a stale copy (the cache
+ * says so as it sends it): the request used nothing of its reservation.
+ * NGX_ERROR on allocation failure.
+ */
+ngx_int_t ngx_http_ai_gateway_request_set_stale(ngx_http_request_t *r);
+
+
+static ngx_inline ngx_flag_t
+ngx_http_ai_gateway_request_stale(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_module);
+
+    return ctx && ctx->stale;
+}
 
 
 static ngx_inline ngx_flag_t

@@ -42,11 +42,14 @@ typedef struct {
     ngx_atomic_t                       passed;
     ngx_atomic_t                       rejected;
     ngx_atomic_t                       keys;       /* gauge */
-    /* token zones, in tokens (SPEC 7.1) */
+    /* token zones, in tokens (SPEC 7.1); money zones, micro-dollars */
     ngx_atomic_t                       reserved;   /* taken at admission */
     ngx_atomic_t                       settled;    /* the answers' use */
     ngx_atomic_t                       returned;   /* reserved, unused */
     ngx_atomic_t                       overrun;    /* used beyond reserved */
+    ngx_atomic_t                       unpriced;   /* money zones: requests
+                                                      of a model without a
+                                                      price (SPEC 8.4) */
 } ngx_http_ai_gateway_limit_stats_t;
 
 
@@ -67,7 +70,7 @@ typedef struct {
     ngx_str_t                          name;
     ngx_str_t                          backend;        /* "shm" or "redis" */
     ngx_str_t                          unit;           /* "requests",
-                                                          "tokens" */
+                                                          "tokens", "usd" */
     ngx_http_ai_gateway_limit_stats_t *stats;
 } ngx_http_ai_gateway_limit_ref_t;
 

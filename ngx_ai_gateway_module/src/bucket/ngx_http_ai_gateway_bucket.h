@@ -63,9 +63,11 @@ typedef struct ngx_http_ai_gateway_bucket_shctx_s
 typedef struct {
     ngx_str_t                             name;
     ngx_http_ai_gateway_bucket_backend_t *backend;
-    ngx_uint_t                            tokens;  /* a token zone (t/s,
-                                                      t/m): costs are LLM
-                                                      tokens, settled */
+    ngx_uint_t                            tokens;  /* a token or money
+                                                      zone (t/s, t/m, usd/):
+                                                      costs are settled */
+    ngx_uint_t                            usd;     /* a money zone: costs
+                                                      are micro-dollars */
     uint64_t                              lease;   /* redis lease=N: tokens
                                                       taken at a time */
     agw_bucket_conf_t                     bucket;

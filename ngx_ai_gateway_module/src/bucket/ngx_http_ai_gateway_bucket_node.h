@@ -26,7 +26,7 @@
  * the tree or the order in which zones are locked changes: a reload never
  * hands a zone to workers that would use it differently
  */
-#define NGX_HTTP_AI_GATEWAY_BUCKET_VERSION  5
+#define NGX_HTTP_AI_GATEWAY_BUCKET_VERSION  6
 
 /* how long this nginx holds tokens leased from a Redis bucket */
 #define NGX_HTTP_AI_GATEWAY_BUCKET_LEASE_MS  1000

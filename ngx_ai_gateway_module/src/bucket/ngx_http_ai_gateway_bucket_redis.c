@@ -110,7 +110,10 @@ ngx_http_ai_gateway_bucket_redis_key(u_char *p,
  * 2^53, which agw_bucket_conf_valid() guarantees every value stays under,
  * and the ceiling division is done with math.floor and a correction.  A
  * token zone's level may be negative (a debt, see the settle script); a
- * bucket in debt has no token to give.  Levels are written with %d, since
+ * bucket in debt has no token to give (a read, of cost 0, passes all the
+ * same: a cache HIT is free), and a bucket written here expires
+ * once refilled from the level written, debt included (a giveback may
+ * leave it in debt).  Levels are written with %d, since
  * tostring() would round them to 14 digits.  redis.replicate_commands()
  * lets Redis before 5 replicate a script that writes after reading TIME;
  * later versions always do.
@@ -149,7 +152,7 @@ static ngx_http_ai_gateway_redis_script_t
     "  dirty[i] = give > 0\n"
     "  if give > 0 then l = math.min(cap, l + give) end\n"
     "  level[i], stamp[i], got[i] = l, s, 0\n"
-    "  ok[i] = not (cost > burst or cost * period > l)\n"
+    "  ok[i] = cost == 0 or not (cost > burst or cost * period > l)\n"
     "  if not ok[i] and ARGV[a + 6] == '0' then taken = 0 end\n"
     "end\n"
     "if taken == 1 then\n"
@@ -169,11 +172,15 @@ static ngx_http_ai_gateway_redis_script_t
     "for i = 1, #KEYS do\n"
     "  if dirty[i] then\n"
     "    local a = (i - 1) * 8\n"
-    "    redis.call('HSET', KEYS[i],\n"
-    "               'level', string.format('%d',\n"
-    "                          level[i] - got[i] * tonumber(ARGV[a + 2])),\n"
+    "    local rate = tonumber(ARGV[a + 1])\n"
+    "    local cap = tonumber(ARGV[a + 3]) * tonumber(ARGV[a + 2])\n"
+    "    local w = level[i] - got[i] * tonumber(ARGV[a + 2])\n"
+    "    local fill = math.floor((cap - w) / rate)\n"
+    "    if fill * rate < cap - w then fill = fill + 1 end\n"
+    "    redis.call('HSET', KEYS[i], 'level', string.format('%d', w),\n"
     "               'stamp', string.format('%d', stamp[i]))\n"
-    "    redis.call('PEXPIRE', KEYS[i], ARGV[a + 5])\n"
+    "    redis.call('PEXPIRE', KEYS[i],\n"
+    "               math.max(tonumber(ARGV[a + 5]), fill + 1000))\n"
     "  end\n"
     "end\n"
     "local reply = {taken}\n"
@@ -186,13 +193,16 @@ static ngx_http_ai_gateway_redis_script_t
 
 /*
  * A token zone's reservation settled on the real use: KEYS[1] the bucket;
- * ARGV rate, period_ms, burst and the units given back (positive) or taken
- * (negative), within one capacity.  The level is refilled to now as in the
- * check script, moved, and kept within [-capacity, capacity]: a negative
- * level is the debt of lib/agw_bucket.c, which refill pays back first and
- * the check script lets no request through until it is paid.  A bucket
- * full again is deleted (a missing bucket is a full one); any other
- * expires once refilled, debt included.
+ * ARGV rate, period_ms, burst and the units given back (positive, within
+ * one capacity) or taken (negative, within 2^53).  The level is refilled
+ * to now as in the check script, moved, and kept within
+ * [capacity - 2^53, capacity]: a negative level is the debt of
+ * lib/agw_bucket.c (at most agw_bucket_max_debt(), so that capacity less
+ * the level stays exact in doubles), which refill pays back first and the
+ * check script lets no request through until it is paid.  The sum is
+ * compared before it is formed, so it is never rounded.  A bucket full
+ * again is deleted (a missing bucket is a full one); any other expires
+ * once refilled, debt included.
  */
 
 static ngx_http_ai_gateway_redis_script_t
@@ -219,9 +229,9 @@ static ngx_http_ai_gateway_redis_script_t
     "  if now - s >= fill then l = cap else l = l + (now - s) * rate end\n"
     "end\n"
     "if now > s then s = now end\n"
-    "l = l + delta\n"
+    "local floor = cap - 9007199254740992\n"
+    "if delta < floor - l then l = floor else l = l + delta end\n"
     "if l > cap then l = cap end\n"
-    "if l < -cap then l = -cap end\n"
     "if l >= cap then\n"
     "  redis.call('DEL', KEYS[1])\n"
     "  return l\n"
@@ -472,7 +482,7 @@ ngx_http_ai_gateway_bucket_redis_result(
     redisReply *reply)
 {
     int64_t                              got;
-    uint64_t                             cap, now, want, level;
+    uint64_t                             cap, now, want, level, max;
     ngx_uint_t                           i, k, m, taken;
     agw_bucket_t                         b;
     redisReply                          *e;
@@ -531,9 +541,11 @@ ngx_http_ai_gateway_bucket_redis_result(
         /* a token zone's bucket may be in debt: a negative level */
 
         if (e->integer < 0) {
+            max = agw_bucket_max_debt(&zone->bucket);
+
             b.level = 0;
-            b.debt = ((uint64_t) -(e->integer + 1) < cap)
-                     ? (uint64_t) -(e->integer + 1) + 1 : cap;
+            b.debt = ((uint64_t) -(e->integer + 1) < max)
+                     ? (uint64_t) -(e->integer + 1) + 1 : max;
 
         } else {
             b.level = ((uint64_t) e->integer < cap) ? (uint64_t) e->integer
@@ -696,7 +708,10 @@ ngx_http_ai_gateway_bucket_redis_settle(ngx_http_request_t *r,
     amcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
     zone = st->zone;
 
-    /* within one capacity each way, as agw_bucket_settle() */
+    /*
+     * as agw_bucket_settle(): given back within one capacity; an overrun
+     * taken whole, saturated at 2^53 units (the script bounds the debt)
+     */
 
     if (used < st->reserved) {
         units = st->reserved - used;
@@ -706,9 +721,10 @@ ngx_http_ai_gateway_bucket_redis_settle(ngx_http_request_t *r,
 
     } else {
         units = used - st->reserved;
-        units = (units > zone->bucket.burst) ? zone->bucket.burst : units;
+        units = (units > AGW_BUCKET_MAX_UNITS / zone->bucket.period_ms)
+                ? AGW_BUCKET_MAX_UNITS : units * zone->bucket.period_ms;
         ngx_http_ai_gateway_bucket_redis_move(amcf->redis, zone, st->key,
-                                 -(int64_t) (units * zone->bucket.period_ms));
+                                              -(int64_t) units);
     }
 }
 

@@ -25,6 +25,7 @@
  * filter drops the failed body, as proxy_cache_use_stale answers.
  */
 
+#include "base/ngx_http_ai_gateway_request.h"
 #include "cache/ngx_http_ai_gateway_cache.h"
 #include "agw_policy.h"
 
@@ -597,6 +598,11 @@ ngx_http_ai_gateway_cache_stale_header(ngx_http_request_t *r,
 
     ctx->status = NGX_HTTP_AI_GATEWAY_CACHE_STALE;
     ngx_http_ai_gateway_count(ctx->store->ref.stats->stale, 1);
+
+    /* the limiter gives the reservation back, as for the 5xx it replaces */
+    if (ngx_http_ai_gateway_request_set_stale(r) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "ai_gateway cache: upstream failed, answering with a "

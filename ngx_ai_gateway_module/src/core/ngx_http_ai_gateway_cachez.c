@@ -88,13 +88,20 @@ static ngx_http_ai_gateway_field_t  ngx_http_ai_gateway_limit_fields[] = {
     ngx_http_ai_gateway_limit_field(keys, 1,
         "Keys (token buckets) the limit holds."),
     ngx_http_ai_gateway_limit_field(reserved, 0,
-        "Token zones: tokens reserved at admission (the estimates)."),
+        "Token zones: tokens reserved at admission (the estimates);"
+        " money zones: micro-dollars."),
     ngx_http_ai_gateway_limit_field(settled, 0,
-        "Token zones: tokens the answers used, as settled."),
+        "Token zones: tokens the answers used, as settled;"
+        " money zones: micro-dollars."),
     ngx_http_ai_gateway_limit_field(returned, 0,
-        "Token zones: tokens reserved but not used, given back."),
+        "Token zones: tokens reserved but not used, given back;"
+        " money zones: micro-dollars."),
     ngx_http_ai_gateway_limit_field(overrun, 0,
-        "Token zones: tokens used beyond their reservation."),
+        "Token zones: tokens used beyond their reservation;"
+        " money zones: micro-dollars."),
+    ngx_http_ai_gateway_limit_field(unpriced, 0,
+        "Money zones: requests of a model without a price, charged at the"
+        " highest."),
     { NULL, NULL, 0, 0, 0 }
 };
 

@@ -50,7 +50,9 @@
 
 static ngx_int_t ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
-    ngx_http_ai_gateway_limit_ctx_t **ctxp);
+    ngx_http_ai_gateway_limit_ctx_t **ctxp, ngx_uint_t early);
+static ngx_int_t ngx_http_ai_gateway_limit_early(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t early);
 static ngx_int_t ngx_http_ai_gateway_limit_key(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_zone_t *zone, u_char *slot);
 static void ngx_http_ai_gateway_limit_redis_done(
@@ -58,16 +60,17 @@ static void ngx_http_ai_gateway_limit_redis_done(
 static ngx_int_t ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_t *limit, uint64_t *cost);
 static ngx_int_t ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf);
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t *early);
 static void ngx_http_ai_gateway_limit_body_handler(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf);
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t hits);
 
 
 ngx_int_t
 ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
 {
     ngx_int_t                              rc;
+    ngx_uint_t                             early;
     ngx_http_ai_gateway_limit_ctx_t       *ctx;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
@@ -84,13 +87,13 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
     ctx = ngx_http_ai_gateway_limit_get_ctx(r);
 
     if (ctx == NULL) {
-        rc = ngx_http_ai_gateway_limit_read_body(r, lcf);
+        rc = ngx_http_ai_gateway_limit_read_body(r, lcf, &early);
 
         if (rc != NGX_DECLINED) {
             return rc;
         }
 
-        rc = ngx_http_ai_gateway_limit_start(r, lcf, &ctx);
+        rc = ngx_http_ai_gateway_limit_start(r, lcf, &ctx, early);
 
         if (rc != NGX_OK) {
             return rc;
@@ -122,40 +125,60 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
  * (max_tokens, the prompt): where no earlier step read the body, it is
  * read here first, as the mirror module does, and the proxy sends the
  * body read.  A client that no zone could admit anyway is decided without
- * it.  NGX_DECLINED to go on now, NGX_DONE while the body comes.
+ * it (*early: see limit_refuses()).  NGX_DECLINED to go on now, NGX_DONE
+ * while the body comes.
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf)
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t *early)
 {
     ngx_int_t                           rc;
     ngx_uint_t                          i;
     ngx_http_ai_gateway_limit_t        *limits;
     ngx_http_ai_gateway_bucket_zone_t  *zone;
 
+    *early = 0;
+
     if (r->reading_body) {
         return NGX_DONE;        /* the phases ran again meanwhile */
     }
 
+    /*
+     * only a body that can be an inference request is read: any other
+     * (an upload, a DAV PUT, which needs its body in a file) is estimated
+     * by its declared size, unread
+     */
+
     if (r->request_body
-        || (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked))
+        || (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked)
+        || !ngx_http_ai_gateway_request_inference(r))
     {
         return NGX_DECLINED;
     }
 
     limits = lcf->limits.elts;
 
+    /* a token zone's estimate needs it, a money zone's model too */
+
     for (i = 0; i < lcf->limits.nelts; i++) {
         zone = &((ngx_http_ai_gateway_limit_zone_t *)
                      limits[i].shm_zone->data)->buckets;
 
-        if (zone->tokens && !limits[i].cost_set) {
+        if ((zone->tokens && !limits[i].cost_set) || zone->usd) {
             break;
         }
     }
 
-    if (i == lcf->limits.nelts || ngx_http_ai_gateway_limit_refuses(r, lcf)) {
+    if (i == lcf->limits.nelts) {
+        return NGX_DECLINED;
+    }
+
+    /* no cache answers here: any zone that knows its cost may refuse now */
+
+    *early = ngx_http_ai_gateway_limit_refuses(r, lcf, 0);
+
+    if (*early) {
         return NGX_DECLINED;
     }
 
@@ -187,16 +210,22 @@ ngx_http_ai_gateway_limit_body_handler(ngx_http_request_t *r)
 /*
  * Before the cache step reads a request body: could a MISS pass?  The
  * shared-memory zones are read, not charged (a Redis zone would cost the
- * very round trip this saves, so it waits for the ordinary check).  If an
- * enforcing zone lacks the tokens, or the cost can never fit, the request
- * is decided now by the ordinary check, which takes nothing when it
- * refuses: a drained client's body is never read, spooled, digested or
- * looked up.  Otherwise NGX_DECLINED, and a HIT found next stays free.
+ * very round trip this saves, so it waits for the ordinary check).  Only a
+ * zone that charges HITs (charge_hits) may refuse here: any other lets a
+ * HIT through free, whatever its bucket holds (SPEC 3.1, 7.1), and which
+ * request is a HIT is known only once its body is read and looked up.  If
+ * such a zone lacks the tokens, or the cost can never fit, the request is
+ * decided now, taking nothing: a drained client's body is never read,
+ * spooled, digested or looked up.  Otherwise NGX_DECLINED, and a HIT found
+ * next stays free of the other zones.
  */
 
 ngx_int_t
 ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r)
 {
+    ngx_int_t                              rc;
+    ngx_uint_t                             early;
+    ngx_http_ai_gateway_limit_ctx_t       *ctx;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
     if (r != r->main) {
@@ -205,24 +234,42 @@ ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
 
-    if (lcf->limits.nelts == 0 || ngx_http_ai_gateway_limit_get_ctx(r) != NULL
-        || !ngx_http_ai_gateway_limit_refuses(r, lcf))
+    if (lcf->limits.nelts == 0 || ngx_http_ai_gateway_limit_get_ctx(r) != NULL)
     {
         return NGX_DECLINED;
     }
 
-    return ngx_http_ai_gateway_limit_check(r);
+    early = ngx_http_ai_gateway_limit_refuses(r, lcf, 1);
+
+    if (!early) {
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_ai_gateway_limit_start(r, lcf, &ctx, early);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_ai_gateway_limit_finish(r, ctx);
 }
 
 
 /*
- * Would an enforcing shared-memory zone refuse this request as a MISS?  A
- * read: nothing is charged, and an error reads as "no".
+ * Would an enforcing shared-memory zone refuse this request as a MISS,
+ * before its body is read?  A read: nothing is charged, and an error
+ * reads as "no".  hits: a cache HIT may still answer the request, so only
+ * a zone that charges HITs may refuse it.  A token or money zone whose
+ * cost is the request's estimate cannot say without the body: refused on
+ * a guess, its client would be told a Retry-After for a guess (a drained
+ * money budget refused at one micro-dollar said 9 s where 389 s were
+ * true), so it waits for the body and decides on the estimate.  Returns
+ * the refusing limit's index + 1, or 0.
  */
 
 static ngx_uint_t
 ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf)
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t hits)
 {
     u_char                              key[
                                             NGX_HTTP_AI_GATEWAY_BUCKET_KEY_LEN];
@@ -243,7 +290,10 @@ ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
 
         /* a backend that cannot read without a round trip waits */
 
-        if (limits[i].dry_run || bz->backend->check == NULL) {
+        if (limits[i].dry_run || bz->backend->check == NULL
+            || (hits && !limits[i].charge_hits)
+            || (bz->tokens && !limits[i].cost_set))
+        {
             continue;
         }
 
@@ -253,14 +303,7 @@ ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
             continue;
         }
 
-        if (bz->tokens && !limits[i].cost_set) {
-            /*
-             * the estimate needs the body: a bucket in debt or empty
-             * cannot give even one token
-             */
-            cost = 1;
-
-        } else if (limits[i].cost_cv == NULL) {
+        if (limits[i].cost_cv == NULL) {
             cost = limits[i].cost;
 
         } else if (ngx_http_ai_gateway_limit_cost(r, &limits[i], &cost)
@@ -270,13 +313,13 @@ ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
         }
 
         if (cost > bz->bucket.burst) {
-            return 1;
+            return i + 1;
         }
 
         bz->backend->check(bz, key, cost, now, &res);
 
         if (!res.allowed) {
-            return 1;
+            return i + 1;
         }
     }
 
@@ -286,14 +329,16 @@ ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
 
 /*
  * A request met for the first time: its ctx (in *ctxp), the zones' keys and
- * costs, and steps 1 and 2.  NGX_OK when decided (to finish), NGX_DECLINED when
- * no zone applies, NGX_DONE while Redis is asked, NGX_ERROR.
+ * costs, and steps 1 and 2.  early: the index + 1 of a zone that refuses
+ * the request before its body is read (limit_refuses()), else 0.  NGX_OK
+ * when decided (to finish), NGX_DECLINED when no zone applies, NGX_DONE
+ * while Redis is asked, NGX_ERROR.
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
-    ngx_http_ai_gateway_limit_ctx_t **ctxp)
+    ngx_http_ai_gateway_limit_ctx_t **ctxp, ngx_uint_t early)
 {
     ngx_int_t                            rc;
     ngx_uint_t                           i, n, nshm, nredis, hit;
@@ -388,8 +433,34 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
             ctx->tokens = 1;
         }
 
+        /*
+         * a money zone prices the request by its model, to reserve its
+         * estimate and to settle on its usage, whatever it is charged
+         * (cost= or a HIT)
+         */
+
+        if (bz->usd) {
+            ctx->usd = 1;
+
+            if (ngx_http_ai_gateway_limit_priced(r, lcf, ctx) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+
         if (hit && !limits[i].charge_hits) {
             st[i].cost = 0;
+
+        } else if (bz->tokens && !limits[i].cost_set && early) {
+            /*
+             * refused before the body is read by another zone: only read,
+             * the estimate is not known, and the size of an unread body
+             * is not it (it must not turn a rate_limited answer into
+             * cost_exceeds_limit)
+             */
+            st[i].cost = 0;
+
+        } else if (bz->usd && !limits[i].cost_set) {
+            st[i].cost = ctx->estimate_usd;
 
         } else if (bz->tokens && !limits[i].cost_set) {
             if (ngx_http_ai_gateway_limit_estimate(r, lcf, ctx) != NGX_OK) {
@@ -432,6 +503,10 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
             ctx->never = &st[i];
             break;
         }
+    }
+
+    if (ctx->never == NULL && early && st[early - 1].zone) {
+        return ngx_http_ai_gateway_limit_early(r, ctx, early - 1);
     }
 
     if (ctx->never) {
@@ -486,6 +561,61 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
             return NGX_DONE;
         }
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A request refused before its body was read, by the zone at index i: the
+ * shared-memory zones are only read, for the figures of the headers (the
+ * Redis zones are not asked: the round trip is what the early refusal
+ * saves), and the refusing zone's answer is read for its lower-bound cost,
+ * which says how long to wait.  Refused even if that zone could pass it
+ * now (another worker gave tokens back meanwhile): the error is on the
+ * safe side, and Retry-After is then 1.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_early(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_uint_t i)
+{
+    uint64_t                             cost;
+    ngx_uint_t                           k, nshm;
+    ngx_http_ai_gateway_bucket_state_t  *st, *s;
+
+    st = ctx->batch.st;
+    s = &st[i];
+    cost = s->cost;
+    nshm = 0;
+
+    for (k = 0; k < ctx->batch.n; k++) {
+        st[k].cost = 0;
+
+        if (st[k].zone == NULL) {
+            continue;
+        }
+
+        if (st[k].zone->backend != &ngx_http_ai_gateway_bucket_shm) {
+            st[k].zone = NULL;
+            continue;
+        }
+
+        nshm++;
+    }
+
+    ctx->batch.count = nshm;
+
+    if (ngx_http_ai_gateway_bucket_shm.charge(&ctx->batch) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    s->zone->backend->check(s->zone, s->key, cost,
+                            ngx_http_ai_gateway_bucket_now(), &s->res);
+
+    s->res.allowed = 0;
+    s->cost = cost;
+    ctx->early = s;
 
     return NGX_OK;
 }

@@ -19,6 +19,7 @@
 #include "base/ngx_http_ai_gateway_stats.h"
 
 #include "bucket/ngx_http_ai_gateway_bucket.h"
+#include "agw_price.h"
 #include "agw_tokens.h"
 
 
@@ -87,11 +88,25 @@ typedef struct {
 } ngx_http_ai_gateway_limit_use_t;
 
 
+/* one ai_gateway_model_price line */
+typedef struct {
+    ngx_str_t                           model;
+    agw_price_t                         price;
+} ngx_http_ai_gateway_limit_price_t;
+
+
 typedef struct {
     ngx_array_t                         uses;     /* limit_use_t */
     ngx_array_t                         zones;    /* limit_zone_t * */
     ngx_array_t                         leases;   /* bucket_zone_t *: the
                                                      zones that lease */
+
+    /* money (SPEC 8.4): the models' prices, the default and the highest */
+    ngx_array_t                         prices;   /* limit_price_t */
+    agw_price_t                         price_default;
+    agw_price_t                         price_highest;
+    unsigned                            has_default:1;
+    unsigned                            usd:1;    /* a zone counts money */
 } ngx_http_ai_gateway_limit_main_conf_t;
 
 
@@ -129,11 +144,26 @@ typedef struct {
     uint64_t                            used;     /* once settled */
     ngx_http_ai_gateway_limit_answer_t *answer;  /* NULL: not read */
 
+    /*
+     * money zones: the request's prices (its model's, as this cycle's
+     * configuration had them at admission: a reload that changes them
+     * settles this request at these), the estimate reserved and what the
+     * answer cost, in micro-dollars
+     */
+    agw_price_t                         price;
+    uint64_t                            estimate_usd;
+    uint64_t                            used_usd;  /* once settled */
+
     unsigned                            waiting:1;  /* for Redis */
     unsigned                            replied:1;  /* Redis answered or
                                                        failed: finish */
     unsigned                            estimated:1; /* estimate is set */
     unsigned                            tokens:1;    /* a token zone applies */
+    unsigned                            usd:1;       /* a money zone applies */
+    unsigned                            priced:1;    /* price, estimate_usd
+                                                        are set */
+    unsigned                            unpriced:1;  /* the model has no
+                                                        price, nor a default */
     unsigned                            settle:1;   /* tokens reserved */
     unsigned                            settled:1;
 
@@ -143,6 +173,12 @@ typedef struct {
      * and every zone is only read
      */
     ngx_http_ai_gateway_bucket_state_t  *never;
+
+    /*
+     * a zone that refused the request before its body was read (a bucket
+     * in debt or empty): rate limited, every zone only read
+     */
+    ngx_http_ai_gateway_bucket_state_t  *early;
 
     /*
      * the zones as the backends are given them: the request, its zones
@@ -164,9 +200,10 @@ extern ngx_module_t  ngx_http_ai_gateway_limit_module;
 
 /*
  * Steps of the dispatcher (core/): where the cache would read a request
- * body, refuse now, unread, a request that no bucket could pass as a MISS;
- * after the cache lookup, charge (or, for a cached answer, just read) the
- * buckets.  NGX_DECLINED to go on, NGX_DONE while waiting, or a status.
+ * body, refuse now, unread, a request that no bucket charging HITs could
+ * pass; after the cache lookup, charge (or, for a cached answer, just
+ * read) the buckets.  NGX_DECLINED to go on, NGX_DONE while waiting, or a
+ * status.
  */
 ngx_int_t ngx_http_ai_gateway_limit_precheck(ngx_http_request_t *r);
 ngx_int_t ngx_http_ai_gateway_limit_check(ngx_http_request_t *r);
@@ -181,6 +218,15 @@ void ngx_http_ai_gateway_limit_cleanup(void *data);
 ngx_int_t ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_limit_estimate(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
+
+/* limit_price.c: ai_gateway_model_price, a request's prices */
+char *ngx_http_ai_gateway_limit_price(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_ai_gateway_limit_price_init(ngx_conf_t *cf,
+    ngx_http_ai_gateway_limit_main_conf_t *lmcf);
+ngx_int_t ngx_http_ai_gateway_limit_priced(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
     ngx_http_ai_gateway_limit_ctx_t *ctx);
 

@@ -4,17 +4,22 @@
  *
  *     ai_gateway_limit_zone KEY zone=NAME:SIZE
  *                           rate=Nr/s|Nr/m|Nt/s|Nt/m burst=N [redis];
+ *     ai_gateway_limit_zone KEY zone=NAME:SIZE
+ *                           rate=Nusd/d|Nusd/h|Nusd/m burst=Nusd [redis];
+ *     ai_gateway_model_price MODEL input=USD output=USD [cached_input=USD];
  *     ai_gateway_limit zone=NAME [cost=N|$var] [dry_run] [charge_hits];
  *     ai_gateway_limit_status CODE;
  *     ai_gateway_limit_headers on|off|openai|all;
  *     ai_gateway_tokens_default_max N;
  *     ai_gateway_limit_redis_fail open|closed;
  *
- * The zones are limit_zone.c, the request-time decision limit.c and
+ * The zones are limit_zone.c, the prices limit_price.c, the request-time
+ * decision limit.c and
  * limit_decide.c, what the client is told limit_headers.c; the buckets are
  * the backends' (bucket/: shared memory, Redis, leases).
  */
 
+#include "base/ngx_http_ai_gateway_request.h"
 #include "limit/ngx_http_ai_gateway_limit.h"
 
 
@@ -55,6 +60,13 @@ static ngx_command_t  ngx_http_ai_gateway_limit_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
       ngx_http_ai_gateway_limit_zone,
       0,
+      0,
+      NULL },
+
+    { ngx_string("ai_gateway_model_price"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ai_gateway_limit_price,
+      NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
@@ -154,6 +166,13 @@ ngx_http_ai_gateway_limit_create_main_conf(ngx_conf_t *cf)
 
     if (ngx_array_init(&lmcf->leases, cf->pool, 1,
                        sizeof(ngx_http_ai_gateway_bucket_zone_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&lmcf->prices, cf->pool, 4,
+                       sizeof(ngx_http_ai_gateway_limit_price_t))
         != NGX_OK)
     {
         return NULL;
@@ -591,6 +610,16 @@ ngx_http_ai_gateway_limit_init(ngx_conf_t *cf)
                           &use[i].file, use[i].line);
             return NGX_ERROR;
         }
+    }
+
+    if (ngx_http_ai_gateway_limit_price_init(cf, lmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (amcf->body_facts
+        && ngx_http_ai_gateway_request_body_init(cf) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     if (ngx_http_ai_gateway_limit_settle_init(cf) != NGX_OK) {

@@ -42,8 +42,8 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     ngx_http_ai_gateway_bucket_state_t    *scope, *report, *s;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
-    if (ctx->never) {
-        scope = ctx->never;
+    if (ctx->never || ctx->early) {
+        scope = ctx->never ? ctx->never : ctx->early;
         ctx->status = NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED;
         ngx_http_ai_gateway_count(scope->zone->ref->stats->rejected, 1);
 
@@ -306,7 +306,12 @@ ngx_http_ai_gateway_limit_reserve(ngx_http_request_t *r,
             continue;
         }
 
-        if (s->zone->tokens) {
+        /* OpenAI's fields count requests and tokens, never money */
+
+        if (s->zone->usd) {
+            /* void */
+
+        } else if (s->zone->tokens) {
             if (ngx_http_ai_gateway_limit_lower(s, ctx->report_tokens)) {
                 ctx->report_tokens = s;
             }
@@ -327,6 +332,11 @@ ngx_http_ai_gateway_limit_reserve(ngx_http_request_t *r,
 
         s->reserved = s->cost;
         ngx_http_ai_gateway_count(s->zone->ref->stats->reserved, s->cost);
+
+        if (s->zone->usd && ctx->unpriced) {
+            ngx_http_ai_gateway_count(s->zone->ref->stats->unpriced, 1);
+        }
+
         any = 1;
     }
 

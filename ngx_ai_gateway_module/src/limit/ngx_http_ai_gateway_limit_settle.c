@@ -1,17 +1,19 @@
 /*
- * Token zones settled on the real usage (SPEC 7.1).
+ * Token and money zones settled on the real usage (SPEC 7.1, 8.4).
  *
  * A request admitted by a token zone reserved its estimate there
  * (ngx_http_ai_gateway_limit.c).  Its answer is read as it passes, never
- * held back: a body filter hands each buffer in memory to lib/agw_tokens.c
- * (a JSON answer's usage) or lib/agw_sse.c (a stream's events: content
- * events counted, the last usage kept) and passes the chain on unchanged,
- * so a stream reaches the client byte for byte when it would have anyway.
+ * held back: a body filter hands each buffer in memory to lib/agw_usage.c
+ * (a JSON answer's usage, or a stream's: content events counted, usage
+ * merged over its events, each event read as it passes whatever its size)
+ * and passes the chain on unchanged, so a stream reaches the client byte
+ * for byte when it would have anyway.
  *
  * When the request ends (the log phase, which every finalized request
  * reaches), each zone's reservation is settled on what the answer used:
  *
  *   nothing reached the client, or the status is a 5xx    0 (all back)
+ *   a stale copy from the cache (the upstream failed)     0
  *   the answer reported usage                             its total
  *   a stream without usage                                one token per
  *                                                         content event,
@@ -27,27 +29,12 @@
 
 #include "limit/ngx_http_ai_gateway_limit.h"
 #include "base/ngx_http_ai_gateway_request.h"
-#include "agw_sse.h"
-
-
-/* the largest stream event read for usage; a bigger one ends the reading */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT  16384
-
-
-#define NGX_HTTP_AI_GATEWAY_ANSWER_JSON  1
-#define NGX_HTTP_AI_GATEWAY_ANSWER_SSE   2
+#include "agw_usage.h"
 
 
 /* the answer of a request with tokens reserved, as it passes */
 struct ngx_http_ai_gateway_limit_answer_s {
-    ngx_uint_t                          mode;     /* _ANSWER_JSON, _SSE */
-    agw_usage_t                         usage;    /* a stream's, merged */
-    uint64_t                            content;  /* content events */
-    unsigned                            stream_usage:1;
-    union {
-        agw_answer_t                    json;
-        agw_sse_t                       sse;
-    } u;
+    agw_usage_reader_t                  reader;
 };
 
 
@@ -57,15 +44,15 @@ static ngx_int_t ngx_http_ai_gateway_limit_settle_body_filter(
     ngx_http_request_t *r, ngx_chain_t *in);
 static ngx_uint_t ngx_http_ai_gateway_limit_type(ngx_str_t *type,
     char *name);
-static int ngx_http_ai_gateway_limit_settle_event(void *data,
-    const agw_sse_event_t *ev);
 static ngx_int_t ngx_http_ai_gateway_limit_settle_handler(
     ngx_http_request_t *r);
-static uint64_t ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx);
+static void ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, uint64_t *tokens, uint64_t *usd);
 static ngx_int_t ngx_http_ai_gateway_tokens_estimate_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ai_gateway_tokens_used_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ai_gateway_cost_usd_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
 
@@ -77,6 +64,10 @@ static ngx_http_variable_t  ngx_http_ai_gateway_limit_settle_vars[] = {
 
     { ngx_string("ai_gateway_tokens_used"), NULL,
       ngx_http_ai_gateway_tokens_used_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("ai_gateway_cost_usd"), NULL,
+      ngx_http_ai_gateway_cost_usd_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
@@ -141,7 +132,6 @@ ngx_http_ai_gateway_limit_settle_start(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
 {
-    u_char                              *data;
     ngx_uint_t                           mode;
     ngx_str_t                           *type;
     ngx_http_ai_gateway_limit_ctx_t     *ctx;
@@ -160,7 +150,7 @@ ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
     type = &r->headers_out.content_type;
 
     if (ngx_http_ai_gateway_limit_type(type, "text/event-stream")) {
-        mode = NGX_HTTP_AI_GATEWAY_ANSWER_SSE;
+        mode = AGW_USAGE_SSE;
 
     } else if (type->len > 12 && (type->data[0] | 0x20) == 'a'
                && (ngx_http_ai_gateway_limit_type(type, "application/json")
@@ -168,7 +158,7 @@ ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
                                        (u_char *) "+json", 5 - 1)
                       != NULL))
     {
-        mode = NGX_HTTP_AI_GATEWAY_ANSWER_JSON;
+        mode = AGW_USAGE_JSON;
 
     } else {
         return ngx_http_next_header_filter(r);
@@ -179,23 +169,7 @@ ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    a->mode = mode;
-    a->content = 0;
-    a->stream_usage = 0;
-    ngx_memzero(&a->usage, sizeof(agw_usage_t));
-
-    if (mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
-        data = ngx_pnalloc(r->pool, NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT);
-        if (data == NULL) {
-            return NGX_ERROR;
-        }
-
-        agw_sse_init(&a->u.sse, data, NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT,
-                     ngx_http_ai_gateway_limit_settle_event, a);
-
-    } else {
-        agw_answer_init(&a->u.json);
-    }
+    agw_usage_reader_init(&a->reader, mode);
 
     ctx->answer = a;
 
@@ -258,95 +232,83 @@ ngx_http_ai_gateway_limit_settle_body_filter(ngx_http_request_t *r,
             continue;
         }
 
-        if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
-            (void) agw_sse_feed(&a->u.sse, b->pos, len);
-
-        } else {
-            (void) agw_answer_feed(&a->u.json, b->pos, len);
-        }
+        agw_usage_reader_feed(&a->reader, b->pos, len);
     }
 
     return ngx_http_next_body_filter(r, in);
 }
 
 
-static int
-ngx_http_ai_gateway_limit_settle_event(void *data, const agw_sse_event_t *ev)
-{
-    ngx_http_ai_gateway_limit_answer_t *a = data;
-
-    agw_sse_info_t  info;
-
-    agw_sse_inspect(ev, &info);
-
-    if (info.content) {
-        a->content++;
-    }
-
-    if (info.has_usage) {
-        agw_usage_merge(&a->usage, &info.usage);
-        a->stream_usage = 1;
-    }
-
-    return 0;
-}
-
-
 /*
- * What the answer used, in tokens (see the table at the top).  The same
- * figure whenever it is asked: by the access log, which may run first, and
- * by the settlement.
+ * What the answer used, in tokens and, for a priced request, in
+ * micro-dollars (see the table at the top; a usage is priced by
+ * lib/agw_price.c, its cached tokens at their price).  The same figures
+ * whenever asked: by the access log, which may run first, and by the
+ * settlement.
  */
 
-static uint64_t
+static void
 ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx)
+    ngx_http_ai_gateway_limit_ctx_t *ctx, uint64_t *tokens, uint64_t *usd)
 {
-    uint64_t                             tokens;
+    uint64_t                             prompt;
     ngx_uint_t                           status;
+    agw_usage_t                          usage;
     ngx_http_ai_gateway_limit_answer_t  *a;
     ngx_http_ai_gateway_request_info_t  *info;
 
     a = ctx->answer;
 
     if (ctx->settled) {
-        return ctx->used;
+        *tokens = ctx->used;
+        *usd = ctx->used_usd;
+        return;
     }
+
+    *tokens = 0;
+    *usd = 0;
 
     status = r->err_status ? r->err_status : r->headers_out.status;
 
     if (!r->header_sent || status >= NGX_HTTP_INTERNAL_SERVER_ERROR
-        || status == 0)
+        || status == 0 || ngx_http_ai_gateway_request_stale(r))
     {
-        return 0;
+        return;
     }
 
     if (a == NULL) {
         /* an answer that could not say: not read */
 
-    } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
-        if (a->stream_usage && agw_usage_tokens(&a->usage, &tokens)) {
-            return tokens;
-        }
-
-        if (a->content) {
-            info = ngx_http_ai_gateway_request_info(r);
-
-            return agw_tokens_add(a->content,
-                                  info ? ngx_http_ai_gateway_request_prompt_tokens(info)
-                                       : 0);
-        }
-
-    } else if (agw_usage_tokens(&a->u.json.usage, &tokens))
+    } else if (agw_usage_reader_usage(&a->reader, &usage)
+               && agw_usage_tokens(&usage, tokens))
     {
-        return tokens;
+        if (ctx->priced) {
+            (void) agw_price_usage(&ctx->price, &usage, usd);
+        }
+
+        return;
+
+    } else if (a->reader.content) {
+        /* a stream without usage: its content events and the prompt */
+
+        info = ngx_http_ai_gateway_request_info(r);
+        prompt = info ? ngx_http_ai_gateway_request_prompt_tokens(info) : 0;
+
+        *tokens = agw_tokens_add(a->reader.content, prompt);
+
+        if (ctx->priced) {
+            *usd = agw_price_cost(&ctx->price, prompt, 0, a->reader.content);
+        }
+
+        return;
     }
 
     if (status < NGX_HTTP_OK || status >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return 0;
+        return;
     }
 
-    return ctx->estimate;
+    *tokens = ctx->estimate;
+    *usd = ctx->estimate_usd;
 }
 
 
@@ -373,9 +335,7 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    used = ngx_http_ai_gateway_limit_used(r, ctx);
-
-    ctx->used = used;
+    ngx_http_ai_gateway_limit_used(r, ctx, &ctx->used, &ctx->used_usd);
     ctx->settled = 1;
 
     now = ngx_http_ai_gateway_bucket_now();
@@ -384,6 +344,8 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
         if (s->zone == NULL || s->reserved == 0 || s->charged == NULL) {
             continue;
         }
+
+        used = s->zone->usd ? ctx->used_usd : ctx->used;
 
         ngx_http_ai_gateway_count(s->zone->ref->stats->settled, used);
 
@@ -402,9 +364,10 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
         s->charged->settle(r, s, used, now);
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "ai_gateway limit: settled %uL tokens of %uL",
-                   used, ctx->estimate);
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway limit: settled %uL tokens of %uL, "
+                   "%uL micro-USD of %uL", ctx->used, ctx->estimate,
+                   ctx->used_usd, ctx->estimate_usd);
 
     return NGX_OK;
 }
@@ -464,6 +427,7 @@ static ngx_int_t
 ngx_http_ai_gateway_tokens_used_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
+    uint64_t                          tokens, usd;
     ngx_http_ai_gateway_limit_ctx_t  *ctx;
 
     ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
@@ -473,6 +437,49 @@ ngx_http_ai_gateway_tokens_used_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    return ngx_http_ai_gateway_limit_token_variable(r, v,
-                                   ngx_http_ai_gateway_limit_used(r->main, ctx));
+    ngx_http_ai_gateway_limit_used(r->main, ctx, &tokens, &usd);
+
+    return ngx_http_ai_gateway_limit_token_variable(r, v, tokens);
+}
+
+
+/*
+ * The settled cost of a request a money zone priced, in USD with 6
+ * decimals: what its budget was charged in the end, so 0 for a request
+ * that reserved nothing (refused, a free HIT, a model priced at 0)
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_cost_usd_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                           *p;
+    uint64_t                          tokens, usd;
+    ngx_http_ai_gateway_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->priced) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    usd = 0;
+
+    if (ctx->settle) {
+        ngx_http_ai_gateway_limit_used(r->main, ctx, &tokens, &usd);
+    }
+
+    p = ngx_pnalloc(r->pool, AGW_PRICE_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = agw_price_format(p, usd);
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
 }

@@ -1,6 +1,8 @@
 /*
  * ai_gateway_limit_zone KEY zone=NAME:SIZE rate=Nr/s|Nr/m|Nt/s|Nt/m
  *                       burst=N [redis [lease=N]];
+ * ai_gateway_limit_zone KEY zone=NAME:SIZE rate=Nusd/d|Nusd/h|Nusd/m
+ *                       burst=Nusd [redis [lease=N]];
  *
  * A zone as the policy keeps it: how its key is read, the header values
  * that never change, and the buckets its backend (bucket/) keeps in the
@@ -14,6 +16,10 @@ static ngx_int_t ngx_http_ai_gateway_limit_key_variable(ngx_conf_t *cf,
     ngx_str_t *key);
 static ngx_int_t ngx_http_ai_gateway_limit_zone_init(ngx_shm_zone_t *shm_zone,
     void *data);
+static char *ngx_http_ai_gateway_limit_zone_usd(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_int_t *rate, ngx_uint_t *period);
+static char *ngx_http_ai_gateway_limit_zone_usd_burst(ngx_conf_t *cf,
+    ngx_str_t *value, ngx_int_t *burst);
 
 
 /*
@@ -71,7 +77,8 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ssize_t                                 size;
     ngx_int_t                               rate, burst, lease;
     ngx_str_t                              *value, name;
-    ngx_uint_t                              i, period, redis, tokens;
+    ngx_uint_t                              i, period, redis, tokens, usd;
+    ngx_uint_t                              usd_burst;
     ngx_shm_zone_t                         *shm_zone;
     ngx_http_ai_gateway_limit_ref_t        *ref, **refp;
     ngx_http_ai_gateway_limit_zone_t       *zone, **zonep;
@@ -113,6 +120,8 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     redis = 0;
     lease = 0;
     tokens = 0;
+    usd = 0;
+    usd_burst = 0;
     name.len = 0;
 
     for (i = 2; i < cf->args->nelts; i++) {
@@ -135,6 +144,37 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "rate=", 5) == 0
+            && ngx_strlcasestrn(value[i].data, value[i].data + value[i].len,
+                                (u_char *) "usd/", 4 - 1)
+               != NULL)
+        {
+            if (ngx_http_ai_gateway_limit_zone_usd(cf, &value[i], &rate,
+                                                   &period)
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            usd = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0
+            && value[i].len > 9
+            && ngx_strncmp(value[i].data + value[i].len - 3, "usd", 3) == 0)
+        {
+            if (ngx_http_ai_gateway_limit_zone_usd_burst(cf, &value[i],
+                                                         &burst)
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            usd_burst = 1;
             continue;
         }
 
@@ -247,6 +287,16 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (usd != usd_burst) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           usd ? "zone \"%V\" counts money: its burst must "
+                                 "be in dollars too (\"burst=Nusd\")"
+                               : "zone \"%V\" has a burst in dollars but "
+                                 "its rate is not (\"rate=Nusd/d\")",
+                           &name);
+        return NGX_CONF_ERROR;
+    }
+
     if (lease && !redis) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"lease\" of zone \"%V\" requires \"redis\"",
@@ -267,7 +317,8 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     bz->lease = lease;
     bz->backend = redis ? &ngx_http_ai_gateway_bucket_redis
                         : &ngx_http_ai_gateway_bucket_shm;
-    bz->tokens = tokens;
+    bz->tokens = tokens || usd;
+    bz->usd = usd;
     zone->file = cf->conf_file->file.name;
     zone->line = cf->conf_file->line;
     bz->bucket.rate = rate;
@@ -289,6 +340,18 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     if (!agw_bucket_conf_valid(&bz->bucket)) {
+        if (usd) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "rate or burst of zone \"%V\" is too large: "
+                               "a bucket holds up to %uL USD a day, %uL USD "
+                               "an hour", &name,
+                               AGW_BUCKET_MAX_UNITS / AGW_BUCKET_USD_DAY
+                               / 1000000,
+                               AGW_BUCKET_MAX_UNITS / AGW_BUCKET_USD_HOUR
+                               / 1000000);
+            return NGX_CONF_ERROR;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "rate or burst of zone \"%V\" is too large",
                            &name);
@@ -338,7 +401,10 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ref->name = name;
 
-    if (tokens) {
+    if (usd) {
+        ngx_str_set(&ref->unit, "usd");
+
+    } else if (tokens) {
         ngx_str_set(&ref->unit, "tokens");
 
     } else {
@@ -373,6 +439,12 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     *zonep = zone;
 
+    if (usd) {
+        /* the model of a body nginx spools is read as it passes */
+        lmcf->usd = 1;
+        amcf->body_facts = 1;
+    }
+
     if (lease) {
         leasep = ngx_array_push(&lmcf->leases);
         if (leasep == NULL) {
@@ -387,6 +459,103 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     shm_zone->init = ngx_http_ai_gateway_limit_zone_init;
     shm_zone->data = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * rate=Nusd/d|h|m: a budget in dollars (SPEC 8.4), a bucket of
+ * micro-dollars with its rate in whole cents (lib/agw_bucket.c explains
+ * why: the bucket's scale then depends on the period alone).  rate is set
+ * to the cents per period, period to the units per micro-dollar.
+ */
+
+static char *
+ngx_http_ai_gateway_limit_zone_usd(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_int_t *rate, ngx_uint_t *period)
+{
+    u_char    *last, *slash;
+    uint64_t   micro;
+
+    last = value->data + value->len;
+    slash = last - 2;
+
+    if (value->len < sizeof("rate=1usd/d") - 1 || slash[0] != '/'
+        || ngx_strncmp(slash - 3, "usd", 3) != 0)
+    {
+        goto invalid;
+    }
+
+    switch (slash[1]) {
+    case 'd':
+        *period = AGW_BUCKET_USD_DAY;
+        break;
+    case 'h':
+        *period = AGW_BUCKET_USD_HOUR;
+        break;
+    case 'm':
+        *period = AGW_BUCKET_USD_MINUTE;
+        break;
+    default:
+        goto invalid;
+    }
+
+    if (agw_price_parse(value->data + 5, slash - 3 - (value->data + 5),
+                        AGW_PRICE_MAX_MICRO, &micro)
+        != 0)
+    {
+        goto invalid;
+    }
+
+    if (micro < 10000 || micro % 10000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rate \"%V\" must be a whole number of cents, "
+                           "at least 0.01", value);
+        return NGX_CONF_ERROR;
+    }
+
+    *rate = (ngx_int_t) (micro / 10000);
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid rate \"%V\", it must be \"Nusd/d\", "
+                       "\"Nusd/h\" or \"Nusd/m\" with N in dollars, such "
+                       "as \"rate=25usd/d\" or \"rate=0.50usd/h\"", value);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* burst=Nusd: the bucket's capacity, in micro-dollars */
+
+static char *
+ngx_http_ai_gateway_limit_zone_usd_burst(ngx_conf_t *cf, ngx_str_t *value,
+    ngx_int_t *burst)
+{
+    uint64_t  micro;
+
+    if (agw_price_parse(value->data + 6, value->len - 9, AGW_PRICE_MAX_MICRO,
+                        &micro)
+        != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid burst \"%V\", it must be \"Nusd\" with "
+                           "N in dollars, to the micro-dollar", value);
+        return NGX_CONF_ERROR;
+    }
+
+    if (micro == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "burst must be at least 0.000001 in \"%V\"",
+                           value);
+        return NGX_CONF_ERROR;
+    }
+
+    *burst = (ngx_int_t) micro;
 
     return NGX_CONF_OK;
 }
