@@ -5,6 +5,7 @@
 #   make run        start 3 ai-sim replicas and nginx on 127.0.0.1:8080
 #   make bench-streams  thousands of streamed chats at once through nginx
 #   make test       layering check, unit tests, fuzz smoke, integration tests
+#   make soak       streams cut at random for two minutes, under ASan
 #   make test-docker  the compose stack built and checked for real
 #   make test-nginx   nginx's own test suite: stock, module loaded, module
 #                     active on every request; fails on any difference
@@ -37,6 +38,7 @@ LOAD_SRCS   := $(filter-out %_test.c,$(wildcard scripts/load/*.[ch]))
         deps-docker dashboard run \
         test check-layers test-unit sim-unit test-integration test-asan \
         fuzz-smoke bench bench-charts bench-multi bench-streams test-load \
+        soak \
         test-docker test-nginx deps-nginx-tests clean
 
 all: deps-build deps-dashboard
@@ -109,6 +111,13 @@ test-integration: $(MODULE_SO) $(AI_SIM) $(DASHBOARD)
 # that produced it (see tests/integration/harness/nginx.py).
 test-asan: all deps-run deps-test $(ASAN_SO)
 	AGW_SANITIZE=asan $(PYTEST) -q -ra tests/integration
+
+# streams opened and cut at random for two minutes (AGW_SOAK_SECONDS)
+# with the module under AddressSanitizer: everything given back, no report
+# (tests/integration/test_soak_streams.py; issue 25)
+soak: all deps-run deps-test $(ASAN_SO)
+	AGW_SOAK=1 AGW_SANITIZE=asan $(PYTEST) -q -ra -s \
+		tests/integration/test_soak_streams.py
 
 bench: all deps-run deps-bench
 	/usr/bin/python3 scripts/bench.py

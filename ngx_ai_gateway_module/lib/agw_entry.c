@@ -387,12 +387,23 @@ agw_entry_size(const agw_entry_t *e)
 
 
 size_t
-agw_entry_encode(uint8_t *buf, size_t len, const agw_entry_t *e)
+agw_entry_head_size(const agw_entry_t *e)
+{
+    size_t  size;
+
+    size = agw_entry_size(e);
+
+    return size ? size - e->body_len : 0;
+}
+
+
+size_t
+agw_entry_encode_head(uint8_t *buf, size_t len, const agw_entry_t *e)
 {
     size_t    size;
     uint8_t  *p;
 
-    size = agw_entry_size(e);
+    size = agw_entry_head_size(e);
 
     if (size == 0 || size > len) {
         return 0;
@@ -430,30 +441,77 @@ agw_entry_encode(uint8_t *buf, size_t len, const agw_entry_t *e)
         p += e->headers_len;
     }
 
-    if (e->body_len) {
-        memcpy(p, e->body, e->body_len);
-        p += e->body_len;
-    }
-
     return (size_t) (p - buf);
 }
 
 
-int
-agw_entry_decode(const uint8_t *buf, size_t len, agw_entry_t *out)
+size_t
+agw_entry_encode(uint8_t *buf, size_t len, const agw_entry_t *e)
 {
-    size_t          left, key_len, headers_len, body_len;
+    size_t  size, head;
+
+    size = agw_entry_size(e);
+
+    if (size == 0 || size > len) {
+        return 0;
+    }
+
+    head = agw_entry_encode_head(buf, len, e);
+
+    if (head == 0) {
+        return 0;
+    }
+
+    if (e->body_len) {
+        memcpy(buf + head, e->body, e->body_len);
+    }
+
+    return size;
+}
+
+
+size_t
+agw_entry_head_length(const uint8_t *buf, size_t total)
+{
+    size_t  key_len, headers_len;
+
+    if (total < AGW_ENTRY_HEADER_SIZE
+        || memcmp(buf, agw_entry_magic, sizeof(agw_entry_magic)) != 0
+        || agw_get_u16(buf + 4) != AGW_ENTRY_VERSION)
+    {
+        return 0;
+    }
+
+    key_len = agw_get_u32(buf + 28);
+    headers_len = agw_get_u32(buf + 32);
+
+    /* each length against what is left; no sum that could wrap */
+
+    if (key_len > total - AGW_ENTRY_HEADER_SIZE
+        || headers_len > total - AGW_ENTRY_HEADER_SIZE - key_len)
+    {
+        return 0;
+    }
+
+    return AGW_ENTRY_HEADER_SIZE + key_len + headers_len;
+}
+
+
+int
+agw_entry_decode_head(const uint8_t *buf, size_t len, size_t total,
+    agw_entry_t *out)
+{
+    size_t          head, key_len, headers_len, body_len;
     uint16_t        status;
-    uint32_t        crc;
     const uint8_t  *p;
 
-    if (len < AGW_ENTRY_HEADER_SIZE) {
+    if (len < AGW_ENTRY_HEADER_SIZE || len > total) {
         return -1;
     }
 
-    if (memcmp(buf, agw_entry_magic, sizeof(agw_entry_magic)) != 0
-        || agw_get_u16(buf + 4) != AGW_ENTRY_VERSION)
-    {
+    head = agw_entry_head_length(buf, total);
+
+    if (head == 0 || head > len) {
         return -1;
     }
 
@@ -463,34 +521,18 @@ agw_entry_decode(const uint8_t *buf, size_t len, agw_entry_t *out)
         return -1;
     }
 
-    crc = agw_get_u32(buf + 24);
     key_len = agw_get_u32(buf + 28);
     headers_len = agw_get_u32(buf + 32);
     body_len = agw_get_u32(buf + 36);
 
-    /* each length against what is left; no sum that could wrap */
-
-    p = buf + AGW_ENTRY_HEADER_SIZE;
-    left = len - AGW_ENTRY_HEADER_SIZE;
-
-    if (key_len > left) {
-        return -1;
-    }
-
-    left -= key_len;
-
-    if (headers_len > left) {
-        return -1;
-    }
-
-    left -= headers_len;
-
-    if (body_len != left) {
+    if (body_len != total - head) {
         /* truncated, or trailing garbage */
         return -1;
     }
 
-    if (agw_crc32(p, key_len) != crc) {
+    p = buf + AGW_ENTRY_HEADER_SIZE;
+
+    if (agw_crc32(p, key_len) != agw_get_u32(buf + 24)) {
         return -1;
     }
 
@@ -505,8 +547,21 @@ agw_entry_decode(const uint8_t *buf, size_t len, agw_entry_t *out)
     out->key_len = key_len;
     out->headers = p + key_len;
     out->headers_len = headers_len;
-    out->body = p + key_len + headers_len;
+    out->body = NULL;
     out->body_len = body_len;
+
+    return 0;
+}
+
+
+int
+agw_entry_decode(const uint8_t *buf, size_t len, agw_entry_t *out)
+{
+    if (agw_entry_decode_head(buf, len, len, out) != 0) {
+        return -1;
+    }
+
+    out->body = buf + (len - out->body_len);
 
     return 0;
 }

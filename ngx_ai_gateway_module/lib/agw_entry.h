@@ -65,6 +65,30 @@ size_t agw_entry_encode(uint8_t *buf, size_t len, const agw_entry_t *e);
  */
 int agw_entry_decode(const uint8_t *buf, size_t len, agw_entry_t *out);
 
+/*
+ * An entry written or read in parts (a store that holds it in pieces):
+ * the head is everything before the body, the fixed part, the key and the
+ * headers blob.  agw_entry_encode_head() writes the head of *e, the body
+ * length taken from e->body_len (e->body is not read), and returns its
+ * size, or 0 as agw_entry_encode(); the body's bytes follow it.
+ */
+size_t agw_entry_head_size(const agw_entry_t *e);
+size_t agw_entry_encode_head(uint8_t *buf, size_t len, const agw_entry_t *e);
+
+/*
+ * the head size that the fixed part at buf gives an entry of total bytes,
+ * 0 if the fixed part is not one (magic, version, lengths beyond total)
+ */
+size_t agw_entry_head_length(const uint8_t *buf, size_t total);
+
+/*
+ * as agw_entry_decode() for an entry of total bytes of which buf holds the
+ * first len (at least the head): out->body is NULL, out->body_len the
+ * bytes after the head
+ */
+int agw_entry_decode_head(const uint8_t *buf, size_t len, size_t total,
+    agw_entry_t *out);
+
 
 /*
  * The headers blob is a sequence of lines "Name: value\r\n": the name an

@@ -30,6 +30,13 @@
  * response.completed; Anthropic's Messages API with message_stop (the
  * type is in the event field and in the data's "type"; either counts).
  * The data's JSON is read by agw_answer_t for usage and content.
+ *
+ * agw_sse_error() says whether an event reports a failed generation
+ * (OpenAI and vLLM send {"error":{...}} and then [DONE]; Anthropic an
+ * "error" event; the Responses API response.failed or
+ * response.incomplete): such a stream ends "cleanly" but is no answer to
+ * keep.  Only the data's top level counts: a Responses object carries
+ * "error": null inside its "response", and text may say "error" anywhere.
  */
 
 
@@ -327,4 +334,138 @@ agw_sse_inspect(const agw_sse_event_t *ev, agw_sse_info_t *info)
     if (a.content) {
         info->content = 1;
     }
+}
+
+
+/* the error scan of one event's data: top-level members only */
+typedef struct {
+    agw_json_push_t  json;
+    unsigned         key;                /* the depth-1 member being read */
+    unsigned         error:1;
+} agw_sse_error_scan_t;
+
+
+enum {
+    AGW_SSE_K_OTHER = 0,
+    AGW_SSE_K_ERROR,
+    AGW_SSE_K_OBJECT,
+    AGW_SSE_K_TYPE
+};
+
+
+static int
+agw_sse_error_type(const uint8_t *p, size_t len)
+{
+    return agw_sse_is(p, len, "error")
+           || agw_sse_is(p, len, "response.failed")
+           || agw_sse_is(p, len, "response.incomplete");
+}
+
+
+static int
+agw_sse_error_event(void *ctx, const agw_json_event_t *ev)
+{
+    agw_sse_error_scan_t  *scan = ctx;
+
+    int  complete;
+
+    if (ev->depth != 1) {
+        return 0;
+    }
+
+    complete = (ev->full_len == ev->text_len);
+
+    switch (ev->type) {
+
+    case AGW_JSON_KEY:
+        scan->key = AGW_SSE_K_OTHER;
+
+        if (complete && agw_sse_is(ev->text, ev->text_len, "error")) {
+            scan->key = AGW_SSE_K_ERROR;
+
+        } else if (complete && agw_sse_is(ev->text, ev->text_len, "object"))
+        {
+            scan->key = AGW_SSE_K_OBJECT;
+
+        } else if (complete && agw_sse_is(ev->text, ev->text_len, "type")) {
+            scan->key = AGW_SSE_K_TYPE;
+        }
+
+        return 0;
+
+    case AGW_JSON_OBJECT_END:
+    case AGW_JSON_ARRAY_END:
+        /* the end of a value inside the top-level object */
+        return 0;
+
+    case AGW_JSON_NULL:
+    case AGW_JSON_FALSE:
+        break;
+
+    case AGW_JSON_STRING:
+        if (scan->key == AGW_SSE_K_ERROR
+            || (complete && scan->key == AGW_SSE_K_OBJECT
+                && agw_sse_is(ev->text, ev->text_len, "error"))
+            || (complete && scan->key == AGW_SSE_K_TYPE
+                && agw_sse_error_type(ev->text, ev->text_len)))
+        {
+            scan->error = 1;
+        }
+
+        break;
+
+    default:                             /* OBJECT, ARRAY, NUMBER, TRUE */
+        if (scan->key == AGW_SSE_K_ERROR) {
+            scan->error = 1;
+        }
+    }
+
+    scan->key = AGW_SSE_K_OTHER;
+
+    /* found: stop reading */
+    return scan->error;
+}
+
+
+static int
+agw_sse_has(const uint8_t *p, size_t len, const char *s)
+{
+    size_t  n;
+
+    n = strlen(s);
+
+    for ( /* void */ ; len >= n; p++, len--) {
+        if (*p == (uint8_t) s[0] && memcmp(p, s, n) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+int
+agw_sse_error(const agw_sse_event_t *ev)
+{
+    agw_sse_error_scan_t  scan;
+
+    if (agw_sse_error_type(ev->type, ev->type_len)) {
+        return 1;
+    }
+
+    /* most events name none of it: no JSON pass for them */
+    if (!agw_sse_has(ev->data, ev->data_len, "error")
+        && !agw_sse_has(ev->data, ev->data_len, "response.failed")
+        && !agw_sse_has(ev->data, ev->data_len, "response.incomplete"))
+    {
+        return 0;
+    }
+
+    memset(&scan, 0, sizeof(agw_sse_error_scan_t));
+    agw_json_push_init(&scan.json, agw_sse_error_event, &scan);
+
+    /* a handler that found one stops the tokenizer: what it saw counts */
+    (void) agw_json_push_feed(&scan.json, ev->data, ev->data_len);
+
+    return scan.error;
 }

@@ -98,5 +98,15 @@ typedef struct {
  */
 void agw_sse_inspect(const agw_sse_event_t *ev, agw_sse_info_t *info);
 
+/*
+ * 1 if the event reports a generation that failed, which a cache must
+ * never keep: an event of type error (Anthropic), response.failed or
+ * response.incomplete (Responses API), or data that is a JSON object with
+ * such a top-level "type", a top-level "error" member that is not null or
+ * false (OpenAI's and vLLM's {"error":{...}} before [DONE]), or
+ * "object":"error" (older vLLM)
+ */
+int agw_sse_error(const agw_sse_event_t *ev);
+
 
 #endif /* _AGW_SSE_H_INCLUDED_ */

@@ -165,9 +165,9 @@ fuzz_fields(const uint8_t *data, size_t size)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    size_t       n;
+    size_t       n, head;
     uint8_t     *out;
-    agw_entry_t  e;
+    agw_entry_t  e, h;
 
     if (size > FUZZ_MAX_SIZE) {
         return 0;
@@ -176,8 +176,25 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_headers(data, size);
     fuzz_fields(data, size);
 
+    /* the head alone agrees with the whole: as a store read in parts */
+
+    head = agw_entry_head_length(data, size);
+
     if (agw_entry_decode(data, size, &e) != 0) {
+        if (head && agw_entry_decode_head(data, head, size, &h) == 0) {
+            /* accepted in parts, refused whole */
+            abort();
+        }
+
         return 0;
+    }
+
+    if (head != size - e.body_len
+        || agw_entry_decode_head(data, head, size, &h) != 0
+        || h.body != NULL || h.body_len != e.body_len
+        || h.key != e.key || h.headers != e.headers)
+    {
+        abort();
     }
 
     /* what the decoder accepted is internally consistent */

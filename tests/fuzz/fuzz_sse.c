@@ -3,7 +3,7 @@
  * libFuzzer target for the SSE parser: bounded input, parsed whole and cut
  * in three pieces at places the input picks, with the same events (types,
  * data, count) and the same ending either way; every event's data stays
- * within the buffer and is inspected (JSON, usage, terminal) without
+ * within the buffer and is inspected (JSON, usage, terminal, error) without
  * crashing.  The streaming mode (no buffer, data handed over as it
  * passes) sees the same events with the same data, and the usage reader
  * built on it runs over the same pieces.
@@ -33,6 +33,7 @@ typedef struct {
     uint64_t  count;
     uint64_t  terminal;
     uint64_t  tokens;
+    uint64_t  errors;
 } fuzz_trace_t;
 
 
@@ -90,6 +91,7 @@ fuzz_event(void *ctx, const agw_sse_event_t *ev)
     agw_sse_inspect(ev, &info);
 
     t->terminal += info.terminal;
+    t->errors += agw_sse_error(ev);
 
     if (agw_usage_tokens(&info.usage, &tokens)) {
         t->tokens += tokens;
@@ -216,7 +218,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      */
 
     if (rc1 != rc2 || t1.count != t2.count || t1.hash != t2.hash
-        || t1.terminal != t2.terminal || t1.tokens != t2.tokens)
+        || t1.terminal != t2.terminal || t1.tokens != t2.tokens
+        || t1.errors != t2.errors)
     {
         abort();
     }

@@ -244,3 +244,58 @@ def test_cluster_paths_under_debug_logging(nginx_factory):
     finally:
         for f in nodes + [rogue]:
             f.stop()
+
+
+WAKE = """
+    ai_gateway_cache_zone zone=main:4m;
+    upstream sim {{ server 127.0.0.1:{sim}; }}
+    server {{
+        listen 127.0.0.1:%%PORT%%;
+        location = /pid {{ add_header X-Pid $pid; return 204; }}
+        location /v1/ {{
+            ai_gateway_cache main;
+            ai_gateway_cache_methods POST;
+            add_header X-Pid $pid;
+            proxy_buffering off;
+            proxy_pass http://sim;
+        }}
+    }}
+"""
+
+
+def test_a_waiter_woken_from_another_worker_under_debug_logging(
+        nginx_factory, sim_factory):
+    """The leader in one worker, its waiters in the other: every event of
+    the stream reaches them through the other worker's wake-up socket
+    (issue 21 item 7), and the stream outlasts the once-a-second look at
+    the leader, whose timer runs on the dummy ident."""
+    from test_flight_lifetimes import pinned, post
+
+    sim = sim_factory("slow", "--ttft-ms", "300", "--tpot-ms", "100",
+                      "--jitter", "0")
+    n = nginx_factory(WAKE.format(sim=sim.port), workers=2, level="debug")
+    body = {"model": "sim", "stream": True, "max_tokens": 15,
+            "messages": [{"role": "user", "content": "across workers"}]}
+
+    lead, leader = pinned(n)
+    waiters = [pinned(n, avoid=leader)[0] for _ in range(3)]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        first = pool.submit(post, lead, "/v1/chat/completions", body)
+        time.sleep(0.1)
+        others = [pool.submit(post, w, "/v1/chat/completions", body)
+                  for w in waiters]
+        first = first.result(20)
+        others = [o.result(20) for o in others]
+
+    assert first[1]["x-cache"] == "MISS"
+    for status, headers, got in others:
+        assert (status, headers["x-cache"]) == (200, "COALESCED")
+        assert headers["x-pid"] != str(leader)
+        assert got == first[2] and got.endswith(b"data: [DONE]\n\n")
+
+    log = n.log()
+    assert "exited on signal" not in log
+    woken = re.findall(r"(\d+)#\d+: ai_gateway flight: woken for", log)
+    assert woken and str(leader) not in woken, "no wake-up across workers"
+    assert "event timer add: -1: 1000:" in log, "the leader was never looked at"

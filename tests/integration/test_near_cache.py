@@ -55,6 +55,14 @@ def tier(r):
     return (r.headers["X-Cache"], r.headers.get("X-Tier", ""))
 
 
+def near_stored(n, count=1):
+    """The near copy of a MISS is written once Redis said it took the
+    entry (not before: an entry Redis refused is never served near), a
+    moment after the answer went out: wait for it."""
+    wait_for(lambda: cachez(n)["caches"]["near"]["stores"] >= count, 5,
+             "the near copy")
+
+
 def redis_key(redis):
     keys = [k for k in redis.client().keys("gw:v1:*")]
     assert len(keys) == 1, keys
@@ -87,6 +95,7 @@ def test_near_hit_is_served_with_redis_stopped(nginx_factory, redis_server):
 def test_a_miss_stored_here_is_a_near_hit_next(nginx_factory, redis_server):
     n = gateway(nginx_factory, redis_server)
     assert tier(get(n, "/c/y")) == ("MISS", "")
+    near_stored(n)
     assert tier(get(n, "/c/y")) == ("HIT", "near")
 
 
@@ -95,6 +104,7 @@ def test_near_copy_expires_after_ttl_and_redis_answers(nginx_factory,
     n = gateway(nginx_factory, redis_server,
                 near="ai_gateway_cache_near near ttl=1s;")
     assert tier(get(n, "/c/z")) == ("MISS", "")
+    near_stored(n)
     assert tier(get(n, "/c/z")) == ("HIT", "near")
     time.sleep(2.1)
     assert tier(get(n, "/c/z")) == ("HIT", "redis")
@@ -138,6 +148,7 @@ def test_a_full_near_zone_evicts(nginx_factory, redis_server):
     n = gateway(nginx_factory, redis_server, size="32k")
     for i in range(60):
         assert tier(get(n, "/c/e?i=%d" % i)) == ("MISS", "")
+    near_stored(n, 60)
     z = cachez(n)["caches"]["near"]
     assert z["evictions"] > 0 and z["entries"] < 60, z
     assert tier(get(n, "/c/e?i=59")) == ("HIT", "near")

@@ -62,11 +62,12 @@ def cachez(n):
     return requests.get(n.url + "/cachez", timeout=5).json()["caches"]["main"]
 
 
-def raw_post(n, path, body, timeout=20):
+def raw_post(n, path, body, timeout=20, progress=None):
     """One request on a socket of its own: (status, headers, body bytes,
     arrival time of the first `data:` byte, of the end), the body read
     until the server ends it (Connection: close), so a cut shows as a
-    short body and a hang as a timeout."""
+    short body and a hang as a timeout.  progress["bytes"], if given,
+    says how much came so far."""
     payload = json.dumps(body).encode()
     s = socket.create_connection(("127.0.0.1", n.port), timeout=timeout)
     s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
@@ -79,6 +80,8 @@ def raw_post(n, path, body, timeout=20):
             if not chunk:
                 break
             data += chunk
+            if progress is not None:
+                progress["bytes"] = len(data)
             if first is None and b"data:" in data:
                 first = time.monotonic()
     finally:

@@ -172,6 +172,66 @@ test_entry_round_trip(void **state)
 }
 
 
+/* an entry in parts: the head, then the body written after it */
+static void
+test_entry_head(void **state)
+{
+    size_t       n, head, len, total;
+    uint8_t      whole[512], parts[512], *copy;
+    agw_entry_t  e, d;
+
+    sample(&e);
+    n = agw_entry_encode(whole, sizeof(whole), &e);
+    head = agw_entry_head_size(&e);
+
+    assert_int_equal(head, n - e.body_len);
+    assert_int_equal(agw_entry_encode_head(parts, head - 1, &e), 0);
+    assert_int_equal(agw_entry_encode_head(parts, sizeof(parts), &e), head);
+    memcpy(parts + head, e.body, e.body_len);
+    assert_memory_equal(parts, whole, n);
+
+    /* the head size from the fixed part alone */
+    assert_int_equal(agw_entry_head_length(whole, n), head);
+    assert_int_equal(agw_entry_head_length(whole, head), head);
+    assert_int_equal(agw_entry_head_length(whole, head - 1), 0);
+    assert_int_equal(agw_entry_head_length(whole,
+                                           AGW_ENTRY_HEADER_SIZE - 1), 0);
+
+    /* the head decodes given the whole length; the body is not read */
+    assert_int_equal(agw_entry_decode_head(whole, head, n, &d), 0);
+    assert_null(d.body);
+    assert_int_equal(d.body_len, e.body_len);
+    assert_int_equal(d.status, 200);
+    assert_memory_equal(d.key, e.key, e.key_len);
+    assert_memory_equal(d.headers, e.headers, e.headers_len);
+
+    /* any prefix shorter than the head is refused, without overreading */
+    for (len = 0; len < head; len++) {
+        copy = malloc(len ? len : 1);
+        assert_non_null(copy);
+        memcpy(copy, whole, len);
+        assert_int_equal(agw_entry_decode_head(copy, len, n, &d), -1);
+        free(copy);
+    }
+
+    /* a total that disagrees with the body length is refused */
+    for (total = head; total < n + 3; total++) {
+        assert_int_equal(agw_entry_decode_head(whole, head, total, &d),
+                         total == n ? 0 : -1);
+    }
+
+    /* fewer bytes than claimed to hold */
+    assert_int_equal(agw_entry_decode_head(whole, n, n - 1, &d), -1);
+
+    /* a body of its own length, empty too */
+    e.body = NULL;
+    e.body_len = 0;
+    head = agw_entry_encode_head(parts, sizeof(parts), &e);
+    assert_int_equal(head, agw_entry_size(&e));
+    assert_int_equal(agw_entry_decode(parts, head, &d), 0);
+}
+
+
 static void
 test_entry_truncated(void **state)
 {
@@ -800,6 +860,7 @@ main(void)
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_entry_layout),
         cmocka_unit_test(test_entry_round_trip),
+        cmocka_unit_test(test_entry_head),
         cmocka_unit_test(test_entry_truncated),
         cmocka_unit_test(test_entry_trailing_garbage),
         cmocka_unit_test(test_entry_flipped_bytes),

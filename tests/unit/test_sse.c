@@ -312,6 +312,70 @@ test_sse_inspect(void **state)
 }
 
 
+static void
+test_sse_error(void **state)
+{
+    size_t           i;
+    agw_sse_event_t  ev;
+
+    static const struct {
+        const char  *type;
+        const char  *data;
+        int          error;
+    } rows[] = {
+        /* OpenAI and vLLM: an error object, then [DONE] */
+        { "message", "{\"error\":{\"message\":\"overloaded\","
+          "\"type\":\"server_error\",\"code\":500}}", 1 },
+        { "message", "{\"error\":\"overloaded\"}", 1 },
+        { "message", "{ \"id\" : \"x\", \"error\" : { } }", 1 },
+        { "message", "{\"object\":\"error\",\"message\":\"x\","
+          "\"type\":\"BadRequestError\",\"code\":400}", 1 },
+        /* Anthropic: the event type, or the data's */
+        { "error", "{\"type\":\"error\",\"error\":{\"type\":"
+          "\"overloaded_error\"}}", 1 },
+        { "error", "{}", 1 },
+        { "message", "{\"type\":\"error\",\"error\":{}}", 1 },
+        /* Responses API */
+        { "response.failed", "{\"type\":\"response.failed\"}", 1 },
+        { "response.incomplete", "{}", 1 },
+        { "message", "{\"type\":\"response.incomplete\",\"response\":"
+          "{\"status\":\"incomplete\"}}", 1 },
+        { "message", "{\"type\":\"response.failed\",\"response\":"
+          "{\"error\":{\"code\":\"server_error\"}}}", 1 },
+        /* not errors: a null error, an error below the top, text */
+        { "message", "{\"error\":null,\"choices\":[]}", 0 },
+        { "message", "{\"error\":false}", 0 },
+        { "response.completed", "{\"type\":\"response.completed\","
+          "\"response\":{\"error\":null,\"status\":\"completed\"}}",
+          0 },
+        { "message", "{\"choices\":[{\"delta\":{\"content\":"
+          "\"an error occurred\"}}]}", 0 },
+        { "message", "{\"choices\":[{\"delta\":{\"error\":1}}]}", 0 },
+        { "message", "{\"x\":{\"type\":\"error\"}}", 0 },
+        { "message", "{\"type\":\"errors\"}", 0 },
+        { "message", "{\"object\":\"chat.completion.chunk\","
+          "\"choices\":[]}", 0 },
+        { "message", "[DONE]", 0 },
+        { "message", "error", 0 },
+        { "errors", "{}", 0 },
+        { "message_stop", "{\"type\":\"message_stop\"}", 0 },
+    };
+
+    for (i = 0; i < nitems(rows); i++) {
+        ev.type = (const uint8_t *) rows[i].type;
+        ev.type_len = strlen(rows[i].type);
+        ev.data = (const uint8_t *) rows[i].data;
+        ev.data_len = strlen(rows[i].data);
+
+        if (agw_sse_error(&ev) != rows[i].error) {
+            print_error("error failed: row %zu: %s %s: expected %d\n", i,
+                        rows[i].type, rows[i].data, rows[i].error);
+            fail();
+        }
+    }
+}
+
+
 int
 main(void)
 {
@@ -320,6 +384,7 @@ main(void)
         cmocka_unit_test(test_sse_splits),
         cmocka_unit_test(test_sse_bounded),
         cmocka_unit_test(test_sse_inspect),
+        cmocka_unit_test(test_sse_error),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

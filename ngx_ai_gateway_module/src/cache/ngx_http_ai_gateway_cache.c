@@ -12,6 +12,7 @@
 
 static ngx_int_t ngx_http_ai_gateway_cache_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ai_gateway_cache_init(ngx_conf_t *cf);
+static void *ngx_http_ai_gateway_cache_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ai_gateway_cache_create_conf(ngx_conf_t *cf);
 static char *ngx_http_ai_gateway_cache_merge_conf(ngx_conf_t *cf,
     void *parent, void *child);
@@ -139,6 +140,13 @@ static ngx_command_t  ngx_http_ai_gateway_cache_commands[] = {
       offsetof(ngx_http_ai_gateway_cache_conf_t, lock),
       NULL },
 
+    { ngx_string("ai_gateway_cache_lock_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_ai_gateway_cache_lock_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("ai_gateway_cache_lock_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -168,7 +176,7 @@ static ngx_http_module_t  ngx_http_ai_gateway_cache_module_ctx = {
     ngx_http_ai_gateway_cache_add_variables, /* preconfiguration */
     ngx_http_ai_gateway_cache_init,          /* postconfiguration */
 
-    NULL,                                    /* create main configuration */
+    ngx_http_ai_gateway_cache_create_main_conf, /* create main configuration */
     NULL,                                    /* init main configuration */
 
     NULL,                                    /* create server configuration */
@@ -186,10 +194,10 @@ ngx_module_t  ngx_http_ai_gateway_cache_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_ai_gateway_cache_init_process, /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_ai_gateway_cache_exit_process, /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -250,6 +258,23 @@ ngx_http_ai_gateway_cache_init(ngx_conf_t *cf)
     }
 
     return ngx_http_ai_gateway_cache_filter_init(cf);
+}
+
+
+static void *
+ngx_http_ai_gateway_cache_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ai_gateway_cache_main_conf_t  *cmcf;
+
+    cmcf = ngx_pcalloc(cf->pool,
+                       sizeof(ngx_http_ai_gateway_cache_main_conf_t));
+    if (cmcf == NULL) {
+        return NULL;
+    }
+
+    cmcf->lock_zone = NGX_CONF_UNSET_SIZE;
+
+    return cmcf;
 }
 
 
@@ -329,6 +354,12 @@ ngx_http_ai_gateway_cache_merge_conf(ngx_conf_t *cf, void *parent,
     /* the default key is compiled per level, never written into prev */
     ngx_conf_merge_ptr_value(conf->key, prev->key, NULL);
 
+    if (conf->key_text.data == NULL) {
+        conf->key_text = prev->key_text.data
+                         ? prev->key_text
+                         : ngx_http_ai_gateway_cache_default_key;
+    }
+
     if (conf->key == NULL) {
         conf->key = ngx_http_ai_gateway_cache_compile_key(cf,
                                       &ngx_http_ai_gateway_cache_default_key);
@@ -364,12 +395,9 @@ ngx_http_ai_gateway_cache_merge_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_uint_value(conf->use_stale, prev->use_stale, 0);
     ngx_conf_merge_sec_value(conf->stale, prev->stale, 0);
 
-    /* one flight table for the whole configuration, where it is used */
-    if (conf->store && conf->lock) {
-        conf->flight = ngx_http_ai_gateway_flight_zone(cf);
-        if (conf->flight == NULL) {
-            return NGX_CONF_ERROR;
-        }
+    /* one flight zone for the whole configuration, where it is used */
+    if (ngx_http_ai_gateway_cache_flight_conf(cf, conf) != NGX_OK) {
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -393,6 +421,8 @@ ngx_http_ai_gateway_cache_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (acf->key == NULL) {
         return NGX_CONF_ERROR;
     }
+
+    acf->key_text = value[1];
 
     return NGX_CONF_OK;
 }

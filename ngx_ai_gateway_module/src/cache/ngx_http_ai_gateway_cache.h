@@ -2,8 +2,9 @@
  * The response cache policy: configuration and per-request state shared by
  * cache.c (the module, its directives), cache_lookup.c (lookup, serving
  * HITs), cache_body.c (the request body digest), cache_capture.c and
- * cache_filter.c (capturing and storing MISSes) and cache_wait.c (waiting
- * on another request's flight, stale entries).
+ * cache_filter.c (capturing and storing MISSes), cache_wait.c (waiting on
+ * another request's flight, stale entries) and cache_send.c (a body sent
+ * a piece at a time from where it is kept in shared memory).
  */
 
 #ifndef _NGX_HTTP_AI_GATEWAY_CACHE_H_INCLUDED_
@@ -63,10 +64,29 @@ typedef struct {
     /* single flight and stale on error (cache_wait.c) */
     ngx_flag_t                         lock;
     ngx_msec_t                         lock_timeout;
-    ngx_shm_zone_t                    *flight;    /* NULL: lock off */
+    ngx_shm_zone_t                    *flight;    /* where answers wait:
+                                                     with a store, always */
+    agw_digest_t                       flight_id; /* what coalesces with
+                                                     what: the location,
+                                                     its store, its key */
+    ngx_str_t                          key_text;  /* as written */
     ngx_uint_t                         use_stale; /* STALE_* bits */
     time_t                             stale;     /* s past the TTL */
 } ngx_http_ai_gateway_cache_conf_t;
+
+
+/* the cache module's main configuration */
+typedef struct {
+    size_t                             lock_zone; /* the flight zone's size */
+    ngx_uint_t                         locations; /* numbered as merged */
+} ngx_http_ai_gateway_cache_main_conf_t;
+
+
+/* the leader's answer as a store copies it: from the flight's buffer */
+typedef struct {
+    ngx_http_ai_gateway_source_t       src;
+    ngx_http_ai_gateway_flight_hold_t  hold;
+} ngx_http_ai_gateway_cache_source_t;
 
 
 typedef struct {
@@ -98,37 +118,51 @@ typedef struct {
     /* HIT */
     ngx_http_ai_gateway_found_t        found;
 
-    /* MISS: the response being captured for the store */
+    /* MISS: the response being captured for the store, into the flight */
     unsigned                           capture:1;
+    unsigned                           shareable:1; /* too large to store,
+                                                     not to share */
     u_char                            *headers;   /* agw headers blob */
     size_t                             headers_len;
     size_t                             headers_overhead; /* entry bytes
                                                      besides the body */
-    ngx_buf_t                         *body;      /* grows up to max */
+    size_t                             captured;  /* body bytes passed */
     time_t                             ttl;       /* this answer's, s */
     unsigned                           pipe:1;    /* read from the pipe */
     ngx_int_t                        (*input_filter_init)(void *data);
     ngx_event_pipe_input_filter_pt     pipe_input_filter;
 
-    /* a stream: stored only once its terminal event went by */
+    /* a stream: stored only once its terminal event went by, never if an
+     * event reported an error */
     unsigned                           stream:1;
     unsigned                           terminal:1;
+    unsigned                           stream_error:1;
     agw_sse_t                         *sse;
 
     /* single flight: leading one, or waiting on one (cache_wait.c) */
     ngx_http_ai_gateway_flight_t       flight;
-    ngx_event_t                        wait;      /* the waiter's ticks */
+    ngx_event_t                        wait;      /* posted when the flight
+                                                     moves; its timer the
+                                                     lock_timeout */
     ngx_http_request_t                *request;   /* the one waiting */
     ngx_msec_t                         wait_start;
-    ngx_msec_t                         wait_delay;
+    ngx_msec_t                         progress;  /* last byte read */
     off_t                              flight_length; /* -1: unknown */
     unsigned                           flight_headers:1; /* sent */
     unsigned                           orphan:1;  /* leader's client gone */
     ngx_http_event_handler_pt          client_read;
 
+    /* a body sent a piece at a time (cache_send.c): a waiter's, from the
+     * flight, or a large entry's, from the store */
+    ngx_buf_t                         *piece;
+    ngx_http_ai_gateway_found_t       *replay;    /* NULL: the flight */
+    size_t                             sent;      /* body bytes read */
+
     /* stale on error: an expired entry kept while the upstream answers */
     unsigned                           has_stale:1;
     unsigned                           stale_sent:1;
+    unsigned                           stale_upstream:1; /* replaces the
+                                                     upstream's failure */
     ngx_http_ai_gateway_found_t        stale;
 } ngx_http_ai_gateway_cache_ctx_t;
 
@@ -176,12 +210,35 @@ void ngx_http_ai_gateway_cache_start_capture(ngx_http_request_t *r,
 /* cache_wait.c: single flight and stale entries */
 char *ngx_http_ai_gateway_cache_use_stale(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
+char *ngx_http_ai_gateway_cache_lock_zone(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+/* at merge: the flight zone, and what the location's flights are */
+ngx_int_t ngx_http_ai_gateway_cache_flight_conf(ngx_conf_t *cf,
+    ngx_http_ai_gateway_cache_conf_t *conf);
+ngx_int_t ngx_http_ai_gateway_cache_init_process(ngx_cycle_t *cycle);
+void ngx_http_ai_gateway_cache_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_ai_gateway_cache_join(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_cache_serve_coalesced(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_cache_set_headers(ngx_http_request_t *r,
     const u_char *headers, size_t len);
+/* the store's copy of a leader's answer, through its flight */
+void ngx_http_ai_gateway_cache_source(ngx_http_ai_gateway_cache_ctx_t *ctx,
+    ngx_http_ai_gateway_cache_source_t *cs);
+
+/*
+ * cache_send.c: the body, from the flight (replay NULL) or from a found
+ * entry read in pieces, sent as the client takes it; the request is
+ * finalized at its end.  Called again on each wake-up and write event.
+ */
+void ngx_http_ai_gateway_cache_send(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
+ngx_int_t ngx_http_ai_gateway_cache_send_start(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_http_ai_gateway_found_t *replay);
+/* a found entry's whole body in r's pool (a stale answer to a failure) */
+ngx_int_t ngx_http_ai_gateway_cache_read_all(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_http_ai_gateway_found_t *found);
 
 extern ngx_str_t  ngx_http_ai_gateway_cache_status_names[];
 
@@ -195,9 +252,13 @@ ngx_http_ai_gateway_cache_is_hit(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_cache_module);
 
-    /* a coalesced answer, decided before the limiter, costs as a HIT */
+    /*
+     * a coalesced answer, decided before the limiter, costs as a HIT, and
+     * so does a waiter's stale answer (the leader's is decided later)
+     */
     return ctx && (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_HIT
-                   || ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_COALESCED);
+                   || ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_COALESCED
+                   || ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_STALE);
 }
 
 

@@ -7,7 +7,9 @@
  * hop-by-hop headers, those the upstream's Connection header names, and
  * those written fresh on every answer are left out.  A stream
  * (text/event-stream) gets the SSE parser (lib/agw_sse.c), which watches
- * for its terminal event as it passes (cache_filter.c).
+ * for its terminal event, and for an event that reports an error, as it
+ * passes (cache_filter.c).  An answer that may be stored but for its size
+ * is shared with the requests waiting on it (cache_wait.c), not stored.
  */
 
 #include "cache/ngx_http_ai_gateway_cache.h"
@@ -418,7 +420,7 @@ ngx_http_ai_gateway_cache_start_capture(ngx_http_request_t *r,
         ngx_http_ai_gateway_count(ctx->store->ref.stats->too_large, 1);
     }
 
-    if (verdict != AGW_STORE_OK) {
+    if (verdict != AGW_STORE_OK && verdict != AGW_STORE_TOO_LARGE) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "ai_gateway cache not storing: %s",
                        agw_store_reason(verdict));
@@ -435,9 +437,18 @@ ngx_http_ai_gateway_cache_start_capture(ngx_http_request_t *r,
         return;
     }
 
-    ctx->capture = 1;
-    ctx->ttl = ttl;
     ctx->headers_overhead = overhead;
+
+    if (verdict == AGW_STORE_TOO_LARGE) {
+        /* storable but for its size: those waiting for it may have it */
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ai_gateway cache not storing: too-large, shared");
+        ctx->shareable = 1;
+
+    } else {
+        ctx->capture = 1;
+        ctx->ttl = ttl;
+    }
 
     u = r->upstream;
 
@@ -462,6 +473,12 @@ ngx_http_ai_gateway_cache_sse_event(void *data, const agw_sse_event_t *ev)
     /* anything after the terminal event is kept; the end stays seen */
     if (info.terminal) {
         ctx->terminal = 1;
+    }
+
+    /* a generation that failed: nothing after it is read */
+    if (agw_sse_error(ev)) {
+        ctx->stream_error = 1;
+        return 1;
     }
 
     return 0;

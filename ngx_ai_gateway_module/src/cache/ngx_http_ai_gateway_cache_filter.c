@@ -3,9 +3,11 @@
  * a cached location (X-Cache, and Age on a HIT) and decides whether a MISS
  * may be stored (lib/agw_policy.c) and for how long (lib/agw_fresh.c); if
  * so the body filter copies the body as it passes — never holding it back,
- * so streams stay unbuffered — and hands the complete entry to the store
- * at the last buffer.  With proxy buffering the body is copied as the
- * upstream's pipe reads it instead, before it may be spilled to a temp file.
+ * so streams stay unbuffered — into the request's flight, the one copy of
+ * the answer, in shared memory (flight/), and hands the complete entry to
+ * the store at the last buffer, which copies it from there.  With proxy
+ * buffering the body is copied as the upstream's pipe reads it instead,
+ * before it may be spilled to a temp file.
  *
  * What is stored, and which headers, is decided in cache_capture.c.
  *
@@ -16,7 +18,11 @@
  *
  * The leader of a flight (cache_wait.c) publishes what it captures, headers
  * then body, for its waiters, and ends the flight when the answer is
- * stored or turns out not storable.
+ * stored or turns out not storable.  An answer too large to be stored is
+ * still shared with those already waiting (the flight keeps its last
+ * max_entry_size bytes); a stream that reports an error (lib/agw_sse.c)
+ * is never stored, and nobody joins its flight from then on, while those
+ * already reading it get the same events as the first client.
  *
  * Stale on error: a request that found its entry expired but within
  * ai_gateway_cache_stale keeps it; if the upstream then fails in a way
@@ -32,6 +38,8 @@
 
 static ngx_int_t ngx_http_ai_gateway_cache_append(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_buf_t *in);
+static void ngx_http_ai_gateway_cache_end(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_flag_t last);
 static void ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx);
 static void ngx_http_ai_gateway_cache_abandon(
@@ -46,6 +54,23 @@ static ngx_int_t ngx_http_ai_gateway_cache_pass(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in);
 static void ngx_http_ai_gateway_cache_drop(ngx_chain_t *in);
 static void ngx_http_ai_gateway_cache_leader_read(ngx_http_request_t *r);
+static size_t ngx_http_ai_gateway_cache_source_copy(
+    ngx_http_ai_gateway_source_t *src, size_t offset, u_char *buf,
+    size_t len);
+static ngx_http_ai_gateway_source_t *ngx_http_ai_gateway_cache_source_keep(
+    ngx_http_ai_gateway_source_t *src);
+static void ngx_http_ai_gateway_cache_source_release(
+    ngx_http_ai_gateway_source_t *src);
+
+
+/*
+ * What the flight of an answer too large to store keeps of it: at least a
+ * megabyte, so that an answer that arrives at once (a JSON body read from
+ * a fast upstream) reaches the waiters that have not read it yet; a
+ * waiter further behind than that is cut
+ */
+#define NGX_HTTP_AI_GATEWAY_CACHE_RING(ctx)                                   \
+    ngx_max((ctx)->store->max_entry_size, (size_t) 1024 * 1024)
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -70,6 +95,14 @@ ngx_http_ai_gateway_cache_add_header(ngx_http_request_t *r, const char *name,
     h->lowcase_key = NULL;
 
     return NGX_OK;
+}
+
+
+/* is the answer still copied into the flight (to store or to share)? */
+static ngx_flag_t
+ngx_http_ai_gateway_cache_taking(ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    return ctx->capture || ctx->flight.publishing;
 }
 
 
@@ -100,24 +133,21 @@ ngx_http_ai_gateway_cache_pipe_filter(ngx_event_pipe_t *p, ngx_buf_t *buf)
 
     rc = ctx->pipe_input_filter(p, buf);
 
-    if (rc != NGX_OK || !ctx->capture) {
+    if (rc != NGX_OK || !ngx_http_ai_gateway_cache_taking(ctx)) {
         return rc;
     }
 
     for (cl = *last; cl; cl = cl->next) {
         if (ngx_http_ai_gateway_cache_append(r, ctx, cl->buf) != NGX_OK) {
-            ctx->capture = 0;
             return rc;
         }
     }
 
     if (p->upstream_done
-        || (r->headers_out.content_length_n >= 0 && ctx->body
-            && ctx->body->last - ctx->body->pos
-               == r->headers_out.content_length_n))
+        || (r->headers_out.content_length_n >= 0
+            && ctx->captured == (size_t) r->headers_out.content_length_n))
     {
-        ctx->capture = 0;
-        ngx_http_ai_gateway_cache_save(r, ctx);
+        ngx_http_ai_gateway_cache_end(r, ctx, 1);
     }
 
     return rc;
@@ -139,7 +169,8 @@ ngx_http_ai_gateway_cache_input_filter_init(void *data)
 
     p = r->upstream->pipe;
 
-    if (rc == NGX_OK && ctx->capture && p->input_filter && p->input_ctx == r)
+    if (rc == NGX_OK && ngx_http_ai_gateway_cache_taking(ctx)
+        && p->input_filter && p->input_ctx == r)
     {
         ctx->pipe_input_filter = p->input_filter;
         p->input_filter = ngx_http_ai_gateway_cache_pipe_filter;
@@ -147,6 +178,48 @@ ngx_http_ai_gateway_cache_input_filter_init(void *data)
     }
 
     return rc;
+}
+
+
+/*
+ * A MISS's answer into its flight: headers now, the body as it passes.
+ * Not to be stored and not to be shared (an error, no-store, a cookie):
+ * the waiters go on their own.  Too large to store: shared with those
+ * waiting, if any.
+ */
+static void
+ngx_http_ai_gateway_cache_lead(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    if (ctx->capture
+        && ctx->flight.role != NGX_HTTP_AI_GATEWAY_FLIGHT_LEADER)
+    {
+        /* no room in the flight zone: nowhere to keep it until stored */
+        ngx_http_ai_gateway_count(ctx->store->ref.stats->errors, 1);
+        ctx->capture = 0;
+    }
+
+    if (!ctx->capture && !ctx->shareable) {
+        ngx_http_ai_gateway_cache_abandon(ctx);
+        return;
+    }
+
+    ngx_http_ai_gateway_flight_headers(&ctx->flight, ctx->headers,
+                                       ctx->headers_len,
+                                       r->headers_out.content_length_n);
+
+    if (!ctx->capture
+        && ngx_http_ai_gateway_flight_share_only(&ctx->flight,
+                                        NGX_HTTP_AI_GATEWAY_CACHE_RING(ctx))
+           != NGX_OK)
+    {
+        return;
+    }
+
+    if (r->read_event_handler != ngx_http_block_reading) {
+        ctx->client_read = r->read_event_handler;
+        r->read_event_handler = ngx_http_ai_gateway_cache_leader_read;
+    }
 }
 
 
@@ -167,7 +240,9 @@ ngx_http_ai_gateway_cache_header_filter(ngx_http_request_t *r)
     if (ctx->has_stale && ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_MISS
         && ngx_http_ai_gateway_cache_stale_applies(r))
     {
-        ngx_http_ai_gateway_cache_abandon(ctx);
+        /* the waiters answer with the same stale entry, at once */
+        ngx_http_ai_gateway_flight_finish(&ctx->flight,
+                                          NGX_HTTP_AI_GATEWAY_FLIGHT_STALE);
 
         if (ngx_http_ai_gateway_cache_stale_header(r, ctx) != NGX_OK) {
             return NGX_ERROR;
@@ -203,21 +278,7 @@ ngx_http_ai_gateway_cache_header_filter(ngx_http_request_t *r)
 
     } else if (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_MISS) {
         ngx_http_ai_gateway_cache_start_capture(r, ctx);
-
-        if (!ctx->capture) {
-            /* not to be stored: the waiters go on their own */
-            ngx_http_ai_gateway_cache_abandon(ctx);
-
-        } else if (ctx->flight.role == NGX_HTTP_AI_GATEWAY_FLIGHT_LEADER) {
-            ngx_http_ai_gateway_flight_headers(&ctx->flight, ctx->headers,
-                                     ctx->headers_len,
-                                     r->headers_out.content_length_n);
-
-            if (r->read_event_handler != ngx_http_block_reading) {
-                ctx->client_read = r->read_event_handler;
-                r->read_event_handler = ngx_http_ai_gateway_cache_leader_read;
-            }
-        }
+        ngx_http_ai_gateway_cache_lead(r, ctx);
     }
 
     return ngx_http_next_header_filter(r);
@@ -228,53 +289,148 @@ static ngx_int_t
 ngx_http_ai_gateway_cache_append(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_buf_t *in)
 {
-    size_t      len, limit, size;
-    ngx_buf_t  *b;
+    size_t  len;
 
     len = in->last - in->pos;
-    limit = ctx->store->max_entry_size - ctx->headers_overhead;
-    b = ctx->body;
 
-    if ((b ? (size_t) (b->last - b->pos) : 0) + len > limit) {
+    if (ctx->sse && !ctx->stream_error) {
+        /* a stream: where its terminal event is (an error just stops it) */
+        (void) agw_sse_feed(ctx->sse, in->pos, len);
+
+        if (ctx->stream_error) {
+            /* never stored; those reading it see it through, nobody joins */
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "ai_gateway cache not storing: the stream "
+                           "reported an error");
+            ctx->capture = 0;
+            ngx_http_ai_gateway_flight_withdraw(&ctx->flight);
+
+            (void) ngx_http_ai_gateway_flight_share_only(&ctx->flight,
+                                        NGX_HTTP_AI_GATEWAY_CACHE_RING(ctx));
+        }
+    }
+
+    if (ctx->capture
+        && ctx->captured + len
+           > ctx->store->max_entry_size - ctx->headers_overhead)
+    {
+        /* too large to be stored: shared with those waiting, if any */
         ngx_http_ai_gateway_count(ctx->store->ref.stats->too_large, 1);
-        ngx_http_ai_gateway_cache_abandon(ctx);
+        ctx->capture = 0;
+
+        (void) ngx_http_ai_gateway_flight_share_only(&ctx->flight,
+                                        NGX_HTTP_AI_GATEWAY_CACHE_RING(ctx));
+    }
+
+    ctx->captured += len;
+
+    if (ngx_http_ai_gateway_flight_publish(&ctx->flight, in->pos, len)
+        != NGX_OK)
+    {
+        /* not copied (the flight zone is full, or nobody reads it) */
+        ctx->capture = 0;
         return NGX_DECLINED;
     }
 
-    if (b == NULL || (size_t) (b->end - b->last) < len) {
-        size = b ? (size_t) (b->end - b->start) * 2 : 4096;
-
-        if (r->headers_out.content_length_n > 0 && b == NULL) {
-            size = r->headers_out.content_length_n;
-        }
-
-        size = ngx_min(ngx_max(size, (b ? (size_t) (b->last - b->pos) : 0)
-                                     + len),
-                       limit);
-
-        b = ngx_create_temp_buf(r->pool, size);
-        if (b == NULL) {
-            return NGX_ERROR;
-        }
-
-        if (ctx->body) {
-            b->last = ngx_cpymem(b->last, ctx->body->pos,
-                                 ctx->body->last - ctx->body->pos);
-        }
-
-        ctx->body = b;
-    }
-
-    b->last = ngx_cpymem(b->last, in->pos, len);
-
-    if (ctx->sse) {
-        /* a stream: where its terminal event is (an error just stops it) */
-        (void) agw_sse_feed(ctx->sse, in->pos, len);
-    }
-
-    ngx_http_ai_gateway_flight_publish(&ctx->flight, in->pos, len);
-
     return NGX_OK;
+}
+
+
+/*
+ * The answer went by, whole (last) or not: stored if it may be, then the
+ * flight ends, done for the waiters if they got all the first client did
+ */
+static void
+ngx_http_ai_gateway_cache_end(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_flag_t last)
+{
+    ngx_flag_t  whole;
+
+    whole = last && (r->headers_out.content_length_n < 0
+                     || ctx->captured
+                        == (size_t) r->headers_out.content_length_n);
+
+    if (ctx->capture && whole) {
+        ngx_http_ai_gateway_cache_save(r, ctx);
+    }
+
+    ctx->capture = 0;
+
+    ngx_http_ai_gateway_flight_finish(&ctx->flight,
+                               whole ? NGX_HTTP_AI_GATEWAY_FLIGHT_DONE
+                                     : NGX_HTTP_AI_GATEWAY_FLIGHT_FAILED);
+}
+
+
+void
+ngx_http_ai_gateway_cache_source(ngx_http_ai_gateway_cache_ctx_t *ctx,
+    ngx_http_ai_gateway_cache_source_t *cs)
+{
+    cs->src.copy = ngx_http_ai_gateway_cache_source_copy;
+    cs->src.keep = ngx_http_ai_gateway_cache_source_keep;
+    cs->src.release = ngx_http_ai_gateway_cache_source_release;
+
+    if (ngx_http_ai_gateway_flight_hold(&ctx->flight, &cs->hold) != NGX_OK) {
+        cs->hold.node = NULL;
+    }
+}
+
+
+static size_t
+ngx_http_ai_gateway_cache_source_copy(ngx_http_ai_gateway_source_t *src,
+    size_t offset, u_char *buf, size_t len)
+{
+    ngx_http_ai_gateway_cache_source_t *cs =
+                                    (ngx_http_ai_gateway_cache_source_t *) src;
+
+    if (cs->hold.node == NULL) {
+        return 0;
+    }
+
+    return ngx_http_ai_gateway_flight_copy(&cs->hold, offset, buf, len);
+}
+
+
+/* for a store that writes later: a source of its own, a hold of its own */
+static ngx_http_ai_gateway_source_t *
+ngx_http_ai_gateway_cache_source_keep(ngx_http_ai_gateway_source_t *src)
+{
+    ngx_http_ai_gateway_cache_source_t *cs =
+                                    (ngx_http_ai_gateway_cache_source_t *) src;
+
+    ngx_http_ai_gateway_cache_source_t  *kept;
+
+    if (cs->hold.node == NULL) {
+        return NULL;
+    }
+
+    kept = ngx_alloc(sizeof(ngx_http_ai_gateway_cache_source_t),
+                     ngx_cycle->log);
+    if (kept == NULL) {
+        return NULL;
+    }
+
+    *kept = *cs;
+
+    if (ngx_http_ai_gateway_flight_hold_more(&cs->hold, &kept->hold)
+        != NGX_OK)
+    {
+        ngx_free(kept);
+        return NULL;
+    }
+
+    return &kept->src;
+}
+
+
+static void
+ngx_http_ai_gateway_cache_source_release(ngx_http_ai_gateway_source_t *src)
+{
+    ngx_http_ai_gateway_cache_source_t *cs =
+                                    (ngx_http_ai_gateway_cache_source_t *) src;
+
+    ngx_http_ai_gateway_flight_release(&cs->hold);
+    ngx_free(cs);
 }
 
 
@@ -282,34 +438,25 @@ static void
 ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx)
 {
-    time_t                             ttl;
-    ngx_str_t                          model;
-    agw_entry_t                        entry;
-    ngx_http_ai_gateway_cache_conf_t  *conf;
+    time_t                               ttl;
+    ngx_str_t                            model;
+    agw_entry_t                          entry;
+    ngx_http_ai_gateway_cache_conf_t    *conf;
+    ngx_http_ai_gateway_cache_source_t   cs;
 
     if (r->headers_out.status != NGX_HTTP_OK) {
         /* a later header filter changed the answer (a range, a 304) */
-        ngx_http_ai_gateway_cache_abandon(ctx);
-        return;
-    }
-
-    if (r->headers_out.content_length_n >= 0
-        && (ctx->body ? ctx->body->last - ctx->body->pos : 0)
-           != r->headers_out.content_length_n)
-    {
-        /* cut short (the upstream went away): never a partial answer */
-        ngx_http_ai_gateway_cache_abandon(ctx);
         return;
     }
 
     if (ctx->stream
-        && (!ctx->terminal || agw_sse_finish(ctx->sse) != AGW_SSE_OK))
+        && (!ctx->terminal || ctx->stream_error
+            || agw_sse_finish(ctx->sse) != AGW_SSE_OK))
     {
         /* a stream that did not reach its end is not a whole answer */
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "ai_gateway cache not storing: stream without its "
                        "terminal event");
-        ngx_http_ai_gateway_cache_abandon(ctx);
         return;
     }
 
@@ -322,11 +469,7 @@ ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
     entry.key_len = ctx->key.len;
     entry.headers = ctx->headers;
     entry.headers_len = ctx->headers_len;
-
-    if (ctx->body) {
-        entry.body = ctx->body->pos;
-        entry.body_len = ctx->body->last - ctx->body->pos;
-    }
+    entry.body_len = ctx->captured;
 
     /* recorded beside the entry, for purge by model */
     if (ngx_http_ai_gateway_cache_body_model(r, ctx, &model) == NGX_OK) {
@@ -346,25 +489,29 @@ ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
         ttl += conf->stale;
     }
 
-    (void) ctx->store->save(r, ctx->store, &ctx->digest, &entry, ttl);
+    /* the body is where it waits: in the flight's buffer */
+    ngx_http_ai_gateway_cache_source(ctx, &cs);
 
-    /* the waiters have all of it: done, whether the store took it or not */
-    ngx_http_ai_gateway_flight_finish(&ctx->flight, 1);
+    if (cs.hold.node == NULL) {
+        return;
+    }
+
+    (void) ctx->store->save(r, ctx->store, &ctx->digest, &entry, &cs.src,
+                            ttl);
+
+    ngx_http_ai_gateway_flight_release(&cs.hold);
 }
 
 
 static ngx_int_t
 ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    ngx_int_t                         rc;
     ngx_chain_t                      *cl;
     ngx_http_ai_gateway_cache_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
 
-    if (ctx && ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_STALE
-        && r == r->main)
-    {
+    if (ctx && ctx->stale_upstream && r == r->main) {
         return ngx_http_ai_gateway_cache_stale_body(r, ctx, in);
     }
 
@@ -372,7 +519,7 @@ ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
-    if (!ctx->capture) {
+    if (!ngx_http_ai_gateway_cache_taking(ctx)) {
         return ngx_http_ai_gateway_cache_pass(r, ctx, in);
     }
 
@@ -382,10 +529,7 @@ ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             /* captured as the pipe read it: only its end is awaited */
 
         } else if (ngx_buf_in_memory(cl->buf)) {
-            rc = ngx_http_ai_gateway_cache_append(r, ctx, cl->buf);
-
-            if (rc != NGX_OK) {
-                ctx->capture = 0;
+            if (ngx_http_ai_gateway_cache_append(r, ctx, cl->buf) != NGX_OK) {
                 break;
             }
 
@@ -395,8 +539,8 @@ ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
              * would block the worker; not stored, and counted
              */
             ngx_http_ai_gateway_count(ctx->store->ref.stats->errors, 1);
-            ngx_http_ai_gateway_cache_abandon(ctx);
             ctx->capture = 0;
+            ngx_http_ai_gateway_cache_abandon(ctx);
             break;
         }
 
@@ -406,12 +550,11 @@ ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
          * module only sends the closing empty buffer after that.
          */
         if (cl->buf->last_buf
-            || (r->headers_out.content_length_n >= 0 && ctx->body
-                && ctx->body->last - ctx->body->pos
-                   == r->headers_out.content_length_n))
+            || (r->headers_out.content_length_n >= 0
+                && ctx->captured
+                   == (size_t) r->headers_out.content_length_n))
         {
-            ctx->capture = 0;
-            ngx_http_ai_gateway_cache_save(r, ctx);
+            ngx_http_ai_gateway_cache_end(r, ctx, 1);
             break;
         }
     }
@@ -485,11 +628,12 @@ ngx_http_ai_gateway_cache_leader_read(ngx_http_request_t *r)
 }
 
 
-/* the answer will not be stored: a flight it leads fails */
+/* the answer will not be stored nor shared: a flight it leads fails */
 static void
 ngx_http_ai_gateway_cache_abandon(ngx_http_ai_gateway_cache_ctx_t *ctx)
 {
-    ngx_http_ai_gateway_flight_finish(&ctx->flight, 0);
+    ngx_http_ai_gateway_flight_finish(&ctx->flight,
+                                      NGX_HTTP_AI_GATEWAY_FLIGHT_FAILED);
 }
 
 
@@ -597,6 +741,7 @@ ngx_http_ai_gateway_cache_stale_header(ngx_http_request_t *r,
     }
 
     ctx->status = NGX_HTTP_AI_GATEWAY_CACHE_STALE;
+    ctx->stale_upstream = 1;
     ngx_http_ai_gateway_count(ctx->store->ref.stats->stale, 1);
 
     /* the limiter gives the reservation back, as for the 5xx it replaces */
@@ -627,6 +772,13 @@ ngx_http_ai_gateway_cache_stale_body(ngx_http_request_t *r,
     }
 
     ctx->stale_sent = 1;
+
+    /* an entry kept in pieces is read whole: a failure's answer, bounded */
+    if (ctx->stale.entry.body == NULL && ctx->stale.entry.body_len
+        && ngx_http_ai_gateway_cache_read_all(r, ctx, &ctx->stale) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     b = ngx_calloc_buf(r->pool);
     if (b == NULL) {

@@ -496,6 +496,34 @@ ngx_http_ai_gateway_cache_expired(ngx_http_request_t *r,
 }
 
 
+/* the tokens the upstream did not spend again (SPEC 7.1), from the end */
+static uint64_t
+ngx_http_ai_gateway_cache_tokens(ngx_http_ai_gateway_cache_ctx_t *ctx,
+    ngx_http_ai_gateway_found_t *found)
+{
+    u_char        tail[AGW_TOKENS_TAIL];
+    size_t        n, len;
+    agw_entry_t  *e;
+
+    e = &found->entry;
+
+    if (e->body) {
+        return agw_tokens_tail_total((const uint8_t *) e->body, e->body_len);
+    }
+
+    len = ngx_min(e->body_len, sizeof(tail));
+
+    n = ctx->store->read(ctx->store, found, e->body_len - len, tail, len);
+
+    return agw_tokens_tail_total(tail, n);
+}
+
+
+/*
+ * A HIT, or a waiter's stale answer (its leader's upstream failed): the
+ * entry this request found, whole from memory or, when large, a piece at
+ * a time from the zone (cache_send.c)
+ */
 ngx_int_t
 ngx_http_ai_gateway_cache_serve(ngx_http_request_t *r)
 {
@@ -503,33 +531,43 @@ ngx_http_ai_gateway_cache_serve(ngx_http_request_t *r)
     ngx_buf_t                        *b;
     ngx_chain_t                       out;
     agw_entry_t                      *e;
+    ngx_http_ai_gateway_found_t      *found;
     ngx_http_ai_gateway_cache_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
 
-    if (ctx && ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_COALESCED
-        && r == r->main)
-    {
-        return ngx_http_ai_gateway_cache_serve_coalesced(r, ctx);
-    }
-
-    if (ctx == NULL || ctx->status != NGX_HTTP_AI_GATEWAY_CACHE_HIT
-        || r != r->main)
-    {
+    if (ctx == NULL || r != r->main) {
         return NGX_DECLINED;
     }
 
-    e = &ctx->found.entry;
+    switch (ctx->status) {
+
+    case NGX_HTTP_AI_GATEWAY_CACHE_COALESCED:
+        return ngx_http_ai_gateway_cache_serve_coalesced(r, ctx);
+
+    case NGX_HTTP_AI_GATEWAY_CACHE_HIT:
+        found = &ctx->found;
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_CACHE_STALE:
+        found = &ctx->stale;
+        break;
+
+    default:
+        return NGX_DECLINED;
+    }
+
+    e = &found->entry;
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
         return rc;
     }
 
-    /* the tokens the upstream did not spend again (SPEC 7.1) */
-    ngx_http_ai_gateway_count(ctx->store->ref.stats->tokens_saved,
-                              agw_tokens_tail_total((const uint8_t *) e->body,
-                                                    e->body_len));
+    if (ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_HIT) {
+        ngx_http_ai_gateway_count(ctx->store->ref.stats->tokens_saved,
+                               ngx_http_ai_gateway_cache_tokens(ctx, found));
+    }
 
     r->headers_out.status = e->status;
     r->headers_out.content_length_n = e->body_len;
@@ -544,6 +582,17 @@ ngx_http_ai_gateway_cache_serve(ngx_http_request_t *r)
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
+    }
+
+    if (e->body == NULL && e->body_len) {
+        /* a large entry: as the client takes it, from the zone */
+        rc = ngx_http_ai_gateway_cache_send_start(r, ctx, found);
+
+        if (rc != NGX_DONE) {
+            ngx_http_finalize_request(r, rc);
+        }
+
         return NGX_DONE;
     }
 

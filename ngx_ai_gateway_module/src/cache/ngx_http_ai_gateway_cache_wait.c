@@ -1,30 +1,34 @@
 /*
  * The cache's side of single flight (ai_gateway_cache_lock): a request
- * that missed joins its key's flight (flight.c).  The leader goes on
- * upstream, and the cache filters publish its answer as it passes.  A
- * waiter stays in the PRECONTENT phase, before the limiter, until the
- * leader's headers are in: then it is a COALESCED answer (a HIT to the
- * limiter) and streams the leader's body as it arrives; if the leader's
- * answer fails or is not to be stored first, or lock_timeout passes, the
- * waiter is a MISS and goes upstream itself.  A leader failing once its
- * headers went out cuts its waiters' answers, as its own is cut.
+ * that missed joins its key's flight (flight/).  The leader goes on
+ * upstream, and the cache filters copy its answer into the flight as it
+ * passes (it is the copy the store is written from, too).  A waiter stays
+ * in the PRECONTENT phase, before the limiter, until the leader's headers
+ * are in: then it is a COALESCED answer (a HIT to the limiter) and sends
+ * the leader's body as it arrives (cache_send.c); if the leader's answer
+ * fails or is not to be shared first, or lock_timeout passes, the waiter
+ * is a MISS and goes upstream itself; if the leader's upstream failed and
+ * it answers with its stale entry, the waiter answers with the same entry
+ * at once (STALE), as it found it in its own lookup.  A leader failing
+ * once its headers went out cuts its waiters' answers, as its own is cut.
  *
- * Waiters look at the flight's sequence number on a short timer that
- * backs off from 1 ms to 4 ms while nothing moves: one memory read a tick,
- * and an event of the leader reaches a waiter in any worker within a few
- * milliseconds.
+ * Waiters are woken by the worker that wrote (flight_wake.c): the event a
+ * waiter gives its flight is posted when the flight moves.  An idle waiter
+ * has no timer but its lock_timeout.
+ *
+ * What coalesces with what: the requests of one location, with the same
+ * cache key digest.  A flight's digest is the request's key digest under
+ * the location's own: its place in the configuration, its store (and near
+ * zone), its key, key_json, key_ignore and credentials, so that two
+ * locations whose keys expand alike (another zone, another upstream,
+ * another key_ignore) never answer each other.
  */
 
 #include "cache/ngx_http_ai_gateway_cache.h"
 
 
-#define NGX_HTTP_AI_GATEWAY_WAIT_MIN  1    /* ms */
-#define NGX_HTTP_AI_GATEWAY_WAIT_MAX  4    /* ms */
-
-
 static void ngx_http_ai_gateway_cache_wait_handler(ngx_event_t *ev);
 static void ngx_http_ai_gateway_cache_wait_cleanup(void *data);
-static void ngx_http_ai_gateway_cache_wait_write(ngx_http_request_t *r);
 
 
 static ngx_conf_bitmask_t  ngx_http_ai_gateway_cache_stale_mask[] = {
@@ -96,6 +100,174 @@ ngx_http_ai_gateway_cache_use_stale(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+
+
+/* ai_gateway_cache_lock_zone SIZE: the flight zone, where answers wait */
+char *
+ngx_http_ai_gateway_cache_lock_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_ai_gateway_cache_main_conf_t *cmcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value;
+
+    if (cmcf->lock_zone != NGX_CONF_UNSET_SIZE) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    size = ngx_parse_size(&value[1]);
+
+    /* room for the zone's tables of workers first, then for answers */
+    if (size == NGX_ERROR || size < 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid size \"%V\" in \"%V\" (1m or more)",
+                           &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->lock_zone = size;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The flight zone, and the digest that makes a location's flights its own
+ * (see the top of this file)
+ */
+ngx_int_t
+ngx_http_ai_gateway_cache_flight_conf(ngx_conf_t *cf,
+    ngx_http_ai_gateway_cache_conf_t *conf)
+{
+    u_char                                  num[NGX_INT_T_LEN];
+    size_t                                  size;
+    ngx_str_t                              *names;
+    ngx_uint_t                              i;
+    agw_sha256_t                            sha;
+    agw_json_str_t                         *fields;
+    ngx_http_ai_gateway_store_t            *near;
+    ngx_http_ai_gateway_cache_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf,
+                                            ngx_http_ai_gateway_cache_module);
+
+    /* numbered as merged: the same configuration numbers them alike */
+    cmcf->locations++;
+
+    conf->flight = NULL;
+
+    if (conf->store == NULL) {
+        return NGX_OK;
+    }
+
+    size = (cmcf->lock_zone == NGX_CONF_UNSET_SIZE)
+           ? NGX_HTTP_AI_GATEWAY_FLIGHT_SIZE : cmcf->lock_zone;
+
+    /* every answer to store waits there, whether it is shared or not */
+    conf->flight = ngx_http_ai_gateway_flight_zone(cf, size);
+    if (conf->flight == NULL) {
+        return NGX_ERROR;
+    }
+
+    agw_sha256_init(&sha);
+
+    agw_digest_field(&sha, 'L', num,
+                     ngx_sprintf(num, "%ui", cmcf->locations) - num);
+    agw_digest_field(&sha, 'B', conf->store->ref.backend.data,
+                     conf->store->ref.backend.len);
+    agw_digest_field(&sha, 'S', conf->store->ref.name.data,
+                     conf->store->ref.name.len);
+
+    near = ngx_http_ai_gateway_store_near_zone(conf->store);
+
+    if (near) {
+        agw_digest_field(&sha, 'N', near->ref.name.data, near->ref.name.len);
+    }
+
+    agw_digest_field(&sha, 'K', conf->key_text.data, conf->key_text.len);
+    agw_digest_field(&sha, 'J', (u_char *) (conf->key_json ? "1" : "0"), 1);
+
+    if (conf->key_ignore) {
+        fields = conf->key_ignore->elts;
+
+        for (i = 0; i < conf->key_ignore->nelts; i++) {
+            agw_digest_field(&sha, 'I', fields[i].data, fields[i].len);
+        }
+    }
+
+    agw_digest_field(&sha, 'A', (u_char *) (conf->authorized ? "1" : "0"),
+                     1);
+
+    names = conf->credentials->elts;
+
+    for (i = 0; i < conf->credentials->nelts; i++) {
+        agw_digest_field(&sha, 'C', names[i].data, names[i].len);
+    }
+
+    agw_digest_final(&conf->flight_id, &sha);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_cache_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i;
+    ngx_http_ai_gateway_store_t     **stores;
+    ngx_http_ai_gateway_main_conf_t  *amcf;
+
+    amcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_ai_gateway_module);
+    if (amcf == NULL) {
+        return NGX_OK;
+    }
+
+    /* a worker that dies leaves its references: its successor drops them */
+    stores = amcf->caches.elts;
+
+    for (i = 0; i < amcf->caches.nelts; i++) {
+        if (stores[i]->init_process
+            && stores[i]->init_process(stores[i], cycle) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_http_ai_gateway_flight_init_process(cycle,
+                                    ngx_http_ai_gateway_flight_find(cycle));
+}
+
+
+void
+ngx_http_ai_gateway_cache_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i;
+    ngx_http_ai_gateway_store_t     **stores;
+    ngx_http_ai_gateway_main_conf_t  *amcf;
+
+    ngx_http_ai_gateway_flight_exit_process(cycle,
+                                    ngx_http_ai_gateway_flight_find(cycle));
+
+    amcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_ai_gateway_module);
+    if (amcf == NULL) {
+        return;
+    }
+
+    stores = amcf->caches.elts;
+
+    for (i = 0; i < amcf->caches.nelts; i++) {
+        if (stores[i]->exit_process) {
+            (void) stores[i]->exit_process(stores[i], cycle);
+        }
+    }
+}
+
+
 /*
  * A MISS joins its key's flight: NGX_OK to go upstream (as the leader, or
  * alone), NGX_AGAIN waiting on another request's answer
@@ -105,13 +277,15 @@ ngx_http_ai_gateway_cache_join(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx)
 {
     ngx_uint_t                         role;
+    agw_sha256_t                       sha;
+    agw_digest_t                       digest;
     ngx_pool_cleanup_t                *cln;
     ngx_http_ai_gateway_cache_conf_t  *conf;
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
 
     if (conf->flight == NULL || r->method == NGX_HTTP_HEAD) {
-        /* a HEAD's answer has no body to share */
+        /* a HEAD's answer has no body to keep or share */
         return NGX_OK;
     }
 
@@ -120,13 +294,11 @@ ngx_http_ai_gateway_cache_join(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    role = ngx_http_ai_gateway_flight_join(r, conf->flight, &ctx->digest,
-                                           ctx->store->max_entry_size,
-                                           &ctx->flight);
-
-    if (role != NGX_HTTP_AI_GATEWAY_FLIGHT_WAITER) {
-        return NGX_OK;
-    }
+    /* the request's key under the location's: its own flights */
+    agw_sha256_init(&sha);
+    agw_digest_field(&sha, 'F', conf->flight_id.bytes, AGW_DIGEST_LEN);
+    agw_digest_field(&sha, 'R', ctx->digest.bytes, AGW_DIGEST_LEN);
+    agw_digest_final(&digest, &sha);
 
     /* data: the client's connection, whose fd event debug lines print */
     ctx->wait.handler = ngx_http_ai_gateway_cache_wait_handler;
@@ -137,13 +309,23 @@ ngx_http_ai_gateway_cache_join(ngx_http_request_t *r,
     cln->handler = ngx_http_ai_gateway_cache_wait_cleanup;
     cln->data = ctx;
 
+    role = ngx_http_ai_gateway_flight_join(r, conf->flight, &digest,
+                                           conf->lock, &ctx->wait,
+                                           &ctx->flight);
+
+    if (role != NGX_HTTP_AI_GATEWAY_FLIGHT_WAITER) {
+        return NGX_OK;
+    }
+
     ctx->wait_start = ngx_current_msec;
-    ctx->wait_delay = NGX_HTTP_AI_GATEWAY_WAIT_MIN;
+    ctx->flight_length = -1;
 
     /* a client that goes away while waiting is noticed */
     r->read_event_handler = ngx_http_test_reading;
 
-    ngx_add_timer(&ctx->wait, ctx->wait_delay);
+    /* the slow way out; the first look at once: it may have its headers */
+    ngx_add_timer(&ctx->wait, conf->lock_timeout);
+    ngx_post_event(&ctx->wait, &ngx_posted_events);
 
     return NGX_AGAIN;
 }
@@ -157,28 +339,18 @@ ngx_http_ai_gateway_cache_wait_cleanup(void *data)
     if (ctx->wait.timer_set) {
         ngx_del_timer(&ctx->wait);
     }
-}
 
-
-static void
-ngx_http_ai_gateway_cache_wait_again(ngx_http_ai_gateway_cache_ctx_t *ctx,
-    ngx_uint_t moved)
-{
-    if (moved) {
-        ctx->wait_delay = NGX_HTTP_AI_GATEWAY_WAIT_MIN;
-
-    } else if (ctx->wait_delay < NGX_HTTP_AI_GATEWAY_WAIT_MAX) {
-        ctx->wait_delay *= 2;
+    if (ctx->wait.posted) {
+        ngx_delete_posted_event(&ctx->wait);
     }
-
-    ngx_add_timer(&ctx->wait, ctx->wait_delay);
 }
 
 
-/* the wait is over: COALESCED or, going upstream after all, a MISS */
+/* the wait is over: COALESCED, STALE or, going upstream after all, a MISS */
 static void
 ngx_http_ai_gateway_cache_wait_done(ngx_http_request_t *r,
-    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_uint_t coalesced)
+    ngx_http_ai_gateway_cache_ctx_t *ctx,
+    ngx_http_ai_gateway_cache_status_e status)
 {
     ngx_http_ai_gateway_cache_stats_t  *stats;
 
@@ -186,17 +358,28 @@ ngx_http_ai_gateway_cache_wait_done(ngx_http_request_t *r,
 
     ctx->waiting = 0;
     ctx->done = 1;
+    ctx->status = status;
 
     r->read_event_handler = ngx_http_block_reading;
 
-    if (coalesced) {
-        ctx->status = NGX_HTTP_AI_GATEWAY_CACHE_COALESCED;
-        ngx_http_ai_gateway_count(stats->coalesced, 1);
+    if (ctx->wait.timer_set) {
+        ngx_del_timer(&ctx->wait);
+    }
 
-    } else {
+    switch (status) {
+
+    case NGX_HTTP_AI_GATEWAY_CACHE_COALESCED:
+        ngx_http_ai_gateway_count(stats->coalesced, 1);
+        break;
+
+    case NGX_HTTP_AI_GATEWAY_CACHE_STALE:
+        ngx_http_ai_gateway_flight_leave(&ctx->flight);
+        ngx_http_ai_gateway_count(stats->stale, 1);
+        break;
+
+    default: /* MISS */
         ngx_http_ai_gateway_flight_leave(&ctx->flight);
         ctx->flight.role = NGX_HTTP_AI_GATEWAY_FLIGHT_NONE;
-        ctx->status = NGX_HTTP_AI_GATEWAY_CACHE_MISS;
         ngx_http_ai_gateway_count(stats->misses, 1);
     }
 
@@ -210,126 +393,59 @@ static void
 ngx_http_ai_gateway_cache_wait_headers(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx)
 {
-    ngx_int_t                           rc;
     ngx_http_ai_gateway_cache_conf_t   *conf;
     ngx_http_ai_gateway_flight_read_t   out;
 
     conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
 
-    rc = ngx_http_ai_gateway_flight_read(r, &ctx->flight, &out);
+    if (ngx_http_ai_gateway_flight_read(r, &ctx->flight, NULL, 0, &out)
+        != NGX_OK)
+    {
+        ngx_http_ai_gateway_cache_wait_done(r, ctx,
+                                            NGX_HTTP_AI_GATEWAY_CACHE_MISS);
+        return;
+    }
 
-    if (rc == NGX_OK && out.headers) {
+    if (out.headers && out.state != NGX_HTTP_AI_GATEWAY_FLIGHT_FAILED) {
         ctx->headers = out.headers;
         ctx->headers_len = out.headers_len;
         ctx->flight_length = out.content_length;
 
-        /* body bytes read with the headers are served from the start */
-        ctx->flight.offset = 0;
-        ctx->flight.seq = (ngx_atomic_uint_t) -1;
-
-        ngx_http_ai_gateway_cache_wait_done(r, ctx, 1);
+        ngx_http_ai_gateway_cache_wait_done(r, ctx,
+                                        NGX_HTTP_AI_GATEWAY_CACHE_COALESCED);
         return;
     }
 
-    if (rc == NGX_OK && out.state != NGX_HTTP_AI_GATEWAY_FLIGHT_RUNNING) {
+    if (out.state == NGX_HTTP_AI_GATEWAY_FLIGHT_STALE && ctx->has_stale) {
+        /* the leader answers with the entry this request found too */
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ai_gateway flight answered stale, so does this one");
+        ngx_http_ai_gateway_cache_wait_done(r, ctx,
+                                            NGX_HTTP_AI_GATEWAY_CACHE_STALE);
+        return;
+    }
+
+    if (out.state != NGX_HTTP_AI_GATEWAY_FLIGHT_RUNNING) {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "ai_gateway flight failed, going upstream");
-        ngx_http_ai_gateway_cache_wait_done(r, ctx, 0);
+        ngx_http_ai_gateway_cache_wait_done(r, ctx,
+                                            NGX_HTTP_AI_GATEWAY_CACHE_MISS);
         return;
     }
 
     if (ngx_current_msec - ctx->wait_start >= conf->lock_timeout) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "ai_gateway_cache_lock_timeout: going upstream");
-        ngx_http_ai_gateway_cache_wait_done(r, ctx, 0);
+        ngx_http_ai_gateway_cache_wait_done(r, ctx,
+                                            NGX_HTTP_AI_GATEWAY_CACHE_MISS);
         return;
     }
 
-    ngx_http_ai_gateway_cache_wait_again(ctx, rc == NGX_OK);
-}
-
-
-/* after the headers went out: the leader's body as it arrives */
-static void
-ngx_http_ai_gateway_cache_wait_body(ngx_http_request_t *r,
-    ngx_http_ai_gateway_cache_ctx_t *ctx)
-{
-    ngx_int_t                           rc;
-    ngx_buf_t                          *b;
-    ngx_chain_t                         out;
-    ngx_http_ai_gateway_cache_conf_t   *conf;
-    ngx_http_ai_gateway_flight_read_t   rd;
-
-    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
-
-    if (r->connection->error) {
-        ngx_http_ai_gateway_flight_leave(&ctx->flight);
-        ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
-        return;
+    if (!ctx->wait.timer_set) {
+        ngx_add_timer(&ctx->wait,
+                      conf->lock_timeout
+                      - (ngx_current_msec - ctx->wait_start));
     }
-
-    rc = ngx_http_ai_gateway_flight_read(r, &ctx->flight, &rd);
-
-    if (rc == NGX_AGAIN) {
-        if (ngx_current_msec - ctx->flight.progress >= conf->lock_timeout) {
-            /* the leader stalled as long as a waiter may wait: cut */
-            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                          "ai_gateway coalesced answer stalled for "
-                          "ai_gateway_cache_lock_timeout");
-            ngx_http_ai_gateway_flight_leave(&ctx->flight);
-            ngx_http_finalize_request(r, NGX_ERROR);
-            return;
-        }
-
-        /* a slow client's queued bytes move on meanwhile */
-        if (r->connection->buffered
-            && ngx_http_output_filter(r, NULL) == NGX_ERROR)
-        {
-            ngx_http_ai_gateway_flight_leave(&ctx->flight);
-            ngx_http_finalize_request(r, NGX_ERROR);
-            return;
-        }
-
-        ngx_http_ai_gateway_cache_wait_again(ctx, 0);
-        return;
-    }
-
-    if (rd.state == NGX_HTTP_AI_GATEWAY_FLIGHT_FAILED) {
-        /* the leader's answer was cut: so is this one */
-        ngx_http_ai_gateway_flight_leave(&ctx->flight);
-        ngx_http_finalize_request(r, NGX_ERROR);
-        return;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        ngx_http_ai_gateway_flight_leave(&ctx->flight);
-        ngx_http_finalize_request(r, NGX_ERROR);
-        return;
-    }
-
-    b->pos = rd.data;
-    b->last = rd.data + rd.len;
-    b->memory = rd.len ? 1 : 0;
-    b->flush = 1;
-
-    if (rd.state == NGX_HTTP_AI_GATEWAY_FLIGHT_DONE) {
-        b->last_buf = 1;
-        b->last_in_chain = 1;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_output_filter(r, &out);
-
-    if (rc == NGX_ERROR || rd.state == NGX_HTTP_AI_GATEWAY_FLIGHT_DONE) {
-        ngx_http_ai_gateway_flight_leave(&ctx->flight);
-        ngx_http_finalize_request(r, rc);
-        return;
-    }
-
-    ngx_http_ai_gateway_cache_wait_again(ctx, 1);
 }
 
 
@@ -345,28 +461,14 @@ ngx_http_ai_gateway_cache_wait_handler(ngx_event_t *ev)
     r = ctx->request;
     c = r->connection;
 
+    ev->timedout = 0;
+
+    /* once the wait is over, wake-ups wait for the headers to go out */
     if (ctx->waiting) {
         ngx_http_ai_gateway_cache_wait_headers(r, ctx);
-
-    } else {
-        ngx_http_ai_gateway_cache_wait_body(r, ctx);
     }
 
     ngx_http_run_posted_requests(c);
-}
-
-
-static void
-ngx_http_ai_gateway_cache_wait_write(ngx_http_request_t *r)
-{
-    ngx_http_ai_gateway_cache_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
-
-    if (ngx_http_output_filter(r, NULL) == NGX_ERROR) {
-        ngx_http_ai_gateway_flight_leave(&ctx->flight);
-        ngx_http_finalize_request(r, NGX_ERROR);
-    }
 }
 
 
@@ -428,6 +530,8 @@ ngx_http_ai_gateway_cache_set_headers(ngx_http_request_t *r,
 }
 
 
+
+
 ngx_int_t
 ngx_http_ai_gateway_cache_serve_coalesced(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx)
@@ -451,8 +555,6 @@ ngx_http_ai_gateway_cache_serve_coalesced(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->flight_headers = 1;
-
     rc = ngx_http_send_header(r);
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
@@ -461,13 +563,8 @@ ngx_http_ai_gateway_cache_serve_coalesced(ngx_http_request_t *r,
         return NGX_DONE;
     }
 
-    r->read_event_handler = ngx_http_test_reading;
-    r->write_event_handler = ngx_http_ai_gateway_cache_wait_write;
+    ctx->flight_headers = 1;
 
-    ctx->wait_delay = NGX_HTTP_AI_GATEWAY_WAIT_MIN;
-
-    /* what the leader has sent so far goes out now */
-    ngx_http_ai_gateway_cache_wait_body(r, ctx);
-
-    return NGX_DONE;
+    /* what the leader has sent so far goes out now, the rest as it comes */
+    return ngx_http_ai_gateway_cache_send_start(r, ctx, NULL);
 }

@@ -18,6 +18,7 @@
 #include "base/ngx_http_ai_gateway_conf.h"
 #include "base/ngx_http_ai_gateway_stats.h"
 #include "core/ngx_http_ai_gateway_handlers.h"
+#include "flight/ngx_http_ai_gateway_flight.h"
 
 
 typedef struct {
@@ -35,6 +36,8 @@ static u_char *ngx_http_ai_gateway_cachez_json(u_char *p,
     ngx_http_ai_gateway_main_conf_t *amcf);
 static u_char *ngx_http_ai_gateway_cachez_prometheus(u_char *p,
     ngx_http_ai_gateway_main_conf_t *amcf);
+static u_char *ngx_http_ai_gateway_cachez_flight(u_char *p,
+    ngx_uint_t prometheus);
 
 
 #define ngx_http_ai_gateway_field(type, name, gauge, shm_only, help)         \
@@ -122,7 +125,7 @@ static ngx_http_ai_gateway_field_t  ngx_http_ai_gateway_redis_fields[] = {
 #define NGX_HTTP_AI_GATEWAY_FIELD_LEN  (256 + NGX_ATOMIC_T_LEN)
 
 /* every family's HELP and TYPE lines, and the figures without a zone */
-#define NGX_HTTP_AI_GATEWAY_FAMILIES   48
+#define NGX_HTTP_AI_GATEWAY_FAMILIES   52
 
 
 /* what the Redis cache store does not track (see the top of this file) */
@@ -371,7 +374,10 @@ ngx_http_ai_gateway_cachez_json(u_char *p,
         *p++ = '}';
     }
 
-    p = ngx_sprintf(p, "},\"redis\":{\"configured\":%s,\"connected\":%s,"
+    *p++ = '}';
+    p = ngx_http_ai_gateway_cachez_flight(p, 0);
+
+    p = ngx_sprintf(p, ",\"redis\":{\"configured\":%s,\"connected\":%s,"
                     "\"errors\":%uA,\"timeouts\":%uA},\"uptime_s\":%T}\n",
                     amcf->redis_configured ? "true" : "false",
                     ngx_http_ai_gateway_stats_redis_connected(shared)
@@ -514,5 +520,53 @@ ngx_http_ai_gateway_cachez_prometheus(u_char *p,
                         f->name, ngx_http_ai_gateway_read(shared, f));
     }
 
-    return p;
+    return ngx_http_ai_gateway_cachez_flight(p, 1);
+}
+
+
+/*
+ * The flight zone (ai_gateway_cache_lock_zone): flights held (running, or
+ * ended with waiters still reading), the answers' bytes they hold, the
+ * zone's pages in use, its size, and (JSON) the times it had no room
+ */
+static u_char *
+ngx_http_ai_gateway_cachez_flight(u_char *p, ngx_uint_t prometheus)
+{
+    ngx_http_ai_gateway_flight_stats_t  st;
+
+    if (ngx_http_ai_gateway_flight_stats(
+                             ngx_http_ai_gateway_flight_find(
+                                                   (ngx_cycle_t *) ngx_cycle),
+                             &st)
+        != NGX_OK)
+    {
+        return p;
+    }
+
+    if (!prometheus) {
+        return ngx_sprintf(p, ",\"flight\":{\"flights\":%ui,\"bytes\":%uz,"
+                           "\"bytes_used\":%uz,\"bytes_capacity\":%uz,"
+                           "\"full\":%ui}",
+                           st.flights, st.bytes, st.used, st.capacity,
+                           st.full);
+    }
+
+    return ngx_sprintf(p,
+            "# HELP ai_gateway_flight_flights Flights in the flight zone"
+            " (running, or ended with waiters still reading).\n"
+            "# TYPE ai_gateway_flight_flights gauge\n"
+            "ai_gateway_flight_flights %ui\n"
+            "# HELP ai_gateway_flight_bytes Bytes of answers the flights"
+            " hold.\n"
+            "# TYPE ai_gateway_flight_bytes gauge\n"
+            "ai_gateway_flight_bytes %uz\n"
+            "# HELP ai_gateway_flight_bytes_used Bytes of the flight zone in"
+            " use.\n"
+            "# TYPE ai_gateway_flight_bytes_used gauge\n"
+            "ai_gateway_flight_bytes_used %uz\n"
+            "# HELP ai_gateway_flight_bytes_capacity Bytes of the flight zone"
+            " (ai_gateway_cache_lock_zone).\n"
+            "# TYPE ai_gateway_flight_bytes_capacity gauge\n"
+            "ai_gateway_flight_bytes_capacity %uz\n",
+            st.flights, st.bytes, st.used, st.capacity);
 }

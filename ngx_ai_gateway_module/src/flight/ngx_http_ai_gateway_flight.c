@@ -1,63 +1,40 @@
 /*
- * Single flight across the workers of one nginx.
+ * Single flight across the workers of one nginx: the table and the
+ * buffers.
  *
- * One shared-memory zone ("ai_gateway_flight") holds a table of flights
- * keyed by the cache digest.  The first request to miss a key (the
- * leader) creates its flight and, as its answer passes the cache filters,
- * copies the answer's headers and body into it; identical requests (the
- * waiters) find the flight, and read what is new each time the flight's
- * sequence number moves.  A waiter reads the number without the lock, so
- * a short timer per waiter costs one memory read per tick; the data is
- * copied out under the lock into the waiter's pool.
+ * One shared-memory zone ("ai_gateway_flight", ai_gateway_cache_lock_zone
+ * sizes it) holds a table of flights keyed by a digest of the request's
+ * cache key and of what the location makes of it (its store and key
+ * definition, cache.c).  The first request to miss a key (the leader)
+ * creates its flight and, as its answer passes the cache filters, copies
+ * the answer's headers and body into it; identical requests (the waiters)
+ * find the flight and read what is new whenever the worker that wrote it
+ * wakes them (flight_wake.c).  A leader that shares nothing (the lock off)
+ * still writes its answer into a flight of its own, out of the table: the
+ * buffer is where an answer waits, in shared memory, until the store
+ * takes it, so a worker never holds a second whole copy of it.
  *
- * A flight is bounded by the store's max_entry_size: past it, or when the
- * zone is full, the flight fails and its waiters go on their own.  A
- * flight leaves the table when it ends, done or failed: from then on the
- * store answers (or the next request leads a new flight), so nothing is
- * served from a flight past the entry's own lifetime or a purge.  A node
- * is freed when it is out of the table and no request refers to it.  A
- * leader that died (its pid gone) leaves a flight that the next request
- * takes over.
+ * The buffer (flight_buffer.c) is a list of chunks the leader appends to
+ * and each waiter reads from at its own pace; an answer too large to be
+ * stored is still shared, through a ring that keeps its last bytes.
+ *
+ * References: the leader's (until it finishes), one per worker that has
+ * waiters on the flight (a bit per worker slot, so that a worker that dies
+ * can be accounted for: flight_wake.c), and the stores' holds while they
+ * write the answer out.  A flight leaves the table when it ends, done or
+ * failed: from then on the store answers, or the next request leads a new
+ * flight, so nothing is served from a flight past the entry's own lifetime
+ * or a purge.  A node is freed when it is out of the table and no longer
+ * referenced.
+ *
+ * Everything is read and written under the zone's lock, held for a lookup
+ * or one copy of a bounded size, never across a system call.
  *
  * Reload: a zone of the same name and size is adopted by the new cycle, so
  * the old workers' flights keep their waiters in either generation.
  */
 
-#include "flight/ngx_http_ai_gateway_flight.h"
-
-
-#define NGX_HTTP_AI_GATEWAY_FLIGHT_SIZE   (32 * 1024 * 1024)
-
-
-struct ngx_http_ai_gateway_flight_node_s {
-    ngx_rbtree_node_t                    node;      /* key: digest prefix */
-    u_char                               digest[AGW_DIGEST_LEN];
-    ngx_pid_t                            leader;
-    ngx_uint_t                           state;
-    ngx_uint_t                           refs;      /* leader + waiters */
-    ngx_atomic_t                         seq;       /* moves on a change */
-    off_t                                content_length;
-    u_char                              *headers;
-    size_t                               headers_len;
-    u_char                              *body;
-    size_t                               body_len;
-    size_t                               body_cap;
-    size_t                               max;
-    unsigned                             headers_ready:1;
-    unsigned                             in_tree:1;
-};
-
-
-typedef struct {
-    ngx_rbtree_t                         rbtree;
-    ngx_rbtree_node_t                    sentinel;
-} ngx_http_ai_gateway_flight_sh_t;
-
-
-typedef struct {
-    ngx_http_ai_gateway_flight_sh_t     *sh;
-    ngx_slab_pool_t                     *shpool;
-} ngx_http_ai_gateway_flight_ctx_t;
+#include "flight/ngx_http_ai_gateway_flight_zone.h"
 
 
 static ngx_int_t ngx_http_ai_gateway_flight_init_zone(
@@ -67,19 +44,21 @@ static void ngx_http_ai_gateway_flight_insert_value(ngx_rbtree_node_t *temp,
 static void ngx_http_ai_gateway_flight_cleanup(void *data);
 
 
+/* the layout's version is in the name: a zone of another is never adopted */
 static ngx_str_t  ngx_http_ai_gateway_flight_name =
-    ngx_string("ai_gateway_flight");
+    ngx_string("ai_gateway_flight_v2");
+
+static ngx_uint_t  ngx_http_ai_gateway_flight_tag;
 
 
 ngx_shm_zone_t *
-ngx_http_ai_gateway_flight_zone(ngx_conf_t *cf)
+ngx_http_ai_gateway_flight_zone(ngx_conf_t *cf, size_t size)
 {
     ngx_shm_zone_t                    *zone;
     ngx_http_ai_gateway_flight_ctx_t  *ctx;
 
-    zone = ngx_shared_memory_add(cf, &ngx_http_ai_gateway_flight_name,
-                                 NGX_HTTP_AI_GATEWAY_FLIGHT_SIZE,
-                                 &ngx_http_ai_gateway_flight_name);
+    zone = ngx_shared_memory_add(cf, &ngx_http_ai_gateway_flight_name, size,
+                                 &ngx_http_ai_gateway_flight_tag);
     if (zone == NULL) {
         return NULL;
     }
@@ -94,10 +73,41 @@ ngx_http_ai_gateway_flight_zone(ngx_conf_t *cf)
         return NULL;
     }
 
+    ctx->size = size;
+
     zone->init = ngx_http_ai_gateway_flight_init_zone;
     zone->data = ctx;
 
     return zone;
+}
+
+
+ngx_shm_zone_t *
+ngx_http_ai_gateway_flight_find(ngx_cycle_t *cycle)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_shm_zone_t   *zone;
+
+    part = &cycle->shared_memory.part;
+    zone = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            zone = part->elts;
+            i = 0;
+        }
+
+        if (zone[i].tag == &ngx_http_ai_gateway_flight_tag) {
+            return &zone[i];
+        }
+    }
 }
 
 
@@ -106,6 +116,7 @@ ngx_http_ai_gateway_flight_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_ai_gateway_flight_ctx_t  *octx = data;
 
+    size_t                             len;
     ngx_http_ai_gateway_flight_ctx_t  *ctx;
 
     ctx = shm_zone->data;
@@ -113,14 +124,14 @@ ngx_http_ai_gateway_flight_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     if (octx) {
         ctx->sh = octx->sh;
         ctx->shpool = octx->shpool;
-        return NGX_OK;
+        goto check;
     }
 
     ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
     if (shm_zone->shm.exists) {
         ctx->sh = ctx->shpool->data;
-        return NGX_OK;
+        goto check;
     }
 
     ctx->sh = ngx_slab_calloc(ctx->shpool,
@@ -129,13 +140,42 @@ ngx_http_ai_gateway_flight_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
+    ctx->sh->magic = NGX_HTTP_AI_GATEWAY_FLIGHT_MAGIC;
+    ctx->sh->version = NGX_HTTP_AI_GATEWAY_FLIGHT_VERSION;
+
     ctx->shpool->data = ctx->sh;
 
     ngx_rbtree_init(&ctx->sh->rbtree, &ctx->sh->sentinel,
                     ngx_http_ai_gateway_flight_insert_value);
+    ngx_queue_init(&ctx->sh->all);
 
-    /* a full zone only sends requests upstream on their own */
+    len = sizeof(" in ai_gateway_cache_lock_zone \"\"")
+          + shm_zone->shm.name.len;
+
+    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
+    if (ctx->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->shpool->log_ctx,
+                " in ai_gateway_cache_lock_zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    /* a full zone only sends requests upstream on their own: counted */
     ctx->shpool->log_nomem = 0;
+
+    return NGX_OK;
+
+check:
+
+    if (ctx->sh->magic != NGX_HTTP_AI_GATEWAY_FLIGHT_MAGIC
+        || ctx->sh->version != NGX_HTTP_AI_GATEWAY_FLIGHT_VERSION)
+    {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "ai_gateway flight zone \"%V\" has another layout, "
+                      "restart nginx", &shm_zone->shm.name);
+        return NGX_ERROR;
+    }
 
     return NGX_OK;
 }
@@ -232,24 +272,7 @@ ngx_http_ai_gateway_flight_find_locked(ngx_http_ai_gateway_flight_ctx_t *ctx,
 }
 
 
-static void
-ngx_http_ai_gateway_flight_free_locked(ngx_http_ai_gateway_flight_ctx_t *ctx,
-    ngx_http_ai_gateway_flight_node_t *fn)
-{
-    if (fn->headers) {
-        ngx_slab_free_locked(ctx->shpool, fn->headers);
-    }
-
-    if (fn->body) {
-        ngx_slab_free_locked(ctx->shpool, fn->body);
-    }
-
-    ngx_slab_free_locked(ctx->shpool, fn);
-}
-
-
-/* out of the table: nobody joins it any more; freed once unreferenced */
-static void
+void
 ngx_http_ai_gateway_flight_detach_locked(
     ngx_http_ai_gateway_flight_ctx_t *ctx,
     ngx_http_ai_gateway_flight_node_t *fn)
@@ -258,74 +281,107 @@ ngx_http_ai_gateway_flight_detach_locked(
         ngx_rbtree_delete(&ctx->sh->rbtree, &fn->node);
         fn->in_tree = 0;
     }
-
-    if (fn->refs == 0) {
-        ngx_http_ai_gateway_flight_free_locked(ctx, fn);
-    }
 }
 
 
-static ngx_flag_t
-ngx_http_ai_gateway_flight_leader_gone(ngx_http_ai_gateway_flight_node_t *fn)
-{
-    if (fn->state != NGX_HTTP_AI_GATEWAY_FLIGHT_RUNNING
-        || fn->leader == ngx_pid)
-    {
-        return 0;
-    }
-
-    return (kill(fn->leader, 0) == -1 && ngx_errno == NGX_ESRCH);
-}
-
-
-/* a leader that died (a crashed worker) never ends its flight: end it */
-static ngx_flag_t
-ngx_http_ai_gateway_flight_fail_dead_locked(
-    ngx_http_ai_gateway_flight_ctx_t *ctx,
+void
+ngx_http_ai_gateway_flight_unref_locked(ngx_http_ai_gateway_flight_ctx_t *ctx,
     ngx_http_ai_gateway_flight_node_t *fn)
 {
-    if (!ngx_http_ai_gateway_flight_leader_gone(fn)) {
-        return 0;
+    if (fn->leading || fn->followers || fn->holds) {
+        return;
     }
-
-    fn->state = NGX_HTTP_AI_GATEWAY_FLIGHT_FAILED;
-    fn->refs--;                     /* the dead leader's */
-    (void) ngx_atomic_fetch_add(&fn->seq, 1);
 
     ngx_http_ai_gateway_flight_detach_locked(ctx, fn);
 
-    return 1;
+    ngx_queue_remove(&fn->all);
+
+    ngx_http_ai_gateway_flight_free_chunks_locked(ctx, fn);
+
+    if (fn->headers) {
+        ngx_slab_free_locked(ctx->shpool, fn->headers);
+    }
+
+    ngx_slab_free_locked(ctx->shpool, fn);
+
+    ngx_http_ai_gateway_count(ctx->sh->flights, -1);
+}
+
+
+/* a flight ends: its waiters are woken to see it */
+void
+ngx_http_ai_gateway_flight_end_locked(ngx_http_ai_gateway_flight_ctx_t *ctx,
+    ngx_http_ai_gateway_flight_node_t *fn,
+    ngx_http_ai_gateway_flight_state_e state,
+    ngx_http_ai_gateway_flight_targets_t *t)
+{
+    fn->state = state;
+    fn->leading = 0;
+
+    ngx_http_ai_gateway_flight_detach_locked(ctx, fn);
+    ngx_http_ai_gateway_flight_wake_locked(ctx, fn, t);
+    ngx_http_ai_gateway_flight_unref_locked(ctx, fn);
 }
 
 
 ngx_uint_t
 ngx_http_ai_gateway_flight_join(ngx_http_request_t *r, ngx_shm_zone_t *zone,
-    const agw_digest_t *digest, size_t max, ngx_http_ai_gateway_flight_t *f)
+    const agw_digest_t *digest, ngx_flag_t shared, ngx_event_t *ev,
+    ngx_http_ai_gateway_flight_t *f)
 {
-    ngx_pool_cleanup_t                 *cln;
-    ngx_http_ai_gateway_flight_ctx_t   *ctx;
-    ngx_http_ai_gateway_flight_node_t  *fn;
+    uint64_t                               gen, bit;
+    ngx_uint_t                             slot, word, fresh;
+    ngx_pool_cleanup_t                    *cln;
+    ngx_http_ai_gateway_flight_ctx_t      *ctx;
+    ngx_http_ai_gateway_flight_node_t     *fn;
+    ngx_http_ai_gateway_flight_worker_t   *w;
+    ngx_http_ai_gateway_flight_targets_t   t;
 
     ctx = zone->data;
 
     ngx_memzero(f, sizeof(ngx_http_ai_gateway_flight_t));
+
+    /* a worker that could not register takes no part: it goes alone */
+    if (ngx_http_ai_gateway_flight_me(ctx, &slot, &gen) != NGX_OK) {
+        return NGX_HTTP_AI_GATEWAY_FLIGHT_NONE;
+    }
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
         return NGX_HTTP_AI_GATEWAY_FLIGHT_NONE;
     }
 
+    word = slot / 64;
+    bit = (uint64_t) 1 << (slot % 64);
+    fresh = 0;
+    t.n = 0;
+    t.local = 0;
+
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    fn = ngx_http_ai_gateway_flight_find_locked(ctx, digest->bytes);
+    fn = shared ? ngx_http_ai_gateway_flight_find_locked(ctx, digest->bytes)
+                : NULL;
 
-    if (fn && ngx_http_ai_gateway_flight_fail_dead_locked(ctx, fn)) {
-        /* its waiters see it fail; this request leads a new one */
-        fn = NULL;
+    if (fn && fn->leading) {
+        /* a leader whose worker is gone (a crash) never ends its flight */
+        w = &ctx->sh->workers[fn->leader_slot];
+
+        if (w->gen != fn->leader_gen) {
+            fn->holds = 0;
+            ngx_http_ai_gateway_flight_end_locked(ctx, fn,
+                                          NGX_HTTP_AI_GATEWAY_FLIGHT_FAILED,
+                                          &t);
+            fn = NULL;
+        }
     }
 
     if (fn) {
-        fn->refs++;
+        if (!(fn->followed[word] & bit)) {
+            fn->followed[word] |= bit;
+            fn->followers++;
+            fresh = 1;
+        }
+
         f->role = NGX_HTTP_AI_GATEWAY_FLIGHT_WAITER;
         goto joined;
     }
@@ -334,37 +390,65 @@ ngx_http_ai_gateway_flight_join(ngx_http_request_t *r, ngx_shm_zone_t *zone,
                                 sizeof(ngx_http_ai_gateway_flight_node_t));
     if (fn == NULL) {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
+        ngx_http_ai_gateway_count(ctx->sh->full, 1);
+        ngx_http_ai_gateway_flight_wake_send(ctx, &t);
         return NGX_HTTP_AI_GATEWAY_FLIGHT_NONE;
     }
 
     ngx_memcpy(fn->digest, digest->bytes, AGW_DIGEST_LEN);
     fn->node.key = ngx_http_ai_gateway_flight_hash(digest->bytes);
-    fn->leader = ngx_pid;
+    fn->id = ++ctx->sh->gen;
+    fn->leader_slot = slot;
+    fn->leader_gen = gen;
+    fn->leader_pid = ngx_pid;
     fn->state = NGX_HTTP_AI_GATEWAY_FLIGHT_RUNNING;
-    fn->refs = 1;
+    fn->leading = 1;
     fn->content_length = -1;
-    fn->max = max;
-    fn->in_tree = 1;
 
-    ngx_rbtree_insert(&ctx->sh->rbtree, &fn->node);
+    ngx_queue_insert_head(&ctx->sh->all, &fn->all);
+    ngx_http_ai_gateway_count(ctx->sh->flights, 1);
+
+    if (shared) {
+        fn->in_tree = 1;
+        ngx_rbtree_insert(&ctx->sh->rbtree, &fn->node);
+    }
 
     f->role = NGX_HTTP_AI_GATEWAY_FLIGHT_LEADER;
+    f->publishing = 1;
 
 joined:
 
-    f->seq = (ngx_atomic_uint_t) -1;  /* the first read always looks */
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-
     f->zone = zone;
     f->node = fn;
-    f->progress = ngx_current_msec;
-    f->checked = ngx_current_msec;
+    f->id = fn->id;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_http_ai_gateway_flight_wake_send(ctx, &t);
+
+    if (f->role == NGX_HTTP_AI_GATEWAY_FLIGHT_WAITER
+        && ngx_http_ai_gateway_flight_attach(f, ev, fresh) != NGX_OK)
+    {
+        /* the worker's record of the flight could not be made: alone */
+        ngx_shmtx_lock(&ctx->shpool->mutex);
+
+        if (fresh) {
+            fn->followed[word] &= ~bit;
+            fn->followers--;
+            ngx_http_ai_gateway_flight_unref_locked(ctx, fn);
+        }
+
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+        f->role = NGX_HTTP_AI_GATEWAY_FLIGHT_NONE;
+        return NGX_HTTP_AI_GATEWAY_FLIGHT_NONE;
+    }
 
     cln->handler = ngx_http_ai_gateway_flight_cleanup;
     cln->data = f;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "ai_gateway flight %p joined as %s", fn,
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "ai_gateway flight %p #%uL joined as %s", fn, f->id,
                    f->role == NGX_HTTP_AI_GATEWAY_FLIGHT_LEADER
                    ? "leader" : "waiter");
 
@@ -380,224 +464,61 @@ ngx_http_ai_gateway_flight_waiters(ngx_http_ai_gateway_flight_t *f)
     }
 
     /* read without the lock: a waiter more or less changes no decision */
-    return f->node->refs - 1;
+    return f->node->followers;
 }
 
 
 void
-ngx_http_ai_gateway_flight_headers(ngx_http_ai_gateway_flight_t *f,
-    u_char *headers, size_t len, off_t content_length)
+ngx_http_ai_gateway_flight_withdraw(ngx_http_ai_gateway_flight_t *f)
 {
-    u_char                             *p;
-    ngx_http_ai_gateway_flight_ctx_t   *ctx;
-    ngx_http_ai_gateway_flight_node_t  *fn;
+    ngx_http_ai_gateway_flight_ctx_t  *ctx;
 
     if (f->finished || f->role != NGX_HTTP_AI_GATEWAY_FLIGHT_LEADER) {
         return;
     }
 
     ctx = f->zone->data;
-    fn = f->node;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    p = ngx_slab_alloc_locked(ctx->shpool, len ? len : 1);
-
-    if (p == NULL) {
-        ngx_shmtx_unlock(&ctx->shpool->mutex);
-        ngx_http_ai_gateway_flight_finish(f, 0);
-        return;
-    }
-
-    ngx_memcpy(p, headers, len);
-
-    fn->headers = p;
-    fn->headers_len = len;
-    fn->content_length = content_length;
-    fn->headers_ready = 1;
-
-    (void) ngx_atomic_fetch_add(&fn->seq, 1);
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-}
-
-
-void
-ngx_http_ai_gateway_flight_publish(ngx_http_ai_gateway_flight_t *f,
-    u_char *data, size_t len)
-{
-    u_char                             *p;
-    size_t                              cap;
-    ngx_http_ai_gateway_flight_ctx_t   *ctx;
-    ngx_http_ai_gateway_flight_node_t  *fn;
-
-    if (f->finished || f->role != NGX_HTTP_AI_GATEWAY_FLIGHT_LEADER
-        || len == 0)
-    {
-        return;
-    }
-
-    ctx = f->zone->data;
-    fn = f->node;
-
-    if (fn->body_len + len > fn->max) {
-        /* too large to be stored: the waiters go on their own */
-        ngx_http_ai_gateway_flight_finish(f, 0);
-        return;
-    }
-
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    if (fn->body_cap - fn->body_len < len) {
-
-        cap = fn->body_cap ? fn->body_cap * 2 : 16384;
-
-        if (fn->body_cap == 0 && fn->content_length > 0) {
-            cap = (size_t) fn->content_length;
-        }
-
-        cap = ngx_min(ngx_max(cap, fn->body_len + len), fn->max);
-
-        p = ngx_slab_alloc_locked(ctx->shpool, cap);
-        if (p == NULL) {
-            ngx_shmtx_unlock(&ctx->shpool->mutex);
-            ngx_http_ai_gateway_flight_finish(f, 0);
-            return;
-        }
-
-        if (fn->body) {
-            ngx_memcpy(p, fn->body, fn->body_len);
-            ngx_slab_free_locked(ctx->shpool, fn->body);
-        }
-
-        fn->body = p;
-        fn->body_cap = cap;
-    }
-
-    ngx_memcpy(fn->body + fn->body_len, data, len);
-    fn->body_len += len;
-
-    (void) ngx_atomic_fetch_add(&fn->seq, 1);
-
+    ngx_http_ai_gateway_flight_detach_locked(ctx, f->node);
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 }
 
 
 void
 ngx_http_ai_gateway_flight_finish(ngx_http_ai_gateway_flight_t *f,
-    ngx_uint_t ok)
+    ngx_http_ai_gateway_flight_state_e state)
 {
-    ngx_http_ai_gateway_flight_ctx_t   *ctx;
-    ngx_http_ai_gateway_flight_node_t  *fn;
+    ngx_http_ai_gateway_flight_ctx_t      *ctx;
+    ngx_http_ai_gateway_flight_targets_t   t;
 
     if (f->finished || f->role != NGX_HTTP_AI_GATEWAY_FLIGHT_LEADER) {
         return;
     }
 
     f->finished = 1;
+    f->publishing = 0;
 
     ctx = f->zone->data;
-    fn = f->node;
+    t.n = 0;
+    t.local = 0;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    fn->state = ok ? NGX_HTTP_AI_GATEWAY_FLIGHT_DONE
-                   : NGX_HTTP_AI_GATEWAY_FLIGHT_FAILED;
-    fn->refs--;
-
-    (void) ngx_atomic_fetch_add(&fn->seq, 1);
 
     /* from now on the store answers; the waiters read on until they leave */
-    ngx_http_ai_gateway_flight_detach_locked(ctx, fn);
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-}
-
-
-ngx_int_t
-ngx_http_ai_gateway_flight_read(ngx_http_request_t *r,
-    ngx_http_ai_gateway_flight_t *f, ngx_http_ai_gateway_flight_read_t *out)
-{
-    u_char                             *p;
-    size_t                              len;
-    ngx_atomic_uint_t                   seq;
-    ngx_http_ai_gateway_flight_ctx_t   *ctx;
-    ngx_http_ai_gateway_flight_node_t  *fn;
-
-    ngx_memzero(out, sizeof(ngx_http_ai_gateway_flight_read_t));
-
-    ctx = f->zone->data;
-    fn = f->node;
-
-    seq = fn->seq;
-
-    if (seq == f->seq) {
-        /* a leader killed mid-answer never moves it again */
-        if (ngx_current_msec - f->checked >= 1000) {
-            f->checked = ngx_current_msec;
-
-            ngx_shmtx_lock(&ctx->shpool->mutex);
-            (void) ngx_http_ai_gateway_flight_fail_dead_locked(ctx, fn);
-            ngx_shmtx_unlock(&ctx->shpool->mutex);
-        }
-
-        return NGX_AGAIN;
-    }
-
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    f->seq = fn->seq;
-    f->progress = ngx_current_msec;
-
-    out->state = fn->state;
-    out->headers_ready = fn->headers_ready;
-    out->content_length = fn->content_length;
-
-    if (fn->headers_ready && !f->headers_seen) {
-        /* once: the caller keeps them */
-        len = fn->headers_len;
-        p = ngx_pnalloc(r->pool, len ? len : 1);
-        if (p == NULL) {
-            goto failed;
-        }
-
-        ngx_memcpy(p, fn->headers, len);
-        out->headers = p;
-        out->headers_len = len;
-        f->headers_seen = 1;
-    }
-
-    if (fn->body_len > f->offset) {
-        len = fn->body_len - f->offset;
-
-        p = ngx_pnalloc(r->pool, len);
-        if (p == NULL) {
-            goto failed;
-        }
-
-        ngx_memcpy(p, fn->body + f->offset, len);
-        out->data = p;
-        out->len = len;
-        f->offset += len;
-    }
+    ngx_http_ai_gateway_flight_end_locked(ctx, f->node, state, &t);
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    return NGX_OK;
-
-failed:
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-
-    out->state = NGX_HTTP_AI_GATEWAY_FLIGHT_FAILED;
-
-    return NGX_OK;
+    ngx_http_ai_gateway_flight_wake_send(ctx, &t);
 }
 
 
 void
 ngx_http_ai_gateway_flight_leave(ngx_http_ai_gateway_flight_t *f)
 {
+    ngx_uint_t                          slot, word;
+    uint64_t                            gen, bit;
     ngx_http_ai_gateway_flight_ctx_t   *ctx;
     ngx_http_ai_gateway_flight_node_t  *fn;
 
@@ -607,15 +528,27 @@ ngx_http_ai_gateway_flight_leave(ngx_http_ai_gateway_flight_t *f)
 
     f->finished = 1;
 
+    if (!ngx_http_ai_gateway_flight_detach_waiter(f)) {
+        /* other waiters of this worker still read it */
+        return;
+    }
+
     ctx = f->zone->data;
     fn = f->node;
 
+    if (ngx_http_ai_gateway_flight_me(ctx, &slot, &gen) != NGX_OK) {
+        return;
+    }
+
+    word = slot / 64;
+    bit = (uint64_t) 1 << (slot % 64);
+
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    fn->refs--;
-
-    if (fn->refs == 0 && !fn->in_tree) {
-        ngx_http_ai_gateway_flight_free_locked(ctx, fn);
+    if (fn->followed[word] & bit) {
+        fn->followed[word] &= ~bit;
+        fn->followers--;
+        ngx_http_ai_gateway_flight_unref_locked(ctx, fn);
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -628,9 +561,40 @@ ngx_http_ai_gateway_flight_cleanup(void *data)
     ngx_http_ai_gateway_flight_t  *f = data;
 
     if (f->role == NGX_HTTP_AI_GATEWAY_FLIGHT_LEADER) {
-        ngx_http_ai_gateway_flight_finish(f, 0);
+        ngx_http_ai_gateway_flight_finish(f,
+                                          NGX_HTTP_AI_GATEWAY_FLIGHT_FAILED);
 
     } else {
         ngx_http_ai_gateway_flight_leave(f);
     }
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_flight_stats(ngx_shm_zone_t *zone,
+    ngx_http_ai_gateway_flight_stats_t *st)
+{
+    ngx_http_ai_gateway_flight_ctx_t  *ctx;
+
+    ngx_memzero(st, sizeof(ngx_http_ai_gateway_flight_stats_t));
+
+    if (zone == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ctx = zone->data;
+
+    if (ctx->sh == NULL) {
+        return NGX_DECLINED;
+    }
+
+    st->flights = ctx->sh->flights;
+    st->bytes = ctx->sh->bytes;
+    st->full = ctx->sh->full;
+    st->capacity = ctx->size;
+
+    /* the slab pool's own count of free pages, read without the lock */
+    st->used = ctx->size - ctx->shpool->pfree * ngx_pagesize;
+
+    return NGX_OK;
 }

@@ -27,7 +27,13 @@
 typedef struct ngx_http_ai_gateway_store_s  ngx_http_ai_gateway_store_t;
 
 
-/* what a lookup found: an entry decoded into memory the request owns */
+/*
+ * What a lookup found: an entry decoded into memory the request owns; or,
+ * for a large entry of a shared-memory store, its head only (entry.body
+ * NULL, entry.body_len its size), the body read a piece at a time with
+ * the store's read() while the store keeps the entry for the request (a
+ * reference, dropped with the request's pool)
+ */
 typedef struct {
     agw_entry_t                          entry;
     time_t                               expires;  /* unix seconds; 0: not
@@ -37,7 +43,34 @@ typedef struct {
     unsigned                             expiry:1; /* asked of the store:
                                                       tell expires even if
                                                       it keeps the TTL */
+    void                                *ref;      /* the store's hold on
+                                                      an entry read in
+                                                      pieces */
+    void                                *cursor;   /* where the last read
+                                                      ended */
+    size_t                               cursor_start;
 } ngx_http_ai_gateway_found_t;
+
+
+/*
+ * An answer's body as a store copies it, from where it waits in shared
+ * memory (the flight's buffer, cache/): copy() fills buf from the body's
+ * offset and says how many bytes; keep() makes a copy of the source that
+ * outlives the request (a store that writes later), released with
+ * release(); NULL if it cannot.
+ */
+typedef struct ngx_http_ai_gateway_source_s  ngx_http_ai_gateway_source_t;
+
+struct ngx_http_ai_gateway_source_s {
+    size_t                             (*copy)(
+                                           ngx_http_ai_gateway_source_t *src,
+                                           size_t offset, u_char *buf,
+                                           size_t len);
+    ngx_http_ai_gateway_source_t      *(*keep)(
+                                           ngx_http_ai_gateway_source_t *src);
+    void                               (*release)(
+                                           ngx_http_ai_gateway_source_t *src);
+};
 
 
 /* a lookup that returned NGX_AGAIN reports here, once, with its answer */
@@ -55,10 +88,28 @@ typedef ngx_int_t (*ngx_http_ai_gateway_store_lookup_pt)(
     const agw_digest_t *digest, ngx_http_ai_gateway_found_t *found,
     ngx_http_ai_gateway_store_done_pt done, void *data);
 
-/* store: fire and forget; NGX_OK once written or handed over */
+/*
+ * store: fire and forget; NGX_OK once written or handed over.  The body is
+ * entry->body, or, when src is given, entry->body_len bytes read from it.
+ * r may be NULL (a write that completes a Redis write).
+ */
 typedef ngx_int_t (*ngx_http_ai_gateway_store_save_pt)(
     ngx_http_request_t *r, ngx_http_ai_gateway_store_t *store,
-    const agw_digest_t *digest, const agw_entry_t *entry, time_t ttl);
+    const agw_digest_t *digest, const agw_entry_t *entry,
+    ngx_http_ai_gateway_source_t *src, time_t ttl);
+
+/*
+ * read: the body of a found entry that came without it, bytes [offset,
+ * offset + len) into buf: the bytes copied (0: gone, never for an entry
+ * the request holds)
+ */
+typedef size_t (*ngx_http_ai_gateway_store_read_pt)(
+    ngx_http_ai_gateway_store_t *store, ngx_http_ai_gateway_found_t *found,
+    size_t offset, u_char *buf, size_t len);
+
+/* per worker, where a store needs it (a shared-memory zone) */
+typedef ngx_int_t (*ngx_http_ai_gateway_store_process_pt)(
+    ngx_http_ai_gateway_store_t *store, ngx_cycle_t *cycle);
 
 
 /*
@@ -88,7 +139,11 @@ struct ngx_http_ai_gateway_store_s {
     ngx_http_ai_gateway_cache_ref_t      ref;          /* what /cachez shows */
     ngx_http_ai_gateway_store_lookup_pt  lookup;
     ngx_http_ai_gateway_store_save_pt    save;
+    ngx_http_ai_gateway_store_read_pt    read;         /* NULL: entries come
+                                                          whole */
     ngx_http_ai_gateway_store_purge_pt   purge;
+    ngx_http_ai_gateway_store_process_pt init_process;
+    ngx_http_ai_gateway_store_process_pt exit_process;
     size_t                               max_entry_size; /* bytes */
     ngx_uint_t                           near_zone;    /* a shm zone some
                                                           location keeps in

@@ -8,8 +8,11 @@
  * a lookup asks the zone first (a HIT there is a "near" HIT,
  * $ai_gateway_cache_tier), then Redis, for the entry and its expiry (the
  * remaining TTL), and keeps what Redis found in the zone for min(ttl,
- * that TTL); a save writes Redis and, once Redis took it, the zone for
- * min(ttl, the answer's TTL).
+ * that TTL), unless a purge of the zone started or ended while Redis
+ * answered (what Redis read may be what the purge removed); a save
+ * writes Redis and, once Redis answered that it took it (not before: an
+ * entry Redis refused must not be served here), the zone for min(ttl,
+ * the answer's TTL).
  * A near copy therefore never outlives the Redis entry it came from, and
  * a change made in Redis by another gateway is seen here after at most
  * ttl: the staleness bound.  The zone evicts as any cache zone does.
@@ -19,8 +22,8 @@
  * entries, evictions and expired.
  */
 
-#include "redis/ngx_http_ai_gateway_redis.h"
-#include "store/ngx_http_ai_gateway_store.h"
+#include "store/ngx_http_ai_gateway_store_redis.h"
+#include "store/ngx_http_ai_gateway_store_shm.h"
 
 
 typedef struct {
@@ -38,6 +41,7 @@ typedef struct {
     ngx_http_ai_gateway_found_t         *found;
     ngx_http_ai_gateway_store_done_pt    done;
     void                                *data;
+    ngx_atomic_uint_t                    purges;  /* the zone's, as asked */
 } ngx_http_ai_gateway_store_near_lookup_t;
 
 
@@ -53,7 +57,11 @@ static void ngx_http_ai_gateway_store_near_start(ngx_cycle_t *cycle,
     void *data);
 static ngx_int_t ngx_http_ai_gateway_store_near_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    const agw_entry_t *entry, time_t ttl);
+    const agw_entry_t *entry, ngx_http_ai_gateway_source_t *src,
+    time_t ttl);
+static size_t ngx_http_ai_gateway_store_near_read(
+    ngx_http_ai_gateway_store_t *store, ngx_http_ai_gateway_found_t *found,
+    size_t offset, u_char *buf, size_t len);
 
 
 char *
@@ -128,6 +136,7 @@ ngx_http_ai_gateway_store_near(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_str_set(&store->ref.backend, "redis");
     store->lookup = ngx_http_ai_gateway_store_near_lookup;
     store->save = ngx_http_ai_gateway_store_near_save;
+    store->read = ngx_http_ai_gateway_store_near_read;
     store->data = nr;
 
     *nearp = store;
@@ -271,6 +280,7 @@ ngx_http_ai_gateway_store_near_lookup(ngx_http_request_t *r,
     nl->found = found;
     nl->done = done;
     nl->data = data;
+    nl->purges = ngx_http_ai_gateway_store_shm_purges(nr->zone);
 
     found->expiry = 1;
 
@@ -323,28 +333,58 @@ ngx_http_ai_gateway_store_near_keep(ngx_http_request_t *r,
     ttl = ngx_min(ttl, nr->ttl);
 
     if (ttl > 0) {
-        (void) nr->zone->save(r, nr->zone, &nl->digest, &found->entry, ttl);
+        (void) ngx_http_ai_gateway_store_shm_save_since(r, nr->zone,
+                                                        &nl->digest,
+                                                        &found->entry, NULL,
+                                                        ttl, nl->purges);
     }
+}
+
+
+/* Redis took the entry (or not): only then is it kept near */
+static void
+ngx_http_ai_gateway_store_near_saved(void *data, ngx_int_t rc,
+    const agw_digest_t *digest, const agw_entry_t *entry,
+    ngx_http_ai_gateway_source_t *src, time_t ttl)
+{
+    ngx_http_ai_gateway_store_near_t *nr = data;
+
+    if (rc != NGX_OK) {
+        return;
+    }
+
+    /* a full or failing zone counts for itself; Redis has it anyway */
+    (void) nr->zone->save(NULL, nr->zone, digest, entry, src,
+                          ngx_min(ttl, nr->ttl));
 }
 
 
 static ngx_int_t
 ngx_http_ai_gateway_store_near_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    const agw_entry_t *entry, time_t ttl)
+    const agw_entry_t *entry, ngx_http_ai_gateway_source_t *src,
+    time_t ttl)
 {
-    ngx_int_t                          rc;
     ngx_http_ai_gateway_store_near_t  *nr;
 
     nr = store->data;
 
-    rc = nr->redis->save(r, nr->redis, digest, entry, ttl);
+    return ngx_http_ai_gateway_store_redis_save_then(r, nr->redis, digest,
+                                        entry, src, ttl,
+                                        ngx_http_ai_gateway_store_near_saved,
+                                        nr);
+}
 
-    if (rc == NGX_OK) {
-        /* a full or failing zone counts for itself; Redis has it anyway */
-        (void) nr->zone->save(r, nr->zone, digest, entry,
-                              ngx_min(ttl, nr->ttl));
-    }
 
-    return rc;
+/* an entry found in the zone, read in pieces */
+static size_t
+ngx_http_ai_gateway_store_near_read(ngx_http_ai_gateway_store_t *store,
+    ngx_http_ai_gateway_found_t *found, size_t offset, u_char *buf,
+    size_t len)
+{
+    ngx_http_ai_gateway_store_near_t  *nr;
+
+    nr = store->data;
+
+    return nr->zone->read(nr->zone, found, offset, buf, len);
 }

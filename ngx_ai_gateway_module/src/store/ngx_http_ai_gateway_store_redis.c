@@ -8,7 +8,8 @@
  * text) and model (the request's, for purge by model; empty if it named
  * none),
  * written by HSET and EXPIRE inside MULTI/EXEC so that no entry is ever
- * left without its TTL, and read back with HGETALL.  What comes back is
+ * left without its TTL (store_redis_save.c: a large body in pieces, then
+ * the entry at once), and read back with HGETALL.  What comes back is
  * untrusted (anyone who can write to Redis wrote it): it is served only if
  * it decodes strictly (agw_entry_from_fields(): all fields, status 200, no
  * larger than max_entry_size, checked before anything is copied, valid
@@ -67,9 +68,6 @@ static ngx_int_t ngx_http_ai_gateway_store_redis_lookup(
     ngx_http_request_t *r, ngx_http_ai_gateway_store_t *store,
     const agw_digest_t *digest, ngx_http_ai_gateway_found_t *found,
     ngx_http_ai_gateway_store_done_pt done, void *data);
-static ngx_int_t ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
-    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    const agw_entry_t *entry, time_t ttl);
 static void ngx_http_ai_gateway_store_redis_start(ngx_cycle_t *cycle,
     void *data);
 static void ngx_http_ai_gateway_store_redis_stop(void *data);
@@ -459,135 +457,6 @@ ngx_http_ai_gateway_store_redis_lookup(ngx_http_request_t *r,
     r->read_event_handler = ngx_http_test_reading;
 
     return NGX_AGAIN;
-}
-
-
-static void
-ngx_http_ai_gateway_store_redis_saved(redisReply *reply,
-    ngx_http_ai_gateway_redis_status_e status, void *data)
-{
-    ngx_http_ai_gateway_store_t  *store = data;
-
-    size_t  i;
-
-    if (status == NGX_HTTP_AI_GATEWAY_REDIS_OK
-        && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2)
-    {
-        for (i = 0; i < reply->elements; i++) {
-            if (reply->element[i]->type == REDIS_REPLY_ERROR) {
-                break;
-            }
-        }
-
-        if (i == reply->elements) {
-            ngx_http_ai_gateway_count(store->ref.stats->stores, 1);
-            return;
-        }
-    }
-
-    /* e.g. a non-hash value under the key: WRONGTYPE inside EXEC */
-    ngx_http_ai_gateway_count(store->ref.stats->errors, 1);
-}
-
-
-static ngx_int_t
-ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
-    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    const agw_entry_t *entry, time_t ttl)
-{
-    u_char                            *p;
-    u_char                             num[4 * NGX_TIME_T_LEN];
-    size_t                             hlen[16], elen[3];
-    ngx_str_t                          key;
-    const char                        *hset[16], *expire[3];
-    ngx_http_ai_gateway_redis_argv_t   cmds[2];
-
-    if (!ngx_http_ai_gateway_redis_available()) {
-        ngx_http_ai_gateway_count(store->ref.stats->errors, 1);
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_ai_gateway_store_redis_key(r->pool, store, digest, &key)
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    p = num;
-
-    hset[0] = "HSET";
-    hlen[0] = 4;
-    hset[1] = (const char *) key.data;
-    hlen[1] = key.len;
-
-    hset[2] = "status";
-    hlen[2] = 6;
-    hset[3] = (const char *) p;
-    hlen[3] = ngx_sprintf(p, "%ui", (ngx_uint_t) entry->status) - p;
-    p += hlen[3];
-
-    hset[4] = "headers";
-    hlen[4] = 7;
-    hset[5] = (const char *) entry->headers;
-    hlen[5] = entry->headers_len;
-
-    hset[6] = "body";
-    hlen[6] = 4;
-    hset[7] = entry->body ? (const char *) entry->body : "";
-    hlen[7] = entry->body_len;
-
-    hset[8] = "created";
-    hlen[8] = 7;
-    hset[9] = (const char *) p;
-    hlen[9] = ngx_sprintf(p, "%T", (time_t) entry->created) - p;
-    p += hlen[9];
-
-    hset[10] = "key";
-    hlen[10] = 3;
-    hset[11] = (const char *) entry->key;
-    hlen[11] = entry->key_len;
-
-    /* what purge by model matches; empty when the request named none */
-    hset[12] = "model";
-    hlen[12] = 5;
-    hset[13] = entry->model ? (const char *) entry->model : "";
-    hlen[13] = entry->model_len;
-
-    hset[14] = "fresh_until";
-    hlen[14] = 11;
-    hset[15] = (const char *) p;
-    hlen[15] = ngx_sprintf(p, "%T", (time_t) entry->fresh_until) - p;
-    p += hlen[15];
-
-    if (hset[5] == NULL) {
-        hset[5] = "";
-    }
-
-    expire[0] = "EXPIRE";
-    elen[0] = 6;
-    expire[1] = (const char *) key.data;
-    elen[1] = key.len;
-    expire[2] = (const char *) p;
-    elen[2] = ngx_sprintf(p, "%T", ttl) - p;
-
-    cmds[0].argc = 16;
-    cmds[0].argv = hset;
-    cmds[0].argvlen = hlen;
-    cmds[1].argc = 3;
-    cmds[1].argv = expire;
-    cmds[1].argvlen = elen;
-
-    /* no pool: the write is counted even if the request is gone first */
-    if (ngx_http_ai_gateway_redis_send_write(
-                                       ngx_http_ai_gateway_store_redis_saved,
-                                       store, 2, cmds)
-        == NULL)
-    {
-        ngx_http_ai_gateway_count(store->ref.stats->errors, 1);
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
 }
 
 

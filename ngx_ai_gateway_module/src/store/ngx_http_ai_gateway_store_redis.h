@@ -18,6 +18,25 @@
 ngx_int_t ngx_http_ai_gateway_store_redis_pattern(ngx_pool_t *pool,
     ngx_http_ai_gateway_redis_conf_t *rcf, ngx_str_t *pattern);
 
+/*
+ * store_redis_save.c: the store's save(), and a save that says when Redis
+ * took the entry (or did not): done is called once, later, with the
+ * entry and its body's source as the save kept them (valid during the
+ * call only)
+ */
+typedef void (*ngx_http_ai_gateway_store_saved_pt)(void *data, ngx_int_t rc,
+    const agw_digest_t *digest, const agw_entry_t *entry,
+    ngx_http_ai_gateway_source_t *src, time_t ttl);
+
+ngx_int_t ngx_http_ai_gateway_store_redis_save(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
+    const agw_entry_t *entry, ngx_http_ai_gateway_source_t *src,
+    time_t ttl);
+ngx_int_t ngx_http_ai_gateway_store_redis_save_then(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
+    const agw_entry_t *entry, ngx_http_ai_gateway_source_t *src,
+    time_t ttl, ngx_http_ai_gateway_store_saved_pt done, void *data);
+
 /* store_redis_purge.c */
 ngx_int_t ngx_http_ai_gateway_store_redis_purge(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, ngx_http_ai_gateway_purge_by_e by,

@@ -13,12 +13,16 @@
  * piece would hold 2 KB.  An entry is therefore written as a short chain of
  * chunks whose sizes are powers of two chosen to cover it closely: a 1 KiB
  * answer with its headers costs about 200 bytes above its own size.  The
- * bytes in the chunks are the agw_entry encoding (lib/agw_entry.c): the
- * reader copies them out under the lock (into memory taken before, with
- * the lock released) and decodes and checks the copy as the Redis store
- * does, so a corrupt or half-written entry is rejected rather than trusted.
- * The writer encodes outside the lock, and deletes the entry it replaces
- * only once the new one is in place: a store that fails keeps it.
+ * bytes in the chunks are the agw_entry encoding (lib/agw_entry.c), read
+ * back by store_shm_read.c: a small entry copied out whole and checked, a
+ * large one read a piece at a time under a reference that keeps it while
+ * a request sends it (an entry deleted meanwhile, by eviction, purge or a
+ * newer answer, leaves the tree at once and its memory with its last
+ * reference).  The writer builds the chain a piece at a time, from the
+ * answer where it waits (the flight's buffer, copied through a bounded
+ * buffer of this process, never a whole copy), and deletes the entry it
+ * replaces only once the new one is in place: a store that fails keeps
+ * it.
  *
  * Reload: ngx_cycle.c reuses a zone only if its tag and size match, so a
  * resized zone starts empty; otherwise the new cycle adopts the old tree.
@@ -29,6 +33,13 @@
 
 
 #define NGX_HTTP_AI_GATEWAY_SHM_MAX_EVICT  64
+#define NGX_HTTP_AI_GATEWAY_SHM_PIECE      16384   /* bytes copied in per
+                                                      hold of the lock */
+
+
+/* what a save copies in before it takes the lock (one process, one at
+ * a time) */
+static u_char  ngx_http_ai_gateway_shm_piece[NGX_HTTP_AI_GATEWAY_SHM_PIECE];
 
 
 /*
@@ -42,13 +53,10 @@ static ngx_int_t ngx_http_ai_gateway_shm_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_ai_gateway_shm_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
-static ngx_int_t ngx_http_ai_gateway_shm_lookup(ngx_http_request_t *r,
-    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    ngx_http_ai_gateway_found_t *found,
-    ngx_http_ai_gateway_store_done_pt done, void *data);
 static ngx_int_t ngx_http_ai_gateway_shm_save(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    const agw_entry_t *entry, time_t ttl);
+    const agw_entry_t *entry, ngx_http_ai_gateway_source_t *src,
+    time_t ttl);
 
 
 char *
@@ -156,7 +164,10 @@ ngx_http_ai_gateway_store_shm_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     store->ref.bytes_capacity = size;
     store->lookup = ngx_http_ai_gateway_shm_lookup;
     store->save = ngx_http_ai_gateway_shm_save;
+    store->read = ngx_http_ai_gateway_shm_read;
     store->purge = ngx_http_ai_gateway_store_shm_purge;
+    store->init_process = ngx_http_ai_gateway_shm_init_process;
+    store->exit_process = ngx_http_ai_gateway_shm_exit_process;
     store->max_entry_size = max_entry_size;
     store->data = ctx;
     ctx->store = store;
@@ -245,6 +256,8 @@ ngx_http_ai_gateway_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_http_ai_gateway_shm_insert_value);
     ngx_queue_init(&ctx->sh->lru);
 
+    ngx_queue_init(&ctx->sh->refs);
+
     len = sizeof(" in ai_gateway_cache_zone \"\"") + shm_zone->shm.name.len;
 
     ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
@@ -317,7 +330,7 @@ ngx_http_ai_gateway_shm_insert_value(ngx_rbtree_node_t *temp,
 }
 
 
-static ngx_http_ai_gateway_shm_node_t *
+ngx_http_ai_gateway_shm_node_t *
 ngx_http_ai_gateway_shm_find_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
     const u_char *digest)
 {
@@ -364,17 +377,36 @@ void
 ngx_http_ai_gateway_shm_delete_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
     ngx_http_ai_gateway_shm_node_t *sn)
 {
-    ngx_http_ai_gateway_shm_chunk_t  *chunk, *next;
+    if (sn->dead) {
+        return;
+    }
 
     ngx_queue_remove(&sn->queue);
     ngx_rbtree_delete(&ctx->sh->rbtree, &sn->node);
+
+    ngx_http_ai_gateway_count(ctx->sh->stats.entries, -1);
+
+    if (sn->refs) {
+        /* being sent: gone for every lookup, kept for its readers */
+        sn->dead = 1;
+        return;
+    }
+
+    ngx_http_ai_gateway_shm_free_locked(ctx, sn);
+}
+
+
+void
+ngx_http_ai_gateway_shm_free_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
+    ngx_http_ai_gateway_shm_node_t *sn)
+{
+    ngx_http_ai_gateway_shm_chunk_t  *chunk, *next;
 
     for (chunk = sn->chunks; chunk; chunk = next) {
         next = chunk->next;
         ngx_slab_free_locked(ctx->shpool, chunk);
     }
 
-    ngx_http_ai_gateway_count(ctx->sh->stats.entries, -1);
     ngx_http_ai_gateway_count(ctx->sh->stats.bytes_used,
                               -(ngx_atomic_int_t) sn->size);
 
@@ -446,7 +478,7 @@ ngx_http_ai_gateway_shm_expire_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
         q = ngx_queue_last(&ctx->sh->lru);
         sn = ngx_queue_data(q, ngx_http_ai_gateway_shm_node_t, queue);
 
-        if (sn->expires > now) {
+        if ((time_t) sn->expires > now) {
             return;
         }
 
@@ -486,7 +518,7 @@ ngx_http_ai_gateway_shm_evict_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
         sn = ngx_queue_data(q, ngx_http_ai_gateway_shm_node_t, queue);
     }
 
-    if (sn->expires > now) {
+    if ((time_t) sn->expires > now) {
         ngx_http_ai_gateway_count(ctx->sh->stats.evictions, 1);
 
     } else {
@@ -499,138 +531,92 @@ ngx_http_ai_gateway_shm_evict_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
 }
 
 
-static ngx_int_t
-ngx_http_ai_gateway_shm_lookup(ngx_http_request_t *r,
-    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    ngx_http_ai_gateway_found_t *found,
-    ngx_http_ai_gateway_store_done_pt done, void *data)
+/*
+ * Room for `size` bytes: a failed allocation evicts one entry from the
+ * LRU's end and tries again, up to NGX_HTTP_AI_GATEWAY_SHM_MAX_EVICT
+ * times; the valid entry a new one replaces is never the one evicted
+ */
+static void *
+ngx_http_ai_gateway_shm_alloc_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
+    size_t size, time_t now, const agw_digest_t *digest)
 {
-    u_char                           *buf, *p;
-    time_t                            now;
-    uint32_t                          len;
-    const char                       *reason;
-    ngx_http_ai_gateway_shm_ctx_t    *ctx;
-    ngx_http_ai_gateway_shm_node_t   *sn;
-    ngx_http_ai_gateway_shm_chunk_t  *chunk;
+    void        *p;
+    ngx_uint_t   evicted;
 
-    ctx = store->data;
-    now = ngx_time();
+    for (evicted = 0; /* void */; evicted++) {
 
-    /* first the size, so that the copy's memory is taken unlocked */
+        p = ngx_slab_alloc_locked(ctx->shpool, size);
 
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    sn = ngx_http_ai_gateway_shm_find_locked(ctx, digest->bytes);
-
-    if (sn == NULL) {
-        ngx_shmtx_unlock(&ctx->shpool->mutex);
-        return NGX_DECLINED;
-    }
-
-    if (sn->expires <= now) {
-        ngx_http_ai_gateway_shm_delete_locked(ctx, sn);
-        ngx_shmtx_unlock(&ctx->shpool->mutex);
-        ngx_http_ai_gateway_count(ctx->sh->stats.expired, 1);
-        return NGX_DECLINED;
-    }
-
-    len = sn->len;
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-
-    buf = ngx_pnalloc(r->pool, len);
-    if (buf == NULL) {
-        ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
-        return NGX_ERROR;
-    }
-
-    /* then the copy: the entry may have been replaced or evicted since */
-
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    sn = ngx_http_ai_gateway_shm_find_locked(ctx, digest->bytes);
-
-    if (sn == NULL || sn->len > len || sn->expires <= now) {
-        ngx_shmtx_unlock(&ctx->shpool->mutex);
-        return NGX_DECLINED;
-    }
-
-    ngx_queue_remove(&sn->queue);
-    ngx_queue_insert_head(&ctx->sh->lru, &sn->queue);
-
-    len = sn->len;
-    found->expires = sn->expires;
-
-    p = buf;
-
-    for (chunk = sn->chunks; chunk; chunk = chunk->next) {
-        p = ngx_cpymem(p, chunk->data, chunk->len);
-    }
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-
-    /*
-     * the copy is ours: check it (CRC, lengths, headers) outside the lock,
-     * and that it may be served as the Redis store checks its entries
-     */
-
-    if (p != buf + len || agw_entry_decode(buf, len, &found->entry) != 0) {
-        reason = "corrupt";
-
-    } else {
-        reason = agw_entry_check(&found->entry, store->max_entry_size);
-
-        if (reason == NULL) {
-            return NGX_OK;
+        if (p || evicted == NGX_HTTP_AI_GATEWAY_SHM_MAX_EVICT
+            || !ngx_http_ai_gateway_shm_evict_locked(ctx, now,
+                          ngx_http_ai_gateway_shm_find_locked(ctx,
+                                                             digest->bytes)))
+        {
+            return p;
         }
     }
+}
 
-    /* never serve it; drop it, unless replaced meanwhile */
 
-    ngx_shmtx_lock(&ctx->shpool->mutex);
+/* the entry's bytes [pos, pos + n): its head, then its body */
+static ngx_int_t
+ngx_http_ai_gateway_shm_fill(u_char *buf, size_t pos, size_t n,
+    u_char *head, size_t head_len, const agw_entry_t *entry,
+    ngx_http_ai_gateway_source_t *src)
+{
+    size_t  k;
 
-    sn = ngx_http_ai_gateway_shm_find_locked(ctx, digest->bytes);
-
-    if (sn && sn->len == len && sn->expires == found->expires) {
-        ngx_http_ai_gateway_shm_delete_locked(ctx, sn);
+    if (pos < head_len) {
+        k = ngx_min(n, head_len - pos);
+        ngx_memcpy(buf, head + pos, k);
+        buf += k;
+        pos += k;
+        n -= k;
     }
 
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
+    if (n == 0) {
+        return NGX_OK;
+    }
 
-    ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "ai_gateway_cache_zone \"%V\": entry dropped: %s",
-                  &store->ref.name, reason);
+    pos -= head_len;
 
-    return NGX_ERROR;
+    if (src == NULL) {
+        ngx_memcpy(buf, entry->body + pos, n);
+        return NGX_OK;
+    }
+
+    return (src->copy(src, pos, buf, n) == n) ? NGX_OK : NGX_ERROR;
 }
 
 
 /*
- * Everything that can be done unlocked is: the entry is encoded into the
- * request's pool first.  Under the lock, the node and chunks are allocated
- * one by one, each failed chunk evicting one LRU entry and trying that
- * chunk again (never the whole chain); the old entry of the same key, if
- * any, is neither evicted nor deleted until the new one is complete, so a
- * store that fails leaves a valid entry where it was.
+ * The entry is written a piece at a time: each piece is copied into this
+ * process's piece buffer with the lock free (from the flight's buffer,
+ * which has a lock of its own: the two are never held together), then
+ * into chunks under the lock, each chunk a slot of the size that covers
+ * what is left closely.  The node goes into the tree last, replacing the
+ * entry of the same key, if any: until then no lookup sees it.
  */
 static ngx_int_t
-ngx_http_ai_gateway_shm_save(ngx_http_request_t *r,
+ngx_http_ai_gateway_shm_write(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
-    const agw_entry_t *entry, time_t ttl)
+    const agw_entry_t *entry, ngx_http_ai_gateway_source_t *src, time_t ttl,
+    ngx_flag_t since, ngx_atomic_uint_t purges)
 {
-    u_char                           *buf, *p;
-    size_t                            len, left, held, slot, room;
+    u_char                           *head;
+    size_t                            len, head_len, pos, n, k, held, slot,
+                                      room;
     time_t                            now;
     uint64_t                          key_hash, model_hash;
-    ngx_uint_t                        evicted;
-    ngx_rbtree_key_t                  hash;
+    ngx_int_t                         rc;
+    ngx_log_t                        *log;
     ngx_http_ai_gateway_shm_ctx_t    *ctx;
     ngx_http_ai_gateway_shm_node_t   *sn, *old;
     ngx_http_ai_gateway_shm_chunk_t  *chunks, *chunk, **last;
 
     ctx = store->data;
     now = ngx_time();
+    log = r ? r->connection->log : ngx_cycle->log;
 
     len = agw_entry_size(entry);
 
@@ -639,13 +625,16 @@ ngx_http_ai_gateway_shm_save(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    buf = ngx_pnalloc(r->pool, len);
-    if (buf == NULL || agw_entry_encode(buf, len, entry) != len) {
-        ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
-        return NGX_ERROR;
-    }
+    head_len = agw_entry_head_size(entry);
 
-    hash = ngx_http_ai_gateway_shm_hash(digest->bytes);
+    head = ngx_alloc(head_len, log);
+    if (head == NULL
+        || agw_entry_encode_head(head, head_len, entry) != head_len)
+    {
+        ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
+        rc = NGX_ERROR;
+        goto done;
+    }
 
     key_hash = ngx_http_ai_gateway_shm_purge_hash(entry->key, entry->key_len);
     model_hash = ngx_http_ai_gateway_shm_purge_hash(entry->model,
@@ -653,78 +642,91 @@ ngx_http_ai_gateway_shm_save(ngx_http_request_t *r,
 
     sn = NULL;
     chunks = NULL;
+    chunk = NULL;
     last = &chunks;
     held = 0;
-    left = len;
-    p = buf;
-    evicted = 0;
+    rc = NGX_ERROR;
+
+    for (pos = 0; pos < len; pos += n) {
+        n = ngx_min(len - pos, NGX_HTTP_AI_GATEWAY_SHM_PIECE);
+
+        if (ngx_http_ai_gateway_shm_fill(ngx_http_ai_gateway_shm_piece, pos,
+                                         n, head, head_len, entry, src)
+            != NGX_OK)
+        {
+            /* the answer is no longer where it waited */
+            goto failed;
+        }
+
+        ngx_shmtx_lock(&ctx->shpool->mutex);
+
+        if (sn == NULL) {
+            ngx_http_ai_gateway_shm_expire_locked(ctx, now, 2);
+
+            sn = ngx_http_ai_gateway_shm_alloc_locked(ctx,
+                                 sizeof(ngx_http_ai_gateway_shm_node_t), now,
+                                 digest);
+            if (sn == NULL) {
+                goto failed_locked;
+            }
+        }
+
+        for (k = 0; k < n; k += room) {
+
+            room = chunk ? chunk->slot - chunk->len
+                           - offsetof(ngx_http_ai_gateway_shm_chunk_t, data)
+                         : 0;
+
+            if (room == 0) {
+                slot = ngx_http_ai_gateway_shm_chunk_slot(len - pos - k);
+
+                chunk = ngx_http_ai_gateway_shm_alloc_locked(ctx, slot, now,
+                                                             digest);
+                if (chunk == NULL) {
+                    goto failed_locked;
+                }
+
+                chunk->next = NULL;
+                chunk->len = 0;
+                chunk->slot = slot;
+                held += slot;
+
+                *last = chunk;
+                last = &chunk->next;
+
+                room = slot - offsetof(ngx_http_ai_gateway_shm_chunk_t, data);
+            }
+
+            room = ngx_min(n - k, room);
+
+            ngx_memcpy(chunk->data + chunk->len,
+                       ngx_http_ai_gateway_shm_piece + k, room);
+            chunk->len += room;
+        }
+
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+    }
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    ngx_http_ai_gateway_shm_expire_locked(ctx, now, 2);
+    if (since && ctx->sh->purges != purges) {
+        /* a purge started or ended meanwhile: what was read may be gone */
+        rc = NGX_DECLINED;
+        goto failed_locked;
+    }
 
     /* a concurrent MISS of the same key stored first: replace it */
     old = ngx_http_ai_gateway_shm_find_locked(ctx, digest->bytes);
-
-    for ( ;; ) {
-
-        if (sn == NULL) {
-            sn = ngx_slab_alloc_locked(ctx->shpool,
-                                       sizeof(ngx_http_ai_gateway_shm_node_t));
-        }
-
-        while (sn && left) {
-            slot = ngx_http_ai_gateway_shm_chunk_slot(left);
-
-            chunk = ngx_slab_alloc_locked(ctx->shpool, slot);
-            if (chunk == NULL) {
-                break;
-            }
-
-            room = slot - offsetof(ngx_http_ai_gateway_shm_chunk_t, data);
-
-            chunk->next = NULL;
-            chunk->len = ngx_min(room, left);
-            chunk->slot = slot;
-
-            ngx_memcpy(chunk->data, p, chunk->len);
-            p += chunk->len;
-            left -= chunk->len;
-            held += slot;
-
-            *last = chunk;
-            last = &chunk->next;
-        }
-
-        if (sn && left == 0) {
-            break;
-        }
-
-        if (evicted == NGX_HTTP_AI_GATEWAY_SHM_MAX_EVICT
-            || !ngx_http_ai_gateway_shm_evict_locked(ctx, now, old))
-        {
-            if (sn) {
-                ngx_slab_free_locked(ctx->shpool, sn);
-            }
-
-            ngx_http_ai_gateway_shm_free_chunks_locked(ctx, chunks);
-
-            ngx_shmtx_unlock(&ctx->shpool->mutex);
-
-            ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
-            return NGX_ERROR;
-        }
-
-        evicted++;
-    }
 
     if (old) {
         ngx_http_ai_gateway_shm_delete_locked(ctx, old);
     }
 
-    sn->node.key = hash;
+    ngx_memzero(sn, sizeof(ngx_http_ai_gateway_shm_node_t));
+
+    sn->node.key = ngx_http_ai_gateway_shm_hash(digest->bytes);
     ngx_memcpy(sn->digest, digest->bytes, sizeof(sn->digest));
-    sn->expires = now + ttl;
+    sn->expires = (uint32_t) (now + ttl);
     sn->len = len;
     sn->size = held + ngx_http_ai_gateway_shm_slot(
                                      sizeof(ngx_http_ai_gateway_shm_node_t));
@@ -741,5 +743,65 @@ ngx_http_ai_gateway_shm_save(ngx_http_request_t *r,
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    return NGX_OK;
+    rc = NGX_OK;
+    goto done;
+
+failed:
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+failed_locked:
+
+    if (sn) {
+        ngx_slab_free_locked(ctx->shpool, sn);
+    }
+
+    ngx_http_ai_gateway_shm_free_chunks_locked(ctx, chunks);
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    if (rc == NGX_ERROR) {
+        ngx_http_ai_gateway_count(ctx->sh->stats.errors, 1);
+    }
+
+done:
+
+    if (head) {
+        ngx_free(head);
+    }
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_ai_gateway_shm_save(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
+    const agw_entry_t *entry, ngx_http_ai_gateway_source_t *src,
+    time_t ttl)
+{
+    return ngx_http_ai_gateway_shm_write(r, store, digest, entry, src, ttl,
+                                         0, 0);
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_store_shm_save_since(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
+    const agw_entry_t *entry, ngx_http_ai_gateway_source_t *src, time_t ttl,
+    ngx_atomic_uint_t purges)
+{
+    return ngx_http_ai_gateway_shm_write(r, store, digest, entry, src, ttl,
+                                         1, purges);
+}
+
+
+ngx_atomic_uint_t
+ngx_http_ai_gateway_store_shm_purges(ngx_http_ai_gateway_store_t *store)
+{
+    ngx_http_ai_gateway_shm_ctx_t  *ctx;
+
+    ctx = store->data;
+
+    return ctx->sh->purges;
 }

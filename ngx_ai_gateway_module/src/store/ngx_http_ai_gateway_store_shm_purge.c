@@ -8,6 +8,10 @@
  * the next slice that node may be gone.  Entries are matched by a 64-bit
  * hash of their key text or model kept in the node (a false match is a 1
  * in 2^64 chance of one extra MISS).
+ *
+ * The zone's `purges` count moves as a purge starts and as it ends, so
+ * that a near copy of what Redis answered before or during a purge is
+ * not written back after it (store_near.c).
  */
 
 #include "store/ngx_http_ai_gateway_store_shm.h"
@@ -88,6 +92,8 @@ ngx_http_ai_gateway_store_shm_purge(ngx_http_request_t *r,
 
     cln->handler = ngx_http_ai_gateway_shm_purge_cleanup;
     cln->data = pg;
+
+    ngx_http_ai_gateway_count(pg->ctx->sh->purges, 1);
 
     /* the first slice once this handler has returned */
     ngx_post_event(&pg->event, &ngx_posted_events);
@@ -182,7 +188,7 @@ ngx_http_ai_gateway_shm_purge_slice(ngx_event_t *ev)
         }
 
         if (hash == pg->hash) {
-            if (sn->expires > now) {
+            if ((time_t) sn->expires > now) {
                 pg->purged++;
 
             } else {
@@ -202,6 +208,8 @@ ngx_http_ai_gateway_shm_purge_slice(ngx_event_t *ev)
         ngx_add_timer(ev, 1);
         return;
     }
+
+    ngx_http_ai_gateway_count(ctx->sh->purges, 1);
 
     pg->done(pg->r, NGX_OK, pg->purged);
 }
