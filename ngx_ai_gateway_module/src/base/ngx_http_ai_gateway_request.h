@@ -28,6 +28,8 @@ typedef struct {
 /* the core module's request ctx */
 typedef struct {
     ngx_http_ai_gateway_request_info_t   info;
+    ngx_str_t                            body;     /* in one piece, once
+                                                      asked for */
     unsigned                             read:1;   /* info is final */
     unsigned                             cached:1;
 } ngx_http_ai_gateway_request_ctx_t;
@@ -50,6 +52,29 @@ uint64_t ngx_http_ai_gateway_request_prompt_tokens(
     ngx_http_ai_gateway_request_info_t *info);
 
 ngx_int_t ngx_http_ai_gateway_request_add_variables(ngx_conf_t *cf);
+
+/*
+ * The balancer's facts (balance/).  A POST whose Content-Type is JSON
+ * (application/json, or a type ending in +json): the only bodies read
+ * and parsed for the balancer and ai_gateway_body.
+ */
+ngx_flag_t ngx_http_ai_gateway_request_json_post(ngx_http_request_t *r);
+
+/*
+ * The first max bytes of the prompt in the order the model reads it
+ * (lib/agw_prompt.h), from a JSON POST's body that nginx holds in memory:
+ * NGX_OK with prefix set, NGX_DECLINED when there is none (or the body is
+ * in a file, or not JSON), NGX_ERROR on allocation failure
+ */
+ngx_int_t ngx_http_ai_gateway_request_prefix(ngx_http_request_t *r,
+    size_t max, ngx_str_t *prefix);
+
+/*
+ * ai_gateway_body on: the dispatcher's last step reads a JSON POST's body
+ * before the content phase, as the mirror module does, and resumes the
+ * phases.  NGX_DECLINED to go on, NGX_DONE while it comes, or a status.
+ */
+ngx_int_t ngx_http_ai_gateway_request_read_body(ngx_http_request_t *r);
 
 /*
  * The request is answered from the cache (a HIT, or another request's

@@ -17,6 +17,7 @@
 
 #include "base/ngx_http_ai_gateway_conf.h"
 #include "base/ngx_http_ai_gateway_stats.h"
+#include "balance/ngx_http_ai_gateway_balance.h"
 #include "core/ngx_http_ai_gateway_handlers.h"
 
 
@@ -239,7 +240,8 @@ ngx_http_ai_gateway_cachez_size(ngx_http_ai_gateway_main_conf_t *amcf)
     size = NGX_HTTP_AI_GATEWAY_FAMILIES * NGX_HTTP_AI_GATEWAY_FIELD_LEN
            + (amcf->caches.nelts + 1) * 16 * NGX_HTTP_AI_GATEWAY_FIELD_LEN
            + amcf->limits.nelts * 12 * NGX_HTTP_AI_GATEWAY_FIELD_LEN
-           + 16 * names;
+           + 16 * names
+           + ngx_http_ai_gateway_balance_cachez_size();
 
     return size;
 }
@@ -364,7 +366,12 @@ ngx_http_ai_gateway_cachez_json(u_char *p,
         *p++ = '}';
     }
 
-    p = ngx_sprintf(p, "},\"redis\":{\"configured\":%s,\"connected\":%s,"
+    *p++ = '}';
+
+    /* ,"upstreams":{...} (balance/) */
+    p = ngx_http_ai_gateway_balance_cachez_json(p);
+
+    p = ngx_sprintf(p, ",\"redis\":{\"configured\":%s,\"connected\":%s,"
                     "\"errors\":%uA,\"timeouts\":%uA},\"uptime_s\":%T}\n",
                     amcf->redis_configured ? "true" : "false",
                     ngx_http_ai_gateway_stats_redis_connected(shared)
@@ -506,6 +513,9 @@ ngx_http_ai_gateway_cachez_prometheus(u_char *p,
         p = ngx_sprintf(p, "ai_gateway_%s_total %uA\n",
                         f->name, ngx_http_ai_gateway_read(shared, f));
     }
+
+    /* ai_gateway_upstream_* (balance/) */
+    p = ngx_http_ai_gateway_balance_cachez_prometheus(p);
 
     return p;
 }
