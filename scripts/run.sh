@@ -21,7 +21,7 @@
 # Environment: CACHE=shm (default: the shared-memory cache) or CACHE=redis
 # (the Redis cache store) or CACHE=redis-cluster (the Redis cache store on
 # a local 3-master Redis Cluster), AGW_MODULE and AGW_SIM_BIN to run other
-# builds.
+# builds, AGW_SIM_ARGS for the replicas' latency flags (step 4).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -149,10 +149,21 @@ trap stop_all EXIT
 # setsid: children get their own session, so a Ctrl-C at the terminal
 # reaches only this script, which then stops them in order (nginx first,
 # with QUIT, so streams in flight finish).
+#
+# Each replica models a real inference server (SPEC 8.1): 8 sequences
+# decode at once, the rest queue; a prompt token not in the replica's
+# prefix cache costs 300 us before the first token (a 2,000-token system
+# prompt: 0.6 s, cached: nothing); the cache holds 16,384 tokens, the
+# system prompts of about eight tenants.  The gateway's prefix balancer
+# (gateway.conf.template) keeps each tenant on the replica that caches it.
+# AGW_SIM_ARGS replaces these flags.
+
+sim_args=${AGW_SIM_ARGS:---slots 8 --prefill-us-per-token 300 --prefix-cache-tokens 16384}
 
 for i in 1 2 3; do
     port=${sim_ports[$((i - 1))]}
-    setsid "$sim_bin" --port "$port" --id "sim-$i" \
+    # shellcheck disable=SC2086  # the flags, split on purpose
+    setsid "$sim_bin" --port "$port" --id "sim-$i" $sim_args \
         > "$rundir/sim-$i.log" 2>&1 < /dev/null &
     sim_pids+=($!)
 done

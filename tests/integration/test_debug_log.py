@@ -8,7 +8,8 @@ in a respawn loop, with the module merely loaded.  These tests run every
 feature's path (limits in shm and Redis with leases, token zones, both
 caches, the near cache, streams, coalesced waiters, stale, purge, /cachez,
 money zones,
-Redis lost and found, a reload) with debug logging on; the sanitizer run
+the balancer, Redis lost and found, a reload) with debug logging on; the
+sanitizer run
 runs them under ASan, where an event whose data is too small to hold a
 connection's fd would be reported too.
 """
@@ -62,6 +63,13 @@ FEATURES = """
 
     upstream sim {{ server 127.0.0.1:{sim}; keepalive 8; }}
 
+    upstream balanced {{
+        ai_gateway_balance prefix bytes=256;
+        server 127.0.0.1:1 down;
+        server 127.0.0.1:{sim};
+        keepalive 8;
+    }}
+
     server {{
         listen 127.0.0.1:%%PORT%%;
         proxy_http_version 1.1;
@@ -90,6 +98,12 @@ FEATURES = """
             ai_gateway_cache_use_stale error http_502;
             ai_gateway_cache_stale 60s;
             proxy_pass http://sim/v1/;
+        }}
+
+        location /b/ {{
+            ai_gateway_body on;
+            proxy_buffering off;
+            proxy_pass http://balanced/;
         }}
 
         location /r/ {{
@@ -147,6 +161,16 @@ def test_every_feature_under_debug_logging(nginx_factory, sim_factory,
                           json={"cache": cache, "all": True}, timeout=5)
         assert r.status_code == 200, r.text
         assert json.loads(r.text)["purged"] >= 1
+
+    # the balancer: a prompt's prefix on the ring, streamed and not, a GET
+    # without one (least_tokens), the replica's load report read
+    for stream in (False, True):
+        chat(n, "/b/v1/chat/completions", "balanced %s" % stream, stream)
+    assert requests.get(n.url + "/b/v1/models", timeout=5).status_code == 200
+    peers = requests.get(n.url + "/cachez",
+                         timeout=5).json()["upstreams"]["balanced"]["peers"]
+    assert [p["picks"] for p in peers] == [0, 3], peers
+    assert peers[1]["report"] is not None, peers
 
     # Redis lost (commands time out, the breaker opens, reconnect timers
     # run) and found again; the gateway keeps answering from upstream

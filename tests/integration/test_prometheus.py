@@ -39,6 +39,11 @@ HTTP = """
     ai_gateway_limit_zone $binary_remote_addr zone=usd:1m
                           rate=1usd/d burst=1usd;
 
+    upstream balanced {{
+        ai_gateway_balance least_tokens;
+        server 127.0.0.1:%%PORT%%;
+    }}
+
     server {{
         listen 127.0.0.1:%%PORT%%;
 
@@ -102,6 +107,12 @@ HTTP = """
             proxy_pass http://127.0.0.1:%%PORT%%/raw/trickle;
         }}
         location /raw/trickle {{ limit_rate 100; return 200 "{trickle}"; }}
+        # the balancer (upstreams): a pick, and the peer's load report
+        location /balanced/ {{ proxy_pass http://balanced/raw/report; }}
+        location /raw/report {{
+            add_header endpoint-load-metrics "TEXT named_metrics.num_requests_running=2, named_metrics.num_requests_waiting=1, named_metrics.kv_cache_usage_perc=0.5";
+            return 200 "r";
+        }}
         location /raw/fail {{ return 502; }}
         location /raw/small {{ return 200 "s"; }}
         location /raw/kib {{ return 200 "{kib}"; }}
@@ -190,6 +201,8 @@ def busy_gateway(nginx_factory, redis_server):
     assert requests.post(n.url + "/money", timeout=5,
                          json={"model": "unknown", "prompt": "x",
                                "max_tokens": 1}).status_code == 200
+    # the balancer: a pick, its peer's report read (and not passed on)
+    assert "endpoint-load-metrics" not in get("/balanced/x").headers
 
     # Redis cache: miss + store, hit (SCAN counts the entry every 3 s)
     assert get("/redis/small").headers["X-Cache"] == "MISS"
@@ -242,8 +255,21 @@ def test_promtool_accepts_cachez_with_every_counter_moved(busy_gateway):
                    "ai_gateway_limit_passed_total",
                    "ai_gateway_limit_rejected_total",
                    "ai_gateway_redis_errors_total",
-                   "ai_gateway_redis_timeouts_total"):
+                   "ai_gateway_redis_timeouts_total",
+                   "ai_gateway_upstream_picks_total"):
         assert family in families, family
+    for family in ("ai_gateway_upstream_inflight_requests",
+                   "ai_gateway_upstream_inflight_tokens",
+                   "ai_gateway_upstream_peer_running",
+                   "ai_gateway_upstream_peer_waiting",
+                   "ai_gateway_upstream_peer_kv_cache_usage_ratio",
+                   "ai_gateway_upstream_peer_report_age_seconds"):
+        assert any(name == family for name, _ in values), family
+    peer = '{upstream="balanced",peer="127.0.0.1:%d"}' % busy_gateway.port
+    assert values[("ai_gateway_upstream_peer_waiting", peer)] == 1
+    assert values[("ai_gateway_upstream_peer_kv_cache_usage_ratio", peer)] \
+        == 0.5
+    assert values[("ai_gateway_upstream_inflight_requests", peer)] == 0
 
     # every family has its HELP and TYPE, once, before its samples
     for family in {name for name, _ in values}:

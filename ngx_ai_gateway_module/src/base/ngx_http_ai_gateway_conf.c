@@ -35,6 +35,34 @@ ngx_http_ai_gateway_create_main_conf(ngx_conf_t *cf)
 }
 
 
+void *
+ngx_http_ai_gateway_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ai_gateway_loc_conf_t  *conf;
+
+    conf = ngx_palloc(cf->pool, sizeof(ngx_http_ai_gateway_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->body = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+char *
+ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ai_gateway_loc_conf_t  *prev = parent;
+    ngx_http_ai_gateway_loc_conf_t  *conf = child;
+
+    ngx_conf_merge_value(conf->body, prev->body, 0);
+
+    return NGX_CONF_OK;
+}
+
+
 /*
  * "zone=NAME:SIZE" of ai_gateway_limit_zone and ai_gateway_cache_zone, with
  * limit_req_zone's messages and its rule that a zone holds at least 8 pages

@@ -31,11 +31,20 @@ typedef struct {
 } ngx_http_ai_gateway_main_conf_t;
 
 
+/* the core module's location configuration */
+typedef struct {
+    ngx_flag_t                           body;    /* ai_gateway_body */
+} ngx_http_ai_gateway_loc_conf_t;
+
+
 /* the core module: what ngx_http_conf_get_module_main_conf() is given */
 extern ngx_module_t  ngx_http_ai_gateway_module;
 
 
 void *ngx_http_ai_gateway_create_main_conf(ngx_conf_t *cf);
+void *ngx_http_ai_gateway_create_loc_conf(ngx_conf_t *cf);
+char *ngx_http_ai_gateway_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
 
 /* "zone=NAME:SIZE" of ai_gateway_limit_zone and ai_gateway_cache_zone */
 ngx_int_t ngx_http_ai_gateway_parse_zone(ngx_conf_t *cf, ngx_str_t *value,

@@ -26,6 +26,7 @@
 #include "agw_json.h"
 #include "agw_json_push.h"
 #include "agw_json_scan.h"
+#include "agw_prompt.h"
 #include "agw_tokens.h"
 
 
@@ -77,6 +78,9 @@ static ngx_int_t ngx_http_ai_gateway_request_body_filter(
     ngx_http_request_t *r, ngx_chain_t *in);
 static int ngx_http_ai_gateway_request_watch_event(void *data,
     const agw_json_event_t *ev);
+static ngx_int_t ngx_http_ai_gateway_request_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_request_ctx_t *ctx, ngx_str_t *body);
+static void ngx_http_ai_gateway_request_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ai_gateway_model_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
@@ -216,10 +220,11 @@ ngx_http_ai_gateway_request_scan(ngx_http_request_t *r,
     ngx_http_ai_gateway_request_ctx_t *ctx,
     ngx_http_ai_gateway_request_info_t *info)
 {
-    u_char              *body, *p;
+    u_char              *p;
     off_t                size;
-    size_t               len;
     ssize_t              n;
+    ngx_int_t            rc;
+    ngx_str_t            body;
     ngx_uint_t           spooled;
     ngx_buf_t           *b;
     ngx_chain_t         *cl;
@@ -231,7 +236,6 @@ ngx_http_ai_gateway_request_scan(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    len = 0;
     size = 0;
     spooled = 0;
 
@@ -244,7 +248,6 @@ ngx_http_ai_gateway_request_scan(ngx_http_request_t *r,
 
         } else if (ngx_buf_in_memory(b)) {
             size += b->last - b->pos;
-            len += b->last - b->pos;
 
         } else {
             spooled = 1;
@@ -260,29 +263,19 @@ ngx_http_ai_gateway_request_scan(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    info->body_len = len;
+    rc = ngx_http_ai_gateway_request_body(r, ctx, &body);
 
-    if (len == 0) {
+    if (rc != NGX_OK) {
+        return rc == NGX_ERROR ? NGX_ERROR : NGX_OK;
+    }
+
+    info->body_len = body.len;
+
+    if (body.len == 0) {
         return NGX_OK;
     }
 
-    if (r->request_body->bufs->next == NULL) {
-        body = r->request_body->bufs->buf->pos;
-
-    } else {
-        body = ngx_pnalloc(r->pool, len);
-        if (body == NULL) {
-            return NGX_ERROR;
-        }
-
-        p = body;
-
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
-        }
-    }
-
-    (void) agw_json_scan_request(body, len, &req);
+    (void) agw_json_scan_request(body.data, body.len, &req);
 
     if (!req.valid) {
         return NGX_OK;
@@ -369,6 +362,71 @@ ngx_http_ai_gateway_request_inference(ngx_http_request_t *r)
     }
 
     return len > 5 && ngx_strncasecmp(p + len - 5, (u_char *) "+json", 5) == 0;
+}
+
+
+/*
+ * The whole body in one piece, if nginx holds all of it in memory: its one
+ * buffer, or a copy of its buffers (the part read with the headers, then
+ * the rest), made once.  NGX_DECLINED: not read, or spooled to a file.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_request_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_request_ctx_t *ctx, ngx_str_t *body)
+{
+    u_char       *p;
+    size_t        len;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (ctx->body.data) {
+        *body = ctx->body;
+        return NGX_OK;
+    }
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL
+        || r->request_body->rest)
+    {
+        return NGX_DECLINED;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file || !ngx_buf_in_memory(b)) {
+            return NGX_DECLINED;    /* spooled: counted by its size */
+        }
+
+        len += b->last - b->pos;
+    }
+
+    if (r->request_body->bufs->next == NULL) {
+        p = r->request_body->bufs->buf->pos;
+
+    } else {
+        p = ngx_pnalloc(r->pool, len ? len : 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        body->data = p;
+
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
+
+        p = body->data;
+    }
+
+    ctx->body.data = p;
+    ctx->body.len = len;
+
+    *body = ctx->body;
+
+    return NGX_OK;
 }
 
 
@@ -475,6 +533,60 @@ ngx_http_ai_gateway_request_body_init(ngx_conf_t *cf)
 {
     ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
     ngx_http_top_request_body_filter = ngx_http_ai_gateway_request_body_filter;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_request_prefix(ngx_http_request_t *r, size_t max,
+    ngx_str_t *prefix)
+{
+    u_char                             *out;
+    size_t                              n;
+    ngx_int_t                           rc;
+    ngx_str_t                           body;
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    r = r->main;
+
+    if (!ngx_http_ai_gateway_request_inference(r)
+        || ngx_http_ai_gateway_request_info(r) == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    if (ctx == NULL || !ctx->info.json) {
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_ai_gateway_request_body(r, ctx, &body);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* the text the model reads is never longer than the JSON that says it */
+
+    if (max > body.len) {
+        max = body.len;
+    }
+
+    out = ngx_pnalloc(r->pool, max ? max : 1);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (agw_prompt_prefix(body.data, body.len, out, max, &n)
+        != AGW_PROMPT_FOUND || n == 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    prefix->data = out;
+    prefix->len = n;
 
     return NGX_OK;
 }
@@ -667,4 +779,49 @@ ngx_http_ai_gateway_request_watch_event(void *data,
     }
 
     return 0;
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_request_read_body(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    if (r->reading_body) {
+        return NGX_DONE;        /* the phases ran again meanwhile */
+    }
+
+    if (r->request_body
+        || (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked)
+        || !ngx_http_ai_gateway_request_inference(r))
+    {
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_http_read_client_request_body(r,
+                                      ngx_http_ai_gateway_request_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    /* drop the reference the body reader took; its handler resumes us */
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_ai_gateway_request_body_handler(ngx_http_request_t *r)
+{
+    /* the proxy sends the body read here */
+    r->preserve_body = 1;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
 }

@@ -35,6 +35,8 @@ typedef struct ngx_http_ai_gateway_request_watch_s
 typedef struct {
     ngx_http_ai_gateway_request_info_t   info;
     ngx_http_ai_gateway_request_watch_t *watch;
+    ngx_str_t                            body;     /* in one piece, once
+                                                      asked for */
     unsigned                             read:1;   /* info is final */
     unsigned                             cached:1;
     unsigned                             stale:1;
@@ -74,6 +76,22 @@ ngx_int_t ngx_http_ai_gateway_request_add_variables(ngx_conf_t *cf);
  * back; for configurations that set body_facts in the main conf
  */
 ngx_int_t ngx_http_ai_gateway_request_body_init(ngx_conf_t *cf);
+
+/*
+ * The first max bytes of the prompt in the order the model reads it
+ * (lib/agw_prompt.h), from an inference body that nginx holds in memory:
+ * NGX_OK with prefix set, NGX_DECLINED when there is none (or the body is
+ * in a file, or not JSON), NGX_ERROR on allocation failure; for balance/
+ */
+ngx_int_t ngx_http_ai_gateway_request_prefix(ngx_http_request_t *r,
+    size_t max, ngx_str_t *prefix);
+
+/*
+ * ai_gateway_body on: the dispatcher's last step reads an inference body
+ * before the content phase, as the mirror module does, and resumes the
+ * phases.  NGX_DECLINED to go on, NGX_DONE while it comes, or a status.
+ */
+ngx_int_t ngx_http_ai_gateway_request_read_body(ngx_http_request_t *r);
 
 /*
  * The request is answered from the cache (a HIT, or another request's

@@ -17,6 +17,7 @@
 
 #include "base/ngx_http_ai_gateway_conf.h"
 #include "base/ngx_http_ai_gateway_stats.h"
+#include "balance/ngx_http_ai_gateway_balance.h"
 #include "core/ngx_http_ai_gateway_handlers.h"
 #include "flight/ngx_http_ai_gateway_flight.h"
 
@@ -249,7 +250,8 @@ ngx_http_ai_gateway_cachez_size(ngx_http_ai_gateway_main_conf_t *amcf)
     size = NGX_HTTP_AI_GATEWAY_FAMILIES * NGX_HTTP_AI_GATEWAY_FIELD_LEN
            + (amcf->caches.nelts + 1) * 16 * NGX_HTTP_AI_GATEWAY_FIELD_LEN
            + amcf->limits.nelts * 12 * NGX_HTTP_AI_GATEWAY_FIELD_LEN
-           + 16 * names;
+           + 16 * names
+           + ngx_http_ai_gateway_balance_cachez_size();
 
     return size;
 }
@@ -376,6 +378,9 @@ ngx_http_ai_gateway_cachez_json(u_char *p,
 
     *p++ = '}';
     p = ngx_http_ai_gateway_cachez_flight(p, 0);
+
+    /* ,"upstreams":{...} (balance/) */
+    p = ngx_http_ai_gateway_balance_cachez_json(p);
 
     p = ngx_sprintf(p, ",\"redis\":{\"configured\":%s,\"connected\":%s,"
                     "\"errors\":%uA,\"timeouts\":%uA},\"uptime_s\":%T}\n",
@@ -520,7 +525,10 @@ ngx_http_ai_gateway_cachez_prometheus(u_char *p,
                         f->name, ngx_http_ai_gateway_read(shared, f));
     }
 
-    return ngx_http_ai_gateway_cachez_flight(p, 1);
+    p = ngx_http_ai_gateway_cachez_flight(p, 1);
+
+    /* ai_gateway_upstream_* (balance/) */
+    return ngx_http_ai_gateway_balance_cachez_prometheus(p);
 }
 
 

@@ -39,6 +39,13 @@ static ngx_command_t  ngx_http_ai_gateway_commands[] = {
       0,
       NULL },
 
+    { ngx_string("ai_gateway_body"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ai_gateway_loc_conf_t, body),
+      NULL },
+
     { ngx_string("ai_gateway_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_ai_gateway_redis_conf,
@@ -60,8 +67,8 @@ static ngx_http_module_t  ngx_http_ai_gateway_module_ctx = {
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    NULL,                                  /* create location configuration */
-    NULL                                   /* merge location configuration */
+    ngx_http_ai_gateway_create_loc_conf,   /* create location configuration */
+    ngx_http_ai_gateway_merge_loc_conf     /* merge location configuration */
 };
 
 
@@ -147,6 +154,8 @@ ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
  *                  answers it: a HIT or another request's flight)
  *   limit_check    charge (or, for a cached answer, just read) the buckets
  *   cache_serve    answer a HIT from the store
+ *   read_body      ai_gateway_body on: read a JSON POST's body that neither
+ *                  step above read, for $ai_gateway_model and the balancer
  *
  * A step returns NGX_DECLINED to go on; NGX_DONE when it is waiting (it will
  * call ngx_http_core_run_phases() itself) or has already finalized the
@@ -156,8 +165,9 @@ ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                  rc;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_int_t                        rc;
+    ngx_http_core_loc_conf_t        *clcf;
+    ngx_http_ai_gateway_loc_conf_t  *alcf;
 
     /*
      * /cachez is never cached or limited, even where ai_gateway_cache or
@@ -193,7 +203,18 @@ ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    return ngx_http_ai_gateway_cache_serve(r);
+    rc = ngx_http_ai_gateway_cache_serve(r);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
+
+    if (alcf->body) {
+        return ngx_http_ai_gateway_request_read_body(r);
+    }
+
+    return NGX_DECLINED;
 }
 
 

@@ -1,0 +1,489 @@
+#!/usr/bin/python3
+"""make bench-balance: nginx's balancers and the module's, side by side on
+three ai-sim replicas that model inference servers (SPEC 8.2, issue 22).
+
+The replicas: 8 sequences decode at once, the rest queue (--slots 8); a
+prompt token not in the replica's prefix cache costs 300 us before the
+first token (--prefill-us-per-token 300: a 2,000-token system prompt takes
+0.6 s to prefill); the prefix cache holds 16,384 tokens, about eight such
+prompts (--prefix-cache-tokens); 20 ms to the first token and 10 ms per
+token after it.  So what a request waits for is simulated GPU time, not
+this machine's CPU: the comparison holds on a shared 2-core machine.
+
+The balancers, each its own upstream{} over the same three replicas, with
+`zone` (nginx's balancers then share their counts between the two
+workers, as the module's do) and keepalive:
+
+    round robin     (nginx's default)
+    least_conn
+    least_tokens    ai_gateway_balance least_tokens
+    prefix          ai_gateway_balance prefix  (bytes=2048 bound=1.25)
+
+The workloads (build/agw-load, streamed chats, scripts/load/README.md):
+
+    shared prefixes  12 tenants, each with a 2,000-token system prompt,
+                     then a 16-word user turn of its own, 16 tokens out;
+                     18 clients, one request after another (closed loop)
+    mixed lengths    90% short answers (16 tokens), 10% long (512), a
+                     short prompt each; 30 requests/s arriving on their
+                     own (open loop)
+    uniform          every request alike (a 64-word prompt, 64 tokens
+                     out), distinct prompts; 18 clients, closed loop
+
+Every (workload, balancer) run starts fresh replicas and a fresh nginx
+(nothing cached by an earlier run), warms up for a few seconds (not
+measured: the first request of each tenant prefills), then measures; the
+whole set repeats --reps times, interleaved, so a slow moment of the
+machine lands on every balancer alike.  Reported per run, as the median
+over the repetitions: time to first token (the first event of the stream,
+from the request's start) p50/p90/p99, end-to-end p99, requests/s, and
+each replica's prefix-cache hit rate (tokens found over tokens looked up,
+ai-sim's /healthz counters over the measured phase); for mixed lengths,
+time to first token by class.  Into docs/BENCHMARKS.md between the
+`bench-balance` markers (make bench keeps the section), with a chart
+(docs/bench-balance.svg); figures in build/bench-balance/results.json.
+
+    scripts/bench_balance.py [--reps 2] [--seconds 30] [--warmup 5]
+                             [--workloads shared,mixed,uniform]
+    scripts/bench_balance.py --report-only     redraw from results.json
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+
+from harness.nginx import Nginx, free_port  # noqa: E402
+from harness.sim import Sim  # noqa: E402
+
+LOAD = os.path.join(REPO, "build", "agw-load")
+DOC = os.path.join(REPO, "docs", "BENCHMARKS.md")
+SVG = "bench-balance.svg"
+RESULTS = os.path.join(REPO, "build", "bench-balance", "results.json")
+
+BEGIN = "<!-- bench-balance: begin (scripts/bench_balance.py) -->"
+END = "<!-- bench-balance: end -->"
+
+SIM_ARGS = ["--slots", "8", "--prefill-us-per-token", "300",
+            "--prefix-cache-tokens", "16384", "--ttft-ms", "20",
+            "--tpot-ms", "40", "--jitter", "0.1"]
+
+BALANCERS = [
+    ("round robin", ""),
+    ("least_conn", "least_conn;"),
+    ("least_tokens", "ai_gateway_balance least_tokens;"),
+    ("prefix", "ai_gateway_balance prefix;"),
+]
+
+# name, agw-load arguments, open loop (rate) or closed (clients)
+WORKLOADS = {
+    "shared": ("shared prefixes",
+               ["--prompts", "prefix", "--tenants", "12",
+                "--prefix-tokens", "2000", "--user-tokens", "16",
+                "--max-tokens", "4", "-c", "18"]),
+    "mixed": ("mixed lengths",
+              ["--mix", "4:95,256:5", "--user-tokens", "16",
+               "-c", "300", "--rate", "28"]),
+    "uniform": ("uniform",
+                ["--user-tokens", "64", "--max-tokens", "16", "-c", "18"]),
+}
+
+# the mixed workload's classes, by max_tokens
+SHORT, LONG = "4", "256"
+
+HTTP = """
+    access_log off;
+    client_body_buffer_size 64k;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_buffering off;
+    proxy_read_timeout 300s;
+{upstreams}
+    server {{
+        listen 127.0.0.1:%%PORT%%;
+        location = /cachez {{ ai_gateway_cachez; }}
+        location / {{ proxy_pass http://balanced; }}
+    }}
+"""
+
+UPSTREAM = """
+    upstream balanced {{
+        {method}
+{servers}
+        zone balanced 256k;
+        keepalive 64;
+    }}
+"""
+
+
+def start_sims(ports):
+    sims = []
+    for i, port in enumerate(ports):
+        s = Sim(None, "sim-%d" % (i + 1), *SIM_ARGS)
+        # a fixed port for every run: the prefix ring is placed by
+        # address, so every run places the tenants alike
+        s.extra_args += ["--port", str(port)]
+        sims.append(s.start())
+    return sims
+
+
+def run_load(url, args, seconds, seed, label, rate=None):
+    cmd = [LOAD, "--label", label, "--seed", str(seed), "--timeout", "120",
+           "--duration", str(seconds), "-n", "100000000"] + args + [url]
+    p = subprocess.run(cmd, capture_output=True, text=True,
+                       timeout=seconds + 180)
+    if p.returncode != 0:
+        raise SystemExit("bench-balance: agw-load failed:\n" + p.stderr)
+    return json.loads(p.stdout)
+
+
+def hits(sims):
+    return {s.id: s.healthz() for s in sims}
+
+
+def one_run(workload, balancer, method, ports, seconds, warmup, seed):
+    label, args = WORKLOADS[workload]
+    sims = start_sims(ports)
+    n = None
+    try:
+        servers = "\n".join("        server 127.0.0.1:%d;" % p
+                            for p in ports)
+        n = Nginx(HTTP.format(upstreams=UPSTREAM.format(
+            method=method, servers=servers)), workers=2)
+        n.start()
+        url = n.url + "/v1/chat/completions"
+        if warmup:
+            run_load(url, args, warmup, seed + 1000, "warmup")
+        before = hits(sims)
+        t0 = time.monotonic()
+        report = run_load(url, args, seconds, seed, "%s %s"
+                          % (label, balancer))
+        wall = time.monotonic() - t0
+        after = hits(sims)
+    finally:
+        if n is not None:
+            n.stop()
+            n.cleanup()
+        for s in sims:
+            s.stop()
+
+    replicas = {}
+    for sid in sorted(after):
+        q = after[sid]["prefix_query_tokens"] - before[sid]["prefix_query_tokens"]
+        h = after[sid]["prefix_hit_tokens"] - before[sid]["prefix_hit_tokens"]
+        replicas[sid] = {"hit_rate": h / q if q else None,
+                         "requests": (report["headers"].get("X-Server-Id", {})
+                                      .get(sid, 0))}
+    lat = report["latency_ms"]
+    out = {"workload": workload, "balancer": balancer, "wall_s": wall,
+           "rps": report["rps"], "ok": report["ok"],
+           "failed": report["failed"],
+           "ttft": {k: lat["first_event"][k] for k in ("p50", "p90", "p99")},
+           "e2e_p99": lat["end"]["p99"], "replicas": replicas,
+           "classes": {}}
+    for cls, c in (report.get("classes") or {}).items():
+        fe = c["latency_ms"]["first_event"]
+        out["classes"][cls] = {"requests": c["requests"],
+                               "ttft": {k: fe[k] for k in ("p50", "p90",
+                                                           "p99")},
+                               "e2e_p99": c["latency_ms"]["end"]["p99"]}
+    return out
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--workloads", default="shared,mixed,uniform")
+    ap.add_argument("--balancers", default=",".join(b for b, _ in BALANCERS))
+    ap.add_argument("--results", default=RESULTS)
+    ap.add_argument("--out", default=DOC)
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+
+    if args.report_only:
+        with open(args.results) as f:
+            results = json.load(f)
+        write(results, args.out)
+        return
+
+    if not os.path.exists(LOAD):
+        raise SystemExit("bench-balance: no %s (run: make)" % LOAD)
+
+    workloads = args.workloads.split(",")
+    wanted = args.balancers.split(",")
+    balancers = [b for b in BALANCERS if b[0] in wanted]
+    ports = [free_port() for _ in range(3)]
+    runs, loads = [], []
+    started = time.time()
+
+    for rep in range(args.reps):
+        for w in workloads:
+            for name, method in balancers:
+                loads.append(loadavg())
+                r = one_run(w, name, method, ports, args.seconds,
+                            args.warmup, seed=rep + 1)
+                r["rep"] = rep
+                runs.append(r)
+                print("rep %d %-16s %-13s %6.1f req/s  ttft p50 %6.0f p90 "
+                      "%6.0f p99 %6.0f  e2e p99 %6.0f  hits %s  %s" % (
+                          rep + 1, WORKLOADS[w][0], name, r["rps"],
+                          r["ttft"]["p50"], r["ttft"]["p90"],
+                          r["ttft"]["p99"], r["e2e_p99"],
+                          " ".join("%s" % ("-" if v["hit_rate"] is None
+                                           else "%.2f" % v["hit_rate"])
+                                   for v in r["replicas"].values()),
+                          " ".join("%s:%s" % (k, v["ttft"]["p99"])
+                                   for k, v in r["classes"].items())),
+                      flush=True)
+
+    results = {
+        "date": datetime.date.today().isoformat(),
+        "machine": "%s, %d cores, %s" % (platform.machine(), os.cpu_count(),
+                                         platform.platform()),
+        "nginx": subprocess.run(["/usr/sbin/nginx", "-v"],
+                                capture_output=True,
+                                text=True).stderr.strip(),
+        "reps": args.reps, "seconds": args.seconds, "warmup": args.warmup,
+        "minutes": (time.time() - started) / 60,
+        "loadavg": [min(loads), max(loads)] if loads else None,
+        "sim_args": SIM_ARGS, "workloads": workloads,
+        "balancers": [b for b, _ in balancers], "runs": runs,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.results)),
+                exist_ok=True)
+    with open(args.results, "w") as f:
+        json.dump(results, f, indent=1)
+    write(results, args.out)
+
+
+# --- the report ---------------------------------------------------------------
+
+
+def median_of(runs, get):
+    vals = [get(r) for r in runs]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def summary(results):
+    """{(workload, balancer): medians over the repetitions}"""
+    out = {}
+    for w in results["workloads"]:
+        for b in results["balancers"]:
+            runs = [r for r in results["runs"]
+                    if r["workload"] == w and r["balancer"] == b]
+            if not runs:
+                continue
+            s = {"rps": median_of(runs, lambda r: r["rps"]),
+                 "failed": sum(r["failed"] for r in runs),
+                 "e2e_p99": median_of(runs, lambda r: r["e2e_p99"])}
+            for k in ("p50", "p90", "p99"):
+                s[k] = median_of(runs, lambda r, k=k: r["ttft"][k])
+            ids = sorted(runs[0]["replicas"])
+            s["hit_rates"] = [median_of(runs, lambda r, i=i:
+                                        r["replicas"][i]["hit_rate"])
+                              for i in ids]
+            s["requests"] = [median_of(runs, lambda r, i=i:
+                                       r["replicas"][i]["requests"])
+                             for i in ids]
+            s["classes"] = {}
+            for cls in runs[0]["classes"]:
+                s["classes"][cls] = {
+                    k: median_of(runs, lambda r, c=cls, k=k:
+                                 r["classes"][c]["ttft"][k])
+                    for k in ("p50", "p90", "p99")}
+            out[(w, b)] = s
+    return out
+
+
+def goals(s):
+    """The issue's goals, each (text, met or not, figures)."""
+    out = []
+
+    def get(w, b):
+        return s.get((w, b))
+
+    lc, px = get("shared", "least_conn"), get("shared", "prefix")
+    if lc and px:
+        ratio = lc["p90"] / px["p90"] if px["p90"] else float("inf")
+        out.append(("shared prefixes: prefix's TTFT p90 at least 3x lower "
+                    "than least_conn's, at equal or higher requests/s",
+                    ratio >= 3 and px["rps"] >= lc["rps"],
+                    "%.1fx lower (%.0f vs %.0f ms), %.1f vs %.1f req/s" % (
+                        ratio, px["p90"], lc["p90"], px["rps"], lc["rps"])))
+        rates = [h for h in px["hit_rates"] if h is not None]
+        out.append(("shared prefixes: each replica's prefix-cache hit rate "
+                    "above 80% with prefix",
+                    len(rates) == 3 and min(rates) > 0.8,
+                    ", ".join("%.1f%%" % (100 * h) for h in rates)))
+    lc, lt = get("mixed", "least_conn"), get("mixed", "least_tokens")
+    if lc and lt and SHORT in lc["classes"] and SHORT in lt["classes"]:
+        a, b = lc["classes"][SHORT]["p99"], lt["classes"][SHORT]["p99"]
+        ratio = a / b if b else float("inf")
+        out.append(("mixed lengths: least_tokens's TTFT p99 of the short "
+                    "requests at least 1.5x lower than least_conn's",
+                    ratio >= 1.5,
+                    "%.1fx lower (%.0f vs %.0f ms)" % (ratio, b, a)))
+    lc = get("uniform", "least_conn")
+    for b in ("least_tokens", "prefix"):
+        x = get("uniform", b)
+        if lc and x:
+            ratio = x["rps"] / lc["rps"]
+            out.append(("uniform: %s no more than 5%% below least_conn in "
+                        "requests/s" % b, ratio >= 0.95,
+                        "%.1f vs %.1f req/s (%+.1f%%)" % (
+                            x["rps"], lc["rps"], 100 * (ratio - 1))))
+    return out
+
+
+def fmt(v, spec="%.0f"):
+    return "-" if v is None else spec % v
+
+
+def section(results):
+    s = summary(results)
+    lines = [BEGIN, "", "## Balancing inference replicas", "",
+             "Produced by `make bench-balance` (scripts/bench_balance.py; the "
+             "client is build/agw-load) on %s: %s; %s. Three ai-sim replicas "
+             "`%s`; nginx with two workers, each balancer its own upstream "
+             "with `zone` and `keepalive`; streamed chats. Each "
+             "(workload, balancer) run starts fresh replicas and nginx, "
+             "warms up %d s, then measures %d s; %d interleaved repetitions, "
+             "medians shown. TTFT is the stream's first event from the "
+             "request's start. Hit rate: each replica's prefix-cache tokens "
+             "found over looked up during the measured phase (sim-1, sim-2, "
+             "sim-3). Load average of the machine when the runs started: "
+             "%.1f..%.1f on %d cores (other work shares them; what the "
+             "requests wait for is the replicas' simulated time)." % (
+                 results["date"], results["machine"], results["nginx"],
+                 " ".join(results["sim_args"]), results["warmup"],
+                 results["seconds"], results["reps"],
+                 results["loadavg"][0], results["loadavg"][1],
+                 os.cpu_count()),
+             ""]
+    for w in results["workloads"]:
+        label, wargs = WORKLOADS[w]
+        lines += ["### %s" % label.capitalize(), "",
+                  "`agw-load %s`" % " ".join(wargs), "",
+                  "| balancer | req/s | TTFT p50 ms | p90 | p99 "
+                  "| end-to-end p99 ms | failed | requests per replica "
+                  "| prefix-cache hit rate per replica |" + (
+                      " short TTFT p50 / p99 | long TTFT p99 |"
+                      if w == "mixed" else ""),
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+                  "| ---: |" + (" ---: | ---: |" if w == "mixed" else "")]
+        for b in results["balancers"]:
+            x = s.get((w, b))
+            if not x:
+                continue
+            row = "| %s | %.1f | %s | %s | %s | %s | %d | %s | %s |" % (
+                b, x["rps"], fmt(x["p50"]), fmt(x["p90"]), fmt(x["p99"]),
+                fmt(x["e2e_p99"]), x["failed"],
+                " / ".join(fmt(v) for v in x["requests"]),
+                " / ".join(fmt(None if v is None else 100 * v, "%.0f%%")
+                           for v in x["hit_rates"]))
+            if w == "mixed":
+                sh = x["classes"].get(SHORT, {})
+                lg = x["classes"].get(LONG, {})
+                row += " %s / %s | %s |" % (fmt(sh.get("p50")),
+                                            fmt(sh.get("p99")),
+                                            fmt(lg.get("p99")))
+            lines.append(row)
+        lines.append("")
+    lines += ["Goals (issue 22), measured in this run:", ""]
+    for text, met, figures in goals(s):
+        lines.append("- %s: **%s**, %s." % (text, "met" if met else
+                                           "not met", figures))
+    lines += ["", "![TTFT p90 and p99 by balancer and workload](%s)" % SVG,
+              "", END]
+    return "\n".join(lines) + "\n"
+
+
+def draw(results, outdir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matplotlib.rcParams["svg.hashsalt"] = "ai-gateway-bench-balance"
+    matplotlib.rcParams["svg.fonttype"] = "none"
+
+    s = summary(results)
+    ws = results["workloads"]
+    bs = results["balancers"]
+    fig, axes = plt.subplots(1, len(ws), figsize=(4.2 * len(ws), 4.4))
+    if len(ws) == 1:
+        axes = [axes]
+    width = 0.38
+    for ax, w in zip(axes, ws):
+        xs = range(len(bs))
+        if w == "mixed":
+            p90 = [s[(w, b)]["classes"].get(SHORT, {}).get("p90") or 0
+                   for b in bs]
+            p99 = [s[(w, b)]["classes"].get(SHORT, {}).get("p99") or 0
+                   for b in bs]
+            title = "mixed lengths: short requests"
+        else:
+            p90 = [s[(w, b)]["p90"] for b in bs]
+            p99 = [s[(w, b)]["p99"] for b in bs]
+            title = WORKLOADS[w][0]
+        ax.bar([x - width / 2 for x in xs], p90, width, label="TTFT p90")
+        ax.bar([x + width / 2 for x in xs], p99, width, label="TTFT p99")
+        for x, b in zip(xs, bs):
+            ax.annotate("%.0f/s" % s[(w, b)]["rps"], (x, 0),
+                        xytext=(0, -28), textcoords="offset points",
+                        ha="center", fontsize=8, color="#555")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(bs, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("ms")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("Time to first token by balancer (requests/s under the "
+                 "bars)", fontsize=10)
+    fig.tight_layout()
+    path = os.path.join(outdir, SVG)
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return path
+
+
+def write(results, path):
+    text = section(results)
+    print(text)
+    try:
+        draw(results, os.path.dirname(os.path.abspath(path)))
+    except ImportError:
+        print("bench-balance: no chart: python3-matplotlib missing "
+              "(scripts/deps.sh bench)", file=sys.stderr)
+    try:
+        with open(path) as f:
+            doc = f.read()
+    except FileNotFoundError:
+        doc = "# Benchmarks\n"
+    if BEGIN in doc and END in doc:
+        head, rest = doc.split(BEGIN, 1)
+        doc = head + text.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    with open(path, "w") as f:
+        f.write(doc)
+
+
+if __name__ == "__main__":
+    main()
