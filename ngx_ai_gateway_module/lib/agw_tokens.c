@@ -24,6 +24,9 @@
  *                                           with include_usage
  *     usage.input_tokens, .output_tokens    Anthropic (summed when there
  *                                           is no total)
+ *     usage.prompt_tokens,                  OpenAI's names of the same
+ *           .completion_tokens              (the input and output figures
+ *                                           of the metrics, SPEC 8.3)
  *     response.usage.*                      Responses API,
  *                                           response.completed event
  *     message.usage.*                       Anthropic message_start event
@@ -93,6 +96,8 @@ static const agw_tokens_name_t  agw_tokens_keys[] = {
     { "total_tokens", AGW_K_TOTAL },
     { "input_tokens", AGW_K_INPUT },
     { "output_tokens", AGW_K_OUTPUT },
+    { "prompt_tokens", AGW_K_INPUT },
+    { "completion_tokens", AGW_K_OUTPUT },
     { NULL, 0 }
 };
 

@@ -43,8 +43,10 @@ uint64_t agw_tokens_estimate_bytes(uint64_t len, uint64_t default_max);
 /* usage figures of one answer or event */
 typedef struct {
     uint64_t  total;                     /* usage.total_tokens */
-    uint64_t  input;                     /* usage.input_tokens */
-    uint64_t  output;                    /* usage.output_tokens */
+    uint64_t  input;                     /* usage.input_tokens or
+                                            .prompt_tokens */
+    uint64_t  output;                    /* usage.output_tokens or
+                                            .completion_tokens */
     unsigned  has_total:1;
     unsigned  has_input:1;
     unsigned  has_output:1;
