@@ -3,10 +3,9 @@
  *
  * A request admitted by a token zone reserved its estimate there
  * (ngx_http_ai_gateway_limit.c).  Its answer is read as it passes, never
- * held back: a body filter hands each buffer in memory to lib/agw_tokens.c
- * (a JSON answer's usage) or lib/agw_sse.c (a stream's events: content
- * events counted, the last usage kept) and passes the chain on unchanged,
- * so a stream reaches the client byte for byte when it would have anyway.
+ * held back, by base/ngx_http_ai_gateway_answer.c (a JSON answer's usage;
+ * a stream's content events counted, its last usage kept), the reader the
+ * metrics share.
  *
  * When the request ends (the log phase, which every finalized request
  * reaches), each zone's reservation is settled on what the answer used:
@@ -26,39 +25,10 @@
  */
 
 #include "limit/ngx_http_ai_gateway_limit.h"
+#include "base/ngx_http_ai_gateway_answer.h"
 #include "base/ngx_http_ai_gateway_request.h"
-#include "agw_sse.h"
 
 
-/* the largest stream event read for usage; a bigger one ends the reading */
-#define NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT  16384
-
-
-#define NGX_HTTP_AI_GATEWAY_ANSWER_JSON  1
-#define NGX_HTTP_AI_GATEWAY_ANSWER_SSE   2
-
-
-/* the answer of a request with tokens reserved, as it passes */
-struct ngx_http_ai_gateway_limit_answer_s {
-    ngx_uint_t                          mode;     /* _ANSWER_JSON, _SSE */
-    agw_usage_t                         usage;    /* a stream's, merged */
-    uint64_t                            content;  /* content events */
-    unsigned                            stream_usage:1;
-    union {
-        agw_answer_t                    json;
-        agw_sse_t                       sse;
-    } u;
-};
-
-
-static ngx_int_t ngx_http_ai_gateway_limit_settle_header_filter(
-    ngx_http_request_t *r);
-static ngx_int_t ngx_http_ai_gateway_limit_settle_body_filter(
-    ngx_http_request_t *r, ngx_chain_t *in);
-static ngx_uint_t ngx_http_ai_gateway_limit_type(ngx_str_t *type,
-    char *name);
-static int ngx_http_ai_gateway_limit_settle_event(void *data,
-    const agw_sse_event_t *ev);
 static ngx_int_t ngx_http_ai_gateway_limit_settle_handler(
     ngx_http_request_t *r);
 static uint64_t ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
@@ -83,10 +53,6 @@ static ngx_http_variable_t  ngx_http_ai_gateway_limit_settle_vars[] = {
 };
 
 
-static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
-static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
-
-
 ngx_int_t
 ngx_http_ai_gateway_limit_settle_add_variables(ngx_conf_t *cf)
 {
@@ -100,12 +66,6 @@ ngx_http_ai_gateway_limit_settle_init(ngx_conf_t *cf)
 {
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
-
-    ngx_http_next_header_filter = ngx_http_top_header_filter;
-    ngx_http_top_header_filter = ngx_http_ai_gateway_limit_settle_header_filter;
-
-    ngx_http_next_body_filter = ngx_http_top_body_filter;
-    ngx_http_top_body_filter = ngx_http_ai_gateway_limit_settle_body_filter;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -126,169 +86,9 @@ ngx_int_t
 ngx_http_ai_gateway_limit_settle_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx)
 {
-    /* the answer is read only if it can say something: see the filter */
     ctx->settle = 1;
 
-    return NGX_OK;
-}
-
-
-/*
- * A JSON answer may carry usage, a stream may carry usage events and
- * content events; any other answer is not read at all.
- */
-
-static ngx_int_t
-ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
-{
-    u_char                              *data;
-    ngx_uint_t                           mode;
-    ngx_str_t                           *type;
-    ngx_http_ai_gateway_limit_ctx_t     *ctx;
-    ngx_http_ai_gateway_limit_answer_t  *a;
-
-    if (r != r->main) {
-        return ngx_http_next_header_filter(r);
-    }
-
-    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
-
-    if (ctx == NULL || !ctx->settle || ctx->answer) {
-        return ngx_http_next_header_filter(r);
-    }
-
-    type = &r->headers_out.content_type;
-
-    if (ngx_http_ai_gateway_limit_type(type, "text/event-stream")) {
-        mode = NGX_HTTP_AI_GATEWAY_ANSWER_SSE;
-
-    } else if (type->len > 12 && (type->data[0] | 0x20) == 'a'
-               && (ngx_http_ai_gateway_limit_type(type, "application/json")
-                   || ngx_strlcasestrn(type->data, type->data + type->len,
-                                       (u_char *) "+json", 5 - 1)
-                      != NULL))
-    {
-        mode = NGX_HTTP_AI_GATEWAY_ANSWER_JSON;
-
-    } else {
-        return ngx_http_next_header_filter(r);
-    }
-
-    a = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_limit_answer_t));
-    if (a == NULL) {
-        return NGX_ERROR;
-    }
-
-    a->mode = mode;
-    a->content = 0;
-    a->stream_usage = 0;
-    ngx_memzero(&a->usage, sizeof(agw_usage_t));
-
-    if (mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
-        data = ngx_pnalloc(r->pool, NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT);
-        if (data == NULL) {
-            return NGX_ERROR;
-        }
-
-        agw_sse_init(&a->u.sse, data, NGX_HTTP_AI_GATEWAY_LIMIT_SSE_EVENT,
-                     ngx_http_ai_gateway_limit_settle_event, a);
-
-    } else {
-        agw_answer_init(&a->u.json);
-    }
-
-    ctx->answer = a;
-
-    return ngx_http_next_header_filter(r);
-}
-
-
-/* the media type, parameters aside, in any case */
-
-static ngx_uint_t
-ngx_http_ai_gateway_limit_type(ngx_str_t *type, char *name)
-{
-    size_t  len;
-
-    len = ngx_strlen(name);
-
-    return type->len >= len
-           && ngx_strncasecmp(type->data, (u_char *) name, len) == 0
-           && (type->len == len || type->data[len] == ';'
-               || type->data[len] == ' ');
-}
-
-
-/* read, never change: every buffer goes on as it came */
-
-static ngx_int_t
-ngx_http_ai_gateway_limit_settle_body_filter(ngx_http_request_t *r,
-    ngx_chain_t *in)
-{
-    size_t                               len;
-    ngx_buf_t                           *b;
-    ngx_chain_t                         *cl;
-    ngx_http_ai_gateway_limit_ctx_t     *ctx;
-    ngx_http_ai_gateway_limit_answer_t  *a;
-
-    if (r != r->main || in == NULL) {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
-
-    if (ctx == NULL || ctx->answer == NULL || ctx->settled) {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    a = ctx->answer;
-
-    for (cl = in; cl; cl = cl->next) {
-        b = cl->buf;
-
-        /* a buffer nginx spooled to its temp file is not read back here */
-
-        if (!ngx_buf_in_memory(b)) {
-            continue;
-        }
-
-        len = b->last - b->pos;
-
-        if (len == 0) {
-            continue;
-        }
-
-        if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
-            (void) agw_sse_feed(&a->u.sse, b->pos, len);
-
-        } else {
-            (void) agw_answer_feed(&a->u.json, b->pos, len);
-        }
-    }
-
-    return ngx_http_next_body_filter(r, in);
-}
-
-
-static int
-ngx_http_ai_gateway_limit_settle_event(void *data, const agw_sse_event_t *ev)
-{
-    ngx_http_ai_gateway_limit_answer_t *a = data;
-
-    agw_sse_info_t  info;
-
-    agw_sse_inspect(ev, &info);
-
-    if (info.content) {
-        a->content++;
-    }
-
-    if (info.has_usage) {
-        agw_usage_merge(&a->usage, &info.usage);
-        a->stream_usage = 1;
-    }
-
-    return 0;
+    return ngx_http_ai_gateway_answer_want(r);
 }
 
 
@@ -304,10 +104,9 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
 {
     uint64_t                             tokens;
     ngx_uint_t                           status;
-    ngx_http_ai_gateway_limit_answer_t  *a;
+    agw_usage_t                          usage;
+    ngx_http_ai_gateway_answer_t        *a;
     ngx_http_ai_gateway_request_info_t  *info;
-
-    a = ctx->answer;
 
     if (ctx->settled) {
         return ctx->used;
@@ -321,25 +120,22 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
         return 0;
     }
 
+    a = ngx_http_ai_gateway_answer(r);
+
     if (a == NULL) {
-        /* an answer that could not say: not read */
+        /* not read */
 
-    } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
-        if (a->stream_usage && agw_usage_tokens(&a->usage, &tokens)) {
-            return tokens;
-        }
-
-        if (a->content) {
-            info = ngx_http_ai_gateway_request_info(r);
-
-            return agw_tokens_add(a->content,
-                                  info ? ngx_http_ai_gateway_request_prompt_tokens(info)
-                                       : 0);
-        }
-
-    } else if (agw_usage_tokens(&a->u.json.usage, &tokens))
+    } else if (ngx_http_ai_gateway_answer_usage(a, &usage)
+               && agw_usage_tokens(&usage, &tokens))
     {
         return tokens;
+
+    } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE && a->content) {
+        info = ngx_http_ai_gateway_request_info(r);
+
+        return agw_tokens_add(a->content,
+                              info ? ngx_http_ai_gateway_request_prompt_tokens(info)
+                                   : 0);
     }
 
     if (status < NGX_HTTP_OK || status >= NGX_HTTP_SPECIAL_RESPONSE) {

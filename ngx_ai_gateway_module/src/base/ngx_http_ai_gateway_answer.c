@@ -1,0 +1,262 @@
+/*
+ * The answer of a request, read as it passes, never held back: a body
+ * filter hands each buffer in memory to lib/agw_tokens.c (a JSON answer's
+ * usage) or lib/agw_sse.c (a stream's events: content events counted and
+ * timed, the last usage kept) and passes the chain on unchanged, so a
+ * stream reaches the client byte for byte when it would have anyway.
+ *
+ * Any answer asked for is timed (its first body byte); only a JSON answer
+ * (application/json, or a +json type) or a stream (text/event-stream) is
+ * parsed, since only they can say what they used.  Times are nginx's
+ * millisecond clock (ngx_current_msec) when the bytes went by this filter,
+ * which runs in the same event as the upstream's read that brought them.
+ */
+
+#include "base/ngx_http_ai_gateway_answer.h"
+
+
+/* the largest stream event read; a bigger one ends the reading */
+#define NGX_HTTP_AI_GATEWAY_ANSWER_SSE_EVENT  16384
+
+
+static ngx_int_t ngx_http_ai_gateway_answer_header_filter(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_ai_gateway_answer_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_uint_t ngx_http_ai_gateway_answer_type(ngx_str_t *type,
+    char *name);
+static int ngx_http_ai_gateway_answer_event(void *data,
+    const agw_sse_event_t *ev);
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
+
+
+ngx_int_t
+ngx_http_ai_gateway_answer_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_ai_gateway_answer_header_filter;
+
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_ai_gateway_answer_body_filter;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_answer_want(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    ctx = ngx_http_ai_gateway_request_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->answer == NULL) {
+        ctx->answer = ngx_pcalloc(r->main->pool,
+                                  sizeof(ngx_http_ai_gateway_answer_t));
+        if (ctx->answer == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_http_ai_gateway_answer_t *
+ngx_http_ai_gateway_answer(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_module);
+
+    if (ctx == NULL || ctx->answer == NULL || !ctx->answer->started) {
+        return NULL;
+    }
+
+    return ctx->answer;
+}
+
+
+ngx_uint_t
+ngx_http_ai_gateway_answer_usage(ngx_http_ai_gateway_answer_t *a,
+    agw_usage_t *usage)
+{
+    switch (a->mode) {
+
+    case NGX_HTTP_AI_GATEWAY_ANSWER_SSE:
+        if (!a->stream_usage) {
+            return 0;
+        }
+
+        *usage = a->usage;
+        return 1;
+
+    case NGX_HTTP_AI_GATEWAY_ANSWER_JSON:
+        *usage = a->u.json.usage;
+        return usage->has_total || usage->has_input || usage->has_output;
+
+    default:
+        return 0;
+    }
+}
+
+
+/* the header is going out: what the body will be read as */
+
+static ngx_int_t
+ngx_http_ai_gateway_answer_header_filter(ngx_http_request_t *r)
+{
+    u_char                             *data;
+    ngx_str_t                          *type;
+    ngx_http_ai_gateway_answer_t       *a;
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    /* once: a second header (an error page after it) is not read again */
+
+    if (ctx == NULL || ctx->answer == NULL || ctx->answer->started) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    a = ctx->answer;
+    a->started = 1;
+
+    type = &r->headers_out.content_type;
+
+    if (ngx_http_ai_gateway_answer_type(type, "text/event-stream")) {
+        data = ngx_pnalloc(r->pool, NGX_HTTP_AI_GATEWAY_ANSWER_SSE_EVENT);
+        if (data == NULL) {
+            return NGX_ERROR;
+        }
+
+        a->mode = NGX_HTTP_AI_GATEWAY_ANSWER_SSE;
+        agw_sse_init(&a->u.sse, data, NGX_HTTP_AI_GATEWAY_ANSWER_SSE_EVENT,
+                     ngx_http_ai_gateway_answer_event, a);
+
+    } else if (type->len > 12 && (type->data[0] | 0x20) == 'a'
+               && (ngx_http_ai_gateway_answer_type(type, "application/json")
+                   || ngx_strlcasestrn(type->data, type->data + type->len,
+                                       (u_char *) "+json", 5 - 1)
+                      != NULL))
+    {
+        a->mode = NGX_HTTP_AI_GATEWAY_ANSWER_JSON;
+        agw_answer_init(&a->u.json);
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/* the media type, parameters aside, in any case */
+
+static ngx_uint_t
+ngx_http_ai_gateway_answer_type(ngx_str_t *type, char *name)
+{
+    size_t  len;
+
+    len = ngx_strlen(name);
+
+    return type->len >= len
+           && ngx_strncasecmp(type->data, (u_char *) name, len) == 0
+           && (type->len == len || type->data[len] == ';'
+               || type->data[len] == ' ');
+}
+
+
+/* read, never change: every buffer goes on as it came */
+
+static ngx_int_t
+ngx_http_ai_gateway_answer_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in)
+{
+    size_t                              len;
+    ngx_buf_t                          *b;
+    ngx_chain_t                        *cl;
+    ngx_http_ai_gateway_answer_t       *a;
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    if (r != r->main || in == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+    if (ctx == NULL || ctx->answer == NULL || !ctx->answer->started) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    a = ctx->answer;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        /* a buffer nginx spooled to its temp file is not read back here */
+
+        if (!ngx_buf_in_memory(b)) {
+            if (!a->has_first_byte && ngx_buf_size(b) > 0) {
+                a->first_byte = ngx_current_msec;
+                a->has_first_byte = 1;
+            }
+
+            continue;
+        }
+
+        len = b->last - b->pos;
+
+        if (len == 0) {
+            continue;
+        }
+
+        if (!a->has_first_byte) {
+            a->first_byte = ngx_current_msec;
+            a->has_first_byte = 1;
+        }
+
+        if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
+            (void) agw_sse_feed(&a->u.sse, b->pos, len);
+
+        } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_JSON) {
+            (void) agw_answer_feed(&a->u.json, b->pos, len);
+        }
+    }
+
+    return ngx_http_next_body_filter(r, in);
+}
+
+
+static int
+ngx_http_ai_gateway_answer_event(void *data, const agw_sse_event_t *ev)
+{
+    ngx_http_ai_gateway_answer_t *a = data;
+
+    agw_sse_info_t  info;
+
+    agw_sse_inspect(ev, &info);
+
+    if (info.content) {
+        if (a->content == 0) {
+            a->first_content = ngx_current_msec;
+        }
+
+        a->last_content = ngx_current_msec;
+        a->content++;
+    }
+
+    if (info.has_usage) {
+        agw_usage_merge(&a->usage, &info.usage);
+        a->stream_usage = 1;
+    }
+
+    return 0;
+}
