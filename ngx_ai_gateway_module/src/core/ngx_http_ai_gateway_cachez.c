@@ -18,6 +18,7 @@
 #include "base/ngx_http_ai_gateway_conf.h"
 #include "base/ngx_http_ai_gateway_stats.h"
 #include "core/ngx_http_ai_gateway_handlers.h"
+#include "core/ngx_http_ai_gateway_metrics.h"
 
 
 typedef struct {
@@ -32,9 +33,11 @@ typedef struct {
 static size_t ngx_http_ai_gateway_cachez_size(
     ngx_http_ai_gateway_main_conf_t *amcf);
 static u_char *ngx_http_ai_gateway_cachez_json(u_char *p,
-    ngx_http_ai_gateway_main_conf_t *amcf);
+    ngx_http_ai_gateway_main_conf_t *amcf,
+    ngx_http_ai_gateway_metrics_view_t *metrics);
 static u_char *ngx_http_ai_gateway_cachez_prometheus(u_char *p,
-    ngx_http_ai_gateway_main_conf_t *amcf);
+    ngx_http_ai_gateway_main_conf_t *amcf,
+    ngx_http_ai_gateway_metrics_view_t *metrics);
 
 
 #define ngx_http_ai_gateway_field(type, name, gauge, shm_only, help)         \
@@ -143,8 +146,9 @@ ngx_http_ai_gateway_cachez_handler(ngx_http_request_t *r)
     ngx_str_t                         format;
     ngx_buf_t                        *b;
     ngx_uint_t                        prometheus;
-    ngx_chain_t                       out;
-    ngx_http_ai_gateway_main_conf_t  *amcf;
+    ngx_chain_t                          out;
+    ngx_http_ai_gateway_main_conf_t     *amcf;
+    ngx_http_ai_gateway_metrics_view_t  *metrics;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -183,15 +187,23 @@ ngx_http_ai_gateway_cachez_handler(ngx_http_request_t *r)
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
 
-    size = ngx_http_ai_gateway_cachez_size(amcf);
+    /* the GenAI metrics' series as they are now (metrics_show.c) */
+    metrics = ngx_http_ai_gateway_metrics_view(r, prometheus);
+    if (metrics == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    size = ngx_http_ai_gateway_cachez_size(amcf)
+           + ngx_http_ai_gateway_metrics_size(metrics);
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = prometheus ? ngx_http_ai_gateway_cachez_prometheus(b->last, amcf)
-                         : ngx_http_ai_gateway_cachez_json(b->last, amcf);
+    b->last = prometheus
+              ? ngx_http_ai_gateway_cachez_prometheus(b->last, amcf, metrics)
+              : ngx_http_ai_gateway_cachez_json(b->last, amcf, metrics);
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
@@ -312,7 +324,8 @@ ngx_http_ai_gateway_json_fields(u_char *p, void *base,
 
 static u_char *
 ngx_http_ai_gateway_cachez_json(u_char *p,
-    ngx_http_ai_gateway_main_conf_t *amcf)
+    ngx_http_ai_gateway_main_conf_t *amcf,
+    ngx_http_ai_gateway_metrics_view_t *metrics)
 {
     ngx_uint_t                           i, redis;
     ngx_atomic_uint_t                    hits, misses, bypasses;
@@ -365,12 +378,16 @@ ngx_http_ai_gateway_cachez_json(u_char *p,
     }
 
     p = ngx_sprintf(p, "},\"redis\":{\"configured\":%s,\"connected\":%s,"
-                    "\"errors\":%uA,\"timeouts\":%uA},\"uptime_s\":%T}\n",
+                    "\"errors\":%uA,\"timeouts\":%uA}",
                     amcf->redis_configured ? "true" : "false",
                     ngx_http_ai_gateway_stats_redis_connected(shared)
                     ? "true" : "false",
-                    shared->redis_errors, shared->redis_timeouts,
-                    ngx_time() - shared->started);
+                    shared->redis_errors, shared->redis_timeouts);
+
+    /* "models" and "servers" */
+    p = ngx_http_ai_gateway_metrics_json(p, metrics);
+
+    p = ngx_sprintf(p, ",\"uptime_s\":%T}\n", ngx_time() - shared->started);
 
     return p;
 }
@@ -424,7 +441,8 @@ ngx_http_ai_gateway_prometheus_family(u_char *p, const char *prefix,
 
 static u_char *
 ngx_http_ai_gateway_cachez_prometheus(u_char *p,
-    ngx_http_ai_gateway_main_conf_t *amcf)
+    ngx_http_ai_gateway_main_conf_t *amcf,
+    ngx_http_ai_gateway_metrics_view_t *metrics)
 {
     ngx_uint_t                           i;
     ngx_atomic_uint_t                    hits, misses, bypasses;
@@ -507,5 +525,6 @@ ngx_http_ai_gateway_cachez_prometheus(u_char *p,
                         f->name, ngx_http_ai_gateway_read(shared, f));
     }
 
-    return p;
+    /* the GenAI histograms and ai_gateway_requests_total */
+    return ngx_http_ai_gateway_metrics_prometheus(p, metrics);
 }
