@@ -224,6 +224,18 @@ def test_a_real_prometheus_agrees_with_cachez(nginx_factory, sim_factory):
             (a["hits"] - a0["hits"]) / (a["requests"] - a0["requests"])), \
             (by_model, a0, a)
         assert by_model["b"] == 0, by_model
+        # the by-hand queries of docs/operations.md evaluate: output tokens
+        # per second by model (the time per output token: no stream here)
+        tokens = {r["metric"]["gen_ai_request_model"]: float(r["value"][1])
+                  for r in prom.query(
+                      "sum by (gen_ai_request_model) (rate("
+                      "gen_ai_client_token_usage_sum{gen_ai_token_type="
+                      "\"output\"}[5m]))")}
+        assert set(tokens) == {"a", "b"} and all(
+            v > 0 for v in tokens.values()), tokens
+        prom.query("histogram_quantile(0.5, sum by (le, gen_ai_request_model)"
+                   " (rate(gen_ai_server_time_per_output_token_seconds_bucket"
+                   "[5m])))")
         assert "level=error" not in prom.log(), prom.log()
     finally:
         prom.stop()
