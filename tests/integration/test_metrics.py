@@ -518,3 +518,38 @@ def test_reload_keeps_every_figure(gateway):
     for name, labels, value in parse(before):
         now = total(s, name, **labels)
         assert now >= value, (name, labels, value, now)
+
+
+def test_a_full_zone_counts_every_answer_under_other(gateway):
+    """Far more label combinations than the zone holds (4 MiB: each new
+    model here takes a series of the server set, 1 KiB): the answers past
+    it are counted under "other", none is lost, and the error log says so
+    once."""
+    n = gateway(models="ai_gateway_metrics_models 4096;")
+    sent = 4500
+
+    def one(i):
+        with requests.Session() as s:
+            for k in range(i, sent, 16):
+                r = s.post(n.url + "/fail/v1/chat/completions", timeout=20,
+                           json={"model": "m%05d" % k, "max_tokens": 1,
+                                 "messages": [{"role": "user",
+                                               "content": "x"}]})
+                assert r.status_code == 500
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(16)))
+
+    s = parse(wait_requests(n, sent, timeout=30))
+    assert total(s, "gen_ai_server_request_duration_seconds_count") == sent
+    refused = total(s, "ai_gateway_metrics_refused_total")
+    assert refused > 0, "the zone never filled"
+    # each set's answers refused a series of their own: in its series of
+    # "other" labels
+    assert total(s, "gen_ai_server_request_duration_seconds_count",
+                 gen_ai_request_model="other",
+                 gen_ai_operation_name="other",
+                 server_address="other") \
+        + total(s, "ai_gateway_requests_total", gen_ai_request_model="other",
+                cache="other") == refused
+    assert n.log().count("is full: new series are counted under") == 1

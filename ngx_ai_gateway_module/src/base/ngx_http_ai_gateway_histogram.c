@@ -337,8 +337,10 @@ ngx_http_ai_gateway_series_t *
 ngx_http_ai_gateway_hist_series(ngx_http_ai_gateway_hist_t *h, ngx_uint_t set,
     ngx_http_ai_gateway_label_t **label)
 {
-    ngx_uint_t                     bucket;
+    ngx_uint_t                     bucket, refused;
     ngx_http_ai_gateway_series_t  *s;
+
+    static ngx_uint_t              said;
 
     bucket = ngx_http_ai_gateway_hist_series_bucket(set, label,
                                                     h->sets[set].nlabels);
@@ -347,6 +349,8 @@ ngx_http_ai_gateway_hist_series(ngx_http_ai_gateway_hist_t *h, ngx_uint_t set,
     if (s) {
         return s;
     }
+
+    refused = 0;
 
     ngx_shmtx_lock(&h->shpool->mutex);
 
@@ -358,10 +362,21 @@ ngx_http_ai_gateway_hist_series(ngx_http_ai_gateway_hist_t *h, ngx_uint_t set,
         if (s == NULL) {
             h->sh->refused++;
             s = h->sh->fallback[set];
+            refused = 1;
         }
     }
 
     ngx_shmtx_unlock(&h->shpool->mutex);
+
+    /* once a worker, after the mutex: a log line is a system call */
+
+    if (refused && !said) {
+        said = 1;
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "ai_gateway: the shared zone \"%V\" is full: new"
+                      " series are counted under \"other\" labels",
+                      &h->zone->shm.name);
+    }
 
     return s;
 }

@@ -254,6 +254,11 @@ ngx_http_ai_gateway_metrics_postconfiguration(ngx_conf_t *cf)
     mmcf = ngx_http_conf_get_module_main_conf(cf,
                                           ngx_http_ai_gateway_metrics_module);
 
+    /* what /cachez reads a histogram into (metrics_show.c) */
+    if (agw_metrics_ttft.n + 1 > NGX_HTTP_AI_GATEWAY_METRICS_BUCKETS) {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_ai_gateway_metrics_peers(cf, mmcf) != NGX_OK) {
         return NGX_ERROR;
     }

@@ -38,6 +38,9 @@ enum {
     NGX_HTTP_AI_GATEWAY_METRICS_DICTS
 };
 
+/* the most buckets a histogram of the sets has: time to first token's */
+#define NGX_HTTP_AI_GATEWAY_METRICS_BUCKETS  17
+
 /* cache statuses, as the cache module numbers them (cache/) */
 #define NGX_HTTP_AI_GATEWAY_METRICS_CACHE_STATES  6
 

@@ -32,8 +32,8 @@ typedef struct {
     uint64_t                            hits;
     uint64_t                            tokens_input;
     uint64_t                            tokens_output;
-    uint64_t                            ttft[17];   /* agw_metrics_ttft.n
-                                                       + 1 */
+    uint64_t                            ttft[
+                                        NGX_HTTP_AI_GATEWAY_METRICS_BUCKETS];
 } ngx_http_ai_gateway_metrics_row_t;
 
 
@@ -163,9 +163,12 @@ ngx_http_ai_gateway_metrics_view(ngx_http_request_t *r, ngx_uint_t prometheus)
         return view;
     }
 
-    /* every family's HELP and TYPE, every line of every series */
+    /*
+     * every family's HELP and TYPE (and the requests' and refused counts'),
+     * every line of every series
+     */
 
-    view->size = (NGX_HTTP_AI_GATEWAY_METRICS_FAMILIES + 1)
+    view->size = (NGX_HTTP_AI_GATEWAY_METRICS_FAMILIES + 2)
                  * (512 + NGX_HTTP_AI_GATEWAY_METRICS_LINE);
 
     lines = 0;
@@ -477,7 +480,19 @@ ngx_http_ai_gateway_metrics_prometheus(u_char *p,
         p = ngx_sprintf(p, "\"} %uA\n", n);
     }
 
-    return p;
+    /* a full zone, which only a fleet far larger than the zone shows */
+
+    n = ngx_http_ai_gateway_hist_refused(h);
+
+    if (n == 0) {
+        return p;
+    }
+
+    return ngx_sprintf(p, "# HELP ai_gateway_metrics_refused_total Answers"
+                       " counted under \"other\" labels because the metrics"
+                       " zone was full.\n"
+                       "# TYPE ai_gateway_metrics_refused_total counter\n"
+                       "ai_gateway_metrics_refused_total %uA\n", n);
 }
 
 
@@ -488,7 +503,8 @@ ngx_http_ai_gateway_metrics_histogram(u_char *p,
     ngx_http_ai_gateway_hist_t *h, ngx_http_ai_gateway_series_t *s,
     ngx_uint_t hist, const char *name, const char *type)
 {
-    uint64_t                     count[17], total, sum;
+    uint64_t                     total, sum;
+    uint64_t                     count[NGX_HTTP_AI_GATEWAY_METRICS_BUCKETS];
     ngx_uint_t                   i;
     ngx_atomic_t                *d;
     const agw_metrics_bounds_t  *b;
