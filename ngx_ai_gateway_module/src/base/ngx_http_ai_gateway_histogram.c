@@ -21,27 +21,28 @@
 #include "base/ngx_http_ai_gateway_histogram.h"
 
 
-#define NGX_HTTP_AI_GATEWAY_HIST_LABEL_HASH    512
-#define NGX_HTTP_AI_GATEWAY_HIST_SERIES_HASH  4096
+/* hash chain heads */
+#define NGX_HTTP_AI_GATEWAY_HIST_LHASH   512     /* label values */
+#define NGX_HTTP_AI_GATEWAY_HIST_SHASH  4096     /* series */
 
 /* bumped when the shared layout below changes */
 #define NGX_HTTP_AI_GATEWAY_HIST_VERSION         1
 
 
+/* what readers follow without a lock */
+typedef ngx_http_ai_gateway_label_t *volatile   ngx_http_ai_gateway_lhead_t;
+typedef ngx_http_ai_gateway_series_t *volatile  ngx_http_ai_gateway_shead_t;
+
+
 struct ngx_http_ai_gateway_hist_shm_s {
-    uint32_t                            layout;
-    ngx_atomic_t                        named[NGX_HTTP_AI_GATEWAY_HIST_DICTS];
-    ngx_atomic_t                        refused;
-    ngx_http_ai_gateway_label_t        *other[NGX_HTTP_AI_GATEWAY_HIST_DICTS];
-    ngx_http_ai_gateway_series_t       *fallback[NGX_HTTP_AI_GATEWAY_HIST_SETS];
-    ngx_http_ai_gateway_series_t *volatile
-                                        newest[NGX_HTTP_AI_GATEWAY_HIST_SETS];
-    ngx_http_ai_gateway_label_t *volatile
-                                        labels[
-                                            NGX_HTTP_AI_GATEWAY_HIST_LABEL_HASH];
-    ngx_http_ai_gateway_series_t *volatile
-                                        series[
-                                            NGX_HTTP_AI_GATEWAY_HIST_SERIES_HASH];
+    uint32_t                       layout;
+    ngx_atomic_t                   named[NGX_HTTP_AI_GATEWAY_HIST_DICTS];
+    ngx_atomic_t                   refused;
+    ngx_http_ai_gateway_label_t   *other[NGX_HTTP_AI_GATEWAY_HIST_DICTS];
+    ngx_http_ai_gateway_series_t  *fallback[NGX_HTTP_AI_GATEWAY_HIST_SETS];
+    ngx_http_ai_gateway_shead_t    newest[NGX_HTTP_AI_GATEWAY_HIST_SETS];
+    ngx_http_ai_gateway_lhead_t    labels[NGX_HTTP_AI_GATEWAY_HIST_LHASH];
+    ngx_http_ai_gateway_shead_t    series[NGX_HTTP_AI_GATEWAY_HIST_SHASH];
 };
 
 
@@ -286,7 +287,7 @@ ngx_http_ai_gateway_hist_find_label(ngx_http_ai_gateway_hist_t *h,
 {
     ngx_http_ai_gateway_label_t  *l;
 
-    l = h->sh->labels[(hash ^ dict) % NGX_HTTP_AI_GATEWAY_HIST_LABEL_HASH];
+    l = h->sh->labels[(hash ^ dict) % NGX_HTTP_AI_GATEWAY_HIST_LHASH];
 
     for ( /* void */ ; l; l = l->next) {
         if (l->hash == hash && l->dict == dict && l->len == len
@@ -316,7 +317,7 @@ ngx_http_ai_gateway_hist_add_label(ngx_http_ai_gateway_hist_t *h,
         return NULL;
     }
 
-    bucket = (hash ^ dict) % NGX_HTTP_AI_GATEWAY_HIST_LABEL_HASH;
+    bucket = (hash ^ dict) % NGX_HTTP_AI_GATEWAY_HIST_LHASH;
 
     l->hash = hash;
     l->dict = (uint16_t) dict;
@@ -394,7 +395,7 @@ ngx_http_ai_gateway_hist_series_bucket(ngx_uint_t set,
         key = key * 31 + label[i]->hash + label[i]->dict;
     }
 
-    return key % NGX_HTTP_AI_GATEWAY_HIST_SERIES_HASH;
+    return key % NGX_HTTP_AI_GATEWAY_HIST_SHASH;
 }
 
 

@@ -434,7 +434,7 @@ ngx_http_ai_gateway_metrics_log_handler(ngx_http_request_t *r)
     status = cache ? cache->status : NGX_HTTP_AI_GATEWAY_CACHE_NONE;
     u = r->upstream;
 
-    if (status >= NGX_HTTP_AI_GATEWAY_METRICS_CACHE_STATES
+    if (status >= NGX_HTTP_AI_GATEWAY_METRICS_CACHES
         || (u == NULL && status != NGX_HTTP_AI_GATEWAY_CACHE_HIT
             && status != NGX_HTTP_AI_GATEWAY_CACHE_COALESCED
             && status != NGX_HTTP_AI_GATEWAY_CACHE_STALE))
@@ -628,7 +628,7 @@ ngx_http_ai_gateway_metrics_fixed_labels(
                                  NGX_MAX_UINT32_VALUE);
     }
 
-    for (i = 0; i < NGX_HTTP_AI_GATEWAY_METRICS_CACHE_STATES; i++) {
+    for (i = 0; i < NGX_HTTP_AI_GATEWAY_METRICS_CACHES; i++) {
         name = ngx_http_ai_gateway_metrics_cache_names[i];
         mmcf->cache[i] = ngx_http_ai_gateway_hist_label(h,
                              NGX_HTTP_AI_GATEWAY_METRICS_CACHE,

@@ -42,7 +42,7 @@ enum {
 #define NGX_HTTP_AI_GATEWAY_METRICS_BUCKETS  17
 
 /* cache statuses, as the cache module numbers them (cache/) */
-#define NGX_HTTP_AI_GATEWAY_METRICS_CACHE_STATES  6
+#define NGX_HTTP_AI_GATEWAY_METRICS_CACHES  6
 
 
 typedef struct {
@@ -61,7 +61,7 @@ typedef struct {
     /* the fixed values, found once by each worker */
     ngx_http_ai_gateway_label_t        *operation[AGW_METRICS_OPS];
     ngx_http_ai_gateway_label_t        *cache[
-                                          NGX_HTTP_AI_GATEWAY_METRICS_CACHE_STATES];
+                                           NGX_HTTP_AI_GATEWAY_METRICS_CACHES];
     ngx_http_ai_gateway_label_t        *none;     /* no model, no peer */
 } ngx_http_ai_gateway_metrics_main_conf_t;
 

@@ -40,7 +40,8 @@ typedef struct {
 struct ngx_http_ai_gateway_metrics_view_s {
     ngx_http_ai_gateway_hist_t         *hist;
     ngx_uint_t                          prometheus;
-    ngx_http_ai_gateway_series_t       *newest[NGX_HTTP_AI_GATEWAY_METRICS_SETS];
+    ngx_http_ai_gateway_series_t       *newest[
+                                            NGX_HTTP_AI_GATEWAY_METRICS_SETS];
     ngx_array_t                         models;   /* rows */
     ngx_array_t                         servers;
     size_t                              size;

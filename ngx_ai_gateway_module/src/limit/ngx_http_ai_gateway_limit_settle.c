@@ -132,10 +132,9 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
 
     } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE && a->content) {
         info = ngx_http_ai_gateway_request_info(r);
+        tokens = info ? ngx_http_ai_gateway_request_prompt_tokens(info) : 0;
 
-        return agw_tokens_add(a->content,
-                              info ? ngx_http_ai_gateway_request_prompt_tokens(info)
-                                   : 0);
+        return agw_tokens_add(a->content, tokens);
     }
 
     if (status < NGX_HTTP_OK || status >= NGX_HTTP_SPECIAL_RESPONSE) {
