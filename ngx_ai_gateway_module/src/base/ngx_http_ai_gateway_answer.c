@@ -181,6 +181,7 @@ ngx_http_ai_gateway_answer_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in)
 {
     size_t                              len;
+    uint64_t                            content;
     ngx_buf_t                          *b;
     ngx_chain_t                        *cl;
     ngx_http_ai_gateway_answer_t       *a;
@@ -223,11 +224,26 @@ ngx_http_ai_gateway_answer_body_filter(ngx_http_request_t *r,
             a->has_first_byte = 1;
         }
 
+        /*
+         * the events a buffer completes went by when it did: the content
+         * events' times are the times of the buffers that brought them
+         */
+
+        content = a->content;
+
         if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
             (void) agw_sse_feed(&a->u.sse, b->pos, len);
 
         } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_JSON) {
             (void) agw_answer_feed(&a->u.json, b->pos, len);
+        }
+
+        if (a->content > content) {
+            if (content == 0) {
+                a->first_content = ngx_current_msec;
+            }
+
+            a->last_content = ngx_current_msec;
         }
     }
 
@@ -245,11 +261,6 @@ ngx_http_ai_gateway_answer_event(void *data, const agw_sse_event_t *ev)
     agw_sse_inspect(ev, &info);
 
     if (info.content) {
-        if (a->content == 0) {
-            a->first_content = ngx_current_msec;
-        }
-
-        a->last_content = ngx_current_msec;
         a->content++;
     }
 
