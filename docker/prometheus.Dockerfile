@@ -1,6 +1,7 @@
 # Prometheus for the compose profile "monitoring" (compose.yaml), from
 # Debian's package like every other image: scrapes the gateway's
-# /cachez?format=prometheus (docker/prometheus.yml).
+# /cachez?format=prometheus (docker/prometheus.yml) and records TTFT p99 by
+# model and replica and the hit ratios (docker/prometheus-rules.yml).
 
 FROM debian:12-slim
 
@@ -13,6 +14,7 @@ RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
  && rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d
 
 COPY docker/prometheus.yml /etc/prometheus/prometheus.yml
+COPY docker/prometheus-rules.yml /etc/prometheus/prometheus-rules.yml
 
 # the package's own unprivileged user; samples are kept in the container
 USER prometheus

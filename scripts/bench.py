@@ -17,10 +17,13 @@ go to stdout and docs/BENCHMARKS.md, the figures to build/bench/results.json
 and the charts (scripts/bench_charts.py, SVG) next to docs/BENCHMARKS.md.
 
     scripts/bench.py [--seconds 4] [--reps 5] [--connections 32]
-                     [--pairs 30] [--pair-seconds 2]
+                     [--pairs 30] [--pair-seconds 2] [--metrics-pairs N]
                      [--callgrind-passes 3 | --no-callgrind]
     scripts/bench.py --callgrind-rows ROW... [--callgrind-passes 3]
                      only these rows' instructions per request
+    scripts/bench.py --metrics-only [--metrics-pairs 30] ...
+                     only the GenAI metrics' rows (on and off side by
+                     side), into their section of docs/BENCHMARKS.md
     scripts/bench.py --charts-only [--results FILE] [--charts-dir DIR]
                      redraw the charts from a run's results.json
 """
@@ -225,10 +228,13 @@ POST_BODY = ('{"model":"bench","max_tokens":16,"messages":'
 POST_URLS = {}
 
 
-def wrk(url, seconds, connections):
-    script = ["-s", POST_URLS[url]] if url in POST_URLS else []
+def wrk(url, seconds, connections, script=None):
+    """script: a wrk Lua file (the metrics rows' POSTs); the rows named
+    ", POST" have theirs in POST_URLS"""
+    script = script or POST_URLS.get(url)
     out = subprocess.run(["wrk", "-t1", "-c%d" % connections,
-                          "-d%ds" % seconds, "--latency"] + script + [url],
+                          "-d%ds" % seconds, "--latency"]
+                         + (["-s", script] if script else []) + [url],
                          capture_output=True, text=True, check=True).stdout
     if "Latency Distribution" not in out:
         raise SystemExit("bench: wrk %s failed:\n%s" % (url, out))
@@ -240,10 +246,10 @@ def wrk(url, seconds, connections):
     return rps, total, p50, p99, int(non2xx.group(1)) if non2xx else 0
 
 
-def wrk_with_cpu(url, pid, seconds, connections):
+def wrk_with_cpu(url, pid, seconds, connections, script=None):
     """wrk's figures for url, and the worker pid's CPU µs per request."""
     before = cpu_seconds(pid)
-    rps, total, p50, p99, _ = wrk(url, seconds, connections)
+    rps, total, p50, p99, _ = wrk(url, seconds, connections, script)
     cpu = cpu_seconds(pid) - before
     return rps, p50, p99, cpu / total * 1e6 if total else 0
 
@@ -284,7 +290,7 @@ def render(rows, work, sim_port, redis_conf):
     return http, urls
 
 
-def instructions_per_request(http, rows, urls, seconds):
+def instructions_per_request(http, rows, urls, seconds, script=None):
     """The same config in one nginx process under callgrind: instructions
     executed per request for each row.  Unlike requests/s these counts do
     not depend on what else the machine is doing; rerunning gives the same
@@ -300,12 +306,13 @@ def instructions_per_request(http, rows, urls, seconds):
         pid = str(n.proc.pid)
         for name, _, _, _, _, _ in rows:
             url = urls[name]
-            subprocess.run(["wrk", "-t1", "-c1", "-d1s", url],
+            subprocess.run(["wrk", "-t1", "-c1", "-d1s"]
+                           + (["-s", script] if script else []) + [url],
                            capture_output=True)
             for args in (["-z"], ["-i", "on"]):
                 subprocess.run(["callgrind_control"] + args + [pid],
                                capture_output=True, check=True)
-            _, total, _, _, _ = wrk(url, seconds, 4)
+            _, total, _, _, _ = wrk(url, seconds, 4, script)
             for args in (["-i", "off"], ["-d", "row"]):
                 subprocess.run(["callgrind_control"] + args + [pid],
                                capture_output=True, check=True)
@@ -350,13 +357,13 @@ SIDE_BY_SIDE = [
 ]
 
 
-def run_at_once(jobs, seconds, connections):
+def run_at_once(jobs, seconds, connections, script=None):
     """wrk on every (url, worker pid) of jobs at the same time: requests/s
     and the worker's CPU µs per request for each."""
     results = [None] * len(jobs)
 
     def one(i, url, pid):
-        rps, _, _, cpu = wrk_with_cpu(url, pid, seconds, connections)
+        rps, _, _, cpu = wrk_with_cpu(url, pid, seconds, connections, script)
         results[i] = (rps, cpu)
 
     threads = [threading.Thread(target=one, args=(i, url, pid))
@@ -679,6 +686,177 @@ def stream_lines(requests, fanout):
                      % (i, up, co, hi, mi, dm, dx))
     return lines
 
+# ---- the GenAI metrics' cost (issue 23) -----------------------------------
+
+METRICS_BEGIN = "<!-- bench-metrics: begin (scripts/bench.py --metrics-only) -->"
+METRICS_END = "<!-- bench-metrics: end -->"
+
+# the shipped /v1/ location's shape, without cache or limiter: what is left
+# is the proxying and, in the "on" rows, the metrics (the default)
+METRICS_SERVER = """
+    server {{
+        listen 127.0.0.1:{port};
+        location = /v1/chat/completions {{
+            {directive}
+            proxy_buffering off;
+            proxy_pass http://sim;
+        }}
+    }}"""
+
+# name, directive, streamed
+METRICS_ROWS = [
+    ("proxied chat, metrics on", "", False),
+    ("proxied chat, metrics off", "ai_gateway_metrics off;", False),
+    ("proxied stream, metrics on", "", True),
+    ("proxied stream, metrics off", "ai_gateway_metrics off;", True),
+]
+
+METRICS_BODY = ('{"model":"sim-small","max_tokens":8,%s"messages":'
+                '[{"role":"user","content":"what measuring costs"}]}')
+
+
+def metrics_lines(pairs, seconds, connections, callgrind_passes):
+    """The metrics' cost: the same chat, JSON and streamed (8 tokens),
+    proxied to ai-sim (no latency) with the metrics on and off.  Side by
+    side at the same time on two identical nginx, each with its own ai-sim
+    (as side_by_side), and instructions per request under callgrind."""
+    work = private_dir("agw-bench-metrics-")
+    scripts = {}
+    for kind, extra in ((False, ""), (True, '"stream":true,"stream_options":'
+                                            '{"include_usage":true},')):
+        scripts[kind] = os.path.join(work, "stream.lua" if kind
+                                     else "chat.lua")
+        with open(scripts[kind], "w") as f:
+            f.write('wrk.method = "POST"\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n'
+                    "wrk.body = '%s'\n" % (METRICS_BODY % extra))
+    sims, instances, ratios, passes = [], [], {}, []
+    try:
+        for side in "ab":
+            sim = Sim(None, "sim-metrics-" + side, "--ttft-ms", "0",
+                      "--tpot-ms", "0", "--jitter", "0").start()
+            sims.append(sim)
+            urls, servers = {}, []
+            for name, directive, _ in METRICS_ROWS:
+                port = free_port()
+                urls[name] = "http://127.0.0.1:%d/v1/chat/completions" % port
+                servers.append(METRICS_SERVER.format(port=port,
+                                                     directive=directive))
+            http = ("    access_log off;\n    keepalive_requests 1000000;\n"
+                    "    proxy_http_version 1.1;\n"
+                    "    proxy_set_header Connection \"\";\n"
+                    "    upstream sim { server 127.0.0.1:%d; keepalive 64; }\n"
+                    "    server { listen 127.0.0.1:%%%%PORT%%%%;\n"
+                    "             location = /cachez { ai_gateway_cachez; } }\n"
+                    % sim.port) + "".join(servers)
+            n = Nginx(http, workers=1)
+            instances.append((n, urls, http))
+            n.start()
+        pids = [n.worker_pids()[0] for n, _, _ in instances]
+        for n, urls, _ in instances:
+            for name, _, stream in METRICS_ROWS:
+                _, total, _, _, bad = wrk(urls[name], 1, connections,
+                                          scripts[stream])
+                if bad or not total:
+                    raise SystemExit("bench: %s: %d of %d not 2xx"
+                                     % (name, bad, total))
+        for on, off in ((0, 1), (2, 3)):
+            row, ref = METRICS_ROWS[on][0], METRICS_ROWS[off][0]
+            vals = ratios[(row, ref)] = []
+            for i in range(pairs):
+                first, second = (0, 1) if i % 2 == 0 else (1, 0)
+                (rps_r, cpu_r), (rps_f, cpu_f) = run_at_once(
+                    [(instances[first][1][row], pids[first]),
+                     (instances[second][1][ref], pids[second])],
+                    seconds, connections, scripts[METRICS_ROWS[on][2]])
+                vals.append((rps_r / rps_f, cpu_r / cpu_f, rps_r, rps_f))
+            print("metrics side by side %-30s %.3f of %s" % (
+                row, statistics.median(v[0] for v in vals), ref), flush=True)
+        # the "on" rows were measured, the "off" ones not
+        doc = json.loads(subprocess.run(
+            ["curl", "-s", instances[0][0].url + "/cachez"],
+            capture_output=True, text=True).stdout)
+        if doc["models"]["sim-small"]["requests"] == 0:
+            raise SystemExit("bench: the metrics counted nothing")
+        for n, _, _ in instances:
+            n.stop()
+        if callgrind_passes:
+            print("metrics: instructions per request under callgrind...",
+                  flush=True)
+            _, urls, http = instances[0]
+            for _ in range(callgrind_passes):
+                counts = {}
+                for stream in (False, True):
+                    rows = [(r[0],) + (None,) * 5 for r in METRICS_ROWS
+                            if r[2] == stream]
+                    counts.update(instructions_per_request(
+                        http, rows, urls, 2, scripts[stream]))
+                passes.append(counts)
+    finally:
+        for n, _, _ in instances:
+            n.stop()
+            n.cleanup()
+        for sim in sims:
+            sim.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    rng = random.Random(1)
+    lines = [
+        METRICS_BEGIN, "", "## GenAI metrics: what measuring costs", "",
+        "Produced by `make bench` (or `scripts/bench.py --metrics-only`) on "
+        "%s. The same chat (8 tokens; JSON, then streamed with its usage) "
+        "proxied to ai-sim without latency, through the shipped `/v1/` "
+        "location's proxying (no cache, no limiter) with "
+        "`ai_gateway_metrics` on (the default: the request body's model, "
+        "the answer read as it passes, the histograms updated in the log "
+        "phase) and off. Side by side at the same time: two identical "
+        "nginx, one worker and one ai-sim each, wrk -t1 -c%d POSTing on "
+        "each at once for %d s, the row on one and its reference on the "
+        "other, swapping every pair; median of %d pairs with the 95%% "
+        "bootstrap interval of that median. Instructions per request: one "
+        "nginx process under callgrind, 4 connections, median (min..max) "
+        "of %d passes." % (datetime.date.today().isoformat(), connections,
+                           seconds, pairs, callgrind_passes),
+        "",
+        "| row | reference | req/s ratio (95% interval) "
+        "| worker CPU/req ratio (95% interval) | req/s row, reference "
+        "| instructions/req row, reference: difference |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for (row, ref), vals in ratios.items():
+        rps = [v[0] for v in vals]
+        cpu = [v[1] for v in vals]
+        lines.append("| %s | %s | %.3f (%.3f..%.3f) | %.3f (%.3f..%.3f) "
+                     "| %.0f, %.0f | %s |" % (
+                         row, ref, statistics.median(rps),
+                         *median_interval(rps, rng), statistics.median(cpu),
+                         *median_interval(cpu, rng),
+                         statistics.median(v[2] for v in vals),
+                         statistics.median(v[3] for v in vals),
+                         "%.0f, %.0f: %s" % (
+                             statistics.median(p[row] for p in passes),
+                             statistics.median(p[ref] for p in passes),
+                             paired(passes, row, ref, operator.sub, "%+.0f"))
+                         if passes else "-"))
+    lines += ["", METRICS_END]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text, path, begin, end):
+    """Replace a marked section of the document, or append it."""
+    try:
+        with open(path) as f:
+            doc = f.read()
+    except FileNotFoundError:
+        doc = "# Benchmarks\n"
+    if begin in doc and end in doc:
+        head, rest = doc.split(begin, 1)
+        doc = head + text.rstrip("\n") + rest.split(end, 1)[1]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    with open(path, "w") as f:
+        f.write(doc)
+
 
 IDLE_HTTP = """
     access_log off;
@@ -822,6 +1000,12 @@ def main():
                     "(0: none)")
     ap.add_argument("--no-callgrind", dest="callgrind", action="store_false",
                     help="skip the instruction counts")
+    ap.add_argument("--metrics-pairs", type=int, default=None,
+                    help="side-by-side pairs of the metrics rows (default:"
+                    " --pairs; 0: none)")
+    ap.add_argument("--metrics-only", action="store_true",
+                    help="run only the metrics rows, into their section of"
+                    " --out")
     ap.add_argument("--out", default=os.path.join(REPO, "docs",
                                                   "BENCHMARKS.md"))
     ap.add_argument("--results", default=os.path.join(REPO, "build", "bench",
@@ -846,6 +1030,18 @@ def main():
         for path in bench_charts.draw(bench_charts.load(args.results),
                                       charts_dir):
             print("bench: wrote " + path)
+        return
+
+    metrics_pairs = args.pairs if args.metrics_pairs is None \
+        else args.metrics_pairs
+    metrics = None
+    if args.metrics_only:
+        metrics = metrics_lines(metrics_pairs, args.pair_seconds,
+                                args.connections // 2,
+                                args.callgrind_passes if args.callgrind
+                                else 0)
+        print(metrics)
+        write_section(metrics, args.out, METRICS_BEGIN, METRICS_END)
         return
 
     work = private_dir("agw-bench-")
@@ -897,6 +1093,11 @@ def main():
             pair_ratios = side_by_side(rows, sim.port, args.pairs,
                                        args.pair_seconds,
                                        args.connections // 2, redis_conf)
+        if metrics_pairs:
+            metrics = metrics_lines(metrics_pairs, args.pair_seconds,
+                                    args.connections // 2,
+                                    args.callgrind_passes if args.callgrind
+                                    else 0)
         if args.ttfb_requests:
             ttfb = ttfb_lines(args.ttfb_requests)
         if args.stream_requests:
@@ -1054,6 +1255,8 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write(text + kept_sections(args.out))
+    if metrics:
+        write_section(metrics, args.out, METRICS_BEGIN, METRICS_END)
 
 
 def kept_sections(path):

@@ -354,6 +354,24 @@ else
     fail "Prometheus: ai_gateway_cache_hits_total{cache=\"redis\"} = '$prom', /cachez says '$hits'"
 fi
 
+# the GenAI metrics (SPEC 8.3) reach Prometheus, and its recording rules
+# (docker/prometheus-rules.yml) are loaded and evaluated
+genai=
+deadline=$(( $(date +%s) + 45 ))
+while [ "$(date +%s)" -lt "$deadline" ]; do
+    genai=$(curl -s "http://127.0.0.1:$AGW_PROMETHEUS_PORT/api/v1/query?query=sum(gen_ai_server_request_duration_seconds_count)" \
+            | /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")' 2>/dev/null)
+    rules=$(curl -s "http://127.0.0.1:$AGW_PROMETHEUS_PORT/api/v1/rules" \
+            | /usr/bin/python3 -c 'import json,sys; print(sum(len(g["rules"]) for g in json.load(sys.stdin)["data"]["groups"]))' 2>/dev/null)
+    [ -n "$genai" ] && [ "${genai%%.*}" -ge 1 ] 2>/dev/null && [ "$rules" = 4 ] && break
+    sleep 2
+done
+if [ -n "$genai" ] && [ "${genai%%.*}" -ge 1 ] 2>/dev/null && [ "$rules" = 4 ]; then
+    pass "Prometheus: gen_ai_server_request_duration_seconds_count sums to $genai, 4 recording rules loaded"
+else
+    fail "Prometheus: GenAI series '$genai', recording rules '$rules' (want >= 1 and 4)"
+fi
+
 check "stop the sim-2 container" quiet "${compose[@]}" stop sim-2
 run_http failover
 

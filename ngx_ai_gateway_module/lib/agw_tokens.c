@@ -175,11 +175,18 @@ agw_tokens_lookup(const agw_tokens_name_t *names, const agw_json_event_t *ev)
 {
     size_t  n;
 
-    if (ev->full_len != ev->text_len) {
+    if (ev->full_len != ev->text_len || ev->text_len == 0) {
         return 0;                        /* longer than any name we know */
     }
 
     for ( /* void */ ; names->name; names++) {
+
+        /* every key of every event comes here: most differ at once */
+
+        if ((uint8_t) names->name[0] != ev->text[0]) {
+            continue;
+        }
+
         n = strlen(names->name);
 
         if (n == ev->text_len && memcmp(names->name, ev->text, n) == 0) {

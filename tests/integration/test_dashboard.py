@@ -2,12 +2,14 @@
 serves, opened in headless Chromium (harness/browser.py).
 
 With the shipped config (rendered as `make run` renders it) in front of
-three ai-sim replicas and real traffic (MISSes, HITs, 429s): the page
-loads with no console error and no failed request, asks nothing of any
-other origin, shows the figures /cachez has at that moment (hit ratio,
-tokens saved, hits and misses per cache, admitted and rejected per zone),
-keeps polling (the figures follow more traffic, the rate charts show the
-429s), and says "no data" for what this /cachez does not report yet.
+three ai-sim replicas and real traffic (MISSes, HITs, 429s, chats naming
+two models, streamed or not): the page loads with no console error and no
+failed request, asks nothing of any other origin, shows the figures
+/cachez has at that moment (hit ratio, tokens saved, hits and misses per
+cache, admitted and rejected per zone, requests, hits, tokens and TTFT
+p50/p90/p99 by model and by replica), keeps polling (the figures follow
+more traffic, the rate charts show the 429s), and says "no data" for what
+this /cachez does not report yet.
 /dashboard answers loopback only, as /cachez does, and is neither cached
 nor limited.  A screenshot of the page is kept in build/dashboard-test/.
 
@@ -182,6 +184,60 @@ def traffic(gw, tag, client, n_burst):
         return list(pool.map(one, range(n_burst)))
 
 
+def model_traffic(gw, tag):
+    """Chats naming two models, through the gateway's /v1/ location and
+    its three replicas: for each model two MISSes, a HIT, and a stream
+    with its usage (SPEC 8.3's figures by model and by replica)."""
+    def chat(model, prompt, stream=False):
+        body = {"model": model, "max_tokens": 4,
+                "messages": [{"role": "user", "content": prompt}]}
+        if stream:
+            body.update(stream=True, stream_options={"include_usage": True})
+        r = gw.post("/v1/chat/completions", body)
+        assert r.status_code == 200, r.text
+        return r.headers["X-Cache"]
+
+    for model in ("sim-small", "sim-large"):
+        assert chat(model, "%s %s one" % (model, tag)) == "MISS"
+        assert chat(model, "%s %s two" % (model, tag)) == "MISS"
+        for _ in range(40):
+            if chat(model, "%s %s one" % (model, tag)) == "HIT":
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("no HIT for a chat answered before")
+        assert chat(model, "%s %s stream" % (model, tag), True) == "MISS"
+
+
+def assert_models_and_replicas_match(page, doc):
+    """The tables by model and by replica, and the TTFT charts' latest
+    points, show /cachez's models and servers as they are."""
+    for table, fields in (("models", ("requests", "hits", "tokens_input",
+                                      "tokens_output")),
+                          ("servers", ("requests",))):
+        rows = page["tables"][table]["rows"]
+        assert list(rows) == list(doc[table]), (table, rows, doc[table])
+        for name, m in doc[table].items():
+            row = rows[name]
+            assert row["_name"] == name
+            for f in fields:
+                assert num(row[f]) == m[f], (table, name, f, row, m)
+            for p in ("p50", "p90", "p99"):
+                want = m["ttft_ms"][p] if m["ttft_ms"] else None
+                assert num(row["ttft_" + p]) == want, (table, name, p, row)
+
+    for chart, table in (("ttft_model", "models"),
+                         ("ttft_server", "servers")):
+        c = page["charts"][chart]
+        assert c["state"] == "ok" and c["canvas"], (chart, c)
+        want = []
+        for name, m in doc[table].items():
+            t = m["ttft_ms"] or {}
+            want += [(name + " p50", t.get("p50")),
+                     (name + " p99", t.get("p99"))]
+        assert list(zip(c["series"], c["last"])) == want, (chart, c, want)
+
+
 def assert_page_matches(page, doc):
     stats = page["stats"]
     assert num(stats["hit_ratio"]) == doc["hit_ratio"], (stats, doc)
@@ -236,6 +292,7 @@ def test_dashboard_shows_cachez_live(gateway, browser):
     need_uplot()
     statuses = traffic(gateway, "before", "10.200.0.1", 70)
     assert 429 in statuses and 200 in statuses, statuses
+    model_traffic(gateway, "before")
 
     browser.goto(gateway.url + "/dashboard")     # -> 301 /dashboard/
     assert browser.eval("location.pathname") == "/dashboard/"
@@ -244,6 +301,17 @@ def test_dashboard_shows_cachez_live(gateway, browser):
     assert doc["limits"]["per_client"]["rejected"] > 0, doc
     assert_page_matches(page, doc)
     assert_no_data_where_absent(page, doc)
+
+    # by model and by replica (SPEC 8.3): the two models named, each
+    # answered upstream and from the cache; every replica that answered
+    assert set(doc["models"]) == {"sim-small", "sim-large"}, doc["models"]
+    for m in doc["models"].values():
+        assert m["requests"] == 4 and m["hits"] == 1, m
+        assert m["tokens_output"] == 3 * 4 and m["ttft_ms"]["p99"] > 0, m
+    replicas = {"127.0.0.1:%d" % s.port for s in gateway.sims}
+    assert set(doc["servers"]) <= replicas and len(doc["servers"]) >= 2, \
+        doc["servers"]
+    assert_models_and_replicas_match(page, doc)
 
     for name in ("hit_ratio", "tokens_saved", "limit_passed",
                  "limit_rejected"):
@@ -257,11 +325,14 @@ def test_dashboard_shows_cachez_live(gateway, browser):
     # figures, and the rate charts draw the interval's HITs and 429s
     statuses = traffic(gateway, "after", "10.200.0.2", 70)
     assert 429 in statuses, statuses
+    model_traffic(gateway, "after")
     page2, doc2 = sample(gateway, browser)
     assert page2["polls"] > page["polls"]
     assert doc2["hits"] > doc["hits"] and doc2["limits"]["per_client"][
         "rejected"] > doc["limits"]["per_client"]["rejected"]
     assert_page_matches(page2, doc2)
+    assert doc2["models"]["sim-small"]["requests"] == 8
+    assert_models_and_replicas_match(page2, doc2)
 
     def series(chart, label):
         pts = page2["charts"][chart]["points"]

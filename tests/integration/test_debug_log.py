@@ -7,11 +7,10 @@ data points to; a module timer with no data crashed every worker at start,
 in a respawn loop, with the module merely loaded.  These tests run every
 feature's path (limits in shm and Redis with leases, token zones, both
 caches, the near cache, streams, coalesced waiters, stale, purge, /cachez,
-money zones,
-the balancer, Redis lost and found, a reload) with debug logging on; the
-sanitizer run
-runs them under ASan, where an event whose data is too small to hold a
-connection's fd would be reported too.
+money zones, the balancer, the GenAI metrics, Redis lost and found, a
+reload) with debug logging on; the sanitizer run runs them under ASan,
+where an event whose data is too small to hold a connection's fd would be
+reported too.
 """
 
 import concurrent.futures
@@ -51,6 +50,7 @@ def test_loaded_module_serves_under_debug_logging(nginx_factory, level):
 
 FEATURES = """
     ai_gateway_redis 127.0.0.1:{redis} timeout=500ms;
+    ai_gateway_metrics_models 4;
     ai_gateway_cache_zone zone=main:4m;
     ai_gateway_cache_zone zone=near:1m;
     ai_gateway_limit_zone $binary_remote_addr zone=per_client:1m
@@ -193,8 +193,22 @@ def test_every_feature_under_debug_logging(nginx_factory, sim_factory,
         assert requests.get(n.url + "/cachez" + fmt,
                             timeout=5).status_code == 200
 
+    # the GenAI metrics (issue 23): every answer above went through their
+    # header filter and log handler, the streams through the answer reader
+    text = requests.get(n.url + "/cachez?format=prometheus", timeout=5).text
+    for line in ('ai_gateway_requests_total{gen_ai_request_model="sim",'
+                 'cache="coalesced"}',
+                 'gen_ai_server_time_per_output_token_seconds_count{'
+                 'gen_ai_request_model="sim",gen_ai_operation_name="chat"'):
+        assert re.search("^" + re.escape(line) + r".* [1-9]", text, re.M), \
+            line
+    models = requests.get(n.url + "/cachez", timeout=5).json()["models"]
+    assert models["sim"]["hits"] >= 2 and models["sim"]["ttft_ms"]
+
     n.reload()
     assert requests.get(n.url + "/cachez", timeout=5).status_code == 200
+    assert requests.get(n.url + "/cachez", timeout=5).json()["models"] \
+        == models
 
     log = n.log()
     assert "exited on signal" not in log

@@ -289,6 +289,9 @@ test_tokens_usage_split(void **state)
         { "{\"usage\":{\"total_tokens\":0}}", 0 },
         /* usage before the rest, whitespace everywhere */
         { " { \"usage\" : { \"total_tokens\" : 7 } , \"x\" : [ 1 ] } ", 7 },
+        /* OpenAI's names without a total: summed as Anthropic's */
+        { "{\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12}}",
+          21 },
         /* Anthropic: input + output */
         { "{\"type\":\"message\",\"usage\":{\"input_tokens\":10,"
           "\"output_tokens\":25}}", 35 },
@@ -352,6 +355,39 @@ test_tokens_usage_split(void **state)
         assert_int_equal(agw_answer_finish(&a), AGW_JSON_OK);
         assert_int_equal(agw_usage_tokens(&a.usage, &tokens), 1);
         assert_int_equal(tokens, 123);
+    }
+}
+
+
+/* the input and output figures, under either API's names (SPEC 8.3) */
+
+static void
+test_tokens_usage_input_output(void **state)
+{
+    size_t        i;
+    uint64_t      tokens;
+    agw_answer_t  a;
+
+    static const struct {
+        const char  *body;
+        uint64_t     input, output;
+    } rows[] = {
+        /* OpenAI Chat Completions: cached tokens are part of the prompt */
+        { "{\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":12,"
+          "\"total_tokens\":21,\"prompt_tokens_details\":"
+          "{\"cached_tokens\":4}}}", 9, 12 },
+        /* Responses API, Anthropic */
+        { "{\"usage\":{\"input_tokens\":3,\"output_tokens\":4,"
+          "\"total_tokens\":7}}", 3, 4 },
+        { "{\"type\":\"message\",\"usage\":{\"input_tokens\":10,"
+          "\"output_tokens\":25}}", 10, 25 },
+    };
+
+    for (i = 0; i < nitems(rows); i++) {
+        assert_int_equal(usage_split(rows[i].body, 5, &tokens, &a), 1);
+        assert_true(a.usage.has_input && a.usage.has_output);
+        assert_int_equal(a.usage.input, rows[i].input);
+        assert_int_equal(a.usage.output, rows[i].output);
     }
 }
 
@@ -509,6 +545,7 @@ main(void)
         cmocka_unit_test(test_tokens_duration),
         cmocka_unit_test(test_tokens_usage_split),
         cmocka_unit_test(test_tokens_usage_fields),
+        cmocka_unit_test(test_tokens_usage_input_output),
         cmocka_unit_test(test_tokens_usage_merge),
         cmocka_unit_test(test_tokens_tail_total),
     };

@@ -106,7 +106,6 @@ ngx_http_ai_gateway_request_add_variables(ngx_conf_t *cf)
 ngx_http_ai_gateway_request_info_t *
 ngx_http_ai_gateway_request_info(ngx_http_request_t *r)
 {
-    ngx_uint_t                                  cached;
     ngx_http_ai_gateway_request_ctx_t          *ctx;
     ngx_http_ai_gateway_request_info_t         *info;
     static ngx_http_ai_gateway_request_info_t   none;
@@ -127,17 +126,9 @@ ngx_http_ai_gateway_request_info(ngx_http_request_t *r)
         return &none;
     }
 
-    if (ctx == NULL || ctx == &ngx_http_ai_gateway_request_cached_ctx) {
-        cached = (ctx != NULL);
-
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_request_ctx_t));
-        if (ctx == NULL) {
-            return NULL;
-        }
-
-        ctx->cached = cached;
-
-        ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_module);
+    ctx = ngx_http_ai_gateway_request_ctx(r);
+    if (ctx == NULL) {
+        return NULL;
     }
 
     info = &ctx->info;
@@ -162,6 +153,34 @@ ngx_http_ai_gateway_request_info(ngx_http_request_t *r)
     }
 
     return info;
+}
+
+
+ngx_http_ai_gateway_request_ctx_t *
+ngx_http_ai_gateway_request_ctx(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_request_ctx_t  *ctx, *shared;
+
+    r = r->main;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+    shared = &ngx_http_ai_gateway_request_cached_ctx;
+
+    if (ctx != NULL && ctx != shared) {
+        return ctx;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_request_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    ctx->cached = (ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module)
+                   == shared);
+
+    ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_module);
+
+    return ctx;
 }
 
 

@@ -30,6 +30,9 @@ typedef struct {
 typedef struct ngx_http_ai_gateway_request_watch_s
     ngx_http_ai_gateway_request_watch_t;
 
+/* the answer, as it passes (base/ngx_http_ai_gateway_answer.h) */
+typedef struct ngx_http_ai_gateway_answer_s  ngx_http_ai_gateway_answer_t;
+
 
 /* the core module's request ctx */
 typedef struct {
@@ -37,10 +40,16 @@ typedef struct {
     ngx_http_ai_gateway_request_watch_t *watch;
     ngx_str_t                            body;     /* in one piece, once
                                                       asked for */
+    ngx_http_ai_gateway_answer_t        *answer;   /* NULL: not read */
     unsigned                             read:1;   /* info is final */
     unsigned                             cached:1;
     unsigned                             stale:1;
 } ngx_http_ai_gateway_request_ctx_t;
+
+
+/* the main request's ctx, of its own (allocated); NULL on failure */
+ngx_http_ai_gateway_request_ctx_t *ngx_http_ai_gateway_request_ctx(
+    ngx_http_request_t *r);
 
 
 /* the request's figures, read on first use; NULL on allocation failure */

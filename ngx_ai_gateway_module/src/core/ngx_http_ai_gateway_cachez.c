@@ -20,6 +20,7 @@
 #include "balance/ngx_http_ai_gateway_balance.h"
 #include "core/ngx_http_ai_gateway_handlers.h"
 #include "flight/ngx_http_ai_gateway_flight.h"
+#include "core/ngx_http_ai_gateway_metrics.h"
 
 
 typedef struct {
@@ -34,9 +35,11 @@ typedef struct {
 static size_t ngx_http_ai_gateway_cachez_size(
     ngx_http_ai_gateway_main_conf_t *amcf);
 static u_char *ngx_http_ai_gateway_cachez_json(u_char *p,
-    ngx_http_ai_gateway_main_conf_t *amcf);
+    ngx_http_ai_gateway_main_conf_t *amcf,
+    ngx_http_ai_gateway_metrics_view_t *metrics);
 static u_char *ngx_http_ai_gateway_cachez_prometheus(u_char *p,
-    ngx_http_ai_gateway_main_conf_t *amcf);
+    ngx_http_ai_gateway_main_conf_t *amcf,
+    ngx_http_ai_gateway_metrics_view_t *metrics);
 static u_char *ngx_http_ai_gateway_cachez_flight(u_char *p,
     ngx_uint_t prometheus);
 
@@ -154,8 +157,9 @@ ngx_http_ai_gateway_cachez_handler(ngx_http_request_t *r)
     ngx_str_t                         format;
     ngx_buf_t                        *b;
     ngx_uint_t                        prometheus;
-    ngx_chain_t                       out;
-    ngx_http_ai_gateway_main_conf_t  *amcf;
+    ngx_chain_t                          out;
+    ngx_http_ai_gateway_main_conf_t     *amcf;
+    ngx_http_ai_gateway_metrics_view_t  *metrics;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -194,15 +198,23 @@ ngx_http_ai_gateway_cachez_handler(ngx_http_request_t *r)
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
 
-    size = ngx_http_ai_gateway_cachez_size(amcf);
+    /* the GenAI metrics' series as they are now (metrics_show.c) */
+    metrics = ngx_http_ai_gateway_metrics_view(r, prometheus);
+    if (metrics == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    size = ngx_http_ai_gateway_cachez_size(amcf)
+           + ngx_http_ai_gateway_metrics_size(metrics);
 
     b = ngx_create_temp_buf(r->pool, size);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = prometheus ? ngx_http_ai_gateway_cachez_prometheus(b->last, amcf)
-                         : ngx_http_ai_gateway_cachez_json(b->last, amcf);
+    b->last = prometheus
+              ? ngx_http_ai_gateway_cachez_prometheus(b->last, amcf, metrics)
+              : ngx_http_ai_gateway_cachez_json(b->last, amcf, metrics);
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
@@ -324,7 +336,8 @@ ngx_http_ai_gateway_json_fields(u_char *p, void *base,
 
 static u_char *
 ngx_http_ai_gateway_cachez_json(u_char *p,
-    ngx_http_ai_gateway_main_conf_t *amcf)
+    ngx_http_ai_gateway_main_conf_t *amcf,
+    ngx_http_ai_gateway_metrics_view_t *metrics)
 {
     ngx_uint_t                           i, redis;
     ngx_atomic_uint_t                    hits, misses, bypasses;
@@ -383,12 +396,16 @@ ngx_http_ai_gateway_cachez_json(u_char *p,
     p = ngx_http_ai_gateway_balance_cachez_json(p);
 
     p = ngx_sprintf(p, ",\"redis\":{\"configured\":%s,\"connected\":%s,"
-                    "\"errors\":%uA,\"timeouts\":%uA},\"uptime_s\":%T}\n",
+                    "\"errors\":%uA,\"timeouts\":%uA}",
                     amcf->redis_configured ? "true" : "false",
                     ngx_http_ai_gateway_stats_redis_connected(shared)
                     ? "true" : "false",
-                    shared->redis_errors, shared->redis_timeouts,
-                    ngx_time() - shared->started);
+                    shared->redis_errors, shared->redis_timeouts);
+
+    /* "models" and "servers" */
+    p = ngx_http_ai_gateway_metrics_json(p, metrics);
+
+    p = ngx_sprintf(p, ",\"uptime_s\":%T}\n", ngx_time() - shared->started);
 
     return p;
 }
@@ -442,7 +459,8 @@ ngx_http_ai_gateway_prometheus_family(u_char *p, const char *prefix,
 
 static u_char *
 ngx_http_ai_gateway_cachez_prometheus(u_char *p,
-    ngx_http_ai_gateway_main_conf_t *amcf)
+    ngx_http_ai_gateway_main_conf_t *amcf,
+    ngx_http_ai_gateway_metrics_view_t *metrics)
 {
     ngx_uint_t                           i;
     ngx_atomic_uint_t                    hits, misses, bypasses;
@@ -528,7 +546,10 @@ ngx_http_ai_gateway_cachez_prometheus(u_char *p,
     p = ngx_http_ai_gateway_cachez_flight(p, 1);
 
     /* ai_gateway_upstream_* (balance/) */
-    return ngx_http_ai_gateway_balance_cachez_prometheus(p);
+    p = ngx_http_ai_gateway_balance_cachez_prometheus(p);
+
+    /* the GenAI histograms and ai_gateway_requests_total */
+    return ngx_http_ai_gateway_metrics_prometheus(p, metrics);
 }
 
 

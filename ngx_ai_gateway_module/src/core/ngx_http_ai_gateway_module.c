@@ -6,6 +6,7 @@
  * .so are this one, the limiter (limit/) and the cache (cache/).
  */
 
+#include "base/ngx_http_ai_gateway_answer.h"
 #include "base/ngx_http_ai_gateway_conf.h"
 #include "base/ngx_http_ai_gateway_request.h"
 #include "base/ngx_http_ai_gateway_stats.h"
@@ -121,6 +122,12 @@ ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
     ngx_http_core_main_conf_t  *cmcf;
 
     if (ngx_http_ai_gateway_stats_zone_add(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* answers read for the limiter and the metrics, which ask below it */
+
+    if (ngx_http_ai_gateway_answer_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 

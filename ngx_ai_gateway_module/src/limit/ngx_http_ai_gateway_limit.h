@@ -120,10 +120,6 @@ typedef struct {
 } ngx_http_ai_gateway_limit_loc_conf_t;
 
 
-typedef struct ngx_http_ai_gateway_limit_answer_s
-    ngx_http_ai_gateway_limit_answer_t;
-
-
 /*
  * A request's decision, and the figures of its most constrained zone.
  * While Redis is asked, it also holds the state of every zone.
@@ -142,7 +138,6 @@ typedef struct {
     /* token zones: the estimate reserved and what the answer says */
     uint64_t                            estimate;
     uint64_t                            used;     /* once settled */
-    ngx_http_ai_gateway_limit_answer_t *answer;  /* NULL: not read */
 
     /*
      * money zones: the request's prices (its model's, as this cycle's

@@ -3,11 +3,10 @@
  *
  * A request admitted by a token zone reserved its estimate there
  * (ngx_http_ai_gateway_limit.c).  Its answer is read as it passes, never
- * held back: a body filter hands each buffer in memory to lib/agw_usage.c
- * (a JSON answer's usage, or a stream's: content events counted, usage
- * merged over its events, each event read as it passes whatever its size)
- * and passes the chain on unchanged, so a stream reaches the client byte
- * for byte when it would have anyway.
+ * held back, by base/ngx_http_ai_gateway_answer.c, the reader the
+ * metrics share (lib/agw_usage.c: a JSON answer's usage, or a stream's:
+ * content events counted, usage merged over its events, each event read
+ * as it passes whatever its size).
  *
  * When the request ends (the log phase, which every finalized request
  * reaches), each zone's reservation is settled on what the answer used:
@@ -28,22 +27,10 @@
  */
 
 #include "limit/ngx_http_ai_gateway_limit.h"
+#include "base/ngx_http_ai_gateway_answer.h"
 #include "base/ngx_http_ai_gateway_request.h"
-#include "agw_usage.h"
 
 
-/* the answer of a request with tokens reserved, as it passes */
-struct ngx_http_ai_gateway_limit_answer_s {
-    agw_usage_reader_t                  reader;
-};
-
-
-static ngx_int_t ngx_http_ai_gateway_limit_settle_header_filter(
-    ngx_http_request_t *r);
-static ngx_int_t ngx_http_ai_gateway_limit_settle_body_filter(
-    ngx_http_request_t *r, ngx_chain_t *in);
-static ngx_uint_t ngx_http_ai_gateway_limit_type(ngx_str_t *type,
-    char *name);
 static ngx_int_t ngx_http_ai_gateway_limit_settle_handler(
     ngx_http_request_t *r);
 static void ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
@@ -74,10 +61,6 @@ static ngx_http_variable_t  ngx_http_ai_gateway_limit_settle_vars[] = {
 };
 
 
-static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
-static ngx_http_output_body_filter_pt    ngx_http_next_body_filter;
-
-
 ngx_int_t
 ngx_http_ai_gateway_limit_settle_add_variables(ngx_conf_t *cf)
 {
@@ -91,12 +74,6 @@ ngx_http_ai_gateway_limit_settle_init(ngx_conf_t *cf)
 {
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
-
-    ngx_http_next_header_filter = ngx_http_top_header_filter;
-    ngx_http_top_header_filter = ngx_http_ai_gateway_limit_settle_header_filter;
-
-    ngx_http_next_body_filter = ngx_http_top_body_filter;
-    ngx_http_top_body_filter = ngx_http_ai_gateway_limit_settle_body_filter;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
@@ -117,125 +94,9 @@ ngx_int_t
 ngx_http_ai_gateway_limit_settle_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx)
 {
-    /* the answer is read only if it can say something: see the filter */
     ctx->settle = 1;
 
-    return NGX_OK;
-}
-
-
-/*
- * A JSON answer may carry usage, a stream may carry usage events and
- * content events; any other answer is not read at all.
- */
-
-static ngx_int_t
-ngx_http_ai_gateway_limit_settle_header_filter(ngx_http_request_t *r)
-{
-    ngx_uint_t                           mode;
-    ngx_str_t                           *type;
-    ngx_http_ai_gateway_limit_ctx_t     *ctx;
-    ngx_http_ai_gateway_limit_answer_t  *a;
-
-    if (r != r->main) {
-        return ngx_http_next_header_filter(r);
-    }
-
-    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
-
-    if (ctx == NULL || !ctx->settle || ctx->answer) {
-        return ngx_http_next_header_filter(r);
-    }
-
-    type = &r->headers_out.content_type;
-
-    if (ngx_http_ai_gateway_limit_type(type, "text/event-stream")) {
-        mode = AGW_USAGE_SSE;
-
-    } else if (type->len > 12 && (type->data[0] | 0x20) == 'a'
-               && (ngx_http_ai_gateway_limit_type(type, "application/json")
-                   || ngx_strlcasestrn(type->data, type->data + type->len,
-                                       (u_char *) "+json", 5 - 1)
-                      != NULL))
-    {
-        mode = AGW_USAGE_JSON;
-
-    } else {
-        return ngx_http_next_header_filter(r);
-    }
-
-    a = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_limit_answer_t));
-    if (a == NULL) {
-        return NGX_ERROR;
-    }
-
-    agw_usage_reader_init(&a->reader, mode);
-
-    ctx->answer = a;
-
-    return ngx_http_next_header_filter(r);
-}
-
-
-/* the media type, parameters aside, in any case */
-
-static ngx_uint_t
-ngx_http_ai_gateway_limit_type(ngx_str_t *type, char *name)
-{
-    size_t  len;
-
-    len = ngx_strlen(name);
-
-    return type->len >= len
-           && ngx_strncasecmp(type->data, (u_char *) name, len) == 0
-           && (type->len == len || type->data[len] == ';'
-               || type->data[len] == ' ');
-}
-
-
-/* read, never change: every buffer goes on as it came */
-
-static ngx_int_t
-ngx_http_ai_gateway_limit_settle_body_filter(ngx_http_request_t *r,
-    ngx_chain_t *in)
-{
-    size_t                               len;
-    ngx_buf_t                           *b;
-    ngx_chain_t                         *cl;
-    ngx_http_ai_gateway_limit_ctx_t     *ctx;
-    ngx_http_ai_gateway_limit_answer_t  *a;
-
-    if (r != r->main || in == NULL) {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
-
-    if (ctx == NULL || ctx->answer == NULL || ctx->settled) {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    a = ctx->answer;
-
-    for (cl = in; cl; cl = cl->next) {
-        b = cl->buf;
-
-        /* a buffer nginx spooled to its temp file is not read back here */
-
-        if (!ngx_buf_in_memory(b)) {
-            continue;
-        }
-
-        len = b->last - b->pos;
-
-        if (len == 0) {
-            continue;
-        }
-
-        agw_usage_reader_feed(&a->reader, b->pos, len);
-    }
-
-    return ngx_http_next_body_filter(r, in);
+    return ngx_http_ai_gateway_answer_want(r);
 }
 
 
@@ -254,10 +115,8 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
     uint64_t                             prompt;
     ngx_uint_t                           status;
     agw_usage_t                          usage;
-    ngx_http_ai_gateway_limit_answer_t  *a;
+    ngx_http_ai_gateway_answer_t        *a;
     ngx_http_ai_gateway_request_info_t  *info;
-
-    a = ctx->answer;
 
     if (ctx->settled) {
         *tokens = ctx->used;
@@ -276,10 +135,12 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
         return;
     }
 
-    if (a == NULL) {
-        /* an answer that could not say: not read */
+    a = ngx_http_ai_gateway_answer(r);
 
-    } else if (agw_usage_reader_usage(&a->reader, &usage)
+    if (a == NULL) {
+        /* not read */
+
+    } else if (ngx_http_ai_gateway_answer_usage(a, &usage)
                && agw_usage_tokens(&usage, tokens))
     {
         if (ctx->priced) {
@@ -288,7 +149,9 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
 
         return;
 
-    } else if (a->reader.content) {
+    } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE
+               && a->reader.content)
+    {
         /* a stream without usage: its content events and the prompt */
 
         info = ngx_http_ai_gateway_request_info(r);
