@@ -43,4 +43,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 make -s -C "$tree" -f objs/Makefile modules
-cp "$tree/objs/ngx_http_ai_gateway_module.so" "$out/ngx_ai_gateway_module.so"
+# a new file renamed over the old: an nginx running the old one keeps its
+# mapping (a copy written in place would crash its workers)
+cp "$tree/objs/ngx_http_ai_gateway_module.so" "$out/.ngx_ai_gateway_module.so.new"
+mv -f "$out/.ngx_ai_gateway_module.so.new" "$out/ngx_ai_gateway_module.so"

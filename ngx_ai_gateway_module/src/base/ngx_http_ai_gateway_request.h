@@ -86,6 +86,11 @@ ngx_int_t ngx_http_ai_gateway_request_add_variables(ngx_conf_t *cf);
  */
 ngx_int_t ngx_http_ai_gateway_request_body_init(ngx_conf_t *cf);
 
+/* a spooled body's facts, as the body filter read them (request_watch.c) */
+void ngx_http_ai_gateway_request_spooled(
+    ngx_http_ai_gateway_request_ctx_t *ctx,
+    ngx_http_ai_gateway_request_info_t *info);
+
 /*
  * The first max bytes of the prompt in the order the model reads it
  * (lib/agw_prompt.h), from an inference body that nginx holds in memory:

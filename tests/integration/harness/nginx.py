@@ -22,6 +22,11 @@ NGINX = os.environ.get("AGW_NGINX", "/usr/sbin/nginx")
 # The sanitizer run builds the module with -fsanitize=address into
 # build/asan/ and preloads libasan into the (uninstrumented) nginx binary.
 SANITIZE = os.environ.get("AGW_SANITIZE", "")
+# AGW_CORE_DIR=/tmp/cores: workers that crash dump core there (a directory
+# nobody can write to), for gdb; off by default
+CORE = ("worker_rlimit_core 2g; working_directory %s;\n"
+        % os.environ["AGW_CORE_DIR"] if os.environ.get("AGW_CORE_DIR")
+        else "")
 MODULE = os.environ.get(
     "AGW_MODULE",
     os.path.join(REPO, "build", "asan" if SANITIZE else "",
@@ -148,7 +153,7 @@ master_process {master};
 pid {dir}/nginx.pid;
 error_log {dir}/logs/error.log {level};
 user nobody nogroup;
-{main}
+{core}{main}
 events {{ worker_connections 4096; }}
 http {{
     access_log {dir}/logs/access.log;
@@ -162,7 +167,7 @@ http {{
 """.format(module=MODULE, workers=self.workers, dir=self.dir,
            level=self.level,
            master="on" if self.master else "off",
-           main=self.main, http=http.replace("%%PORT%%", str(self.port)))
+           core=CORE, main=self.main, http=http.replace("%%PORT%%", str(self.port)))
 
     def write_conf(self, http=None):
         if http is None and self.http is None:
