@@ -18,6 +18,9 @@
 
 static ngx_int_t ngx_http_ai_gateway_balance_header_filter(
     ngx_http_request_t *r);
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void
+    ngx_http_ai_gateway_balance_report(ngx_http_request_t *r,
+    ngx_http_ai_gateway_balance_peer_data_t *bp);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -74,23 +77,35 @@ ngx_http_ai_gateway_balance_find(ngx_list_t *headers)
 }
 
 
+/*
+ * every answer passes here; only a balanced one is read, in a function of
+ * its own, so that the others leave before its frame is set up
+ */
+
 static ngx_int_t
 ngx_http_ai_gateway_balance_header_filter(ngx_http_request_t *r)
 {
-    ngx_table_elt_t                          *h;
-    agw_orca_report_t                         rep;
-    ngx_http_ai_gateway_balance_slot_t       *slot;
     ngx_http_ai_gateway_balance_peer_data_t  *bp;
 
-    if (r->upstream == NULL) {
-        return ngx_http_next_header_filter(r);
+    if (r->upstream) {
+        bp = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_balance_module);
+
+        if (bp) {
+            ngx_http_ai_gateway_balance_report(r, bp);
+        }
     }
 
-    bp = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_balance_module);
+    return ngx_http_next_header_filter(r);
+}
 
-    if (bp == NULL) {
-        return ngx_http_next_header_filter(r);
-    }
+
+static void
+ngx_http_ai_gateway_balance_report(ngx_http_request_t *r,
+    ngx_http_ai_gateway_balance_peer_data_t *bp)
+{
+    ngx_table_elt_t                     *h;
+    agw_orca_report_t                    rep;
+    ngx_http_ai_gateway_balance_slot_t  *slot;
 
     h = ngx_http_ai_gateway_balance_find(&r->upstream->headers_in.headers);
     slot = bp->current;
@@ -126,8 +141,6 @@ ngx_http_ai_gateway_balance_header_filter(ngx_http_request_t *r)
     while ((h = ngx_http_ai_gateway_balance_find(&r->headers_out.headers))) {
         h->hash = 0;
     }
-
-    return ngx_http_next_header_filter(r);
 }
 
 

@@ -179,6 +179,13 @@ struct ngx_http_ai_gateway_bucket_backend_s {
 extern ngx_http_ai_gateway_bucket_backend_t  ngx_http_ai_gateway_bucket_shm;
 extern ngx_http_ai_gateway_bucket_backend_t  ngx_http_ai_gateway_bucket_redis;
 
+/*
+ * the shm backend's charge(), by name: the policy's every request with a
+ * shared-memory zone calls it, directly rather than through the table
+ */
+ngx_int_t ngx_http_ai_gateway_bucket_shm_charge(
+    ngx_http_ai_gateway_bucket_batch_t *batch);
+
 
 /*
  * The zone's shared memory, set up (or taken over from the previous cycle,

@@ -21,8 +21,9 @@
 static void ngx_http_ai_gateway_bucket_shm_check(
     ngx_http_ai_gateway_bucket_zone_t *zone, u_char *key, uint64_t cost,
     uint64_t now, agw_bucket_result_t *res);
-static ngx_int_t ngx_http_ai_gateway_bucket_shm_charge(
-    ngx_http_ai_gateway_bucket_batch_t *batch);
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_int_t
+    ngx_http_ai_gateway_bucket_shm_charge_all(
+    ngx_http_ai_gateway_bucket_batch_t *batch, uint64_t now);
 static void ngx_http_ai_gateway_bucket_shm_refund(
     ngx_http_ai_gateway_bucket_state_t *st, uint64_t now);
 static void ngx_http_ai_gateway_bucket_shm_settle(ngx_http_request_t *r,
@@ -59,48 +60,69 @@ ngx_http_ai_gateway_bucket_shm_check(ngx_http_ai_gateway_bucket_zone_t *zone,
 /*
  * Check the request's shared-memory zones and, if all allow, charge them
  * (batch->refundable); if one refuses, nothing is taken (batch->refused).
- * NGX_OK, or NGX_ERROR.
+ * NGX_OK, or NGX_ERROR.  Also the backend's charge(); the policy calls it
+ * by name (bucket.h), as every request with a shared-memory zone does.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ai_gateway_bucket_shm_charge(ngx_http_ai_gateway_bucket_batch_t *batch)
 {
     uint64_t                             now;
+    ngx_http_ai_gateway_bucket_state_t  *one;
+
+    now = ngx_http_ai_gateway_bucket_now();
+
+    if (batch->count != 1) {
+        return ngx_http_ai_gateway_bucket_shm_charge_all(batch, now);
+    }
+
+    /*
+     * the usual case: one zone, nothing to agree with, one step (apart
+     * from the several zones' path, whose array on the stack would give
+     * every request a larger frame to set up)
+     */
+
+    for (one = batch->st;
+         one->zone == NULL
+         || one->zone->backend != &ngx_http_ai_gateway_bucket_shm;
+         one++)
+    {
+        /* void */
+    }
+
+    one->taken = ngx_http_ai_gateway_bucket_zone_charge(one->zone, one->key,
+                                         one->cost, now,
+                                         batch->request->connection->log,
+                                         &one->res);
+
+    if (one->taken) {
+        one->charged = &ngx_http_ai_gateway_bucket_shm;
+    }
+
+    if (one->res.allowed || one->dry) {
+        batch->refundable = 1;
+
+    } else {
+        batch->refused = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/* several zones: all locked, all checked, then taken from all or none */
+
+static ngx_int_t
+ngx_http_ai_gateway_bucket_shm_charge_all(
+    ngx_http_ai_gateway_bucket_batch_t *batch, uint64_t now)
+{
     ngx_uint_t                           i, j, n, allowed;
-    ngx_http_ai_gateway_bucket_state_t  *st, **order, *one, *s;
+    ngx_http_ai_gateway_bucket_state_t  *st, **order, *s;
     ngx_http_ai_gateway_bucket_state_t  *stack[
                                             NGX_HTTP_AI_GATEWAY_BUCKET_STACK];
 
     st = batch->st;
     n = batch->n;
-
-    now = ngx_http_ai_gateway_bucket_now();
-
-    if (batch->count == 1) {
-
-        /* the usual case: one zone, nothing to agree with, one step */
-
-        for (one = st;
-             one->zone == NULL
-             || one->zone->backend != &ngx_http_ai_gateway_bucket_shm;
-             one++)
-        {
-            /* void */
-        }
-
-        one->taken = ngx_http_ai_gateway_bucket_zone_charge(one->zone,
-                                             one->key, one->cost, now,
-                                             batch->request->connection->log,
-                                             &one->res);
-
-        if (one->taken) {
-            one->charged = &ngx_http_ai_gateway_bucket_shm;
-        }
-
-        allowed = one->res.allowed || one->dry;
-
-        goto done;
-    }
 
     if (batch->count <= NGX_HTTP_AI_GATEWAY_BUCKET_STACK) {
         order = stack;
@@ -175,8 +197,6 @@ ngx_http_ai_gateway_bucket_shm_charge(ngx_http_ai_gateway_bucket_batch_t *batch)
 
         ngx_http_ai_gateway_bucket_zone_unlock(s->zone);
     }
-
-done:
 
     if (allowed) {
         batch->refundable = 1;

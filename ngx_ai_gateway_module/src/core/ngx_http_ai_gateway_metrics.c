@@ -58,6 +58,8 @@ static ngx_int_t ngx_http_ai_gateway_metrics_header_filter(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_ai_gateway_metrics_log_handler(
     ngx_http_request_t *r);
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void ngx_http_ai_gateway_metrics_log(
+    ngx_http_request_t *r);
 static void ngx_http_ai_gateway_metrics_server(ngx_http_request_t *r,
     ngx_http_ai_gateway_metrics_main_conf_t *mmcf,
     ngx_http_ai_gateway_label_t *model);
@@ -409,16 +411,15 @@ ngx_http_ai_gateway_metrics_header_filter(ngx_http_request_t *r)
 }
 
 
+/*
+ * Every request passes here, and most are not measured: they leave before
+ * the measuring function sets up its frame
+ */
+
 static ngx_int_t
 ngx_http_ai_gateway_metrics_log_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                                status;
-    ngx_http_upstream_t                      *u;
-    ngx_http_ai_gateway_label_t              *label[2];
-    ngx_http_ai_gateway_series_t             *s;
-    ngx_http_ai_gateway_cache_ctx_t          *cache;
-    ngx_http_ai_gateway_metrics_loc_conf_t   *mlcf;
-    ngx_http_ai_gateway_metrics_main_conf_t  *mmcf;
+    ngx_http_ai_gateway_metrics_loc_conf_t  *mlcf;
 
     if (r != r->main || !(r->method & NGX_HTTP_POST)) {
         return NGX_OK;
@@ -426,9 +427,23 @@ ngx_http_ai_gateway_metrics_log_handler(ngx_http_request_t *r)
 
     mlcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_metrics_module);
 
-    if (!mlcf->enable) {
-        return NGX_OK;
+    if (mlcf->enable) {
+        ngx_http_ai_gateway_metrics_log(r);
     }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ai_gateway_metrics_log(ngx_http_request_t *r)
+{
+    ngx_uint_t                                status;
+    ngx_http_upstream_t                      *u;
+    ngx_http_ai_gateway_label_t              *label[2];
+    ngx_http_ai_gateway_series_t             *s;
+    ngx_http_ai_gateway_cache_ctx_t          *cache;
+    ngx_http_ai_gateway_metrics_main_conf_t  *mmcf;
 
     cache = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
     status = cache ? cache->status : NGX_HTTP_AI_GATEWAY_CACHE_NONE;
@@ -439,7 +454,7 @@ ngx_http_ai_gateway_metrics_log_handler(ngx_http_request_t *r)
             && status != NGX_HTTP_AI_GATEWAY_CACHE_COALESCED
             && status != NGX_HTTP_AI_GATEWAY_CACHE_STALE))
     {
-        return NGX_OK;                   /* nobody answered: a 429, ... */
+        return;                          /* nobody answered: a 429, ... */
     }
 
     mmcf = ngx_http_get_module_main_conf(r,
@@ -465,8 +480,6 @@ ngx_http_ai_gateway_metrics_log_handler(ngx_http_request_t *r)
     {
         ngx_http_ai_gateway_metrics_server(r, mmcf, label[0]);
     }
-
-    return NGX_OK;
 }
 
 

@@ -520,7 +520,7 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     if (nshm) {
         ctx->batch.count = nshm;
 
-        if (ngx_http_ai_gateway_bucket_shm.charge(&ctx->batch) != NGX_OK) {
+        if (ngx_http_ai_gateway_bucket_shm_charge(&ctx->batch) != NGX_OK) {
             return NGX_ERROR;
         }
 
@@ -606,7 +606,7 @@ ngx_http_ai_gateway_limit_early(ngx_http_request_t *r,
 
     ctx->batch.count = nshm;
 
-    if (ngx_http_ai_gateway_bucket_shm.charge(&ctx->batch) != NGX_OK) {
+    if (ngx_http_ai_gateway_bucket_shm_charge(&ctx->batch) != NGX_OK) {
         return NGX_ERROR;
     }
 

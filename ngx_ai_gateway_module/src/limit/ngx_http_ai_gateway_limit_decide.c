@@ -10,6 +10,9 @@
 #include "limit/ngx_http_ai_gateway_limit.h"
 
 
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_http_ai_gateway_bucket_state_t *
+    ngx_http_ai_gateway_limit_scope(ngx_http_ai_gateway_limit_ctx_t *ctx,
+    ngx_http_ai_gateway_bucket_state_t **report);
 static ngx_http_ai_gateway_bucket_state_t *ngx_http_ai_gateway_limit_decide(
     ngx_http_ai_gateway_limit_ctx_t *ctx,
     ngx_http_ai_gateway_bucket_state_t **report);
@@ -20,7 +23,8 @@ static ngx_inline ngx_uint_t ngx_http_ai_gateway_limit_lower(
     ngx_http_ai_gateway_bucket_state_t *least);
 static ngx_inline void ngx_http_ai_gateway_limit_count(
     ngx_http_ai_gateway_bucket_state_t *s, ngx_uint_t rejected);
-static ngx_int_t ngx_http_ai_gateway_limit_reserve(ngx_http_request_t *r,
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_int_t
+    ngx_http_ai_gateway_limit_reserve(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx);
 
 
@@ -39,23 +43,10 @@ ngx_int_t
 ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx)
 {
-    ngx_http_ai_gateway_bucket_state_t    *scope, *report, *s;
+    ngx_http_ai_gateway_bucket_state_t    *scope, *report;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
-    if (ctx->never || ctx->early) {
-        scope = ctx->never ? ctx->never : ctx->early;
-        ctx->status = NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED;
-        ngx_http_ai_gateway_count(scope->zone->ref->stats->rejected, 1);
-
-        report = NULL;
-
-        for (s = ctx->batch.st; s < ctx->batch.st + ctx->batch.n; s++) {
-            if (s->zone && ngx_http_ai_gateway_limit_lower(s, report)) {
-                report = s;
-            }
-        }
-
-    } else if (ctx->batch.n == 1) {
+    if (ctx->batch.n == 1 && ctx->never == NULL && ctx->early == NULL) {
 
         /*
          * one zone, which applied (start declined the request otherwise),
@@ -76,11 +67,7 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
         }
 
     } else {
-        scope = ngx_http_ai_gateway_limit_decide(ctx, &report);
-
-        if (ctx->batch.refundable && scope) {
-            report = ngx_http_ai_gateway_limit_refund(ctx);
-        }
+        scope = ngx_http_ai_gateway_limit_scope(ctx, &report);
     }
 
     if (report) {
@@ -110,6 +97,48 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
 
     return ngx_http_ai_gateway_limit_reject(r, lcf, scope,
                                             scope == ctx->never);
+}
+
+
+/*
+ * The decision of a request refused before it was charged (a cost that can
+ * never fit, or a bucket drained before its body was read), or of several
+ * zones: the zone that rejects it, if one does, and in *report the zone
+ * whose figures the response carries.  Out of line: the usual request, one
+ * zone, is decided by finish() without the registers these loops need.
+ */
+
+static ngx_http_ai_gateway_bucket_state_t *
+ngx_http_ai_gateway_limit_scope(ngx_http_ai_gateway_limit_ctx_t *ctx,
+    ngx_http_ai_gateway_bucket_state_t **report)
+{
+    ngx_http_ai_gateway_bucket_state_t  *scope, *least, *s;
+
+    if (ctx->never || ctx->early) {
+        scope = ctx->never ? ctx->never : ctx->early;
+        ctx->status = NGX_HTTP_AI_GATEWAY_LIMIT_REJECTED;
+        ngx_http_ai_gateway_count(scope->zone->ref->stats->rejected, 1);
+
+        least = NULL;
+
+        for (s = ctx->batch.st; s < ctx->batch.st + ctx->batch.n; s++) {
+            if (s->zone && ngx_http_ai_gateway_limit_lower(s, least)) {
+                least = s;
+            }
+        }
+
+        *report = least;
+
+        return scope;
+    }
+
+    scope = ngx_http_ai_gateway_limit_decide(ctx, report);
+
+    if (ctx->batch.refundable && scope) {
+        *report = ngx_http_ai_gateway_limit_refund(ctx);
+    }
+
+    return scope;
 }
 
 
