@@ -516,8 +516,6 @@ ngx_http_ai_gateway_request_prefix(ngx_http_request_t *r, size_t max,
 ngx_int_t
 ngx_http_ai_gateway_request_read_body(ngx_http_request_t *r)
 {
-    ngx_int_t  rc;
-
     if (r != r->main) {
         return NGX_DECLINED;
     }
@@ -532,6 +530,15 @@ ngx_http_ai_gateway_request_read_body(ngx_http_request_t *r)
     {
         return NGX_DECLINED;
     }
+
+    return ngx_http_ai_gateway_request_read_resume(r);
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_request_read_resume(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
 
     rc = ngx_http_read_client_request_body(r,
                                       ngx_http_ai_gateway_request_body_handler);

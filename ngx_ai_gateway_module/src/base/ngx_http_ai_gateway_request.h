@@ -108,6 +108,12 @@ ngx_int_t ngx_http_ai_gateway_request_prefix(ngx_http_request_t *r,
 ngx_int_t ngx_http_ai_gateway_request_read_body(ngx_http_request_t *r);
 
 /*
+ * Read the main request's body now and run the phases again once it is
+ * in (the proxy then sends the body read here): NGX_DONE, or a status
+ */
+ngx_int_t ngx_http_ai_gateway_request_read_resume(ngx_http_request_t *r);
+
+/*
  * The request is answered from the cache (a HIT, or another request's
  * flight): the dispatcher (core/) says so after the lookup, and the
  * limiter then reads the buckets of a zone without charging them

@@ -61,7 +61,6 @@ static ngx_int_t ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_t *limit, uint64_t *cost);
 static ngx_int_t ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t *early);
-static void ngx_http_ai_gateway_limit_body_handler(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t hits);
 
@@ -133,7 +132,6 @@ static ngx_int_t
 ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t *early)
 {
-    ngx_int_t                           rc;
     ngx_uint_t                          i;
     ngx_http_ai_gateway_limit_t        *limits;
     ngx_http_ai_gateway_bucket_zone_t  *zone;
@@ -182,28 +180,7 @@ ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    rc = ngx_http_read_client_request_body(r,
-                                       ngx_http_ai_gateway_limit_body_handler);
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    /* drop the reference the body reader took; its handler resumes us */
-    ngx_http_finalize_request(r, NGX_DONE);
-
-    return NGX_DONE;
-}
-
-
-static void
-ngx_http_ai_gateway_limit_body_handler(ngx_http_request_t *r)
-{
-    /* the proxy sends the body we read */
-    r->preserve_body = 1;
-
-    r->write_event_handler = ngx_http_core_run_phases;
-    ngx_http_core_run_phases(r);
+    return ngx_http_ai_gateway_request_read_resume(r);
 }
 
 
