@@ -4,6 +4,7 @@
 #                   build/dashboard/
 #   make run        start 3 ai-sim replicas and nginx on 127.0.0.1:8080
 #   make bench-streams  thousands of streamed chats at once through nginx
+#   make bench-balance  the balancers side by side on three ai-sim replicas
 #   make test       layering check, unit tests, fuzz smoke, integration tests
 #   make soak       streams cut at random for two minutes, under ASan
 #   make test-docker  the compose stack built and checked for real
@@ -37,7 +38,8 @@ LOAD_SRCS   := $(filter-out %_test.c,$(wildcard scripts/load/*.[ch]))
 .PHONY: all deps deps-build deps-dashboard deps-run deps-test deps-bench \
         deps-docker dashboard run \
         test check-layers test-unit sim-unit test-integration test-asan \
-        fuzz-smoke bench bench-charts bench-multi bench-streams test-load \
+        fuzz-smoke bench bench-charts bench-multi bench-streams bench-balance \
+        test-load \
         soak \
         test-docker test-nginx deps-nginx-tests clean
 
@@ -158,6 +160,16 @@ bench-multi: all deps-run deps-bench
 # (about 4 minutes more); BENCH_STREAMS_REPS=1 halves the rest.
 bench-streams: all deps-run deps-bench
 	/usr/bin/python3 scripts/bench_streams.py
+
+# round robin, least_conn, ai_gateway_balance least_tokens and prefix side
+# by side on three ai-sim replicas that model inference servers (decode
+# slots, prefill time, a prefix cache): shared prefixes, mixed lengths and
+# a uniform load, each run on fresh replicas, two interleaved repetitions;
+# TTFT percentiles, requests/s, each replica's prefix-cache hit rate, into
+# docs/BENCHMARKS.md with a chart (SPEC 8.2, issue 22).  About 13 minutes
+# here; not run in CI.  BENCH_BALANCE_ARGS="--reps 1" halves it.
+bench-balance: all deps-run deps-bench
+	/usr/bin/python3 scripts/bench_balance.py $(BENCH_BALANCE_ARGS)
 
 clean:
 	rm -rf $(BUILD) run .pytest_cache

@@ -24,6 +24,10 @@ and the charts (scripts/bench_charts.py, SVG) next to docs/BENCHMARKS.md.
     scripts/bench.py --metrics-only [--metrics-pairs 30] ...
                      only the GenAI metrics' rows (on and off side by
                      side), into their section of docs/BENCHMARKS.md
+    scripts/bench.py --balance-only [--balance-pairs 30] ...
+                     only the balancers' rows (least_tokens and prefix
+                     against least_conn, side by side), into their
+                     section of docs/BENCHMARKS.md
     scripts/bench.py --charts-only [--results FILE] [--charts-dir DIR]
                      redraw the charts from a run's results.json
 """
@@ -842,6 +846,159 @@ def metrics_lines(pairs, seconds, connections, callgrind_passes):
     return "\n".join(lines) + "\n"
 
 
+# ---- the balancers' own cost (issue 22) ------------------------------------
+
+BALANCE_BEGIN = ("<!-- bench-balance-cost: begin (scripts/bench.py "
+                 "--balance-only) -->")
+BALANCE_END = "<!-- bench-balance-cost: end -->"
+
+# name, the upstream's balancing directive; the first is the reference
+BALANCE_ROWS = [
+    ("least_conn", "least_conn;"),
+    ("least_tokens", "ai_gateway_balance least_tokens;"),
+    ("prefix", "ai_gateway_balance prefix;"),
+]
+
+# a chat with a system prompt longer than prefix's 2048 bytes, so that
+# prefix hashes all it reads, and a user turn of its own
+BALANCE_BODY = ('{"model":"sim-small","max_tokens":8,"messages":['
+                '{"role":"system","content":"%s"},'
+                '{"role":"user","content":"what balancing costs"}]}'
+                % ("You are a helpful assistant. " * 80).strip())
+
+
+def balance_lines(pairs, seconds, connections, callgrind_passes):
+    """What the balancers cost nginx: the same chat POSTed through an
+    upstream of three ai-sim replicas answering at once (no latency, their
+    load reports on every answer), balanced by least_conn, least_tokens and
+    prefix.  Side by side at the same time on two identical nginx (as
+    side_by_side), each row against least_conn, and instructions per
+    request under callgrind."""
+    work = private_dir("agw-bench-balance-")
+    script = os.path.join(work, "chat.lua")
+    with open(script, "w") as f:
+        f.write('wrk.method = "POST"\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+                "wrk.body = '%s'\n" % BALANCE_BODY)
+    sims, instances, ratios, passes = [], [], {}, []
+    try:
+        for i in range(3):
+            sims.append(Sim(None, "sim-balance-%d" % (i + 1), "--ttft-ms",
+                            "0", "--tpot-ms", "0", "--jitter", "0").start())
+        servers = "".join("        server 127.0.0.1:%d;\n" % s.port
+                          for s in sims)
+        for side in "ab":
+            urls, blocks = {}, []
+            for k, (name, directive) in enumerate(BALANCE_ROWS):
+                port = free_port()
+                urls[name] = "http://127.0.0.1:%d/v1/chat/completions" % port
+                blocks.append(
+                    "    upstream pool%d {\n        %s\n%s"
+                    "        zone pool%d 64k;\n        keepalive 64;\n    }\n"
+                    "    server {\n        listen 127.0.0.1:%d;\n"
+                    "        location = /v1/chat/completions {\n"
+                    "            proxy_pass http://pool%d;\n        }\n"
+                    "    }\n" % (k, directive, servers, k, port, k))
+            http = ("    access_log off;\n    keepalive_requests 1000000;\n"
+                    "    proxy_http_version 1.1;\n"
+                    "    proxy_set_header Connection \"\";\n"
+                    "    server { listen 127.0.0.1:%%PORT%%;\n"
+                    "             location = /cachez { ai_gateway_cachez; } }\n"
+                    + "".join(blocks))
+            n = Nginx(http, workers=1)
+            instances.append((n, urls, http))
+            n.start()
+        pids = [n.worker_pids()[0] for n, _, _ in instances]
+        for n, urls, _ in instances:
+            for name, _ in BALANCE_ROWS:
+                _, total, _, _, bad = wrk(urls[name], 1, connections, script)
+                if bad or not total:
+                    raise SystemExit("bench: %s: %d of %d not 2xx"
+                                     % (name, bad, total))
+        ref = BALANCE_ROWS[0][0]
+        for row, _ in BALANCE_ROWS[1:]:
+            vals = ratios[(row, ref)] = []
+            for i in range(pairs):
+                first, second = (0, 1) if i % 2 == 0 else (1, 0)
+                (rps_r, cpu_r), (rps_f, cpu_f) = run_at_once(
+                    [(instances[first][1][row], pids[first]),
+                     (instances[second][1][ref], pids[second])],
+                    seconds, connections, script)
+                vals.append((rps_r / rps_f, cpu_r / cpu_f, rps_r, rps_f))
+            print("balance side by side %-14s %.3f of %s" % (
+                row, statistics.median(v[0] for v in vals), ref), flush=True)
+        # every replica was picked by the module's balancers
+        doc = json.loads(subprocess.run(
+            ["curl", "-s", instances[0][0].url + "/cachez"],
+            capture_output=True, text=True).stdout)
+        for k in (1, 2):
+            peers = doc["upstreams"]["pool%d" % k]["peers"]
+            if pairs and not all(p["picks"] for p in peers):
+                raise SystemExit("bench: pool%d: a replica never picked: %s"
+                                 % (k, peers))
+        for n, _, _ in instances:
+            n.stop()
+        if callgrind_passes:
+            print("balance: instructions per request under callgrind...",
+                  flush=True)
+            _, urls, http = instances[0]
+            rows = [(r[0],) + (None,) * 5 for r in BALANCE_ROWS]
+            for _ in range(callgrind_passes):
+                passes.append(instructions_per_request(http, rows, urls, 2,
+                                                       script))
+    finally:
+        for n, _, _ in instances:
+            n.stop()
+            n.cleanup()
+        for sim in sims:
+            sim.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    rng = random.Random(1)
+    lines = [
+        BALANCE_BEGIN, "", "## Balancers: what choosing costs", "",
+        "Produced by `make bench` (or `scripts/bench.py --balance-only`) on "
+        "%s. The same chat (a %d-byte body: a system prompt longer than "
+        "`prefix`'s 2048 bytes, a user turn, 8 tokens out) POSTed through "
+        "an upstream of three ai-sim replicas that answer at once (their "
+        "`endpoint-load-metrics` on every answer), with `zone` and "
+        "`keepalive`, balanced by `least_conn` (the reference), "
+        "`ai_gateway_balance least_tokens` (the body parsed for its "
+        "estimate, the tokens counted in shared memory, the load reports "
+        "read) and `ai_gateway_balance prefix` (the same, and the prompt's "
+        "start hashed onto the ring). Side by side at the same time: two "
+        "identical nginx, one worker each, wrk -t1 -c%d on each at once "
+        "for %d s, the row on one and least_conn on the other, swapping "
+        "every pair; median of %d pairs with the 95%% bootstrap interval "
+        "of that median. Instructions per request: one nginx process "
+        "under callgrind, 4 connections, median (min..max) of %d passes."
+        % (datetime.date.today().isoformat(), len(BALANCE_BODY),
+           connections, seconds, pairs, callgrind_passes),
+        "",
+        "| row | reference | req/s ratio (95% interval) "
+        "| worker CPU/req ratio (95% interval) | req/s row, reference "
+        "| instructions/req row, reference: difference |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for (row, ref), vals in ratios.items():
+        rps = [v[0] for v in vals]
+        cpu = [v[1] for v in vals]
+        lines.append("| %s | %s | %.3f (%.3f..%.3f) | %.3f (%.3f..%.3f) "
+                     "| %.0f, %.0f | %s |" % (
+                         row, ref, statistics.median(rps),
+                         *median_interval(rps, rng), statistics.median(cpu),
+                         *median_interval(cpu, rng),
+                         statistics.median(v[2] for v in vals),
+                         statistics.median(v[3] for v in vals),
+                         "%.0f, %.0f: %s" % (
+                             statistics.median(p[row] for p in passes),
+                             statistics.median(p[ref] for p in passes),
+                             paired(passes, row, ref, operator.sub, "%+.0f"))
+                         if passes else "-"))
+    lines += ["", BALANCE_END]
+    return "\n".join(lines) + "\n"
+
+
 def write_section(text, path, begin, end):
     """Replace a marked section of the document, or append it."""
     try:
@@ -1006,6 +1163,12 @@ def main():
     ap.add_argument("--metrics-only", action="store_true",
                     help="run only the metrics rows, into their section of"
                     " --out")
+    ap.add_argument("--balance-pairs", type=int, default=None,
+                    help="side-by-side pairs of the balancer rows (default:"
+                    " --pairs; 0: none)")
+    ap.add_argument("--balance-only", action="store_true",
+                    help="run only the balancer rows, into their section "
+                    "of --out")
     ap.add_argument("--out", default=os.path.join(REPO, "docs",
                                                   "BENCHMARKS.md"))
     ap.add_argument("--results", default=os.path.join(REPO, "build", "bench",
@@ -1035,6 +1198,17 @@ def main():
     metrics_pairs = args.pairs if args.metrics_pairs is None \
         else args.metrics_pairs
     metrics = None
+    balance_pairs = args.pairs if args.balance_pairs is None \
+        else args.balance_pairs
+    balance = None
+    if args.balance_only:
+        balance = balance_lines(balance_pairs, args.pair_seconds,
+                                args.connections // 2,
+                                args.callgrind_passes if args.callgrind
+                                else 0)
+        print(balance)
+        write_section(balance, args.out, BALANCE_BEGIN, BALANCE_END)
+        return
     if args.metrics_only:
         metrics = metrics_lines(metrics_pairs, args.pair_seconds,
                                 args.connections // 2,
@@ -1095,6 +1269,11 @@ def main():
                                        args.connections // 2, redis_conf)
         if metrics_pairs:
             metrics = metrics_lines(metrics_pairs, args.pair_seconds,
+                                    args.connections // 2,
+                                    args.callgrind_passes if args.callgrind
+                                    else 0)
+        if balance_pairs:
+            balance = balance_lines(balance_pairs, args.pair_seconds,
                                     args.connections // 2,
                                     args.callgrind_passes if args.callgrind
                                     else 0)
@@ -1257,6 +1436,8 @@ def main():
         f.write(text + kept_sections(args.out))
     if metrics:
         write_section(metrics, args.out, METRICS_BEGIN, METRICS_END)
+    if balance:
+        write_section(balance, args.out, BALANCE_BEGIN, BALANCE_END)
 
 
 def kept_sections(path):

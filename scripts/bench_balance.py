@@ -25,8 +25,11 @@ The workloads (build/agw-load, streamed chats, scripts/load/README.md):
                      then a 16-word user turn of its own, 16 tokens out;
                      18 clients, one request after another (closed loop)
     mixed lengths    90% short answers (16 tokens), 10% long (512), a
-                     short prompt each; 30 requests/s arriving on their
-                     own (open loop)
+                     short prompt each; 24 requests/s arriving on their
+                     own (open loop): by the figures above 0.68 s of a
+                     slot per request on average, about 68% of the 24
+                     slots (more in practice: timers run late on a
+                     loaded machine, and the longs come in bunches)
     uniform          every request alike (a 64-word prompt, 64 tokens
                      out), distinct prompts; 18 clients, closed loop
 
@@ -43,7 +46,7 @@ time to first token by class.  Into docs/BENCHMARKS.md between the
 `bench-balance` markers (make bench keeps the section), with a chart
 (docs/bench-balance.svg); figures in build/bench-balance/results.json.
 
-    scripts/bench_balance.py [--reps 2] [--seconds 30] [--warmup 5]
+    scripts/bench_balance.py [--reps 2] [--seconds 20] [--warmup 5]
                              [--workloads shared,mixed,uniform]
     scripts/bench_balance.py --report-only     redraw from results.json
 """
@@ -75,7 +78,7 @@ END = "<!-- bench-balance: end -->"
 
 SIM_ARGS = ["--slots", "8", "--prefill-us-per-token", "300",
             "--prefix-cache-tokens", "16384", "--ttft-ms", "20",
-            "--tpot-ms", "40", "--jitter", "0.1"]
+            "--tpot-ms", "10", "--jitter", "0.1"]
 
 BALANCERS = [
     ("round robin", ""),
@@ -89,16 +92,16 @@ WORKLOADS = {
     "shared": ("shared prefixes",
                ["--prompts", "prefix", "--tenants", "12",
                 "--prefix-tokens", "2000", "--user-tokens", "16",
-                "--max-tokens", "4", "-c", "18"]),
+                "--max-tokens", "16", "-c", "18"]),
     "mixed": ("mixed lengths",
-              ["--mix", "4:95,256:5", "--user-tokens", "16",
-               "-c", "300", "--rate", "28"]),
+              ["--mix", "16:90,512:10", "--user-tokens", "16",
+               "-c", "300", "--rate", "24"]),
     "uniform": ("uniform",
-                ["--user-tokens", "64", "--max-tokens", "16", "-c", "18"]),
+                ["--user-tokens", "64", "--max-tokens", "64", "-c", "18"]),
 }
 
 # the mixed workload's classes, by max_tokens
-SHORT, LONG = "4", "256"
+SHORT, LONG = "16", "512"
 
 HTTP = """
     access_log off;
@@ -207,7 +210,7 @@ def loadavg():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--workloads", default="shared,mixed,uniform")
     ap.add_argument("--balancers", default=",".join(b for b, _ in BALANCERS))
