@@ -6,13 +6,18 @@
 #   build  debian:12       scripts/deps.sh build (compilers and -dev
 #                          packages only, what `make` itself installs),
 #                          then `make build/ngx_ai_gateway_module.so`
-#   dashboard  debian:12   scripts/deps.sh dashboard (Debian's npm), then
-#                          scripts/install-dashboard.sh: uPlot for
-#                          /dashboard, as `make` installs it
 #   final  debian:12-slim  packaged nginx (the exact version the module was
 #                          built against) + the .so + nginx-conf/ +
 #                          scripts/render-conf.sh + envsubst + uPlot; no
 #                          compilers, no node
+#
+# uPlot (for /dashboard) is not fetched here: `make` installs it on the host
+# into build/dashboard/vendor/ (scripts/install-dashboard.sh: npm ci, the
+# integrity hash of nginx-conf/dashboard/package-lock.json checked), and
+# .dockerignore lets those files, and nothing else of build/, into the
+# context.  npm inside the image would need the registry's (or a proxy's)
+# CA in the image; the host's npm already has it.  Without them the build
+# stops and says to run `make` first.
 #
 # The build stage is identical in docker/ai-sim.Dockerfile up to the deps.sh
 # line, so the two images share its cached layers (the slow one).
@@ -36,20 +41,6 @@ RUN make build/ngx_ai_gateway_module.so \
  && dpkg-query -W -f='${Version}' nginx > build/nginx.version
 
 
-# uPlot from the npm registry, at the version package-lock.json pins
-FROM debian:12 AS dashboard
-
-ENV DEBIAN_FRONTEND=noninteractive
-RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
- && chmod 755 /usr/sbin/policy-rc.d
-
-WORKDIR /src
-COPY scripts/deps.sh scripts/install-dashboard.sh scripts/
-RUN scripts/deps.sh dashboard
-COPY nginx-conf/dashboard/package.json nginx-conf/dashboard/package-lock.json nginx-conf/dashboard/
-RUN scripts/install-dashboard.sh build/dashboard
-
-
 FROM debian:12-slim
 
 ENV DEBIAN_FRONTEND=noninteractive
@@ -69,14 +60,23 @@ RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
 
 COPY --from=build /src/build/ngx_ai_gateway_module.so /usr/lib/nginx/modules/ngx_ai_gateway_module.so
 COPY nginx-conf/ /opt/ai-gateway/nginx-conf/
-# where render-conf.sh looks for it, as in a checkout after `make`
-COPY --from=dashboard /src/build/dashboard/vendor/ /opt/ai-gateway/build/dashboard/vendor/
 COPY scripts/render-conf.sh /opt/ai-gateway/scripts/render-conf.sh
-COPY docker/nginx-entrypoint.sh /usr/local/bin/nginx-entrypoint.sh
+# The entrypoint and uPlot from `make` (see the top): with a file that is
+# always there beside it, a missing uPlot is an empty wildcard match rather
+# than COPY's "file not found", and the RUN below says what to do.
+COPY docker/nginx-entrypoint.sh build/dashboard/vendor/uPlot* /tmp/agw-copy/
 
+# uPlot where render-conf.sh looks for it, as in a checkout after `make`.
 # The module must load into this nginx binary (same version, --with-compat
 # signature, every shared library present): fail the build, not the start.
-RUN printf 'load_module %s;\nevents {}\n' /usr/lib/nginx/modules/ngx_ai_gateway_module.so \
+RUN mv /tmp/agw-copy/nginx-entrypoint.sh /usr/local/bin/nginx-entrypoint.sh \
+ && if ! [ -f /tmp/agw-copy/uPlot.iife.min.js ] || ! [ -f /tmp/agw-copy/uPlot.min.css ]; then \
+        echo 'nginx image: build/dashboard/vendor/ (uPlot for /dashboard) is not in the build context: run `make` (or scripts/install-dashboard.sh build/dashboard) in the checkout first' >&2; \
+        exit 1; \
+    fi \
+ && mkdir -p /opt/ai-gateway/build/dashboard \
+ && mv /tmp/agw-copy /opt/ai-gateway/build/dashboard/vendor \
+ && printf 'load_module %s;\nevents {}\n' /usr/lib/nginx/modules/ngx_ai_gateway_module.so \
         > /tmp/load-test.conf \
  && nginx -t -q -e /dev/stderr -c /tmp/load-test.conf \
  && rm /tmp/load-test.conf \

@@ -148,24 +148,39 @@ for df in glob.glob(os.path.join(root, "docker", "*.Dockerfile")):
 
 # -- .dockerignore ----------------------------------------------------------
 
-ignore = []
+ignore = []       # (pattern, True for a "!" exception), in file order
 di = os.path.join(root, ".dockerignore")
 if os.path.isfile(di):
     for line in open(di):
         line = line.strip()
         if line and not line.startswith("#"):
-            ignore.append(line.rstrip("/"))
+            ignore.append((line.lstrip("!").rstrip("/"), line.startswith("!")))
+
+
+def ignore_matches(pat, path):
+    p = pat[3:] if pat.startswith("**/") else pat
+    parts = path.split("/")
+    for i in range(len(parts)):
+        if fnmatch.fnmatch("/".join(parts[: i + 1]), pat) or \
+                fnmatch.fnmatch(parts[i], p) and pat.startswith("**/"):
+            return True
+    return False
 
 
 def ignored(path):
-    for pat in ignore:
-        p = pat[3:] if pat.startswith("**/") else pat
-        parts = path.split("/")
-        for i in range(len(parts)):
-            if fnmatch.fnmatch("/".join(parts[: i + 1]), pat) or \
-                    fnmatch.fnmatch(parts[i], p) and pat.startswith("**/"):
-                return True
-    return False
+    # as Docker reads it: the last pattern that matches decides
+    out = False
+    for pat, exception in ignore:
+        if ignore_matches(pat, path):
+            out = not exception
+    return out
+
+
+def sent_build_files():
+    """The files of build/ a "!" line of .dockerignore sends: what `make`
+    makes on the host for an image to copy (build/ itself is excluded)."""
+    return [pat for pat, exception in ignore
+            if exception and pat.startswith("build/")]
 
 
 # -- Debian packages --------------------------------------------------------
@@ -289,6 +304,23 @@ def make_target_ok(target):
     return make_targets_checked[target]
 
 
+def installed_by_make():
+    """vendor/FILE names scripts/install-dashboard.sh installs."""
+    text = open(os.path.join(root, "scripts", "install-dashboard.sh")).read()
+    names = set()
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("cp ") and "/vendor" in line:
+            words = shlex.split(line.replace('"', ""))
+            dst = words[-1]
+            srcs = [os.path.basename(w) for w in words[1:-1]]
+            if dst.rstrip("/").endswith("/vendor"):
+                names.update("vendor/" + n for n in srcs)
+            else:
+                names.add("vendor/" + os.path.basename(dst))
+    return names
+
+
 def is_script(path):
     try:
         with open(path, "rb") as f:
@@ -333,6 +365,20 @@ for df, ctx in sorted(dockerfiles.items()):
                 continue
             for s in srcs:
                 s_rel = os.path.normpath(s).lstrip("/")
+                if s_rel.startswith("build/") and ctx == root:
+                    # `make`'s output, absent from a fresh checkout (the
+                    # Dockerfile says what to run when it is missing): it
+                    # must be a file .dockerignore lets through, which make
+                    # installs (install-dashboard.sh, so far the only one)
+                    sent = [f for f in sent_build_files() if fnmatch.fnmatch(f, s_rel)]
+                    if not sent:
+                        err("%s: %s %s: .dockerignore sends no file of build/ it names"
+                            " (a \"!build/...\" line)" % (at, ins, s))
+                    for f in sent:
+                        if not f.startswith("build/dashboard/vendor/") or \
+                                "vendor/" + os.path.basename(f) not in installed_by_make():
+                            err("%s: %s %s: %s is not made by `make`" % (at, ins, s, f))
+                    continue
                 matches = glob.glob(os.path.join(ctx, s_rel)) if s_rel != "." else [ctx]
                 if not matches:
                     err("%s: %s %s: no such file in the build context" % (at, ins, s))

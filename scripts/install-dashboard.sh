@@ -8,7 +8,8 @@
 # anywhere but this nginx.
 #
 #   scripts/install-dashboard.sh DIR      `make` runs it with build/dashboard;
-#                                         docker/nginx.Dockerfile too
+#                                         docker/nginx.Dockerfile copies the
+#                                         vendor/ files from there
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)

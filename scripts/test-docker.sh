@@ -9,15 +9,20 @@
 #    end, by its PID;
 # 2. the base images debian:12 / debian:12-slim, made from the Debian
 #    archive when missing and not pullable (scripts/docker-base-images.sh);
-# 3. `up --build -d` with `docker compose` (v2) or Debian's docker-compose
+# 3. uPlot for /dashboard installed on the host (`make dashboard`: npm ci
+#    against nginx-conf/dashboard/package-lock.json, through the host's npm
+#    and its CA), which docker/nginx.Dockerfile copies from the context;
+#    then `build` (intermediate containers removed even when a step fails)
+#    and `up -d`, with `docker compose` (v2) or Debian's docker-compose
 #    1.29, under its own project name, nginx on a free loopback port;
 # 4. checks: every service healthy, MISS then HIT, a 429 burst with the
 #    RateLimit headers (a forged X-Forwarded-For from the host does not
 #    help: only loopback and the k6 container are trusted), gw:v1:* keys
 #    with their TTL in the redis container, /cachez and /dashboard (403
-#    from the host, 200 inside the nginx container, uPlot included),
-#    Prometheus' ai_gateway_cache_hits_total
-#    equal to /cachez's, a replica stopped and the gateway still answering;
+#    from the host, 200 inside the nginx container, the page's and uPlot's
+#    files byte for byte), Prometheus' ai_gateway_cache_hits_total equal
+#    to /cachez's, the GenAI series and the four recording rules evaluated,
+#    a replica stopped and the gateway still answering;
 # 5. `down -v`: no container, network or volume of the project left; the
 #    dangling images of the build removed (the build stage's package layer
 #    is kept, tagged ai-gateway/build-deps:cache, so the next run reuses
@@ -145,12 +150,19 @@ fi
 
 check "base images debian:12, debian:12-slim" scripts/docker-base-images.sh || exit 1
 
-# ---- 3. up --build ------------------------------------------------------
+# ---- 3. build, up -------------------------------------------------------
 
+check "uPlot installed on the host (make dashboard: build/dashboard/vendor/)" \
+    make --no-print-directory dashboard || exit 1
+
+# a failed RUN step's container would keep its image from being removed:
+# the classic builder (docker-compose 1.29) removes it only when told
+build_opts=()
 if docker compose version > /dev/null 2>&1; then
     compose=(docker compose -p "$project" -f compose.yaml --profile monitoring)
 elif command -v docker-compose > /dev/null; then
     compose=(docker-compose -p "$project" -f compose.yaml --profile monitoring)
+    build_opts=(--force-rm)
 else
     fail "docker compose or docker-compose installed"
     exit 1
@@ -168,12 +180,20 @@ base=http://127.0.0.1:$AGW_HTTP_PORT
 
 dangling_before=$(docker images -q --no-trunc --filter dangling=true 2>/dev/null | tr '\n' ' ')
 start=$(date +%s)
-if timeout 1200 "${compose[@]}" up --build -d \
-        > "$logdir/up.log" 2>&1; then
-    pass "up --build -d ($(( $(date +%s) - start )) s)"
+if timeout 1200 "${compose[@]}" build "${build_opts[@]}" \
+        > "$logdir/build.log" 2>&1; then
+    pass "build ($(( $(date +%s) - start )) s)"
+else
+    tail -40 "$logdir/build.log"
+    fail "build (log: $logdir/build.log)"
+    exit 1
+fi
+start=$(date +%s)
+if timeout 300 "${compose[@]}" up -d > "$logdir/up.log" 2>&1; then
+    pass "up -d ($(( $(date +%s) - start )) s)"
 else
     tail -40 "$logdir/up.log"
-    fail "up --build -d (log: $logdir/up.log)"
+    fail "up -d (log: $logdir/up.log)"
     exit 1
 fi
 
@@ -326,16 +346,32 @@ else
     fail "/cachez inside the nginx container (status '$status', body '${json:0:300}')"
 fi
 
-# /dashboard inside the container: the page, and uPlot from the image's
-# dashboard stage (render-conf.sh copied both next to the config)
-for path in /dashboard/ /dashboard/vendor/uPlot.iife.min.js; do
-    status=$("${compose[@]}" exec -T nginx bash -c \
-        'exec 3<>/dev/tcp/127.0.0.1/8080 && printf "GET %s HTTP/1.0\r\n\r\n" "$1" >&3 && head -n1 <&3' \
-        _ "$path" 2>/dev/null | tr -d '\r')
-    if [[ $status == *" 200 "* ]]; then
-        pass "GET $path inside the nginx container: 200"
+# /dashboard inside the container: the page, the dashboard's own script and
+# uPlot, each answered 200 with the very bytes of the checkout's file (uPlot
+# as `make dashboard` installed it on the host and the image copied it)
+dashboard_file() {  # dashboard_file PATH HOST-FILE: the body is the file's
+    "${compose[@]}" exec -T nginx bash -c \
+        'exec 3<>/dev/tcp/127.0.0.1/8080 && printf "GET %s HTTP/1.0\r\n\r\n" "$1" >&3 && cat <&3' \
+        _ "$1" 2>/dev/null \
+    | /usr/bin/python3 -c '
+import sys
+raw = sys.stdin.buffer.read()
+head, _, body = raw.partition(b"\r\n\r\n")
+status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+same = body == open(sys.argv[1], "rb").read()
+print("%s, %d bytes%s" % (status, len(body), "" if same else ", NOT the file"))
+sys.exit(0 if " 200 " in status and same else 1)' "$2"
+}
+for pair in /dashboard/:nginx-conf/dashboard/index.html \
+            /dashboard/dashboard.js:nginx-conf/dashboard/dashboard.js \
+            /dashboard/vendor/uPlot.iife.min.js:build/dashboard/vendor/uPlot.iife.min.js \
+            /dashboard/vendor/uPlot.min.css:build/dashboard/vendor/uPlot.min.css; do
+    path=${pair%%:*}
+    file=${pair#*:}
+    if got=$(dashboard_file "$path" "$file"); then
+        pass "GET $path inside the nginx container: $file ($got)"
     else
-        fail "GET $path inside the nginx container (got '$status')"
+        fail "GET $path inside the nginx container: $file (got '$got')"
     fi
 done
 
@@ -355,21 +391,39 @@ else
 fi
 
 # the GenAI metrics (SPEC 8.3) reach Prometheus, and its recording rules
-# (docker/prometheus-rules.yml) are loaded and evaluated
+# (docker/prometheus-rules.yml) are loaded and evaluated without error,
+# one of them with a value: the cache's hit ratio, which the checks above
+# fed
+rules_state() {     # "<rules loaded> <of them healthy and evaluated>"
+    curl -s "http://127.0.0.1:$AGW_PROMETHEUS_PORT/api/v1/rules" \
+    | /usr/bin/python3 -c '
+import json, sys
+rules = [r for g in json.load(sys.stdin)["data"]["groups"] for r in g["rules"]]
+ok = [r for r in rules if r.get("health") == "ok"
+      and not r.get("lastEvaluation", "0001").startswith("0001")]
+print(len(rules), len(ok))' 2>/dev/null
+}
 genai=
-deadline=$(( $(date +%s) + 45 ))
+deadline=$(( $(date +%s) + 60 ))
 while [ "$(date +%s)" -lt "$deadline" ]; do
     genai=$(curl -s "http://127.0.0.1:$AGW_PROMETHEUS_PORT/api/v1/query?query=sum(gen_ai_server_request_duration_seconds_count)" \
             | /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")' 2>/dev/null)
-    rules=$(curl -s "http://127.0.0.1:$AGW_PROMETHEUS_PORT/api/v1/rules" \
-            | /usr/bin/python3 -c 'import json,sys; print(sum(len(g["rules"]) for g in json.load(sys.stdin)["data"]["groups"]))' 2>/dev/null)
-    [ -n "$genai" ] && [ "${genai%%.*}" -ge 1 ] 2>/dev/null && [ "$rules" = 4 ] && break
+    rules=$(rules_state)
+    ratio=$(curl -s "http://127.0.0.1:$AGW_PROMETHEUS_PORT/api/v1/query?query=ai_gateway:cache_hit_ratio:rate5m" \
+            | /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")' 2>/dev/null)
+    [ -n "$genai" ] && [ "${genai%%.*}" -ge 1 ] 2>/dev/null && [ "$rules" = "4 4" ] \
+        && [ -n "$ratio" ] && break
     sleep 2
 done
-if [ -n "$genai" ] && [ "${genai%%.*}" -ge 1 ] 2>/dev/null && [ "$rules" = 4 ]; then
-    pass "Prometheus: gen_ai_server_request_duration_seconds_count sums to $genai, 4 recording rules loaded"
+if [ -n "$genai" ] && [ "${genai%%.*}" -ge 1 ] 2>/dev/null; then
+    pass "Prometheus: gen_ai_server_request_duration_seconds_count sums to $genai"
 else
-    fail "Prometheus: GenAI series '$genai', recording rules '$rules' (want >= 1 and 4)"
+    fail "Prometheus: gen_ai_server_request_duration_seconds_count sums to '$genai' (want >= 1)"
+fi
+if [ "$rules" = "4 4" ] && [ -n "$ratio" ]; then
+    pass "Prometheus: 4 recording rules loaded and evaluated without error; ai_gateway:cache_hit_ratio:rate5m = $ratio"
+else
+    fail "Prometheus: recording rules (loaded, healthy and evaluated) '$rules', want '4 4'; ai_gateway:cache_hit_ratio:rate5m '$ratio'"
 fi
 
 check "stop the sim-2 container" quiet "${compose[@]}" stop sim-2

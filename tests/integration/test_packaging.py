@@ -115,6 +115,22 @@ def test_dockerfile_missing_copy_source_fails(tree):
     assert_fails(tree, "docker", "scripts/render-conf-gone.sh: no such file")
 
 
+def test_dockerignore_not_sending_uplot_fails(tree):
+    # the nginx image copies the uPlot `make` installed: build/ is excluded
+    # but for those files, or the image would be built without them
+    edit(tree / ".dockerignore", "!build/dashboard/vendor/uPlot.iife.min.js\n", "")
+    edit(tree / ".dockerignore", "!build/dashboard/vendor/uPlot.min.css\n", "")
+    edit(tree / ".dockerignore", "!build/dashboard/vendor/uPlot.LICENSE\n", "")
+    assert_fails(tree, "docker", "COPY build/dashboard/vendor/uPlot*: .dockerignore"
+                 " sends no file of build/")
+
+
+def test_dockerignore_sending_what_make_does_not_make_fails(tree):
+    edit(tree / ".dockerignore", "!build/dashboard/vendor/uPlot.min.css",
+         "!build/dashboard/vendor/uPlot.css")
+    assert_fails(tree, "docker", "build/dashboard/vendor/uPlot.css is not made by `make`")
+
+
 def test_dockerfile_unknown_make_target_fails(tree):
     edit(tree / "docker" / "ai-sim.Dockerfile", "RUN make build/ai-sim",
          "RUN make build/ai-simulator")
