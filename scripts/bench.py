@@ -159,8 +159,10 @@ def main():
     print(text)
     print("/cachez after the run: " + cachez)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    # read before open(..., "w") empties the file
+    kept = doc.kept_sections(args.out)
     with open(args.out, "w") as f:
-        f.write(text + doc.kept_sections(args.out))
+        f.write(text + kept)
     for module, text in written.items():
         doc.write_section(text, args.out, module.BEGIN, module.END)
 
