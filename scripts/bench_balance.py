@@ -52,21 +52,17 @@ time to first token by class.  Into docs/BENCHMARKS.md between the
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import time
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-
-from harness.nginx import Nginx, free_port  # noqa: E402
-from harness.sim import Sim  # noqa: E402
+from benchlib import REPO, doc, svg
+from benchlib.host import machine, nginx_version, today
+from harness.nginx import Nginx, free_port
+from harness.sim import Sim
 
 LOAD = os.path.join(REPO, "build", "agw-load")
 DOC = os.path.join(REPO, "docs", "BENCHMARKS.md")
@@ -202,11 +198,6 @@ def one_run(workload, balancer, method, ports, seconds, warmup, seed):
     return out
 
 
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=2)
@@ -238,7 +229,7 @@ def main():
     for rep in range(args.reps):
         for w in workloads:
             for name, method in balancers:
-                loads.append(loadavg())
+                loads.append(os.getloadavg()[0])
                 r = one_run(w, name, method, ports, args.seconds,
                             args.warmup, seed=rep + 1)
                 r["rep"] = rep
@@ -256,22 +247,14 @@ def main():
                       flush=True)
 
     results = {
-        "date": datetime.date.today().isoformat(),
-        "machine": "%s, %d cores, %s" % (platform.machine(), os.cpu_count(),
-                                         platform.platform()),
-        "nginx": subprocess.run(["/usr/sbin/nginx", "-v"],
-                                capture_output=True,
-                                text=True).stderr.strip(),
+        "date": today(), "machine": machine(), "nginx": nginx_version(),
         "reps": args.reps, "seconds": args.seconds, "warmup": args.warmup,
         "minutes": (time.time() - started) / 60,
         "loadavg": [min(loads), max(loads)] if loads else None,
         "sim_args": SIM_ARGS, "workloads": workloads,
         "balancers": [b for b, _ in balancers], "runs": runs,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.results)),
-                exist_ok=True)
-    with open(args.results, "w") as f:
-        json.dump(results, f, indent=1)
+    doc.write_json(args.results, results)
     write(results, args.out)
 
 
@@ -419,12 +402,7 @@ def section(results):
 
 
 def draw(results, outdir):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    matplotlib.rcParams["svg.hashsalt"] = "ai-gateway-bench-balance"
-    matplotlib.rcParams["svg.fonttype"] = "none"
+    plt = svg.pyplot("ai-gateway-bench-balance")
 
     s = summary(results)
     ws = results["workloads"]
@@ -460,10 +438,7 @@ def draw(results, outdir):
     fig.suptitle("Time to first token by balancer (requests/s under the "
                  "bars)", fontsize=10)
     fig.tight_layout()
-    path = os.path.join(outdir, SVG)
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
-    return path
+    return svg.save(plt, fig, os.path.join(outdir, SVG))
 
 
 def write(results, path):
@@ -474,18 +449,7 @@ def write(results, path):
     except ImportError:
         print("bench-balance: no chart: python3-matplotlib missing "
               "(scripts/deps.sh bench)", file=sys.stderr)
-    try:
-        with open(path) as f:
-            doc = f.read()
-    except FileNotFoundError:
-        doc = "# Benchmarks\n"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as f:
-        f.write(doc)
+    doc.write_section(text, path, BEGIN, END)
 
 
 if __name__ == "__main__":

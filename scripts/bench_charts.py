@@ -12,6 +12,8 @@ Needs python3-matplotlib (scripts/deps.sh bench).
 import json
 import os
 
+from benchlib import svg
+
 RPS_SVG = "bench-rps.svg"
 PEERS_SVG = "bench-peers.svg"
 
@@ -24,14 +26,8 @@ def load(path):
 def draw(results, outdir):
     """results: {"rows": [{"name", "ceiling", "peer"}...], "med": {name:
     {"rps", "lo", "hi", "cpu", ...}}}.  Returns the paths written."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = svg.pyplot("ai-gateway-bench")
     import matplotlib.ticker
-
-    # the same bytes for the same results: no date, no random ids
-    matplotlib.rcParams["svg.hashsalt"] = "ai-gateway-bench"
-    matplotlib.rcParams["svg.fonttype"] = "none"
 
     os.makedirs(outdir, exist_ok=True)
     rows = [r for r in results["rows"] if r["name"] in results["med"]]
@@ -51,10 +47,7 @@ def draw(results, outdir):
     ax.set_title("Requests/s per row")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    path = os.path.join(outdir, RPS_SVG)
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
-    written.append(path)
+    written.append(svg.save(plt, fig, os.path.join(outdir, RPS_SVG)))
 
     peered = [r for r in rows if r.get("peer") and r["peer"] in med]
     if peered:
@@ -88,10 +81,7 @@ def draw(results, outdir):
                   bbox_to_anchor=(0.5, -0.3 / (0.3 * len(peered) + 0.5)))
         ax.grid(axis="x", alpha=0.3)
         fig.tight_layout()
-        path = os.path.join(outdir, PEERS_SVG)
-        fig.savefig(path, format="svg", metadata={"Date": None})
-        plt.close(fig)
-        written.append(path)
+        written.append(svg.save(plt, fig, os.path.join(outdir, PEERS_SVG)))
     return written
 
 

@@ -18,20 +18,13 @@ and the ratios the issue asks for: near / shm (>= 0.9) and cluster / Redis
 """
 
 import argparse
-import os
 import statistics
 import subprocess
-import sys
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-
-from bench import wrk_with_cpu  # noqa: E402
-from harness.nginx import Nginx  # noqa: E402
-from harness.redis import RedisCluster, RedisServer  # noqa: E402
-
-KIB = "k" * 1024
+from benchlib.main_rows import KIB
+from benchlib.wrk import wrk_with_cpu
+from harness.nginx import Nginx
+from harness.redis import RedisCluster, RedisServer
 
 HTTP = """
     access_log off;

@@ -45,10 +45,8 @@ kept) and docs/bench-streams.svg.
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -59,14 +57,13 @@ import threading
 import time
 import urllib.request
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
+import bench_streams_report
+from bench_streams_report import total
+from benchlib import REPO, doc
+from benchlib.host import LOAD, cpu_seconds, machine, nginx_version, today
+from harness.nginx import Nginx, private_dir
+from harness.sim import Sim
 
-import bench_streams_report  # noqa: E402
-from harness.nginx import Nginx, private_dir  # noqa: E402
-from harness.sim import Sim  # noqa: E402
-
-LOAD = os.environ.get("AGW_LOAD", os.path.join(REPO, "build", "agw-load"))
 RESULTS = os.path.join(REPO, "build", "bench", "streams.json")
 OUT_DIR = os.path.join(REPO, "build", "bench", "streams")
 DOC = os.path.join(REPO, "docs", "BENCHMARKS.md")
@@ -210,10 +207,6 @@ def snapshot(pids, fds=False):
             s["fds"] = fd_count(pid)
         out[pid] = s
     return out
-
-
-def total(snap, key):
-    return sum(s.get(key, 0) for s in snap.values())
 
 
 class Sampler(threading.Thread):
@@ -453,13 +446,13 @@ def ceiling(seconds):
         for key, urls in (("direct", sim_urls(fast)),
                           ("nginx", [n.url + "/v1/chat/completions"]),
                           ("static", [n.url + "/static-sse"])):
-            cpu0 = sum(cpu_seconds(p) for p in n.worker_pids())
-            sim0 = sum(cpu_seconds(s.proc.pid) for s in fast)
+            cpu0 = sum(cpu_seconds(p, 0.0) for p in n.worker_pids())
+            sim0 = sum(cpu_seconds(s.proc.pid, 0.0) for s in fast)
             report, _ = run_client(args, urls, [], "ceiling-" + key,
                                    seconds + 60)
-            report["nginx_cpu_s"] = sum(cpu_seconds(p)
+            report["nginx_cpu_s"] = sum(cpu_seconds(p, 0.0)
                                         for p in n.worker_pids()) - cpu0
-            report["sim_cpu_s"] = sum(cpu_seconds(s.proc.pid)
+            report["sim_cpu_s"] = sum(cpu_seconds(s.proc.pid, 0.0)
                                       for s in fast) - sim0
             out[key] = report
             print("ceiling %-7s %7.0f streams/s %8.0f events/s, client CPU "
@@ -474,18 +467,6 @@ def ceiling(seconds):
             s.stop()
         shutil.rmtree(static, ignore_errors=True)
     return out
-
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except OSError:
-        return 0.0
 
 
 def module_version():
@@ -515,13 +496,8 @@ def print_row(n_streams, row, res):
 def run(ns, rows, rate, reps, ceiling_seconds):
     """Every row at every N, the rows interleaved within each repetition
     so that a busy moment of the machine lands on all of them alike."""
-    results = {"date": datetime.date.today().isoformat(),
-               "machine": "%s, %d cores, %s" % (platform.machine(),
-                                                os.cpu_count(),
-                                                platform.platform()),
-               "nginx": subprocess.run(["/usr/sbin/nginx", "-v"],
-                                       capture_output=True,
-                                       text=True).stderr.strip(),
+    results = {"date": today(), "machine": machine(),
+               "nginx": nginx_version(),
                "module": module_version(),
                "connect_rate": rate, "ttft_ms": TTFT_MS, "reps": reps,
                "replicas": REPLICAS, "ceiling_seconds": ceiling_seconds,
@@ -617,14 +593,11 @@ def main():
                              "-Hn)" % (max(ns), max(ns) + 1024, nofile))
         results = run(ns, rows, args.connect_rate, max(1, args.reps),
                       args.ceiling_seconds)
-        os.makedirs(os.path.dirname(args.results), exist_ok=True)
-        with open(args.results, "w") as f:
-            json.dump(results, f, indent=1)
+        doc.write_json(args.results, results)
 
     if args.note is not None:
         results["note"] = args.note
-        with open(args.results, "w") as f:
-            json.dump(results, f, indent=1)
+        doc.write_json(args.results, results)
     if results["runs"]:
         try:
             path = bench_streams_report.draw(
@@ -635,7 +608,8 @@ def main():
                   "(scripts/deps.sh bench)", file=sys.stderr)
     text = bench_streams_report.section(results)
     print(text)
-    bench_streams_report.write_section(text, args.out)
+    doc.write_section(text, args.out, bench_streams_report.BEGIN,
+                      bench_streams_report.END)
 
 
 if __name__ == "__main__":

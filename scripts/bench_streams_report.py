@@ -13,6 +13,8 @@ chart (scripts/deps.sh bench).
 import os
 import statistics
 
+from benchlib import svg
+
 SVG = "bench-streams.svg"
 BEGIN = "<!-- bench-streams: begin (scripts/bench_streams.py) -->"
 END = "<!-- bench-streams: end -->"
@@ -134,13 +136,7 @@ def labels(results):
 
 def draw(results, outdir):
     """The chart; returns its path."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    # the same bytes for the same results: no date, no random ids
-    matplotlib.rcParams["svg.hashsalt"] = "ai-gateway-bench-streams"
-    matplotlib.rcParams["svg.fonttype"] = "none"
+    plt = svg.pyplot("ai-gateway-bench-streams")
 
     ns = sorted(results["runs"], key=int)
     rows = results["rows"]
@@ -183,10 +179,7 @@ def draw(results, outdir):
 
     fig.tight_layout()
     os.makedirs(outdir, exist_ok=True)
-    path = os.path.join(outdir, SVG)
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
-    return path
+    return svg.save(plt, fig, os.path.join(outdir, SVG))
 
 
 def ceiling_lines(results):
@@ -397,19 +390,3 @@ def section(results):
                   "location and N](%s)" % SVG, ""]
     lines.append(END)
     return "\n".join(lines) + "\n"
-
-
-def write_section(text, path):
-    """Replace the section between its markers, or append it."""
-    try:
-        with open(path) as f:
-            doc = f.read()
-    except FileNotFoundError:
-        doc = "# Benchmarks\n"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    with open(path, "w") as f:
-        f.write(doc)
