@@ -667,9 +667,16 @@ def test_route_by_model_of_a_chunked_body(nginx_factory, sims):
                       timeout=30)
     assert r.status_code == 200
     assert r.headers["X-Server-Id"] == "sim-2", "the chunked body's model"
-    with open(log) as f:
-        line = f.read().splitlines()[0]
-    assert line.startswith("big ") and line.endswith(" pool_big"), line
+    # nginx logs the request once the answer went out: the client may
+    # read the file first
+    deadline = time.monotonic() + 10
+    lines = []
+    while not lines and time.monotonic() < deadline:
+        with open(log) as f:
+            lines = f.read().splitlines()
+        time.sleep(0.02)
+    assert lines and lines[0].startswith("big ") \
+        and lines[0].endswith(" pool_big"), lines
 
 
 # --- nginx -t -----------------------------------------------------------------
