@@ -649,6 +649,36 @@ def test_route_by_model(nginx_factory, sims, body):
         assert big.headers["X-Server-Id"] == "sim-1"
 
 
+def test_route_by_model_of_a_chunked_body(nginx_factory, sims):
+    """A client that sends its JSON chunked (Transfer-Encoding: chunked, as
+    HTTP libraries do for a body they stream) is routed by its model as
+    one that sends a Content-Length: nginx ends a chunked body with an
+    empty buffer of its own, which is not a body spooled to a file."""
+    n = nginx_factory("", start=False)
+    log = os.path.join(n.dir, "logs", "routed.log")
+    n.http = ROUTED % (sims[0].port, sims[1].port, "on", log)
+    n.write_conf()
+    n.start()
+
+    data = json.dumps(chat("x", model="big", max_tokens=7)).encode()
+    pieces = iter([data[:20], data[20:]])
+    r = requests.post(n.url + "/v1/chat/completions", data=pieces,
+                      headers={"Content-Type": "application/json"},
+                      timeout=30)
+    assert r.status_code == 200
+    assert r.headers["X-Server-Id"] == "sim-2", "the chunked body's model"
+    # nginx logs the request once the answer went out: the client may
+    # read the file first
+    deadline = time.monotonic() + 10
+    lines = []
+    while not lines and time.monotonic() < deadline:
+        with open(log) as f:
+            lines = f.read().splitlines()
+        time.sleep(0.02)
+    assert lines and lines[0].startswith("big ") \
+        and lines[0].endswith(" pool_big"), lines
+
+
 # --- nginx -t -----------------------------------------------------------------
 
 

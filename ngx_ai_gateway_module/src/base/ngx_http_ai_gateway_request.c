@@ -208,6 +208,10 @@ ngx_http_ai_gateway_request_scan(ngx_http_request_t *r,
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
         b = cl->buf;
 
+        if (ngx_buf_special(b)) {
+            continue;       /* the empty last_buf that ends a chunked body */
+        }
+
         if (b->in_file) {
             size += b->file_last - b->file_pos;
             spooled = 1;
@@ -362,6 +366,10 @@ ngx_http_ai_gateway_request_body(ngx_http_request_t *r,
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
         b = cl->buf;
 
+        if (ngx_buf_special(b)) {
+            continue;       /* the empty last_buf that ends a chunked body */
+        }
+
         if (b->in_file || !ngx_buf_in_memory(b)) {
             return NGX_DECLINED;    /* spooled: counted by its size */
         }
@@ -381,7 +389,10 @@ ngx_http_ai_gateway_request_body(ngx_http_request_t *r,
         body->data = p;
 
         for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+            if (!ngx_buf_special(cl->buf)) {
+                p = ngx_cpymem(p, cl->buf->pos,
+                               cl->buf->last - cl->buf->pos);
+            }
         }
 
         p = body->data;
