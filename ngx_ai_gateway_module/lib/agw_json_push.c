@@ -462,11 +462,53 @@ agw_json_push_byte(agw_json_push_t *j, uint8_t c)
 }
 
 
+/*
+ * 1 for the bytes that end a run of plain string bytes: the quote, the
+ * backslash and the control bytes; everything else, bytes >= 0x80 too,
+ * stands for itself inside a string
+ */
+
+static const uint8_t  agw_json_push_special[256] = {
+    [0x00 ... 0x1f] = 1,
+    ['"'] = 1,
+    ['\\'] = 1
+};
+
+
+/* the digits after a number's first one: most of its bytes */
+
+static const uint8_t  agw_json_push_digit[256] = {
+    ['0' ... '9'] = 1
+};
+
+
+/* the text keeps what fits of a run, full_len counts all of it */
+
+static void
+agw_json_push_run(agw_json_push_t *j, const uint8_t *p, size_t n)
+{
+    size_t  room;
+
+    room = AGW_JSON_TEXT_MAX - j->text_len;
+
+    if (room) {
+        if (room > n) {
+            room = n;
+        }
+
+        memcpy(j->text + j->text_len, p, room);
+        j->text_len += room;
+    }
+
+    j->full_len += n;
+}
+
+
 int
 agw_json_push_feed(agw_json_push_t *j, const uint8_t *data, size_t len)
 {
     int             rc;
-    const uint8_t  *p, *end;
+    const uint8_t  *p, *q, *end;
 
     end = data + len;
 
@@ -475,18 +517,33 @@ agw_json_push_feed(agw_json_push_t *j, const uint8_t *data, size_t len)
         /* plain string bytes in a run: most of an answer */
 
         if (j->state == AGW_P_STRING && j->hi == 0) {
-            while (p < end
-                   && agw_json_byte_class[*p] != AGW_JSON_BYTE_QUOTE
-                   && agw_json_byte_class[*p] != AGW_JSON_BYTE_BACKSLASH
-                   && agw_json_byte_class[*p] != AGW_JSON_BYTE_CONTROL)
-            {
-                if (j->text_len < AGW_JSON_TEXT_MAX) {
-                    j->text[j->text_len++] = *p;
-                }
-
-                j->full_len++;
-                p++;
+            for (q = p; q < end && !agw_json_push_special[*q]; q++) {
+                /* void */
             }
+
+            agw_json_push_run(j, p, (size_t) (q - p));
+            p = q;
+
+            if (p == end) {
+                break;
+            }
+
+        /*
+         * digits that keep a number in its state (after the first digit
+         * of its integer part, fraction or exponent): the state machine
+         * would only append them
+         */
+
+        } else if (j->state == AGW_P_NUMBER
+                   && (j->sub == AGW_N_INT || j->sub == AGW_N_FRAC
+                       || j->sub == AGW_N_EXP))
+        {
+            for (q = p; q < end && agw_json_push_digit[*q]; q++) {
+                /* void */
+            }
+
+            agw_json_push_run(j, p, (size_t) (q - p));
+            p = q;
 
             if (p == end) {
                 break;

@@ -193,11 +193,21 @@ agw_sse_eol(agw_sse_t *s)
 }
 
 
+/* what ends a field name: its colon, or the line */
+
+static const uint8_t  agw_sse_name_end[256] = {
+    [':'] = 1,
+    ['\r'] = 1,
+    ['\n'] = 1
+};
+
+
 int
 agw_sse_feed(agw_sse_t *s, const uint8_t *p, size_t len)
 {
+    size_t          n;
     uint8_t         c;
-    const uint8_t  *end, *q;
+    const uint8_t  *end, *q, *r;
 
     end = p + len;
 
@@ -232,15 +242,24 @@ agw_sse_feed(agw_sse_t *s, const uint8_t *p, size_t len)
                     s->state = AGW_SSE_SPACE;
                 }
 
-            } else {
-                if (s->name_len < sizeof(s->name)) {
-                    s->name[s->name_len] = c;
-                }
-
-                s->name_len++;
+                p++;
+                break;
             }
 
-            p++;
+            /* the name's bytes up to its colon or line end, at once */
+
+            for (q = p; q < end && !agw_sse_name_end[*q]; q++) {
+                /* void */
+            }
+
+            if (s->name_len < sizeof(s->name)) {
+                n = sizeof(s->name) - s->name_len;
+                memcpy(s->name + s->name_len, p,
+                       (size_t) (q - p) < n ? (size_t) (q - p) : n);
+            }
+
+            s->name_len += (size_t) (q - p);
+            p = q;
             break;
 
         case AGW_SSE_SPACE:
@@ -253,8 +272,19 @@ agw_sse_feed(agw_sse_t *s, const uint8_t *p, size_t len)
             break;
 
         default:                         /* VALUE, SKIP */
-            for (q = p; q < end && *q != '\r' && *q != '\n'; q++) {
-                /* void */
+
+            /* lines end in LF or CR LF: the first LF, then a CR before it */
+
+            q = memchr(p, '\n', (size_t) (end - p));
+
+            if (q == NULL) {
+                q = end;
+            }
+
+            r = memchr(p, '\r', (size_t) (q - p));
+
+            if (r != NULL) {
+                q = r;
             }
 
             if (s->state == AGW_SSE_VALUE) {

@@ -87,43 +87,27 @@ enum {
 };
 
 
+/* an answer's "type" values that matter, and what they mean */
+
 typedef struct {
+    size_t       len;
     const char  *name;
     unsigned     value;
 } agw_tokens_name_t;
 
 
-static const agw_tokens_name_t  agw_tokens_keys[] = {
-    { "usage", AGW_K_USAGE },
-    { "message", AGW_K_MESSAGE },
-    { "response", AGW_K_RESPONSE },
-    { "type", AGW_K_TYPE },
-    { "choices", AGW_K_CHOICES },
-    { "delta", AGW_K_DELTA },
-    { "content", AGW_K_CONTENT },
-    { "text", AGW_K_TEXT },
-    { "total_tokens", AGW_K_TOTAL },
-    { "input_tokens", AGW_K_INPUT },
-    { "prompt_tokens", AGW_K_INPUT },
-    { "output_tokens", AGW_K_OUTPUT },
-    { "completion_tokens", AGW_K_OUTPUT },
-    { "prompt_tokens_details", AGW_K_DETAILS },
-    { "input_tokens_details", AGW_K_DETAILS },
-    { "cached_tokens", AGW_K_CACHED },
-    { "cache_read_input_tokens", AGW_K_CACHE_READ },
-    { "cache_creation_input_tokens", AGW_K_CACHE_WRITE },
-    { NULL, 0 }
-};
+#define agw_tokens_name(s, v)  { sizeof(s) - 1, s, v }
 
 
 static const agw_tokens_name_t  agw_tokens_types[] = {
-    { "response.completed", AGW_ANSWER_TYPE_COMPLETED },
-    { "message_stop", AGW_ANSWER_TYPE_MESSAGE_STOP },
-    { "response.output_text.delta", AGW_ANSWER_TYPE_TEXT_DELTA },
-    { "content_block_delta", AGW_ANSWER_TYPE_TEXT_DELTA },
-    { "message_start", AGW_ANSWER_TYPE_MESSAGE_START },
-    { "message_delta", AGW_ANSWER_TYPE_MESSAGE_DELTA },
-    { NULL, 0 }
+    agw_tokens_name("response.completed", AGW_ANSWER_TYPE_COMPLETED),
+    agw_tokens_name("message_stop", AGW_ANSWER_TYPE_MESSAGE_STOP),
+    agw_tokens_name("response.output_text.delta",
+                    AGW_ANSWER_TYPE_TEXT_DELTA),
+    agw_tokens_name("content_block_delta", AGW_ANSWER_TYPE_TEXT_DELTA),
+    agw_tokens_name("message_start", AGW_ANSWER_TYPE_MESSAGE_START),
+    agw_tokens_name("message_delta", AGW_ANSWER_TYPE_MESSAGE_DELTA),
+    { 0, NULL, 0 }
 };
 
 
@@ -173,28 +157,94 @@ agw_tokens_estimate_bytes(uint64_t len, uint64_t default_max)
 static unsigned
 agw_tokens_lookup(const agw_tokens_name_t *names, const agw_json_event_t *ev)
 {
-    size_t  n;
-
-    if (ev->full_len != ev->text_len || ev->text_len == 0) {
+    if (ev->full_len != ev->text_len) {
         return 0;                        /* longer than any name we know */
     }
 
     for ( /* void */ ; names->name; names++) {
-
-        /* every key of every event comes here: most differ at once */
-
-        if ((uint8_t) names->name[0] != ev->text[0]) {
-            continue;
-        }
-
-        n = strlen(names->name);
-
-        if (n == ev->text_len && memcmp(names->name, ev->text, n) == 0) {
+        if (names->len == ev->text_len
+            && memcmp(names->name, ev->text, names->len) == 0)
+        {
             return names->value;
         }
     }
 
     return 0;
+}
+
+
+#define agw_tokens_is(t, s)  (memcmp(t, s, sizeof(s) - 1) == 0)
+
+
+/*
+ * The class of a key.  Every key of every event at depths 1 to 4 comes
+ * here, and most are none of these: the length tells at once which few
+ * names to compare.
+ */
+
+static unsigned
+agw_tokens_key(const agw_json_event_t *ev)
+{
+    const uint8_t  *t;
+
+    if (ev->full_len != ev->text_len) {
+        return AGW_K_NONE;               /* longer than any name we know */
+    }
+
+    t = ev->text;
+
+    switch (ev->text_len) {
+
+    case 4:
+        return agw_tokens_is(t, "type") ? AGW_K_TYPE
+               : agw_tokens_is(t, "text") ? AGW_K_TEXT : AGW_K_NONE;
+
+    case 5:
+        return agw_tokens_is(t, "usage") ? AGW_K_USAGE
+               : agw_tokens_is(t, "delta") ? AGW_K_DELTA : AGW_K_NONE;
+
+    case 7:
+        return agw_tokens_is(t, "message") ? AGW_K_MESSAGE
+               : agw_tokens_is(t, "choices") ? AGW_K_CHOICES
+               : agw_tokens_is(t, "content") ? AGW_K_CONTENT : AGW_K_NONE;
+
+    case 8:
+        return agw_tokens_is(t, "response") ? AGW_K_RESPONSE : AGW_K_NONE;
+
+    case 12:
+        return agw_tokens_is(t, "total_tokens") ? AGW_K_TOTAL
+               : agw_tokens_is(t, "input_tokens") ? AGW_K_INPUT
+               : AGW_K_NONE;
+
+    case 13:
+        return agw_tokens_is(t, "prompt_tokens") ? AGW_K_INPUT
+               : agw_tokens_is(t, "output_tokens") ? AGW_K_OUTPUT
+               : agw_tokens_is(t, "cached_tokens") ? AGW_K_CACHED
+               : AGW_K_NONE;
+
+    case 17:
+        return agw_tokens_is(t, "completion_tokens") ? AGW_K_OUTPUT
+                                                      : AGW_K_NONE;
+
+    case 20:
+        return agw_tokens_is(t, "input_tokens_details") ? AGW_K_DETAILS
+                                                         : AGW_K_NONE;
+
+    case 21:
+        return agw_tokens_is(t, "prompt_tokens_details") ? AGW_K_DETAILS
+                                                          : AGW_K_NONE;
+
+    case 23:
+        return agw_tokens_is(t, "cache_read_input_tokens")
+               ? AGW_K_CACHE_READ : AGW_K_NONE;
+
+    case 27:
+        return agw_tokens_is(t, "cache_creation_input_tokens")
+               ? AGW_K_CACHE_WRITE : AGW_K_NONE;
+
+    default:
+        return AGW_K_NONE;
+    }
 }
 
 
@@ -239,7 +289,7 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
 
     case AGW_JSON_KEY:
         if (d <= 4) {
-            a->key[d] = (uint8_t) agw_tokens_lookup(agw_tokens_keys, ev);
+            a->key[d] = (uint8_t) agw_tokens_key(ev);
         }
         break;
 

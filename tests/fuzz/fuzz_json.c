@@ -11,7 +11,7 @@
  *   - the request scan agrees with the canonicaliser's pass;
  *   - the push tokenizer accepts whatever the strict parser accepts, and
  *     gives the same events and verdict when the input is cut in three
- *     pieces anywhere; so does the usage scanner.
+ *     pieces anywhere, or byte by byte; so does the usage scanner.
  */
 
 
@@ -92,6 +92,25 @@ fuzz_push(const uint8_t *data, size_t size, size_t a, size_t b,
 }
 
 
+/* one byte at a time: no run of string bytes or digits is ever whole */
+
+static int
+fuzz_push_bytes(const uint8_t *data, size_t size, fuzz_trace_t *t)
+{
+    size_t           i;
+    agw_json_push_t  j;
+
+    memset(t, 0, sizeof(fuzz_trace_t));
+    agw_json_push_init(&j, fuzz_event, t);
+
+    for (i = 0; i < size; i++) {
+        agw_json_push_feed(&j, data + i, 1);
+    }
+
+    return agw_json_push_finish(&j);
+}
+
+
 static int
 fuzz_usage(const uint8_t *data, size_t size, size_t a, size_t b,
     agw_answer_t *ans)
@@ -128,7 +147,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t            *out, *out2;
     agw_json_buf_t      buf;
     agw_answer_t        u1, u2;
-    fuzz_trace_t        t1, t2;
+    fuzz_trace_t        t1, t2, t3;
     agw_json_request_t  req, req2, req3;
 
     static const agw_json_str_t  ignore[] = {
@@ -245,6 +264,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (fuzz_push(data, size, a, b, &t2) != prc
         || (prc == AGW_JSON_OK
             && (t1.hash != t2.hash || t1.count != t2.count)))
+    {
+        abort();
+    }
+
+    if (fuzz_push_bytes(data, size, &t3) != prc
+        || (prc == AGW_JSON_OK
+            && (t1.hash != t3.hash || t1.count != t3.count)))
     {
         abort();
     }

@@ -5,8 +5,9 @@
  * data, count) and the same ending either way; every event's data stays
  * within the buffer and is inspected (JSON, usage, terminal, error) without
  * crashing.  The streaming mode (no buffer, data handed over as it
- * passes) sees the same events with the same data, and the usage reader
- * built on it runs over the same pieces.
+ * passes) sees the same events with the same data, in those pieces and
+ * byte by byte, and the usage reader built on it runs over the same
+ * pieces.
  */
 
 
@@ -190,12 +191,30 @@ fuzz_stream(const uint8_t *data, size_t size, size_t a, size_t b,
 }
 
 
+/* the streaming mode one byte at a time: no name or value run is whole */
+
+static void
+fuzz_stream_bytes(const uint8_t *data, size_t size, fuzz_trace_t *t)
+{
+    size_t     i;
+    agw_sse_t  s;
+
+    memset(t, 0, sizeof(fuzz_trace_t));
+
+    agw_sse_init_stream(&s, fuzz_stream_data, fuzz_stream_event, t);
+
+    for (i = 0; i < size; i++) {
+        agw_sse_feed(&s, data + i, 1);
+    }
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int           rc1, rc2;
     size_t        a, b;
-    fuzz_trace_t  t1, t2, t3;
+    fuzz_trace_t  t1, t2, t3, t4;
 
     if (size > FUZZ_MAX_SIZE) {
         return 0;
@@ -231,6 +250,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc1 != AGW_SSE_ETOOBIG
         && (t3.count != t1.count || t3.dhash != t1.dhash))
     {
+        abort();
+    }
+
+    /* and so does the streaming mode fed byte by byte */
+
+    fuzz_stream_bytes(data, size, &t4);
+
+    if (t4.count != t3.count || t4.dhash != t3.dhash) {
         abort();
     }
 
