@@ -24,12 +24,25 @@
  * string of an array: a batch's first prompt) or `input` (the Responses
  * API: a string, or items read as messages).
  *
- * The reader walks the request without building anything: it finds the
- * top-level members, then copies string contents, unescaped, into the
- * caller's buffer until it is full, and stops there.  The request was
- * checked by the strict scanner before (agw_json_scan.h); this reader
- * checks only what it walks, enough never to read outside the input,
- * whatever the input is (tests/fuzz/fuzz_prompt.c).
+ * The reader walks the request without building anything, in two steps.
+ * The first walks the whole top-level object and notes where the members
+ * it looks for begin: the whole, because a top-level `system` read first
+ * may be written last, and because a request broken anywhere in its
+ * structure is INVALID, not half read.  The second copies string
+ * contents, unescaped, from those members into the caller's buffer until
+ * it is full, and stops there.  The request was checked by the strict
+ * scanner before (agw_json_scan.h); this reader checks only what it
+ * walks, enough never to read outside the input, whatever the input is
+ * (tests/fuzz/fuzz_prompt.c).
+ *
+ * What a request holds is mostly string contents, so both steps cross
+ * them with memchr(): one call finds a string's closing quote, another
+ * the first backslash before it, and a string without escapes is crossed
+ * or copied without looking at its bytes one by one.  Containers are
+ * skipped in a loop with a stack of their closing brackets, not by
+ * recursion.  What it returns, for every input and buffer size, is what
+ * the first, byte at a time, reader returned (tests/ref/agw_prompt_ref.c
+ * is that reader; the unit test and the fuzzer compare the two).
  */
 
 
@@ -47,13 +60,17 @@ typedef struct {
 } agw_prompt_t;
 
 
+typedef struct {
+    size_t          len;
+    const char     *data;
+} agw_prompt_name_t;
+
+
+#define agw_prompt_name(s)   { sizeof(s) - 1, s }
+
 #define agw_prompt_full(pp)  ((pp)->n == (pp)->cap)
 
 #define AGW_PROMPT_MEMBERS   4           /* looked for at the top level */
-
-
-static const uint8_t *agw_prompt_skip_value(const uint8_t *p,
-    const uint8_t *end, unsigned depth);
 
 
 static const uint8_t *
@@ -67,139 +84,182 @@ agw_prompt_ws(const uint8_t *p, const uint8_t *end)
 }
 
 
-/* p at '"': past the closing quote, or NULL */
+/*
+ * p at '"': past the closing quote, or NULL.  A backslash takes the byte
+ * after it, whatever that is: escapes are checked where they are copied.
+ */
 static const uint8_t *
 agw_prompt_skip_string(const uint8_t *p, const uint8_t *end)
 {
-    for (p++; p < end; p++) {
-        if (*p == '"') {
-            return p + 1;
+    const uint8_t  *quote, *bs;
+
+    p++;
+    quote = memchr(p, '"', end - p);
+
+    for ( ;; ) {
+        if (quote == NULL) {
+            return NULL;
         }
 
-        if (*p == '\\') {
-            p++;
+        bs = memchr(p, '\\', quote - p);
+
+        if (bs == NULL) {
+            return quote + 1;
+        }
+
+        /* bs < quote: the byte after the backslash is in the input */
+
+        p = bs + 2;
+
+        if (p > quote) {
+            /* the quote was the escaped one */
+            quote = memchr(p, '"', end - p);
         }
     }
-
-    return NULL;
 }
 
 
+/* p at a member's name: at its value, past the colon, or NULL */
 static const uint8_t *
-agw_prompt_skip_container(const uint8_t *p, const uint8_t *end,
-    unsigned depth)
+agw_prompt_skip_name(const uint8_t *p, const uint8_t *end)
 {
-    uint8_t  close;
+    p = agw_prompt_skip_string(p, end);
 
-    close = (*p == '{') ? '}' : ']';
-
-    p = agw_prompt_ws(p + 1, end);
-
-    if (p < end && *p == close) {
-        return p + 1;
+    if (p == NULL) {
+        return NULL;
     }
 
-    for ( ;; ) {
-        if (close == '}') {
-            if (p == end || *p != '"') {
-                return NULL;
-            }
+    p = agw_prompt_ws(p, end);
 
+    if (p == end || *p != ':') {
+        return NULL;
+    }
+
+    return agw_prompt_ws(p + 1, end);
+}
+
+
+/*
+ * p at a value (no whitespace before it) at depth depth: past it, or
+ * NULL.  Any value nested deeper than AGW_JSON_MAX_DEPTH is refused; a
+ * number or a literal is a run of the characters they are made of,
+ * whatever the run makes.
+ */
+static const uint8_t *
+agw_prompt_skip_value(const uint8_t *p, const uint8_t *end, unsigned depth)
+{
+    unsigned        open;
+    const uint8_t  *start;
+    uint8_t         close[AGW_JSON_MAX_DEPTH + 1];
+
+    open = 0;
+
+    for ( ;; ) {
+
+        /* p at a value, open containers deep inside the one asked for */
+
+        if (p == end || depth + open > AGW_JSON_MAX_DEPTH) {
+            return NULL;
+        }
+
+        if (*p == '"') {
             p = agw_prompt_skip_string(p, end);
+
             if (p == NULL) {
                 return NULL;
             }
 
+        } else if (*p == '{' || *p == '[') {
+            close[open] = (*p == '{') ? '}' : ']';
+            p = agw_prompt_ws(p + 1, end);
+
+            if (p < end && *p == close[open]) {
+                p++;                                 /* empty */
+
+            } else {
+                if (close[open++] == '}') {
+                    if (p == end || *p != '"') {
+                        return NULL;
+                    }
+
+                    p = agw_prompt_skip_name(p, end);
+
+                    if (p == NULL) {
+                        return NULL;
+                    }
+                }
+
+                continue;                            /* its first value */
+            }
+
+        } else {
+            for (start = p; p < end; p++) {
+                if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z')
+                      || *p == '-' || *p == '+' || *p == '.' || *p == 'E'))
+                {
+                    break;
+                }
+            }
+
+            if (p == start) {
+                return NULL;
+            }
+        }
+
+        /* a value ended: close what ends after it, up to the next value */
+
+        for ( ;; ) {
+            if (open == 0) {
+                return p;
+            }
+
             p = agw_prompt_ws(p, end);
 
-            if (p == end || *p != ':') {
+            if (p == end) {
+                return NULL;
+            }
+
+            if (*p == close[open - 1]) {
+                p++;
+                open--;
+                continue;
+            }
+
+            if (*p != ',') {
                 return NULL;
             }
 
             p = agw_prompt_ws(p + 1, end);
-        }
 
-        p = agw_prompt_skip_value(p, end, depth + 1);
-        if (p == NULL) {
-            return NULL;
-        }
+            if (close[open - 1] == '}') {
+                if (p == end || *p != '"') {
+                    return NULL;
+                }
 
-        p = agw_prompt_ws(p, end);
+                p = agw_prompt_skip_name(p, end);
 
-        if (p == end) {
-            return NULL;
-        }
+                if (p == NULL) {
+                    return NULL;
+                }
+            }
 
-        if (*p == close) {
-            return p + 1;
-        }
-
-        if (*p != ',') {
-            return NULL;
-        }
-
-        p = agw_prompt_ws(p + 1, end);
-    }
-}
-
-
-/* p at a value (no whitespace before it): past it, or NULL */
-static const uint8_t *
-agw_prompt_skip_value(const uint8_t *p, const uint8_t *end, unsigned depth)
-{
-    const uint8_t  *start;
-
-    if (p == NULL || p == end || depth > AGW_JSON_MAX_DEPTH) {
-        return NULL;
-    }
-
-    switch (*p) {
-
-    case '"':
-        return agw_prompt_skip_string(p, end);
-
-    case '{':
-    case '[':
-        return agw_prompt_skip_container(p, end, depth);
-    }
-
-    /* a number or a literal: its characters, whatever they make */
-
-    for (start = p; p < end; p++) {
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z')
-              || *p == '-' || *p == '+' || *p == '.' || *p == 'E'))
-        {
             break;
         }
     }
-
-    return p == start ? NULL : p;
-}
-
-
-/* ""-less name, no escapes: as agw_json_request.c compares member names */
-static int
-agw_prompt_name_is(const uint8_t *name, const uint8_t *name_end,
-    const char *s)
-{
-    size_t  len;
-
-    len = strlen(s);
-
-    return (size_t) (name_end - name) == len && memcmp(name, s, len) == 0;
 }
 
 
 /*
  * p at '{': the value of the first member of each name, or NULL; returns
- * past the object, or NULL if it is broken
+ * past the object, or NULL if it is broken.  Names are compared as
+ * written, escapes and all, as agw_json_request.c compares them.
  */
 static const uint8_t *
-agw_prompt_members(const uint8_t *p, const uint8_t *end, const char **names,
-    const uint8_t **values, size_t count)
+agw_prompt_members(const uint8_t *p, const uint8_t *end,
+    const agw_prompt_name_t *names, const uint8_t **values, size_t count)
 {
-    size_t          i;
-    const uint8_t  *name, *name_end;
+    size_t          i, len;
+    const uint8_t  *name;
 
     for (i = 0; i < count; i++) {
         values[i] = NULL;
@@ -223,7 +283,7 @@ agw_prompt_members(const uint8_t *p, const uint8_t *end, const char **names,
             return NULL;
         }
 
-        name_end = p - 1;
+        len = p - 1 - name;
 
         p = agw_prompt_ws(p, end);
 
@@ -234,8 +294,8 @@ agw_prompt_members(const uint8_t *p, const uint8_t *end, const char **names,
         p = agw_prompt_ws(p + 1, end);
 
         for (i = 0; i < count; i++) {
-            if (values[i] == NULL
-                && agw_prompt_name_is(name, name_end, names[i]))
+            if (values[i] == NULL && names[i].len == len
+                && memcmp(name, names[i].data, len) == 0)
             {
                 values[i] = p;
                 break;
@@ -278,21 +338,38 @@ agw_prompt_put(agw_prompt_t *pp, const uint8_t *s, size_t len)
 }
 
 
-/* p at '"': its content unescaped, as far as it fits; -1 if broken */
+/*
+ * p at '"': its content unescaped, as far as it fits; -1 if broken.  Each
+ * round copies the run up to the next quote or backslash, as far as it
+ * fits, then reads what ends the run (an escape there is checked even if
+ * none of it fits, as the reference reader did); the closing quote found
+ * is kept for the rounds after it.
+ */
 static int
 agw_prompt_string(agw_prompt_t *pp, const uint8_t *p)
 {
     size_t          n;
     uint8_t         utf8[4];
     uint32_t        cp;
-    const uint8_t  *q, *end;
+    const uint8_t  *q, *quote, *end;
 
     end = pp->end;
+    quote = p++;
 
-    for (p++; !agw_prompt_full(pp); ) {
+    while (!agw_prompt_full(pp)) {
 
-        for (q = p; q < end && *q != '"' && *q != '\\'; q++) {
-            /* void */
+        if (quote < p) {
+            quote = memchr(p, '"', end - p);
+
+            if (quote == NULL) {
+                quote = end;
+            }
+        }
+
+        q = memchr(p, '\\', quote - p);
+
+        if (q == NULL) {
+            q = quote;
         }
 
         agw_prompt_put(pp, p, q - p);
@@ -322,8 +399,8 @@ agw_prompt_string(agw_prompt_t *pp, const uint8_t *p)
 static int
 agw_prompt_content(agw_prompt_t *pp, const uint8_t *p)
 {
-    const char     *text[1] = { "text" };
-    const uint8_t  *value[1], *end;
+    const uint8_t                   *value[1], *end;
+    static const agw_prompt_name_t   text[1] = { agw_prompt_name("text") };
 
     if (p == NULL) {
         return 0;
@@ -385,8 +462,10 @@ agw_prompt_content(agw_prompt_t *pp, const uint8_t *p)
 static int
 agw_prompt_messages(agw_prompt_t *pp, const uint8_t *p)
 {
-    const char     *names[2] = { "role", "content" };
-    const uint8_t  *values[2], *next, *end;
+    const uint8_t                   *values[2], *next, *end;
+    static const agw_prompt_name_t   names[2] = {
+        agw_prompt_name("role"), agw_prompt_name("content")
+    };
 
     end = pp->end;
     p = agw_prompt_ws(p + 1, end);
@@ -446,11 +525,12 @@ int
 agw_prompt_prefix(const uint8_t *in, size_t len, uint8_t *out, size_t cap,
     size_t *n)
 {
-    int             rc;
-    const uint8_t  *p, *end, *v[AGW_PROMPT_MEMBERS];
-    agw_prompt_t    pp;
-    static const char  *names[AGW_PROMPT_MEMBERS] = {
-        "messages", "system", "prompt", "input"
+    int                              rc;
+    const uint8_t                   *p, *end, *v[AGW_PROMPT_MEMBERS];
+    agw_prompt_t                     pp;
+    static const agw_prompt_name_t   names[AGW_PROMPT_MEMBERS] = {
+        agw_prompt_name("messages"), agw_prompt_name("system"),
+        agw_prompt_name("prompt"), agw_prompt_name("input")
     };
 
     *n = 0;

@@ -8,7 +8,9 @@
  *   - it writes at most cap bytes, and none unless it found a prompt;
  *   - a smaller buffer gets the start of what a larger one gets;
  *   - whatever the strict scanner accepts as JSON, the reader walks: a
- *     valid request is never INVALID (its looser walk accepts all JSON).
+ *     valid request is never INVALID (its looser walk accepts all JSON);
+ *   - it returns what its first, byte at a time, implementation returns
+ *     (tests/ref/agw_prompt_ref.c): the same code, length and bytes.
  */
 
 
@@ -19,6 +21,7 @@
 
 #include "agw_json_scan.h"
 #include "agw_prompt.h"
+#include "../ref/agw_prompt_ref.c"
 
 
 #define FUZZ_MAX_SIZE  (64 * 1024)       /* bytes */
@@ -31,9 +34,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int                  rc, rc2;
-    size_t               cap, small, n, n2;
-    uint8_t             *in, *out, *out2;
+    int                  rc, rc2, ref_rc;
+    size_t               cap, small, n, n2, ref_n;
+    uint8_t             *in, *out, *out2, *ref;
     agw_json_request_t   req;
 
     if (size < 2 || size > FUZZ_MAX_SIZE) {
@@ -47,8 +50,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in = malloc(size ? size : 1);
     out = malloc(cap ? cap : 1);
     out2 = malloc(cap ? cap : 1);
+    ref = malloc(cap ? cap : 1);
 
-    if (in == NULL || out == NULL || out2 == NULL) {
+    if (in == NULL || out == NULL || out2 == NULL || ref == NULL) {
         goto done;
     }
 
@@ -66,10 +70,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
 
+    /* the reference reader: the same answer */
+
+    ref_rc = agw_prompt_ref_prefix(in, size, ref, cap, &ref_n);
+
+    if (rc != ref_rc || n != ref_n || memcmp(out, ref, n) != 0) {
+        abort();
+    }
+
     /* a smaller buffer: the start of the same text */
 
     small = cap / 2;
     rc2 = agw_prompt_prefix(in, size, out2, small, &n2);
+    ref_rc = agw_prompt_ref_prefix(in, size, ref, small, &ref_n);
+
+    if (rc2 != ref_rc || n2 != ref_n || memcmp(out2, ref, n2) != 0) {
+        abort();
+    }
 
     if (rc == AGW_PROMPT_FOUND) {
         if (rc2 != AGW_PROMPT_FOUND || n2 != (n < small ? n : small)
@@ -100,6 +117,7 @@ done:
     free(in);
     free(out);
     free(out2);
+    free(ref);
 
     return 0;
 }
