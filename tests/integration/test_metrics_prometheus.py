@@ -217,12 +217,16 @@ def test_a_real_prometheus_agrees_with_cachez(nginx_factory, sim_factory):
                                                  prom.log())
             time.sleep(0.5)
         assert all(0.25 < v <= 0.5 for v in p99.values()), p99
+        # rate() extrapolates each series over its own first and last
+        # samples in the window: series born at different scrapes (a busy
+        # machine delays one) give ratios a few hundredths off the counts'
         assert float(ratio[0]["value"][1]) == pytest.approx(
-            doc["hits"] / (doc["hits"] + doc["misses"])), (ratio, doc)
+            doc["hits"] / (doc["hits"] + doc["misses"]), abs=0.05), \
+            (ratio, doc)
         a, a0 = doc["models"]["a"], before["models"]["a"]
         assert by_model["a"] == pytest.approx(
-            (a["hits"] - a0["hits"]) / (a["requests"] - a0["requests"])), \
-            (by_model, a0, a)
+            (a["hits"] - a0["hits"]) / (a["requests"] - a0["requests"]),
+            abs=0.05), (by_model, a0, a)
         assert by_model["b"] == 0, by_model
         # the by-hand queries of docs/operations.md evaluate: output tokens
         # per second by model (the time per output token: no stream here)

@@ -135,6 +135,11 @@ def test_near_copy_never_outlives_the_redis_entry(nginx_factory,
     writer = gateway(nginx_factory, redis_server, near="")
     reader = gateway(nginx_factory, redis_server)   # near ttl=30s
     get(writer, "/c/v")
+    # the write is fire and forget: the entry is in Redis a moment after
+    deadline = time.monotonic() + 5
+    while not redis_server.client().keys("gw:v1:*"):
+        assert time.monotonic() < deadline, "the entry never reached Redis"
+        time.sleep(0.02)
     redis_server.client().expire(redis_key(redis_server), 2)
 
     assert tier(get(reader, "/c/v")) == ("HIT", "redis")
