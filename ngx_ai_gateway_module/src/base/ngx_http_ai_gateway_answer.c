@@ -20,6 +20,8 @@ static ngx_int_t ngx_http_ai_gateway_answer_header_filter(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_ai_gateway_answer_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void ngx_http_ai_gateway_answer_read(
+    ngx_http_ai_gateway_answer_t *a, ngx_chain_t *in);
 static ngx_uint_t ngx_http_ai_gateway_answer_type(ngx_str_t *type,
     char *name);
 
@@ -44,20 +46,40 @@ ngx_http_ai_gateway_answer_init(ngx_conf_t *cf)
 ngx_int_t
 ngx_http_ai_gateway_answer_want(ngx_http_request_t *r)
 {
+    void                               *a;
+    ngx_http_ai_gateway_answer_t       *answer;
     ngx_http_ai_gateway_request_ctx_t  *ctx;
 
-    ctx = ngx_http_ai_gateway_request_ctx(r);
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_module);
+
+    if (ctx != NULL && ctx->answer != NULL) {
+        return NGX_OK;
+    }
+
+    /*
+     * not zeroed whole: the reader (its JSON and SSE state, most of the
+     * struct) is initialized by the header filter for an answer it will
+     * parse, and of it an answer of another type reads only .content
+     */
+
+    ctx = ngx_http_ai_gateway_request_ctx_with(r,
+                                         sizeof(ngx_http_ai_gateway_answer_t),
+                                         &a);
     if (ctx == NULL) {
         return NGX_ERROR;
     }
 
-    if (ctx->answer == NULL) {
-        ctx->answer = ngx_pcalloc(r->main->pool,
-                                  sizeof(ngx_http_ai_gateway_answer_t));
-        if (ctx->answer == NULL) {
-            return NGX_ERROR;
-        }
-    }
+    answer = a;
+
+    answer->mode = NGX_HTTP_AI_GATEWAY_ANSWER_OTHER;
+    answer->reader.content = 0;
+    answer->first_byte = 0;
+    answer->first_content = 0;
+    answer->last_content = 0;
+    answer->started = 0;
+    answer->has_first_byte = 0;
+
+    ctx->answer = answer;
 
     return NGX_OK;
 }
@@ -156,11 +178,6 @@ static ngx_int_t
 ngx_http_ai_gateway_answer_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in)
 {
-    size_t                              len;
-    uint64_t                            content;
-    ngx_buf_t                          *b;
-    ngx_chain_t                        *cl;
-    ngx_http_ai_gateway_answer_t       *a;
     ngx_http_ai_gateway_request_ctx_t  *ctx;
 
     if (r != r->main || in == NULL) {
@@ -173,7 +190,25 @@ ngx_http_ai_gateway_answer_body_filter(ngx_http_request_t *r,
         return ngx_http_next_body_filter(r, in);
     }
 
-    a = ctx->answer;
+    ngx_http_ai_gateway_answer_read(ctx->answer, in);
+
+    return ngx_http_next_body_filter(r, in);
+}
+
+
+/*
+ * Out of line: the filter's tests above are all that an answer nobody
+ * asked about runs, without this function's frame
+ */
+
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void
+ngx_http_ai_gateway_answer_read(ngx_http_ai_gateway_answer_t *a,
+    ngx_chain_t *in)
+{
+    size_t        len;
+    uint64_t      content;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
 
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
@@ -219,7 +254,5 @@ ngx_http_ai_gateway_answer_body_filter(ngx_http_request_t *r,
             a->last_content = ngx_current_msec;
         }
     }
-
-    return ngx_http_next_body_filter(r, in);
 }
 

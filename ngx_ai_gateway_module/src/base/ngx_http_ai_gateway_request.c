@@ -117,6 +117,14 @@ ngx_http_ai_gateway_request_info(ngx_http_request_t *r)
 ngx_http_ai_gateway_request_ctx_t *
 ngx_http_ai_gateway_request_ctx(ngx_http_request_t *r)
 {
+    return ngx_http_ai_gateway_request_ctx_with(r, 0, NULL);
+}
+
+
+ngx_http_ai_gateway_request_ctx_t *
+ngx_http_ai_gateway_request_ctx_with(ngx_http_request_t *r, size_t size,
+    void **extra)
+{
     ngx_http_ai_gateway_request_ctx_t  *ctx, *shared;
 
     r = r->main;
@@ -125,12 +133,28 @@ ngx_http_ai_gateway_request_ctx(ngx_http_request_t *r)
     shared = &ngx_http_ai_gateway_request_cached_ctx;
 
     if (ctx != NULL && ctx != shared) {
+        if (size) {
+            *extra = ngx_palloc(r->pool, size);
+            if (*extra == NULL) {
+                return NULL;
+            }
+        }
+
         return ctx;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ai_gateway_request_ctx_t));
+    /* one allocation for both: the ctx is zeroed, the caller's block not */
+
+    ctx = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_request_ctx_t)
+                              + size);
     if (ctx == NULL) {
         return NULL;
+    }
+
+    ngx_memzero(ctx, sizeof(ngx_http_ai_gateway_request_ctx_t));
+
+    if (size) {
+        *extra = ctx + 1;
     }
 
     ctx->cached = (ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module)

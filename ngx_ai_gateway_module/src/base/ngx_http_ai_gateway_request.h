@@ -51,6 +51,14 @@ typedef struct {
 ngx_http_ai_gateway_request_ctx_t *ngx_http_ai_gateway_request_ctx(
     ngx_http_request_t *r);
 
+/*
+ * The same, and a block of size bytes from the main request's pool in
+ * *extra, not zeroed: allocated with the ctx where the ctx is new (one
+ * allocation a request).  NULL on failure.
+ */
+ngx_http_ai_gateway_request_ctx_t *ngx_http_ai_gateway_request_ctx_with(
+    ngx_http_request_t *r, size_t size, void **extra);
+
 
 /* the request's figures, read on first use; NULL on allocation failure */
 ngx_http_ai_gateway_request_info_t *ngx_http_ai_gateway_request_info(

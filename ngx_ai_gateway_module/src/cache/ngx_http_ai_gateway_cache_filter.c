@@ -36,6 +36,12 @@
 #include "agw_policy.h"
 
 
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_int_t
+    ngx_http_ai_gateway_cache_header(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_int_t
+    ngx_http_ai_gateway_cache_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_ai_gateway_cache_append(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_buf_t *in);
 static void ngx_http_ai_gateway_cache_end(ngx_http_request_t *r,
@@ -226,7 +232,6 @@ ngx_http_ai_gateway_cache_lead(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_ai_gateway_cache_header_filter(ngx_http_request_t *r)
 {
-    ngx_str_t                         age;
     ngx_http_ai_gateway_cache_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
@@ -236,6 +241,22 @@ ngx_http_ai_gateway_cache_header_filter(ngx_http_request_t *r)
     {
         return ngx_http_next_header_filter(r);
     }
+
+    return ngx_http_ai_gateway_cache_header(r, ctx);
+}
+
+
+/*
+ * Out of line, as cache_body() below: the filters' tests above are all
+ * that a request the cache does not look at runs, without these
+ * functions' frames
+ */
+
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_int_t
+ngx_http_ai_gateway_cache_header(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx)
+{
+    ngx_str_t  age;
 
     if (ctx->has_stale && ctx->status == NGX_HTTP_AI_GATEWAY_CACHE_MISS
         && ngx_http_ai_gateway_cache_stale_applies(r))
@@ -506,17 +527,26 @@ ngx_http_ai_gateway_cache_save(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_ai_gateway_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    ngx_chain_t                      *cl;
     ngx_http_ai_gateway_cache_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module);
 
-    if (ctx && ctx->stale_upstream && r == r->main) {
-        return ngx_http_ai_gateway_cache_stale_body(r, ctx, in);
-    }
-
     if (ctx == NULL || r != r->main) {
         return ngx_http_next_body_filter(r, in);
+    }
+
+    return ngx_http_ai_gateway_cache_body(r, ctx, in);
+}
+
+
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_int_t
+ngx_http_ai_gateway_cache_body(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_chain_t  *cl;
+
+    if (ctx->stale_upstream) {
+        return ngx_http_ai_gateway_cache_stale_body(r, ctx, in);
     }
 
     if (!ngx_http_ai_gateway_cache_taking(ctx)) {

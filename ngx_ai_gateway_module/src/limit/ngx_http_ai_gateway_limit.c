@@ -345,7 +345,7 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     ctx = (ngx_http_ai_gateway_limit_ctx_t *) (cln + 1);
     st = (ngx_http_ai_gateway_bucket_state_t *) (ctx + 1);
 
-    ngx_memzero(ctx, offsetof(ngx_http_ai_gateway_limit_ctx_t, batch));
+    ngx_memzero(ctx, offsetof(ngx_http_ai_gateway_limit_ctx_t, price));
 
     cln->handler = ngx_http_ai_gateway_limit_cleanup;
     cln->data = ctx;
@@ -724,30 +724,27 @@ ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
 }
 
 
+/*
+ * an internal redirect (error_page, try_files...) clears module ctxs, but
+ * the request must not be charged twice, nor lose its headers: the ctx is
+ * found again through its pool cleanup
+ */
+
 ngx_http_ai_gateway_limit_ctx_t *
-ngx_http_ai_gateway_limit_get_ctx(ngx_http_request_t *r)
+ngx_http_ai_gateway_limit_find_ctx(ngx_http_request_t *r)
 {
     ngx_pool_cleanup_t               *cln;
     ngx_http_ai_gateway_limit_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_limit_module);
-
-    /*
-     * an internal redirect (error_page, try_files...) clears module ctxs,
-     * but the request must not be charged twice, nor lose its headers
-     */
-
-    if (ctx == NULL && (r->internal || r->filter_finalize)) {
-        for (cln = r->pool->cleanup; cln; cln = cln->next) {
-            if (cln->handler == ngx_http_ai_gateway_limit_cleanup) {
-                ctx = cln->data;
-                ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_limit_module);
-                break;
-            }
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_ai_gateway_limit_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_limit_module);
+            return ctx;
         }
     }
 
-    return ctx;
+    return NULL;
 }
 
 

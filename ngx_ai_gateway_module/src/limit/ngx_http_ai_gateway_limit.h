@@ -140,12 +140,9 @@ typedef struct {
     uint64_t                            used;     /* once settled */
 
     /*
-     * money zones: the request's prices (its model's, as this cycle's
-     * configuration had them at admission: a reload that changes them
-     * settles this request at these), the estimate reserved and what the
-     * answer cost, in micro-dollars
+     * money zones: the estimate reserved and what the answer cost, in
+     * micro-dollars (the prices are below)
      */
-    agw_price_t                         price;
     uint64_t                            estimate_usd;
     uint64_t                            used_usd;  /* once settled */
 
@@ -174,6 +171,16 @@ typedef struct {
      * in debt or empty): rate limited, every zone only read
      */
     ngx_http_ai_gateway_bucket_state_t  *early;
+
+    /*
+     * From here on, the ctx is not zeroed when it is created: each field
+     * is set before it is read.
+     *
+     * money zones: the request's prices (its model's, as this cycle's
+     * configuration had them at admission: a reload that changes them
+     * settles this request at these); set, and read, only once priced
+     */
+    agw_price_t                         price;
 
     /*
      * the zones as the backends are given them: the request, its zones
@@ -205,7 +212,7 @@ ngx_int_t ngx_http_ai_gateway_limit_check(ngx_http_request_t *r);
 
 
 /* limit.c: the zones of a request, their keys and costs, the backends */
-ngx_http_ai_gateway_limit_ctx_t *ngx_http_ai_gateway_limit_get_ctx(
+ngx_http_ai_gateway_limit_ctx_t *ngx_http_ai_gateway_limit_find_ctx(
     ngx_http_request_t *r);
 void ngx_http_ai_gateway_limit_cleanup(void *data);
 
@@ -239,6 +246,27 @@ ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_bucket_state_t *st, ngx_uint_t never);
 
 extern ngx_str_t  ngx_http_ai_gateway_limit_status_names[];
+
+
+/*
+ * The request's ctx, NULL if no zone applied yet.  Inline: every request
+ * of a limited location asks several times (the check, the header filter,
+ * the settlement); only after an internal redirect, which clears module
+ * ctxs, is it looked for among the pool's cleanups (limit_find_ctx()).
+ */
+static ngx_inline ngx_http_ai_gateway_limit_ctx_t *
+ngx_http_ai_gateway_limit_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_limit_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_limit_module);
+
+    if (ctx == NULL && (r->internal || r->filter_finalize)) {
+        ctx = ngx_http_ai_gateway_limit_find_ctx(r);
+    }
+
+    return ctx;
+}
 
 
 /* limit_zone.c: ai_gateway_limit_zone */

@@ -16,6 +16,9 @@ static ngx_int_t ngx_http_ai_gateway_limit_header_filter(
 static void ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
     ngx_http_ai_gateway_limit_ctx_t *ctx);
+static ngx_uint_t ngx_http_ai_gateway_limit_written(
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_limit_openai(ngx_http_request_t *r,
     ngx_http_ai_gateway_bucket_state_t *s, ngx_uint_t field);
 static ngx_int_t ngx_http_ai_gateway_limit_status_variable(
@@ -454,24 +457,13 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
 }
 
 
-/*
- * The fields the header filter is about to write replace the upstream's of
- * the same name: an upstream that limits too (OpenAI behind the gateway)
- * sends its own x-ratelimit-*, and two lines of one field read as "a, b"
- * to an SDK.  Where the module limits, its figures apply; hash 0 is how
- * nginx's filters skip a header.
- */
-static void
-ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+/* the fields the header filter writes, a bit each */
+
+static ngx_uint_t
+ngx_http_ai_gateway_limit_written(ngx_http_ai_gateway_limit_loc_conf_t *lcf,
     ngx_http_ai_gateway_limit_ctx_t *ctx)
 {
-    ngx_uint_t                               i, f, fields;
-    ngx_list_part_t                         *part;
-    ngx_table_elt_t                         *h;
-    ngx_http_ai_gateway_limit_field_name_t  *names;
-
-    /* a bit per field written, as ngx_http_ai_gateway_limit_field_names */
+    ngx_uint_t  fields;
 
     fields = 0;
 
@@ -489,6 +481,34 @@ ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
         }
     }
 
+    return fields;
+}
+
+
+/*
+ * The fields the header filter is about to write replace the upstream's of
+ * the same name: an upstream that limits too (OpenAI behind the gateway)
+ * sends its own x-ratelimit-*, and two lines of one field read as "a, b"
+ * to an SDK.  Where the module limits, its figures apply; hash 0 is how
+ * nginx's filters skip a header.
+ */
+static void
+ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    ngx_uint_t                               i, f, fields;
+    ngx_list_part_t                         *part;
+    ngx_table_elt_t                         *h;
+    ngx_http_ai_gateway_limit_field_name_t  *names;
+
+    /*
+     * a bit per field written, as ngx_http_ai_gateway_limit_field_names;
+     * worked out at the first header that could be one (most answers have
+     * none)
+     */
+
+    fields = 0;
     names = ngx_http_ai_gateway_limit_field_names;
 
     part = &r->headers_out.headers.part;
@@ -509,6 +529,10 @@ ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
         /* every name written is "RateLimit" long or longer */
         if (h[i].hash == 0 || h[i].key.len < sizeof("RateLimit") - 1) {
             continue;
+        }
+
+        if (fields == 0) {
+            fields = ngx_http_ai_gateway_limit_written(lcf, ctx);
         }
 
         for (f = 0; fields >> f; f++) {

@@ -33,8 +33,14 @@
 
 static ngx_int_t ngx_http_ai_gateway_limit_settle_handler(
     ngx_http_request_t *r);
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void ngx_http_ai_gateway_limit_settle(
+    ngx_http_request_t *r, ngx_http_ai_gateway_limit_ctx_t *ctx);
 static void ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx, uint64_t *tokens, uint64_t *usd);
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_uint_t
+    ngx_http_ai_gateway_limit_used_said(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_http_ai_gateway_answer_t *a,
+    uint64_t *tokens, uint64_t *usd);
 static ngx_int_t ngx_http_ai_gateway_tokens_estimate_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ai_gateway_tokens_used_variable(
@@ -112,11 +118,8 @@ static void
 ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx, uint64_t *tokens, uint64_t *usd)
 {
-    uint64_t                             prompt;
-    ngx_uint_t                           status;
-    agw_usage_t                          usage;
-    ngx_http_ai_gateway_answer_t        *a;
-    ngx_http_ai_gateway_request_info_t  *info;
+    ngx_uint_t                     status;
+    ngx_http_ai_gateway_answer_t  *a;
 
     if (ctx->settled) {
         *tokens = ctx->used;
@@ -137,32 +140,11 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
 
     a = ngx_http_ai_gateway_answer(r);
 
-    if (a == NULL) {
-        /* not read */
+    /* an answer not read, or neither JSON nor a stream, says nothing */
 
-    } else if (ngx_http_ai_gateway_answer_usage(a, &usage)
-               && agw_usage_tokens(&usage, tokens))
+    if (a != NULL && a->mode != NGX_HTTP_AI_GATEWAY_ANSWER_OTHER
+        && ngx_http_ai_gateway_limit_used_said(r, ctx, a, tokens, usd))
     {
-        if (ctx->priced) {
-            (void) agw_price_usage(&ctx->price, &usage, usd);
-        }
-
-        return;
-
-    } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE
-               && a->reader.content)
-    {
-        /* a stream without usage: its content events and the prompt */
-
-        info = ngx_http_ai_gateway_request_info(r);
-        prompt = info ? ngx_http_ai_gateway_request_prompt_tokens(info) : 0;
-
-        *tokens = agw_tokens_add(a->reader.content, prompt);
-
-        if (ctx->priced) {
-            *usd = agw_price_cost(&ctx->price, prompt, 0, a->reader.content);
-        }
-
         return;
     }
 
@@ -175,12 +157,55 @@ ngx_http_ai_gateway_limit_used(ngx_http_request_t *r,
 }
 
 
+/*
+ * What a JSON answer or a stream said of its use: 1 with the figures, 0
+ * if it said nothing.  Out of line: its usage on the stack would cost
+ * limit_used() a guarded frame for every answer, read or not.
+ */
+
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_uint_t
+ngx_http_ai_gateway_limit_used_said(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_http_ai_gateway_answer_t *a,
+    uint64_t *tokens, uint64_t *usd)
+{
+    uint64_t                             prompt;
+    agw_usage_t                          usage;
+    ngx_http_ai_gateway_request_info_t  *info;
+
+    if (ngx_http_ai_gateway_answer_usage(a, &usage)
+        && agw_usage_tokens(&usage, tokens))
+    {
+        if (ctx->priced) {
+            (void) agw_price_usage(&ctx->price, &usage, usd);
+        }
+
+        return 1;
+    }
+
+    if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE && a->reader.content) {
+
+        /* a stream without usage: its content events and the prompt */
+
+        info = ngx_http_ai_gateway_request_info(r);
+        prompt = info ? ngx_http_ai_gateway_request_prompt_tokens(info) : 0;
+
+        *tokens = agw_tokens_add(a->reader.content, prompt);
+
+        if (ctx->priced) {
+            *usd = agw_price_cost(&ctx->price, prompt, 0, a->reader.content);
+        }
+
+        return 1;
+    }
+
+    return 0;
+}
+
+
 static ngx_int_t
 ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
 {
-    uint64_t                             used, now;
-    ngx_http_ai_gateway_limit_ctx_t     *ctx;
-    ngx_http_ai_gateway_bucket_state_t  *s, *last;
+    ngx_http_ai_gateway_limit_ctx_t  *ctx;
 
     /*
      * with log_subrequest on, the log phase runs for subrequests (mirror,
@@ -197,6 +222,24 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
     if (ctx == NULL || !ctx->settle || ctx->settled) {
         return NGX_OK;
     }
+
+    ngx_http_ai_gateway_limit_settle(r, ctx);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Out of line: the handler's test above is all that most requests run,
+ * without this function's frame
+ */
+
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void
+ngx_http_ai_gateway_limit_settle(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    uint64_t                             used, now;
+    ngx_http_ai_gateway_bucket_state_t  *s, *last;
 
     ngx_http_ai_gateway_limit_used(r, ctx, &ctx->used, &ctx->used_usd);
     ctx->settled = 1;
@@ -231,8 +274,6 @@ ngx_http_ai_gateway_limit_settle_handler(ngx_http_request_t *r)
                    "ai_gateway limit: settled %uL tokens of %uL, "
                    "%uL micro-USD of %uL", ctx->used, ctx->estimate,
                    ctx->used_usd, ctx->estimate_usd);
-
-    return NGX_OK;
 }
 
 
