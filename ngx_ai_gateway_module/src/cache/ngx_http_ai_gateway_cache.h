@@ -240,6 +240,11 @@ ngx_int_t ngx_http_ai_gateway_cache_send_start(ngx_http_request_t *r,
 ngx_int_t ngx_http_ai_gateway_cache_read_all(ngx_http_request_t *r,
     ngx_http_ai_gateway_cache_ctx_t *ctx, ngx_http_ai_gateway_found_t *found);
 
+/* cache_stale.c: a failure the location's use_stale lists; its headers */
+ngx_flag_t ngx_http_ai_gateway_cache_stale_applies(ngx_http_request_t *r);
+ngx_int_t ngx_http_ai_gateway_cache_stale_header(ngx_http_request_t *r,
+    ngx_http_ai_gateway_cache_ctx_t *ctx);
+
 extern ngx_str_t  ngx_http_ai_gateway_cache_status_names[];
 
 
