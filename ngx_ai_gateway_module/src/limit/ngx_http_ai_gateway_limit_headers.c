@@ -536,8 +536,11 @@ ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
         }
 
         for (f = 0; fields >> f; f++) {
+            /* the last byte first: the names share their beginnings */
             if ((fields >> f & 1)
                 && h[i].key.len == names[f].name.len
+                && ngx_tolower(h[i].key.data[h[i].key.len - 1])
+                   == names[f].lowcase[h[i].key.len - 1]
                 && ngx_strncasecmp(h[i].key.data, names[f].lowcase,
                                    h[i].key.len)
                    == 0)
