@@ -517,7 +517,14 @@ def test_killed_worker_share_is_taken_off(nginx_factory, sim_factory):
     ps = peers(n)
     assert sum(p["inflight_requests"] for p in ps.values()) == 16, ps
 
-    victim = n.worker_pids()[0]
+    # the worker holding the most sockets holds streams (both workers
+    # may accept, or one may take them all)
+    def sockets(pid):
+        fds = os.listdir("/proc/%d/fd" % pid)
+        return sum(os.readlink("/proc/%d/fd/%s" % (pid, fd))
+                   .startswith("socket:") for fd in fds)
+
+    victim = max(n.worker_pids(), key=sockets)
     os.kill(victim, signal.SIGKILL)
 
     for s in held:
