@@ -143,6 +143,26 @@ void ngx_http_ai_gateway_bucket_zone_track(
 ngx_int_t ngx_http_ai_gateway_bucket_redis_check(
     ngx_http_ai_gateway_bucket_batch_t *batch);
 
+/* <prefix>rl:<zone>:<hex>, with the prefix and zone names nginx accepts */
+#define NGX_HTTP_AI_GATEWAY_BUCKET_REDIS_KEY_MAX  512
+
+/*
+ * a bucket's Redis key: {<prefix>rl}:<zone>:<hex> with a cluster (all of a
+ * script call's keys in one slot), <prefix>rl:<zone>:<hex> without
+ */
+size_t ngx_http_ai_gateway_bucket_redis_key_len(
+    ngx_http_ai_gateway_redis_conf_t *rcf,
+    ngx_http_ai_gateway_bucket_zone_t *zone);
+u_char *ngx_http_ai_gateway_bucket_redis_key(u_char *p,
+    ngx_http_ai_gateway_redis_conf_t *rcf,
+    ngx_http_ai_gateway_bucket_zone_t *zone, u_char *key);
+
+
+/* bucket_redis_settle.c */
+
+/* the settle script's SHA1, once (from bucket_redis_init_conf) */
+void ngx_http_ai_gateway_bucket_redis_settle_init(void);
+
 /* settle a redis token zone's reservation on the answer's use */
 void ngx_http_ai_gateway_bucket_redis_settle(ngx_http_request_t *r,
     ngx_http_ai_gateway_bucket_state_t *st, uint64_t used, uint64_t now);

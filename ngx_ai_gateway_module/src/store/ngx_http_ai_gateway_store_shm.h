@@ -94,6 +94,24 @@ void ngx_http_ai_gateway_shm_free_locked(ngx_http_ai_gateway_shm_ctx_t *ctx,
 ngx_http_ai_gateway_shm_node_t *ngx_http_ai_gateway_shm_find_locked(
     ngx_http_ai_gateway_shm_ctx_t *ctx, const u_char *digest);
 
+/* the tree's key: the digest's first bytes (a SHA-256 is uniform) */
+static ngx_inline ngx_rbtree_key_t
+ngx_http_ai_gateway_shm_hash(const u_char *digest)
+{
+    ngx_rbtree_key_t  key;
+
+    ngx_memcpy(&key, digest, sizeof(ngx_rbtree_key_t));
+
+    return key;
+}
+
+
+/* store_shm_save.c: the store's save (store->save) */
+ngx_int_t ngx_http_ai_gateway_store_shm_save(ngx_http_request_t *r,
+    ngx_http_ai_gateway_store_t *store, const agw_digest_t *digest,
+    const agw_entry_t *entry, ngx_http_ai_gateway_source_t *src,
+    time_t ttl);
+
 /*
  * store_shm.c: save, as the store's save(), but only if no purge of the
  * zone started or ended since it read `purges` (a near copy of what Redis
