@@ -49,6 +49,31 @@ static void ngx_http_ai_gateway_balance_facts(ngx_http_request_t *r,
      && !((peer)->max_conns && (peer)->conns >= (peer)->max_conns))
 
 
+/*
+ * A peer's load: its tokens in flight, plus, while its last report is
+ * fresh, its waiting requests each weighing the average estimate.  The
+ * same figure for the pick and for the round robin among equals.
+ */
+
+static ngx_inline double
+ngx_http_ai_gateway_balance_load(ngx_http_ai_gateway_balance_slot_t *slot,
+    ngx_atomic_uint_t avg)
+{
+    double  load;
+
+    load = (double) ngx_min(slot->tokens, AGW_TOKENS_MAX);
+
+    if (slot->msec
+        && (ngx_msec_int_t) (ngx_current_msec - slot->msec)
+           <= NGX_HTTP_AI_GATEWAY_BALANCE_REPORT_MSEC)
+    {
+        load += (double) slot->waiting * (double) avg;
+    }
+
+    return load;
+}
+
+
 ngx_int_t
 ngx_http_ai_gateway_balance_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us)
@@ -173,7 +198,7 @@ ngx_http_ai_gateway_balance_get_peer(ngx_peer_connection_t *pc, void *data)
     ngx_http_upstream_rr_peer_t              *peer, *best;
     ngx_http_upstream_rr_peers_t             *peers;
     ngx_http_upstream_rr_peer_data_t         *rrp;
-    ngx_http_ai_gateway_balance_slot_t      **slots, *slot;
+    ngx_http_ai_gateway_balance_slot_t      **slots;
     ngx_http_ai_gateway_balance_srv_conf_t   *bcf;
 
     rrp = &bp->rrp;
@@ -232,18 +257,11 @@ ngx_http_ai_gateway_balance_get_peer(ngx_peer_connection_t *pc, void *data)
         n = i / (8 * sizeof(uintptr_t));
         m = (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
 
-        slot = slots[i];
+        load = ngx_http_ai_gateway_balance_load(slots[i], avg);
 
-        load = (double) ngx_min(slot->tokens, AGW_TOKENS_MAX);
-
-        if (slot->msec
-            && (ngx_msec_int_t) (ngx_current_msec - slot->msec)
-               <= NGX_HTTP_AI_GATEWAY_BALANCE_REPORT_MSEC)
+        if ((rrp->tried[n] & m)
+            || !ngx_http_ai_gateway_balance_usable(peer, now))
         {
-            load += (double) slot->waiting * (double) avg;
-        }
-
-        if ((rrp->tried[n] & m) || !ngx_http_ai_gateway_balance_usable(peer, now)) {
             if (prefix) {
                 bp->ring[i].usable = 0;
             }
@@ -318,16 +336,7 @@ ngx_http_ai_gateway_balance_get_peer(ngx_peer_connection_t *pc, void *data)
                 continue;
             }
 
-            slot = slots[i];
-
-            load = (double) ngx_min(slot->tokens, AGW_TOKENS_MAX);
-
-            if (slot->msec
-                && (ngx_msec_int_t) (ngx_current_msec - slot->msec)
-                   <= NGX_HTTP_AI_GATEWAY_BALANCE_REPORT_MSEC)
-            {
-                load += (double) slot->waiting * (double) avg;
-            }
+            load = ngx_http_ai_gateway_balance_load(slots[i], avg);
 
             if (load / (double) peer->weight != best_load) {
                 continue;

@@ -418,7 +418,8 @@ ngx_http_ai_gateway_balance_init_process(ngx_cycle_t *cycle)
 
     for (c = 0; c < NGX_HTTP_AI_GATEWAY_BALANCE_COLUMNS; c++) {
         if (sh->owners[c] == 0
-            && ngx_atomic_cmp_set(&sh->owners[c], 0, (ngx_atomic_uint_t) ngx_pid))
+            && ngx_atomic_cmp_set(&sh->owners[c], 0,
+                                  (ngx_atomic_uint_t) ngx_pid))
         {
             ngx_http_ai_gateway_balance_column = c;
             break;

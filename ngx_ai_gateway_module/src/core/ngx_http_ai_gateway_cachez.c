@@ -152,11 +152,11 @@ ngx_http_ai_gateway_cachez(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 ngx_int_t
 ngx_http_ai_gateway_cachez_handler(ngx_http_request_t *r)
 {
-    size_t                            size;
-    ngx_int_t                         rc;
-    ngx_str_t                         format;
-    ngx_buf_t                        *b;
-    ngx_uint_t                        prometheus;
+    size_t                               size;
+    ngx_int_t                            rc;
+    ngx_str_t                            format;
+    ngx_buf_t                           *b;
+    ngx_uint_t                           prometheus;
     ngx_chain_t                          out;
     ngx_http_ai_gateway_main_conf_t     *amcf;
     ngx_http_ai_gateway_metrics_view_t  *metrics;
