@@ -188,9 +188,9 @@ ngx_http_ai_gateway_flight_init_process(ngx_cycle_t *cycle,
 }
 
 
+/* the zone is the one this worker registered with, if it did */
 void
-ngx_http_ai_gateway_flight_exit_process(ngx_cycle_t *cycle,
-    ngx_shm_zone_t *zone)
+ngx_http_ai_gateway_flight_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_ai_gateway_flight_ctx_t      *ctx;
     ngx_http_ai_gateway_flight_worker_t   *w;
