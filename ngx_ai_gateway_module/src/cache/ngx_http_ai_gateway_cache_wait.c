@@ -249,8 +249,7 @@ ngx_http_ai_gateway_cache_exit_process(ngx_cycle_t *cycle)
     ngx_http_ai_gateway_store_t     **stores;
     ngx_http_ai_gateway_main_conf_t  *amcf;
 
-    ngx_http_ai_gateway_flight_exit_process(cycle,
-                                    ngx_http_ai_gateway_flight_find(cycle));
+    ngx_http_ai_gateway_flight_exit_process(cycle);
 
     amcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_ai_gateway_module);

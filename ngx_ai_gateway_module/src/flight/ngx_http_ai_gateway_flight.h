@@ -88,8 +88,7 @@ ngx_shm_zone_t *ngx_http_ai_gateway_flight_find(ngx_cycle_t *cycle);
 /* per worker: register with the zone, and the wake-up socket */
 ngx_int_t ngx_http_ai_gateway_flight_init_process(ngx_cycle_t *cycle,
     ngx_shm_zone_t *zone);
-void ngx_http_ai_gateway_flight_exit_process(ngx_cycle_t *cycle,
-    ngx_shm_zone_t *zone);
+void ngx_http_ai_gateway_flight_exit_process(ngx_cycle_t *cycle);
 
 /*
  * Leader, waiter or none (no memory).  A flight that is not `shared` is

@@ -35,6 +35,18 @@ static ngx_uint_t                         ngx_http_ai_gateway_flight_slot;
 static uint64_t                           ngx_http_ai_gateway_flight_gen;
 
 
+/*
+ * The last leader looked at, and when: the once-a-second check asks about
+ * the leader of every flight this worker follows, and flights share their
+ * leaders (with two workers, all of them the other one), so a run of one
+ * leader's flights reads /proc once per check rather than once a flight
+ */
+static ngx_pid_t   ngx_http_ai_gateway_flight_seen_pid;
+static ngx_msec_t  ngx_http_ai_gateway_flight_seen_at;
+static uint64_t    ngx_http_ai_gateway_flight_seen_start;
+static ngx_uint_t  ngx_http_ai_gateway_flight_seen_gone;
+
+
 /* the start time of a process, clock ticks since boot; 0: unknown */
 static uint64_t
 ngx_http_ai_gateway_flight_start_time(ngx_pid_t pid, ngx_uint_t *gone)
@@ -188,9 +200,9 @@ ngx_http_ai_gateway_flight_init_process(ngx_cycle_t *cycle,
 }
 
 
+/* the zone is the one this worker registered with, if it did */
 void
-ngx_http_ai_gateway_flight_exit_process(ngx_cycle_t *cycle,
-    ngx_shm_zone_t *zone)
+ngx_http_ai_gateway_flight_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_ai_gateway_flight_ctx_t      *ctx;
     ngx_http_ai_gateway_flight_worker_t   *w;
@@ -324,8 +336,19 @@ ngx_http_ai_gateway_flight_leader_gone(ngx_http_ai_gateway_flight_ctx_t *ctx,
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     if (leading && !dead && start) {
-        /* outside the lock: a read of /proc */
-        now = ngx_http_ai_gateway_flight_start_time(pid, &gone);
+        if (pid != ngx_http_ai_gateway_flight_seen_pid
+            || ngx_current_msec != ngx_http_ai_gateway_flight_seen_at)
+        {
+            /* outside the lock: a read of /proc */
+            ngx_http_ai_gateway_flight_seen_start =
+                         ngx_http_ai_gateway_flight_start_time(pid,
+                                   &ngx_http_ai_gateway_flight_seen_gone);
+            ngx_http_ai_gateway_flight_seen_pid = pid;
+            ngx_http_ai_gateway_flight_seen_at = ngx_current_msec;
+        }
+
+        now = ngx_http_ai_gateway_flight_seen_start;
+        gone = ngx_http_ai_gateway_flight_seen_gone;
         dead = gone || (now && now != start);
     }
 

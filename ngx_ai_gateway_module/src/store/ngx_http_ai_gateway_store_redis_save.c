@@ -80,8 +80,8 @@ ngx_http_ai_gateway_redis_save_create(ngx_http_ai_gateway_store_t *store,
     ngx_http_ai_gateway_source_t *src, time_t ttl)
 {
     u_char                            *p;
-    size_t                             size, body, tag;
-    ngx_uint_t                         i;
+    size_t                             size, body;
+    ngx_flag_t                         tag;
     ngx_http_ai_gateway_redis_conf_t  *rcf;
     ngx_http_ai_gateway_redis_save_t  *sv;
 
@@ -162,14 +162,8 @@ ngx_http_ai_gateway_redis_save_create(ngx_http_ai_gateway_store_t *store,
      * braces, unless it has a hash tag of its own (in the prefix), which
      * then tags both
      */
-    tag = 0;
-
-    for (i = 0; i < sv->key.len; i++) {
-        if (sv->key.data[i] == '{') {
-            tag = 1;
-            break;
-        }
-    }
+    tag = (ngx_strlchr(sv->key.data, sv->key.data + sv->key.len, '{')
+           != NULL);
 
     sv->tmp.data = p;
 
