@@ -125,14 +125,15 @@ ngx_http_ai_gateway_request_ctx_t *
 ngx_http_ai_gateway_request_ctx_with(ngx_http_request_t *r, size_t size,
     void **extra)
 {
-    ngx_http_ai_gateway_request_ctx_t  *ctx, *shared;
+    ngx_uint_t                          cached;
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
 
     r = r->main;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
-    shared = &ngx_http_ai_gateway_request_cached_ctx;
+    cached = (ctx == &ngx_http_ai_gateway_request_cached_ctx);
 
-    if (ctx != NULL && ctx != shared) {
+    if (ctx != NULL && !cached) {
         if (size) {
             *extra = ngx_palloc(r->pool, size);
             if (*extra == NULL) {
@@ -157,8 +158,7 @@ ngx_http_ai_gateway_request_ctx_with(ngx_http_request_t *r, size_t size,
         *extra = ctx + 1;
     }
 
-    ctx->cached = (ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module)
-                   == shared);
+    ctx->cached = cached;
 
     ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_module);
 
