@@ -125,14 +125,15 @@ ngx_http_ai_gateway_request_ctx_t *
 ngx_http_ai_gateway_request_ctx_with(ngx_http_request_t *r, size_t size,
     void **extra)
 {
-    ngx_http_ai_gateway_request_ctx_t  *ctx, *shared;
+    ngx_uint_t                          cached;
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
 
     r = r->main;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
-    shared = &ngx_http_ai_gateway_request_cached_ctx;
+    cached = (ctx == &ngx_http_ai_gateway_request_cached_ctx);
 
-    if (ctx != NULL && ctx != shared) {
+    if (ctx != NULL && !cached) {
         if (size) {
             *extra = ngx_palloc(r->pool, size);
             if (*extra == NULL) {
@@ -157,8 +158,7 @@ ngx_http_ai_gateway_request_ctx_with(ngx_http_request_t *r, size_t size,
         *extra = ctx + 1;
     }
 
-    ctx->cached = (ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module)
-                   == shared);
+    ctx->cached = cached;
 
     ngx_http_set_ctx(r, ctx, ngx_http_ai_gateway_module);
 
@@ -215,7 +215,6 @@ ngx_http_ai_gateway_request_scan(ngx_http_request_t *r,
     ssize_t              n;
     ngx_int_t            rc;
     ngx_str_t            body;
-    ngx_uint_t           spooled;
     ngx_buf_t           *b;
     ngx_chain_t         *cl;
     agw_json_request_t   req;
@@ -226,41 +225,32 @@ ngx_http_ai_gateway_request_scan(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    size = 0;
-    spooled = 0;
+    rc = ngx_http_ai_gateway_request_body(r, ctx, &body);
 
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (ngx_buf_special(b)) {
-            continue;       /* the empty last_buf that ends a chunked body */
-        }
-
-        if (b->in_file) {
-            size += b->file_last - b->file_pos;
-            spooled = 1;
-
-        } else if (ngx_buf_in_memory(b)) {
-            size += b->last - b->pos;
-
-        } else {
-            spooled = 1;
-        }
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
     }
 
-    if (spooled) {
+    if (rc == NGX_DECLINED) {
         /* spooled: counted by its size, read as it passed if watched */
+
+        size = 0;
+
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            b = cl->buf;
+
+            if (b->in_file) {
+                size += b->file_last - b->file_pos;
+
+            } else if (ngx_buf_in_memory(b)) {
+                size += b->last - b->pos;
+            }
+        }
 
         info->body_len = size;
         ngx_http_ai_gateway_request_spooled(ctx, info);
 
         return NGX_OK;
-    }
-
-    rc = ngx_http_ai_gateway_request_body(r, ctx, &body);
-
-    if (rc != NGX_OK) {
-        return rc == NGX_ERROR ? NGX_ERROR : NGX_OK;
     }
 
     info->body_len = body.len;
@@ -402,15 +392,15 @@ ngx_http_ai_gateway_request_body(ngx_http_request_t *r,
     }
 
     if (r->request_body->bufs->next == NULL) {
-        p = r->request_body->bufs->buf->pos;
+        ctx->body.data = r->request_body->bufs->buf->pos;
 
     } else {
-        p = ngx_pnalloc(r->pool, len ? len : 1);
-        if (p == NULL) {
+        ctx->body.data = ngx_pnalloc(r->pool, len ? len : 1);
+        if (ctx->body.data == NULL) {
             return NGX_ERROR;
         }
 
-        body->data = p;
+        p = ctx->body.data;
 
         for (cl = r->request_body->bufs; cl; cl = cl->next) {
             if (!ngx_buf_special(cl->buf)) {
@@ -418,11 +408,8 @@ ngx_http_ai_gateway_request_body(ngx_http_request_t *r,
                                cl->buf->last - cl->buf->pos);
             }
         }
-
-        p = body->data;
     }
 
-    ctx->body.data = p;
     ctx->body.len = len;
 
     *body = ctx->body;

@@ -62,9 +62,10 @@ ngx_http_ai_gateway_request_body_init(ngx_conf_t *cf)
 
 /*
  * Every piece of a request body nginx reads passes here before it is
- * saved.  An inference body that will not fit client_body_buffer_size
- * (or comes in chunks) is watched: its pieces go through the push
- * tokenizer as they pass, unchanged.
+ * saved (the filter is installed only where body_facts is set, so that
+ * is not asked again here).  An inference body that will not fit
+ * client_body_buffer_size (or comes in chunks) is watched: its pieces go
+ * through the push tokenizer as they pass, unchanged.
  */
 
 static ngx_int_t
@@ -74,7 +75,6 @@ ngx_http_ai_gateway_request_body_filter(ngx_http_request_t *r,
     ngx_buf_t                            *b;
     ngx_chain_t                          *cl;
     ngx_http_core_loc_conf_t             *clcf;
-    ngx_http_ai_gateway_main_conf_t      *amcf;
     ngx_http_ai_gateway_request_ctx_t    *ctx;
     ngx_http_ai_gateway_request_watch_t  *w;
 
@@ -86,13 +86,11 @@ ngx_http_ai_gateway_request_body_filter(ngx_http_request_t *r,
     w = ctx ? ctx->watch : NULL;
 
     if (w == NULL) {
-        amcf = ngx_http_get_module_main_conf(r, ngx_http_ai_gateway_module);
         clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
-        if (!amcf->body_facts
-            || (r->headers_in.content_length_n
-                <= (off_t) clcf->client_body_buffer_size
-                && !r->headers_in.chunked)
+        if ((r->headers_in.content_length_n
+             <= (off_t) clcf->client_body_buffer_size
+             && !r->headers_in.chunked)
             || !ngx_http_ai_gateway_request_inference(r)
             || (ctx && ctx->read))
         {
