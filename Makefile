@@ -26,6 +26,9 @@ CC         ?= cc
 SIM_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror
 # Debian's python3 has the Debian test packages (an earlier python3 on PATH may not)
 PYTEST     := /usr/bin/python3 -m pytest
+# a test that hangs fails alone after this long, with every thread's stack
+# (python3-pytest-timeout), instead of holding the whole run
+TEST_TIMEOUT := --timeout=300
 CACHE      ?= shm
 
 MODULE_SRCS := $(wildcard ngx_ai_gateway_module/config \
@@ -106,22 +109,22 @@ test-unit: unit sim-unit test-load
 fuzz-smoke: fuzz-run
 
 test-integration: $(MODULE_SO) $(AI_SIM) $(DASHBOARD)
-	$(PYTEST) -q -ra tests/integration
+	$(PYTEST) -q -ra $(TEST_TIMEOUT) tests/integration
 
 # The integration suite again, with the module built with AddressSanitizer
 # and libasan preloaded into the packaged nginx; any report fails the test
 # that produced it (see tests/integration/harness/nginx.py).
 test-asan: all deps-run deps-test $(ASAN_SO)
-	AGW_SANITIZE=asan $(PYTEST) -q -ra tests/integration
+	AGW_SANITIZE=asan $(PYTEST) -q -ra $(TEST_TIMEOUT) tests/integration
 
 # streams opened and cut at random (tests/integration/test_soak_streams.py;
 # issue 25): a minute with the packaged build, where the workers' heap must
 # come back to its level after the warm-up (ASan's quarantine hides that),
 # then two minutes with the module under AddressSanitizer: no report
 soak: all deps-run deps-test $(ASAN_SO)
-	AGW_SOAK=1 AGW_SOAK_SECONDS=60 $(PYTEST) -q -ra -s \
+	AGW_SOAK=1 AGW_SOAK_SECONDS=60 $(PYTEST) -q -ra -s --timeout=600 \
 		tests/integration/test_soak_streams.py
-	AGW_SOAK=1 AGW_SANITIZE=asan $(PYTEST) -q -ra -s \
+	AGW_SOAK=1 AGW_SANITIZE=asan $(PYTEST) -q -ra -s --timeout=600 \
 		tests/integration/test_soak_streams.py
 
 bench: all deps-run deps-bench

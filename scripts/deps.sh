@@ -34,6 +34,7 @@ group_run=(
 group_test=(
     libcmocka-dev          # unit tests
     python3-pytest python3-requests python3-redis   # integration tests
+    python3-pytest-timeout # a hung test fails alone, with every thread's stack
     libfaketime            # a wall clock stepped under nginx
     clang libclang-rt-14-dev   # libFuzzer target
     valgrind               # leak checks of ai-sim

@@ -10,6 +10,7 @@ import os
 import sys
 
 import pytest
+import requests
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -18,6 +19,21 @@ from harness.redis import RedisCluster, RedisServer, available  # noqa: E402
 from harness.sim import Sim  # noqa: E402
 
 FAST_SIM = ("--ttft-ms", "1", "--tpot-ms", "0.2", "--jitter", "0")
+
+
+# A call without a timeout waits for ever on a server that accepted and
+# never answers (a deadlocked worker): give every request one, so such a
+# test fails with the request it hung on.  Tests that pass their own keep it.
+_session_request = requests.Session.request
+
+
+def _request_with_timeout(self, method, url, **kwargs):
+    if kwargs.get("timeout") is None:
+        kwargs["timeout"] = 60
+    return _session_request(self, method, url, **kwargs)
+
+
+requests.Session.request = _request_with_timeout
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
