@@ -35,6 +35,7 @@ group_test=(
     libcmocka-dev          # unit tests
     python3-pytest python3-requests python3-redis   # integration tests
     python3-pytest-timeout # a hung test fails alone, with every thread's stack
+    python3-pytest-rerunfailures   # one more try for a test that failed
     libfaketime            # a wall clock stepped under nginx
     clang libclang-rt-14-dev   # libFuzzer target
     valgrind               # leak checks of ai-sim

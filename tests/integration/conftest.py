@@ -36,11 +36,30 @@ def _request_with_timeout(self, method, url, **kwargs):
 requests.Session.request = _request_with_timeout
 
 
+# Every failed attempt, kept for the end of the run: with `--reruns` (make
+# test, make test-asan) a test that passed on its second try still shows
+# what failed on its first, so a flake is seen and can be fixed at its cause.
+_failed_attempts = []
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+    if rep.failed:
+        crash = getattr(rep.longrepr, "reprcrash", None)
+        where = "%s:%s" % (crash.path, crash.lineno) if crash else ""
+        msg = crash.message if crash else str(rep.longrepr)
+        _failed_attempts.append("%s (%s) %s\n    %s" % (
+            item.nodeid, rep.when, where, msg[:600].replace("\n", "\n    ")))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _failed_attempts:
+        terminalreporter.section("failed attempts (reruns included)")
+        for line in _failed_attempts:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture
