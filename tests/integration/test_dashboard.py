@@ -96,8 +96,13 @@ def num(raw):
 
 def without_uptime(doc):
     """The figures without the clocks that move with no traffic: uptime_s,
-    and the age of each replica's last load report (upstreams)."""
+    and the age of each replica's last load report (upstreams); and the
+    flight zone's pages in use, which grow by a page when a worker that
+    started after the first read allocates its ring of wake-ups."""
     doc = {k: v for k, v in doc.items() if k != "uptime_s"}
+    if isinstance(doc.get("flight"), dict):
+        doc["flight"] = {k: v for k, v in doc["flight"].items()
+                         if k != "bytes_used"}
     ups = json.loads(json.dumps(doc.get("upstreams") or {}))
     for u in ups.values():
         for p in u.get("peers", []):

@@ -251,6 +251,16 @@ def test_killed_upstream_leaves_nobody_hanging(nginx_factory, sim_factory):
     assert cachez(n)["stores"] == 0
 
 
+def leader_upstream(sim, timeout=10):
+    """Wait until the first request reached the upstream: the ones sent
+    after it are its waiters, however slow the machine (a fixed sleep let
+    a waiter arrive first on a loaded one and lead instead)."""
+    deadline = time.monotonic() + timeout
+    while sim.requests_seen() < 1:
+        assert time.monotonic() < deadline, "the leader never went upstream"
+        time.sleep(0.01)
+
+
 def test_waiter_disconnect_does_not_disturb_the_others(nginx_factory,
                                                        sim_factory):
     sim = slow_sim(sim_factory, 200, 20)
@@ -262,7 +272,7 @@ def test_waiter_disconnect_does_not_disturb_the_others(nginx_factory,
     t = threading.Thread(target=lambda: leader.update(
         raw_post(n, "/v1/chat/completions", body)))
     t.start()
-    time.sleep(0.05)
+    leader_upstream(sim)
 
     # a waiter that goes away while waiting, one that goes away mid-stream
     for wait in (0.05, 0.4):
@@ -291,7 +301,7 @@ def test_leader_disconnect_sends_waiters_on(nginx_factory, sim_factory):
     s = socket.create_connection(("127.0.0.1", n.port))
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
               b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
-    time.sleep(0.05)
+    leader_upstream(sim)
     waiters = []
     t = threading.Thread(target=lambda: waiters.extend(
         burst(n, "/v1/chat/completions", body, 5)))
@@ -322,7 +332,7 @@ def test_leader_gone_before_the_answer_sends_waiters_upstream(
     s = socket.create_connection(("127.0.0.1", n.port))
     s.sendall(b"POST /infer HTTP/1.1\r\nHost: x\r\n"
               b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
-    time.sleep(0.05)
+    leader_upstream(sim)
     waiters = []
     t = threading.Thread(target=lambda: waiters.extend(
         burst(n, "/infer", body, 3)))
