@@ -7,8 +7,19 @@ prompt token not in the replica's prefix cache costs 300 us before the
 first token (--prefill-us-per-token 300: a 2,000-token system prompt takes
 0.6 s to prefill); the prefix cache holds 16,384 tokens, about eight such
 prompts (--prefix-cache-tokens); 20 ms to the first token and 10 ms per
-token after it.  So what a request waits for is simulated GPU time, not
-this machine's CPU: the comparison holds on a shared 2-core machine.
+token after it; and each step of the batch (a decode step, or the step
+that makes a first token) 1.1 us longer for every token the running
+sequences hold, prompts and generated tokens (--decode-us-per-kv-token
+1.1): a decode step reads the weights and the whole batch's KV cache, so
+with the 16,384-token cache full a step takes 2.8x an idle one, as on a
+GPU whose KV cache is 1.8x the size of the weights (Llama-2-13B in fp16
+on an 80 GB H100: 26 GB of weights, ~46 GB of KV cache at 800 KiB a
+token; docs/BENCHMARKS.md).  So what a request waits for is simulated GPU
+time, not this machine's CPU: the comparison holds on a shared 2-core
+machine.  (--kv-cache-tokens stays off: with 8 slots the mixed and
+uniform workloads hold at most 4,400 tokens, far from the cache's
+16,384, and on shared prefixes ai-sim would count a shared system prompt
+once per sequence where vLLM holds its blocks once.)
 
 The balancers, each its own upstream{} over the same three replicas, with
 `zone` (nginx's balancers then share their counts between the two
@@ -59,7 +70,7 @@ import subprocess
 import sys
 import time
 
-from benchlib import REPO, doc, svg
+from benchlib import REPO, balance_queueing, doc, svg
 from benchlib.host import machine, nginx_version, today
 from harness.nginx import Nginx, free_port
 from harness.sim import Sim
@@ -74,7 +85,8 @@ END = "<!-- bench-balance: end -->"
 
 SIM_ARGS = ["--slots", "8", "--prefill-us-per-token", "300",
             "--prefix-cache-tokens", "16384", "--ttft-ms", "20",
-            "--tpot-ms", "10", "--jitter", "0.1"]
+            "--tpot-ms", "10", "--jitter", "0.1",
+            "--decode-us-per-kv-token", "1.1"]
 
 BALANCERS = [
     ("round robin", ""),
@@ -149,7 +161,8 @@ def hits(sims):
     return {s.id: s.healthz() for s in sims}
 
 
-def one_run(workload, balancer, method, ports, seconds, warmup, seed):
+def one_run(workload, balancer, method, ports, seconds, warmup, seed,
+            queueing=False):
     label, args = WORKLOADS[workload]
     sims = start_sims(ports)
     n = None
@@ -164,8 +177,16 @@ def one_run(workload, balancer, method, ports, seconds, warmup, seed):
             run_load(url, args, warmup, seed + 1000, "warmup")
         before = hits(sims)
         t0 = time.monotonic()
-        report = run_load(url, args, seconds, seed, "%s %s"
-                          % (label, balancer))
+        probe = balance_queueing.Sampler(
+            sims if queueing else [], n.url + "/cachez",
+            int(SIM_ARGS[SIM_ARGS.index("--slots") + 1]))
+        if queueing:
+            with probe:
+                report = run_load(url, args, seconds, seed, "%s %s"
+                                  % (label, balancer))
+        else:
+            report = run_load(url, args, seconds, seed, "%s %s"
+                              % (label, balancer))
         wall = time.monotonic() - t0
         after = hits(sims)
     finally:
@@ -189,6 +210,8 @@ def one_run(workload, balancer, method, ports, seconds, warmup, seed):
            "ttft": {k: lat["first_event"][k] for k in ("p50", "p90", "p99")},
            "e2e_p99": lat["end"]["p99"], "replicas": replicas,
            "classes": {}}
+    if queueing:
+        out["queueing"] = probe.summary()
     for cls, c in (report.get("classes") or {}).items():
         fe = c["latency_ms"]["first_event"]
         out["classes"][cls] = {"requests": c["requests"],
@@ -208,7 +231,15 @@ def main():
     ap.add_argument("--results", default=RESULTS)
     ap.add_argument("--out", default=DOC)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--queueing", action="store_true",
+                    help="one mixed-lengths run of least_conn and "
+                    "least_tokens, sampling the replicas' queues and "
+                    "/cachez; added to the results and the report")
     args = ap.parse_args()
+
+    if args.queueing:
+        queueing(args)
+        return
 
     if args.report_only:
         with open(args.results) as f:
@@ -256,6 +287,70 @@ def main():
     }
     doc.write_json(args.results, results)
     write(results, args.out)
+
+
+def queueing(args):
+    with open(args.results) as f:
+        results = json.load(f)
+    ports = [free_port() for _ in range(3)]
+    wanted = args.balancers.split(",") \
+        if args.balancers != ",".join(b for b, _ in BALANCERS) \
+        else ["least_conn", "least_tokens"]
+    q = {"loadavg": [], "seconds": args.seconds, "balancers": {}}
+    for name, method in BALANCERS:
+        if name not in wanted:
+            continue
+        q["loadavg"].append(os.getloadavg()[0])
+        r = one_run("mixed", name, method, ports, args.seconds, args.warmup,
+                    seed=1, queueing=True)
+        q["balancers"][name] = dict(r["queueing"], rps=r["rps"],
+                                    short=r["classes"].get(SHORT, {}))
+        print("\n".join(balance_queueing.lines({name: r["queueing"]})),
+              flush=True)
+    results["queueing"] = q
+    doc.write_json(args.results, results)
+    write(results, args.out)
+
+
+def queueing_section(results):
+    q = results.get("queueing")
+    if not q:
+        return []
+    out = ["### Queueing on mixed lengths", "",
+           "Produced by `/usr/bin/python3 scripts/bench_balance.py "
+           "--queueing` (after the run above; load average %s): one "
+           "mixed-lengths run per balancer, %d s, each replica's /healthz "
+           "(`running` and `waiting`, the figures of its /metrics' "
+           "`vllm:num_requests_running` and `vllm:num_requests_waiting`, "
+           "and `batch_tokens`, the KV tokens its batch holds) and "
+           "nginx's /cachez read every 200 ms." % (
+               "..".join("%.1f" % v for v in q["loadavg"]), q["seconds"]),
+           ""]
+    out += balance_queueing.lines(q["balancers"])
+    out.append("")
+    for b, s in q["balancers"].items():
+        sh = s.get("short", {}).get("ttft", {})
+        if sh:
+            out.append("- %s: short requests' TTFT p50 %.0f ms, p99 %.0f ms, "
+                       "%.1f req/s." % (b, sh["p50"], sh["p99"], s["rps"]))
+        if s.get("example"):
+            out.append("  A sample where a replica queued while another "
+                       "had a free slot: /healthz %s; /cachez peers %s." % (
+                           ", ".join("%s running %d waiting %d batch %d "
+                                     "tokens" % (x["id"], x["running"],
+                                                 x["waiting"],
+                                                 x["batch_tokens"])
+                                     for x in s["example"]["healthz"]),
+                           ", ".join("%s: %s requests, %s tokens in "
+                                     "flight, last report %s" % (
+                                         p["addr"], p["inflight_requests"],
+                                         p["inflight_tokens"],
+                                         json.dumps(p["report"]))
+                                     for p in s["example"]["cachez"])
+                           or "none (nginx's own balancers keep no "
+                           "per-peer figures there)"))
+    out.append("")
+    return out
 
 
 # --- the report ---------------------------------------------------------------
@@ -342,10 +437,39 @@ def fmt(v, spec="%.0f"):
     return "-" if v is None else spec % v
 
 
+def model_note(sim_args):
+    """What the batch-dependent step of the replicas stands for, when the
+    run used it."""
+    if "--decode-us-per-kv-token" not in sim_args:
+        return []
+    u = float(sim_args[sim_args.index("--decode-us-per-kv-token") + 1])
+    tpot = float(sim_args[sim_args.index("--tpot-ms") + 1])
+    cache = int(sim_args[sim_args.index("--prefix-cache-tokens") + 1])
+    full = (tpot + cache * u / 1000) / tpot
+    return ["The replicas' steps depend on their batch, as a GPU's do: a "
+            "decode step reads the weights and the KV cache of every token "
+            "the running sequences hold, so with `--decode-us-per-kv-token "
+            "%g` each step (the one that makes a first token included) "
+            "takes %g us longer per token held, prompts and generated "
+            "tokens; with the replica's %d-token cache full a step takes "
+            "%.1fx an idle one. That is the ratio of Llama-2-13B in fp16 on "
+            "an 80 GB H100 (3.35 TB/s): 26 GB of weights (7.8 ms a step), "
+            "~46 GB of KV cache at 800 KiB a token (+13.7 ms when full), "
+            "scaled to this replica's cache (backends/ai-sim/README.md, "
+            "\"The batch's KV cache\"). `--kv-cache-tokens` stays off: "
+            "with 8 slots the mixed and uniform workloads never hold more "
+            "than ~4,400 tokens, and on shared prefixes ai-sim would count "
+            "a shared system prompt once per sequence where vLLM holds its "
+            "blocks once." % (u, u, cache, full), ""]
+
+
 def section(results):
     s = summary(results)
+    cmd = "make bench-balance"
+    if results["reps"] != 2:
+        cmd += ' BENCH_BALANCE_ARGS="--reps %d"' % results["reps"]
     lines = [BEGIN, "", "## Balancing inference replicas", "",
-             "Produced by `make bench-balance` (scripts/bench_balance.py; the "
+             "Produced by `%s` (scripts/bench_balance.py; the " % cmd +
              "client is build/agw-load) on %s: %s; %s. Three ai-sim replicas "
              "`%s`; nginx with two workers, each balancer its own upstream "
              "with `zone` and `keepalive`; streamed chats. Each "
@@ -363,6 +487,7 @@ def section(results):
                  results["loadavg"][0], results["loadavg"][1],
                  os.cpu_count()),
              ""]
+    lines += model_note(results["sim_args"])
     for w in results["workloads"]:
         label, wargs = WORKLOADS[w]
         lines += ["### %s" % label.capitalize(), "",
@@ -396,7 +521,9 @@ def section(results):
     for text, met, figures in goals(s):
         lines.append("- %s: **%s**, %s." % (text, "met" if met else
                                            "not met", figures))
-    lines += ["", "![TTFT p90 and p99 by balancer and workload](%s)" % SVG,
+    lines.append("")
+    lines += queueing_section(results)
+    lines += ["![TTFT p90 and p99 by balancer and workload](%s)" % SVG,
               "", END]
     return "\n".join(lines) + "\n"
 

@@ -154,11 +154,13 @@ trap stop_all EXIT
 # decode at once, the rest queue; a prompt token not in the replica's
 # prefix cache costs 300 us before the first token (a 2,000-token system
 # prompt: 0.6 s, cached: nothing); the cache holds 16,384 tokens, the
-# system prompts of about eight tenants.  The gateway's prefix balancer
-# (gateway.conf.template) keeps each tenant on the replica that caches it.
-# AGW_SIM_ARGS replaces these flags.
+# system prompts of about eight tenants; each step of the batch takes
+# 1.1 us longer per token the running sequences hold (a decode step reads
+# their whole KV cache: backends/ai-sim/README.md).  The gateway's prefix
+# balancer (gateway.conf.template) keeps each tenant on the replica that
+# caches it.  AGW_SIM_ARGS replaces these flags.
 
-sim_args=${AGW_SIM_ARGS:---slots 8 --prefill-us-per-token 300 --prefix-cache-tokens 16384}
+sim_args=${AGW_SIM_ARGS:---slots 8 --prefill-us-per-token 300 --prefix-cache-tokens 16384 --decode-us-per-kv-token 1.1}
 
 for i in 1 2 3; do
     port=${sim_ports[$((i - 1))]}

@@ -17,6 +17,7 @@
 #include <event2/buffer.h>
 #include <cjson/cJSON.h>
 
+#include "sim_batch.h"
 #include "sim_model.h"
 #include "sim_prefix.h"
 #include "sim_slots.h"
@@ -54,6 +55,8 @@ typedef struct {
     unsigned                  slots;             /* 0: no limit */
     double                    prefill_us;        /* per uncached token */
     uint64_t                  prefix_tokens;     /* 0: no prefix cache */
+    double                    decode_us;         /* per KV token a step */
+    uint64_t                  kv_tokens;         /* 0: no KV admission */
     uint64_t                  seed;
     unsigned                  seed_set:1;
 } sim_conf_t;
@@ -74,6 +77,7 @@ struct sim_ctx_s {
 
     /* the inference server's state: sim_sched.c, sim_metrics.c */
     sim_slots_t               slots;
+    sim_batch_t               batch;
     sim_prefix_cache_t        prefix;
     uint64_t                  ttft_buckets[SIM_TTFT_BUCKETS];
     uint64_t                  ttft_count;
@@ -113,6 +117,7 @@ struct sim_req_s {
                                                     the prefix cache */
     uint64_t                  seq_tokens;        /* of the prompt, looked
                                                     up there */
+    uint64_t                  kv_held;           /* in ctx->batch */
     unsigned                  inference:1;       /* holds or awaits a slot */
     unsigned                  first_token:1;     /* TTFT observed */
     unsigned                  stream:1;
@@ -128,7 +133,6 @@ struct sim_req_s {
     unsigned                  completion_tokens;
     long                      cut_after;         /* content events; -1 */
     unsigned                  cut_waits;         /* ticks spent flushing */
-    double                    tpot_ms;           /* jitter applied */
     char                     *prefix;            /* "data: {...\"choices\":" */
     const char               *suffix;            /* closes a delta chunk */
     struct evbuffer          *chunk;
@@ -182,6 +186,7 @@ void sim_sched_reply(sim_ctx_t *ctx, struct evhttp_request *req,
     sim_prefix_seq_t *seq);
 int sim_sched_enter(sim_req_t *r);
 void sim_sched_first_token(sim_req_t *r);
+double sim_sched_decoded(sim_req_t *r);
 void sim_sched_leave(sim_req_t *r);
 
 /* sim_metrics.c */

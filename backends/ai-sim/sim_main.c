@@ -33,6 +33,7 @@ sim_usage(FILE *f)
         "              [--fail-rate 0.0] [--cut-rate 0.0] [--seed N]\n"
         "              [--idle-timeout 10] [--slots N]\n"
         "              [--prefill-us-per-token U] [--prefix-cache-tokens N]\n"
+        "              [--decode-us-per-kv-token U] [--kv-cache-tokens N]\n"
         "\n"
         "  --port N          port to listen on, 0 for an ephemeral one\n"
         "  --id ID           replica id, sent back in X-Server-Id\n"
@@ -61,7 +62,17 @@ sim_usage(FILE *f)
         "  --prefix-cache-tokens N\n"
         "                    an LRU prefix cache of N tokens in blocks of\n"
         "                    16, as vLLM's automatic prefix caching\n"
-        "                    (default 0: none)\n");
+        "                    (default 0: none)\n"
+        "  --decode-us-per-kv-token U\n"
+        "                    each decode step (and the step that makes a\n"
+        "                    first token) takes U microseconds longer per\n"
+        "                    token the running sequences hold: prompts and\n"
+        "                    tokens generated so far (default 0)\n"
+        "  --kv-cache-tokens N\n"
+        "                    a sequence starts only when its prompt plus\n"
+        "                    max_tokens fit beside the running sequences'\n"
+        "                    in N tokens; else it waits in the FIFO queue\n"
+        "                    (default 0: no limit)\n");
 }
 
 
@@ -183,6 +194,8 @@ sim_parse_args(int argc, char **argv, sim_conf_t *conf)
         { "slots", required_argument, NULL, 'S' },
         { "prefill-us-per-token", required_argument, NULL, 'P' },
         { "prefix-cache-tokens", required_argument, NULL, 'C' },
+        { "decode-us-per-kv-token", required_argument, NULL, 'D' },
+        { "kv-cache-tokens", required_argument, NULL, 'K' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -200,6 +213,8 @@ sim_parse_args(int argc, char **argv, sim_conf_t *conf)
     conf->slots = 0;
     conf->prefill_us = 0;
     conf->prefix_tokens = 0;
+    conf->decode_us = 0;
+    conf->kv_tokens = 0;
     conf->seed = 0;
     conf->seed_set = 0;
 
@@ -352,6 +367,29 @@ sim_parse_args(int argc, char **argv, sim_conf_t *conf)
             }
 
             conf->prefix_tokens = v;
+            break;
+
+        case 'D':
+            if (sim_parse_double(optarg, 0, SIM_BATCH_MAX_US,
+                                 &conf->decode_us) != 0)
+            {
+                fprintf(stderr, "ai-sim: invalid --decode-us-per-kv-token "
+                        "\"%s\", expected microseconds, 0..%.0f\n", optarg,
+                        SIM_BATCH_MAX_US);
+                return -1;
+            }
+
+            break;
+
+        case 'K':
+            if (sim_parse_uint(optarg, SIM_BATCH_MAX_TOKENS, &v) != 0) {
+                fprintf(stderr, "ai-sim: invalid --kv-cache-tokens \"%s\", "
+                        "expected 0..%llu\n", optarg,
+                        (unsigned long long) SIM_BATCH_MAX_TOKENS);
+                return -1;
+            }
+
+            conf->kv_tokens = v;
             break;
 
         case 'h':

@@ -7,13 +7,18 @@
  * (sim_prefix.c) tells how many of its prompt tokens are already
  * computed, and its first token comes after
  *
- *     (--ttft-ms + uncached prompt tokens x --prefill-us-per-token) x jitter
+ *     (--ttft-ms + uncached prompt tokens x --prefill-us-per-token
+ *      + batch tokens x --decode-us-per-kv-token) x jitter
  *
- * then one token every --tpot-ms x jitter.  After the first token its
+ * then one token every (--tpot-ms + batch tokens x --decode-us-per-kv-token)
+ * x jitter, the batch's tokens (sim_batch.c) taken as each step starts:
+ * the prompts and generated tokens of every running sequence.  With
+ * --kv-cache-tokens a sequence also waits until its prompt and max_tokens
+ * fit beside the running ones (sim_slots.c).  After the first token its
  * blocks join the prefix cache; when it ends (answered, cut, or its
  * client gone) sim_req_finalize() calls sim_sched_leave(), which gives its
- * slot to the oldest waiting sequence at once.  Everything runs on timers
- * of the one event loop.
+ * slot and its tokens to the oldest waiting sequences at once.
+ * Everything runs on timers of the one event loop.
  */
 
 #include <stddef.h>
@@ -28,12 +33,15 @@
 
 static int sim_sched_start(sim_req_t *r);
 static void sim_sched_prefilled(sim_req_t *r);
+static void sim_sched_decode_tick(sim_req_t *r);
 
 
 int
 sim_sched_init(sim_ctx_t *ctx)
 {
     sim_slots_init(&ctx->slots, ctx->conf.slots);
+    sim_slots_set_token_limit(&ctx->slots, ctx->conf.kv_tokens);
+    sim_batch_init(&ctx->batch, ctx->conf.decode_us);
 
     if (sim_prefix_cache_init(&ctx->prefix, ctx->conf.prefix_tokens) != 0) {
         fprintf(stderr, "ai-sim: cannot allocate a prefix cache of %llu "
@@ -95,6 +103,9 @@ sim_sched_enter(sim_req_t *r)
 {
     r->inference = 1;
 
+    /* what it may hold in the KV cache: its prompt and all it may say */
+    r->slot.tokens = sim_prefix_seq_tokens(&r->seq) + r->completion_tokens;
+
     if (sim_slots_enter(&r->ctx->slots, &r->slot) == SIM_SLOT_RUNNING) {
         return sim_sched_start(r);
     }
@@ -107,7 +118,7 @@ sim_sched_enter(sim_req_t *r)
 static int
 sim_sched_start(sim_req_t *r)
 {
-    double      prefill_ms;
+    double      prefill_ms, delay_ms;
     uint64_t    tokens, hit;
     sim_ctx_t  *ctx;
 
@@ -122,7 +133,36 @@ sim_sched_start(sim_req_t *r)
 
     prefill_ms = (double) (tokens - hit) * ctx->conf.prefill_us / 1000.0;
 
-    return sim_req_schedule(r, (ctx->conf.ttft_ms + prefill_ms) * r->factor);
+    /*
+     * The prefill shares its step with the running decodes: the step
+     * reads their KV tokens, as each decode step does; then the prompt's
+     * own tokens are held by the batch.
+     */
+    delay_ms = sim_batch_step_ms(&ctx->batch, ctx->conf.ttft_ms + prefill_ms)
+               * r->factor;
+
+    r->kv_held = tokens;
+    sim_batch_hold(&ctx->batch, tokens);
+
+    return sim_req_schedule(r, delay_ms);
+}
+
+
+/*
+ * A token was decoded: it joins the batch's KV cache; the delay to the
+ * next token is one step of the batch as it is now, in ms.
+ */
+double
+sim_sched_decoded(sim_req_t *r)
+{
+    sim_ctx_t  *ctx;
+
+    ctx = r->ctx;
+
+    r->kv_held++;
+    sim_batch_hold(&ctx->batch, 1);
+
+    return sim_batch_step_ms(&ctx->batch, ctx->conf.tpot_ms) * r->factor;
 }
 
 
@@ -164,11 +204,44 @@ sim_sched_prefilled(sim_req_t *r)
         return;
     }
 
+    if (ctx->conf.decode_us > 0) {
+        /* each step's time depends on the batch: one timer a token */
+        r->left = r->completion_tokens;
+        sim_sched_decode_tick(r);
+        return;
+    }
+
     r->handler = sim_reply_with_latency;
 
     if (sim_req_schedule(r, r->completion_tokens * ctx->conf.tpot_ms
                             * r->factor) != 0)
     {
+        sim_req_finalize(r);
+        sim_http_send_oom(ctx, req);
+    }
+}
+
+
+/* a JSON answer's decode, a step at a time; then the answer */
+static void
+sim_sched_decode_tick(sim_req_t *r)
+{
+    sim_ctx_t              *ctx;
+    struct evhttp_request  *req;
+
+    if (r->left == 0) {
+        sim_reply_with_latency(r);
+        return;
+    }
+
+    ctx = r->ctx;
+    req = r->req;
+
+    r->left--;
+    r->handler = sim_sched_decode_tick;
+
+    /* the token made last (the prefill's first) joins the batch */
+    if (sim_req_schedule(r, sim_sched_decoded(r)) != 0) {
         sim_req_finalize(r);
         sim_http_send_oom(ctx, req);
     }
@@ -214,6 +287,8 @@ sim_sched_leave(sim_req_t *r)
 
     sim_prefix_release(&ctx->prefix, &r->seq);
     sim_slots_leave(&ctx->slots, &r->slot);
+    sim_batch_release(&ctx->batch, r->kv_held);
+    r->kv_held = 0;
 
     if (ctx->stopping) {
         return;

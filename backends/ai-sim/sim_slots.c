@@ -15,6 +15,8 @@ void
 sim_slots_init(sim_slots_t *s, unsigned limit)
 {
     s->limit = limit;
+    s->token_limit = 0;
+    s->tokens = 0;
     s->running = 0;
     s->waiting = 0;
     s->queue.prev = &s->queue;
@@ -23,10 +25,33 @@ sim_slots_init(sim_slots_t *s, unsigned limit)
 }
 
 
-static int
-sim_slots_free(sim_slots_t *s)
+void
+sim_slots_set_token_limit(sim_slots_t *s, uint64_t tokens)
 {
-    return s->limit == 0 || s->running < s->limit;
+    s->token_limit = tokens;
+}
+
+
+/* may l start now: a slot is free and its tokens fit */
+static int
+sim_slots_free(sim_slots_t *s, sim_slot_link_t *l)
+{
+    if (s->limit != 0 && s->running >= s->limit) {
+        return 0;
+    }
+
+    return s->token_limit == 0
+           || s->running == 0
+           || s->tokens + l->tokens <= s->token_limit;
+}
+
+
+static void
+sim_slots_run(sim_slots_t *s, sim_slot_link_t *l)
+{
+    l->state = SIM_SLOT_RUNNING;
+    s->running++;
+    s->tokens += l->tokens;
 }
 
 
@@ -37,11 +62,10 @@ sim_slots_enter(sim_slots_t *s, sim_slot_link_t *l)
      * A free slot goes to the queue's head first: a newcomer never
      * overtakes a request that waits (first come, first served).
      */
-    if (s->waiting == 0 && sim_slots_free(s)) {
+    if (s->waiting == 0 && sim_slots_free(s, l)) {
         l->prev = NULL;
         l->next = NULL;
-        l->state = SIM_SLOT_RUNNING;
-        s->running++;
+        sim_slots_run(s, l);
         return SIM_SLOT_RUNNING;
     }
 
@@ -78,6 +102,7 @@ sim_slots_leave(sim_slots_t *s, sim_slot_link_t *l)
 
     case SIM_SLOT_RUNNING:
         s->running--;
+        s->tokens -= l->tokens;
         break;
 
     default:
@@ -93,15 +118,14 @@ sim_slots_next(sim_slots_t *s)
 {
     sim_slot_link_t  *l;
 
-    if (s->waiting == 0 || !sim_slots_free(s)) {
+    if (s->waiting == 0 || !sim_slots_free(s, s->queue.next)) {
         return NULL;
     }
 
     l = s->queue.next;
 
     sim_slots_unlink(s, l);
-    l->state = SIM_SLOT_RUNNING;
-    s->running++;
+    sim_slots_run(s, l);
 
     return l;
 }

@@ -7,10 +7,20 @@
  * RUNNING, and leaves when the request ends however it ends (answered,
  * cut, client gone); after a leave, sim_slots_next() hands out the
  * requests that may start now, oldest first.
+ *
+ * With a token limit (--kv-cache-tokens) a sequence also needs room in
+ * the KV cache: the caller sets link->tokens (its prompt plus the tokens
+ * it may generate) before it enters, and it starts only while the running
+ * sequences' tokens plus its own fit in the limit, or when nothing runs
+ * (a sequence larger than the cache runs alone).  The queue stays FIFO:
+ * a small sequence behind a large one waits for it.
  */
 
 #ifndef _SIM_SLOTS_H_INCLUDED_
 #define _SIM_SLOTS_H_INCLUDED_
+
+
+#include <stdint.h>
 
 
 #define SIM_SLOTS_MAX        1000000U
@@ -26,11 +36,14 @@ struct sim_slot_link_s {
     sim_slot_link_t          *prev;
     sim_slot_link_t          *next;
     unsigned                  state;     /* SIM_SLOT_* */
+    uint64_t                  tokens;    /* KV tokens it reserves */
 };
 
 
 typedef struct {
     unsigned                  limit;     /* 0: no limit, nothing waits */
+    uint64_t                  token_limit;   /* 0: tokens do not count */
+    uint64_t                  tokens;    /* reserved by running links */
     unsigned                  running;
     unsigned                  waiting;
     sim_slot_link_t           queue;     /* sentinel; next is the oldest */
@@ -38,6 +51,7 @@ typedef struct {
 
 
 void sim_slots_init(sim_slots_t *s, unsigned limit);
+void sim_slots_set_token_limit(sim_slots_t *s, uint64_t tokens);
 
 /* SIM_SLOT_RUNNING: start it now; SIM_SLOT_WAITING: it was queued */
 unsigned sim_slots_enter(sim_slots_t *s, sim_slot_link_t *l);

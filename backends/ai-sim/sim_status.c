@@ -27,6 +27,8 @@ sim_healthz_handler(sim_ctx_t *ctx, struct evhttp_request *req)
            == NULL
         || cJSON_AddNumberToObject(root, "waiting", ctx->slots.waiting)
            == NULL
+        || cJSON_AddNumberToObject(root, "batch_tokens",
+                                   (double) ctx->batch.tokens) == NULL
         || cJSON_AddNumberToObject(root, "prefix_hit_tokens",
                                    (double) ctx->prefix.hit_tokens) == NULL
         || cJSON_AddNumberToObject(root, "prefix_query_tokens",

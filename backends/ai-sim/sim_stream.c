@@ -146,7 +146,6 @@ sim_stream_start(sim_ctx_t *ctx, struct evhttp_request *req,
     /* one jitter factor per request, as for the non-stream latency */
     factor = sim_jitter(ctx);
     r->factor = factor;
-    r->tpot_ms = ctx->conf.tpot_ms * factor;
 
     /* the first tick comes after the queue and the prefill */
     if (sim_sched_enter(r) != 0) {
@@ -264,7 +263,7 @@ sim_stream_tick(sim_req_t *r)
     /* without a connection evhttp leaves the data in place */
     evbuffer_drain(buf, evbuffer_get_length(buf));
 
-    if (sim_req_schedule(r, r->tpot_ms) != 0) {
+    if (sim_req_schedule(r, sim_sched_decoded(r)) != 0) {
         sim_req_finalize(r);
         evhttp_send_reply_end(req);
     }

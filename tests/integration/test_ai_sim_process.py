@@ -187,7 +187,8 @@ def test_help_names_every_flag():
     for flag in ("--port", "--id", "--host", "--ttft-ms", "--tpot-ms",
                  "--jitter", "--max-body", "--fail-rate", "--cut-rate",
                  "--seed", "--idle-timeout", "X-Sim-Cut", "--slots",
-                 "--prefill-us-per-token", "--prefix-cache-tokens"):
+                 "--prefill-us-per-token", "--prefix-cache-tokens",
+                 "--decode-us-per-kv-token", "--kv-cache-tokens"):
         assert flag in p.stdout, "--help lacks %s:\n%s" % (flag, p.stdout)
     assert re.search(r"--idle-timeout S.*\n.*\(default 10\)", p.stdout), \
         "the idle timeout defaults to 10 s:\n%s" % p.stdout

@@ -1,5 +1,5 @@
 # Unit tests for ai-sim's pure parts (backends/ai-sim/sim_prefix.c,
-# sim_slots.c, sim_model.c: no libevent, no cJSON).  Included by the
+# sim_slots.c, sim_batch.c, sim_model.c: no libevent, no cJSON).  Included by the
 # top-level Makefile, which defines BUILD; kept apart from rules.mk, which
 # builds the module's lib/.
 #
@@ -9,9 +9,9 @@
 
 SIM_DIR           := backends/ai-sim
 SIM_PURE_SRCS     := $(SIM_DIR)/sim_model.c $(SIM_DIR)/sim_prefix.c \
-                     $(SIM_DIR)/sim_slots.c
+                     $(SIM_DIR)/sim_slots.c $(SIM_DIR)/sim_batch.c
 SIM_PURE_HDRS     := $(SIM_DIR)/sim_model.h $(SIM_DIR)/sim_prefix.h \
-                     $(SIM_DIR)/sim_slots.h
+                     $(SIM_DIR)/sim_slots.h $(SIM_DIR)/sim_batch.h
 
 SIM_UNIT_CC       ?= $(CC)
 SIM_UNIT_CFLAGS   ?= -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter \

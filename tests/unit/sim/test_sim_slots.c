@@ -241,12 +241,96 @@ test_slots_many(void **state)
 }
 
 
+/*
+ * --kv-cache-tokens: a sequence starts only while its tokens fit beside
+ * the running ones; the queue stays FIFO; one larger than the cache runs
+ * alone; leaving gives the tokens back.
+ */
+static void
+test_slots_kv_tokens(void **state)
+{
+    sim_slots_t       s;
+    sim_slot_link_t   links[N_LINKS];
+
+    memset(links, 0, sizeof(links));
+    sim_slots_init(&s, 0);
+    sim_slots_set_token_limit(&s, 100);
+
+    links[0].tokens = 60;                /* a long generation */
+    links[1].tokens = 50;                /* does not fit beside it */
+    links[2].tokens = 10;                /* would fit, but comes after */
+    links[3].tokens = 150;               /* larger than the cache */
+    links[4].tokens = 30;
+
+    assert_int_equal(sim_slots_enter(&s, &links[0]), R);
+    assert_int_equal(sim_slots_enter(&s, &links[1]), W);
+    assert_int_equal(sim_slots_enter(&s, &links[2]), W);
+    assert_true(s.tokens == 60);
+    assert_null(sim_slots_next(&s));
+
+    /* the long one ends: both start, in their order */
+    sim_slots_leave(&s, &links[0]);
+    assert_true(s.tokens == 0);
+    assert_ptr_equal(sim_slots_next(&s), &links[1]);
+    assert_ptr_equal(sim_slots_next(&s), &links[2]);
+    assert_null(sim_slots_next(&s));
+    assert_true(s.tokens == 60);
+    assert_int_equal(s.running, 2);
+
+    /* too large for the cache: waits until nothing runs, then runs alone */
+    assert_int_equal(sim_slots_enter(&s, &links[3]), W);
+    assert_int_equal(sim_slots_enter(&s, &links[4]), W);
+    sim_slots_leave(&s, &links[1]);
+    assert_null(sim_slots_next(&s));
+    sim_slots_leave(&s, &links[2]);
+    assert_ptr_equal(sim_slots_next(&s), &links[3]);
+    assert_null(sim_slots_next(&s));
+    assert_true(s.tokens == 150);
+
+    /* a queued sequence that leaves reserves nothing */
+    sim_slots_leave(&s, &links[4]);
+    sim_slots_leave(&s, &links[3]);
+    assert_true(s.tokens == 0);
+    assert_int_equal(s.running, 0);
+    assert_int_equal(s.waiting, 0);
+
+    /* with both limits, the slot count still holds */
+    sim_slots_init(&s, 1);
+    sim_slots_set_token_limit(&s, 100);
+    links[0].tokens = 10;
+    links[1].tokens = 10;
+    assert_int_equal(sim_slots_enter(&s, &links[0]), R);
+    assert_int_equal(sim_slots_enter(&s, &links[1]), W);
+    assert_null(sim_slots_next(&s));
+}
+
+
+/* without a token limit the tokens of a link change nothing */
+static void
+test_slots_tokens_ignored_without_limit(void **state)
+{
+    sim_slots_t       s;
+    sim_slot_link_t   links[N_LINKS];
+
+    memset(links, 0, sizeof(links));
+    sim_slots_init(&s, 2);
+
+    links[0].tokens = 1000000;
+    links[1].tokens = 1000000;
+    assert_int_equal(sim_slots_enter(&s, &links[0]), R);
+    assert_int_equal(sim_slots_enter(&s, &links[1]), R);
+    assert_int_equal(sim_slots_enter(&s, &links[2]), W);
+}
+
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slots_scenarios),
         cmocka_unit_test(test_slots_many),
+        cmocka_unit_test(test_slots_kv_tokens),
+        cmocka_unit_test(test_slots_tokens_ignored_without_limit),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
