@@ -13,41 +13,17 @@
  * It is strict about structure, escapes and surrogates, as the scanner is
  * (agw_json_scan.c), but passes bytes >= 0x80 in strings through
  * unchecked: it reads usage figures out of answers, it does not key them.
+ *
+ * This file is the state machine, which takes any byte in any state
+ * (agw_json_push_byte()); agw_json_push_feed() (agw_json_push_feed.c)
+ * takes the common bytes and tokens itself and hands it the rest.
  */
 
 
 #include <string.h>
 
 #include "agw_json_push.h"
-
-
-/* where the tokenizer is */
-enum {
-    AGW_P_VALUE = 0,                     /* a value */
-    AGW_P_VALUE_OR_CLOSE,                /* after '[' */
-    AGW_P_KEY_OR_CLOSE,                  /* after '{' */
-    AGW_P_KEY,                           /* after ',' in an object */
-    AGW_P_COLON,
-    AGW_P_AFTER,                         /* ',' or the container's close */
-    AGW_P_STRING,
-    AGW_P_ESCAPE,                        /* after '\' */
-    AGW_P_HEX,                           /* in \uXXXX, sub digits read */
-    AGW_P_NUMBER,                        /* sub: number state */
-    AGW_P_LITERAL,                       /* sub: letters matched */
-    AGW_P_DONE                           /* only whitespace may follow */
-};
-
-/* number states; the accepting ones are ZERO, INT, FRAC and EXP */
-enum {
-    AGW_N_MINUS = 0,
-    AGW_N_ZERO,
-    AGW_N_INT,
-    AGW_N_DOT,
-    AGW_N_FRAC,
-    AGW_N_E,
-    AGW_N_ESIGN,
-    AGW_N_EXP
-};
+#include "agw_json_push_state.h"
 
 
 void
@@ -58,23 +34,6 @@ agw_json_push_init(agw_json_push_t *j, agw_json_event_pt handler, void *ctx)
     j->handler = handler;
     j->ctx = ctx;
     j->state = AGW_P_VALUE;
-}
-
-
-static void
-agw_json_push_emit(agw_json_push_t *j, unsigned type)
-{
-    agw_json_event_t  ev;
-
-    ev.type = type;
-    ev.depth = j->depth;
-    ev.text = j->text;
-    ev.text_len = j->text_len;
-    ev.full_len = j->full_len;
-
-    if (j->handler && j->handler(j->ctx, &ev) != 0) {
-        j->rc = AGW_JSON_ESTOP;
-    }
 }
 
 
@@ -94,14 +53,7 @@ agw_json_push_text(agw_json_push_t *j, uint32_t cp)
 }
 
 
-static void
-agw_json_push_value_done(agw_json_push_t *j)
-{
-    j->state = j->depth ? AGW_P_AFTER : AGW_P_DONE;
-}
-
-
-static int
+int
 agw_json_push_open(agw_json_push_t *j, int object)
 {
     if (j->depth == AGW_JSON_MAX_DEPTH) {
@@ -123,7 +75,7 @@ agw_json_push_open(agw_json_push_t *j, int object)
 }
 
 
-static int
+int
 agw_json_push_close(agw_json_push_t *j, int object)
 {
     if (j->depth == 0
@@ -251,7 +203,7 @@ agw_json_push_ws(uint8_t c)
 }
 
 
-static int
+int
 agw_json_push_byte(agw_json_push_t *j, uint8_t c)
 {
     int       d, n;
@@ -459,385 +411,6 @@ agw_json_push_byte(agw_json_push_t *j, uint8_t c)
     default:                             /* AGW_P_DONE */
         return agw_json_push_ws(c) ? AGW_JSON_OK : AGW_JSON_EINVAL;
     }
-}
-
-
-/*
- * 1 for the bytes that end a run of plain string bytes: the quote, the
- * backslash and the control bytes; everything else, bytes >= 0x80 too,
- * stands for itself inside a string
- */
-
-static const uint8_t  agw_json_push_special[256] = {
-    [0x00 ... 0x1f] = 1,
-    ['"'] = 1,
-    ['\\'] = 1
-};
-
-
-/*
- * 1 for the bytes that end a run of digits (after the first digit of a
- * number's integer part, fraction or exponent, digits keep the number in
- * its state: most of its bytes)
- */
-
-static const uint8_t  agw_json_push_not_digit[256] = {
-    [0x00 ... '0' - 1] = 1,
-    ['9' + 1 ... 0xff] = 1
-};
-
-
-/* what JSON allows between tokens, and changes nothing there */
-
-static const uint8_t  agw_json_push_space[256] = {
-    [' '] = 1,
-    ['\t'] = 1,
-    ['\n'] = 1,
-    ['\r'] = 1
-};
-
-
-/*
- * A run of bytes that stand for themselves (plain string bytes, or digits
- * that keep a number in its state), up to the first byte stop[] marks or
- * the end: the text keeps what fits, full_len counts all of it.  Returns
- * where the run stopped.
- */
-
-static const uint8_t *
-agw_json_push_run(agw_json_push_t *j, const uint8_t *p, const uint8_t *end,
-    const uint8_t *stop)
-{
-    uint8_t        *t, *full;
-    const uint8_t  *q;
-
-    t = j->text + j->text_len;
-    full = j->text + AGW_JSON_TEXT_MAX;
-
-    for (q = p; q < end && t < full && !stop[*q]; q++) {
-        *t++ = *q;
-    }
-
-    j->text_len = (size_t) (t - j->text);
-
-    while (q < end && !stop[*q]) {
-        q++;
-    }
-
-    j->full_len += (uint64_t) (q - p);
-
-    return q;
-}
-
-
-#if (defined __GNUC__ && defined __BYTE_ORDER__                            \
-     && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
-
-#define AGW_JSON_PUSH_WORDS  1
-
-#define AGW_JSON_ONES   0x0101010101010101ULL
-#define AGW_JSON_HIGHS  0x8080808080808080ULL
-
-
-/*
- * The special bytes of eight string bytes at once (w holds them in memory
- * order, the first in its low byte): 0 if there is none, else the lowest
- * set bit is the high bit of the first one.  Each test, "a byte below
- * 0x20" and "a byte equal to the quote, the backslash", may also flag a
- * byte above one it flags rightly (its borrow), never one below: so the
- * lowest flag of the three is exact.  Bytes >= 0x80 are never flagged
- * (~w clears their high bit).
- */
-
-static uint64_t
-agw_json_push_specials(uint64_t w)
-{
-    uint64_t  q, b;
-
-    q = w ^ (AGW_JSON_ONES * '"');
-    b = w ^ (AGW_JSON_ONES * '\\');
-
-    return (((w - AGW_JSON_ONES * 0x20) & ~w)
-            | ((q - AGW_JSON_ONES) & ~q)
-            | ((b - AGW_JSON_ONES) & ~b))
-           & AGW_JSON_HIGHS;
-}
-
-#endif
-
-
-/*
- * A run of plain string bytes: as agw_json_push_run() with
- * agw_json_push_special[], eight bytes at a time where it can
- */
-
-static const uint8_t *
-agw_json_push_string_run(agw_json_push_t *j, const uint8_t *p,
-    const uint8_t *end)
-{
-    uint8_t        *t, *full;
-    const uint8_t  *q;
-#if (AGW_JSON_PUSH_WORDS)
-    size_t          n, room;
-    uint64_t        w, m;
-#endif
-
-    q = p;
-    t = j->text + j->text_len;
-    full = j->text + AGW_JSON_TEXT_MAX;
-
-#if (AGW_JSON_PUSH_WORDS)
-
-    while (end - q >= 8) {
-        memcpy(&w, q, 8);
-        m = agw_json_push_specials(w);
-        n = m ? (size_t) __builtin_ctzll(m) >> 3 : 8;
-
-        /* the text keeps the n plain bytes; what it has room for */
-
-        room = (size_t) (full - t);
-
-        if (room >= 8) {
-            memcpy(t, q, 8);             /* past t + n: not kept */
-            t += n;
-
-        } else if (room) {
-            room = room < n ? room : n;
-            memcpy(t, q, room);
-            t += room;
-        }
-
-        q += n;
-
-        if (n < 8) {
-            goto done;
-        }
-    }
-
-#endif
-
-    for ( /* void */ ; q < end && !agw_json_push_special[*q]; q++) {
-        if (t < full) {
-            *t++ = *q;
-        }
-    }
-
-#if (AGW_JSON_PUSH_WORDS)
-done:
-#endif
-
-    j->text_len = (size_t) (t - j->text);
-    j->full_len += (uint64_t) (q - p);
-
-    return q;
-}
-
-
-/*
- * A literal whole in the piece: what the state machine does by letters,
- * at once.  NULL if it is cut or is not one (the state machine says so).
- */
-
-static const uint8_t *
-agw_json_push_literal(agw_json_push_t *j, const uint8_t *p,
-    const uint8_t *end)
-{
-    size_t    n;
-    unsigned  type;
-
-    n = (size_t) (end - p);
-
-    if (n >= 4 && memcmp(p, "true", 4) == 0) {
-        type = AGW_JSON_TRUE;
-        n = 4;
-
-    } else if (n >= 5 && memcmp(p, "false", 5) == 0) {
-        type = AGW_JSON_FALSE;
-        n = 5;
-
-    } else if (n >= 4 && memcmp(p, "null", 4) == 0) {
-        type = AGW_JSON_NULL;
-        n = 4;
-
-    } else {
-        return NULL;
-    }
-
-    j->text_len = 0;
-    j->full_len = 0;
-    agw_json_push_emit(j, type);
-    agw_json_push_value_done(j);
-
-    return p + n;
-}
-
-
-/*
- * The state machine, agw_json_push_byte(), takes any byte in any state;
- * the loop below takes the common ones itself, doing exactly what it
- * would: runs of string bytes and digits, whitespace between tokens, a
- * string's closing quote, literals, and the quote, colon and comma that
- * start or separate members.  What is left (brackets, escapes, a number's
- * first and last byte, literals cut by the piece's end, errors) goes to
- * the state machine.  The common tokens follow one another without going
- * round the loop (goto string, goto between), as long as there are bytes
- * and nothing stopped the tokenizer.
- */
-
-int
-agw_json_push_feed(agw_json_push_t *j, const uint8_t *data, size_t len)
-{
-    int             rc;
-    uint8_t         c;
-    const uint8_t  *p, *q, *end;
-
-    p = data;
-    end = data + len;
-
-    while (p < end && j->rc == AGW_JSON_OK) {
-
-        switch (j->state) {
-
-        case AGW_P_STRING:
-        string:
-            if (j->hi) {
-                break;                   /* only an escape may follow */
-            }
-
-            p = agw_json_push_string_run(j, p, end);
-
-            if (p == end) {
-                return j->rc;
-            }
-
-            if (*p != '"') {
-                break;                   /* an escape or a control byte */
-            }
-
-            p++;
-
-            if (j->key) {
-                agw_json_push_emit(j, AGW_JSON_KEY);
-                j->state = AGW_P_COLON;
-
-            } else {
-                agw_json_push_emit(j, AGW_JSON_STRING);
-                agw_json_push_value_done(j);
-            }
-
-            if (p == end || j->rc != AGW_JSON_OK) {
-                return j->rc;
-            }
-
-            goto between;
-
-        case AGW_P_NUMBER:
-            if (j->sub == AGW_N_INT || j->sub == AGW_N_FRAC
-                || j->sub == AGW_N_EXP)
-            {
-                p = agw_json_push_run(j, p, end, agw_json_push_not_digit);
-
-                if (p == end) {
-                    return j->rc;
-                }
-            }
-
-            break;
-
-        case AGW_P_ESCAPE:
-        case AGW_P_HEX:
-        case AGW_P_LITERAL:
-            break;
-
-        default:                         /* between tokens */
-        between:
-            while (agw_json_push_space[*p]) {
-                if (++p == end) {
-                    return j->rc;
-                }
-            }
-
-            c = *p;
-
-            switch (j->state) {
-
-            case AGW_P_COLON:
-                if (c == ':') {
-                    j->state = AGW_P_VALUE;
-
-                    if (++p == end) {
-                        return j->rc;
-                    }
-
-                    goto between;
-                }
-
-                break;
-
-            case AGW_P_AFTER:
-                if (c == ',') {
-                    j->state = ((j->stack >> (j->depth - 1)) & 1)
-                               ? AGW_P_KEY : AGW_P_VALUE;
-
-                    if (++p == end) {
-                        return j->rc;
-                    }
-
-                    goto between;
-                }
-
-                break;
-
-            case AGW_P_VALUE_OR_CLOSE:
-            case AGW_P_VALUE:
-                if (c == 't' || c == 'f' || c == 'n') {
-                    q = agw_json_push_literal(j, p, end);
-
-                    if (q == NULL) {
-                        break;           /* cut, or not one */
-                    }
-
-                    p = q;
-
-                    if (p == end || j->rc != AGW_JSON_OK) {
-                        return j->rc;
-                    }
-
-                    goto between;
-                }
-
-                /* fall through */
-
-            case AGW_P_KEY_OR_CLOSE:
-            case AGW_P_KEY:
-                if (c == '"') {
-                    j->text_len = 0;
-                    j->full_len = 0;
-                    j->key = (j->state == AGW_P_KEY_OR_CLOSE
-                              || j->state == AGW_P_KEY);
-                    j->state = AGW_P_STRING;
-
-                    if (++p == end) {
-                        return j->rc;
-                    }
-
-                    goto string;
-                }
-
-                break;
-            }
-
-            break;
-        }
-
-        rc = agw_json_push_byte(j, *p++);
-
-        if (rc != AGW_JSON_OK && j->rc == AGW_JSON_OK) {
-            j->rc = rc;
-        }
-    }
-
-    return j->rc;
 }
 
 
