@@ -325,7 +325,14 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
         break;
 
     case AGW_JSON_NUMBER:
-        if (d == 0 || agw_tokens_integer(ev, &v) != 0) {
+
+        /* only where a figure is kept is the number read ("created" not) */
+
+        if (d == 0 || (d != a->details_depth && d != a->usage_depth)) {
+            break;
+        }
+
+        if (agw_tokens_integer(ev, &v) != 0) {
             break;
         }
 
@@ -335,10 +342,6 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
                 a->usage.has_cached = 1;
             }
 
-            break;
-        }
-
-        if (d != a->usage_depth) {
             break;
         }
 
