@@ -13,41 +13,17 @@
  * It is strict about structure, escapes and surrogates, as the scanner is
  * (agw_json_scan.c), but passes bytes >= 0x80 in strings through
  * unchecked: it reads usage figures out of answers, it does not key them.
+ *
+ * This file is the state machine, which takes any byte in any state
+ * (agw_json_push_byte()); agw_json_push_feed() (agw_json_push_feed.c)
+ * takes the common bytes and tokens itself and hands it the rest.
  */
 
 
 #include <string.h>
 
 #include "agw_json_push.h"
-
-
-/* where the tokenizer is */
-enum {
-    AGW_P_VALUE = 0,                     /* a value */
-    AGW_P_VALUE_OR_CLOSE,                /* after '[' */
-    AGW_P_KEY_OR_CLOSE,                  /* after '{' */
-    AGW_P_KEY,                           /* after ',' in an object */
-    AGW_P_COLON,
-    AGW_P_AFTER,                         /* ',' or the container's close */
-    AGW_P_STRING,
-    AGW_P_ESCAPE,                        /* after '\' */
-    AGW_P_HEX,                           /* in \uXXXX, sub digits read */
-    AGW_P_NUMBER,                        /* sub: number state */
-    AGW_P_LITERAL,                       /* sub: letters matched */
-    AGW_P_DONE                           /* only whitespace may follow */
-};
-
-/* number states; the accepting ones are ZERO, INT, FRAC and EXP */
-enum {
-    AGW_N_MINUS = 0,
-    AGW_N_ZERO,
-    AGW_N_INT,
-    AGW_N_DOT,
-    AGW_N_FRAC,
-    AGW_N_E,
-    AGW_N_ESIGN,
-    AGW_N_EXP
-};
+#include "agw_json_push_state.h"
 
 
 void
@@ -58,23 +34,6 @@ agw_json_push_init(agw_json_push_t *j, agw_json_event_pt handler, void *ctx)
     j->handler = handler;
     j->ctx = ctx;
     j->state = AGW_P_VALUE;
-}
-
-
-static void
-agw_json_push_emit(agw_json_push_t *j, unsigned type)
-{
-    agw_json_event_t  ev;
-
-    ev.type = type;
-    ev.depth = j->depth;
-    ev.text = j->text;
-    ev.text_len = j->text_len;
-    ev.full_len = j->full_len;
-
-    if (j->handler && j->handler(j->ctx, &ev) != 0) {
-        j->rc = AGW_JSON_ESTOP;
-    }
 }
 
 
@@ -94,14 +53,7 @@ agw_json_push_text(agw_json_push_t *j, uint32_t cp)
 }
 
 
-static void
-agw_json_push_value_done(agw_json_push_t *j)
-{
-    j->state = j->depth ? AGW_P_AFTER : AGW_P_DONE;
-}
-
-
-static int
+int
 agw_json_push_open(agw_json_push_t *j, int object)
 {
     if (j->depth == AGW_JSON_MAX_DEPTH) {
@@ -123,7 +75,7 @@ agw_json_push_open(agw_json_push_t *j, int object)
 }
 
 
-static int
+int
 agw_json_push_close(agw_json_push_t *j, int object)
 {
     if (j->depth == 0
@@ -251,7 +203,7 @@ agw_json_push_ws(uint8_t c)
 }
 
 
-static int
+int
 agw_json_push_byte(agw_json_push_t *j, uint8_t c)
 {
     int       d, n;
@@ -459,105 +411,6 @@ agw_json_push_byte(agw_json_push_t *j, uint8_t c)
     default:                             /* AGW_P_DONE */
         return agw_json_push_ws(c) ? AGW_JSON_OK : AGW_JSON_EINVAL;
     }
-}
-
-
-/*
- * 1 for the bytes that end a run of plain string bytes: the quote, the
- * backslash and the control bytes; everything else, bytes >= 0x80 too,
- * stands for itself inside a string
- */
-
-static const uint8_t  agw_json_push_special[256] = {
-    [0x00 ... 0x1f] = 1,
-    ['"'] = 1,
-    ['\\'] = 1
-};
-
-
-/* the digits after a number's first one: most of its bytes */
-
-static const uint8_t  agw_json_push_digit[256] = {
-    ['0' ... '9'] = 1
-};
-
-
-/* the text keeps what fits of a run, full_len counts all of it */
-
-static void
-agw_json_push_run(agw_json_push_t *j, const uint8_t *p, size_t n)
-{
-    size_t  room;
-
-    room = AGW_JSON_TEXT_MAX - j->text_len;
-
-    if (room) {
-        if (room > n) {
-            room = n;
-        }
-
-        memcpy(j->text + j->text_len, p, room);
-        j->text_len += room;
-    }
-
-    j->full_len += n;
-}
-
-
-int
-agw_json_push_feed(agw_json_push_t *j, const uint8_t *data, size_t len)
-{
-    int             rc;
-    const uint8_t  *p, *q, *end;
-
-    end = data + len;
-
-    for (p = data; p < end && j->rc == AGW_JSON_OK; p++) {
-
-        /* plain string bytes in a run: most of an answer */
-
-        if (j->state == AGW_P_STRING && j->hi == 0) {
-            for (q = p; q < end && !agw_json_push_special[*q]; q++) {
-                /* void */
-            }
-
-            agw_json_push_run(j, p, (size_t) (q - p));
-            p = q;
-
-            if (p == end) {
-                break;
-            }
-
-        /*
-         * digits that keep a number in its state (after the first digit
-         * of its integer part, fraction or exponent): the state machine
-         * would only append them
-         */
-
-        } else if (j->state == AGW_P_NUMBER
-                   && (j->sub == AGW_N_INT || j->sub == AGW_N_FRAC
-                       || j->sub == AGW_N_EXP))
-        {
-            for (q = p; q < end && agw_json_push_digit[*q]; q++) {
-                /* void */
-            }
-
-            agw_json_push_run(j, p, (size_t) (q - p));
-            p = q;
-
-            if (p == end) {
-                break;
-            }
-        }
-
-        rc = agw_json_push_byte(j, *p);
-
-        if (rc != AGW_JSON_OK && j->rc == AGW_JSON_OK) {
-            j->rc = rc;
-        }
-    }
-
-    return j->rc;
 }
 
 

@@ -175,6 +175,15 @@ agw_tokens_lookup(const agw_tokens_name_t *names, const agw_json_event_t *ev)
 
 #define agw_tokens_is(t, s)  (memcmp(t, s, sizeof(s) - 1) == 0)
 
+#if (defined __GNUC__)
+#define AGW_TOKENS_NOINLINE  __attribute__((noinline))
+#else
+#define AGW_TOKENS_NOINLINE
+#endif
+
+
+static void agw_answer_value(agw_answer_t *a, const agw_json_event_t *ev);
+
 
 /*
  * The class of a key.  Every key of every event at depths 1 to 4 comes
@@ -275,23 +284,39 @@ agw_tokens_integer(const agw_json_event_t *ev, uint64_t *v)
 }
 
 
+/*
+ * Most tokens are keys, and a key only sets its depth's class: it is
+ * taken here, the rest by agw_answer_value(), whose frame a key does not
+ * pay for.
+ */
+
 static int
 agw_answer_event(void *ctx, const agw_json_event_t *ev)
 {
-    unsigned       d;
-    uint64_t       v;
     agw_answer_t  *a;
 
     a = ctx;
+
+    if (ev->type != AGW_JSON_KEY) {
+        agw_answer_value(a, ev);
+
+    } else if (ev->depth <= 4) {
+        a->key[ev->depth] = (uint8_t) agw_tokens_key(ev);
+    }
+
+    return 0;
+}
+
+
+static AGW_TOKENS_NOINLINE void
+agw_answer_value(agw_answer_t *a, const agw_json_event_t *ev)
+{
+    unsigned  d;
+    uint64_t  v;
+
     d = ev->depth;
 
     switch (ev->type) {
-
-    case AGW_JSON_KEY:
-        if (d <= 4) {
-            a->key[d] = (uint8_t) agw_tokens_key(ev);
-        }
-        break;
 
     case AGW_JSON_OBJECT:
         if ((d == 1 && a->key[1] == AGW_K_USAGE)
@@ -325,7 +350,14 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
         break;
 
     case AGW_JSON_NUMBER:
-        if (d == 0 || agw_tokens_integer(ev, &v) != 0) {
+
+        /* only where a figure is kept is the number read ("created" not) */
+
+        if (d == 0 || (d != a->details_depth && d != a->usage_depth)) {
+            break;
+        }
+
+        if (agw_tokens_integer(ev, &v) != 0) {
             break;
         }
 
@@ -335,10 +367,6 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
                 a->usage.has_cached = 1;
             }
 
-            break;
-        }
-
-        if (d != a->usage_depth) {
             break;
         }
 
@@ -382,8 +410,6 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
 
         break;
     }
-
-    return 0;
 }
 
 
