@@ -158,6 +158,9 @@ typedef struct {
                                                         price, nor a default */
     unsigned                            settle:1;   /* tokens reserved */
     unsigned                            settled:1;
+    unsigned                            own:2;    /* a 429 of ours: its
+                                                     fields, first in the
+                                                     list (limit_reject()) */
 
     /*
      * a zone whose cost can never fit (more than its burst, or too large
@@ -243,6 +246,7 @@ ngx_int_t ngx_http_ai_gateway_limit_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_ai_gateway_limit_headers_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx,
     ngx_http_ai_gateway_bucket_state_t *st, ngx_uint_t never);
 
 extern ngx_str_t  ngx_http_ai_gateway_limit_status_names[];

@@ -141,6 +141,7 @@ ngx_http_ai_gateway_limit_headers_init(ngx_conf_t *cf)
 ngx_int_t
 ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx,
     ngx_http_ai_gateway_bucket_state_t *st, ngx_uint_t never)
 {
     u_char                             *p, *num, *ms, *last;
@@ -148,6 +149,7 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     uint64_t                            retry;
     ngx_int_t                           rc;
     ngx_buf_t                          *b;
+    ngx_uint_t                          first;
     ngx_chain_t                         out;
     ngx_http_ai_gateway_bucket_zone_t  *zone;
 
@@ -156,6 +158,9 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     if (rc != NGX_OK) {
         return rc;
     }
+
+    /* no field yet: the ones below come first (see limit_replace()) */
+    first = (r->headers_out.headers.part.nelts == 0);
 
     zone = st->zone;
     retry = agw_retry_after_s(st->res.retry_after_ms);
@@ -196,6 +201,10 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
         != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    if (first && r->headers_out.headers.part.next == NULL) {
+        ctx->own = r->headers_out.headers.part.nelts;
     }
 
     len = sizeof("{\"error\":\"cost_exceeds_limit\",\"scope\":\"") - 1
@@ -490,7 +499,11 @@ ngx_http_ai_gateway_limit_written(ngx_http_ai_gateway_limit_loc_conf_t *lcf,
  * the same name: an upstream that limits too (OpenAI behind the gateway)
  * sends its own x-ratelimit-*, and two lines of one field read as "a, b"
  * to an SDK.  Where the module limits, its figures apply; hash 0 is how
- * nginx's filters skip a header.
+ * nginx's filters skip a header.  The limiter's own 429 carries no other
+ * field as a rule, only its own (Retry-After, retry-after-ms or
+ * x-should-retry, RateLimit-Scope: none of them one that is dropped), and
+ * they are not walked: three names as long as ours, compared with each
+ * field written, cost more than the rest of the filter.
  */
 static void
 ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
@@ -514,7 +527,18 @@ ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
     part = &r->headers_out.headers.part;
     h = part->elts;
 
-    for (i = 0; /* void */; i++) {
+    /* the 429's own fields, if they are still the first (its scope last) */
+
+    i = ctx->own;
+
+    if (i && (i > part->nelts
+              || h[i - 1].key.data
+                 != names[NGX_HTTP_AI_GATEWAY_LIMIT_H_SCOPE].name.data))
+    {
+        i = 0;
+    }
+
+    for ( /* void */ ; /* void */ ; i++) {
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
