@@ -59,6 +59,8 @@ typedef struct {
     ngx_str_t                           policy_value; /* RateLimit-Policy */
     ngx_str_t                           fields_start; /* RateLimit up to the
                                                          figures: "NAME";r= */
+    ngx_str_t                           scope_json;   /* the name, escaped for
+                                                         the 429's body */
 
     ngx_str_t                           file;     /* where it is declared */
     ngx_uint_t                          line;

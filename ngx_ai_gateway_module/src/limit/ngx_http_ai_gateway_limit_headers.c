@@ -11,6 +11,7 @@
 
 static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
     ngx_uint_t field, u_char *value, size_t value_len);
+static u_char *ngx_http_ai_gateway_limit_uint_back(u_char *end, uint64_t n);
 static ngx_int_t ngx_http_ai_gateway_limit_header_filter(
     ngx_http_request_t *r);
 static void ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
@@ -151,6 +152,7 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_buf_t                          *b;
     ngx_uint_t                          first;
     ngx_chain_t                         out;
+    ngx_http_ai_gateway_limit_zone_t   *lz;
     ngx_http_ai_gateway_bucket_zone_t  *zone;
 
     rc = ngx_http_discard_request_body(r);
@@ -163,7 +165,13 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     first = (r->headers_out.headers.part.nelts == 0);
 
     zone = st->zone;
+    lz = ngx_http_ai_gateway_limit_zone_of(zone);
     retry = agw_retry_after_s(st->res.retry_after_ms);
+
+    /* the figures as limit_uint_back() writes them: no format to parse */
+
+    num = NULL;
+    ms = NULL;
 
     if (never) {
         if (ngx_http_ai_gateway_limit_header(r,
@@ -175,13 +183,16 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
         }
 
     } else {
-        num = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN);
-        if (num == NULL) {
+        last = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN);
+        if (last == NULL) {
             return NGX_ERROR;
         }
 
-        ms = ngx_sprintf(num, "%uL", retry);
-        last = ngx_sprintf(ms, "%uL", st->res.retry_after_ms);
+        last += 2 * NGX_INT64_LEN;
+
+        ms = ngx_http_ai_gateway_limit_uint_back(last,
+                                                 st->res.retry_after_ms);
+        num = ngx_http_ai_gateway_limit_uint_back(ms, retry);
 
         if (ngx_http_ai_gateway_limit_header(r,
                                      NGX_HTTP_AI_GATEWAY_LIMIT_H_RETRY_AFTER,
@@ -208,8 +219,7 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     }
 
     len = sizeof("{\"error\":\"cost_exceeds_limit\",\"scope\":\"") - 1
-          + ngx_escape_json(NULL, zone->name.data, zone->name.len)
-          + zone->name.len
+          + lz->scope_json.len
           + sizeof("\",\"retry_after\":}\n") - 1 + NGX_INT64_LEN;
 
     b = ngx_create_temp_buf(r->pool, len);
@@ -221,14 +231,19 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
         p = ngx_cpymem(b->last, "{\"error\":\"cost_exceeds_limit\",\"scope\":\"",
                        sizeof("{\"error\":\"cost_exceeds_limit\",\"scope\":\"")
                        - 1);
-        p = (u_char *) ngx_escape_json(p, zone->name.data, zone->name.len);
+        p = ngx_cpymem(p, lz->scope_json.data, lz->scope_json.len);
         b->last = ngx_sprintf(p, "\",\"limit\":%uL}\n", zone->bucket.burst);
 
     } else {
         p = ngx_cpymem(b->last, "{\"error\":\"rate_limited\",\"scope\":\"",
                        sizeof("{\"error\":\"rate_limited\",\"scope\":\"") - 1);
-        p = (u_char *) ngx_escape_json(p, zone->name.data, zone->name.len);
-        b->last = ngx_sprintf(p, "\",\"retry_after\":%uL}\n", retry);
+        p = ngx_cpymem(p, lz->scope_json.data, lz->scope_json.len);
+        p = ngx_cpymem(p, "\",\"retry_after\":",
+                       sizeof("\",\"retry_after\":") - 1);
+        p = ngx_cpymem(p, num, ms - num);
+        *p++ = '}';
+        *p++ = LF;
+        b->last = p;
     }
 
     b->last_buf = 1;
