@@ -22,8 +22,8 @@ static ngx_int_t ngx_http_ai_gateway_answer_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void ngx_http_ai_gateway_answer_read(
     ngx_http_ai_gateway_answer_t *a, ngx_chain_t *in);
-static ngx_uint_t ngx_http_ai_gateway_answer_type(ngx_str_t *type,
-    char *name);
+static ngx_inline ngx_uint_t ngx_http_ai_gateway_answer_type(
+    ngx_str_t *type, char *name);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -85,21 +85,6 @@ ngx_http_ai_gateway_answer_want(ngx_http_request_t *r)
 }
 
 
-ngx_http_ai_gateway_answer_t *
-ngx_http_ai_gateway_answer(ngx_http_request_t *r)
-{
-    ngx_http_ai_gateway_request_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_module);
-
-    if (ctx == NULL || ctx->answer == NULL || !ctx->answer->started) {
-        return NULL;
-    }
-
-    return ctx->answer;
-}
-
-
 ngx_uint_t
 ngx_http_ai_gateway_answer_usage(ngx_http_ai_gateway_answer_t *a,
     agw_usage_t *usage)
@@ -156,9 +141,12 @@ ngx_http_ai_gateway_answer_header_filter(ngx_http_request_t *r)
 }
 
 
-/* the media type, parameters aside, in any case */
+/*
+ * the media type, parameters aside, in any case; inline, so that the
+ * name's length is a constant, not a strlen() on every answer
+ */
 
-static ngx_uint_t
+static ngx_inline ngx_uint_t
 ngx_http_ai_gateway_answer_type(ngx_str_t *type, char *name)
 {
     size_t  len;

@@ -39,9 +39,23 @@ struct ngx_http_ai_gateway_answer_s {
  */
 ngx_int_t ngx_http_ai_gateway_answer_want(ngx_http_request_t *r);
 
-/* the answer as read so far; NULL if nobody asked or nothing went out */
-ngx_http_ai_gateway_answer_t *ngx_http_ai_gateway_answer(
-    ngx_http_request_t *r);
+/*
+ * the answer as read so far; NULL if nobody asked or nothing went out.
+ * Inline: the settlement and the metrics ask once for every answer.
+ */
+static ngx_inline ngx_http_ai_gateway_answer_t *
+ngx_http_ai_gateway_answer(ngx_http_request_t *r)
+{
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_module);
+
+    if (ctx == NULL || ctx->answer == NULL || !ctx->answer->started) {
+        return NULL;
+    }
+
+    return ctx->answer;
+}
 
 /* what it said of its use: 1 with the figures, 0 if it said nothing */
 ngx_uint_t ngx_http_ai_gateway_answer_usage(ngx_http_ai_gateway_answer_t *a,

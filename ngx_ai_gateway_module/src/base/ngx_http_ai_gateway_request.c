@@ -144,7 +144,12 @@ ngx_http_ai_gateway_request_ctx_with(ngx_http_request_t *r, size_t size,
         return ctx;
     }
 
-    /* one allocation for both: the ctx is zeroed, the caller's block not */
+    /*
+     * one allocation for both: the ctx is zeroed, the caller's block not.
+     * Zeroed in two parts: gcc zeroes each (56 and 40 bytes) with a few
+     * vector stores, the whole (96) with a rep stosq, an instruction per
+     * 8 bytes.
+     */
 
     ctx = ngx_palloc(r->pool, sizeof(ngx_http_ai_gateway_request_ctx_t)
                               + size);
@@ -152,7 +157,10 @@ ngx_http_ai_gateway_request_ctx_with(ngx_http_request_t *r, size_t size,
         return NULL;
     }
 
-    ngx_memzero(ctx, sizeof(ngx_http_ai_gateway_request_ctx_t));
+    ngx_memzero(&ctx->info, sizeof(ngx_http_ai_gateway_request_info_t));
+    ngx_memzero(&ctx->watch, sizeof(ngx_http_ai_gateway_request_ctx_t)
+                             - offsetof(ngx_http_ai_gateway_request_ctx_t,
+                                        watch));
 
     if (size) {
         *extra = ctx + 1;

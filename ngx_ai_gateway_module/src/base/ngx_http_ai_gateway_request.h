@@ -34,7 +34,10 @@ typedef struct ngx_http_ai_gateway_request_watch_s
 typedef struct ngx_http_ai_gateway_answer_s  ngx_http_ai_gateway_answer_t;
 
 
-/* the core module's request ctx */
+/*
+ * the core module's request ctx; zeroed when made in two parts, info and
+ * from watch to the end (request_ctx_with()): nothing between them
+ */
 typedef struct {
     ngx_http_ai_gateway_request_info_t   info;
     ngx_http_ai_gateway_request_watch_t *watch;

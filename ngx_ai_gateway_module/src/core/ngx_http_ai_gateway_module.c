@@ -172,9 +172,10 @@ ngx_http_ai_gateway_postconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                        rc;
-    ngx_http_core_loc_conf_t        *clcf;
-    ngx_http_ai_gateway_loc_conf_t  *alcf;
+    ngx_int_t                          rc;
+    ngx_http_core_loc_conf_t          *clcf;
+    ngx_http_ai_gateway_loc_conf_t    *alcf;
+    ngx_http_ai_gateway_cache_conf_t  *ccf;
 
     /*
      * /cachez is never cached or limited, even where ai_gateway_cache or
@@ -187,22 +188,31 @@ ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    if (ngx_http_ai_gateway_body_ahead(r)) {
-        rc = ngx_http_ai_gateway_limit_precheck(r);
+    /*
+     * the cache's steps only where a cache is configured: elsewhere they
+     * have nothing to do (the cache's ctx is only ever made where it is),
+     * and a limited location does not pay for asking them
+     */
+    ccf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
+
+    if (ccf->store) {
+        if (ngx_http_ai_gateway_body_ahead(r)) {
+            rc = ngx_http_ai_gateway_limit_precheck(r);
+            if (rc != NGX_DECLINED) {
+                return rc;
+            }
+        }
+
+        rc = ngx_http_ai_gateway_cache_lookup(r);
         if (rc != NGX_DECLINED) {
             return rc;
         }
-    }
 
-    rc = ngx_http_ai_gateway_cache_lookup(r);
-    if (rc != NGX_DECLINED) {
-        return rc;
-    }
+        /* the limiter reads, not charges, the zones of a cached answer */
 
-    /* the limiter reads, not charges, the zones of a cached answer */
-
-    if (r == r->main && ngx_http_ai_gateway_cache_is_hit(r)) {
-        ngx_http_ai_gateway_request_set_cached(r);
+        if (r == r->main && ngx_http_ai_gateway_cache_is_hit(r)) {
+            ngx_http_ai_gateway_request_set_cached(r);
+        }
     }
 
     rc = ngx_http_ai_gateway_limit_check(r);
@@ -210,9 +220,11 @@ ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    rc = ngx_http_ai_gateway_cache_serve(r);
-    if (rc != NGX_DECLINED) {
-        return rc;
+    if (ccf->store) {
+        rc = ngx_http_ai_gateway_cache_serve(r);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
     }
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_module);
@@ -226,19 +238,14 @@ ngx_http_ai_gateway_precontent_handler(ngx_http_request_t *r)
 
 
 /*
- * Is the cache step about to read this request's body?  A cached location,
- * not looked up yet, and a body on its way (a declared length or chunks).
+ * Is the cache step about to read this request's body?  (In a cached
+ * location) not looked up yet, and a body on its way (a declared length
+ * or chunks).
  */
 
 static ngx_flag_t
 ngx_http_ai_gateway_body_ahead(ngx_http_request_t *r)
 {
-    ngx_http_ai_gateway_cache_conf_t  *conf;
-
-    conf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_cache_module);
-
-    return conf->store != NULL
-           && ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module)
-              == NULL
+    return ngx_http_get_module_ctx(r, ngx_http_ai_gateway_cache_module) == NULL
            && (r->headers_in.content_length_n > 0 || r->headers_in.chunked);
 }

@@ -345,7 +345,10 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
     ctx = (ngx_http_ai_gateway_limit_ctx_t *) (cln + 1);
     st = (ngx_http_ai_gateway_bucket_state_t *) (ctx + 1);
 
-    ngx_memzero(ctx, offsetof(ngx_http_ai_gateway_limit_ctx_t, price));
+    ngx_memzero(ctx, offsetof(ngx_http_ai_gateway_limit_ctx_t, never));
+
+    ctx->never = NULL;
+    ctx->early = NULL;
 
     cln->handler = ngx_http_ai_gateway_limit_cleanup;
     cln->data = ctx;

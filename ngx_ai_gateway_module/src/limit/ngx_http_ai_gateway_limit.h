@@ -59,6 +59,8 @@ typedef struct {
     ngx_str_t                           policy_value; /* RateLimit-Policy */
     ngx_str_t                           fields_start; /* RateLimit up to the
                                                          figures: "NAME";r= */
+    ngx_str_t                           scope_json;   /* the name, escaped for
+                                                         the 429's body */
 
     ngx_str_t                           file;     /* where it is declared */
     ngx_uint_t                          line;
@@ -135,16 +137,12 @@ typedef struct {
     ngx_http_ai_gateway_bucket_state_t  *report_requests;
     ngx_http_ai_gateway_bucket_state_t  *report_tokens;
 
-    /* token zones: the estimate reserved and what the answer says */
-    uint64_t                            estimate;
-    uint64_t                            used;     /* once settled */
-
     /*
-     * money zones: the estimate reserved and what the answer cost, in
-     * micro-dollars (the prices are below)
+     * token zones: the estimate reserved; money zones: the estimate
+     * reserved in micro-dollars (the prices are below)
      */
+    uint64_t                            estimate;
     uint64_t                            estimate_usd;
-    uint64_t                            used_usd;  /* once settled */
 
     unsigned                            waiting:1;  /* for Redis */
     unsigned                            replied:1;  /* Redis answered or
@@ -158,24 +156,37 @@ typedef struct {
                                                         price, nor a default */
     unsigned                            settle:1;   /* tokens reserved */
     unsigned                            settled:1;
+    unsigned                            own:2;    /* a 429 of ours: its
+                                                     fields, first in the
+                                                     list (limit_reject()) */
 
     /*
+     * From here on, the ctx is not zeroed when it is created: each field
+     * is set before it is read (the part above, 72 bytes, is zeroed with
+     * a few vector stores; gcc zeroes 96 bytes or more with a rep stosq,
+     * an instruction per 8 bytes).
+     *
      * a zone whose cost can never fit (more than its burst, or too large
      * to hold): the request is refused there, whatever the others hold,
-     * and every zone is only read
+     * and every zone is only read; set when the ctx is created
      */
     ngx_http_ai_gateway_bucket_state_t  *never;
 
     /*
      * a zone that refused the request before its body was read (a bucket
-     * in debt or empty): rate limited, every zone only read
+     * in debt or empty): rate limited, every zone only read; set when the
+     * ctx is created
      */
     ngx_http_ai_gateway_bucket_state_t  *early;
 
     /*
-     * From here on, the ctx is not zeroed when it is created: each field
-     * is set before it is read.
-     *
+     * what the answer used, in tokens and in micro-dollars: set by the
+     * settlement, read once settled
+     */
+    uint64_t                            used;
+    uint64_t                            used_usd;
+
+    /*
      * money zones: the request's prices (its model's, as this cycle's
      * configuration had them at admission: a reload that changes them
      * settles this request at these); set, and read, only once priced
@@ -243,6 +254,7 @@ ngx_int_t ngx_http_ai_gateway_limit_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_ai_gateway_limit_headers_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx,
     ngx_http_ai_gateway_bucket_state_t *st, ngx_uint_t never);
 
 extern ngx_str_t  ngx_http_ai_gateway_limit_status_names[];

@@ -95,7 +95,7 @@ ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    return ngx_http_ai_gateway_limit_reject(r, lcf, scope,
+    return ngx_http_ai_gateway_limit_reject(r, lcf, ctx, scope,
                                             scope == ctx->never);
 }
 

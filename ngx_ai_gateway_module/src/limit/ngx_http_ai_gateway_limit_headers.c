@@ -11,6 +11,7 @@
 
 static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
     ngx_uint_t field, u_char *value, size_t value_len);
+static u_char *ngx_http_ai_gateway_limit_uint_back(u_char *end, uint64_t n);
 static ngx_int_t ngx_http_ai_gateway_limit_header_filter(
     ngx_http_request_t *r);
 static void ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
@@ -141,6 +142,7 @@ ngx_http_ai_gateway_limit_headers_init(ngx_conf_t *cf)
 ngx_int_t
 ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx,
     ngx_http_ai_gateway_bucket_state_t *st, ngx_uint_t never)
 {
     u_char                             *p, *num, *ms, *last;
@@ -148,7 +150,9 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
     uint64_t                            retry;
     ngx_int_t                           rc;
     ngx_buf_t                          *b;
+    ngx_uint_t                          first;
     ngx_chain_t                         out;
+    ngx_http_ai_gateway_limit_zone_t   *lz;
     ngx_http_ai_gateway_bucket_zone_t  *zone;
 
     rc = ngx_http_discard_request_body(r);
@@ -157,8 +161,17 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
         return rc;
     }
 
+    /* no field yet: the ones below come first (see limit_replace()) */
+    first = (r->headers_out.headers.part.nelts == 0);
+
     zone = st->zone;
+    lz = ngx_http_ai_gateway_limit_zone_of(zone);
     retry = agw_retry_after_s(st->res.retry_after_ms);
+
+    /* the figures as limit_uint_back() writes them: no format to parse */
+
+    num = NULL;
+    ms = NULL;
 
     if (never) {
         if (ngx_http_ai_gateway_limit_header(r,
@@ -170,13 +183,16 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
         }
 
     } else {
-        num = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN);
-        if (num == NULL) {
+        last = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN);
+        if (last == NULL) {
             return NGX_ERROR;
         }
 
-        ms = ngx_sprintf(num, "%uL", retry);
-        last = ngx_sprintf(ms, "%uL", st->res.retry_after_ms);
+        last += 2 * NGX_INT64_LEN;
+
+        ms = ngx_http_ai_gateway_limit_uint_back(last,
+                                                 st->res.retry_after_ms);
+        num = ngx_http_ai_gateway_limit_uint_back(ms, retry);
 
         if (ngx_http_ai_gateway_limit_header(r,
                                      NGX_HTTP_AI_GATEWAY_LIMIT_H_RETRY_AFTER,
@@ -198,9 +214,12 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    if (first && r->headers_out.headers.part.next == NULL) {
+        ctx->own = r->headers_out.headers.part.nelts;
+    }
+
     len = sizeof("{\"error\":\"cost_exceeds_limit\",\"scope\":\"") - 1
-          + ngx_escape_json(NULL, zone->name.data, zone->name.len)
-          + zone->name.len
+          + lz->scope_json.len
           + sizeof("\",\"retry_after\":}\n") - 1 + NGX_INT64_LEN;
 
     b = ngx_create_temp_buf(r->pool, len);
@@ -212,14 +231,19 @@ ngx_http_ai_gateway_limit_reject(ngx_http_request_t *r,
         p = ngx_cpymem(b->last, "{\"error\":\"cost_exceeds_limit\",\"scope\":\"",
                        sizeof("{\"error\":\"cost_exceeds_limit\",\"scope\":\"")
                        - 1);
-        p = (u_char *) ngx_escape_json(p, zone->name.data, zone->name.len);
+        p = ngx_cpymem(p, lz->scope_json.data, lz->scope_json.len);
         b->last = ngx_sprintf(p, "\",\"limit\":%uL}\n", zone->bucket.burst);
 
     } else {
         p = ngx_cpymem(b->last, "{\"error\":\"rate_limited\",\"scope\":\"",
                        sizeof("{\"error\":\"rate_limited\",\"scope\":\"") - 1);
-        p = (u_char *) ngx_escape_json(p, zone->name.data, zone->name.len);
-        b->last = ngx_sprintf(p, "\",\"retry_after\":%uL}\n", retry);
+        p = ngx_cpymem(p, lz->scope_json.data, lz->scope_json.len);
+        p = ngx_cpymem(p, "\",\"retry_after\":",
+                       sizeof("\",\"retry_after\":") - 1);
+        p = ngx_cpymem(p, num, ms - num);
+        *p++ = '}';
+        *p++ = LF;
+        b->last = p;
     }
 
     b->last_buf = 1;
@@ -490,7 +514,11 @@ ngx_http_ai_gateway_limit_written(ngx_http_ai_gateway_limit_loc_conf_t *lcf,
  * the same name: an upstream that limits too (OpenAI behind the gateway)
  * sends its own x-ratelimit-*, and two lines of one field read as "a, b"
  * to an SDK.  Where the module limits, its figures apply; hash 0 is how
- * nginx's filters skip a header.
+ * nginx's filters skip a header.  The limiter's own 429 carries no other
+ * field as a rule, only its own (Retry-After, retry-after-ms or
+ * x-should-retry, RateLimit-Scope: none of them one that is dropped), and
+ * they are not walked: three names as long as ours, compared with each
+ * field written, cost more than the rest of the filter.
  */
 static void
 ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
@@ -514,7 +542,18 @@ ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
     part = &r->headers_out.headers.part;
     h = part->elts;
 
-    for (i = 0; /* void */; i++) {
+    /* the 429's own fields, if they are still the first (its scope last) */
+
+    i = ctx->own;
+
+    if (i && (i > part->nelts
+              || h[i - 1].key.data
+                 != names[NGX_HTTP_AI_GATEWAY_LIMIT_H_SCOPE].name.data))
+    {
+        i = 0;
+    }
+
+    for ( /* void */ ; /* void */ ; i++) {
 
         if (i >= part->nelts) {
             if (part->next == NULL) {

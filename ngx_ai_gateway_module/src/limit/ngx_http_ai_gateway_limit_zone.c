@@ -382,6 +382,18 @@ ngx_http_ai_gateway_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     p = ngx_sprintf(p, "\"%V\";r=", &name);
     zone->fields_start.len = p - zone->fields_start.data;
 
+    /* the 429's body names the zone as a JSON string */
+
+    zone->scope_json.len = name.len
+                           + ngx_escape_json(NULL, name.data, name.len);
+
+    zone->scope_json.data = ngx_pnalloc(cf->pool, zone->scope_json.len);
+    if (zone->scope_json.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    (void) ngx_escape_json(zone->scope_json.data, name.data, name.len);
+
     shm_zone = ngx_shared_memory_add(cf, &name, size,
                                      &ngx_http_ai_gateway_limit_module);
     if (shm_zone == NULL) {
