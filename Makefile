@@ -28,12 +28,12 @@ SIM_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Werror
 PYTEST     := /usr/bin/python3 -m pytest
 # a test that hangs fails alone after this long, with every thread's stack
 # (python3-pytest-timeout), instead of holding the whole run; a test that
-# fails is run once more (python3-pytest-rerunfailures), so that one slow
+# fails is run up to twice more (python3-pytest-rerunfailures), so a slow
 # moment of a loaded 2-core machine does not fail the suite, but never one
 # that failed by a sanitizer report, an [alert] of nginx or a hang: those
 # fail at once.  Every failed attempt is listed at the end ("failed
 # attempts") and reruns in "rerun test summary info".
-PYTEST_GUARDS := --timeout=300 --reruns 1 \
+PYTEST_GUARDS := --timeout=300 --reruns 2 \
 	--only-rerun '\A(?![\s\S]*(nginx logged|Timeout >))'
 CACHE      ?= shm
 

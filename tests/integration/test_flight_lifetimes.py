@@ -285,7 +285,8 @@ def test_the_near_copy_waits_for_redis_to_take_the_entry(nginx_factory,
     r = requests.get(n.url + "/c/r")
     assert r.headers["X-Cache"] == "MISS"
     redis = redis_server.client()
-    keys = redis.keys("gw:v1:*")
+    # the entry goes to Redis after the answer (fire and forget)
+    keys = wait_for(lambda: redis.keys("gw:v1:*"), 5, "the entry in Redis")
     assert len(keys) == 1
 
     # the key now holds what no hash write can replace (WRONGTYPE)
