@@ -238,10 +238,7 @@ agw_json_push_byte(agw_json_push_t *j, uint8_t c)
             return AGW_JSON_EINVAL;
         }
 
-        j->text_len = 0;
-        j->full_len = 0;
-        j->key = 1;
-        j->state = AGW_P_STRING;
+        agw_json_push_string_open(j, 1);
         return AGW_JSON_OK;
 
     case AGW_P_COLON:

@@ -409,10 +409,7 @@ agw_json_push_feed(agw_json_push_t *j, const uint8_t *data, size_t len)
         c = *p;
 
         if (c == '"') {
-            j->text_len = 0;
-            j->full_len = 0;
-            j->key = 0;
-            j->state = AGW_P_STRING;
+            agw_json_push_string_open(j, 0);
 
             if (++p == end) {
                 return j->rc;
@@ -528,10 +525,7 @@ agw_json_push_feed(agw_json_push_t *j, const uint8_t *data, size_t len)
             goto slow;                   /* '}', or an error */
         }
 
-        j->text_len = 0;
-        j->full_len = 0;
-        j->key = 1;
-        j->state = AGW_P_STRING;
+        agw_json_push_string_open(j, 1);
 
         if (++p == end) {
             return j->rc;

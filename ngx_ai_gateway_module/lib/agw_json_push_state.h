@@ -24,7 +24,7 @@ enum {
     AGW_P_AFTER,                         /* ',' or the container's close */
     AGW_P_STRING,
     AGW_P_ESCAPE,                        /* after '\' */
-    AGW_P_HEX,                           /* in \uXXXX, sub digits read */
+    AGW_P_HEX,                           /* a \u escape: sub hex digits read */
     AGW_P_NUMBER,                        /* sub: number state */
     AGW_P_LITERAL,                       /* sub: letters matched */
     AGW_P_DONE                           /* only whitespace may follow */
@@ -67,6 +67,18 @@ agw_json_push_emit(agw_json_push_t *j, unsigned type)
     if (j->handler && j->handler(j->ctx, &ev) != 0) {
         j->rc = AGW_JSON_ESTOP;
     }
+}
+
+
+/* a string begins (its opening quote read): a key's, or a value's */
+
+static inline void
+agw_json_push_string_open(agw_json_push_t *j, unsigned key)
+{
+    j->text_len = 0;
+    j->full_len = 0;
+    j->key = key;
+    j->state = AGW_P_STRING;
 }
 
 

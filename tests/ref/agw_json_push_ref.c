@@ -50,7 +50,7 @@ enum {
     AGW_P_AFTER,                         /* ',' or the container's close */
     AGW_P_STRING,
     AGW_P_ESCAPE,                        /* after '\' */
-    AGW_P_HEX,                           /* in \uXXXX, sub digits read */
+    AGW_P_HEX,                           /* a \u escape: sub hex digits read */
     AGW_P_NUMBER,                        /* sub: number state */
     AGW_P_LITERAL,                       /* sub: letters matched */
     AGW_P_DONE                           /* only whitespace may follow */
