@@ -22,6 +22,9 @@ static ngx_int_t ngx_http_ai_gateway_answer_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void ngx_http_ai_gateway_answer_read(
     ngx_http_ai_gateway_answer_t *a, ngx_chain_t *in);
+static ngx_int_t ngx_http_ai_gateway_answer_want_mode(ngx_http_request_t *r,
+    ngx_uint_t mode);
+static ngx_uint_t ngx_http_ai_gateway_answer_mode(ngx_http_request_t *r);
 static ngx_inline ngx_uint_t ngx_http_ai_gateway_answer_type(
     ngx_str_t *type, char *name);
 
@@ -45,6 +48,31 @@ ngx_http_ai_gateway_answer_init(ngx_conf_t *cf)
 
 ngx_int_t
 ngx_http_ai_gateway_answer_want(ngx_http_request_t *r)
+{
+    return ngx_http_ai_gateway_answer_want_mode(r,
+                                            NGX_HTTP_AI_GATEWAY_ANSWER_OTHER);
+}
+
+
+ngx_int_t
+ngx_http_ai_gateway_answer_want_readable(ngx_http_request_t *r)
+{
+    ngx_uint_t  mode;
+
+    mode = ngx_http_ai_gateway_answer_mode(r);
+
+    if (mode == NGX_HTTP_AI_GATEWAY_ANSWER_OTHER) {
+        return NGX_OK;
+    }
+
+    return ngx_http_ai_gateway_answer_want_mode(r, mode);
+}
+
+
+/* the reader, its mode known (_JSON, _SSE) or left to the header (_OTHER) */
+
+static ngx_int_t
+ngx_http_ai_gateway_answer_want_mode(ngx_http_request_t *r, ngx_uint_t mode)
 {
     void                               *a;
     ngx_http_ai_gateway_answer_t       *answer;
@@ -71,7 +99,7 @@ ngx_http_ai_gateway_answer_want(ngx_http_request_t *r)
 
     answer = a;
 
-    answer->mode = NGX_HTTP_AI_GATEWAY_ANSWER_OTHER;
+    answer->mode = mode;
     answer->reader.content = 0;
     answer->first_byte = 0;
     answer->first_content = 0;
@@ -102,7 +130,6 @@ ngx_http_ai_gateway_answer_usage(ngx_http_ai_gateway_answer_t *a,
 static ngx_int_t
 ngx_http_ai_gateway_answer_header_filter(ngx_http_request_t *r)
 {
-    ngx_str_t                          *type;
     ngx_http_ai_gateway_answer_t       *a;
     ngx_http_ai_gateway_request_ctx_t  *ctx;
 
@@ -121,23 +148,49 @@ ngx_http_ai_gateway_answer_header_filter(ngx_http_request_t *r)
     a = ctx->answer;
     a->started = 1;
 
-    type = &r->headers_out.content_type;
+    /* answer_want_readable() knew it already */
 
-    if (ngx_http_ai_gateway_answer_type(type, "text/event-stream")) {
-        a->mode = NGX_HTTP_AI_GATEWAY_ANSWER_SSE;
-        agw_usage_reader_init(&a->reader, AGW_USAGE_SSE);
+    if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_OTHER) {
+        a->mode = ngx_http_ai_gateway_answer_mode(r);
+    }
 
-    } else if (type->len > 12 && (type->data[0] | 0x20) == 'a'
-               && (ngx_http_ai_gateway_answer_type(type, "application/json")
-                   || ngx_strlcasestrn(type->data, type->data + type->len,
-                                       (u_char *) "+json", 5 - 1)
-                      != NULL))
-    {
-        a->mode = NGX_HTTP_AI_GATEWAY_ANSWER_JSON;
-        agw_usage_reader_init(&a->reader, AGW_USAGE_JSON);
+    if (a->mode != NGX_HTTP_AI_GATEWAY_ANSWER_OTHER) {
+        agw_usage_reader_init(&a->reader,
+                              a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE
+                              ? AGW_USAGE_SSE : AGW_USAGE_JSON);
     }
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * What the answer's Content-Type says it can be read as: a stream
+ * (text/event-stream), JSON (application/json, or a +json type), or
+ * neither, which says nothing of its use
+ */
+
+static ngx_uint_t
+ngx_http_ai_gateway_answer_mode(ngx_http_request_t *r)
+{
+    ngx_str_t  *type;
+
+    type = &r->headers_out.content_type;
+
+    if (ngx_http_ai_gateway_answer_type(type, "text/event-stream")) {
+        return NGX_HTTP_AI_GATEWAY_ANSWER_SSE;
+    }
+
+    if (type->len > 12 && (type->data[0] | 0x20) == 'a'
+        && (ngx_http_ai_gateway_answer_type(type, "application/json")
+            || ngx_strlcasestrn(type->data, type->data + type->len,
+                                (u_char *) "+json", 5 - 1)
+               != NULL))
+    {
+        return NGX_HTTP_AI_GATEWAY_ANSWER_JSON;
+    }
+
+    return NGX_HTTP_AI_GATEWAY_ANSWER_OTHER;
 }
 
 

@@ -40,6 +40,14 @@ struct ngx_http_ai_gateway_answer_s {
 ngx_int_t ngx_http_ai_gateway_answer_want(ngx_http_request_t *r);
 
 /*
+ * The same, for who needs only what an answer says of its use: from a
+ * header filter above the reader's, and only for an answer whose type can
+ * say it (JSON, a stream); any other is neither read nor timed, and costs
+ * no reader.
+ */
+ngx_int_t ngx_http_ai_gateway_answer_want_readable(ngx_http_request_t *r);
+
+/*
  * the answer as read so far; NULL if nobody asked or nothing went out.
  * Inline: the settlement and the metrics ask once for every answer.
  */

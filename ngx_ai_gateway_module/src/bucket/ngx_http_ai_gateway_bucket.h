@@ -133,17 +133,19 @@ typedef void (*ngx_http_ai_gateway_bucket_done_pt)(
 struct ngx_http_ai_gateway_bucket_batch_s {
     ngx_http_request_t                   *request;
     ngx_http_ai_gateway_bucket_state_t   *st;      /* all the request's */
-    ngx_uint_t                            n;
-    ngx_uint_t                            count;   /* of them, the charged
-                                                      backend's */
     ngx_uint_t                           *order;   /* the order st's zones
                                                       are locked in */
-    ngx_uint_t                            fail;    /* _FAIL_OPEN, _CLOSED */
 
     /* a charge that returned NGX_AGAIN reports here, once */
     ngx_http_ai_gateway_bucket_done_pt    done;
     void                                 *data;
 
+    /* packed: the batch lives in every limited request's ctx */
+    uint32_t                              n;
+    uint32_t                              count;   /* of them, the charged
+                                                      backend's */
+    unsigned                              fail:1;       /* _FAIL_OPEN,
+                                                           _CLOSED */
     unsigned                              refused:1;    /* a zone that is
                                                            not dry_run
                                                            refused */

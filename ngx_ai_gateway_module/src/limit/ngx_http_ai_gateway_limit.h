@@ -187,11 +187,12 @@ typedef struct {
     uint64_t                            used_usd;
 
     /*
-     * money zones: the request's prices (its model's, as this cycle's
-     * configuration had them at admission: a reload that changes them
-     * settles this request at these); set, and read, only once priced
+     * money zones: the request's prices (its model's, in the configuration
+     * of this worker's cycle, which lives as long as the request: a reload
+     * that changes them settles this request at these); set, and read,
+     * only once priced
      */
-    agw_price_t                         price;
+    const agw_price_t                  *price;
 
     /*
      * the zones as the backends are given them: the request, its zones

@@ -7,6 +7,7 @@
  */
 
 #include "limit/ngx_http_ai_gateway_limit.h"
+#include "base/ngx_http_ai_gateway_answer.h"
 
 
 static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
@@ -397,21 +398,39 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
+    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
 
-    if (!lcf->headers) {
+    if (ctx == NULL) {
         return ngx_http_next_header_filter(r);
     }
 
-    ctx = ngx_http_ai_gateway_limit_get_ctx(r);
+    /*
+     * tokens reserved: the answer's usage settles them, if its type can
+     * say it (the reader's filter is below this one)
+     */
+
+    if (ctx->settle && ngx_http_ai_gateway_answer_want_readable(r) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
 
     /* no zone applied, or none could say (Redis failed open) */
 
-    if (ctx == NULL || ctx->zone == NULL) {
+    if (!lcf->headers || ctx->zone == NULL) {
         return ngx_http_next_header_filter(r);
     }
 
-    ngx_http_ai_gateway_limit_replace(r, lcf, ctx);
+    /*
+     * fields of the same names come from an upstream, or from a cached
+     * answer of one: nginx's own content handlers write none, and
+     * add_header's filter runs after this one
+     */
+
+    if (r->upstream != NULL || ngx_http_ai_gateway_request_cached(r)) {
+        ngx_http_ai_gateway_limit_replace(r, lcf, ctx);
+    }
 
     if ((lcf->headers & NGX_HTTP_AI_GATEWAY_LIMIT_HEADERS_OPENAI)
         && (ngx_http_ai_gateway_limit_openai(r, ctx->report_requests,

@@ -23,6 +23,10 @@
 #include "limit/ngx_http_ai_gateway_limit.h"
 
 
+/* what a request without a body costs: nothing */
+static const agw_price_t  ngx_http_ai_gateway_limit_free;
+
+
 static char *ngx_http_ai_gateway_limit_price_value(ngx_conf_t *cf,
     ngx_command_t *cmd, ngx_str_t *value, size_t skip, uint64_t *pico);
 
@@ -263,7 +267,7 @@ ngx_http_ai_gateway_limit_priced(ngx_http_request_t *r,
     if (r->main->headers_in.content_length_n <= 0
         && !r->main->headers_in.chunked)
     {
-        ngx_memzero(&ctx->price, sizeof(agw_price_t));
+        ctx->price = &ngx_http_ai_gateway_limit_free;
         ctx->estimate_usd = 0;
         ctx->priced = 1;
         return NGX_OK;
@@ -281,19 +285,19 @@ ngx_http_ai_gateway_limit_priced(ngx_http_request_t *r,
     }
 
     if (i < lmcf->prices.nelts) {
-        ctx->price = prices[i].price;
+        ctx->price = &prices[i].price;
 
     } else if (lmcf->has_default) {
-        ctx->price = lmcf->price_default;
+        ctx->price = &lmcf->price_default;
 
     } else {
-        ctx->price = lmcf->price_highest;
+        ctx->price = &lmcf->price_highest;
         ctx->unpriced = 1;
     }
 
     max = info->has_max_tokens ? info->max_tokens : lcf->tokens_default_max;
 
-    ctx->estimate_usd = agw_price_cost(&ctx->price,
+    ctx->estimate_usd = agw_price_cost(ctx->price,
                                ngx_http_ai_gateway_request_prompt_tokens(info),
                                0, max);
     ctx->priced = 1;

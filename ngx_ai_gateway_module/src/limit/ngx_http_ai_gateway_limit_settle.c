@@ -94,7 +94,11 @@ ngx_http_ai_gateway_limit_settle_init(ngx_conf_t *cf)
 }
 
 
-/* a request that passed with tokens reserved: its answer will be read */
+/*
+ * a request that passed with tokens reserved: its answer will be read,
+ * if it can say what it used (limit_header_filter() asks for the reader
+ * when the answer's type is known)
+ */
 
 ngx_int_t
 ngx_http_ai_gateway_limit_settle_start(ngx_http_request_t *r,
@@ -102,7 +106,7 @@ ngx_http_ai_gateway_limit_settle_start(ngx_http_request_t *r,
 {
     ctx->settle = 1;
 
-    return ngx_http_ai_gateway_answer_want(r);
+    return NGX_OK;
 }
 
 
@@ -176,7 +180,7 @@ ngx_http_ai_gateway_limit_used_said(ngx_http_request_t *r,
         && agw_usage_tokens(&usage, tokens))
     {
         if (ctx->priced) {
-            (void) agw_price_usage(&ctx->price, &usage, usd);
+            (void) agw_price_usage(ctx->price, &usage, usd);
         }
 
         return 1;
@@ -192,7 +196,7 @@ ngx_http_ai_gateway_limit_used_said(ngx_http_request_t *r,
         *tokens = agw_tokens_add(a->reader.content, prompt);
 
         if (ctx->priced) {
-            *usd = agw_price_cost(&ctx->price, prompt, 0, a->reader.content);
+            *usd = agw_price_cost(ctx->price, prompt, 0, a->reader.content);
         }
 
         return 1;
