@@ -460,14 +460,20 @@ test_header_per_request(void **state)
         "apim-request-id", "cf-ray", "traceparent", "tracestate",
         "openai-processing-ms", "server-timing",
         "x-envoy-upstream-service-time", "openai-organization",
-        "openai-project", "anthropic-organization-id"
+        "openai-project", "anthropic-organization-id",
+        /* the rest of agw_policy.c's names: its gate must let each by */
+        "x-amz-request-id", "X-MS-Request-Id", "x-amz-cf-id",
+        "x-amzn-trace-id", "x-cloud-trace-context", "x-response-time",
+        "Retry-After-Ms", "Server-Timing", "Traceparent", "CF-Ray",
+        "Openai-Project", "Apim-Request-Id"
     };
 
     static const char  *content[] = {
         "Content-Type", "ETag", "Last-Modified", "Cache-Control", "Vary",
         "openai-version", "x-server-id", "x-ratelimit", "x-ratelimits",
         "anthropic-ratelimit", "request-ids", "x-request", "retry",
-        "cf-cache-status", "Link", ""
+        "cf-cache-status", "Link", "", "openai-model", "servers",
+        "trace", "anthropic-version", "x-server-id"
     };
 
     for (i = 0; i < nitems(per_request); i++) {
