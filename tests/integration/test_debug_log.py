@@ -233,7 +233,7 @@ def test_cluster_paths_under_debug_logging(nginx_factory):
             name = args[0].upper()
             if name == b"CLUSTER":
                 return cluster_slots((0, 16383, owner["node"].port))
-            if name == b"HGETALL" and owner.get("moved"):
+            if name == b"HMGET" and owner.get("moved"):
                 return error("MOVED 1 127.0.0.1:%d" % owner["moved"])
             return node.default(args, conn)
         return reply

@@ -321,7 +321,7 @@ def test_a_purge_is_not_undone_by_a_lookup_answered_before_it(
         time.sleep(1.5)                   # the near copy expired
 
         # worker a asks Redis; Redis's answer (the entry) comes late
-        proxy.hold_next(b"HGETALL", 1.5)
+        proxy.hold_next(b"HMGET", 1.5)
         got = {}
 
         def lookup():

@@ -135,7 +135,7 @@ def test_cluster_limits_are_shared_and_keys_share_a_hash_tag(nginx_factory,
 def test_cluster_follows_ask_and_moved(nginx_factory, cluster):
     """A slot migrated by hand, step by step, with requests in between:
     ASK while the key has moved and the slot not yet, MOVED once the slot
-    has; plain HGETALL (no near) and MULTI/EXEC (the near lookup)."""
+    has; plain HMGET (no near) and MULTI/EXEC (the near lookup)."""
     plain = gateway(nginx_factory, cluster)
     near = gateway(nginx_factory, cluster,
                    near="ai_gateway_cache_near near ttl=1s;")

@@ -9,7 +9,7 @@
  * none),
  * written by HSET and EXPIRE inside MULTI/EXEC so that no entry is ever
  * left without its TTL (store_redis_save.c: a large body in pieces, then
- * the entry at once), and read back with HGETALL.  What comes back is
+ * the entry at once), and read back with HMGET.  What comes back is
  * untrusted (anyone who can write to Redis wrote it): it is served only if
  * it decodes strictly (agw_entry_from_fields(): all fields, status 200, no
  * larger than max_entry_size, checked before anything is copied, valid
@@ -42,6 +42,7 @@
 
 #define NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN       3000          /* ms */
 #define NGX_HTTP_AI_GATEWAY_STORE_REDIS_SCAN_MAX   10000 /* rounds */
+#define NGX_HTTP_AI_GATEWAY_STORE_REDIS_FIELDS     6
 
 
 typedef struct {
@@ -75,6 +76,25 @@ static void ngx_http_ai_gateway_store_redis_count(ngx_event_t *ev);
 static void ngx_http_ai_gateway_store_redis_counted(
     ngx_http_ai_gateway_redis_scan_t *scan, redisReply *keys,
     ngx_http_ai_gateway_redis_status_e status);
+
+
+/*
+ * What a lookup reads, with HMGET, in this order (store_redis_decode()):
+ * the entry's fields but the model, which only purge reads.  Values
+ * alone, where HGETALL would send each name too: half the replies for
+ * hiredis to allocate on every HIT.
+ */
+static struct {
+    const char                          *data;
+    size_t                               len;
+} ngx_http_ai_gateway_store_redis_fields[] = {
+    { "status", 6 },
+    { "headers", 7 },
+    { "body", 4 },
+    { "created", 7 },
+    { "key", 3 },
+    { "fresh_until", 11 }
+};
 
 
 /* worker 0's */
@@ -224,6 +244,27 @@ ngx_http_ai_gateway_store_redis_key(ngx_pool_t *pool,
 }
 
 
+/* no such key: HMGET's values all missing */
+
+static ngx_uint_t
+ngx_http_ai_gateway_store_redis_absent(redisReply *reply)
+{
+    size_t  i;
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        return 0;
+    }
+
+    for (i = 0; i < reply->elements; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_NIL) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 /*
  * NULL and the entry in r's pool, or the reason it is not one.  The fields
  * are checked (lib/agw_entry.c) before anything is copied: what is copied
@@ -235,57 +276,41 @@ ngx_http_ai_gateway_store_redis_decode(ngx_http_request_t *r,
 {
     u_char        *p;
     size_t         i, total;
-    agw_field_t   *field;
-    redisReply    *f, *v;
+    agw_field_t   *field[NGX_HTTP_AI_GATEWAY_STORE_REDIS_FIELDS];
+    redisReply    *v;
     const char    *reason;
     agw_fields_t   fields;
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements % 2) {
+    if (reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != NGX_HTTP_AI_GATEWAY_STORE_REDIS_FIELDS)
+    {
         return "not a hash";
     }
 
     ngx_memzero(&fields, sizeof(agw_fields_t));
 
-    for (i = 0; i < reply->elements; i += 2) {
-        f = reply->element[i];
-        v = reply->element[i + 1];
+    field[0] = &fields.status;
+    field[1] = &fields.headers;
+    field[2] = &fields.body;
+    field[3] = &fields.created;
+    field[4] = &fields.key;
+    field[5] = &fields.fresh_until;  /* optional: an older gateway's entry
+                                        is fresh while kept */
 
-        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+    for (i = 0; i < NGX_HTTP_AI_GATEWAY_STORE_REDIS_FIELDS; i++) {
+        v = reply->element[i];
+
+        if (v->type == REDIS_REPLY_NIL) {
+            continue;                    /* missing: from_fields() judges */
+        }
+
+        if (v->type != REDIS_REPLY_STRING) {
             return "not a hash";
         }
 
-#define ngx_http_ai_gateway_field_is(f, name)                                \
-        ((f)->len == sizeof(name) - 1                                        \
-         && ngx_strncmp((f)->str, name, sizeof(name) - 1) == 0)
-
-        if (ngx_http_ai_gateway_field_is(f, "status")) {
-            field = &fields.status;
-
-        } else if (ngx_http_ai_gateway_field_is(f, "headers")) {
-            field = &fields.headers;
-
-        } else if (ngx_http_ai_gateway_field_is(f, "body")) {
-            field = &fields.body;
-
-        } else if (ngx_http_ai_gateway_field_is(f, "created")) {
-            field = &fields.created;
-
-        } else if (ngx_http_ai_gateway_field_is(f, "key")) {
-            field = &fields.key;
-
-        } else if (ngx_http_ai_gateway_field_is(f, "fresh_until")) {
-            /* optional: an older gateway's entry is fresh while kept */
-            field = &fields.fresh_until;
-
-        } else {
-            continue;
-        }
-
-#undef ngx_http_ai_gateway_field_is
-
         /* hiredis ends every string with a NUL: never a NULL pointer */
-        field->data = (const uint8_t *) v->str;
-        field->len = v->len;
+        field[i]->data = (const uint8_t *) v->str;
+        field[i]->len = v->len;
     }
 
     reason = agw_entry_from_fields(&fields, store->max_entry_size, e);
@@ -331,7 +356,7 @@ ngx_http_ai_gateway_store_redis_found(redisReply *reply,
     pttl = NULL;
 
     if (lk->expiry && status == NGX_HTTP_AI_GATEWAY_REDIS_OK) {
-        /* EXEC's reply: HGETALL's, then PTTL's */
+        /* EXEC's reply: HMGET's, then PTTL's */
         if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
             && reply->element[1]->type == REDIS_REPLY_INTEGER)
         {
@@ -354,7 +379,7 @@ ngx_http_ai_gateway_store_redis_found(redisReply *reply,
         ngx_http_ai_gateway_count(lk->store->ref.stats->errors, 1);
         rc = NGX_ERROR;
 
-    } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 0) {
+    } else if (ngx_http_ai_gateway_store_redis_absent(reply)) {
         rc = NGX_DECLINED;
 
     } else {
@@ -390,8 +415,11 @@ ngx_http_ai_gateway_store_redis_lookup(ngx_http_request_t *r,
     ngx_http_ai_gateway_store_done_pt done, void *data)
 {
     void                                      *sent;
-    size_t                                     len[2], plen[2];
-    const char                                *argv[2], *pargv[2];
+    size_t                                     len[2 + NGX_HTTP_AI_GATEWAY_STORE_REDIS_FIELDS];
+    size_t                                     plen[2];
+    ngx_uint_t                                 i;
+    const char                                *argv[2 + NGX_HTTP_AI_GATEWAY_STORE_REDIS_FIELDS];
+    const char                                *pargv[2];
     ngx_http_ai_gateway_redis_argv_t           cmds[2];
     ngx_http_ai_gateway_store_redis_lookup_t  *lk;
 
@@ -419,14 +447,19 @@ ngx_http_ai_gateway_store_redis_lookup(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    argv[0] = "HGETALL";
-    len[0] = 7;
+    argv[0] = "HMGET";
+    len[0] = 5;
     argv[1] = (const char *) lk->key.data;
     len[1] = lk->key.len;
 
+    for (i = 0; i < NGX_HTTP_AI_GATEWAY_STORE_REDIS_FIELDS; i++) {
+        argv[2 + i] = ngx_http_ai_gateway_store_redis_fields[i].data;
+        len[2 + i] = ngx_http_ai_gateway_store_redis_fields[i].len;
+    }
+
     if (lk->expiry) {
         /* the entry and its remaining TTL (a near copy keeps to it) */
-        cmds[0].argc = 2;
+        cmds[0].argc = 2 + NGX_HTTP_AI_GATEWAY_STORE_REDIS_FIELDS;
         cmds[0].argv = argv;
         cmds[0].argvlen = len;
         pargv[0] = "PTTL";
@@ -445,7 +478,8 @@ ngx_http_ai_gateway_store_redis_lookup(ngx_http_request_t *r,
     } else {
         sent = ngx_http_ai_gateway_redis_send(r->pool,
                                         ngx_http_ai_gateway_store_redis_found,
-                                        lk, 2, argv, len);
+                                        lk, 2 + NGX_HTTP_AI_GATEWAY_STORE_REDIS_FIELDS,
+                                        argv, len);
     }
 
     if (sent == NULL) {

@@ -113,6 +113,8 @@ class FakeRedis:
         if conn in self.in_multi:
             self.in_multi[conn] += 1
             return simple("QUEUED")
+        if name == b"HMGET":                 # no such key: every value nil
+            return array([None] * (len(args) - 2))
         if name in (b"HGETALL", b"SCAN"):
             return array([b"0", []]) if name == b"SCAN" else array([])
         return error("ERR unknown command in the fake")
