@@ -20,8 +20,11 @@ static ngx_int_t ngx_http_ai_gateway_answer_header_filter(
     ngx_http_request_t *r);
 static ngx_int_t ngx_http_ai_gateway_answer_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
-static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void ngx_http_ai_gateway_answer_read(
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_int_t
+    ngx_http_ai_gateway_answer_read(ngx_http_request_t *r,
     ngx_http_ai_gateway_answer_t *a, ngx_chain_t *in);
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void ngx_http_ai_gateway_answer_start(
+    ngx_http_request_t *r, ngx_http_ai_gateway_answer_t *a);
 static ngx_int_t ngx_http_ai_gateway_answer_want_mode(ngx_http_request_t *r,
     ngx_uint_t mode);
 static ngx_uint_t ngx_http_ai_gateway_answer_mode(ngx_http_request_t *r);
@@ -130,22 +133,31 @@ ngx_http_ai_gateway_answer_usage(ngx_http_ai_gateway_answer_t *a,
 static ngx_int_t
 ngx_http_ai_gateway_answer_header_filter(ngx_http_request_t *r)
 {
-    ngx_http_ai_gateway_answer_t       *a;
     ngx_http_ai_gateway_request_ctx_t  *ctx;
 
-    if (r != r->main) {
-        return ngx_http_next_header_filter(r);
+    if (r == r->main) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+        /* once: a second header (an error page after it) is not read again */
+
+        if (ctx != NULL && ctx->answer != NULL && !ctx->answer->started) {
+            ngx_http_ai_gateway_answer_start(r, ctx->answer);
+        }
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+    return ngx_http_next_header_filter(r);
+}
 
-    /* once: a second header (an error page after it) is not read again */
 
-    if (ctx == NULL || ctx->answer == NULL || ctx->answer->started) {
-        return ngx_http_next_header_filter(r);
-    }
+/*
+ * Out of line: an answer nobody asked about passes the filter above
+ * without this function's frame
+ */
 
-    a = ctx->answer;
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void
+ngx_http_ai_gateway_answer_start(ngx_http_request_t *r,
+    ngx_http_ai_gateway_answer_t *a)
+{
     a->started = 1;
 
     /* answer_want_readable() knew it already */
@@ -159,8 +171,6 @@ ngx_http_ai_gateway_answer_header_filter(ngx_http_request_t *r)
                               a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE
                               ? AGW_USAGE_SSE : AGW_USAGE_JSON);
     }
-
-    return ngx_http_next_header_filter(r);
 }
 
 
@@ -221,30 +231,27 @@ ngx_http_ai_gateway_answer_body_filter(ngx_http_request_t *r,
 {
     ngx_http_ai_gateway_request_ctx_t  *ctx;
 
-    if (r != r->main || in == NULL) {
-        return ngx_http_next_body_filter(r, in);
+    if (r == r->main && in != NULL) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
+
+        if (ctx != NULL && ctx->answer != NULL && ctx->answer->started) {
+            return ngx_http_ai_gateway_answer_read(r, ctx->answer, in);
+        }
     }
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_ai_gateway_module);
-
-    if (ctx == NULL || ctx->answer == NULL || !ctx->answer->started) {
-        return ngx_http_next_body_filter(r, in);
-    }
-
-    ngx_http_ai_gateway_answer_read(ctx->answer, in);
 
     return ngx_http_next_body_filter(r, in);
 }
 
 
 /*
- * Out of line: the filter's tests above are all that an answer nobody
- * asked about runs, without this function's frame
+ * Out of line, and the filter's next in its place (a tail call either
+ * way): the filter's tests above are all that an answer nobody asked about
+ * runs, without a frame
  */
 
-static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void
-ngx_http_ai_gateway_answer_read(ngx_http_ai_gateway_answer_t *a,
-    ngx_chain_t *in)
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_int_t
+ngx_http_ai_gateway_answer_read(ngx_http_request_t *r,
+    ngx_http_ai_gateway_answer_t *a, ngx_chain_t *in)
 {
     size_t        len;
     uint64_t      content;
@@ -295,5 +302,7 @@ ngx_http_ai_gateway_answer_read(ngx_http_ai_gateway_answer_t *a,
             a->last_content = ngx_current_msec;
         }
     }
+
+    return ngx_http_next_body_filter(r, in);
 }
 

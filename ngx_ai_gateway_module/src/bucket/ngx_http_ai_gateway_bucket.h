@@ -109,14 +109,17 @@ typedef struct {
     /* shm: cost was taken from the bucket (what a refund gives back) */
     u_char                                taken;
 
+    /*
+     * lease=: decided here with no round trip: 1 cost spent from this
+     * nginx's lease, 2 refused as Redis lately refused the key (beside
+     * the flags above: a state is allocated for every zone of every
+     * limited request)
+     */
+    u_char                                leased;
+
     /* a token zone's reservation of a passed request, to settle */
     uint64_t                              reserved;
 
-    /*
-     * lease=: decided here with no round trip: 1 cost spent from this
-     * nginx's lease, 2 refused as Redis lately refused the key
-     */
-    u_char                                leased;
     /* lease=: an old lease's tokens handed back with the script call */
     uint64_t                              giveback;
 

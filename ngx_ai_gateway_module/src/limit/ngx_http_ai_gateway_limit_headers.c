@@ -13,6 +13,10 @@
 static ngx_int_t ngx_http_ai_gateway_limit_header(ngx_http_request_t *r,
     ngx_uint_t field, u_char *value, size_t value_len);
 static u_char *ngx_http_ai_gateway_limit_uint_back(u_char *end, uint64_t n);
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_int_t
+    ngx_http_ai_gateway_limit_fields(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx);
 static ngx_int_t ngx_http_ai_gateway_limit_header_filter(
     ngx_http_request_t *r);
 static void ngx_http_ai_gateway_limit_replace(ngx_http_request_t *r,
@@ -388,10 +392,7 @@ ngx_http_ai_gateway_limit_openai(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
 {
-    u_char                                *end, *remaining, *remaining_end;
-    u_char                                *reset, *fields;
     ngx_http_ai_gateway_limit_ctx_t       *ctx;
-    ngx_http_ai_gateway_limit_zone_t      *zone;
     ngx_http_ai_gateway_limit_loc_conf_t  *lcf;
 
     if (r != r->main) {
@@ -404,6 +405,34 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
+
+    /* no zone applied, or none could say (Redis failed open) */
+
+    if (ctx->settle || (lcf->headers && ctx->zone != NULL)) {
+        return ngx_http_ai_gateway_limit_fields(r, lcf, ctx);
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * The answer of a request with tokens reserved is to be read, and the
+ * fields the location asked for are written; then the next filter.  Out
+ * of line: a request that needs neither (headers off) passes the filter
+ * above without this function's frame.
+ */
+
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_int_t
+ngx_http_ai_gateway_limit_fields(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx)
+{
+    u_char                            *end, *remaining, *remaining_end;
+    u_char                            *reset, *fields;
+    ngx_http_ai_gateway_limit_zone_t  *zone;
+
     /*
      * tokens reserved: the answer's usage settles them, if its type can
      * say it (the reader's filter is below this one)
@@ -413,10 +442,6 @@ ngx_http_ai_gateway_limit_header_filter(ngx_http_request_t *r)
     {
         return NGX_ERROR;
     }
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_ai_gateway_limit_module);
-
-    /* no zone applied, or none could say (Redis failed open) */
 
     if (!lcf->headers || ctx->zone == NULL) {
         return ngx_http_next_header_filter(r);
