@@ -60,6 +60,9 @@ time to first token by class.  Into docs/BENCHMARKS.md between the
     scripts/bench_balance.py [--reps 2] [--seconds 20] [--warmup 5]
                              [--workloads shared,mixed,uniform]
     scripts/bench_balance.py --report-only     redraw from results.json
+    scripts/bench_balance.py --kv-bound [--reps 2] [--seconds 60]
+                             mixed lengths on KV-bound replicas, added
+    scripts/bench_balance.py --queueing        the queues sampled, added
 """
 
 import argparse
@@ -79,9 +82,13 @@ LOAD = os.path.join(REPO, "build", "agw-load")
 DOC = os.path.join(REPO, "docs", "BENCHMARKS.md")
 SVG = "bench-balance.svg"
 RESULTS = os.path.join(REPO, "build", "bench-balance", "results.json")
+KV_RESULTS = os.path.join(REPO, "build", "bench-balance", "kv-bound.json")
 
 BEGIN = "<!-- bench-balance: begin (scripts/bench_balance.py) -->"
 END = "<!-- bench-balance: end -->"
+KV_BEGIN = ("<!-- bench-balance-kv: begin "
+            "(scripts/bench_balance.py --kv-bound) -->")
+KV_END = "<!-- bench-balance-kv: end -->"
 
 SIM_ARGS = ["--slots", "8", "--prefill-us-per-token", "300",
             "--prefix-cache-tokens", "16384", "--ttft-ms", "20",
@@ -107,6 +114,17 @@ WORKLOADS = {
     "uniform": ("uniform",
                 ["--user-tokens", "64", "--max-tokens", "64", "-c", "18"]),
 }
+
+# --kv-bound: the mixed workload on replicas whose batch is bounded by
+# their KV cache, as vLLM's and TGI's are (a sequence starts when its
+# prompt and max_tokens fit: --kv-cache-tokens), with room for many
+# sequences (--slots 64); 3,072 tokens (about 5 long generations of 528
+# tokens each) at 21 requests/s is the edge of what three such replicas
+# sustain: some arrival sequences (seeds) leave them queueing for seconds
+KV_SIM_ARGS = ["--slots", "64", "--kv-cache-tokens", "3072"] + SIM_ARGS[2:]
+KV_WORKLOAD = ("mixed lengths, KV-bound replicas",
+               ["--mix", "16:90,512:10", "--user-tokens", "16",
+                "-c", "300", "--rate", "21"])
 
 # the mixed workload's classes, by max_tokens
 SHORT, LONG = "16", "512"
@@ -136,10 +154,10 @@ UPSTREAM = """
 """
 
 
-def start_sims(ports):
+def start_sims(ports, sim_args=None):
     sims = []
     for i, port in enumerate(ports):
-        s = Sim(None, "sim-%d" % (i + 1), *SIM_ARGS)
+        s = Sim(None, "sim-%d" % (i + 1), *(sim_args or SIM_ARGS))
         # a fixed port for every run: the prefix ring is placed by
         # address, so every run places the tenants alike
         s.extra_args += ["--port", str(port)]
@@ -162,9 +180,9 @@ def hits(sims):
 
 
 def one_run(workload, balancer, method, ports, seconds, warmup, seed,
-            queueing=False):
+            queueing=False, sim_args=None):
     label, args = WORKLOADS[workload]
-    sims = start_sims(ports)
+    sims = start_sims(ports, sim_args)
     n = None
     try:
         servers = "\n".join("        server 127.0.0.1:%d;" % p
@@ -231,6 +249,11 @@ def main():
     ap.add_argument("--results", default=RESULTS)
     ap.add_argument("--out", default=DOC)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--kv-bound", action="store_true",
+                    help="least_conn and least_tokens on mixed lengths, "
+                    "the replicas bounded by their KV cache instead of "
+                    "8 slots (--reps runs each, --seconds long); added "
+                    "to the results and the report")
     ap.add_argument("--queueing", action="store_true",
                     help="one mixed-lengths run of least_conn and "
                     "least_tokens, sampling the replicas' queues and "
@@ -239,6 +262,10 @@ def main():
 
     if args.queueing:
         queueing(args)
+        return
+
+    if args.kv_bound:
+        kv_bound(args)
         return
 
     if args.report_only:
@@ -310,6 +337,63 @@ def queueing(args):
     results["queueing"] = q
     doc.write_json(args.results, results)
     write(results, args.out)
+
+
+def kv_bound(args):
+    ports = [free_port() for _ in range(3)]
+    WORKLOADS["kv"] = KV_WORKLOAD
+    kv = {"date": today(), "loadavg": [], "seconds": args.seconds,
+          "reps": args.reps, "sim_args": KV_SIM_ARGS,
+          "load_args": KV_WORKLOAD[1], "runs": []}
+    for rep in range(args.reps):
+        for name, method in BALANCERS:
+            if name not in ("least_conn", "least_tokens"):
+                continue
+            kv["loadavg"].append(os.getloadavg()[0])
+            r = one_run("kv", name, method, ports, args.seconds,
+                        args.warmup, seed=rep + 1, sim_args=KV_SIM_ARGS)
+            r["rep"] = rep
+            kv["runs"].append(r)
+            print("kv-bound rep %d %-13s ttft p99 %6.0f  short p99 %6.0f  "
+                  "long p99 %6.0f  %.1f req/s" % (
+                      rep + 1, name, r["ttft"]["p99"],
+                      r["classes"][SHORT]["ttft"]["p99"],
+                      r["classes"][LONG]["ttft"]["p99"], r["rps"]),
+                  flush=True)
+    doc.write_json(KV_RESULTS, kv)
+    text = kv_bound_section(kv)
+    print(text)
+    doc.write_section(text, args.out, KV_BEGIN, KV_END)
+
+
+def kv_bound_section(kv):
+    out = [KV_BEGIN, "", "### Mixed lengths on KV-bound replicas", "",
+           "Produced by `/usr/bin/python3 scripts/bench_balance.py "
+           "--kv-bound --reps %d --seconds %d` on %s (load "
+           "average %s): the mixed-lengths workload at %s requests/s on "
+           "replicas whose batch is bounded by their KV cache, as vLLM's "
+           "and TGI's are, not by 8 slots: `%s`. TTFT in ms, each run "
+           "(seeds 1..%d, the same arrivals for both balancers)." % (
+               kv["reps"], kv["seconds"], kv["date"],
+               "..".join("%.1f" % v for v in (min(kv["loadavg"]),
+                                              max(kv["loadavg"]))),
+               kv["load_args"][kv["load_args"].index("--rate") + 1],
+               " ".join(kv["sim_args"]), kv["reps"]),
+           "",
+           "| balancer | TTFT p99, all | short requests' TTFT p99 "
+           "| long requests' TTFT p99 | requests/s |",
+           "| --- | ---: | ---: | ---: | ---: |"]
+    for b in ("least_conn", "least_tokens"):
+        runs = [r for r in kv["runs"] if r["balancer"] == b]
+        out.append("| %s | %s | %s | %s | %s |" % (
+            b, " / ".join("%.0f" % r["ttft"]["p99"] for r in runs),
+            " / ".join("%.0f" % r["classes"][SHORT]["ttft"]["p99"]
+                       for r in runs),
+            " / ".join("%.0f" % r["classes"][LONG]["ttft"]["p99"]
+                       for r in runs),
+            " / ".join("%.1f" % r["rps"] for r in runs)))
+    out += ["", KV_END]
+    return "\n".join(out) + "\n"
 
 
 def queueing_section(results):
