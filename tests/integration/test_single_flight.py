@@ -89,7 +89,12 @@ def raw_post(n, path, body, timeout=20, progress=None):
     end = time.monotonic()
     head, _, rest = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1]) if lines and lines[0] else 0
+    try:
+        status = int(lines[0].split()[1]) if lines and lines[0] else 0
+    except (IndexError, ValueError):
+        # what came, to tell a lost status line from a garbled one (seen
+        # once under ASan: a first line whose second word was "unknown")
+        raise AssertionError("no status line in %r" % data[:400])
     headers = {}
     for line in lines[1:]:
         k, _, v = line.partition(":")
