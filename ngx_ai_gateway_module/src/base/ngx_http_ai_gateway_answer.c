@@ -60,7 +60,16 @@ ngx_http_ai_gateway_answer_want(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_ai_gateway_answer_want_readable(ngx_http_request_t *r)
 {
-    ngx_uint_t  mode;
+    ngx_uint_t                          mode;
+    ngx_http_ai_gateway_request_ctx_t  *ctx;
+
+    /* a reader asked for already (the metrics'): its header decides */
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_ai_gateway_module);
+
+    if (ctx != NULL && ctx->answer != NULL) {
+        return NGX_OK;
+    }
 
     mode = ngx_http_ai_gateway_answer_mode(r);
 

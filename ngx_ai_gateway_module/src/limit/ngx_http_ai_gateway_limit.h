@@ -245,8 +245,6 @@ ngx_int_t ngx_http_ai_gateway_limit_priced(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx);
 
 /* ngx_http_ai_gateway_limit_settle.c: token zones settled on real usage */
-ngx_int_t ngx_http_ai_gateway_limit_settle_start(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx);
 ngx_int_t ngx_http_ai_gateway_limit_settle_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_ai_gateway_limit_settle_add_variables(ngx_conf_t *cf);
 

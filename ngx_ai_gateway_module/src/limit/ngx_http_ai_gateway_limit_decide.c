@@ -369,8 +369,12 @@ ngx_http_ai_gateway_limit_reserve(ngx_http_request_t *r,
         any = 1;
     }
 
+    /*
+     * tokens reserved: the answer is read for its usage if its type can say
+     * it (limit_header_filter() asks for the reader once the type is known)
+     */
     if (any) {
-        return ngx_http_ai_gateway_limit_settle_start(r, ctx);
+        ctx->settle = 1;
     }
 
     return NGX_OK;

@@ -95,22 +95,6 @@ ngx_http_ai_gateway_limit_settle_init(ngx_conf_t *cf)
 
 
 /*
- * a request that passed with tokens reserved: its answer will be read,
- * if it can say what it used (limit_header_filter() asks for the reader
- * when the answer's type is known)
- */
-
-ngx_int_t
-ngx_http_ai_gateway_limit_settle_start(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_ctx_t *ctx)
-{
-    ctx->settle = 1;
-
-    return NGX_OK;
-}
-
-
-/*
  * What the answer used, in tokens and, for a priced request, in
  * micro-dollars (see the table at the top; a usage is priced by
  * lib/agw_price.c, its cached tokens at their price).  The same figures
