@@ -6,6 +6,7 @@ and sanitizer reports (a per-instance `skip_alerts` list whitelists the
 expected ones), and its error log is printed if the test failed.
 """
 
+import faulthandler
 import os
 import sys
 
@@ -34,6 +35,52 @@ def _request_with_timeout(self, method, url, **kwargs):
 
 
 requests.Session.request = _request_with_timeout
+
+
+# A test phase that outlives pytest-timeout (--timeout=300) ends the run
+# with every thread's stack on the real stderr, instead of holding it
+# until CI's limit.  pytest-timeout's alarm is one for setup, call and
+# teardown together: once it has failed a call, a teardown that hangs
+# (a server whose accept() never returns, say) has no alarm left, and
+# its report sits in the captured output nobody prints.  faulthandler's
+# watchdog is a thread of its own: it prints even when the main thread
+# never comes back to Python.
+PHASE_LIMIT = 330
+
+
+def _real_stderr(config):
+    try:
+        from _pytest.faulthandler import fault_handler_stderr_key
+        return config.stash[fault_handler_stderr_key]
+    except (ImportError, KeyError):
+        return sys.__stderr__
+
+
+def _watched(item):
+    faulthandler.dump_traceback_later(PHASE_LIMIT, exit=True,
+                                      file=_real_stderr(item.config))
+    return faulthandler.cancel_dump_traceback_later
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    done = _watched(item)
+    yield
+    done()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    done = _watched(item)
+    yield
+    done()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    done = _watched(item)
+    yield
+    done()
 
 
 # Every failed attempt, kept for the end of the run: with `--reruns` (make

@@ -55,7 +55,10 @@ def at(delay, fn):
 
     def run():
         time.sleep(delay)
-        out["r"] = fn()
+        try:
+            out["r"] = fn()
+        except BaseException as e:      # re-raised by join(), with its cause
+            out["e"] = e
 
     t = threading.Thread(target=run)
     t.start()
@@ -64,6 +67,8 @@ def at(delay, fn):
         def join(self, timeout=20):
             t.join(timeout)
             assert not t.is_alive(), "a client hangs"
+            if "e" in out:
+                raise out["e"]
             return out["r"]
     return Joined()
 

@@ -124,9 +124,13 @@ def dechunk(data):
 
 def burst(n, path, body, count, stagger=0.0):
     results = [None] * count
+    failed = []
 
     def one(i):
-        results[i] = raw_post(n, path, body)
+        try:
+            results[i] = raw_post(n, path, body)
+        except BaseException as e:      # raised below, with its cause
+            failed.append(e)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
     for t in threads:
@@ -136,6 +140,8 @@ def burst(n, path, body, count, stagger=0.0):
     for t in threads:
         t.join(30)
         assert not t.is_alive(), "a client hangs"
+    if failed:
+        raise failed[0]
     return results
 
 

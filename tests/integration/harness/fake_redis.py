@@ -10,6 +10,42 @@ import socket
 import threading
 
 
+# A thread blocked in accept() or recv() on a socket that another thread
+# closes is not woken on Linux: it stays in the call on the old socket,
+# and a call it makes next can land on whatever the process opened since
+# under the same descriptor number (seen: a stopped fake answering
+# "-ERR unknown command" to nginx on a later test's upstream connection,
+# which nginx passed to the client as an HTTP/0.9 body).  So stop() only
+# shuts the sockets down, which wakes every call on them, waits for the
+# threads to end, and closes the sockets after: no thread of a stopped
+# fake is left to use a descriptor, and no socket is closed while a
+# thread may still be entering a call on it.
+
+def start_thread(target, *args):
+    t = threading.Thread(target=target, args=args, daemon=True)
+    t.start()
+    return t
+
+
+def shut(sock):
+    """Wakes every thread blocked on the socket: recv() reads the end,
+    accept() fails (Linux answers EINVAL on a listener shut down)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def stop_threads(sockets, threads, timeout=10.0):
+    for sock in list(sockets):
+        shut(sock)
+    for t in list(threads):
+        t.join(timeout)
+        assert not t.is_alive(), "a fake's thread did not end"
+    for sock in list(sockets):
+        sock.close()
+
+
 def simple(s):
     return b"+" + s.encode() + b"\r\n"
 
@@ -92,8 +128,9 @@ class FakeRedis:
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.conns = []
+        self.threads = []
         self.running = True
-        threading.Thread(target=self.serve, daemon=True).start()
+        self.threads.append(start_thread(self.serve))
 
     def default(self, args, conn):
         name = args[0].upper()
@@ -131,10 +168,11 @@ class FakeRedis:
             except OSError:
                 return
             with self.lock:
+                self.conns.append(conn)         # stop() closes it
+                if not self.running:
+                    return
                 self.accepted += 1
-                self.conns.append(conn)
-            threading.Thread(target=self.client, args=(conn,),
-                             daemon=True).start()
+                self.threads.append(start_thread(self.client, conn))
 
     def client(self, conn):
         buf = b""
@@ -156,31 +194,20 @@ class FakeRedis:
         except OSError:
             pass
         finally:
+            shut(conn)                          # the client sees the end
             with self.lock:
                 self.closed += 1
-            try:
-                conn.close()
-            except OSError:
-                pass
 
     def open_connections(self):
         with self.lock:
             return self.accepted - self.closed
 
     def stop(self):
-        self.running = False
-        try:
-            self.sock.close()
-        except OSError:
-            pass
         with self.lock:
-            conns = list(self.conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-                c.close()
-            except OSError:
-                pass
+            self.running = False
+            sockets = [self.sock] + self.conns
+            threads = list(self.threads)
+        stop_threads(sockets, threads)
 
 
 class SlowStart:
@@ -196,21 +223,25 @@ class SlowStart:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.running = True
         self.conns = []
-        threading.Thread(target=self.serve, daemon=True).start()
+        self.threads = [start_thread(self.serve)]
 
     def serve(self):
-        while True:
+        while self.running:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
             up = socket.create_connection(("127.0.0.1", self.target))
-            self.conns += [conn, up]
-            threading.Thread(target=self.pipe, args=(conn, up, 0),
-                             daemon=True).start()
-            threading.Thread(target=self.pipe, args=(up, conn, self.delay),
-                             daemon=True).start()
+            with self.lock:
+                self.conns += [conn, up]        # stop() closes them
+                if not self.running:
+                    return
+                self.threads += [start_thread(self.pipe, conn, up, 0),
+                                 start_thread(self.pipe, up, conn,
+                                              self.delay)]
 
     @staticmethod
     def pipe(src, dst, delay):
@@ -227,19 +258,12 @@ class SlowStart:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            shut(src)
+            shut(dst)
 
     def stop(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        for c in self.conns:
-            try:
-                c.close()
-            except OSError:
-                pass
+        with self.lock:
+            self.running = False
+            sockets = [self.sock] + self.conns
+            threads = list(self.threads)
+        stop_threads(sockets, threads)

@@ -9,6 +9,8 @@ import socket
 import threading
 import time
 
+from harness.fake_redis import shut, start_thread, stop_threads
+
 
 class HoldingProxy:
     def __init__(self, port):
@@ -23,9 +25,11 @@ class HoldingProxy:
         self.held = 0               # holds that happened
         self.lock = threading.Lock()
         self.running = True
+        self.conns = []
+        self.threads = []
 
     def start(self):
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.threads.append(start_thread(self._accept))
         return self
 
     def hold_next(self, watch, seconds):
@@ -40,8 +44,11 @@ class HoldingProxy:
             except OSError:
                 return
             server = socket.create_connection(self.target)
-            threading.Thread(target=self._pipe, args=(client, server),
-                             daemon=True).start()
+            with self.lock:
+                self.conns += [client, server]  # stop() closes them
+                if not self.running:
+                    return
+                self.threads.append(start_thread(self._pipe, client, server))
 
     def _pipe(self, client, server):
         until = 0.0
@@ -68,12 +75,17 @@ class HoldingProxy:
                         pending += data
                     else:
                         client.sendall(data)
-        except OSError:
+        except (OSError, ValueError):
             pass
         finally:
-            client.close()
-            server.close()
+            shut(client)                        # both peers see the end
+            shut(server)
 
     def stop(self):
-        self.running = False
-        self.listener.close()
+        """As the fakes stop (harness/fake_redis.py): sockets shut down,
+        threads ended, then closed."""
+        with self.lock:
+            self.running = False
+            sockets = [self.listener] + self.conns
+            threads = list(self.threads)
+        stop_threads(sockets, threads)
