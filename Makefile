@@ -32,12 +32,8 @@ PYTEST     := /usr/bin/python3 -m pytest
 # moment of a loaded 2-core machine does not fail the suite, but never one
 # that failed by a sanitizer report, an [alert] of nginx or a hang: those
 # fail at once.  Every failed attempt is listed at the end ("failed
-# attempts") and reruns in "rerun test summary info".  pytest-timeout's
-# alarm is one for a test's setup, call and teardown: a teardown that
-# hangs after it went off would hold the run silently, so faulthandler
-# also prints every thread's stack, from its own thread and uncaptured,
-# once a test has run for 330 s.
-PYTEST_GUARDS := --timeout=300 -o faulthandler_timeout=330 --reruns 2 \
+# attempts") and reruns in "rerun test summary info".
+PYTEST_GUARDS := --timeout=300 --reruns 2 \
 	--only-rerun '\A(?![\s\S]*(nginx logged|Timeout >))'
 CACHE      ?= shm
 
