@@ -37,7 +37,7 @@ def _request_with_timeout(self, method, url, **kwargs):
 requests.Session.request = _request_with_timeout
 
 
-# A test phase that outlives pytest-timeout (--timeout=300) ends the run
+# A test phase that outlives pytest-timeout (--timeout) ends the run
 # with every thread's stack on the real stderr, instead of holding it
 # until CI's limit.  pytest-timeout's alarm is one for setup, call and
 # teardown together: once it has failed a call, a teardown that hangs
@@ -45,7 +45,13 @@ requests.Session.request = _request_with_timeout
 # its report sits in the captured output nobody prints.  faulthandler's
 # watchdog is a thread of its own: it prints even when the main thread
 # never comes back to Python.
-PHASE_LIMIT = 330
+def _phase_limit(config):
+    """30 s past the run's --timeout (make soak gives 600), 330 without."""
+    try:
+        timeout = float(config.getoption("timeout") or 0)
+    except ValueError:
+        timeout = 0
+    return (timeout or 300) + 30
 
 
 def _real_stderr(config):
@@ -57,7 +63,7 @@ def _real_stderr(config):
 
 
 def _watched(item):
-    faulthandler.dump_traceback_later(PHASE_LIMIT, exit=True,
+    faulthandler.dump_traceback_later(_phase_limit(item.config), exit=True,
                                       file=_real_stderr(item.config))
     return faulthandler.cancel_dump_traceback_later
 
