@@ -385,3 +385,32 @@ def test_two_gateways_share_one_redis_token_budget(nginx_factory, sim,
     zb = cachez(b)["limits"]["tpm"]
     assert za["settled"] + zb["settled"] == 20 * passed, (za, zb)
     assert za["settled"] > 0 and zb["settled"] > 0, (za, zb)
+
+
+def test_zones_declared_after_their_lines_keep_their_kind(nginx_factory, sim):
+    """A line's cost is taken as written only for a request zone (decided
+    once the http{} block is read): a token zone declared below the
+    location that uses it still reserves the request's estimate, and a
+    request zone below it still charges its cost=."""
+    n = nginx_factory("""
+    server {
+        listen 127.0.0.1:%%%%PORT%%%%;
+        location /v1/ {
+            ai_gateway_limit zone=late_tpm;
+            ai_gateway_limit zone=late_rpm cost=3;
+            ai_gateway_limit_headers all;
+            proxy_pass http://127.0.0.1:%d;
+        }
+    }
+    ai_gateway_limit_zone $http_x_api_key zone=late_tpm:1m rate=1t/m
+                          burst=1000;
+    ai_gateway_limit_zone $http_x_api_key zone=late_rpm:1m rate=1r/m
+                          burst=10;
+""" % sim.port)
+    c = Client(n)
+    prompt = "declared below"
+    status, h, body = post(c, chat(prompt, 40))
+    assert status == 200, body
+    assert h["x-ratelimit-remaining-tokens"] == \
+        str(1000 - estimate(prompt, 40)), h
+    assert h["x-ratelimit-remaining-requests"] == "7", h

@@ -14,10 +14,6 @@
 #include "bucket/ngx_http_ai_gateway_bucket_node.h"
 
 
-/* zones of a request locked in order without allocating the order */
-#define NGX_HTTP_AI_GATEWAY_BUCKET_STACK  8
-
-
 static void ngx_http_ai_gateway_bucket_shm_check(
     ngx_http_ai_gateway_bucket_zone_t *zone, u_char *key, uint64_t cost,
     uint64_t now, agw_bucket_result_t *res);
@@ -28,6 +24,12 @@ static void ngx_http_ai_gateway_bucket_shm_refund(
     ngx_http_ai_gateway_bucket_state_t *st, uint64_t now);
 static void ngx_http_ai_gateway_bucket_shm_settle(ngx_http_request_t *r,
     ngx_http_ai_gateway_bucket_state_t *st, uint64_t used, uint64_t now);
+
+
+/* a zone of the request that applies and that this backend holds */
+#define ngx_http_ai_gateway_bucket_shm_holds(s)                              \
+    ((s)->zone != NULL                                                       \
+     && (s)->zone->backend == &ngx_http_ai_gateway_bucket_shm)
 
 
 ngx_http_ai_gateway_bucket_backend_t  ngx_http_ai_gateway_bucket_shm = {
@@ -83,8 +85,7 @@ ngx_http_ai_gateway_bucket_shm_charge(ngx_http_ai_gateway_bucket_batch_t *batch)
      */
 
     for (one = batch->st;
-         one->zone == NULL
-         || one->zone->backend != &ngx_http_ai_gateway_bucket_shm;
+         !ngx_http_ai_gateway_bucket_shm_holds(one);
          one++)
     {
         /* void */
@@ -110,41 +111,21 @@ ngx_http_ai_gateway_bucket_shm_charge(ngx_http_ai_gateway_bucket_batch_t *batch)
 }
 
 
-/* several zones: all locked, all checked, then taken from all or none */
+/*
+ * several zones: all locked, all checked, then taken from all or none; the
+ * zones are walked in the location's lock order, those of other backends
+ * (and those that do not apply) skipped
+ */
 
 static ngx_int_t
 ngx_http_ai_gateway_bucket_shm_charge_all(
     ngx_http_ai_gateway_bucket_batch_t *batch, uint64_t now)
 {
-    ngx_uint_t                           i, j, n, allowed;
-    ngx_http_ai_gateway_bucket_state_t  *st, **order, *s;
-    ngx_http_ai_gateway_bucket_state_t  *stack[
-                                            NGX_HTTP_AI_GATEWAY_BUCKET_STACK];
+    ngx_uint_t                           i, n, allowed;
+    ngx_http_ai_gateway_bucket_state_t  *st, *s;
 
     st = batch->st;
     n = batch->n;
-
-    if (batch->count <= NGX_HTTP_AI_GATEWAY_BUCKET_STACK) {
-        order = stack;
-
-    } else {
-        order = ngx_palloc(batch->request->pool,
-                           batch->count
-                           * sizeof(ngx_http_ai_gateway_bucket_state_t *));
-        if (order == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    /* the zones that apply, in the location's lock order */
-
-    for (i = 0, j = 0; i < n; i++) {
-        s = &st[batch->order[i]];
-
-        if (s->zone && s->zone->backend == &ngx_http_ai_gateway_bucket_shm) {
-            order[j++] = s;
-        }
-    }
 
     /*
      * each zone is checked as soon as it is locked; its lock is held until
@@ -153,8 +134,12 @@ ngx_http_ai_gateway_bucket_shm_charge_all(
 
     allowed = 1;
 
-    for (i = 0; i < j; i++) {
-        s = order[i];
+    for (i = 0; i < n; i++) {
+        s = &st[batch->order[i]];
+
+        if (!ngx_http_ai_gateway_bucket_shm_holds(s)) {
+            continue;
+        }
 
         ngx_http_ai_gateway_bucket_zone_lock(s->zone);
 
@@ -175,8 +160,12 @@ ngx_http_ai_gateway_bucket_shm_charge_all(
      * they would have held after this request
      */
 
-    for (i = 0; i < j; i++) {
-        s = order[i];
+    for (i = 0; i < n; i++) {
+        s = &st[batch->order[i]];
+
+        if (!ngx_http_ai_gateway_bucket_shm_holds(s)) {
+            continue;
+        }
 
         if (s->cost && s->res.allowed) {
             if (allowed) {

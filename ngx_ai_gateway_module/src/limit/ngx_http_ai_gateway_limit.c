@@ -59,6 +59,11 @@ static void ngx_http_ai_gateway_limit_redis_done(
     ngx_http_ai_gateway_bucket_batch_t *batch);
 static ngx_int_t ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_t *limit, uint64_t *cost);
+static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE ngx_int_t
+    ngx_http_ai_gateway_limit_cost_of(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_http_ai_gateway_limit_t *limit,
+    ngx_http_ai_gateway_bucket_state_t *st, ngx_uint_t hit, ngx_uint_t early);
 static ngx_int_t ngx_http_ai_gateway_limit_read_body(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf, ngx_uint_t *early);
 static ngx_uint_t ngx_http_ai_gateway_limit_refuses(ngx_http_request_t *r,
@@ -116,6 +121,74 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
     }
 
     return ngx_http_ai_gateway_limit_finish(r, ctx);
+}
+
+
+/*
+ * The cost of a line that is not fixed (limit_start() sets a fixed one):
+ * a token or money zone's estimate, or a cost= with variables.
+ */
+
+static ngx_int_t
+ngx_http_ai_gateway_limit_cost_of(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_http_ai_gateway_limit_t *limit,
+    ngx_http_ai_gateway_bucket_state_t *st, ngx_uint_t hit, ngx_uint_t early)
+{
+    ngx_http_ai_gateway_bucket_zone_t  *bz;
+
+    bz = st->zone;
+
+    if (bz->tokens) {
+        ctx->tokens = 1;
+    }
+
+    /*
+     * a money zone prices the request by its model, to reserve its
+     * estimate and to settle on its usage, whatever it is charged
+     * (cost= or a HIT)
+     */
+
+    if (bz->usd) {
+        ctx->usd = 1;
+
+        if (ngx_http_ai_gateway_limit_priced(r, lcf, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (hit && !limit->charge_hits) {
+        st->cost = 0;
+
+    } else if (bz->tokens && !limit->cost_set && early) {
+        /*
+         * refused before the body is read by another zone: only read,
+         * the estimate is not known, and the size of an unread body
+         * is not it (it must not turn a rate_limited answer into
+         * cost_exceeds_limit)
+         */
+        st->cost = 0;
+
+    } else if (bz->usd && !limit->cost_set) {
+        st->cost = ctx->estimate_usd;
+
+    } else if (bz->tokens && !limit->cost_set) {
+        if (ngx_http_ai_gateway_limit_estimate(r, lcf, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        st->cost = ctx->estimate;
+
+    } else if (limit->cost_cv == NULL) {
+        st->cost = limit->cost;
+
+    } else if (ngx_http_ai_gateway_limit_cost(r, limit, &st->cost)
+               != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -409,50 +482,12 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
 
         st[i].reserved = 0;
 
-        if (bz->tokens) {
-            ctx->tokens = 1;
-        }
+        if (limits[i].fixed) {
+            /* the usual line: a request zone, a cost known at startup */
+            st[i].cost = (hit && !limits[i].charge_hits) ? 0 : limits[i].cost;
 
-        /*
-         * a money zone prices the request by its model, to reserve its
-         * estimate and to settle on its usage, whatever it is charged
-         * (cost= or a HIT)
-         */
-
-        if (bz->usd) {
-            ctx->usd = 1;
-
-            if (ngx_http_ai_gateway_limit_priced(r, lcf, ctx) != NGX_OK) {
-                return NGX_ERROR;
-            }
-        }
-
-        if (hit && !limits[i].charge_hits) {
-            st[i].cost = 0;
-
-        } else if (bz->tokens && !limits[i].cost_set && early) {
-            /*
-             * refused before the body is read by another zone: only read,
-             * the estimate is not known, and the size of an unread body
-             * is not it (it must not turn a rate_limited answer into
-             * cost_exceeds_limit)
-             */
-            st[i].cost = 0;
-
-        } else if (bz->usd && !limits[i].cost_set) {
-            st[i].cost = ctx->estimate_usd;
-
-        } else if (bz->tokens && !limits[i].cost_set) {
-            if (ngx_http_ai_gateway_limit_estimate(r, lcf, ctx) != NGX_OK) {
-                return NGX_ERROR;
-            }
-
-            st[i].cost = ctx->estimate;
-
-        } else if (limits[i].cost_cv == NULL) {
-            st[i].cost = limits[i].cost;
-
-        } else if (ngx_http_ai_gateway_limit_cost(r, &limits[i], &st[i].cost)
+        } else if (ngx_http_ai_gateway_limit_cost_of(r, lcf, ctx, &limits[i],
+                                                     &st[i], hit, early)
                    != NGX_OK)
         {
             return NGX_ERROR;
@@ -464,25 +499,23 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
         } else {
             nshm++;
         }
+
+        /*
+         * a cost that no bucket of its zone can ever hold is refused at
+         * once, as one that will never fit (no Retry-After: waiting would
+         * not help); the zones are then only read, for the figures of the
+         * headers.  The first such zone is the one reported.
+         */
+
+        if (st[i].cost > bz->bucket.burst && !st[i].dry
+            && ctx->never == NULL)
+        {
+            ctx->never = &st[i];
+        }
     }
 
     if (nshm + nredis == 0) {
         return NGX_DECLINED;
-    }
-
-    /*
-     * a cost that no bucket of its zone can ever hold is refused at once,
-     * as one that will never fit (no Retry-After: waiting would not help);
-     * the zones are then only read, for the figures of the headers
-     */
-
-    for (i = 0; i < n; i++) {
-        if (st[i].zone && !st[i].dry
-            && st[i].cost > st[i].zone->bucket.burst)
-        {
-            ctx->never = &st[i];
-            break;
-        }
     }
 
     if (ctx->never == NULL && early && st[early - 1].zone) {

@@ -77,6 +77,10 @@ typedef struct {
                                                      request's estimate */
     unsigned                            dry_run:1;
     unsigned                            charge_hits:1;
+    unsigned                            fixed:1;  /* a request zone's, cost
+                                                     without variables: set
+                                                     once the zones are known
+                                                     (limit_conf.c) */
 } ngx_http_ai_gateway_limit_t;
 
 

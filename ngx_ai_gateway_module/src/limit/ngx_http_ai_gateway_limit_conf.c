@@ -214,16 +214,17 @@ ngx_http_ai_gateway_limit_create_loc_conf(ngx_conf_t *cf)
  * (the layout version changes with any change of this rule, so the two
  * never share zones across it), takes the locks of any two zones in the
  * same order, so two requests can never each hold a lock the other waits
- * for.
+ * for.  Also marks the lines whose cost is fixed.
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_lock_order(ngx_conf_t *cf,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf)
 {
-    ngx_str_t                    *a, *b;
-    ngx_uint_t                    i, k, n, tmp, *order;
-    ngx_http_ai_gateway_limit_t  *limits;
+    ngx_str_t                         *a, *b;
+    ngx_uint_t                         i, k, n, tmp, *order;
+    ngx_http_ai_gateway_limit_t       *limits;
+    ngx_http_ai_gateway_limit_zone_t  *zone;
 
     limits = lcf->limits.elts;
     n = lcf->limits.nelts;
@@ -255,6 +256,20 @@ ngx_http_ai_gateway_limit_lock_order(ngx_conf_t *cf,
     }
 
     lcf->lock_order = order;
+
+    /*
+     * the lines whose cost limit_start() takes as it is: every zone is
+     * known now (the http{} block is read), token and money zones are not
+     * (an unknown zone is refused by limit_init())
+     */
+
+    for (i = 0; i < n; i++) {
+        zone = limits[i].shm_zone->data;
+
+        limits[i].fixed = zone != NULL
+                          && !zone->buckets.tokens && !zone->buckets.usd
+                          && limits[i].cost_cv == NULL;
+    }
 
     return NGX_OK;
 }
