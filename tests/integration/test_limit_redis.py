@@ -521,3 +521,37 @@ def test_limit_redis_two_redis_zones_one_script(nginx_factory, redis_server):
     assert limits["per_user"]["rejected"] == 1, limits
     assert limits["global"]["passed"] == 2, limits
     assert limits["global"]["rejected"] == 1, limits
+
+
+def test_limit_redis_taken_without_room_is_a_broken_reply(nginx_factory):
+    """A Redis (or a proxy in front of one) answering the script with
+    "taken" for a zone whose level has no room for the cost contradicts
+    itself: the reply is not the script's, and is treated as Redis
+    failing (the location's redis_fail: open passes without figures,
+    closed refuses), never as this zone refusing the client (before: a 429
+    with the zone's name, from a Redis that said it took the token)."""
+    from harness.fake_redis import FakeRedis, array
+
+    def answer(args, conn):
+        if args[0].upper() in (b"EVALSHA", b"EVAL"):
+            return array([1, 0, 1])          # taken, level 0, got 1
+        if args[0].upper() == b"SCRIPT":
+            return b"$40\r\n" + b"0" * 40 + b"\r\n"
+        return fake.default(args, conn)
+
+    fake = FakeRedis()
+    fake.answer = answer
+    try:
+        n = nginx_factory(fail_config(fake))
+        n.skip_alerts.append("unexpected reply from the redis script")
+        for _ in range(3):
+            status, h, _ = get(n, "/open", headers=user("u1"))
+            assert status == 200, (status, h)
+            assert "ratelimit-limit" not in h, h
+            status, h, _ = get(n, "/closed", headers=user("u1"))
+            assert status == 503 and h.get("ratelimit-scope") == "c", h
+        assert "unexpected reply from the redis script" in n.log()
+        doc = cachez(n)
+        assert doc["limits"]["o"]["rejected"] == 0, doc["limits"]
+    finally:
+        fake.stop()

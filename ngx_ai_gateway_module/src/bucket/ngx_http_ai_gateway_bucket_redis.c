@@ -513,8 +513,22 @@ ngx_http_ai_gateway_bucket_redis_result(
             continue;
         }
 
-        if (st[i].cost == 0 || !st[i].res.allowed) {
-            /* nothing taken: a read, or a dry_run zone that would refuse */
+        if (st[i].cost == 0) {
+            /* nothing taken: a read */
+            continue;
+        }
+
+        if (!st[i].res.allowed) {
+            if (!st[i].dry) {
+                /*
+                 * "taken", yet no room for the cost: the script takes
+                 * only when every zone that is not dry_run has room, so
+                 * this is not its answer (nor a refusal of the client)
+                 */
+                goto malformed;
+            }
+
+            /* a dry_run zone that would refuse: nothing taken from it */
             continue;
         }
 
