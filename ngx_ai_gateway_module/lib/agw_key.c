@@ -58,14 +58,8 @@
 
 #include <string.h>
 
+#include "agw_attr.h"
 #include "agw_key.h"
-
-
-#if defined(__GNUC__)
-#define AGW_NOINLINE  __attribute__((noinline))
-#else
-#define AGW_NOINLINE
-#endif
 
 
 static AGW_NOINLINE void agw_key_slot_digest(uint8_t out[AGW_KEY_SLOT_LEN],

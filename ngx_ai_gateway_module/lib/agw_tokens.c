@@ -64,6 +64,7 @@
 
 #include <string.h>
 
+#include "agw_attr.h"
 #include "agw_tokens.h"
 
 
@@ -175,11 +176,6 @@ agw_tokens_lookup(const agw_tokens_name_t *names, const agw_json_event_t *ev)
 
 #define agw_tokens_is(t, s)  (memcmp(t, s, sizeof(s) - 1) == 0)
 
-#if (defined __GNUC__)
-#define AGW_TOKENS_NOINLINE  __attribute__((noinline))
-#else
-#define AGW_TOKENS_NOINLINE
-#endif
 
 
 static void agw_answer_value(agw_answer_t *a, const agw_json_event_t *ev);
@@ -308,7 +304,7 @@ agw_answer_event(void *ctx, const agw_json_event_t *ev)
 }
 
 
-static AGW_TOKENS_NOINLINE void
+static AGW_NOINLINE void
 agw_answer_value(agw_answer_t *a, const agw_json_event_t *ev)
 {
     unsigned  d;
