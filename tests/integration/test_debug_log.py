@@ -288,7 +288,7 @@ WAKE = """
     ai_gateway_cache_zone zone=main:4m;
     upstream sim {{ server 127.0.0.1:{sim}; }}
     server {{
-        listen 127.0.0.1:%%PORT%%;
+        listen 127.0.0.1:%%PORT%% reuseport;     # pinned(): see there
         location = /pid {{ add_header X-Pid $pid; return 204; }}
         location /v1/ {{
             ai_gateway_cache main;

@@ -32,7 +32,11 @@ def flight(n):
 
 def pinned(n, want=None, avoid=None, tries=200):
     """a keep-alive connection served by worker `want` (or not `avoid`),
-    and that worker's pid"""
+    and that worker's pid.  The configurations that use it listen with
+    `reuseport`: the kernel then spreads new connections over the workers'
+    sockets by their addresses, where on one shared socket the worker that
+    is first back in epoll_wait() can take nearly all of them (seen: 200
+    connections in a row to one worker, on a loaded machine)."""
     for _ in range(tries):
         c = http.client.HTTPConnection("127.0.0.1", n.port, timeout=30)
         c.request("GET", "/pid")
@@ -58,7 +62,7 @@ FLIGHTS = """
     ai_gateway_cache_zone zone=main:8m;
     upstream sim {{ server 127.0.0.1:{sim}; }}
     server {{
-        listen 127.0.0.1:%%PORT%% backlog=512;
+        listen 127.0.0.1:%%PORT%% backlog=512 reuseport;
         location = /cachez {{ ai_gateway_cachez; }}
         location = /pid {{ add_header X-Pid $pid; return 204; }}
         location /v1/ {{
@@ -257,7 +261,7 @@ NEAR = """
     ai_gateway_redis 127.0.0.1:{redis} timeout=5s;
     ai_gateway_cache_zone zone=near:1m max_entry_size=8k;
     server {{
-        listen 127.0.0.1:%%PORT%%;
+        listen 127.0.0.1:%%PORT%% reuseport;
         location = /cachez {{ ai_gateway_cachez; }}
         location = /purge {{ ai_gateway_cache_purge; }}
         location = /pid {{ add_header X-Pid $pid; return 204; }}
