@@ -125,8 +125,9 @@ ngx_http_ai_gateway_limit_check(ngx_http_request_t *r)
 
 
 /*
- * The cost of a line that is not fixed (limit_start() sets a fixed one):
- * a token or money zone's estimate, or a cost= with variables.
+ * The cost of a line that limit_start() does not set itself (a fixed cost,
+ * a token zone's estimate): a money zone's, a HIT's, one refused before
+ * its body is read, or a cost= with variables.
  */
 
 static ngx_int_t
@@ -485,6 +486,16 @@ ngx_http_ai_gateway_limit_start(ngx_http_request_t *r,
         if (limits[i].fixed) {
             /* the usual line: a request zone, a cost known at startup */
             st[i].cost = (hit && !limits[i].charge_hits) ? 0 : limits[i].cost;
+
+        } else if (limits[i].estimated && !hit && !early) {
+            /* a token zone's usual line: the request's estimate */
+            ctx->tokens = 1;
+
+            if (ngx_http_ai_gateway_limit_estimate(r, lcf, ctx) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            st[i].cost = ctx->estimate;
 
         } else if (ngx_http_ai_gateway_limit_cost_of(r, lcf, ctx, &limits[i],
                                                      &st[i], hit, early)

@@ -77,10 +77,12 @@ typedef struct {
                                                      request's estimate */
     unsigned                            dry_run:1;
     unsigned                            charge_hits:1;
-    unsigned                            fixed:1;  /* a request zone's, cost
-                                                     without variables: set
-                                                     once the zones are known
-                                                     (limit_conf.c) */
+    /* set once the zones are known (limit_conf.c) */
+    unsigned                            fixed:1;     /* a request zone's,
+                                                        cost without
+                                                        variables */
+    unsigned                            estimated:1; /* a token zone's,
+                                                        without cost= */
 } ngx_http_ai_gateway_limit_t;
 
 

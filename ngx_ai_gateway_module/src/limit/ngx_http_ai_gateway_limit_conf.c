@@ -258,9 +258,9 @@ ngx_http_ai_gateway_limit_lock_order(ngx_conf_t *cf,
     lcf->lock_order = order;
 
     /*
-     * the lines whose cost limit_start() takes as it is: every zone is
-     * known now (the http{} block is read), token and money zones are not
-     * (an unknown zone is refused by limit_init())
+     * the lines whose cost limit_start() finds itself: a request zone's
+     * fixed cost, a token zone's estimate; every zone is known now (the
+     * http{} block is read; an unknown zone is refused by limit_init())
      */
 
     for (i = 0; i < n; i++) {
@@ -269,6 +269,10 @@ ngx_http_ai_gateway_limit_lock_order(ngx_conf_t *cf,
         limits[i].fixed = zone != NULL
                           && !zone->buckets.tokens && !zone->buckets.usd
                           && limits[i].cost_cv == NULL;
+
+        limits[i].estimated = zone != NULL
+                              && zone->buckets.tokens && !zone->buckets.usd
+                              && !limits[i].cost_set;
     }
 
     return NGX_OK;
