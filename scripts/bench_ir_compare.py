@@ -11,8 +11,8 @@ monolithic one, 1b38d1b).
         this=build/ngx_ai_gateway_module.so
 
 Each pass measures every build in turn (one nginx process under callgrind,
-4 connections, 2 s a row: benchlib.callgrind), so that a slow moment lands
-on all of them; the table gives each build's median and its difference
+one connection, 2 s a row: benchlib.callgrind; CONNS=4 as make bench),
+so that a slow moment lands on all of them; the table gives each build's median and its difference
 from the first build's, and every pass's figure in the JSON (OUT=, default
 build/bench-ir-compare.json).  The rows are make bench's without the POST
 and money rows, on a configuration without the money lines, which a build
@@ -54,6 +54,10 @@ def main():
         http_tmpl = re.sub(pat, "", http_tmpl)
     rows_mod.HTTP = http_tmpl
 
+    # one connection: every request one turn of nginx's event loop, so the
+    # figure repeats to a few instructions (make bench's 4 connections move
+    # it by about 1% from run to run, more than the differences measured)
+    conns = int(os.environ.get("CONNS", "1"))
     only = os.environ.get("ROWS")
     rows = [r for r in rows_mod.ROWS if not r[0].endswith(", POST")
             and (not only or r[0] in only.split("|"))]
@@ -72,8 +76,8 @@ def main():
         for p in range(passes):
             for label, so in builds:
                 hn.MODULE = os.path.abspath(so)
-                res[label].append(instructions_per_request(http, names,
-                                                           urls, 2))
+                res[label].append(instructions_per_request(
+                    http, names, urls, 2, connections=conns))
                 print("pass %d %s" % (p + 1, label), flush=True)
     finally:
         sim.stop()

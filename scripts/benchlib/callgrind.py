@@ -12,12 +12,16 @@ from harness.nginx import Nginx, private_dir
 from benchlib.wrk import wrk
 
 
-def instructions_per_request(http, names, urls, seconds, script=None):
+def instructions_per_request(http, names, urls, seconds, script=None,
+                             connections=4):
     """The same config in one nginx process under callgrind: instructions
     executed per request for each row of names (urls: each one's URL).
     Unlike requests/s these counts do not depend on what else the machine
     is doing; rerunning gives the same figures within a fraction of a
-    percent."""
+    percent.  With one connection every request is one turn of the event
+    loop, and the figure repeats to a few instructions; with several, how
+    many requests one epoll_wait() returns varies from run to run, and
+    with it the loop's share of each request (about 1%)."""
     out = private_dir("agw-callgrind-")
     n = Nginx(http, master=False, wrapper=[
         "valgrind", "--tool=callgrind", "--instr-atstart=no",
@@ -35,7 +39,7 @@ def instructions_per_request(http, names, urls, seconds, script=None):
             for args in (["-z"], ["-i", "on"]):
                 subprocess.run(["callgrind_control"] + args + [pid],
                                capture_output=True, check=True)
-            _, total, _, _, _ = wrk(url, seconds, 4, script)
+            _, total, _, _, _ = wrk(url, seconds, connections, script)
             for args in (["-i", "off"], ["-d", "row"]):
                 subprocess.run(["callgrind_control"] + args + [pid],
                                capture_output=True, check=True)
