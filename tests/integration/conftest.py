@@ -46,12 +46,21 @@ requests.Session.request = _request_with_timeout
 # watchdog is a thread of its own: it prints even when the main thread
 # never comes back to Python.
 def _phase_limit(config):
-    """30 s past the run's --timeout (make soak gives 600), 330 without."""
-    try:
-        timeout = float(config.getoption("timeout") or 0)
-    except ValueError:
-        timeout = 0
-    return (timeout or 300) + 30
+    """30 s past pytest-timeout's limit, as the run sets it (--timeout,
+    then PYTEST_TIMEOUT, then the ini's timeout; make soak gives 600),
+    330 s if none does; None where the run turns timeouts off (0)."""
+    sources = (lambda: config.getoption("timeout"),
+               lambda: os.environ.get("PYTEST_TIMEOUT"),
+               lambda: config.getini("timeout"))
+    for source in sources:
+        try:
+            value = source()
+            if value not in (None, ""):
+                timeout = float(value)
+                return timeout + 30 if timeout > 0 else None
+        except (ValueError, KeyError):
+            continue
+    return 330
 
 
 def _real_stderr(config):
@@ -63,7 +72,12 @@ def _real_stderr(config):
 
 
 def _watched(item):
-    faulthandler.dump_traceback_later(_phase_limit(item.config), exit=True,
+    """Armed for one phase; the processes its fixtures started are left
+    behind when it goes off (no teardown runs after _exit)."""
+    limit = _phase_limit(item.config)
+    if limit is None:
+        return lambda: None
+    faulthandler.dump_traceback_later(limit, exit=True,
                                       file=_real_stderr(item.config))
     return faulthandler.cancel_dump_traceback_later
 

@@ -45,9 +45,11 @@ class HoldingProxy:
                 return
             server = socket.create_connection(self.target)
             with self.lock:
-                self.conns += [client, server]  # stop() closes them
-                if not self.running:
+                if not self.running:            # stop() has its list
+                    client.close()
+                    server.close()
                     return
+                self.conns += [client, server]  # stop() closes them
                 self.threads.append(start_thread(self._pipe, client, server))
 
     def _pipe(self, client, server):
