@@ -237,6 +237,14 @@ void ngx_http_ai_gateway_limit_cleanup(void *data);
 /* limit_decide.c: the decision over all zones, once they answered */
 ngx_int_t ngx_http_ai_gateway_limit_finish(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_ctx_t *ctx);
+
+/* limit_cost.c: what a request costs a zone, the request's estimate */
+ngx_int_t ngx_http_ai_gateway_limit_cost_of(
+    ngx_http_request_t *r, ngx_http_ai_gateway_limit_loc_conf_t *lcf,
+    ngx_http_ai_gateway_limit_ctx_t *ctx, ngx_http_ai_gateway_limit_t *limit,
+    ngx_http_ai_gateway_bucket_state_t *st, ngx_uint_t hit, ngx_uint_t early);
+ngx_int_t ngx_http_ai_gateway_limit_cost(ngx_http_request_t *r,
+    ngx_http_ai_gateway_limit_t *limit, uint64_t *cost);
 ngx_int_t ngx_http_ai_gateway_limit_estimate(ngx_http_request_t *r,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf,
     ngx_http_ai_gateway_limit_ctx_t *ctx);

@@ -29,6 +29,8 @@ static char *ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static ngx_int_t ngx_http_ai_gateway_limit_lock_order(ngx_conf_t *cf,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf);
+static void ngx_http_ai_gateway_limit_mark_costs(
+    ngx_http_ai_gateway_limit_loc_conf_t *lcf);
 static char *ngx_http_ai_gateway_limit(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ai_gateway_limit_redis_fail(ngx_conf_t *cf,
@@ -214,17 +216,16 @@ ngx_http_ai_gateway_limit_create_loc_conf(ngx_conf_t *cf)
  * (the layout version changes with any change of this rule, so the two
  * never share zones across it), takes the locks of any two zones in the
  * same order, so two requests can never each hold a lock the other waits
- * for.  Also marks the lines whose cost is fixed.
+ * for.
  */
 
 static ngx_int_t
 ngx_http_ai_gateway_limit_lock_order(ngx_conf_t *cf,
     ngx_http_ai_gateway_limit_loc_conf_t *lcf)
 {
-    ngx_str_t                         *a, *b;
-    ngx_uint_t                         i, k, n, tmp, *order;
-    ngx_http_ai_gateway_limit_t       *limits;
-    ngx_http_ai_gateway_limit_zone_t  *zone;
+    ngx_str_t                    *a, *b;
+    ngx_uint_t                    i, k, n, tmp, *order;
+    ngx_http_ai_gateway_limit_t  *limits;
 
     limits = lcf->limits.elts;
     n = lcf->limits.nelts;
@@ -257,13 +258,27 @@ ngx_http_ai_gateway_limit_lock_order(ngx_conf_t *cf,
 
     lcf->lock_order = order;
 
-    /*
-     * the lines whose cost limit_start() finds itself: a request zone's
-     * fixed cost, a token zone's estimate; every zone is known now (the
-     * http{} block is read; an unknown zone is refused by limit_init())
-     */
+    return NGX_OK;
+}
 
-    for (i = 0; i < n; i++) {
+
+/*
+ * The lines whose cost limit_start() finds itself: a request zone's fixed
+ * cost, a token zone's estimate.  Every zone is known once the http{}
+ * block is read, when the locations are merged (an unknown one is refused
+ * by limit_init()).
+ */
+
+static void
+ngx_http_ai_gateway_limit_mark_costs(ngx_http_ai_gateway_limit_loc_conf_t *lcf)
+{
+    ngx_uint_t                         i;
+    ngx_http_ai_gateway_limit_t       *limits;
+    ngx_http_ai_gateway_limit_zone_t  *zone;
+
+    limits = lcf->limits.elts;
+
+    for (i = 0; i < lcf->limits.nelts; i++) {
         zone = limits[i].shm_zone->data;
 
         limits[i].fixed = zone != NULL
@@ -274,8 +289,6 @@ ngx_http_ai_gateway_limit_lock_order(ngx_conf_t *cf,
                               && zone->buckets.tokens && !zone->buckets.usd
                               && !limits[i].cost_set;
     }
-
-    return NGX_OK;
 }
 
 
@@ -304,6 +317,8 @@ ngx_http_ai_gateway_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
     {
         return NGX_CONF_ERROR;
     }
+
+    ngx_http_ai_gateway_limit_mark_costs(conf);
 
     ngx_conf_merge_uint_value(conf->status, prev->status,
                               NGX_HTTP_TOO_MANY_REQUESTS);

@@ -6,7 +6,6 @@
  * kept for the answer's settlement (limit_settle.c).
  */
 
-#include "base/ngx_http_ai_gateway_request.h"
 #include "limit/ngx_http_ai_gateway_limit.h"
 
 
@@ -278,39 +277,6 @@ ngx_http_ai_gateway_limit_refund(ngx_http_ai_gateway_limit_ctx_t *ctx)
     }
 
     return least;
-}
-
-
-/*
- * The request's token estimate, once: what a token zone without a cost=
- * reserves.  At least 1: a request never makes itself free.
- */
-
-ngx_int_t
-ngx_http_ai_gateway_limit_estimate(ngx_http_request_t *r,
-    ngx_http_ai_gateway_limit_loc_conf_t *lcf,
-    ngx_http_ai_gateway_limit_ctx_t *ctx)
-{
-    ngx_http_ai_gateway_request_info_t  *info;
-
-    if (ctx->estimated) {
-        return NGX_OK;
-    }
-
-    info = ngx_http_ai_gateway_request_info(r);
-    if (info == NULL) {
-        return NGX_ERROR;
-    }
-
-    ctx->estimate = ngx_http_ai_gateway_request_estimate(info,
-                                                    lcf->tokens_default_max);
-    if (ctx->estimate == 0) {
-        ctx->estimate = 1;
-    }
-
-    ctx->estimated = 1;
-
-    return NGX_OK;
 }
 
 
