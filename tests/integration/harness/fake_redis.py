@@ -50,6 +50,40 @@ def stop_threads(sockets, threads, timeout=10.0):
         sock.close()
 
 
+class Served:
+    """What a fake server owns: its listening socket, the connections it
+    accepted (or opened for them) and the threads that serve them.
+    stop() ends them all as said above."""
+
+    def __init__(self, listener):
+        self.listener = listener
+        self.lock = threading.Lock()
+        self.running = True
+        self.conns = []
+        self.threads = []
+
+    def adopt(self, conns, *jobs):
+        """Connections of one client and the threads, (target, args), that
+        serve them; False, the connections closed, once stop() has taken
+        its list."""
+        with self.lock:
+            if not self.running:
+                for conn in conns:
+                    conn.close()
+                return False
+            self.conns += conns
+            self.threads += [start_thread(target, *args)
+                             for target, args in jobs]
+            return True
+
+    def stop(self):
+        with self.lock:
+            self.running = False
+            sockets = [self.listener] + self.conns
+            threads = list(self.threads)
+        stop_threads(sockets, threads)
+
+
 def simple(s):
     return b"+" + s.encode() + b"\r\n"
 
@@ -118,22 +152,24 @@ def parse(buf):
     return args, buf[pos:]
 
 
-class FakeRedis:
+def listener():
+    """A listening socket on a free loopback port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock
+
+
+class FakeRedis(Served):
     def __init__(self, answer=None):
+        super().__init__(listener())
         self.commands = []
         self.accepted = 0
         self.closed = 0
-        self.lock = threading.Lock()
         self.answer = answer or self.default
         self.in_multi = {}
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.threads = []
-        self.running = True
+        self.port = self.listener.getsockname()[1]
         self.threads.append(start_thread(self.serve))
 
     def default(self, args, conn):
@@ -168,16 +204,13 @@ class FakeRedis:
     def serve(self):
         while self.running:
             try:
-                conn, _ = self.sock.accept()
+                conn, _ = self.listener.accept()
             except OSError:
                 return
+            if not self.adopt([conn], (self.client, (conn,))):
+                return
             with self.lock:
-                if not self.running:            # stop() has its list
-                    conn.close()
-                    return
-                self.conns.append(conn)         # stop() closes it
                 self.accepted += 1
-                self.threads.append(start_thread(self.client, conn))
 
     def client(self, conn):
         buf = b""
@@ -207,48 +240,30 @@ class FakeRedis:
         with self.lock:
             return self.accepted - self.closed
 
-    def stop(self):
-        with self.lock:
-            self.running = False
-            sockets = [self.sock] + self.conns
-            threads = list(self.threads)
-        stop_threads(sockets, threads)
 
 
-class SlowStart:
+class SlowStart(Served):
     """A proxy in front of a real Redis whose first answer on each
     connection (the handshake's) comes `delay` seconds late, as from a
     loaded host; everything after passes at once."""
 
     def __init__(self, port, delay):
+        super().__init__(listener())
         self.target = port
         self.delay = delay
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.lock = threading.Lock()
-        self.running = True
-        self.conns = []
-        self.threads = [start_thread(self.serve)]
+        self.port = self.listener.getsockname()[1]
+        self.threads.append(start_thread(self.serve))
 
     def serve(self):
         while self.running:
             try:
-                conn, _ = self.sock.accept()
+                conn, _ = self.listener.accept()
             except OSError:
                 return
             up = socket.create_connection(("127.0.0.1", self.target))
-            with self.lock:
-                if not self.running:            # stop() has its list
-                    conn.close()
-                    up.close()
-                    return
-                self.conns += [conn, up]        # stop() closes them
-                self.threads += [start_thread(self.pipe, conn, up, 0),
-                                 start_thread(self.pipe, up, conn,
-                                              self.delay)]
+            if not self.adopt([conn, up], (self.pipe, (conn, up, 0)),
+                              (self.pipe, (up, conn, self.delay))):
+                return
 
     @staticmethod
     def pipe(src, dst, delay):
@@ -267,10 +282,3 @@ class SlowStart:
         finally:
             shut(src)
             shut(dst)
-
-    def stop(self):
-        with self.lock:
-            self.running = False
-            sockets = [self.sock] + self.conns
-            threads = list(self.threads)
-        stop_threads(sockets, threads)

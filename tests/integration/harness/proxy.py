@@ -6,27 +6,19 @@ commands go through (a purge racing a lookup)."""
 
 import select
 import socket
-import threading
 import time
 
-from harness.fake_redis import shut, start_thread, stop_threads
+from harness.fake_redis import Served, listener, shut, start_thread
 
 
-class HoldingProxy:
+class HoldingProxy(Served):
     def __init__(self, port):
+        super().__init__(listener())
         self.target = ("127.0.0.1", port)
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
         self.watch = None           # bytes that arm a hold
         self.seconds = 0.0
         self.held = 0               # holds that happened
-        self.lock = threading.Lock()
-        self.running = True
-        self.conns = []
-        self.threads = []
 
     def start(self):
         self.threads.append(start_thread(self._accept))
@@ -44,13 +36,9 @@ class HoldingProxy:
             except OSError:
                 return
             server = socket.create_connection(self.target)
-            with self.lock:
-                if not self.running:            # stop() has its list
-                    client.close()
-                    server.close()
-                    return
-                self.conns += [client, server]  # stop() closes them
-                self.threads.append(start_thread(self._pipe, client, server))
+            if not self.adopt([client, server],
+                              (self._pipe, (client, server))):
+                return
 
     def _pipe(self, client, server):
         until = 0.0
@@ -82,12 +70,3 @@ class HoldingProxy:
         finally:
             shut(client)                        # both peers see the end
             shut(server)
-
-    def stop(self):
-        """As the fakes stop (harness/fake_redis.py): sockets shut down,
-        threads ended, then closed."""
-        with self.lock:
-            self.running = False
-            sockets = [self.listener] + self.conns
-            threads = list(self.threads)
-        stop_threads(sockets, threads)
