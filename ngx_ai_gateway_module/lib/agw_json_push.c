@@ -13,6 +13,8 @@
  * It is strict about structure, escapes and surrogates, as the scanner is
  * (agw_json_scan.c), but passes bytes >= 0x80 in strings through
  * unchecked: it reads usage figures out of answers, it does not key them.
+ * A handler may also answer a key with AGW_JSON_SKIP: the member's value
+ * is then skimmed, unchecked (agw_json_push_feed.c).
  *
  * This file is the state machine, which takes any byte in any state
  * (agw_json_push_byte()); agw_json_push_feed() (agw_json_push_feed.c)

@@ -47,6 +47,17 @@ typedef struct {
 
 typedef int (*agw_json_event_pt)(void *ctx, const agw_json_event_t *ev);
 
+/*
+ * What a handler may answer a KEY event with, besides 0 (go on) and any
+ * other value (stop): it needs nothing of the member's value.  A string
+ * or container value is then skimmed: followed to its end (strings,
+ * escapes, brackets) with no events and no other check, so what it holds
+ * costs a few instructions a byte and its errors go unseen; a number or a
+ * literal goes by as usual.
+ */
+
+#define AGW_JSON_SKIP  2
+
 typedef struct {
     agw_json_event_pt  handler;
     void              *ctx;
@@ -61,6 +72,11 @@ typedef struct {
     int                rc;               /* sticky result */
     const char        *literal;
     unsigned           key:1;            /* the string is a member name */
+    unsigned           skip:1;           /* the handler needs nothing of the
+                                            value that follows */
+    unsigned           skim_str:1;       /* skimming: inside a string */
+    unsigned           skim_esc:1;       /* ... after its backslash */
+    uint64_t           skim_depth;       /* skimming: brackets open */
     uint8_t            text[AGW_JSON_TEXT_MAX];
     size_t             text_len;
 } agw_json_push_t;

@@ -209,6 +209,130 @@ done:
 }
 
 
+/* the bytes that matter in a skimmed container outside its strings */
+
+static const uint8_t  agw_json_push_skim_stop[256] = {
+    ['"'] = 1,
+    ['{'] = 1,
+    ['}'] = 1,
+    ['['] = 1,
+    [']'] = 1
+};
+
+
+#if (AGW_JSON_PUSH_WORDS)
+
+/* as agw_json_push_specials(), for the quote and the backslash only */
+
+static uint64_t
+agw_json_push_quotes(uint64_t w)
+{
+    uint64_t  q, b;
+
+    q = w ^ (AGW_JSON_ONES * '"');
+    b = w ^ (AGW_JSON_ONES * '\\');
+
+    return (((q - AGW_JSON_ONES) & ~q) | ((b - AGW_JSON_ONES) & ~b))
+           & AGW_JSON_HIGHS;
+}
+
+
+#endif
+
+
+/*
+ * A value the handler skips (AGW_JSON_SKIP), from where the last piece
+ * left it: its strings are followed to their closing quote (a backslash
+ * takes the byte after it along), its brackets counted, nothing else
+ * looked at.  Returns where the value ended, its state then AGW_P_AFTER
+ * or AGW_P_DONE; or end, still AGW_P_SKIM.
+ */
+
+static const uint8_t *
+agw_json_push_skim(agw_json_push_t *j, const uint8_t *p, const uint8_t *end)
+{
+    uint8_t   c;
+#if (AGW_JSON_PUSH_WORDS)
+    uint64_t  w, m;
+#endif
+
+    for ( ;; ) {
+
+        if (j->skim_str) {
+
+            if (j->skim_esc) {
+                if (p == end) {
+                    return p;
+                }
+
+                p++;
+                j->skim_esc = 0;
+            }
+
+#if (AGW_JSON_PUSH_WORDS)
+            while (end - p >= 8) {
+                memcpy(&w, p, 8);
+                m = agw_json_push_quotes(w);
+
+                if (m) {
+                    p += __builtin_ctzll(m) >> 3;
+                    goto quote;
+                }
+
+                p += 8;
+            }
+#endif
+
+            while (p < end && *p != '"' && *p != '\\') {
+                p++;
+            }
+
+            if (p == end) {
+                return p;
+            }
+
+#if (AGW_JSON_PUSH_WORDS)
+        quote:
+#endif
+            if (*p++ == '\\') {
+                j->skim_esc = 1;
+                continue;
+            }
+
+            j->skim_str = 0;
+
+            if (j->skim_depth == 0) {
+                break;                   /* a string value */
+            }
+        }
+
+        while (p < end && !agw_json_push_skim_stop[*p]) {
+            p++;
+        }
+
+        if (p == end) {
+            return p;
+        }
+
+        c = *p++;
+
+        if (c == '"') {
+            j->skim_str = 1;
+
+        } else if (c == '{' || c == '[') {
+            j->skim_depth++;
+
+        } else if (--j->skim_depth == 0) {
+            break;                       /* the container closed */
+        }
+    }
+
+    agw_json_push_value_done(j);
+
+    return p;
+}
+
+
 /*
  * An integer whole in the piece and ended there (0, or digits not
  * starting with 0, then a byte of agw_json_push_number_end[]): what the
@@ -357,6 +481,9 @@ agw_json_push_feed(agw_json_push_t *j, const uint8_t *data, size_t len)
 
             goto slow;
 
+        case AGW_P_SKIM:
+            goto skim;
+
         default:                         /* ESCAPE, HEX, LITERAL, DONE */
             goto slow;
         }
@@ -407,6 +534,35 @@ agw_json_push_feed(agw_json_push_t *j, const uint8_t *data, size_t len)
         agw_json_push_skip_space(j, p, end);
 
         c = *p;
+
+        if (j->skip) {
+            j->skip = 0;
+
+            if (c == '"' || c == '{' || c == '[') {
+                j->skim_str = (c == '"');
+                j->skim_depth = (c != '"');
+                j->skim_esc = 0;
+                j->state = AGW_P_SKIM;
+                p++;
+
+            skim:                        /* SKIM */
+                p = agw_json_push_skim(j, p, end);
+
+                if (j->state == AGW_P_SKIM) {
+                    return j->rc;        /* p == end */
+                }
+
+                if (p == end) {
+                    return j->rc;
+                }
+
+                if (j->state != AGW_P_AFTER) {
+                    continue;            /* DONE */
+                }
+
+                goto after;
+            }
+        }
 
         if (c == '"') {
             agw_json_push_string_open(j, 0);

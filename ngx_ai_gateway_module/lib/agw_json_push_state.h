@@ -27,7 +27,8 @@ enum {
     AGW_P_HEX,                           /* a \u escape: sub hex digits read */
     AGW_P_NUMBER,                        /* sub: number state */
     AGW_P_LITERAL,                       /* sub: letters matched */
-    AGW_P_DONE                           /* only whitespace may follow */
+    AGW_P_DONE,                          /* only whitespace may follow */
+    AGW_P_SKIM                           /* a value the handler skips */
 };
 
 /* number states; the accepting ones are ZERO, INT, FRAC and EXP */
@@ -51,11 +52,15 @@ int agw_json_push_close(agw_json_push_t *j, int object);
 int agw_json_push_byte(agw_json_push_t *j, uint8_t c);
 
 
-/* the handler gets the token; a non-zero return stops the tokenizer */
+/*
+ * the handler gets the token; a non-zero return stops the tokenizer,
+ * except AGW_JSON_SKIP for a key
+ */
 
 static inline void
 agw_json_push_emit(agw_json_push_t *j, unsigned type)
 {
+    int               rc;
     agw_json_event_t  ev;
 
     ev.type = type;
@@ -64,8 +69,15 @@ agw_json_push_emit(agw_json_push_t *j, unsigned type)
     ev.text_len = j->text_len;
     ev.full_len = j->full_len;
 
-    if (j->handler && j->handler(j->ctx, &ev) != 0) {
-        j->rc = AGW_JSON_ESTOP;
+    if (j->handler) {
+        rc = j->handler(j->ctx, &ev);
+
+        if (rc == AGW_JSON_SKIP && type == AGW_JSON_KEY) {
+            j->skip = 1;
+
+        } else if (rc != 0) {
+            j->rc = AGW_JSON_ESTOP;
+        }
     }
 }
 

@@ -37,7 +37,10 @@
  *     message.usage.*                       Anthropic message_start event
  *
  * Only those paths count: a "usage" inside a string, a message or a
- * nested object is not the answer's usage.  The same scanner says whether
+ * nested object is not the answer's usage.  A reader for usage
+ * (agw_answer_init_reader()) asks the tokenizer to skim the value of any
+ * key that leaves every path (AGW_JSON_SKIP), and of "choices" when it
+ * does not need the content flag.  The same scanner says whether
  * an SSE event carries content (choices[].delta.content or
  * choices[].text non-empty, or a text delta event type), for streams that
  * never report usage.
@@ -289,15 +292,37 @@ agw_tokens_integer(const agw_json_event_t *ev, uint64_t *v)
 static int
 agw_answer_event(void *ctx, const agw_json_event_t *ev)
 {
+    unsigned       k;
     agw_answer_t  *a;
 
     a = ctx;
 
     if (ev->type != AGW_JSON_KEY) {
         agw_answer_value(a, ev);
+        return 0;
+    }
 
-    } else if (ev->depth <= 4) {
-        a->key[ev->depth] = (uint8_t) agw_tokens_key(ev);
+    if (ev->depth > 4) {
+        return a->skims ? AGW_JSON_SKIP : 0;     /* nothing is read there */
+    }
+
+    k = agw_tokens_key(ev);
+    a->key[ev->depth] = (uint8_t) k;
+
+    /*
+     * A key of no class leaves every path agw_answer_value() follows,
+     * whatever lies under it: each one names the class of the key at
+     * every depth it passes, but for depth 2 under "choices", an array
+     * whose elements have no key (there, an object's key is not looked
+     * at)
+     */
+
+    if (a->skims
+        && ((k == AGW_K_NONE && !(ev->depth == 2
+                                  && a->key[1] == AGW_K_CHOICES))
+            || (k == AGW_K_CHOICES && ev->depth == 1 && a->no_choices)))
+    {
+        return AGW_JSON_SKIP;
     }
 
     return 0;
@@ -414,6 +439,16 @@ agw_answer_init(agw_answer_t *a)
 {
     memset(a, 0, sizeof(agw_answer_t));
     agw_json_push_init(&a->json, agw_answer_event, a);
+}
+
+
+void
+agw_answer_init_reader(agw_answer_t *a, unsigned content)
+{
+    agw_answer_init(a);
+
+    a->skims = 1;
+    a->no_choices = !content;
 }
 
 

@@ -92,9 +92,20 @@ typedef struct {
                                             depths 1 to 4 */
     unsigned         content:1;          /* choices[].delta.content or
                                             choices[].text, non-empty */
+    unsigned         skims:1;            /* values on no path it follows
+                                            are skimmed */
+    unsigned         no_choices:1;       /* ... and "choices" too */
 } agw_answer_t;
 
+/* every token checked and read: the verdict says whether it was JSON */
 void agw_answer_init(agw_answer_t *a);
+
+/*
+ * for the usage (and, with content, the content flag) only: the values on
+ * no path it follows are skimmed (AGW_JSON_SKIP), so their errors go
+ * unseen and a verdict of AGW_JSON_OK says less
+ */
+void agw_answer_init_reader(agw_answer_t *a, unsigned content);
 
 /* feed any split of the answer; AGW_JSON_OK while it can still be JSON */
 int agw_answer_feed(agw_answer_t *a, const uint8_t *data, size_t len);

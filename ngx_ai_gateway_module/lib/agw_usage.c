@@ -4,7 +4,11 @@
  *
  * A JSON answer goes through agw_answer_t (agw_tokens.c), the push
  * tokenizer that keeps a few dozen bytes whatever the split and follows
- * only the paths where usage lives.
+ * only the paths where usage lives; the values on no such path ("id",
+ * "choices" with its text and logprobs, ...) are skimmed to their end
+ * without a token (agw_answer_init_reader(), AGW_JSON_SKIP), a few
+ * instructions a byte, where a token costs dozens.  So their errors go
+ * unseen: an answer broken there still gives its usage.
  *
  * A stream goes through the SSE parser in its streaming mode
  * (agw_sse_init_stream()): the data of each event is handed over piece by
@@ -20,7 +24,8 @@
  * and content events are counted for streams that never report usage.
  *
  * An event whose data is not JSON ("[DONE]") or is cut short says
- * nothing.  A JSON answer's usage is taken as far as it was read, so an
+ * nothing (in the parts the reader follows: what it skims, it does not
+ * check).  A JSON answer's usage is taken as far as it was read, so an
  * answer cut after its usage still counts it.
  */
 
@@ -36,7 +41,7 @@ agw_usage_data(void *ctx, const uint8_t *p, size_t len)
     agw_usage_reader_t  *u = ctx;
 
     if (!u->in_event) {
-        agw_answer_init(&u->answer);
+        agw_answer_init_reader(&u->answer, 1);
         u->in_event = 1;
     }
 
@@ -103,7 +108,7 @@ agw_usage_reader_init(agw_usage_reader_t *u, unsigned mode)
         agw_sse_init_stream(&u->sse, agw_usage_data, agw_usage_event, u);
 
     } else {
-        agw_answer_init(&u->answer);
+        agw_answer_init_reader(&u->answer, 0);
     }
 }
 

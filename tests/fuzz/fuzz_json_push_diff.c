@@ -9,9 +9,13 @@
  *   - the tokenizer gives the reference's events (type, depth, text, full
  *     length, in order) and verdicts, cut in three and byte by byte, and
  *     when its handler stops it at some event;
- *   - the JSON answer reader gives the reference's usage, content flag,
- *     type and verdict, and the stream reader (the input as SSE) the
- *     reference's usage, content events and events after every piece.
+ *   - the JSON answer reader gives the reference's usage and type, and
+ *     its verdict where the reference's is AGW_JSON_OK, and the stream
+ *     reader (the input as SSE) the reference's usage, content events
+ *     and events after every piece, as long as the reference has found
+ *     no broken JSON (the readers skim what they do not read,
+ *     AGW_JSON_SKIP, so they may part there:
+ *     agw_usage_ref_reader_broken()).
  *
  * Any difference aborts.
  */
@@ -121,6 +125,10 @@ fuzz_same(agw_usage_reader_t *lib, agw_usage_ref_reader_t *ref)
     int          a, b;
     agw_usage_t  ua, ub;
 
+    if (agw_usage_ref_reader_broken(ref)) {
+        return;                          /* the lib skims: they may part */
+    }
+
     a = agw_usage_reader_usage(lib, &ua);
     b = agw_usage_ref_reader_usage(ref, &ub);
 
@@ -135,7 +143,8 @@ fuzz_same(agw_usage_reader_t *lib, agw_usage_ref_reader_t *ref)
         || ua.cache_write != ub.cache_write
         || lib->content != ref->content || lib->events != ref->events
         || lib->stream_usage != ref->stream_usage
-        || lib->answer.content != ref->answer.content
+        || (lib->mode == AGW_USAGE_SSE
+            && lib->answer.content != ref->answer.content)
         || lib->answer.type != ref->answer.type)
     {
         abort();
@@ -167,8 +176,8 @@ fuzz_usage(unsigned mode, const uint8_t *data, size_t size,
     }
 
     if (mode == AGW_USAGE_JSON) {
-        if (agw_answer_finish(&lib.answer)
-            != agw_answer_ref_finish(&ref.answer))
+        if (agw_answer_ref_finish(&ref.answer) == AGW_JSON_OK
+            && agw_answer_finish(&lib.answer) != AGW_JSON_OK)
         {
             abort();
         }

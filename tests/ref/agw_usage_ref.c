@@ -37,6 +37,12 @@ typedef struct {
     uint64_t          events;
     agw_answer_ref_t  answer;
     agw_sse_t         sse;
+    uint64_t          broken;            /* events whose data was neither
+                                            JSON nor [DONE]: where the
+                                            readers may part (the lib's
+                                            skims what it does not read) */
+    uint64_t          data_len;          /* of the event being read */
+    uint8_t           head[6];           /* its first bytes */
     unsigned          stream_usage:1;
     unsigned          in_event:1;
 } agw_usage_ref_reader_t;
@@ -350,7 +356,16 @@ agw_usage_ref_data(void *ctx, const uint8_t *p, size_t len)
     if (!u->in_event) {
         agw_answer_ref_init(&u->answer);
         u->in_event = 1;
+        u->data_len = 0;
     }
+
+    if (len && u->data_len < sizeof(u->head)) {
+        memcpy(u->head + u->data_len, p,
+               len < sizeof(u->head) - u->data_len
+               ? len : sizeof(u->head) - u->data_len);
+    }
+
+    u->data_len += len;
 
     (void) agw_answer_ref_feed(&u->answer, p, len);
 }
@@ -384,6 +399,10 @@ agw_usage_ref_event(void *ctx, const agw_sse_event_t *ev)
     u->in_event = 0;
 
     if (agw_answer_ref_finish(&u->answer) != AGW_JSON_OK) {
+        if (u->data_len != 6 || memcmp(u->head, "[DONE]", 6) != 0) {
+            u->broken++;
+        }
+
         return 0;
     }
 
@@ -450,4 +469,23 @@ agw_usage_ref_reader_usage(const agw_usage_ref_reader_t *u,
     *usage = *src;
 
     return src->has_total || src->has_input || src->has_output;
+}
+
+
+/*
+ * Whether the reference has found broken JSON: a JSON answer's tokenizer
+ * failed, or that of the stream's event being read, or an event before
+ * it was neither JSON nor [DONE].  The lib's readers skim what they do not
+ * read (AGW_JSON_SKIP), so from there on the two may part.
+ */
+
+static int
+agw_usage_ref_reader_broken(const agw_usage_ref_reader_t *u)
+{
+    if (u->mode == AGW_USAGE_SSE && u->broken) {
+        return 1;
+    }
+
+    return (u->mode == AGW_USAGE_JSON || u->in_event)
+           && u->answer.json.rc != AGW_JSON_OK;
 }

@@ -40,7 +40,7 @@ AGW_NGX_CFLAGS    := -W -Wall -Wpointer-arith -Wno-unused-parameter -Werror
 .PHONY: unit fuzz-run lib-check
 
 
-$(BUILD)/unit/%: tests/unit/%.c $(AGW_LIB_SRCS) $(AGW_LIB_HDRS)
+$(BUILD)/unit/%: tests/unit/%.c $(AGW_LIB_SRCS) $(AGW_LIB_HDRS) $(wildcard tests/ref/*.c tests/unit/*.h)
 	@mkdir -p $(@D)
 	$(AGW_UNIT_CC) $(AGW_UNIT_CFLAGS) -I$(LIB_DIR) -o $@ $< $(AGW_LIB_SRCS) \
 		-lcmocka $(AGW_LIB_LIBS)
