@@ -56,7 +56,7 @@ unit: $(AGW_UNIT_BINS)
 	fi; \
 	echo "unit: all $(words $(AGW_UNIT_BINS)) test programs passed"
 
-$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(AGW_LIB_SRCS) $(AGW_LIB_HDRS)
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(AGW_LIB_SRCS) $(AGW_LIB_HDRS) $(wildcard tests/ref/*.c)
 	@mkdir -p $(@D)
 	$(AGW_FUZZ_CC) $(AGW_FUZZ_CFLAGS) -I$(LIB_DIR) -o $@ $< $(AGW_LIB_SRCS) \
 		$(AGW_LIB_LIBS)
