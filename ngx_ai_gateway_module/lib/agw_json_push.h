@@ -51,9 +51,9 @@ typedef int (*agw_json_event_pt)(void *ctx, const agw_json_event_t *ev);
  * What a handler may answer a KEY event with, besides 0 (go on) and any
  * other value (stop): it needs nothing of the member's value.  A string
  * or container value is then skimmed: followed to its end (strings,
- * escapes, brackets) with no events and no other check, so what it holds
- * costs a few instructions a byte and its errors go unseen; a number or a
- * literal goes by as usual.
+ * escapes, brackets) with no events and no other check (nor the depth
+ * limit), so what it holds costs a few instructions a byte and its errors
+ * go unseen; a number or a literal goes by as usual.
  */
 
 #define AGW_JSON_SKIP  2

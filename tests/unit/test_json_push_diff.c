@@ -199,9 +199,13 @@ diff_run(const uint8_t *in, size_t len, const size_t *cuts, size_t ncuts,
     verdict = agw_json_push_ref_finish(&r);
     diff_rc(ref, 'Z', verdict);
 
-    /* what the lib skims it does not check: broken JSON may part them */
+    /*
+     * what the lib skims it does not check: broken JSON may part them
+     * (a stop comes before any break the reference found, or it would
+     * not be the verdict)
+     */
 
-    if (lib->skims && verdict != AGW_JSON_OK) {
+    if (lib->skims && verdict != AGW_JSON_OK && verdict != AGW_JSON_ESTOP) {
         diff_skim_parted++;
         return;
     }
