@@ -16,10 +16,13 @@ GPU whose KV cache is 1.8x the size of the weights (Llama-2-13B in fp16
 on an 80 GB H100: 26 GB of weights, ~46 GB of KV cache at 800 KiB a
 token; docs/BENCHMARKS.md).  So what a request waits for is simulated GPU
 time, not this machine's CPU: the comparison holds on a shared 2-core
-machine.  (--kv-cache-tokens stays off: with 8 slots the mixed and
-uniform workloads hold at most 4,400 tokens, far from the cache's
-16,384, and on shared prefixes ai-sim would count a shared system prompt
-once per sequence where vLLM holds its blocks once.)
+machine.  (--kv-cache-tokens stays off there: on shared prefixes ai-sim
+would count a shared system prompt once per sequence where vLLM holds
+its blocks once.)  For mixed lengths, the replicas are also bounded by
+their KV cache, as vLLM's are (KV_SIM_ARGS: --slots 64 --kv-cache-tokens
+3072, about five long generations); the same workload on the 8-slot
+replicas shows the other case, where a long takes a slot as a short
+does.
 
 The balancers, each its own upstream{} over the same three replicas, with
 `zone` (nginx's balancers then share their counts between the two
@@ -36,11 +39,12 @@ The workloads (build/agw-load, streamed chats, scripts/load/README.md):
                      then a 16-word user turn of its own, 16 tokens out;
                      18 clients, one request after another (closed loop)
     mixed lengths    90% short answers (16 tokens), 10% long (512), a
-                     short prompt each; 24 requests/s arriving on their
-                     own (open loop): by the figures above 0.68 s of a
-                     slot per request on average, about 68% of the 24
-                     slots (more in practice: timers run late on a
-                     loaded machine, and the longs come in bunches)
+                     short prompt each; 17 requests/s arriving on their
+                     own (open loop), on the KV-bound replicas: about
+                     what they sustain, so whether a long lands where
+                     it fits decides who waits
+    mixed lengths,   the same on the 8-slot replicas
+      8 slots
     uniform          every request alike (a 64-word prompt, 64 tokens
                      out), distinct prompts; 18 clients, closed loop
 
@@ -58,10 +62,11 @@ time to first token by class.  Into docs/BENCHMARKS.md between the
 (docs/bench-balance.svg); figures in build/bench-balance/results.json.
 
     scripts/bench_balance.py [--reps 2] [--seconds 20] [--warmup 5]
-                             [--workloads shared,mixed,uniform]
+                             [--workloads shared,mixed,mixed-slots,uniform]
     scripts/bench_balance.py --report-only     redraw from results.json
     scripts/bench_balance.py --kv-bound [--reps 2] [--seconds 60]
-                             mixed lengths on KV-bound replicas, added
+                             mixed lengths on the KV-bound replicas at
+                             12 to 21 requests/s, its own section
     scripts/bench_balance.py --queueing        the queues sampled, added
 """
 
@@ -102,29 +107,39 @@ BALANCERS = [
     ("prefix", "ai_gateway_balance prefix;"),
 ]
 
-# name, agw-load arguments, open loop (rate) or closed (clients)
+# Replicas whose batch is bounded by their KV cache, as vLLM's and TGI's
+# are (a sequence starts when its prompt and max_tokens fit beside the
+# running ones: --kv-cache-tokens), with room for many sequences (--slots
+# 64): 3,072 tokens, about 5 long generations of 528 tokens each.  A long
+# that does not fit waits at the head of the replica's FIFO queue, and
+# every request behind it waits too, as in vLLM's first-come-first-served
+# scheduler.
+KV_TOKENS = "3072"
+KV_SIM_ARGS = ["--slots", "64", "--kv-cache-tokens", KV_TOKENS] + SIM_ARGS[2:]
+
+# the mixed workload's arrivals: below what three KV-bound replicas
+# sustain (about 17 a second), where a balancer decides whether a long
+# generation lands on a replica whose cache it overflows
+MIXED_RATE = "17"
+MIXED = ["--mix", "16:90,512:10", "--user-tokens", "16", "-c", "300",
+         "--rate", MIXED_RATE]
+
+# name: (title, agw-load arguments (open loop: --rate; closed: clients),
+# the replicas' arguments)
 WORKLOADS = {
     "shared": ("shared prefixes",
                ["--prompts", "prefix", "--tenants", "12",
                 "--prefix-tokens", "2000", "--user-tokens", "16",
-                "--max-tokens", "16", "-c", "18"]),
-    "mixed": ("mixed lengths",
-              ["--mix", "16:90,512:10", "--user-tokens", "16",
-               "-c", "300", "--rate", "24"]),
+                "--max-tokens", "16", "-c", "18"], SIM_ARGS),
+    "mixed": ("mixed lengths", MIXED, KV_SIM_ARGS),
+    "mixed-slots": ("mixed lengths, 8 slots", MIXED, SIM_ARGS),
     "uniform": ("uniform",
-                ["--user-tokens", "64", "--max-tokens", "64", "-c", "18"]),
+                ["--user-tokens", "64", "--max-tokens", "64", "-c", "18"],
+                SIM_ARGS),
 }
 
-# --kv-bound: the mixed workload on replicas whose batch is bounded by
-# their KV cache, as vLLM's and TGI's are (a sequence starts when its
-# prompt and max_tokens fit: --kv-cache-tokens), with room for many
-# sequences (--slots 64); 3,072 tokens (about 5 long generations of 528
-# tokens each) at 21 requests/s is the edge of what three such replicas
-# sustain: some arrival sequences (seeds) leave them queueing for seconds
-KV_SIM_ARGS = ["--slots", "64", "--kv-cache-tokens", "3072"] + SIM_ARGS[2:]
-KV_WORKLOAD = ("mixed lengths, KV-bound replicas",
-               ["--mix", "16:90,512:10", "--user-tokens", "16",
-                "-c", "300", "--rate", "21"])
+# --kv-bound: the mixed workload on the KV-bound replicas at several rates
+KV_RATES = ["12", "15", "18", "21"]
 
 # the mixed workload's classes, by max_tokens
 SHORT, LONG = "16", "512"
@@ -180,8 +195,9 @@ def hits(sims):
 
 
 def one_run(workload, balancer, method, ports, seconds, warmup, seed,
-            queueing=False, sim_args=None):
-    label, args = WORKLOADS[workload]
+            queueing=False, load_args=None):
+    label, args, sim_args = WORKLOADS[workload]
+    args = load_args or args
     sims = start_sims(ports, sim_args)
     n = None
     try:
@@ -197,7 +213,7 @@ def one_run(workload, balancer, method, ports, seconds, warmup, seed,
         t0 = time.monotonic()
         probe = balance_queueing.Sampler(
             sims if queueing else [], n.url + "/cachez",
-            int(SIM_ARGS[SIM_ARGS.index("--slots") + 1]))
+            int(sim_args[sim_args.index("--slots") + 1]))
         if queueing:
             with probe:
                 report = run_load(url, args, seconds, seed, "%s %s"
@@ -244,20 +260,22 @@ def main():
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--workloads", default="shared,mixed,uniform")
+    ap.add_argument("--workloads",
+                    default="shared,mixed,mixed-slots,uniform")
     ap.add_argument("--balancers", default=",".join(b for b, _ in BALANCERS))
     ap.add_argument("--results", default=RESULTS)
     ap.add_argument("--out", default=DOC)
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--kv-bound", action="store_true",
-                    help="least_conn and least_tokens on mixed lengths, "
-                    "the replicas bounded by their KV cache instead of "
-                    "8 slots (--reps runs each, --seconds long); added "
-                    "to the results and the report")
+                    help="least_conn and least_tokens on mixed lengths "
+                    "on the KV-bound replicas, at %s requests/s (--reps "
+                    "runs each, --seconds long); its own section"
+                    % ", ".join(KV_RATES))
     ap.add_argument("--queueing", action="store_true",
-                    help="one mixed-lengths run of least_conn and "
-                    "least_tokens, sampling the replicas' queues and "
-                    "/cachez; added to the results and the report")
+                    help="one run of least_conn and least_tokens on mixed "
+                    "lengths on 8-slot replicas, sampling the replicas' "
+                    "queues and /cachez; added to the results and the "
+                    "report")
     args = ap.parse_args()
 
     if args.queueing:
@@ -292,7 +310,7 @@ def main():
                             args.warmup, seed=rep + 1)
                 r["rep"] = rep
                 runs.append(r)
-                print("rep %d %-16s %-13s %6.1f req/s  ttft p50 %6.0f p90 "
+                print("rep %d %-22s %-13s %6.1f req/s  ttft p50 %6.0f p90 "
                       "%6.0f p99 %6.0f  e2e p99 %6.0f  hits %s  %s" % (
                           rep + 1, WORKLOADS[w][0], name, r["rps"],
                           r["ttft"]["p50"], r["ttft"]["p90"],
@@ -309,7 +327,9 @@ def main():
         "reps": args.reps, "seconds": args.seconds, "warmup": args.warmup,
         "minutes": (time.time() - started) / 60,
         "loadavg": [min(loads), max(loads)] if loads else None,
-        "sim_args": SIM_ARGS, "workloads": workloads,
+        "sim_args": {w: WORKLOADS[w][2] for w in workloads},
+        "load_args": {w: WORKLOADS[w][1] for w in workloads},
+        "workloads": workloads,
         "balancers": [b for b, _ in balancers], "runs": runs,
     }
     doc.write_json(args.results, results)
@@ -328,8 +348,8 @@ def queueing(args):
         if name not in wanted:
             continue
         q["loadavg"].append(os.getloadavg()[0])
-        r = one_run("mixed", name, method, ports, args.seconds, args.warmup,
-                    seed=1, queueing=True)
+        r = one_run("mixed-slots", name, method, ports, args.seconds,
+                    args.warmup, seed=1, queueing=True)
         q["balancers"][name] = dict(r["queueing"], rps=r["rps"],
                                     short=r["classes"].get(SHORT, {}))
         print("\n".join(balance_queueing.lines({name: r["queueing"]})),
@@ -341,57 +361,68 @@ def queueing(args):
 
 def kv_bound(args):
     ports = [free_port() for _ in range(3)]
-    WORKLOADS["kv"] = KV_WORKLOAD
     kv = {"date": today(), "loadavg": [], "seconds": args.seconds,
-          "reps": args.reps, "sim_args": KV_SIM_ARGS,
-          "load_args": KV_WORKLOAD[1], "runs": []}
+          "reps": args.reps, "sim_args": KV_SIM_ARGS, "load_args": MIXED,
+          "rates": KV_RATES, "runs": []}
     for rep in range(args.reps):
-        for name, method in BALANCERS:
-            if name not in ("least_conn", "least_tokens"):
-                continue
-            kv["loadavg"].append(os.getloadavg()[0])
-            r = one_run("kv", name, method, ports, args.seconds,
-                        args.warmup, seed=rep + 1, sim_args=KV_SIM_ARGS)
-            r["rep"] = rep
-            kv["runs"].append(r)
-            print("kv-bound rep %d %-13s ttft p99 %6.0f  short p99 %6.0f  "
-                  "long p99 %6.0f  %.1f req/s" % (
-                      rep + 1, name, r["ttft"]["p99"],
-                      r["classes"][SHORT]["ttft"]["p99"],
-                      r["classes"][LONG]["ttft"]["p99"], r["rps"]),
-                  flush=True)
+        for rate in KV_RATES:
+            for name, method in BALANCERS:
+                if name not in ("least_conn", "least_tokens"):
+                    continue
+                kv["loadavg"].append(os.getloadavg()[0])
+                r = one_run("mixed", name, method, ports, args.seconds,
+                            args.warmup, seed=rep + 1,
+                            load_args=mixed_at(rate))
+                r["rep"], r["rate"] = rep, rate
+                kv["runs"].append(r)
+                print("kv-bound rep %d %3s/s %-13s ttft p99 %6.0f  short "
+                      "p99 %6.0f  long p99 %6.0f  %.1f req/s" % (
+                          rep + 1, rate, name, r["ttft"]["p99"],
+                          r["classes"][SHORT]["ttft"]["p99"],
+                          r["classes"][LONG]["ttft"]["p99"], r["rps"]),
+                      flush=True)
     doc.write_json(KV_RESULTS, kv)
     text = kv_bound_section(kv)
     print(text)
     doc.write_section(text, args.out, KV_BEGIN, KV_END)
 
 
+def mixed_at(rate):
+    """The mixed workload's arguments at another rate."""
+    i = MIXED.index("--rate") + 1
+    return MIXED[:i] + [rate] + MIXED[i + 1:]
+
+
 def kv_bound_section(kv):
-    out = [KV_BEGIN, "", "### Mixed lengths on KV-bound replicas", "",
+    out = [KV_BEGIN, "", "### Mixed lengths on KV-bound replicas, by arrival "
+           "rate", "",
            "Produced by `/usr/bin/python3 scripts/bench_balance.py "
-           "--kv-bound --reps %d --seconds %d` on %s (load "
-           "average %s): the mixed-lengths workload at %s requests/s on "
-           "replicas whose batch is bounded by their KV cache, as vLLM's "
-           "and TGI's are, not by 8 slots: `%s`. TTFT in ms, each run "
-           "(seeds 1..%d, the same arrivals for both balancers)." % (
+           "--kv-bound --reps %d --seconds %d` on %s (load average %s): "
+           "the mixed-lengths workload on the KV-bound replicas above "
+           "(`%s`) at %s requests/s, least_conn and least_tokens. TTFT "
+           "p99 in ms, each run (seeds 1..%d: the same arrivals for both "
+           "balancers)." % (
                kv["reps"], kv["seconds"], kv["date"],
                "..".join("%.1f" % v for v in (min(kv["loadavg"]),
                                               max(kv["loadavg"]))),
-               kv["load_args"][kv["load_args"].index("--rate") + 1],
-               " ".join(kv["sim_args"]), kv["reps"]),
+               " ".join(kv["sim_args"]), ", ".join(kv["rates"]),
+               kv["reps"]),
            "",
-           "| balancer | TTFT p99, all | short requests' TTFT p99 "
-           "| long requests' TTFT p99 | requests/s |",
-           "| --- | ---: | ---: | ---: | ---: |"]
-    for b in ("least_conn", "least_tokens"):
-        runs = [r for r in kv["runs"] if r["balancer"] == b]
-        out.append("| %s | %s | %s | %s | %s |" % (
-            b, " / ".join("%.0f" % r["ttft"]["p99"] for r in runs),
-            " / ".join("%.0f" % r["classes"][SHORT]["ttft"]["p99"]
-                       for r in runs),
-            " / ".join("%.0f" % r["classes"][LONG]["ttft"]["p99"]
-                       for r in runs),
-            " / ".join("%.1f" % r["rps"] for r in runs)))
+           "| requests/s offered | balancer | short requests' TTFT p99 "
+           "| long requests' TTFT p99 | TTFT p99, all | requests/s |",
+           "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    for rate in kv["rates"]:
+        for b in ("least_conn", "least_tokens"):
+            runs = [r for r in kv["runs"]
+                    if r["balancer"] == b and r["rate"] == rate]
+            out.append("| %s | %s | %s | %s | %s | %s |" % (
+                rate, b,
+                " / ".join("%.0f" % r["classes"][SHORT]["ttft"]["p99"]
+                           for r in runs),
+                " / ".join("%.0f" % r["classes"][LONG]["ttft"]["p99"]
+                           for r in runs),
+                " / ".join("%.0f" % r["ttft"]["p99"] for r in runs),
+                " / ".join("%.1f" % r["rps"] for r in runs)))
     out += ["", KV_END]
     return "\n".join(out) + "\n"
 
@@ -505,6 +536,12 @@ def goals(s):
                     "requests at least 1.5x lower than least_conn's",
                     ratio >= 1.5,
                     "%.1fx lower (%.0f vs %.0f ms)" % (ratio, b, a)))
+    lc, lt = get("mixed-slots", "least_conn"), get("mixed-slots", "least_tokens")
+    if lc and lt and SHORT in lc["classes"] and SHORT in lt["classes"]:
+        a, b = lc["classes"][SHORT]["p99"], lt["classes"][SHORT]["p99"]
+        out.append(("mixed lengths on 8 slots, for comparison (no goal): "
+                    "least_tokens's TTFT p99 of the short requests",
+                    None, "%.0f vs least_conn's %.0f ms" % (b, a)))
     lc = get("uniform", "least_conn")
     for b in ("least_tokens", "prefix"):
         x = get("uniform", b)
@@ -540,11 +577,31 @@ def model_note(sim_args):
             "an 80 GB H100 (3.35 TB/s): 26 GB of weights (7.8 ms a step), "
             "~46 GB of KV cache at 800 KiB a token (+13.7 ms when full), "
             "scaled to this replica's cache (backends/ai-sim/README.md, "
-            "\"The batch's KV cache\"). `--kv-cache-tokens` stays off: "
-            "with 8 slots the mixed and uniform workloads never hold more "
-            "than ~4,400 tokens, and on shared prefixes ai-sim would count "
-            "a shared system prompt once per sequence where vLLM holds its "
-            "blocks once." % (u, u, cache, full), ""]
+            "\"The batch's KV cache\")." % (u, u, cache, full), "",
+            "Two batch limits. For shared prefixes and uniform, and for "
+            "mixed lengths on 8 slots, 8 sequences decode at once and the "
+            "rest queue (`--slots 8`, as TGI's `--max-batch-size` or "
+            "llama.cpp's `-np`), and `--kv-cache-tokens` stays off (ai-sim "
+            "would count a shared system prompt once per sequence, where "
+            "vLLM holds its blocks once). For mixed lengths the replicas "
+            "are bounded by their KV cache instead, as vLLM's batches are: "
+            "a sequence starts when its prompt and max_tokens fit in the "
+            "replica's %s tokens beside the running ones (`--slots 64 "
+            "--kv-cache-tokens %s`, about five long generations), and a "
+            "long that does not fit waits at the head of the FIFO queue, "
+            "every request behind it waiting too, as in vLLM's "
+            "first-come-first-served scheduler. On 8 slots a long "
+            "generation takes a slot as a short one does, so the count of "
+            "connections measures a replica's load; in a KV cache it takes "
+            "33 times a short one's room, and tokens in flight measure it."
+            % (KV_TOKENS, KV_TOKENS), ""]
+
+
+def sim_args_of(results, w):
+    """The replicas' arguments of workload w in a run's results (a run
+    before there were two kinds of replicas kept one list)."""
+    a = results["sim_args"]
+    return a if isinstance(a, list) else a.get(w, SIM_ARGS)
 
 
 def section(results):
@@ -555,7 +612,7 @@ def section(results):
     lines = [BEGIN, "", "## Balancing inference replicas", "",
              "Produced by `%s` (scripts/bench_balance.py; the " % cmd +
              "client is build/agw-load) on %s: %s; %s. Three ai-sim replicas "
-             "`%s`; nginx with two workers, each balancer its own upstream "
+             "(`%s` unless a workload says otherwise); nginx with two workers, each balancer its own upstream "
              "with `zone` and `keepalive`; streamed chats. Each "
              "(workload, balancer) run starts fresh replicas and nginx, "
              "warms up %d s, then measures %d s; %d interleaved repetitions, "
@@ -566,23 +623,27 @@ def section(results):
              "%.1f..%.1f on %d cores (other work shares them; what the "
              "requests wait for is the replicas' simulated time)." % (
                  results["date"], results["machine"], results["nginx"],
-                 " ".join(results["sim_args"]), results["warmup"],
+                 " ".join(sim_args_of(results, "shared")), results["warmup"],
                  results["seconds"], results["reps"],
                  results["loadavg"][0], results["loadavg"][1],
                  os.cpu_count()),
              ""]
-    lines += model_note(results["sim_args"])
+    lines += model_note(SIM_ARGS)
     for w in results["workloads"]:
-        label, wargs = WORKLOADS[w]
+        label = WORKLOADS[w][0]
+        wargs = results.get("load_args", {}).get(w, WORKLOADS[w][1])
+        mixed = w.startswith("mixed")
         lines += ["### %s" % label.capitalize(), "",
                   "`agw-load %s`" % " ".join(wargs), "",
+                  "Replicas: `ai-sim %s`" % " ".join(sim_args_of(results, w)),
+                  "",
                   "| balancer | req/s | TTFT p50 ms | p90 | p99 "
                   "| end-to-end p99 ms | failed | requests per replica "
                   "| prefix-cache hit rate per replica |" + (
                       " short TTFT p50 / p99 | long TTFT p99 |"
-                      if w == "mixed" else ""),
+                      if mixed else ""),
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-                  "| ---: |" + (" ---: | ---: |" if w == "mixed" else "")]
+                  "| ---: |" + (" ---: | ---: |" if mixed else "")]
         for b in results["balancers"]:
             x = s.get((w, b))
             if not x:
@@ -593,7 +654,7 @@ def section(results):
                 " / ".join(fmt(v) for v in x["requests"]),
                 " / ".join(fmt(None if v is None else 100 * v, "%.0f%%")
                            for v in x["hit_rates"]))
-            if w == "mixed":
+            if mixed:
                 sh = x["classes"].get(SHORT, {})
                 lg = x["classes"].get(LONG, {})
                 row += " %s / %s | %s |" % (fmt(sh.get("p50")),
@@ -603,8 +664,11 @@ def section(results):
         lines.append("")
     lines += ["Goals (issue 22), measured in this run:", ""]
     for text, met, figures in goals(s):
-        lines.append("- %s: **%s**, %s." % (text, "met" if met else
-                                           "not met", figures))
+        if met is None:
+            lines.append("- %s: %s." % (text, figures))
+        else:
+            lines.append("- %s: **%s**, %s." % (text, "met" if met else
+                                               "not met", figures))
     lines.append("")
     lines += queueing_section(results)
     lines += ["![TTFT p90 and p99 by balancer and workload](%s)" % SVG,
@@ -624,12 +688,12 @@ def draw(results, outdir):
     width = 0.38
     for ax, w in zip(axes, ws):
         xs = range(len(bs))
-        if w == "mixed":
+        if w.startswith("mixed"):
             p90 = [s[(w, b)]["classes"].get(SHORT, {}).get("p90") or 0
                    for b in bs]
             p99 = [s[(w, b)]["classes"].get(SHORT, {}).get("p99") or 0
                    for b in bs]
-            title = "mixed lengths: short requests"
+            title = WORKLOADS[w][0] + ": short requests"
         else:
             p90 = [s[(w, b)]["p90"] for b in bs]
             p99 = [s[(w, b)]["p99"] for b in bs]
