@@ -276,14 +276,17 @@ diff_random_cuts(const uint8_t *in, size_t len, diff_log_t *a,
 }
 
 
+/* the corpus, whole and cut; skims: the handler skipping some values */
+
 static void
-test_push_same_as_reference(void **state)
+diff_corpus(unsigned skims)
 {
     size_t       i, len;
     diff_log_t   a, b;
 
     memset(&a, 0, sizeof(diff_log_t));
     memset(&b, 0, sizeof(diff_log_t));
+    a.skims = skims;
 
     for (i = 0; i < sizeof(bases) / sizeof(bases[0]); i++) {
         len = strlen(bases[i]);
@@ -297,7 +300,7 @@ test_push_same_as_reference(void **state)
 
 
 static void
-test_push_same_as_reference_when_mutated(void **state)
+diff_mutants(unsigned skims)
 {
     size_t       i, len;
     uint8_t     *buf;
@@ -305,6 +308,7 @@ test_push_same_as_reference_when_mutated(void **state)
 
     memset(&a, 0, sizeof(diff_log_t));
     memset(&b, 0, sizeof(diff_log_t));
+    a.skims = skims;
 
     buf = malloc(AGW_DIFF_MAX);
     assert_non_null(buf);
@@ -326,6 +330,20 @@ test_push_same_as_reference_when_mutated(void **state)
     free(buf);
     free(a.buf);
     free(b.buf);
+}
+
+
+static void
+test_push_same_as_reference(void **state)
+{
+    diff_corpus(0);
+}
+
+
+static void
+test_push_same_as_reference_when_mutated(void **state)
+{
+    diff_mutants(0);
 }
 
 
@@ -361,35 +379,8 @@ test_push_same_as_reference_on_noise(void **state)
 static void
 test_skim_same_as_reference_less_skipped(void **state)
 {
-    size_t       i, len;
-    uint8_t     *buf;
-    diff_log_t   a, b;
-
-    memset(&a, 0, sizeof(diff_log_t));
-    memset(&b, 0, sizeof(diff_log_t));
-    a.skims = 1;
-
-    for (i = 0; i < sizeof(bases) / sizeof(bases[0]); i++) {
-        len = strlen(bases[i]);
-        diff_every_cut((const uint8_t *) bases[i], len, &a, &b);
-        diff_random_cuts((const uint8_t *) bases[i], len, &a, &b);
-    }
-
-    buf = malloc(AGW_DIFF_MAX);
-    assert_non_null(buf);
-
-    for (i = 0; i < AGW_DIFF_MUTANTS; i++) {
-        len = strlen(bases[i % (sizeof(bases) / sizeof(bases[0]))]);
-        memcpy(buf, bases[i % (sizeof(bases) / sizeof(bases[0]))], len);
-
-        len = diff_mutate(buf, len);
-
-        diff_random_cuts(buf, len, &a, &b);
-    }
-
-    free(buf);
-    free(a.buf);
-    free(b.buf);
+    diff_corpus(1);
+    diff_mutants(1);
 }
 
 
