@@ -122,21 +122,28 @@ agw_json_push_run(agw_json_push_t *j, const uint8_t *p, const uint8_t *end,
  * 0x20" and "a byte equal to the quote, the backslash", may also flag a
  * byte above one it flags rightly (its borrow), never one below: so the
  * lowest flag of the three is exact.  Bytes >= 0x80 are never flagged
- * (~w clears their high bit).
+ * (~w clears their high bit).  agw_json_push_quotes() alone is what
+ * ends a run in a skimmed string, where control bytes go unchecked.
  */
 
 static uint64_t
-agw_json_push_specials(uint64_t w)
+agw_json_push_quotes(uint64_t w)
 {
     uint64_t  q, b;
 
     q = w ^ (AGW_JSON_ONES * '"');
     b = w ^ (AGW_JSON_ONES * '\\');
 
-    return (((w - AGW_JSON_ONES * 0x20) & ~w)
-            | ((q - AGW_JSON_ONES) & ~q)
-            | ((b - AGW_JSON_ONES) & ~b))
+    return (((q - AGW_JSON_ONES) & ~q) | ((b - AGW_JSON_ONES) & ~b))
            & AGW_JSON_HIGHS;
+}
+
+
+static uint64_t
+agw_json_push_specials(uint64_t w)
+{
+    return (((w - AGW_JSON_ONES * 0x20) & ~w) & AGW_JSON_HIGHS)
+           | agw_json_push_quotes(w);
 }
 
 #endif
@@ -218,26 +225,6 @@ static const uint8_t  agw_json_push_skim_stop[256] = {
     ['['] = 1,
     [']'] = 1
 };
-
-
-#if (AGW_JSON_PUSH_WORDS)
-
-/* as agw_json_push_specials(), for the quote and the backslash only */
-
-static uint64_t
-agw_json_push_quotes(uint64_t w)
-{
-    uint64_t  q, b;
-
-    q = w ^ (AGW_JSON_ONES * '"');
-    b = w ^ (AGW_JSON_ONES * '\\');
-
-    return (((q - AGW_JSON_ONES) & ~q) | ((b - AGW_JSON_ONES) & ~b))
-           & AGW_JSON_HIGHS;
-}
-
-
-#endif
 
 
 /*

@@ -15,6 +15,7 @@ user relies on, with an upstream that answers what the test says:
 import json
 
 import pytest
+import requests
 
 from harness.scripted import Answer, Scripted, sse, stream
 from test_metrics import cachez, parse, total, wait_requests
@@ -54,8 +55,7 @@ def ask(n, model, stream_it=False):
             "messages": [{"role": "user", "content": "hi"}]}
     if stream_it:
         body["stream"] = True
-    r = __import__("requests").post(n.url + "/v1/chat/completions",
-                                    json=body, timeout=10)
+    r = requests.post(n.url + "/v1/chat/completions", json=body, timeout=10)
     assert r.status_code == 200, r.text
     return r
 
