@@ -23,6 +23,19 @@
  * Anthropic's message_start and message_delta figures replace their own),
  * and content events are counted for streams that never report usage.
  *
+ * The events of a stream start alike: an OpenAI chunk repeats the
+ * answer's id, object, creation time, model and the path to its delta's
+ * content, a hundred-odd bytes and a dozen tokens before the few bytes
+ * that change.  With a memo (agw_usage_reader_memo()), the start of the
+ * last event's data is kept, and the reader as it was after the part that
+ * event shared with the one before it, cut after its last quote (before
+ * the value that changed).  An event whose data starts with that part
+ * takes the reader from there: the tokenizer's state after a given prefix
+ * depends on nothing else, and any split of the data reads alike, so the
+ * figures are the ones the whole event would give.  An event that does
+ * not starts over, and the part it shares with the last one becomes the
+ * memo.  Only an event's first piece of data is looked at.
+ *
  * An event whose data is not JSON ("[DONE]") or is cut short says
  * nothing (in the parts the reader follows: what it skims, it does not
  * check).  A JSON answer's usage is taken as far as it was read, so an
@@ -30,9 +43,18 @@
  */
 
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE              /* memrchr */
+#endif
+
 #include <string.h>
 
 #include "agw_usage.h"
+
+
+static void agw_usage_memo_start(agw_usage_reader_t *u, agw_usage_memo_t *m,
+    const uint8_t *p, size_t len);
+static size_t agw_usage_same(const uint8_t *a, const uint8_t *b, size_t n);
 
 
 static void
@@ -41,11 +63,100 @@ agw_usage_data(void *ctx, const uint8_t *p, size_t len)
     agw_usage_reader_t  *u = ctx;
 
     if (!u->in_event) {
-        agw_answer_init_reader(&u->answer, 1);
         u->in_event = 1;
+
+        if (u->memo) {
+            agw_usage_memo_start(u, u->memo, p, len);
+            return;
+        }
+
+        agw_answer_init_reader(&u->answer, 1);
     }
 
     (void) agw_answer_feed(&u->answer, p, len);
+}
+
+
+/*
+ * An event's first piece of data: read from the memo's state if the piece
+ * starts with its bytes, else from the start; a longer shared start (at
+ * least AGW_USAGE_MEMO_STEP bytes more, cut after a quote) becomes the memo
+ */
+
+#define AGW_USAGE_MEMO_STEP  8
+
+static void
+agw_usage_memo_start(agw_usage_reader_t *u, agw_usage_memo_t *m,
+    const uint8_t *p, size_t len)
+{
+    size_t          same, from;
+    const uint8_t  *q;
+
+    same = agw_usage_same(p, m->bytes, len < m->bytes_len ? len
+                                                          : m->bytes_len);
+
+    if (m->len && same >= m->len) {
+        u->answer = m->answer;
+        from = m->len;
+
+    } else {
+        agw_answer_init_reader(&u->answer, 1);
+        m->len = 0;
+        from = 0;
+    }
+
+    if (same >= from + AGW_USAGE_MEMO_STEP) {
+        q = memrchr(p + from, '"', same - from);
+
+        if (q != NULL && (size_t) (q + 1 - p) >= from + AGW_USAGE_MEMO_STEP) {
+            same = (size_t) (q + 1 - p);
+
+            (void) agw_answer_feed(&u->answer, p + from, same - from);
+            m->answer = u->answer;
+            m->len = same;
+            from = same;
+        }
+    }
+
+    (void) agw_answer_feed(&u->answer, p + from, len - from);
+
+    /* the kept start: what follows the part this piece shares with it */
+
+    m->bytes_len = len < AGW_USAGE_MEMO_MAX ? len : AGW_USAGE_MEMO_MAX;
+
+    if (m->bytes_len > same) {
+        memcpy(m->bytes + same, p + same, m->bytes_len - same);
+    }
+}
+
+
+/* how many of the first n bytes of a and b are the same */
+
+static size_t
+agw_usage_same(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    size_t    i;
+#if (defined __GNUC__ && defined __BYTE_ORDER__                            \
+     && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+    uint64_t  x, y;
+
+    for (i = 0; n - i >= 8; i += 8) {
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+
+        if (x != y) {
+            return i + ((size_t) __builtin_ctzll(x ^ y) >> 3);
+        }
+    }
+#else
+    i = 0;
+#endif
+
+    while (i < n && a[i] == b[i]) {
+        i++;
+    }
+
+    return i;
 }
 
 
@@ -110,6 +221,16 @@ agw_usage_reader_init(agw_usage_reader_t *u, unsigned mode)
     } else {
         agw_answer_init_reader(&u->answer, 0);
     }
+}
+
+
+void
+agw_usage_reader_memo(agw_usage_reader_t *u, agw_usage_memo_t *memo)
+{
+    memo->len = 0;
+    memo->bytes_len = 0;
+
+    u->memo = memo;
 }
 
 

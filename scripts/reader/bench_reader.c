@@ -2,7 +2,8 @@
 /*
  * What reading an answer's usage costs (scripts/bench_reader.py): feed
  * FILE to the usage reader (lib/agw_usage.c) REPS times, in 4 KB pieces
- * as nginx's buffers bring it, as JSON or as a stream (sse), and print
+ * as nginx's buffers bring it, as JSON or as a stream (sse, with the
+ * memo the module gives a stream's reader), and print
  * the usage it found.  Run under callgrind with REPS and with 0, the
  * difference over REPS is the instructions an answer costs.
  */
@@ -26,6 +27,7 @@ main(int argc, char **argv)
     unsigned             mode;
     agw_usage_t          usage;
     agw_usage_reader_t   u;
+    agw_usage_memo_t     memo;
     static uint8_t       buf[1 << 24];
 
     if (argc != 4) {
@@ -49,6 +51,10 @@ main(int argc, char **argv)
 
     for (i = 0; i < reps; i++) {
         agw_usage_reader_init(&u, mode);
+
+        if (mode == AGW_USAGE_SSE) {
+            agw_usage_reader_memo(&u, &memo);     /* as the module does */
+        }
 
         for (at = 0; at < n; at += len) {
             len = n - at < BENCH_PIECE ? n - at : BENCH_PIECE;

@@ -167,6 +167,8 @@ static NGX_HTTP_AI_GATEWAY_OUT_OF_LINE void
 ngx_http_ai_gateway_answer_start(ngx_http_request_t *r,
     ngx_http_ai_gateway_answer_t *a)
 {
+    agw_usage_memo_t  *memo;
+
     a->started = 1;
 
     /* answer_want_readable() knew it already */
@@ -175,10 +177,19 @@ ngx_http_ai_gateway_answer_start(ngx_http_request_t *r,
         a->mode = ngx_http_ai_gateway_answer_mode(r);
     }
 
-    if (a->mode != NGX_HTTP_AI_GATEWAY_ANSWER_OTHER) {
-        agw_usage_reader_init(&a->reader,
-                              a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE
-                              ? AGW_USAGE_SSE : AGW_USAGE_JSON);
+    if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_JSON) {
+        agw_usage_reader_init(&a->reader, AGW_USAGE_JSON);
+
+    } else if (a->mode == NGX_HTTP_AI_GATEWAY_ANSWER_SSE) {
+        agw_usage_reader_init(&a->reader, AGW_USAGE_SSE);
+
+        /* without memory for it, every event is read from its start */
+
+        memo = ngx_palloc(r->pool, sizeof(agw_usage_memo_t));
+
+        if (memo != NULL) {
+            agw_usage_reader_memo(&a->reader, memo);
+        }
     }
 }
 
