@@ -225,8 +225,9 @@ ngx_http_ai_gateway_answer_mode(ngx_http_request_t *r)
 
 
 /*
- * the media type, parameters aside, in any case; inline, so that the
- * name's length is a constant, not a strlen() on every answer
+ * the media type, parameters aside, in any case (servers send it in lower
+ * case: compared as bytes first); inline, so that the name's length is a
+ * constant, not a strlen() on every answer
  */
 
 static ngx_inline ngx_uint_t
@@ -237,7 +238,8 @@ ngx_http_ai_gateway_answer_type(ngx_str_t *type, char *name)
     len = ngx_strlen(name);
 
     return type->len >= len
-           && ngx_strncasecmp(type->data, (u_char *) name, len) == 0
+           && (ngx_memcmp(type->data, name, len) == 0
+               || ngx_strncasecmp(type->data, (u_char *) name, len) == 0)
            && (type->len == len || type->data[len] == ';'
                || type->data[len] == ' ');
 }

@@ -65,6 +65,9 @@ static void ngx_http_ai_gateway_metrics_server(ngx_http_request_t *r,
     ngx_http_ai_gateway_label_t *model);
 static ngx_http_ai_gateway_label_t *ngx_http_ai_gateway_metrics_model(
     ngx_http_request_t *r, ngx_http_ai_gateway_metrics_main_conf_t *mmcf);
+static ngx_http_ai_gateway_label_t *ngx_http_ai_gateway_metrics_label(
+    ngx_http_ai_gateway_metrics_main_conf_t *mmcf, ngx_uint_t dict,
+    u_char *name, size_t len);
 static void ngx_http_ai_gateway_metrics_fixed_labels(
     ngx_http_ai_gateway_metrics_main_conf_t *mmcf);
 
@@ -514,10 +517,9 @@ ngx_http_ai_gateway_metrics_server(ngx_http_request_t *r,
 
     label[0] = model;
     label[1] = mmcf->operation[op];
-    label[2] = ngx_http_ai_gateway_hist_label(h,
+    label[2] = ngx_http_ai_gateway_metrics_label(mmcf,
                                               NGX_HTTP_AI_GATEWAY_METRICS_PEER,
-                                              st->peer->data, st->peer->len,
-                                              0);
+                                              st->peer->data, st->peer->len);
 
     s = ngx_http_ai_gateway_hist_series(h, NGX_HTTP_AI_GATEWAY_METRICS_SERVER,
                                         label);
@@ -605,15 +607,61 @@ ngx_http_ai_gateway_metrics_model(ngx_http_request_t *r,
         return mmcf->none;
     }
 
-    if (!agw_metrics_label_ok(info->model.data, info->model.len)) {
-        return ngx_http_ai_gateway_hist_other(mmcf->hist,
-                                            NGX_HTTP_AI_GATEWAY_METRICS_MODEL);
+    return ngx_http_ai_gateway_metrics_label(mmcf,
+                                             NGX_HTTP_AI_GATEWAY_METRICS_MODEL,
+                                             info->model.data,
+                                             info->model.len);
+}
+
+
+/*
+ * A model's or a peer's value: a worker asks for the same few again and
+ * again, so the last ones it found are kept by their bytes, in its own
+ * memory (a value's pointer never changes; a name that went to "other"
+ * always will).  A model's name is checked to be short text first; a peer
+ * is one of the configuration's, the others being "other".
+ */
+
+static ngx_http_ai_gateway_label_t *
+ngx_http_ai_gateway_metrics_label(
+    ngx_http_ai_gateway_metrics_main_conf_t *mmcf, ngx_uint_t dict,
+    u_char *name, size_t len)
+{
+    ngx_uint_t                             i;
+    ngx_http_ai_gateway_label_t           *l;
+    ngx_http_ai_gateway_metrics_recent_t  *rc;
+
+    rc = mmcf->recent;
+
+    for (i = 0; i < NGX_HTTP_AI_GATEWAY_METRICS_RECENT; i++) {
+        if (rc[i].len == len && rc[i].dict == dict && rc[i].label != NULL
+            && ngx_memcmp(rc[i].name, name, len) == 0)
+        {
+            return rc[i].label;
+        }
     }
 
-    return ngx_http_ai_gateway_hist_label(mmcf->hist,
-                                          NGX_HTTP_AI_GATEWAY_METRICS_MODEL,
-                                          info->model.data, info->model.len,
-                                          mmcf->models);
+    if (dict != NGX_HTTP_AI_GATEWAY_METRICS_MODEL) {
+        l = ngx_http_ai_gateway_hist_label(mmcf->hist, dict, name, len, 0);
+
+    } else if (agw_metrics_label_ok(name, len)) {
+        l = ngx_http_ai_gateway_hist_label(mmcf->hist, dict, name, len,
+                                           mmcf->models);
+
+    } else {
+        l = ngx_http_ai_gateway_hist_other(mmcf->hist, dict);
+    }
+
+    if (len <= NGX_HTTP_AI_GATEWAY_METRICS_RECENT_LEN) {
+        rc = &mmcf->recent[mmcf->next++ % NGX_HTTP_AI_GATEWAY_METRICS_RECENT];
+
+        rc->label = l;
+        rc->dict = dict;
+        rc->len = len;
+        ngx_memcpy(rc->name, name, len);
+    }
+
+    return l;
 }
 
 

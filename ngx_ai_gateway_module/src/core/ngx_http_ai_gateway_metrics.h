@@ -45,6 +45,22 @@ enum {
 #define NGX_HTTP_AI_GATEWAY_METRICS_CACHES  6
 
 
+/*
+ * a worker's last model and peer values, found by their bytes without a
+ * hash or a check (metrics.c)
+ */
+#define NGX_HTTP_AI_GATEWAY_METRICS_RECENT      8
+#define NGX_HTTP_AI_GATEWAY_METRICS_RECENT_LEN  64
+
+typedef struct {
+    ngx_http_ai_gateway_label_t        *label;
+    ngx_uint_t                          dict;
+    size_t                              len;
+    u_char                              name[
+                                       NGX_HTTP_AI_GATEWAY_METRICS_RECENT_LEN];
+} ngx_http_ai_gateway_metrics_recent_t;
+
+
 typedef struct {
     ngx_flag_t                          enable;   /* ai_gateway_metrics */
 } ngx_http_ai_gateway_metrics_loc_conf_t;
@@ -63,6 +79,11 @@ typedef struct {
     ngx_http_ai_gateway_label_t        *cache[
                                            NGX_HTTP_AI_GATEWAY_METRICS_CACHES];
     ngx_http_ai_gateway_label_t        *none;     /* no model, no peer */
+
+    ngx_http_ai_gateway_metrics_recent_t  recent[
+                                           NGX_HTTP_AI_GATEWAY_METRICS_RECENT];
+    ngx_uint_t                          next;     /* the recent one to
+                                                     replace */
 } ngx_http_ai_gateway_metrics_main_conf_t;
 
 
