@@ -57,6 +57,52 @@ ptrdiff_t agw_json_unescape(const uint8_t *in, size_t len, uint8_t *out,
 
 extern const uint8_t  agw_json_byte_class[256];
 
+
+#if (defined __GNUC__ && defined __BYTE_ORDER__                            \
+     && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+
+/* the readers in lib/ take a string's plain bytes eight at a time */
+
+#define AGW_JSON_WORDS  1
+
+#define AGW_JSON_ONES   0x0101010101010101ULL
+#define AGW_JSON_HIGHS  0x8080808080808080ULL
+
+
+/*
+ * The special bytes of eight string bytes at once (w holds them in memory
+ * order, the first in its low byte): 0 if there is none, else the lowest
+ * set bit is the high bit of the first one.  Each test, "a byte below
+ * 0x20" and "a byte equal to the quote, the backslash", may also flag a
+ * byte above one it flags rightly (its borrow), never one below: so the
+ * lowest flag of the three is exact.  Bytes >= 0x80 are never flagged
+ * (~w clears their high bit; w & AGW_JSON_HIGHS flags them exactly).
+ * agw_json_word_quotes() alone is what ends a run in a skimmed string,
+ * where control bytes go unchecked.
+ */
+
+static inline uint64_t
+agw_json_word_quotes(uint64_t w)
+{
+    uint64_t  q, b;
+
+    q = w ^ (AGW_JSON_ONES * '"');
+    b = w ^ (AGW_JSON_ONES * '\\');
+
+    return (((q - AGW_JSON_ONES) & ~q) | ((b - AGW_JSON_ONES) & ~b))
+           & AGW_JSON_HIGHS;
+}
+
+
+static inline uint64_t
+agw_json_word_specials(uint64_t w)
+{
+    return (((w - AGW_JSON_ONES * 0x20) & ~w) & AGW_JSON_HIGHS)
+           | agw_json_word_quotes(w);
+}
+
+#endif
+
 /* the value of a hex digit, -1 if c is not one */
 int agw_json_hex(uint8_t c);
 

@@ -106,49 +106,6 @@ agw_json_push_run(agw_json_push_t *j, const uint8_t *p, const uint8_t *end,
 }
 
 
-#if (defined __GNUC__ && defined __BYTE_ORDER__                            \
-     && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
-
-#define AGW_JSON_PUSH_WORDS  1
-
-#define AGW_JSON_ONES   0x0101010101010101ULL
-#define AGW_JSON_HIGHS  0x8080808080808080ULL
-
-
-/*
- * The special bytes of eight string bytes at once (w holds them in memory
- * order, the first in its low byte): 0 if there is none, else the lowest
- * set bit is the high bit of the first one.  Each test, "a byte below
- * 0x20" and "a byte equal to the quote, the backslash", may also flag a
- * byte above one it flags rightly (its borrow), never one below: so the
- * lowest flag of the three is exact.  Bytes >= 0x80 are never flagged
- * (~w clears their high bit).  agw_json_push_quotes() alone is what
- * ends a run in a skimmed string, where control bytes go unchecked.
- */
-
-static uint64_t
-agw_json_push_quotes(uint64_t w)
-{
-    uint64_t  q, b;
-
-    q = w ^ (AGW_JSON_ONES * '"');
-    b = w ^ (AGW_JSON_ONES * '\\');
-
-    return (((q - AGW_JSON_ONES) & ~q) | ((b - AGW_JSON_ONES) & ~b))
-           & AGW_JSON_HIGHS;
-}
-
-
-static uint64_t
-agw_json_push_specials(uint64_t w)
-{
-    return (((w - AGW_JSON_ONES * 0x20) & ~w) & AGW_JSON_HIGHS)
-           | agw_json_push_quotes(w);
-}
-
-#endif
-
-
 /*
  * A run of plain string bytes: as agw_json_push_run() with
  * agw_json_push_special[], eight bytes at a time where it can
@@ -160,7 +117,7 @@ agw_json_push_string_run(agw_json_push_t *j, const uint8_t *p,
 {
     uint8_t        *t, *full;
     const uint8_t  *q;
-#if (AGW_JSON_PUSH_WORDS)
+#if (AGW_JSON_WORDS)
     size_t          n, room;
     uint64_t        w, m;
 #endif
@@ -169,11 +126,11 @@ agw_json_push_string_run(agw_json_push_t *j, const uint8_t *p,
     t = j->text + j->text_len;
     full = j->text + AGW_JSON_TEXT_MAX;
 
-#if (AGW_JSON_PUSH_WORDS)
+#if (AGW_JSON_WORDS)
 
     while (end - q >= 8) {
         memcpy(&w, q, 8);
-        m = agw_json_push_specials(w);
+        m = agw_json_word_specials(w);
         n = m ? (size_t) __builtin_ctzll(m) >> 3 : 8;
 
         /* the text keeps the n plain bytes; what it has room for */
@@ -205,7 +162,7 @@ agw_json_push_string_run(agw_json_push_t *j, const uint8_t *p,
         }
     }
 
-#if (AGW_JSON_PUSH_WORDS)
+#if (AGW_JSON_WORDS)
 done:
 #endif
 
@@ -239,7 +196,7 @@ static const uint8_t *
 agw_json_push_skim(agw_json_push_t *j, const uint8_t *p, const uint8_t *end)
 {
     uint8_t   c;
-#if (AGW_JSON_PUSH_WORDS)
+#if (AGW_JSON_WORDS)
     uint64_t  w, m;
 #endif
 
@@ -256,10 +213,10 @@ agw_json_push_skim(agw_json_push_t *j, const uint8_t *p, const uint8_t *end)
                 j->skim_esc = 0;
             }
 
-#if (AGW_JSON_PUSH_WORDS)
+#if (AGW_JSON_WORDS)
             while (end - p >= 8) {
                 memcpy(&w, p, 8);
-                m = agw_json_push_quotes(w);
+                m = agw_json_word_quotes(w);
 
                 if (m) {
                     p += __builtin_ctzll(m) >> 3;
@@ -278,7 +235,7 @@ agw_json_push_skim(agw_json_push_t *j, const uint8_t *p, const uint8_t *end)
                 return p;
             }
 
-#if (AGW_JSON_PUSH_WORDS)
+#if (AGW_JSON_WORDS)
         quote:
 #endif
             if (*p++ == '\\') {

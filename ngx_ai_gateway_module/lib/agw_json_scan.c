@@ -84,6 +84,9 @@ agw_json_scan_string(agw_json_scan_t *ps, unsigned role, uint32_t *out,
     uint32_t         cp, idx;
     uint64_t         saved;
     const uint8_t   *q, *end;
+#if (AGW_JSON_WORDS)
+    uint64_t         w, m;
+#endif
 
     idx = agw_json_node_new(ps);
     end = ps->end;
@@ -92,6 +95,23 @@ agw_json_scan_string(agw_json_scan_t *ps, unsigned role, uint32_t *out,
     *escaped = 0;
 
     for ( ;; ) {
+
+#if (AGW_JSON_WORDS)
+        /* plain ASCII eight bytes at a time: not special, not high */
+
+        while (end - q >= 8) {
+            memcpy(&w, q, 8);
+            m = agw_json_word_specials(w) | (w & AGW_JSON_HIGHS);
+
+            if (m) {
+                q += __builtin_ctzll(m) >> 3;
+                break;
+            }
+
+            q += 8;
+        }
+#endif
+
         while (q < end && agw_json_byte_class[*q] == AGW_JSON_BYTE_PLAIN) {
             q++;
         }

@@ -694,6 +694,78 @@ test_json_push_depth(void **state)
 }
 
 
+/*
+ * A string's bytes are taken eight at a time where they are plain ASCII:
+ * a control byte, a byte of bad UTF-8, a quote or a backslash anywhere in
+ * a string of any length is found where it is, as the byte at a time loop
+ * found it
+ */
+
+static void
+test_json_string_bytes_everywhere(void **state)
+{
+    int     rc;
+    size_t  len, k, i, n;
+    char    body[64], text[64], in[96], out[96], want[96];
+
+    static const struct {
+        const char  *bytes;
+        int          rc;
+        const char  *canonical;         /* NULL: the bytes themselves */
+    } cases[] = {
+        { "\x01", AGW_JSON_EINVAL, NULL },
+        { "\x1f", AGW_JSON_EINVAL, NULL },
+        { "\t", AGW_JSON_EINVAL, NULL },
+        { "\x7f", AGW_JSON_OK, NULL },
+        { "\x80", AGW_JSON_EINVAL, NULL },
+        { "\xff", AGW_JSON_EINVAL, NULL },
+        { "\xc3(", AGW_JSON_EINVAL, NULL },
+        { "\xc3\xa9", AGW_JSON_OK, NULL },
+        { "\xe2\x82\xac", AGW_JSON_OK, NULL },
+        { "\xed\xa0\x80", AGW_JSON_EINVAL, NULL },   /* a surrogate */
+        { "\\n", AGW_JSON_OK, NULL },
+        { "\\u0041", AGW_JSON_OK, "A" },
+        { "\\x", AGW_JSON_EINVAL, NULL },
+        { "\"", AGW_JSON_EINVAL, NULL }
+    };
+
+    for (i = 0; i < nitems(cases); i++) {
+        n = strlen(cases[i].bytes);
+
+        for (len = 0; len <= 40; len++) {
+            for (k = 0; k <= len; k++) {
+
+                /* the string's content as sent, and as the output has it */
+
+                memset(body, 0, sizeof(body));
+                memset(body, 'a', k);
+                memcpy(body + k, cases[i].bytes, n);
+                memset(body + k + n, 'a', len - k);
+
+                memset(text, 0, sizeof(text));
+                memset(text, 'a', k);
+                strcat(text, cases[i].canonical ? cases[i].canonical
+                                                : cases[i].bytes);
+                memset(text + strlen(text), 'a', len - k);
+
+                snprintf(in, sizeof(in), "\"%s\"", body);
+                rc = canon(in, out, sizeof(out));
+                assert_int_equal(rc, cases[i].rc);
+
+                snprintf(in, sizeof(in), "{\"m\":\"%s\"}", body);
+                rc = canon(in, out, sizeof(out));
+                assert_int_equal(rc, cases[i].rc);
+
+                if (rc == AGW_JSON_OK) {
+                    snprintf(want, sizeof(want), "{\"m\":\"%s\"}", text);
+                    assert_string_equal(out, want);
+                }
+            }
+        }
+    }
+}
+
+
 int
 main(void)
 {
@@ -706,6 +778,7 @@ main(void)
         cmocka_unit_test(test_json_ignore),
         cmocka_unit_test(test_json_request_scan),
         cmocka_unit_test(test_json_unescape),
+        cmocka_unit_test(test_json_string_bytes_everywhere),
         cmocka_unit_test(test_json_push),
         cmocka_unit_test(test_json_push_depth),
     };
