@@ -5,7 +5,9 @@ an 8-token chat (make bench's), a 500-token one, the same with logprobs
 (each token's, with three alternatives: what "logprobs": true,
 "top_logprobs": 3 asks for), and the 500 tokens streamed (one event a
 token, then the usage), each fed to lib/agw_usage.c's reader in 4 KB
-pieces.  Built with the module's flags (-O2) from the lib/ of this tree,
+pieces (a stream's with the memo the module gives it); and what the
+request scan costs a request body (make bench's chat, and one with a
+2 KB system prompt).  Built with the module's flags (-O2) from the lib/ of this tree,
 or of another one to compare with (--lib).
 
     scripts/bench_reader.py [--lib DIR] [--reps 20]
@@ -71,6 +73,19 @@ def answers(dirname):
     write("stream, 500 tokens", "sse",
           "".join("data: %s\n\n" % json.dumps(e) for e in events)
           + "data: [DONE]\n\n")
+
+    # request bodies, through the request scan (the model, the prompt's
+    # size, max_tokens): make bench's chat, and one with a 2 KB system
+    # prompt (bench-balance's shape)
+    user = {"role": "user", "content": "what measuring costs"}
+    write("request: make bench's chat", "request", json.dumps(
+        {"model": "sim-small", "max_tokens": 8, "messages": [user]},
+        separators=(",", ":")))
+    system = ("You are a careful assistant. Answer briefly. " * 46)[:2048]
+    write("request: a 2 KB system prompt", "request", json.dumps(
+        {"model": "sim-small", "max_tokens": 8, "messages": [
+            {"role": "system", "content": system}, user]},
+        separators=(",", ":")))
     return out
 
 
@@ -100,7 +115,7 @@ def main():
                         os.path.join(REPO, "scripts", "reader",
                                      "bench_reader.c")] + srcs
                        + ["-lcrypto", "-lz"], check=True)
-        print("| answer | bytes | instructions/answer |")
+        print("| answer or request | bytes | instructions each |")
         print("| --- | ---: | ---: |")
         for name, (mode, path) in answers(d).items():
             print("| %s | %d | %.0f |" % (

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agw_json_scan.h"
 #include "agw_usage.h"
 
 
@@ -28,10 +29,11 @@ main(int argc, char **argv)
     agw_usage_t          usage;
     agw_usage_reader_t   u;
     agw_usage_memo_t     memo;
+    agw_json_request_t   req;
     static uint8_t       buf[1 << 24];
 
     if (argc != 4) {
-        fprintf(stderr, "usage: bench_reader json|sse FILE REPS\n");
+        fprintf(stderr, "usage: bench_reader json|sse|request FILE REPS\n");
         return 2;
     }
 
@@ -46,6 +48,20 @@ main(int argc, char **argv)
 
     n = fread(buf, 1, sizeof(buf), f);
     fclose(f);
+
+    /* a request body: what the module's request scan reads of it */
+
+    if (strcmp(argv[1], "request") == 0) {
+        for (i = 0; i < reps; i++) {
+            memset(&req, 0, sizeof(agw_json_request_t));
+            (void) agw_json_scan_request(buf, n, &req);
+        }
+
+        printf("valid %d model %.*s\n", (int) req.valid,
+               (int) req.model_len, (const char *) req.model);
+
+        return 0;
+    }
 
     memset(&usage, 0, sizeof(agw_usage_t));
 
