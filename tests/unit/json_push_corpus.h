@@ -206,5 +206,74 @@ diff_mutate(uint8_t *buf, size_t len)
     return len;
 }
 
+/*
+ * One SSE event carrying data[0..n), appended to buf from *len (at most
+ * cap): now and then a comment before it and an event type, "data:" with
+ * or without its space, the data in two lines cut anywhere; 0 if it did
+ * not fit (what did is kept).  Inline: not every file that includes this
+ * one writes streams.
+ */
+
+static inline int
+diff_sse_event(uint8_t *buf, size_t *len, size_t cap, const char *eol,
+    const uint8_t *data, size_t n)
+{
+    size_t       at;
+    const char  *type;
+
+    static const char  *types[] = {
+        "response.output_text.delta", "content_block_delta",
+        "response.completed", "message_stop", "message_start",
+        "message_delta", "error", "ping"
+    };
+
+#define diff_add(s, sl)                                                      \
+    do {                                                                     \
+        if (*len + (sl) > cap) {                                             \
+            return 0;                                                        \
+        }                                                                    \
+        memcpy(buf + *len, s, sl);                                           \
+        *len += (sl);                                                        \
+    } while (0)
+
+    if (diff_rand() % 8 == 0) {
+        diff_add(": keep-alive", 12);
+        diff_add(eol, strlen(eol));
+    }
+
+    if (diff_rand() % 3 == 0) {
+        type = types[diff_rand() % (sizeof(types) / sizeof(types[0]))];
+        diff_add("event: ", 7);
+        diff_add(type, strlen(type));
+        diff_add(eol, strlen(eol));
+    }
+
+    if (diff_rand() % 5) {
+        diff_add("data: ", 6);
+
+    } else {
+        diff_add("data:", 5);            /* no space: the value as is */
+    }
+
+    if (n > 2 && diff_rand() % 8 == 0) {
+        at = 1 + diff_rand() % (n - 1);
+
+        diff_add(data, at);
+        diff_add(eol, strlen(eol));
+        diff_add("data: ", 6);
+        diff_add(data + at, n - at);
+
+    } else {
+        diff_add(data, n);
+    }
+
+    diff_add(eol, strlen(eol));
+    diff_add(eol, strlen(eol));
+
+#undef diff_add
+
+    return 1;
+}
+
 
 #endif /* _JSON_PUSH_CORPUS_H_INCLUDED_ */

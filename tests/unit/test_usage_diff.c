@@ -181,76 +181,23 @@ diff_cuts(unsigned mode, const uint8_t *in, size_t len, int every)
 static size_t
 diff_stream(uint8_t *buf, size_t cap)
 {
-    size_t       len, n, k, at, events;
-    const char  *b, *type, *eol;
-
-    static const char  *types[] = {
-        "response.output_text.delta", "content_block_delta",
-        "response.completed", "message_stop", "message_start",
-        "message_delta", "error", "ping"
-    };
+    size_t       len, k, events;
+    const char  *b, *eol;
 
     len = 0;
     events = 1 + diff_rand() % 8;
     eol = (diff_rand() % 4) ? "\n" : "\r\n";
 
-#define diff_add(s, sl)                                                      \
-    do {                                                                     \
-        if (len + (sl) > cap) {                                              \
-            return len;                                                      \
-        }                                                                    \
-        memcpy(buf + len, s, sl);                                            \
-        len += (sl);                                                         \
-    } while (0)
-
     for (k = 0; k < events; k++) {
-        if (diff_rand() % 8 == 0) {
-            diff_add(": keep-alive", 12);
-            diff_add(eol, strlen(eol));
+        b = (diff_rand() % 10 == 0) ? "[DONE]"
+                                    : bases[diff_rand() % AGW_CORPUS_BASES];
+
+        if (!diff_sse_event(buf, &len, cap, eol, (const uint8_t *) b,
+                            strlen(b)))
+        {
+            break;
         }
-
-        if (diff_rand() % 3 == 0) {
-            type = types[diff_rand() % (sizeof(types) / sizeof(types[0]))];
-            diff_add("event: ", 7);
-            diff_add(type, strlen(type));
-            diff_add(eol, strlen(eol));
-        }
-
-        if (diff_rand() % 10 == 0) {
-            b = "[DONE]";
-
-        } else {
-            b = bases[diff_rand() % AGW_CORPUS_BASES];
-        }
-
-        n = strlen(b);
-
-        if (diff_rand() % 5) {
-            diff_add("data: ", 6);
-
-        } else {
-            diff_add("data:", 5);        /* no space: the value as is */
-        }
-
-        /* now and then the data in two lines, cut anywhere */
-
-        if (n > 2 && diff_rand() % 8 == 0) {
-            at = 1 + diff_rand() % (n - 1);
-
-            diff_add(b, at);
-            diff_add(eol, strlen(eol));
-            diff_add("data: ", 6);
-            diff_add(b + at, n - at);
-
-        } else {
-            diff_add(b, n);
-        }
-
-        diff_add(eol, strlen(eol));
-        diff_add(eol, strlen(eol));
     }
-
-#undef diff_add
 
     return len;
 }

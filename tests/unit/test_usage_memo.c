@@ -192,42 +192,16 @@ memo_variant(uint8_t *out, const char *base)
 static size_t
 memo_stream(uint8_t *buf, size_t cap)
 {
-    size_t       len, n, k, at, events;
-    const char  *base, *eol;
+    size_t       len, n, k, events;
     uint8_t      ev[AGW_CORPUS_MAX];
-
-    static const char  *types[] = {
-        "response.output_text.delta", "content_block_delta",
-        "response.completed", "message_delta", "ping"
-    };
+    const char  *base, *eol;
 
     len = 0;
     events = 2 + diff_rand() % 24;
     eol = (diff_rand() % 4) ? "\n" : "\r\n";
     base = bases[diff_rand() % AGW_CORPUS_BASES];
 
-#define memo_add(s, sl)                                                      \
-    do {                                                                     \
-        if (len + (sl) > cap) {                                              \
-            return len;                                                      \
-        }                                                                    \
-        memcpy(buf + len, s, sl);                                            \
-        len += (sl);                                                         \
-    } while (0)
-
     for (k = 0; k < events; k++) {
-        if (diff_rand() % 12 == 0) {
-            memo_add(": keep-alive", 12);
-            memo_add(eol, strlen(eol));
-        }
-
-        if (diff_rand() % 6 == 0) {
-            const char  *t = types[diff_rand() % 5];
-
-            memo_add("event: ", 7);
-            memo_add(t, strlen(t));
-            memo_add(eol, strlen(eol));
-        }
 
         switch (diff_rand() % 16) {
 
@@ -248,26 +222,10 @@ memo_stream(uint8_t *buf, size_t cap)
             }
         }
 
-        memo_add(diff_rand() % 5 ? "data: " : "data:",
-                 diff_rand() % 5 ? 6 : 5);
-
-        if (n > 2 && diff_rand() % 10 == 0) {
-            at = 1 + diff_rand() % (n - 1);
-
-            memo_add(ev, at);
-            memo_add(eol, strlen(eol));
-            memo_add("data: ", 6);
-            memo_add(ev + at, n - at);
-
-        } else {
-            memo_add(ev, n);
+        if (!diff_sse_event(buf, &len, cap, eol, ev, n)) {
+            break;
         }
-
-        memo_add(eol, strlen(eol));
-        memo_add(eol, strlen(eol));
     }
-
-#undef memo_add
 
     return len;
 }
