@@ -1,0 +1,123 @@
+#!/usr/bin/python3
+"""What the GenAI metrics cost a gateway whose worker is the bottleneck:
+one nginx, one worker, make bench's two locations (the same chat proxied
+to one ai-sim without latency, `ai_gateway_metrics` on and off), and wrk
+-t1 -c16 on one location then the other, 2 s windows, the order swapped
+every pair.  Each pair gives the requests/s ratio (on/off) and the
+worker's CPU time per request ratio (utime + stime from /proc).  A
+control row measures "off" against "off" the same way: how far the
+method itself moves.
+
+make bench's metrics section runs two nginx side by side, each with its
+own ai-sim and wrk, on this 2-core machine: there the worker is one of
+six busy processes and its cost is diluted in the requests/s; here both
+rows share one worker, one ai-sim and one wrk, so its CPU per request is
+the figure to read.
+
+    scripts/bench_metrics_alternate.py [--pairs 30] [--seconds 2]
+"""
+
+import argparse
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+
+from benchlib import metrics_cost, pairs                   # noqa: E402
+from benchlib.host import fast_sim                          # noqa: E402
+from benchlib.stats import median_interval                  # noqa: E402
+from benchlib.wrk import post_script                        # noqa: E402
+from harness.nginx import Nginx, free_port, private_dir     # noqa: E402
+
+
+OFF = "ai_gateway_metrics off;"
+STREAM = '"stream":true,"stream_options":{"include_usage":true},'
+
+# title, the measured location's directive, its reference's, streamed
+ROWS = [
+    ("chat, metrics on vs off", "", OFF, False),
+    ("stream, metrics on vs off", "", OFF, True),
+    ("control: chat, off vs off", OFF, OFF, False),
+]
+
+
+def worker_cpu(pid):
+    """Seconds of CPU (user and system) the process has used."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def window(pid, url, script, seconds):
+    """(requests, CPU microseconds a request) of one wrk window."""
+    before = worker_cpu(pid)
+    out = subprocess.run(["wrk", "-t1", "-c16", "-d%ds" % seconds, "-s",
+                          script, url], capture_output=True, text=True,
+                         check=True).stdout
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    return n, (worker_cpu(pid) - before) / max(n, 1) * 1e6
+
+
+def measure(row, work, n_pairs, seconds):
+    title, measured, reference, stream = row
+    script = post_script(os.path.join(work, "body.lua"),
+                         metrics_cost.BODY % (STREAM if stream else ""))
+    sim = fast_sim("sim-alternate")
+    nginx = None
+    try:
+        urls, servers = [], []
+        for directive in (measured, reference):
+            port = free_port()
+            urls.append("http://127.0.0.1:%d/v1/chat/completions" % port)
+            servers.append(metrics_cost.SERVER.format(port=port,
+                                                      directive=directive))
+        nginx = Nginx(pairs.http("".join(servers), upstream=(
+            "    upstream sim { server 127.0.0.1:%d; keepalive 64; }\n"
+            % sim.port)), workers=1)
+        nginx.start()
+        pid = int(subprocess.run(["pgrep", "-P", str(nginx.proc.pid)],
+                                 capture_output=True, text=True,
+                                 check=True).stdout.split()[0])
+        for url in urls:
+            window(pid, url, script, 1)               # warm both
+        rps, cpu, per = [], [], []
+        for i in range(n_pairs):
+            order = (0, 1) if i % 2 == 0 else (1, 0)
+            got = {k: window(pid, urls[k], script, seconds) for k in order}
+            rps.append(got[0][0] / got[1][0])
+            cpu.append(got[0][1] / got[1][1])
+            per.append(got[1][1])
+    finally:
+        if nginx:
+            nginx.stop()
+            nginx.cleanup()
+        sim.stop()
+    return title, rps, cpu, statistics.median(per)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=30)
+    ap.add_argument("--seconds", type=int, default=2)
+    args = ap.parse_args()
+    work = private_dir("agw-bench-alternate-")
+    rng = random.Random(1)
+    print("| row | req/s ratio (95% interval) | worker CPU/req ratio (95%"
+          " interval) | reference's worker CPU µs/req |")
+    print("| --- | ---: | ---: | ---: |")
+    for row in ROWS:
+        title, rps, cpu, per = measure(row, work, args.pairs, args.seconds)
+        print("| %s | %.3f (%.3f..%.3f) | %.3f (%.3f..%.3f) | %.1f |" % (
+            title, statistics.median(rps), *median_interval(rps, rng),
+            statistics.median(cpu), *median_interval(cpu, rng), per),
+            flush=True)
+
+
+if __name__ == "__main__":
+    main()
