@@ -4,9 +4,12 @@ one nginx, one worker, make bench's two locations (the same chat proxied
 to one ai-sim without latency, `ai_gateway_metrics` on and off), and wrk
 -t1 -c16 on one location then the other, 2 s windows, the order swapped
 every pair.  Each pair gives the requests/s ratio (on/off) and the
-worker's CPU time per request ratio (utime + stime from /proc).  A
-control row measures "off" against "off" the same way: how far the
-method itself moves.
+worker's CPU time per request ratio (utime + stime from /proc).  Then the
+same behind the shipped /v1/ location's limiters (a request zone per
+client, a global one, a money zone and a token zone, at rates that never
+refuse), which read the request and the answer themselves: there the
+metrics add only their own part.  A control row measures "off" against
+"off" the same way: how far the method itself moves.
 
 make bench's metrics section runs two nginx side by side, each with its
 own ai-sim and wrk, on this 2-core machine: there the worker is one of
@@ -36,13 +39,19 @@ from benchlib.wrk import post_script                        # noqa: E402
 from harness.nginx import Nginx, free_port, private_dir     # noqa: E402
 
 
-OFF = "ai_gateway_metrics off;"
 STREAM = '"stream":true,"stream_options":{"include_usage":true},'
 
-# title, the measured location's directive, its reference's, streamed
+OFF = metrics_cost.OFF
+LIMITS = metrics_cost.LIMITS         # the shipped /v1/ location's limiters
+
+# title, the measured location's directives, its reference's, streamed
 ROWS = [
     ("chat, metrics on vs off", "", OFF, False),
     ("stream, metrics on vs off", "", OFF, True),
+    ("chat behind the shipped limiters, metrics on vs off", LIMITS,
+     LIMITS + " " + OFF, False),
+    ("stream behind the shipped limiters, metrics on vs off", LIMITS,
+     LIMITS + " " + OFF, True),
     ("control: chat, off vs off", OFF, OFF, False),
 ]
 
@@ -61,6 +70,9 @@ def window(pid, url, script, seconds):
                           script, url], capture_output=True, text=True,
                          check=True).stdout
     n = int(re.search(r"(\d+) requests in", out).group(1))
+    if "Non-2xx" in out:
+        raise SystemExit("bench: %s answered other than 2xx:\n%s"
+                         % (url, out))
     return n, (worker_cpu(pid) - before) / max(n, 1) * 1e6
 
 
@@ -68,6 +80,8 @@ def measure(row, work, n_pairs, seconds):
     title, measured, reference, stream = row
     script = post_script(os.path.join(work, "body.lua"),
                          metrics_cost.BODY % (STREAM if stream else ""))
+    with open(script, "a") as f:
+        f.write('wrk.headers["X-Api-Key"] = "bench"\n')
     sim = fast_sim("sim-alternate")
     nginx = None
     try:
@@ -79,7 +93,7 @@ def measure(row, work, n_pairs, seconds):
                                                       directive=directive))
         nginx = Nginx(pairs.http("".join(servers), upstream=(
             "    upstream sim { server 127.0.0.1:%d; keepalive 64; }\n"
-            % sim.port)), workers=1)
+            % sim.port + metrics_cost.LIMIT_ZONES)), workers=1)
         nginx.start()
         pid = int(subprocess.run(["pgrep", "-P", str(nginx.proc.pid)],
                                  capture_output=True, text=True,
@@ -105,6 +119,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=30)
     ap.add_argument("--seconds", type=int, default=2)
+    ap.add_argument("--rows", help="only the rows whose title has this")
     args = ap.parse_args()
     work = private_dir("agw-bench-alternate-")
     rng = random.Random(1)
@@ -112,6 +127,8 @@ def main():
           " interval) | reference's worker CPU µs/req |")
     print("| --- | ---: | ---: | ---: |")
     for row in ROWS:
+        if args.rows and args.rows not in row[0]:
+            continue
         title, rps, cpu, per = measure(row, work, args.pairs, args.seconds)
         print("| %s | %.3f (%.3f..%.3f) | %.3f (%.3f..%.3f) | %.1f |" % (
             title, statistics.median(rps), *median_interval(rps, rng),

@@ -26,12 +26,39 @@ SERVER = """
         }}
     }}"""
 
-# name, directive, streamed
+# the shipped /v1/ location's limiters (nginx-conf/gateway.conf.template)
+# at rates that never refuse: its token and money zones read the request
+# for their estimate and the answer for its usage, as the metrics do, so
+# that there the metrics add only their own part, the log phase's update
+LIMIT_ZONES = """
+    ai_gateway_limit_zone $binary_remote_addr zone=per_client:10m
+                          rate=1000000r/s burst=1000000;
+    ai_gateway_limit_zone global zone=global:1m rate=1000000r/s
+                          burst=1000000;
+    ai_gateway_limit_zone $http_x_api_key zone=tpm:10m
+                          rate=1000000000t/m burst=1000000000;
+    ai_gateway_model_price sim-small input=0.15 output=0.60
+                           cached_input=0.075;
+    ai_gateway_limit_zone $http_x_api_key zone=spend:10m
+                          rate=1000000usd/d burst=1000000usd;
+"""
+LIMITS = ("ai_gateway_limit zone=per_client; ai_gateway_limit zone=global;"
+          " ai_gateway_limit zone=spend; ai_gateway_limit zone=tpm;"
+          " ai_gateway_limit_headers all;")
+OFF = "ai_gateway_metrics off;"
+LIMITED = " behind the shipped limiters"
+
+# name, directives, streamed; each "on" row is followed by its reference
 ROWS = [
     ("proxied chat, metrics on", "", False),
-    ("proxied chat, metrics off", "ai_gateway_metrics off;", False),
+    ("proxied chat, metrics off", OFF, False),
     ("proxied stream, metrics on", "", True),
-    ("proxied stream, metrics off", "ai_gateway_metrics off;", True),
+    ("proxied stream, metrics off", OFF, True),
+    ("proxied chat" + LIMITED + ", metrics on", LIMITS, False),
+    ("proxied chat" + LIMITED + ", metrics off", LIMITS + " " + OFF, False),
+    ("proxied stream" + LIMITED + ", metrics on", LIMITS, True),
+    ("proxied stream" + LIMITED + ", metrics off", LIMITS + " " + OFF,
+     True),
 ]
 
 BODY = ('{"model":"sim-small","max_tokens":8,%s"messages":'
@@ -49,6 +76,9 @@ def section(pairs_n, seconds, connections, callgrind_passes):
         True: post_script(os.path.join(pair.work, "stream.lua"), BODY % (
             '"stream":true,"stream_options":{"include_usage":true},')),
     }
+    for path in scripts.values():             # the key the zones count
+        with open(path, "a") as f:
+            f.write('wrk.headers["X-Api-Key"] = "bench"\n')
     ratios, passes = {}, []
     try:
         for side in "ab":
@@ -61,12 +91,12 @@ def section(pairs_n, seconds, connections, callgrind_passes):
                 servers.append(SERVER.format(port=port, directive=directive))
             http = pairs.http("".join(servers), upstream=(
                 "    upstream sim { server 127.0.0.1:%d; keepalive 64; }\n"
-                % sim.port))
+                % sim.port + LIMIT_ZONES))
             pair.start(http, urls)
         for urls in pair.urls():
             for name, _, stream in ROWS:
                 pairs.warm(urls[name], connections, scripts[stream], name)
-        for on, off in ((0, 1), (2, 3)):
+        for on, off in ((0, 1), (2, 3), (4, 5), (6, 7)):
             row, ref = ROWS[on][0], ROWS[off][0]
             vals = ratios[(row, ref)] = pairs.against(
                 pair.urls(), pair.pids(), row, ref, pairs_n, seconds,
@@ -100,7 +130,11 @@ def section(pairs_n, seconds, connections, callgrind_passes):
         "location's proxying (no cache, no limiter) with "
         "`ai_gateway_metrics` on (the default: the request body's model, "
         "the answer read as it passes, the histograms updated in the log "
-        "phase) and off. Side by side at the same time: two identical "
+        "phase) and off; then the same behind the shipped `/v1/` "
+        "location's four limiters (per client, global, the money zone and "
+        "the token zone, an X-Api-Key on every request, rates that never "
+        "refuse), whose zones read the request and the answer themselves, "
+        "so that the metrics add only their log phase's update. Side by side at the same time: two identical "
         "nginx, one worker and one ai-sim each, wrk -t1 -c%d POSTing on "
         "each at once for %d s, the row on one and its reference on the "
         "other, swapping every pair; median of %d pairs with the 95%% "
