@@ -617,9 +617,11 @@ ngx_http_ai_gateway_metrics_model(ngx_http_request_t *r,
 /*
  * A model's or a peer's value: a worker asks for the same few again and
  * again, so the last ones it found are kept by their bytes, in its own
- * memory (a value's pointer never changes; a name that went to "other"
- * always will).  A model's name is checked to be short text first; a peer
- * is one of the configuration's, the others being "other".
+ * memory (a value's pointer never changes).  A model's name is checked to
+ * be short text first; a peer is one of the configuration's, the others
+ * being "other" for good.  A model that went to "other" is not kept: the
+ * dictionary may have looked full in the instant another worker took its
+ * last place for that very name.
  */
 
 static ngx_http_ai_gateway_label_t *
@@ -652,7 +654,10 @@ ngx_http_ai_gateway_metrics_label(
         l = ngx_http_ai_gateway_hist_other(mmcf->hist, dict);
     }
 
-    if (len <= NGX_HTTP_AI_GATEWAY_METRICS_RECENT_LEN) {
+    if (len <= NGX_HTTP_AI_GATEWAY_METRICS_RECENT_LEN
+        && (dict != NGX_HTTP_AI_GATEWAY_METRICS_MODEL
+            || l != ngx_http_ai_gateway_hist_other(mmcf->hist, dict)))
+    {
         rc = &mmcf->recent[mmcf->next++ % NGX_HTTP_AI_GATEWAY_METRICS_RECENT];
 
         rc->label = l;
