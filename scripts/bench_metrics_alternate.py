@@ -23,9 +23,7 @@ the figure to read.
 import argparse
 import os
 import random
-import re
 import statistics
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,7 +33,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 from benchlib import metrics_cost, pairs                   # noqa: E402
 from benchlib.host import fast_sim                          # noqa: E402
 from benchlib.stats import median_interval                  # noqa: E402
-from benchlib.wrk import post_script                        # noqa: E402
+from benchlib.wrk import post_script, wrk_with_cpu          # noqa: E402
 from harness.nginx import Nginx, free_port, private_dir     # noqa: E402
 
 
@@ -54,26 +52,6 @@ ROWS = [
      LIMITS + " " + OFF, True),
     ("control: chat, off vs off", OFF, OFF, False),
 ]
-
-
-def worker_cpu(pid):
-    """Seconds of CPU (user and system) the process has used."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def window(pid, url, script, seconds):
-    """(requests, CPU microseconds a request) of one wrk window."""
-    before = worker_cpu(pid)
-    out = subprocess.run(["wrk", "-t1", "-c16", "-d%ds" % seconds, "-s",
-                          script, url], capture_output=True, text=True,
-                         check=True).stdout
-    n = int(re.search(r"(\d+) requests in", out).group(1))
-    if "Non-2xx" in out:
-        raise SystemExit("bench: %s answered other than 2xx:\n%s"
-                         % (url, out))
-    return n, (worker_cpu(pid) - before) / max(n, 1) * 1e6
 
 
 def measure(row, work, n_pairs, seconds):
@@ -95,15 +73,16 @@ def measure(row, work, n_pairs, seconds):
             "    upstream sim { server 127.0.0.1:%d; keepalive 64; }\n"
             % sim.port + metrics_cost.LIMIT_ZONES)), workers=1)
         nginx.start()
-        pid = int(subprocess.run(["pgrep", "-P", str(nginx.proc.pid)],
-                                 capture_output=True, text=True,
-                                 check=True).stdout.split()[0])
-        for url in urls:
-            window(pid, url, script, 1)               # warm both
+        pid = nginx.worker_pids()[0]
+        for url in urls:                          # both answer 2xx
+            pairs.warm(url, 16, script, title)
         rps, cpu, per = [], [], []
         for i in range(n_pairs):
             order = (0, 1) if i % 2 == 0 else (1, 0)
-            got = {k: window(pid, urls[k], script, seconds) for k in order}
+            got = {}
+            for k in order:
+                r, _, _, c = wrk_with_cpu(urls[k], pid, seconds, 16, script)
+                got[k] = (r, c)
             rps.append(got[0][0] / got[1][0])
             cpu.append(got[0][1] / got[1][1])
             per.append(got[1][1])
